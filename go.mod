@@ -1,0 +1,3 @@
+module drmcr
+
+go 1.24
