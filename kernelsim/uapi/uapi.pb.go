@@ -3083,6 +3083,7 @@ type JobState struct {
 	ProgressCmd   int32                  `protobuf:"varint,5,opt,name=progress_cmd,json=progressCmd,proto3" json:"progress_cmd,omitempty"`
 	ProgressIter  uint64                 `protobuf:"varint,6,opt,name=progress_iter,json=progressIter,proto3" json:"progress_iter,omitempty"`
 	ProgressAcc   uint64                 `protobuf:"varint,7,opt,name=progress_acc,json=progressAcc,proto3" json:"progress_acc,omitempty"`
+	BoIds         []uint64               `protobuf:"varint,8,rep,packed,name=bo_ids,json=boIds,proto3" json:"bo_ids,omitempty"` // the BOs of bos, by dump-time id
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3164,6 +3165,13 @@ func (x *JobState) GetProgressAcc() uint64 {
 		return x.ProgressAcc
 	}
 	return 0
+}
+
+func (x *JobState) GetBoIds() []uint64 {
+	if x != nil {
+		return x.BoIds
+	}
+	return nil
 }
 
 type SyncobjState struct {
@@ -3346,6 +3354,86 @@ func (x *CheckpointFileRequest) GetFileId() uint64 {
 	return 0
 }
 
+type DebugRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DebugRequest) Reset() {
+	*x = DebugRequest{}
+	mi := &file_uapi_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DebugRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DebugRequest) ProtoMessage() {}
+
+func (x *DebugRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_uapi_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DebugRequest.ProtoReflect.Descriptor instead.
+func (*DebugRequest) Descriptor() ([]byte, []int) {
+	return file_uapi_proto_rawDescGZIP(), []int{54}
+}
+
+type DebugReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Json          string                 `protobuf:"bytes,1,opt,name=json,proto3" json:"json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DebugReply) Reset() {
+	*x = DebugReply{}
+	mi := &file_uapi_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DebugReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DebugReply) ProtoMessage() {}
+
+func (x *DebugReply) ProtoReflect() protoreflect.Message {
+	mi := &file_uapi_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DebugReply.ProtoReflect.Descriptor instead.
+func (*DebugReply) Descriptor() ([]byte, []int) {
+	return file_uapi_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *DebugReply) GetJson() string {
+	if x != nil {
+		return x.Json
+	}
+	return ""
+}
+
 type CheckpointDmaBufRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Inode         uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"`
@@ -3355,7 +3443,7 @@ type CheckpointDmaBufRequest struct {
 
 func (x *CheckpointDmaBufRequest) Reset() {
 	*x = CheckpointDmaBufRequest{}
-	mi := &file_uapi_proto_msgTypes[54]
+	mi := &file_uapi_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3367,7 +3455,7 @@ func (x *CheckpointDmaBufRequest) String() string {
 func (*CheckpointDmaBufRequest) ProtoMessage() {}
 
 func (x *CheckpointDmaBufRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[54]
+	mi := &file_uapi_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3380,7 +3468,7 @@ func (x *CheckpointDmaBufRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointDmaBufRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointDmaBufRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{54}
+	return file_uapi_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *CheckpointDmaBufRequest) GetInode() uint64 {
@@ -3399,7 +3487,7 @@ type CheckpointDmaBufReply struct {
 
 func (x *CheckpointDmaBufReply) Reset() {
 	*x = CheckpointDmaBufReply{}
-	mi := &file_uapi_proto_msgTypes[55]
+	mi := &file_uapi_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3411,7 +3499,7 @@ func (x *CheckpointDmaBufReply) String() string {
 func (*CheckpointDmaBufReply) ProtoMessage() {}
 
 func (x *CheckpointDmaBufReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[55]
+	mi := &file_uapi_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3424,7 +3512,7 @@ func (x *CheckpointDmaBufReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointDmaBufReply.ProtoReflect.Descriptor instead.
 func (*CheckpointDmaBufReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{55}
+	return file_uapi_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *CheckpointDmaBufReply) GetBo() *BoState {
@@ -3444,7 +3532,7 @@ type CheckpointBoRequest struct {
 
 func (x *CheckpointBoRequest) Reset() {
 	*x = CheckpointBoRequest{}
-	mi := &file_uapi_proto_msgTypes[56]
+	mi := &file_uapi_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3456,7 +3544,7 @@ func (x *CheckpointBoRequest) String() string {
 func (*CheckpointBoRequest) ProtoMessage() {}
 
 func (x *CheckpointBoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[56]
+	mi := &file_uapi_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3469,7 +3557,7 @@ func (x *CheckpointBoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointBoRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointBoRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{56}
+	return file_uapi_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *CheckpointBoRequest) GetBoId() uint64 {
@@ -3489,7 +3577,7 @@ type CheckpointBoReply struct {
 
 func (x *CheckpointBoReply) Reset() {
 	*x = CheckpointBoReply{}
-	mi := &file_uapi_proto_msgTypes[57]
+	mi := &file_uapi_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3501,7 +3589,7 @@ func (x *CheckpointBoReply) String() string {
 func (*CheckpointBoReply) ProtoMessage() {}
 
 func (x *CheckpointBoReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[57]
+	mi := &file_uapi_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3514,7 +3602,7 @@ func (x *CheckpointBoReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointBoReply.ProtoReflect.Descriptor instead.
 func (*CheckpointBoReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{57}
+	return file_uapi_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *CheckpointBoReply) GetSize() uint64 {
@@ -3541,7 +3629,7 @@ type RestoreFile struct {
 
 func (x *RestoreFile) Reset() {
 	*x = RestoreFile{}
-	mi := &file_uapi_proto_msgTypes[58]
+	mi := &file_uapi_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3553,7 +3641,7 @@ func (x *RestoreFile) String() string {
 func (*RestoreFile) ProtoMessage() {}
 
 func (x *RestoreFile) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[58]
+	mi := &file_uapi_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3566,7 +3654,7 @@ func (x *RestoreFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreFile.ProtoReflect.Descriptor instead.
 func (*RestoreFile) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{58}
+	return file_uapi_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *RestoreFile) GetInode() uint64 {
@@ -3593,7 +3681,7 @@ type RestoreDmaBuf struct {
 
 func (x *RestoreDmaBuf) Reset() {
 	*x = RestoreDmaBuf{}
-	mi := &file_uapi_proto_msgTypes[59]
+	mi := &file_uapi_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3605,7 +3693,7 @@ func (x *RestoreDmaBuf) String() string {
 func (*RestoreDmaBuf) ProtoMessage() {}
 
 func (x *RestoreDmaBuf) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[59]
+	mi := &file_uapi_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3618,7 +3706,7 @@ func (x *RestoreDmaBuf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreDmaBuf.ProtoReflect.Descriptor instead.
 func (*RestoreDmaBuf) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{59}
+	return file_uapi_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *RestoreDmaBuf) GetInode() uint64 {
@@ -3646,7 +3734,7 @@ type SessionOpenRequest struct {
 
 func (x *SessionOpenRequest) Reset() {
 	*x = SessionOpenRequest{}
-	mi := &file_uapi_proto_msgTypes[60]
+	mi := &file_uapi_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3658,7 +3746,7 @@ func (x *SessionOpenRequest) String() string {
 func (*SessionOpenRequest) ProtoMessage() {}
 
 func (x *SessionOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[60]
+	mi := &file_uapi_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3671,7 +3759,7 @@ func (x *SessionOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpenRequest.ProtoReflect.Descriptor instead.
 func (*SessionOpenRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{60}
+	return file_uapi_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *SessionOpenRequest) GetBos() []*BoState {
@@ -3707,7 +3795,7 @@ type SessionOpenReply struct {
 
 func (x *SessionOpenReply) Reset() {
 	*x = SessionOpenReply{}
-	mi := &file_uapi_proto_msgTypes[61]
+	mi := &file_uapi_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3719,7 +3807,7 @@ func (x *SessionOpenReply) String() string {
 func (*SessionOpenReply) ProtoMessage() {}
 
 func (x *SessionOpenReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[61]
+	mi := &file_uapi_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3732,7 +3820,7 @@ func (x *SessionOpenReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpenReply.ProtoReflect.Descriptor instead.
 func (*SessionOpenReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{61}
+	return file_uapi_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *SessionOpenReply) GetToken() []byte {
@@ -3768,7 +3856,7 @@ type SessionLoadBoRequest struct {
 
 func (x *SessionLoadBoRequest) Reset() {
 	*x = SessionLoadBoRequest{}
-	mi := &file_uapi_proto_msgTypes[62]
+	mi := &file_uapi_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3780,7 +3868,7 @@ func (x *SessionLoadBoRequest) String() string {
 func (*SessionLoadBoRequest) ProtoMessage() {}
 
 func (x *SessionLoadBoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[62]
+	mi := &file_uapi_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3793,7 +3881,7 @@ func (x *SessionLoadBoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionLoadBoRequest.ProtoReflect.Descriptor instead.
 func (*SessionLoadBoRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{62}
+	return file_uapi_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *SessionLoadBoRequest) GetToken() []byte {
@@ -3828,7 +3916,7 @@ type SessionResumeRequest struct {
 
 func (x *SessionResumeRequest) Reset() {
 	*x = SessionResumeRequest{}
-	mi := &file_uapi_proto_msgTypes[63]
+	mi := &file_uapi_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3840,7 +3928,7 @@ func (x *SessionResumeRequest) String() string {
 func (*SessionResumeRequest) ProtoMessage() {}
 
 func (x *SessionResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[63]
+	mi := &file_uapi_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3853,7 +3941,7 @@ func (x *SessionResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResumeRequest.ProtoReflect.Descriptor instead.
 func (*SessionResumeRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{63}
+	return file_uapi_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *SessionResumeRequest) GetToken() []byte {
@@ -3887,7 +3975,7 @@ type SessionCloseRequest struct {
 
 func (x *SessionCloseRequest) Reset() {
 	*x = SessionCloseRequest{}
-	mi := &file_uapi_proto_msgTypes[64]
+	mi := &file_uapi_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3899,7 +3987,7 @@ func (x *SessionCloseRequest) String() string {
 func (*SessionCloseRequest) ProtoMessage() {}
 
 func (x *SessionCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[64]
+	mi := &file_uapi_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3912,7 +4000,7 @@ func (x *SessionCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionCloseRequest.ProtoReflect.Descriptor instead.
 func (*SessionCloseRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{64}
+	return file_uapi_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *SessionCloseRequest) GetToken() []byte {
@@ -3941,7 +4029,7 @@ type ClaimFileRequest struct {
 
 func (x *ClaimFileRequest) Reset() {
 	*x = ClaimFileRequest{}
-	mi := &file_uapi_proto_msgTypes[65]
+	mi := &file_uapi_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3953,7 +4041,7 @@ func (x *ClaimFileRequest) String() string {
 func (*ClaimFileRequest) ProtoMessage() {}
 
 func (x *ClaimFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[65]
+	mi := &file_uapi_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3966,7 +4054,7 @@ func (x *ClaimFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimFileRequest.ProtoReflect.Descriptor instead.
 func (*ClaimFileRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{65}
+	return file_uapi_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ClaimFileRequest) GetToken() []byte {
@@ -3993,7 +4081,7 @@ type ClaimDmaBufRequest struct {
 
 func (x *ClaimDmaBufRequest) Reset() {
 	*x = ClaimDmaBufRequest{}
-	mi := &file_uapi_proto_msgTypes[66]
+	mi := &file_uapi_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4005,7 +4093,7 @@ func (x *ClaimDmaBufRequest) String() string {
 func (*ClaimDmaBufRequest) ProtoMessage() {}
 
 func (x *ClaimDmaBufRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[66]
+	mi := &file_uapi_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4018,7 +4106,7 @@ func (x *ClaimDmaBufRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimDmaBufRequest.ProtoReflect.Descriptor instead.
 func (*ClaimDmaBufRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{66}
+	return file_uapi_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ClaimDmaBufRequest) GetToken() []byte {
@@ -4235,7 +4323,7 @@ const file_uapi_proto_rawDesc = "" +
 	"\x06guilty\x18\x03 \x01(\bR\x06guilty\x12\x1c\n" +
 	"\tsubmitted\x18\x04 \x01(\x04R\tsubmitted\x12\x1c\n" +
 	"\tcompleted\x18\x05 \x01(\x04R\tcompleted\x12,\n" +
-	"\x04jobs\x18\x06 \x03(\v2\x18.kernelsim.uapi.JobStateR\x04jobs\"\x94\x02\n" +
+	"\x04jobs\x18\x06 \x03(\v2\x18.kernelsim.uapi.JobStateR\x04jobs\"\xab\x02\n" +
 	"\bJobState\x12\x19\n" +
 	"\bfence_id\x18\x01 \x01(\x04R\afenceId\x12*\n" +
 	"\x03bos\x18\x02 \x03(\v2\x18.kernelsim.uapi.SubmitBoR\x03bos\x123\n" +
@@ -4243,7 +4331,8 @@ const file_uapi_proto_rawDesc = "" +
 	"\flong_running\x18\x04 \x01(\bR\vlongRunning\x12!\n" +
 	"\fprogress_cmd\x18\x05 \x01(\x05R\vprogressCmd\x12#\n" +
 	"\rprogress_iter\x18\x06 \x01(\x04R\fprogressIter\x12!\n" +
-	"\fprogress_acc\x18\a \x01(\x04R\vprogressAcc\"\xf7\x01\n" +
+	"\fprogress_acc\x18\a \x01(\x04R\vprogressAcc\x12\x15\n" +
+	"\x06bo_ids\x18\b \x03(\x04R\x05boIds\"\xf7\x01\n" +
 	"\fSyncobjState\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\rR\x06handle\x125\n" +
 	"\x04kind\x18\x02 \x01(\x0e2!.kernelsim.uapi.SyncobjState.KindR\x04kind\x12\x14\n" +
@@ -4260,7 +4349,11 @@ const file_uapi_proto_rawDesc = "" +
 	"\btimeline\x18\x01 \x01(\rR\btimeline\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value\"0\n" +
 	"\x15CheckpointFileRequest\x12\x17\n" +
-	"\afile_id\x18\x01 \x01(\x04R\x06fileId\"/\n" +
+	"\afile_id\x18\x01 \x01(\x04R\x06fileId\"\x0e\n" +
+	"\fDebugRequest\" \n" +
+	"\n" +
+	"DebugReply\x12\x12\n" +
+	"\x04json\x18\x01 \x01(\tR\x04json\"/\n" +
 	"\x17CheckpointDmaBufRequest\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\"@\n" +
 	"\x15CheckpointDmaBufReply\x12'\n" +
@@ -4326,7 +4419,7 @@ func file_uapi_proto_rawDescGZIP() []byte {
 }
 
 var file_uapi_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_uapi_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
+var file_uapi_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
 var file_uapi_proto_goTypes = []any{
 	(Domain)(0),                     // 0: kernelsim.uapi.Domain
 	(ObjectKind)(0),                 // 1: kernelsim.uapi.ObjectKind
@@ -4385,19 +4478,21 @@ var file_uapi_proto_goTypes = []any{
 	(*SyncobjState)(nil),            // 54: kernelsim.uapi.SyncobjState
 	(*SwSyncState)(nil),             // 55: kernelsim.uapi.SwSyncState
 	(*CheckpointFileRequest)(nil),   // 56: kernelsim.uapi.CheckpointFileRequest
-	(*CheckpointDmaBufRequest)(nil), // 57: kernelsim.uapi.CheckpointDmaBufRequest
-	(*CheckpointDmaBufReply)(nil),   // 58: kernelsim.uapi.CheckpointDmaBufReply
-	(*CheckpointBoRequest)(nil),     // 59: kernelsim.uapi.CheckpointBoRequest
-	(*CheckpointBoReply)(nil),       // 60: kernelsim.uapi.CheckpointBoReply
-	(*RestoreFile)(nil),             // 61: kernelsim.uapi.RestoreFile
-	(*RestoreDmaBuf)(nil),           // 62: kernelsim.uapi.RestoreDmaBuf
-	(*SessionOpenRequest)(nil),      // 63: kernelsim.uapi.SessionOpenRequest
-	(*SessionOpenReply)(nil),        // 64: kernelsim.uapi.SessionOpenReply
-	(*SessionLoadBoRequest)(nil),    // 65: kernelsim.uapi.SessionLoadBoRequest
-	(*SessionResumeRequest)(nil),    // 66: kernelsim.uapi.SessionResumeRequest
-	(*SessionCloseRequest)(nil),     // 67: kernelsim.uapi.SessionCloseRequest
-	(*ClaimFileRequest)(nil),        // 68: kernelsim.uapi.ClaimFileRequest
-	(*ClaimDmaBufRequest)(nil),      // 69: kernelsim.uapi.ClaimDmaBufRequest
+	(*DebugRequest)(nil),            // 57: kernelsim.uapi.DebugRequest
+	(*DebugReply)(nil),              // 58: kernelsim.uapi.DebugReply
+	(*CheckpointDmaBufRequest)(nil), // 59: kernelsim.uapi.CheckpointDmaBufRequest
+	(*CheckpointDmaBufReply)(nil),   // 60: kernelsim.uapi.CheckpointDmaBufReply
+	(*CheckpointBoRequest)(nil),     // 61: kernelsim.uapi.CheckpointBoRequest
+	(*CheckpointBoReply)(nil),       // 62: kernelsim.uapi.CheckpointBoReply
+	(*RestoreFile)(nil),             // 63: kernelsim.uapi.RestoreFile
+	(*RestoreDmaBuf)(nil),           // 64: kernelsim.uapi.RestoreDmaBuf
+	(*SessionOpenRequest)(nil),      // 65: kernelsim.uapi.SessionOpenRequest
+	(*SessionOpenReply)(nil),        // 66: kernelsim.uapi.SessionOpenReply
+	(*SessionLoadBoRequest)(nil),    // 67: kernelsim.uapi.SessionLoadBoRequest
+	(*SessionResumeRequest)(nil),    // 68: kernelsim.uapi.SessionResumeRequest
+	(*SessionCloseRequest)(nil),     // 69: kernelsim.uapi.SessionCloseRequest
+	(*ClaimFileRequest)(nil),        // 70: kernelsim.uapi.ClaimFileRequest
+	(*ClaimDmaBufRequest)(nil),      // 71: kernelsim.uapi.ClaimDmaBufRequest
 }
 var file_uapi_proto_depIdxs = []int32{
 	0,  // 0: kernelsim.uapi.GemCreateRequest.domain:type_name -> kernelsim.uapi.Domain
@@ -4422,8 +4517,8 @@ var file_uapi_proto_depIdxs = []int32{
 	46, // 19: kernelsim.uapi.CheckpointDmaBufReply.bo:type_name -> kernelsim.uapi.BoState
 	49, // 20: kernelsim.uapi.RestoreFile.state:type_name -> kernelsim.uapi.FileCheckpoint
 	46, // 21: kernelsim.uapi.SessionOpenRequest.bos:type_name -> kernelsim.uapi.BoState
-	61, // 22: kernelsim.uapi.SessionOpenRequest.files:type_name -> kernelsim.uapi.RestoreFile
-	62, // 23: kernelsim.uapi.SessionOpenRequest.dmabufs:type_name -> kernelsim.uapi.RestoreDmaBuf
+	63, // 22: kernelsim.uapi.SessionOpenRequest.files:type_name -> kernelsim.uapi.RestoreFile
+	64, // 23: kernelsim.uapi.SessionOpenRequest.dmabufs:type_name -> kernelsim.uapi.RestoreDmaBuf
 	24, // [24:24] is the sub-list for method output_type
 	24, // [24:24] is the sub-list for method input_type
 	24, // [24:24] is the sub-list for extension type_name
@@ -4442,7 +4537,7 @@ func file_uapi_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_uapi_proto_rawDesc), len(file_uapi_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   67,
+			NumMessages:   69,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

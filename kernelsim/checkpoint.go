@@ -1,0 +1,382 @@
+package kernelsim
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"drmcr/kernelsim/dma"
+	"drmcr/kernelsim/gpu"
+	"drmcr/kernelsim/sched"
+	"drmcr/kernelsim/uapi"
+)
+
+// DriverPrivateVersion is the version of the DriverPrivate blob this
+// kernel writes and reads.
+const DriverPrivateVersion = 1
+
+// IO is the connection serving a file, as the checkpoint code sees it.
+type IO interface {
+	// Freeze stops the connection taking requests and returns what is
+	// caught mid-flight on it.
+	Freeze() (*uapi.PendingIO, error)
+	// Thaw undoes Freeze.
+	Thaw()
+}
+
+// attachIO is called by the server when it starts serving f.
+func (f *File) attachIO(io IO, clientIno uint64) {
+	k := f.k
+	k.mu.Lock()
+	f.io = io
+	f.clientIno = clientIno
+	k.mu.Unlock()
+}
+
+// Pause stops the files' contexts taking new work (submitters wait), runs
+// their queued and in-flight jobs to completion and preempts long-running
+// ones, all within timeout. On failure nothing stays paused and the error
+// names the process, context and what it waits on.
+func (k *Kernel) Pause(fileIDs []uint64, timeout time.Duration) error {
+	files, err := k.lookupFiles(fileIDs)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+
+	type result struct {
+		c   *Context
+		err error
+	}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		results []result
+	)
+	for _, f := range files {
+		k.mu.Lock()
+		f.paused = true
+		ctxs := f.contextList()
+		k.mu.Unlock()
+		for _, c := range ctxs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := c.pause(ctx)
+				mu.Lock()
+				results = append(results, result{c, err})
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+	var msgs []string
+	for _, r := range results {
+		if r.err != nil {
+			msgs = append(msgs, fmt.Sprintf("pid %d file %d context %d: %v", r.c.f.owner.PID, r.c.f.id, r.c.id, r.err))
+		}
+	}
+	if msgs != nil {
+		k.Resume(fileIDs)
+		slices.Sort(msgs)
+		return errnof(syscall.ETIMEDOUT, "pause did not drain within %v: %s", timeout, strings.Join(msgs, "; "))
+	}
+	// Drop the signalled fences from the files' BOs, so that what a
+	// checkpoint sees of their reservation objects is only live work.
+	k.mu.Lock()
+	for _, f := range files {
+		for _, h := range f.handles.ids() {
+			bo, _ := f.handles.get(h)
+			bo.resv.Prune()
+		}
+	}
+	k.mu.Unlock()
+	return nil
+}
+
+// Resume undoes Pause and Checkpoint: connections take requests again and
+// contexts take work again. Files that are gone are skipped.
+func (k *Kernel) Resume(fileIDs []uint64) {
+	for _, id := range fileIDs {
+		k.mu.Lock()
+		f := k.files[id]
+		var (
+			ctxs []*Context
+			fio  IO
+		)
+		if f != nil {
+			f.paused = false
+			ctxs = f.contextList()
+			fio = f.io
+		}
+		k.mu.Unlock()
+		for _, c := range ctxs {
+			c.resume()
+		}
+		if fio != nil {
+			fio.Thaw()
+		}
+	}
+}
+
+func (k *Kernel) lookupFiles(ids []uint64) ([]*File, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	files := make([]*File, 0, len(ids))
+	for _, id := range ids {
+		f, ok := k.files[id]
+		if !ok {
+			return nil, errnof(syscall.ENOENT, "no drm file %d", id)
+		}
+		files = append(files, f)
+	}
+	return files, nil
+}
+
+// contextList returns the file's contexts by id. Called with k.mu held.
+func (f *File) contextList() []*Context {
+	ids := f.contexts.ids()
+	out := make([]*Context, len(ids))
+	for i, id := range ids {
+		out[i], _ = f.contexts.get(id)
+	}
+	return out
+}
+
+// CheckpointFile captures a paused file: driver-neutral state, the driver
+// blob, and the request traffic caught on its connection, which stays
+// frozen until Resume.
+func (k *Kernel) CheckpointFile(id uint64) (*uapi.FileCheckpoint, error) {
+	k.mu.Lock()
+	f, ok := k.files[id]
+	if !ok {
+		k.mu.Unlock()
+		return nil, errnof(syscall.ENOENT, "no drm file %d", id)
+	}
+	if !f.paused {
+		k.mu.Unlock()
+		return nil, errnof(syscall.EBUSY, "drm file %d is not paused", id)
+	}
+	fio := f.io
+	k.mu.Unlock()
+
+	var pending *uapi.PendingIO
+	if fio != nil {
+		var err error
+		if pending, err = fio.Freeze(); err != nil {
+			return nil, fmt.Errorf("drm file %d: %w", id, err)
+		}
+	}
+
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	cp := &uapi.FileCheckpoint{
+		FileId: f.id, Minor: f.dev.cfg.Minor, Driver: f.dev.drv.name,
+		GpuId: f.dev.cfg.GPUID, OwnerPid: f.owner.PID, Io: pending,
+	}
+	bos := map[uint64]*BO{}
+	for _, h := range f.handles.ids() {
+		bo, _ := f.handles.get(h)
+		_, prime := f.prime[h]
+		cp.Handles = append(cp.Handles, &uapi.HandleState{Handle: h, BoId: bo.id, Prime: prime})
+		bos[bo.id] = bo
+	}
+	for _, m := range f.vm {
+		cp.Mappings = append(cp.Mappings, &uapi.VaMapping{Handle: m.Handle, BoOffset: m.BOOffset, Va: m.VA, Size: m.Size, Flags: m.Flags})
+	}
+	priv, err := f.checkpointDriver(bos)
+	if err != nil {
+		return nil, fmt.Errorf("drm file %d: %w", id, err)
+	}
+	if cp.DriverPrivate, err = proto.Marshal(priv); err != nil {
+		return nil, fmt.Errorf("drm file %d: driver state: %w", id, err)
+	}
+	if pending != nil && pending.UnreadReplyDmabufInode != 0 {
+		db, ok := k.dmabufs[pending.UnreadReplyDmabufInode]
+		if !ok {
+			return nil, fmt.Errorf("drm file %d: unread reply carries dma-buf inode %d, which is gone", id, pending.UnreadReplyDmabufInode)
+		}
+		pending.UnreadReplyBo = db.bo.state()
+	}
+	ids := make([]uint64, 0, len(bos))
+	for id := range bos {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		cp.Bos = append(cp.Bos, bos[id].state())
+	}
+	return cp, nil
+}
+
+// checkpointDriver builds the driver blob: contexts with their preempted
+// work, syncobjs and sw_sync timelines. BOs that only jobs still refer to
+// are added to bos. Called with k.mu held.
+func (f *File) checkpointDriver(bos map[uint64]*BO) (*uapi.DriverPrivate, error) {
+	k := f.k
+	priv := &uapi.DriverPrivate{Version: DriverPrivateVersion, Driver: f.dev.drv.name}
+	jobFences := map[*dma.Fence]bool{}
+	for _, c := range f.contextList() {
+		cs := &uapi.ContextState{
+			CtxId: c.id, Priority: c.prio, Guilty: c.entity.Guilty(),
+			Submitted: c.submitted.Load(), Completed: c.completed.Load(),
+		}
+		c.mu.Lock()
+		jobs := append(c.entity.Queued(), c.restored...)
+		c.mu.Unlock()
+		for _, j := range jobs {
+			info, ok := k.jobs[j]
+			if !ok {
+				return nil, fmt.Errorf("context %d: queued job without kernel state", c.id)
+			}
+			if !j.LongRunning {
+				return nil, fmt.Errorf("context %d: regular job still queued after drain", c.id)
+			}
+			js := &uapi.JobState{
+				FenceId: j.Finished().ID(), Bos: info.submit, Commands: info.cmds,
+				LongRunning: true,
+				ProgressCmd: int32(info.payload.Progress.Cmd), ProgressIter: info.payload.Progress.Iter,
+				ProgressAcc: info.payload.Progress.Acc,
+			}
+			for _, bo := range info.bos {
+				js.BoIds = append(js.BoIds, bo.id)
+				bos[bo.id] = bo
+			}
+			jobFences[j.Finished()] = true
+			cs.Jobs = append(cs.Jobs, js)
+		}
+		priv.Contexts = append(priv.Contexts, cs)
+	}
+	timelines := map[uint64]uint32{} // fence context -> timeline id
+	for _, id := range f.swsync.ids() {
+		t, _ := f.swsync.get(id)
+		priv.SwSyncs = append(priv.SwSyncs, &uapi.SwSyncState{Timeline: id, Value: t.Value()})
+		timelines[t.Context()] = id
+	}
+	for _, h := range f.syncobjs.ids() {
+		s, _ := f.syncobjs.get(h)
+		st := &uapi.SyncobjState{Handle: h}
+		if fence := s.Fence(); fence != nil {
+			switch tl, isSw := timelines[fence.Context()]; {
+			case fence.Signaled():
+				st.Kind = uapi.SyncobjState_SIGNALED
+				st.Error = dma.Errno(fence.Err())
+			case jobFences[fence]:
+				st.Kind = uapi.SyncobjState_JOB
+				st.FenceId = fence.ID()
+			case isSw:
+				st.Kind = uapi.SyncobjState_SW_SYNC
+				st.Timeline = tl
+				st.Point = fence.Seqno()
+			default:
+				fence.Put()
+				return nil, fmt.Errorf("syncobj %d holds unsignalled fence %d (%s) that is not this file's to restore", h, fence.ID(), fence.Timeline())
+			}
+			fence.Put()
+		}
+		priv.Syncobjs = append(priv.Syncobjs, st)
+	}
+	return priv, nil
+}
+
+// CheckpointDmaBuf describes the BO behind a dma-buf inode.
+func (k *Kernel) CheckpointDmaBuf(ino uint64) (*uapi.BoState, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	db, ok := k.dmabufs[ino]
+	if !ok {
+		return nil, errnof(syscall.ENOENT, "no dma-buf with inode %d", ino)
+	}
+	return db.bo.state(), nil
+}
+
+// CheckpointBO writes a BO's contents to w and returns their size and
+// SHA-256. Jobs writing the BO must have been drained by Pause.
+func (k *Kernel) CheckpointBO(id uint64, w io.Writer) (uint64, []byte, error) {
+	k.mu.Lock()
+	bo, ok := k.bos[id]
+	if ok {
+		bo.get()
+	}
+	k.mu.Unlock()
+	if !ok {
+		return 0, nil, errnof(syscall.ENOENT, "no BO %d", id)
+	}
+	defer func() {
+		k.mu.Lock()
+		bo.put()
+		k.mu.Unlock()
+	}()
+	h := sha256.New()
+	n, err := bo.mem.WriteTo(io.MultiWriter(w, h))
+	if err != nil {
+		return uint64(n), nil, fmt.Errorf("BO %d contents: %w", id, err)
+	}
+	return uint64(n), h.Sum(nil), nil
+}
+
+// errNoDriverState is returned for a blob of another driver or version.
+var errNoDriverState = errors.New("driver state")
+
+// decodeDriverPrivate parses and checks a driver blob for device d.
+func (d *Device) decodeDriverPrivate(blob []byte) (*uapi.DriverPrivate, error) {
+	priv := &uapi.DriverPrivate{}
+	if err := proto.Unmarshal(blob, priv); err != nil {
+		return nil, fmt.Errorf("%w: %v", errNoDriverState, err)
+	}
+	if priv.Version != DriverPrivateVersion {
+		return nil, fmt.Errorf("%w: version %d, this kernel reads %d", errNoDriverState, priv.Version, DriverPrivateVersion)
+	}
+	if priv.Driver != d.drv.name {
+		return nil, fmt.Errorf("%w: for driver %q, device renderD%d is %q", errNoDriverState, priv.Driver, d.cfg.Minor, d.drv.name)
+	}
+	return priv, nil
+}
+
+// restoredJob makes a scheduler job of preempted work from a checkpoint;
+// bos are the job's BOs, already referenced for it. Called with k.mu held.
+func (c *Context) restoredJob(js *uapi.JobState, bos []*BO) (*sched.Job, error) {
+	cmds := make([]gpu.Command, len(js.Commands))
+	for i, uc := range js.Commands {
+		cmds[i] = commandFromUAPI(uc)
+	}
+	bufs := make([]gpu.Buffer, len(bos))
+	sizes := make([]uint64, len(bos))
+	for i, bo := range bos {
+		bufs[i] = bo.mem
+		sizes[i] = bo.size
+	}
+	if len(js.Bos) != len(bos) {
+		return nil, fmt.Errorf("job with %d BOs and %d BO ids", len(js.Bos), len(bos))
+	}
+	if err := gpu.Validate(cmds, len(bufs), sizes); err != nil {
+		return nil, fmt.Errorf("restored job commands: %w", err)
+	}
+	payload := &gpu.JobPayload{Cmds: cmds, Bufs: bufs, Progress: gpu.Progress{Cmd: int(js.ProgressCmd), Iter: js.ProgressIter, Acc: js.ProgressAcc}}
+	j, err := c.entity.NewJob(nil, payload, true)
+	if err != nil {
+		return nil, err
+	}
+	info := &jobInfo{ctx: c, bos: bos, submit: js.Bos, cmds: js.Commands, payload: payload}
+	c.f.k.jobs[j] = info
+	fin := j.Finished()
+	for i, bo := range bos {
+		u := dma.UsageRead
+		if js.Bos[i].Write {
+			u = dma.UsageWrite
+		}
+		bo.resv.Add(fin, u)
+	}
+	fin.AddCallback(func(*dma.Fence) { c.completed.Add(1) })
+	return j, nil
+}

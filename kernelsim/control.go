@@ -1,0 +1,266 @@
+package kernelsim
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"drmcr/kernelsim/uapi"
+)
+
+// controlConn serves the privileged control socket: identification of
+// client sockets, pause/resume, checkpoint and restore sessions, and the
+// debug view. Whatever a control connection paused is resumed, and every
+// session it opened and did not close is aborted, when it goes away, so a
+// crashed criu leaves no client stuck.
+type controlConn struct {
+	s     *Server
+	fd    int
+	owner Cred
+
+	paused   map[uint64]bool
+	sessions map[string]*Session
+}
+
+func (c *controlConn) serve() {
+	defer c.cleanup()
+	buf := make([]byte, uapi.MaxMessage)
+	for {
+		n, fds, err := uapi.Recv(c.fd, buf, 0)
+		if err != nil && err != uapi.ErrTruncated {
+			return
+		}
+		if err == nil && n == 0 {
+			return
+		}
+		var h uapi.Header
+		var reply proto.Message
+		if err == nil {
+			h, err = uapi.ParseHeader(buf[:n])
+		}
+		if err == nil {
+			reply, err = c.dispatch(h, buf[uapi.HeaderSize:n], fds)
+		} else {
+			uapi.CloseFDs(fds)
+			err = errnof(syscall.EPROTO, "bad request: %v", err)
+		}
+		out := uapi.Header{Op: h.Op, Seq: h.Seq}
+		if err != nil {
+			out.Status = -int32(ErrnoOf(err))
+			reply = &uapi.ErrorReply{Message: truncate(err.Error(), 64<<10)}
+		}
+		pkt, merr := uapi.Marshal(out, reply)
+		if merr != nil {
+			out.Status = -int32(syscall.EOVERFLOW)
+			pkt, _ = uapi.Marshal(out, &uapi.ErrorReply{Message: merr.Error()})
+		}
+		if uapi.Send(c.fd, pkt) != nil {
+			return
+		}
+	}
+}
+
+func (c *controlConn) cleanup() {
+	k := c.s.k
+	var ids []uint64
+	for id := range c.paused {
+		ids = append(ids, id)
+	}
+	k.Resume(ids)
+	for _, s := range c.sessions {
+		s.Close(true)
+	}
+	unix.Close(c.fd)
+}
+
+func decode(payload []byte, m proto.Message) error {
+	if err := proto.Unmarshal(payload, m); err != nil {
+		return errnof(syscall.EINVAL, "malformed request: %v", err)
+	}
+	return nil
+}
+
+func (c *controlConn) session(token []byte) (*Session, error) {
+	s, ok := c.sessions[hex.EncodeToString(token)]
+	if !ok {
+		return nil, errnof(syscall.ENOENT, "no restore session of this connection with that token")
+	}
+	return s, nil
+}
+
+func (c *controlConn) dispatch(h uapi.Header, payload []byte, fds []int) (proto.Message, error) {
+	k := c.s.k
+	takeFD := func() (int, error) {
+		if len(fds) != 1 {
+			uapi.CloseFDs(fds)
+			return -1, errnof(syscall.EINVAL, "%v needs exactly one fd, got %d", h.Op, len(fds))
+		}
+		return fds[0], nil
+	}
+	if h.Op != uapi.OpCheckpointBo && h.Op != uapi.OpSessionLoadBo && len(fds) > 0 {
+		uapi.CloseFDs(fds)
+		return nil, errnof(syscall.EINVAL, "unexpected file descriptor")
+	}
+	switch h.Op {
+	case uapi.OpIdentify:
+		var r uapi.IdentifyRequest
+		if err := decode(payload, &r); err != nil {
+			return nil, err
+		}
+		return &uapi.IdentifyReply{Objects: c.s.identify(r.Inodes)}, nil
+	case uapi.OpPause:
+		var r uapi.PauseRequest
+		if err := decode(payload, &r); err != nil {
+			return nil, err
+		}
+		if err := k.Pause(r.FileIds, time.Duration(r.TimeoutNs)); err != nil {
+			return nil, err
+		}
+		for _, id := range r.FileIds {
+			c.paused[id] = true
+		}
+		return empty, nil
+	case uapi.OpResume:
+		var r uapi.ResumeRequest
+		if err := decode(payload, &r); err != nil {
+			return nil, err
+		}
+		k.Resume(r.FileIds)
+		for _, id := range r.FileIds {
+			delete(c.paused, id)
+		}
+		return empty, nil
+	case uapi.OpCheckpointFile:
+		var r uapi.CheckpointFileRequest
+		if err := decode(payload, &r); err != nil {
+			return nil, err
+		}
+		return k.CheckpointFile(r.FileId)
+	case uapi.OpCheckpointDmaBuf:
+		var r uapi.CheckpointDmaBufRequest
+		if err := decode(payload, &r); err != nil {
+			return nil, err
+		}
+		st, err := k.CheckpointDmaBuf(r.Inode)
+		return &uapi.CheckpointDmaBufReply{Bo: st}, err
+	case uapi.OpCheckpointBo:
+		var r uapi.CheckpointBoRequest
+		if err := decode(payload, &r); err != nil {
+			uapi.CloseFDs(fds)
+			return nil, err
+		}
+		fd, err := takeFD()
+		if err != nil {
+			return nil, err
+		}
+		w := os.NewFile(uintptr(fd), "bo-image")
+		defer w.Close()
+		n, sum, err := k.CheckpointBO(r.BoId, w)
+		return &uapi.CheckpointBoReply{Size: n, Sha256: sum}, err
+	case uapi.OpSessionOpen:
+		var r uapi.SessionOpenRequest
+		if err := decode(payload, &r); err != nil {
+			return nil, err
+		}
+		s, err := k.OpenSession(&r)
+		if err != nil {
+			return nil, err
+		}
+		c.sessions[s.token] = s
+		tok, _ := hex.DecodeString(s.token)
+		reply := &uapi.SessionOpenReply{Token: tok}
+		for _, f := range r.Files {
+			reply.FileSockets = append(reply.FileSockets, RenderNodePath(c.s.dir, f.State.Minor))
+		}
+		for _, d := range r.Dmabufs {
+			reply.DmabufSockets = append(reply.DmabufSockets, RenderNodePath(c.s.dir, s.bos[d.BoId].st.Minor))
+		}
+		return reply, nil
+	case uapi.OpSessionLoadBo:
+		var r uapi.SessionLoadBoRequest
+		if err := decode(payload, &r); err != nil {
+			uapi.CloseFDs(fds)
+			return nil, err
+		}
+		fd, err := takeFD()
+		if err != nil {
+			return nil, err
+		}
+		s, err := c.session(r.Token)
+		if err != nil {
+			unix.Close(fd)
+			return nil, err
+		}
+		return empty, s.LoadBO(r.BoId, os.NewFile(uintptr(fd), "bo-image"), r.Sha256)
+	case uapi.OpSessionResume:
+		var r uapi.SessionResumeRequest
+		if err := decode(payload, &r); err != nil {
+			return nil, err
+		}
+		s, err := c.session(r.Token)
+		if err != nil {
+			return nil, err
+		}
+		timeout := time.Duration(r.TimeoutNs)
+		if timeout <= 0 {
+			timeout = time.Minute
+		}
+		return empty, s.ResumeTask(r.Pid, timeout)
+	case uapi.OpSessionClose:
+		var r uapi.SessionCloseRequest
+		if err := decode(payload, &r); err != nil {
+			return nil, err
+		}
+		s, err := c.session(r.Token)
+		if err != nil {
+			return nil, err
+		}
+		delete(c.sessions, s.token)
+		return empty, s.Close(r.Abort)
+	case uapi.OpDebug:
+		js, err := json.MarshalIndent(k.Debug(), "", "  ")
+		if err != nil {
+			return nil, err
+		}
+		return &uapi.DebugReply{Json: string(js)}, nil
+	}
+	return nil, errnof(syscall.ENOTTY, "unknown control request %v", h.Op)
+}
+
+// identify tells which inodes are client sockets of this kernel.
+func (s *Server) identify(inodes []uint64) []*uapi.IdentifiedObject {
+	k := s.k
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	byIno := map[uint64]*File{}
+	for _, f := range k.files {
+		if f.clientIno != 0 && !f.closed {
+			byIno[f.clientIno] = f
+		}
+	}
+	out := make([]*uapi.IdentifiedObject, 0, len(inodes))
+	for _, ino := range inodes {
+		obj := &uapi.IdentifiedObject{Inode: ino}
+		if f, ok := byIno[ino]; ok {
+			obj.Kind = uapi.ObjectKind_OBJECT_DRM_FILE
+			obj.FileId = f.id
+			obj.Minor = f.dev.cfg.Minor
+			obj.Driver = f.dev.drv.name
+			obj.OwnerPid = f.owner.PID
+			obj.SocketPath = RenderNodePath(s.dir, f.dev.cfg.Minor)
+		} else if db, ok := k.dmabufs[ino]; ok {
+			obj.Kind = uapi.ObjectKind_OBJECT_DMA_BUF
+			obj.DmabufId = db.id
+			obj.Minor = db.bo.dev.cfg.Minor
+			obj.Driver = db.bo.dev.drv.name
+			obj.SocketPath = RenderNodePath(s.dir, db.bo.dev.cfg.Minor)
+		}
+		out = append(out, obj)
+	}
+	return out
+}

@@ -1,0 +1,118 @@
+// Package ctl is the client of kernelsim's privileged control socket, used
+// by the CRIU plugin and the debug tools.
+package ctl
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"drmcr/kernelsim"
+	"drmcr/kernelsim/uapi"
+)
+
+// Client is a control connection. Whatever it pauses is resumed, and every
+// restore session it opened and did not close is aborted, if it
+// disconnects.
+type Client struct {
+	c *uapi.Conn
+}
+
+// Dial connects to dir/control.
+func Dial(dir string) (*Client, error) {
+	c, err := uapi.Dial(kernelsim.ControlPath(dir))
+	if err != nil {
+		return nil, fmt.Errorf("kernelsim control socket: %w", err)
+	}
+	return &Client{c: c}, nil
+}
+
+// Close disconnects.
+func (c *Client) Close() error { return c.c.Close() }
+
+// Identify tells which socket inodes are kernelsim drm files or dma-bufs.
+func (c *Client) Identify(inodes []uint64) ([]*uapi.IdentifiedObject, error) {
+	r := &uapi.IdentifyReply{}
+	_, err := c.c.Call(uapi.OpIdentify, &uapi.IdentifyRequest{Inodes: inodes}, r)
+	return r.Objects, err
+}
+
+// Pause pauses and drains the files' contexts within timeout.
+func (c *Client) Pause(fileIDs []uint64, timeout time.Duration) error {
+	_, err := c.c.Call(uapi.OpPause, &uapi.PauseRequest{FileIds: fileIDs, TimeoutNs: int64(timeout)}, nil)
+	return err
+}
+
+// Resume resumes files paused or checkpointed.
+func (c *Client) Resume(fileIDs []uint64) error {
+	_, err := c.c.Call(uapi.OpResume, &uapi.ResumeRequest{FileIds: fileIDs}, nil)
+	return err
+}
+
+// CheckpointFile captures a paused drm file.
+func (c *Client) CheckpointFile(id uint64) (*uapi.FileCheckpoint, error) {
+	r := &uapi.FileCheckpoint{}
+	_, err := c.c.Call(uapi.OpCheckpointFile, &uapi.CheckpointFileRequest{FileId: id}, r)
+	return r, err
+}
+
+// CheckpointDmaBuf describes the BO of a dma-buf.
+func (c *Client) CheckpointDmaBuf(ino uint64) (*uapi.BoState, error) {
+	r := &uapi.CheckpointDmaBufReply{}
+	_, err := c.c.Call(uapi.OpCheckpointDmaBuf, &uapi.CheckpointDmaBufRequest{Inode: ino}, r)
+	return r.Bo, err
+}
+
+// CheckpointBO has the kernel write a BO's contents into w.
+func (c *Client) CheckpointBO(id uint64, w *os.File) (*uapi.CheckpointBoReply, error) {
+	r := &uapi.CheckpointBoReply{}
+	_, err := c.c.Call(uapi.OpCheckpointBo, &uapi.CheckpointBoRequest{BoId: id}, r, int(w.Fd()))
+	return r, err
+}
+
+// OpenSession starts a restore session.
+func (c *Client) OpenSession(req *uapi.SessionOpenRequest) (*uapi.SessionOpenReply, error) {
+	r := &uapi.SessionOpenReply{}
+	_, err := c.c.Call(uapi.OpSessionOpen, req, r)
+	return r, err
+}
+
+// LoadBO has the kernel stream a BO's contents from r.
+func (c *Client) LoadBO(token []byte, boID uint64, sum []byte, r *os.File) error {
+	_, err := c.c.Call(uapi.OpSessionLoadBo, &uapi.SessionLoadBoRequest{Token: token, BoId: boID, Sha256: sum}, nil, int(r.Fd()))
+	return err
+}
+
+// ResumeTask resumes the files a restored task claimed, once their
+// contents are in.
+func (c *Client) ResumeTask(token []byte, pid int, timeout time.Duration) error {
+	_, err := c.c.Call(uapi.OpSessionResume, &uapi.SessionResumeRequest{Token: token, Pid: int32(pid), TimeoutNs: int64(timeout)}, nil)
+	return err
+}
+
+// CloseSession ends a restore session; abort destroys what it created.
+func (c *Client) CloseSession(token []byte, abort bool) error {
+	_, err := c.c.Call(uapi.OpSessionClose, &uapi.SessionCloseRequest{Token: token, Abort: abort}, nil)
+	return err
+}
+
+// Debug returns the kernel's debug view.
+func (c *Client) Debug() (*kernelsim.DebugState, error) {
+	r := &uapi.DebugReply{}
+	if _, err := c.c.Call(uapi.OpDebug, &uapi.DebugRequest{}, r); err != nil {
+		return nil, err
+	}
+	st := &kernelsim.DebugState{}
+	if err := json.Unmarshal([]byte(r.Json), st); err != nil {
+		return nil, fmt.Errorf("debug view: %w", err)
+	}
+	return st, nil
+}
+
+// DebugJSON returns the kernel's debug view as JSON text.
+func (c *Client) DebugJSON() (string, error) {
+	r := &uapi.DebugReply{}
+	_, err := c.c.Call(uapi.OpDebug, &uapi.DebugRequest{}, r)
+	return r.Json, err
+}

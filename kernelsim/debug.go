@@ -1,0 +1,166 @@
+package kernelsim
+
+import (
+	"cmp"
+	"slices"
+
+	"drmcr/kernelsim/dma"
+	"drmcr/kernelsim/sched"
+)
+
+// DebugState is a snapshot of every object of the kernel, like
+// /sys/kernel/debug/dri/*/{clients,gem_names} and dma_buf/bufinfo together.
+type DebugState struct {
+	Devices  []DebugDevice   `json:"devices"`
+	Files    []DebugFile     `json:"files"`
+	BOs      []DebugBO       `json:"bos"`
+	DmaBufs  []DebugDmaBuf   `json:"dmabufs"`
+	Fences   []dma.FenceInfo `json:"fences"`
+	LiveJobs int             `json:"live_jobs"`
+	Sessions int             `json:"restore_sessions"`
+}
+
+type DebugDevice struct {
+	Minor    uint32 `json:"minor"`
+	Driver   string `json:"driver"`
+	GPUID    uint32 `json:"gpu_id"`
+	Sched    string `json:"sched_mode"`
+	VRAMUsed uint64 `json:"vram_used"`
+	VRAMSize uint64 `json:"vram_size"`
+	GTTUsed  uint64 `json:"gtt_used"`
+	GTTSize  uint64 `json:"gtt_size"`
+}
+
+type DebugFile struct {
+	ID        uint64         `json:"id"`
+	Minor     uint32         `json:"minor"`
+	PID       int32          `json:"pid"`
+	ClientIno uint64         `json:"client_inode"`
+	Paused    bool           `json:"paused"`
+	Handles   []DebugHandle  `json:"handles"`
+	Mappings  []DebugMapping `json:"mappings,omitempty"`
+	Contexts  []DebugContext `json:"contexts,omitempty"`
+	Syncobjs  []uint32       `json:"syncobjs,omitempty"`
+}
+
+type DebugHandle struct {
+	Handle uint32 `json:"handle"`
+	BO     uint64 `json:"bo"`
+	Prime  bool   `json:"prime,omitempty"`
+}
+
+type DebugMapping struct {
+	VA       uint64 `json:"va"`
+	Size     uint64 `json:"size"`
+	Handle   uint32 `json:"handle"`
+	BOOffset uint64 `json:"bo_offset"`
+}
+
+type DebugContext struct {
+	ID        uint32 `json:"id"`
+	Guilty    bool   `json:"guilty"`
+	Paused    bool   `json:"paused"`
+	Submitted uint64 `json:"submitted"`
+	Completed uint64 `json:"completed"`
+	Queued    int    `json:"queued"`
+}
+
+type DebugBO struct {
+	ID     uint64          `json:"id"`
+	Minor  uint32          `json:"minor"`
+	Size   uint64          `json:"size"`
+	Domain string          `json:"domain"`
+	Flags  uint64          `json:"flags"`
+	Refs   int             `json:"refs"`
+	DmaBuf uint64          `json:"dmabuf_inode,omitempty"`
+	Resv   []dma.ResvEntry `json:"resv,omitempty"`
+}
+
+type DebugDmaBuf struct {
+	Inode     uint64 `json:"inode"`
+	BO        uint64 `json:"bo"`
+	PrimeRefs int    `json:"prime_refs"`
+}
+
+// Debug returns a consistent snapshot of the object graph. It is safe to
+// call at any time, including while clients are torn down.
+func (k *Kernel) Debug() *DebugState {
+	st := &DebugState{}
+	type ctxRef struct {
+		file int
+		c    *Context
+	}
+	var ctxs []ctxRef
+
+	k.mu.Lock()
+	for _, d := range k.devices {
+		st.Devices = append(st.Devices, DebugDevice{
+			Minor: d.cfg.Minor, Driver: d.drv.name, GPUID: d.cfg.GPUID, Sched: d.drv.mode.String(),
+			VRAMUsed: d.vramUsed, VRAMSize: d.cfg.VRAMSize, GTTUsed: d.gttUsed, GTTSize: d.cfg.GTTSize,
+		})
+	}
+	fileIDs := make([]uint64, 0, len(k.files))
+	for id := range k.files {
+		fileIDs = append(fileIDs, id)
+	}
+	slices.Sort(fileIDs)
+	for _, id := range fileIDs {
+		f := k.files[id]
+		df := DebugFile{ID: f.id, Minor: f.dev.cfg.Minor, PID: f.owner.PID, ClientIno: f.clientIno, Paused: f.paused}
+		for _, h := range f.handles.ids() {
+			bo, _ := f.handles.get(h)
+			_, prime := f.prime[h]
+			df.Handles = append(df.Handles, DebugHandle{Handle: h, BO: bo.id, Prime: prime})
+		}
+		for _, m := range f.vm {
+			df.Mappings = append(df.Mappings, DebugMapping{VA: m.VA, Size: m.Size, Handle: m.Handle, BOOffset: m.BOOffset})
+		}
+		df.Syncobjs = f.syncobjs.ids()
+		for _, c := range f.contextList() {
+			ctxs = append(ctxs, ctxRef{len(st.Files), c})
+		}
+		st.Files = append(st.Files, df)
+	}
+	boIDs := make([]uint64, 0, len(k.bos))
+	for id := range k.bos {
+		boIDs = append(boIDs, id)
+	}
+	slices.Sort(boIDs)
+	var resvs []*dma.Resv
+	for _, id := range boIDs {
+		bo := k.bos[id]
+		db := DebugBO{ID: bo.id, Minor: bo.dev.cfg.Minor, Size: bo.size, Domain: bo.domain.String(), Flags: bo.flags, Refs: bo.refs}
+		if bo.dmabuf != nil {
+			db.DmaBuf = bo.dmabuf.ino
+		}
+		st.BOs = append(st.BOs, db)
+		resvs = append(resvs, bo.resv)
+	}
+	for _, db := range k.dmabufs {
+		st.DmaBufs = append(st.DmaBufs, DebugDmaBuf{Inode: db.ino, BO: db.bo.id, PrimeRefs: db.primeRefs})
+	}
+	slices.SortFunc(st.DmaBufs, func(a, b DebugDmaBuf) int { return cmp.Compare(a.Inode, b.Inode) })
+	st.Sessions = len(k.sessions)
+	k.mu.Unlock()
+
+	// Scheduler and fence state is read without k.mu: the scheduler calls
+	// back into the kernel (to free jobs) with its own locks held.
+	for i, r := range resvs {
+		st.BOs[i].Resv = r.Snapshot()
+	}
+	for _, r := range ctxs {
+		c := r.c
+		c.mu.Lock()
+		paused := c.paused
+		queued := len(c.restored)
+		c.mu.Unlock()
+		queued += len(c.entity.Queued())
+		st.Files[r.file].Contexts = append(st.Files[r.file].Contexts, DebugContext{
+			ID: c.id, Guilty: c.entity.Guilty(), Paused: paused,
+			Submitted: c.submitted.Load(), Completed: c.completed.Load(), Queued: queued,
+		})
+	}
+	st.Fences = dma.Fences()
+	st.LiveJobs = sched.LiveJobs()
+	return st
+}

@@ -1,0 +1,115 @@
+package kernelsim
+
+import (
+	"fmt"
+	"syscall"
+
+	"drmcr/kernelsim/gpu"
+	"drmcr/kernelsim/sched"
+	"drmcr/kernelsim/uapi"
+)
+
+// driver is what differs between the simulated drivers: how their GPU
+// schedules work and which BO flags they accept.
+type driver struct {
+	name      string
+	mode      sched.Mode
+	gemFlags  uint64 // every flag bit the driver accepts at GEM create
+	vaMax     uint64 // end of the GPU virtual address space
+	pageShift uint
+}
+
+// drivers is the table of simulated drivers. amdgpu feeds rings shared by
+// all contexts (classic drm_sched); xe has the firmware schedule each
+// context on its own queue (one drm_sched per entity).
+var drivers = map[string]driver{
+	"amdgpu": {name: "amdgpu", mode: sched.Classic, gemFlags: 0xff, vaMax: 1 << 47, pageShift: 12},
+	"xe":     {name: "xe", mode: sched.Firmware, gemFlags: 0x0f, vaMax: 1 << 48, pageShift: 12},
+}
+
+// Drivers lists the driver names a DeviceConfig may use.
+func Drivers() []string { return []string{"amdgpu", "xe"} }
+
+// Device is one simulated GPU and its render node.
+type Device struct {
+	k      *Kernel
+	cfg    DeviceConfig
+	drv    driver
+	engine *gpu.Engine
+	be     *backend
+	ring   *sched.Scheduler // the shared ring of a classic-scheduled device
+
+	// accounting, under k.mu
+	vramUsed, gttUsed uint64
+}
+
+func newDevice(k *Kernel, cfg DeviceConfig) (*Device, error) {
+	drv, ok := drivers[cfg.Driver]
+	if !ok {
+		return nil, fmt.Errorf("unknown driver %q (have %v)", cfg.Driver, Drivers())
+	}
+	if cfg.RingCredits <= 0 {
+		cfg.RingCredits = 4
+	}
+	d := &Device{k: k, cfg: cfg, drv: drv}
+	d.engine = gpu.NewEngine(gpu.EngineConfig{Clock: k.clock, Bandwidth: cfg.Bandwidth, IterTime: cfg.IterTime})
+	d.be = &backend{Backend: gpu.NewBackend(d.engine, d.drv.name), k: k}
+	if drv.mode == sched.Classic {
+		d.ring = d.newScheduler(fmt.Sprintf("renderD%d-gfx", cfg.Minor))
+	}
+	return d, nil
+}
+
+func (d *Device) newScheduler(name string) *sched.Scheduler {
+	return sched.New(sched.Config{
+		Name:    name,
+		Credits: d.cfg.RingCredits,
+		Timeout: d.cfg.JobTimeout,
+		Clock:   d.k.clock,
+		Mode:    d.drv.mode,
+	}, d.be)
+}
+
+func (d *Device) fini() {
+	if d.ring != nil {
+		d.ring.Fini()
+	}
+}
+
+// Config returns the device's configuration.
+func (d *Device) Config() DeviceConfig { return d.cfg }
+
+// Driver returns the driver name.
+func (d *Device) Driver() string { return d.drv.name }
+
+// Minor returns the render node minor.
+func (d *Device) Minor() uint32 { return d.cfg.Minor }
+
+// charge accounts size bytes of the domain; ENOMEM when it does not fit.
+// Called with k.mu held.
+func (d *Device) charge(domain uapi.Domain, size uint64) error {
+	switch domain {
+	case uapi.Domain_DOMAIN_VRAM:
+		if size > d.cfg.VRAMSize-d.vramUsed {
+			return errnof(syscall.ENOMEM, "VRAM exhausted: %d of %d bytes used, %d requested", d.vramUsed, d.cfg.VRAMSize, size)
+		}
+		d.vramUsed += size
+	case uapi.Domain_DOMAIN_GTT:
+		if size > d.cfg.GTTSize-d.gttUsed {
+			return errnof(syscall.ENOMEM, "GTT exhausted: %d of %d bytes used, %d requested", d.gttUsed, d.cfg.GTTSize, size)
+		}
+		d.gttUsed += size
+	default:
+		return errnof(syscall.EINVAL, "bad domain %d", domain)
+	}
+	return nil
+}
+
+func (d *Device) uncharge(domain uapi.Domain, size uint64) {
+	switch domain {
+	case uapi.Domain_DOMAIN_VRAM:
+		d.vramUsed -= size
+	case uapi.Domain_DOMAIN_GTT:
+		d.gttUsed -= size
+	}
+}

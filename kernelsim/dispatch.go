@@ -1,0 +1,175 @@
+package kernelsim
+
+import (
+	"context"
+	"encoding/hex"
+	"syscall"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"drmcr/kernelsim/uapi"
+)
+
+// ioctl is one render-node request handler. fds are the descriptors that
+// came with the request; the handler owns them. A reply fd is owned by the
+// kernel (it is sent, not closed).
+type ioctl func(ctx context.Context, c *conn, payload []byte, fds []int) (reply proto.Message, fd int, db *DmaBuf, err error)
+
+// unary adapts a handler taking a decoded request and no descriptors.
+func unary[R any, PR interface {
+	*R
+	proto.Message
+}](fn func(ctx context.Context, f *File, req PR) (proto.Message, error)) ioctl {
+	return func(ctx context.Context, c *conn, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
+		if len(fds) > 0 {
+			closeFDs(fds)
+			return nil, -1, nil, errnof(syscall.EINVAL, "unexpected file descriptor")
+		}
+		req := PR(new(R))
+		if err := proto.Unmarshal(payload, req); err != nil {
+			return nil, -1, nil, errnof(syscall.EINVAL, "malformed request: %v", err)
+		}
+		reply, err := fn(ctx, c.f, req)
+		return reply, -1, nil, err
+	}
+}
+
+func closeFDs(fds []int) { uapi.CloseFDs(fds) }
+
+var empty = &uapi.Empty{}
+
+func nsDuration(ns int64) time.Duration {
+	if ns < 0 {
+		return -1
+	}
+	return time.Duration(ns)
+}
+
+var ioctls = map[uapi.Op]ioctl{
+	uapi.OpVersion: unary(func(_ context.Context, f *File, _ *uapi.VersionRequest) (proto.Message, error) {
+		d := f.dev
+		return &uapi.VersionReply{
+			Driver: d.drv.name, Minor: d.cfg.Minor, GpuId: d.cfg.GPUID, VramSize: d.cfg.VRAMSize,
+			GttSize: d.cfg.GTTSize, SchedMode: d.drv.mode.String(), FileId: f.id,
+		}, nil
+	}),
+	uapi.OpGemCreate: unary(func(_ context.Context, f *File, r *uapi.GemCreateRequest) (proto.Message, error) {
+		h, err := f.GemCreate(r.Size, r.Domain, r.Flags, r.Alignment)
+		return &uapi.GemCreateReply{Handle: h}, err
+	}),
+	uapi.OpGemClose: unary(func(_ context.Context, f *File, r *uapi.GemCloseRequest) (proto.Message, error) {
+		return empty, f.GemClose(r.Handle)
+	}),
+	uapi.OpGemInfo: unary(func(_ context.Context, f *File, r *uapi.GemInfoRequest) (proto.Message, error) {
+		return f.GemInfo(r.Handle)
+	}),
+	uapi.OpGemPwrite: unary(func(_ context.Context, f *File, r *uapi.GemPwriteRequest) (proto.Message, error) {
+		return empty, f.GemPwrite(r.Handle, r.Offset, r.Data)
+	}),
+	uapi.OpGemPread: unary(func(_ context.Context, f *File, r *uapi.GemPreadRequest) (proto.Message, error) {
+		data, err := f.GemPread(r.Handle, r.Offset, r.Length)
+		return &uapi.GemPreadReply{Data: data}, err
+	}),
+	uapi.OpGemWaitIdle: unary(func(ctx context.Context, f *File, r *uapi.GemWaitIdleRequest) (proto.Message, error) {
+		busy, err := f.GemWaitIdle(ctx, r.Handle, r.Write, nsDuration(r.TimeoutNs))
+		return &uapi.GemWaitIdleReply{Busy: busy}, err
+	}),
+	uapi.OpVmMap: unary(func(_ context.Context, f *File, r *uapi.VmMapRequest) (proto.Message, error) {
+		return empty, f.VMMap(r.Handle, r.BoOffset, r.Va, r.Size, r.Flags)
+	}),
+	uapi.OpVmUnmap: unary(func(_ context.Context, f *File, r *uapi.VmUnmapRequest) (proto.Message, error) {
+		return empty, f.VMUnmap(r.Va)
+	}),
+	uapi.OpPrimeHandleToFd: func(_ context.Context, c *conn, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
+		closeFDs(fds)
+		var r uapi.PrimeHandleToFdRequest
+		if err := proto.Unmarshal(payload, &r); err != nil {
+			return nil, -1, nil, errnof(syscall.EINVAL, "malformed request: %v", err)
+		}
+		fd, db, err := c.f.PrimeHandleToFD(r.Handle)
+		return empty, fd, db, err
+	},
+	uapi.OpPrimeFdToHandle: func(_ context.Context, c *conn, _ []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
+		if len(fds) != 1 {
+			closeFDs(fds)
+			return nil, -1, nil, errnof(syscall.EINVAL, "PRIME import needs exactly one fd, got %d", len(fds))
+		}
+		h, err := c.f.PrimeFDToHandle(fds[0])
+		return &uapi.PrimeFdToHandleReply{Handle: h}, -1, nil, err
+	},
+	uapi.OpCtxCreate: unary(func(_ context.Context, f *File, r *uapi.CtxCreateRequest) (proto.Message, error) {
+		id, err := f.CtxCreate(r.Priority)
+		return &uapi.CtxCreateReply{CtxId: id}, err
+	}),
+	uapi.OpCtxDestroy: unary(func(_ context.Context, f *File, r *uapi.CtxDestroyRequest) (proto.Message, error) {
+		return empty, f.CtxDestroy(r.CtxId)
+	}),
+	uapi.OpCtxQuery: unary(func(_ context.Context, f *File, r *uapi.CtxQueryRequest) (proto.Message, error) {
+		return f.CtxQuery(r.CtxId)
+	}),
+	uapi.OpSubmit: unary(func(ctx context.Context, f *File, r *uapi.SubmitRequest) (proto.Message, error) {
+		return f.Submit(ctx, r)
+	}),
+	uapi.OpSyncobjCreate: unary(func(_ context.Context, f *File, r *uapi.SyncobjCreateRequest) (proto.Message, error) {
+		h, err := f.SyncobjCreate(r.Signaled)
+		return &uapi.SyncobjCreateReply{Handle: h}, err
+	}),
+	uapi.OpSyncobjDestroy: unary(func(_ context.Context, f *File, r *uapi.SyncobjHandleRequest) (proto.Message, error) {
+		return empty, f.SyncobjDestroy(r.Handle)
+	}),
+	uapi.OpSyncobjReset: unary(func(_ context.Context, f *File, r *uapi.SyncobjHandleRequest) (proto.Message, error) {
+		return empty, f.SyncobjReset(r.Handle)
+	}),
+	uapi.OpSyncobjSignal: unary(func(_ context.Context, f *File, r *uapi.SyncobjHandleRequest) (proto.Message, error) {
+		return empty, f.SyncobjSignal(r.Handle)
+	}),
+	uapi.OpSyncobjQuery: unary(func(_ context.Context, f *File, r *uapi.SyncobjHandleRequest) (proto.Message, error) {
+		return f.SyncobjQuery(r.Handle)
+	}),
+	uapi.OpSyncobjWait: unary(func(ctx context.Context, f *File, r *uapi.SyncobjWaitRequest) (proto.Message, error) {
+		first, err := f.SyncobjWait(ctx, r.Handles, nsDuration(r.TimeoutNs), r.WaitAll, r.WaitForSubmit)
+		return &uapi.SyncobjWaitReply{FirstSignaled: first}, err
+	}),
+	uapi.OpSwSyncCreate: unary(func(_ context.Context, f *File, _ *uapi.SwSyncCreateRequest) (proto.Message, error) {
+		id, err := f.SwSyncCreate()
+		return &uapi.SwSyncCreateReply{Timeline: id}, err
+	}),
+	uapi.OpSwSyncFence: unary(func(_ context.Context, f *File, r *uapi.SwSyncFenceRequest) (proto.Message, error) {
+		return empty, f.SwSyncFence(r.Timeline, r.Point, r.Syncobj)
+	}),
+	uapi.OpSwSyncInc: unary(func(_ context.Context, f *File, r *uapi.SwSyncIncRequest) (proto.Message, error) {
+		return empty, f.SwSyncInc(r.Timeline, r.Inc)
+	}),
+	uapi.OpClaimFile: func(_ context.Context, c *conn, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
+		closeFDs(fds)
+		var r uapi.ClaimFileRequest
+		if err := proto.Unmarshal(payload, &r); err != nil {
+			return nil, -1, nil, errnof(syscall.EINVAL, "malformed request: %v", err)
+		}
+		return empty, -1, nil, c.claimFile(&r)
+	},
+	uapi.OpClaimDmaBuf: func(_ context.Context, c *conn, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
+		closeFDs(fds)
+		var r uapi.ClaimDmaBufRequest
+		if err := proto.Unmarshal(payload, &r); err != nil {
+			return nil, -1, nil, errnof(syscall.EINVAL, "malformed request: %v", err)
+		}
+		s, err := c.s.k.Session(hex.EncodeToString(r.Token))
+		if err != nil {
+			return nil, -1, nil, err
+		}
+		fd, db, err := s.ClaimDmaBuf(r.Inode)
+		return empty, fd, db, err
+	},
+}
+
+// dispatch runs one request. Called with c.mu held.
+func (c *conn) dispatch(ctx context.Context, h uapi.Header, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
+	fn, ok := ioctls[h.Op]
+	if !ok {
+		closeFDs(fds)
+		return nil, -1, nil, errnof(syscall.ENOTTY, "unknown request %v", h.Op)
+	}
+	return fn(ctx, c, payload, fds)
+}

@@ -1,0 +1,17 @@
+// Package kernelsim is a user-space model of the Linux DRM kernel: devices
+// with render nodes, drm files, GEM buffer objects and their handles, PRIME
+// export/import with dma-buf identity, per-file GPU address spaces,
+// contexts on top of the GPU scheduler (package sched), dma_resv implicit
+// synchronisation and syncobjs (package dma), and a simulated GPU that
+// executes jobs on BO contents (package gpu).
+//
+// A Kernel is served to real processes by Server: a render node is a
+// SOCK_SEQPACKET socket, each connection is one drm file, each request one
+// ioctl (package uapi), and a dma-buf is a socket the kernel passes with
+// SCM_RIGHTS, so that the same dma-buf is always the same open file with
+// the same inode, as on Linux.
+//
+// Locking: Kernel.mu (like the old struct_mutex) protects the object graph:
+// handles, PRIME tables, reference counts, mappings. BO contents have their
+// own lock; jobs run without Kernel.mu.
+package kernelsim

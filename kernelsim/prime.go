@@ -1,0 +1,241 @@
+package kernelsim
+
+import (
+	"fmt"
+	"slices"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// DmaBuf is an exported BO (struct dma_buf). Its file is one end of a
+// SOCK_SEQPACKET socketpair whose other end the kernel keeps: the client
+// end's inode is the dma-buf's identity, and end-of-file on the kernel's
+// end means every client copy of the file is closed.
+//
+// Like drm_prime.c, each drm file's PRIME table holds a reference to the
+// dma-buf file; the kernel models that by keeping the client end open while
+// any PRIME table entry refers to the dma-buf, which also lets it hand out
+// the very same file on every export.
+type DmaBuf struct {
+	id  uint64
+	bo  *BO
+	ino uint64
+
+	serverFD int
+
+	// under k.mu
+	clientFD  int // the client end, held while primeRefs > 0; else -1
+	primeRefs int
+	released  bool
+}
+
+// Ino is the inode of the dma-buf's file.
+func (db *DmaBuf) Ino() uint64 { return db.ino }
+
+// BO returns the exported buffer.
+func (db *DmaBuf) BO() *BO { return db.bo }
+
+func sockIno(fd int) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return 0, errnof(syscall.EINVAL, "fd is not a socket")
+	}
+	return st.Ino, nil
+}
+
+// newDmaBuf exports bo. The caller adds the first PRIME table entry.
+// Called with k.mu held.
+func (k *Kernel) newDmaBuf(bo *BO) (*DmaBuf, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("dma-buf socketpair: %w", err)
+	}
+	ino, err := sockIno(fds[1])
+	if err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, fmt.Errorf("dma-buf inode: %w", err)
+	}
+	k.nextBuf++
+	db := &DmaBuf{id: k.nextBuf, bo: bo, ino: ino, serverFD: fds[0], clientFD: fds[1]}
+	bo.get()
+	bo.dmabuf = db
+	k.dmabufs[ino] = db
+	go k.watchDmaBuf(db)
+	return db, nil
+}
+
+// watchDmaBuf waits for the last client copy of the dma-buf to close, then
+// releases it (dma_buf_release). Anything a client writes into a dma-buf
+// socket is discarded.
+func (k *Kernel) watchDmaBuf(db *DmaBuf) {
+	buf := make([]byte, 256)
+	pfd := []unix.PollFd{{Fd: int32(db.serverFD), Events: unix.POLLIN | unix.POLLRDHUP}}
+	for {
+		pfd[0].Revents = 0
+		if _, err := unix.Poll(pfd, -1); err != nil && err != unix.EINTR {
+			break
+		}
+		if pfd[0].Revents&(unix.POLLHUP|unix.POLLRDHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+			break
+		}
+		if pfd[0].Revents&unix.POLLIN != 0 {
+			unix.Recvfrom(db.serverFD, buf, unix.MSG_DONTWAIT)
+		}
+	}
+	k.mu.Lock()
+	k.releaseDmaBuf(db)
+	k.mu.Unlock()
+}
+
+// releaseDmaBuf drops the dma-buf's reference to its BO. Called with k.mu
+// held.
+func (k *Kernel) releaseDmaBuf(db *DmaBuf) {
+	if db.released {
+		return
+	}
+	db.released = true
+	if k.dmabufs[db.ino] == db {
+		delete(k.dmabufs, db.ino)
+	}
+	if db.bo.dmabuf == db {
+		db.bo.dmabuf = nil
+	}
+	if db.primeRefs > 0 {
+		// The PRIME tables hold the file, so the client end cannot have
+		// closed: a client shut the socket down, or the kernel shuts down.
+		// Forget the entries rather than keep a dead dma-buf in them.
+		for _, f := range k.files {
+			for h, d := range f.prime {
+				if d == db {
+					f.removePrime(h)
+				}
+			}
+		}
+	}
+	unix.Close(db.serverFD)
+	db.bo.put()
+}
+
+// addPrime records (handle, dma-buf) in f's PRIME table. fd, if >= 0, is a
+// client copy of the dma-buf file received with the request; it is kept or
+// closed. Called with k.mu held.
+func (f *File) addPrime(handle uint32, db *DmaBuf, fd int) {
+	f.prime[handle] = db
+	db.primeRefs++
+	if db.clientFD < 0 && fd >= 0 {
+		db.clientFD = fd
+		return
+	}
+	if fd >= 0 {
+		unix.Close(fd)
+	}
+}
+
+// removePrime drops handle's PRIME table entry, if any. Called with k.mu
+// held.
+func (f *File) removePrime(handle uint32) {
+	db, ok := f.prime[handle]
+	if !ok {
+		return
+	}
+	delete(f.prime, handle)
+	db.primeRefs--
+	if db.primeRefs == 0 && db.clientFD >= 0 {
+		unix.Close(db.clientFD)
+		db.clientFD = -1
+	}
+}
+
+func (f *File) primeHandle(db *DmaBuf) (uint32, bool) {
+	for h, d := range f.prime {
+		if d == db {
+			return h, true
+		}
+	}
+	return 0, false
+}
+
+// PrimeHandleToFD exports a handle (DRM_IOCTL_PRIME_HANDLE_TO_FD). It returns
+// the dma-buf's client file descriptor, owned by the kernel: the caller
+// sends it and must not close it. Exporting the same BO again returns the
+// same file.
+func (f *File) PrimeHandleToFD(handle uint32) (fd int, db *DmaBuf, err error) {
+	k := f.k
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if f.closed {
+		return -1, nil, errnof(syscall.EBADF, "file closed")
+	}
+	bo, ok := f.handles.get(handle)
+	if !ok {
+		return -1, nil, errnof(syscall.ENOENT, "no GEM handle %d", handle)
+	}
+	db = bo.dmabuf
+	if db == nil {
+		if db, err = k.newDmaBuf(bo); err != nil {
+			return -1, nil, err
+		}
+		f.addPrime(handle, db, -1)
+		return db.clientFD, db, nil
+	}
+	if _, ok := f.prime[handle]; !ok {
+		f.addPrime(handle, db, -1)
+	}
+	if db.clientFD < 0 {
+		// Every handle of a BO with a live dma-buf is in a PRIME table,
+		// which holds the file; not reaching it is a kernel bug.
+		return -1, nil, errnof(syscall.EBUSY, "dma-buf %d of BO %d has no file to return", db.id, bo.id)
+	}
+	return db.clientFD, db, nil
+}
+
+// PrimeFDToHandle imports a dma-buf (DRM_IOCTL_PRIME_FD_TO_HANDLE) and takes
+// ownership of fd. A file that already has a handle for the dma-buf gets
+// that handle back; otherwise a new handle refers to the same BO, whichever
+// device it lives on.
+func (f *File) PrimeFDToHandle(fd int) (uint32, error) {
+	ino, err := sockIno(fd)
+	if err != nil {
+		unix.Close(fd)
+		return 0, errnof(syscall.EINVAL, "import: %v", err)
+	}
+	k := f.k
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	db, ok := k.dmabufs[ino]
+	if !ok || f.closed {
+		unix.Close(fd)
+		if f.closed {
+			return 0, errnof(syscall.EBADF, "file closed")
+		}
+		return 0, errnof(syscall.EINVAL, "import: socket inode %d is not a dma-buf", ino)
+	}
+	if h, ok := f.primeHandle(db); ok {
+		unix.Close(fd)
+		return h, nil
+	}
+	h, err := f.handles.alloc(db.bo)
+	if err != nil {
+		unix.Close(fd)
+		return 0, errnof(syscall.ENOSPC, "import: %v", err)
+	}
+	db.bo.get()
+	f.addPrime(h, db, fd)
+	return h, nil
+}
+
+// primeEntries returns f's PRIME table as sorted handles. Called with k.mu
+// held.
+func (f *File) primeEntries() []uint32 {
+	hs := make([]uint32, 0, len(f.prime))
+	for h := range f.prime {
+		hs = append(hs, h)
+	}
+	slices.Sort(hs)
+	return hs
+}

@@ -1,0 +1,118 @@
+package uapi
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+)
+
+// Error is a failed request: the errno the kernel returned and its message.
+type Error struct {
+	Op    Op
+	Errno syscall.Errno
+	Msg   string
+}
+
+func (e *Error) Error() string {
+	if e.Msg == "" {
+		return fmt.Sprintf("%v: %v", e.Op, e.Errno)
+	}
+	return fmt.Sprintf("%v: %s", e.Op, e.Msg)
+}
+
+// Unwrap makes errors.Is(err, syscall.ENOENT) work.
+func (e *Error) Unwrap() error { return e.Errno }
+
+// Conn is the client side of a kernelsim socket. Requests are synchronous:
+// Call holds the connection from sending a request until its reply is read,
+// which is the discipline the kernel's checkpoint code relies on.
+type Conn struct {
+	fd  int
+	mu  sync.Mutex
+	seq uint32
+	buf []byte
+}
+
+// Dial connects to a kernelsim socket.
+func Dial(path string) (*Conn, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socket: %w", err)
+	}
+	for {
+		err = unix.Connect(fd, &unix.SockaddrUnix{Name: path})
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("connect %s: %w", path, err)
+	}
+	return NewConn(fd), nil
+}
+
+// NewConn wraps a connected socket.
+func NewConn(fd int) *Conn { return &Conn{fd: fd, buf: make([]byte, MaxMessage)} }
+
+// FD returns the socket.
+func (c *Conn) FD() int { return c.fd }
+
+// Close closes the socket.
+func (c *Conn) Close() error { return unix.Close(c.fd) }
+
+// Call sends req (with sendFDs) and decodes the reply into reply (which may
+// be nil). It returns the file descriptors the reply carried.
+func (c *Conn) Call(op Op, req, reply proto.Message, sendFDs ...int) ([]int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seq++
+	seq := c.seq
+	pkt, err := Marshal(Header{Op: op, Seq: seq}, req)
+	if err != nil {
+		return nil, err
+	}
+	if err := Send(c.fd, pkt, sendFDs...); err != nil {
+		return nil, fmt.Errorf("%v: send: %w", op, err)
+	}
+	for {
+		n, fds, err := Recv(c.fd, c.buf, 0)
+		if err != nil {
+			return nil, fmt.Errorf("%v: receive: %w", op, err)
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("%v: connection closed by kernelsim: %w", op, syscall.ECONNRESET)
+		}
+		h, err := ParseHeader(c.buf[:n])
+		if err != nil {
+			CloseFDs(fds)
+			return nil, fmt.Errorf("%v: reply: %w", op, err)
+		}
+		if h.Seq != seq {
+			// Not ours (a stale reply): it cannot be for anyone else.
+			CloseFDs(fds)
+			continue
+		}
+		payload := c.buf[HeaderSize:n]
+		if h.Status < 0 {
+			CloseFDs(fds)
+			var e ErrorReply
+			_ = proto.Unmarshal(payload, &e)
+			return nil, &Error{Op: op, Errno: syscall.Errno(-h.Status), Msg: e.Message}
+		}
+		if reply != nil {
+			if err := proto.Unmarshal(payload, reply); err != nil {
+				CloseFDs(fds)
+				return nil, fmt.Errorf("%v: decode reply: %w", op, err)
+			}
+		}
+		return fds, nil
+	}
+}
+
+// IsErrno reports whether err is a kernelsim error with that errno.
+func IsErrno(err error, errno syscall.Errno) bool { return errors.Is(err, errno) }

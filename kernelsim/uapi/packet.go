@@ -1,0 +1,124 @@
+package uapi
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+)
+
+// MaxFDs is the most file descriptors one packet may carry.
+const MaxFDs = 4
+
+// Marshal builds a packet: header plus the protobuf payload.
+func Marshal(h Header, msg proto.Message) ([]byte, error) {
+	h.Magic, h.Version = Magic, Version
+	var payload []byte
+	if msg != nil {
+		var err error
+		if payload, err = proto.Marshal(msg); err != nil {
+			return nil, fmt.Errorf("encode %v: %w", h.Op, err)
+		}
+	}
+	if HeaderSize+len(payload) > MaxMessage {
+		return nil, fmt.Errorf("%v: message of %d bytes exceeds %d", h.Op, HeaderSize+len(payload), MaxMessage)
+	}
+	pkt := make([]byte, HeaderSize+len(payload))
+	h.Put(pkt)
+	copy(pkt[HeaderSize:], payload)
+	return pkt, nil
+}
+
+// Send writes one packet, with fds as SCM_RIGHTS. It never raises SIGPIPE.
+func Send(fd int, pkt []byte, fds ...int) error {
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	for {
+		err := unix.Sendmsg(fd, pkt, oob, nil, unix.MSG_NOSIGNAL)
+		if err == unix.EINTR {
+			continue
+		}
+		return err
+	}
+}
+
+// ErrTruncated is returned for a packet larger than the buffer.
+var ErrTruncated = errors.New("packet too large")
+
+// Recv reads one packet into buf and returns it with the file descriptors
+// it carried (close-on-exec). n == 0 with a nil error means end of file.
+// flags may add MSG_DONTWAIT or MSG_PEEK.
+func Recv(fd int, buf []byte, flags int) (n int, fds []int, err error) {
+	oob := make([]byte, unix.CmsgSpace(MaxFDs*4))
+	for {
+		var oobn, rflags int
+		n, oobn, rflags, _, err = unix.Recvmsg(fd, buf, oob, flags|unix.MSG_CMSG_CLOEXEC)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, nil, err
+		}
+		if oobn > 0 {
+			fds = parseRights(oob[:oobn])
+		}
+		if rflags&unix.MSG_CTRUNC != 0 {
+			closeAll(fds)
+			return 0, nil, fmt.Errorf("more than %d file descriptors: %w", MaxFDs, syscall.EMSGSIZE)
+		}
+		if rflags&unix.MSG_TRUNC != 0 {
+			closeAll(fds)
+			return 0, nil, ErrTruncated
+		}
+		return n, fds, nil
+	}
+}
+
+func parseRights(oob []byte) []int {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var fds []int
+	for _, m := range msgs {
+		if r, err := unix.ParseUnixRights(&m); err == nil {
+			fds = append(fds, r...)
+		}
+	}
+	return fds
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
+
+// CloseFDs closes every descriptor of a received packet.
+func CloseFDs(fds []int) { closeAll(fds) }
+
+func (op Op) String() string {
+	if s, ok := opNames[op]; ok {
+		return s
+	}
+	return fmt.Sprintf("op(%d)", uint16(op))
+}
+
+var opNames = map[Op]string{
+	OpVersion: "VERSION", OpGemCreate: "GEM_CREATE", OpGemClose: "GEM_CLOSE", OpGemInfo: "GEM_INFO",
+	OpGemPwrite: "GEM_PWRITE", OpGemPread: "GEM_PREAD", OpGemWaitIdle: "GEM_WAIT_IDLE",
+	OpVmMap: "VM_MAP", OpVmUnmap: "VM_UNMAP", OpPrimeHandleToFd: "PRIME_HANDLE_TO_FD",
+	OpPrimeFdToHandle: "PRIME_FD_TO_HANDLE", OpCtxCreate: "CTX_CREATE", OpCtxDestroy: "CTX_DESTROY",
+	OpCtxQuery: "CTX_QUERY", OpSubmit: "SUBMIT", OpSyncobjCreate: "SYNCOBJ_CREATE",
+	OpSyncobjDestroy: "SYNCOBJ_DESTROY", OpSyncobjWait: "SYNCOBJ_WAIT", OpSyncobjReset: "SYNCOBJ_RESET",
+	OpSyncobjSignal: "SYNCOBJ_SIGNAL", OpSyncobjQuery: "SYNCOBJ_QUERY", OpSwSyncCreate: "SW_SYNC_CREATE",
+	OpSwSyncFence: "SW_SYNC_FENCE", OpSwSyncInc: "SW_SYNC_INC", OpClaimFile: "CLAIM_FILE",
+	OpClaimDmaBuf: "CLAIM_DMABUF", OpIdentify: "IDENTIFY", OpPause: "PAUSE", OpResume: "RESUME",
+	OpCheckpointFile: "CHECKPOINT_FILE", OpCheckpointDmaBuf: "CHECKPOINT_DMABUF",
+	OpCheckpointBo: "CHECKPOINT_BO", OpSessionOpen: "SESSION_OPEN", OpSessionLoadBo: "SESSION_LOAD_BO",
+	OpSessionResume: "SESSION_RESUME", OpSessionClose: "SESSION_CLOSE", OpDebug: "DEBUG",
+}
