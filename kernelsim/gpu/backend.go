@@ -130,9 +130,12 @@ func (b *Backend) finish(hj *hwJob, err error) {
 	b.retired++
 	b.mu.Unlock()
 	hj.cancel()
+	// Drop our reference before signalling and close done last: whoever
+	// waits on either sees the backend holding nothing of the job.
+	f := hj.fence
+	f.Put()
+	f.Signal(err)
 	close(hj.done)
-	hj.fence.Signal(err)
-	hj.fence.Put()
 }
 
 // TimedOutJob kills the job: dropped from the queue if not started, or

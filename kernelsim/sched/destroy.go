@@ -56,7 +56,10 @@ func (e *Entity) Destroy() {
 	firmware := s.cfg.Mode == Firmware
 	s.mu.Unlock()
 
-	for _, j := range inflight {
+	// Newest first, so no later job of the entity starts on the hardware
+	// in the gap left by killing the one before it.
+	for k := len(inflight) - 1; k >= 0; k-- {
+		j := inflight[k]
 		s.b.TimedOutJob(j)
 		s.mu.Lock()
 		s.used -= j.Credits

@@ -206,20 +206,46 @@ func (s *Scheduler) retire(i int, now time.Duration) func() {
 	return func() { s.complete(j, err) }
 }
 
-// timeout handles the TDR of the job at the head of the ring.
+// timeout handles the TDR of the job at the head of the ring. The entity
+// turns guilty; its other jobs already on the ring are killed too (as
+// drm_sched_resubmit_jobs cancels the guilty context's jobs), so nothing of
+// a guilty entity runs after its hang.
 func (s *Scheduler) timeout(now time.Duration) func() {
 	j := s.pending[0]
-	s.removePending(0, now)
-	j.state = jobDone
 	e := j.entity
-	e.inflight--
 	e.guilty = true
+	victims := []*Job{j}
+	s.removePending(0, now)
+	for i := 0; i < len(s.pending); {
+		if v := s.pending[i]; v.entity == e {
+			victims = append(victims, v)
+			s.removePending(i, now)
+			continue
+		}
+		i++
+	}
+	for _, v := range victims {
+		v.state = jobDone
+		e.inflight--
+	}
 	return func() {
-		s.b.TimedOutJob(j)
-		s.mu.Lock()
-		s.used -= j.Credits
-		s.mu.Unlock()
-		s.complete(j, fmt.Errorf("%v on %s: ran longer than %v: %w", j, s.cfg.Name, s.cfg.Timeout, dma.ErrTimedOut))
+		// Newest first: a job later on the ring must not start in the gap
+		// left by killing the one before it.
+		for k := len(victims) - 1; k >= 0; k-- {
+			v := victims[k]
+			s.b.TimedOutJob(v)
+			s.mu.Lock()
+			s.used -= v.Credits
+			if v.LongRunning {
+				e.lrInFlight--
+			}
+			s.mu.Unlock()
+			err := fmt.Errorf("%v canceled: entity %q is guilty: %w", v, e.name, dma.ErrCanceled)
+			if v == j {
+				err = fmt.Errorf("%v on %s: ran longer than %v: %w", j, s.cfg.Name, s.cfg.Timeout, dma.ErrTimedOut)
+			}
+			s.complete(v, err)
+		}
 	}
 }
 
