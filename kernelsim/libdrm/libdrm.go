@@ -36,6 +36,10 @@ func OpenMinor(minor uint32) (*Device, error) {
 	return Open(kernelsim.RenderNodePath(kernelsim.RuntimeDirFromEnv(), minor))
 }
 
+// FromFD wraps a connected render-node socket, such as one the CRIU plugin
+// restored. The Device owns fd.
+func FromFD(fd int) *Device { return &Device{c: uapi.NewConn(fd)} }
+
 // FD returns the drm file's descriptor.
 func (d *Device) FD() int { return d.c.FD() }
 

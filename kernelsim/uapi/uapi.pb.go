@@ -8,7 +8,7 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        v3.21.12
-// source: uapi.proto
+// source: kernelsim/uapi/uapi.proto
 
 package uapi
 
@@ -60,11 +60,11 @@ func (x Domain) String() string {
 }
 
 func (Domain) Descriptor() protoreflect.EnumDescriptor {
-	return file_uapi_proto_enumTypes[0].Descriptor()
+	return file_kernelsim_uapi_uapi_proto_enumTypes[0].Descriptor()
 }
 
 func (Domain) Type() protoreflect.EnumType {
-	return &file_uapi_proto_enumTypes[0]
+	return &file_kernelsim_uapi_uapi_proto_enumTypes[0]
 }
 
 func (x Domain) Number() protoreflect.EnumNumber {
@@ -73,7 +73,7 @@ func (x Domain) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Domain.Descriptor instead.
 func (Domain) EnumDescriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{0}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{0}
 }
 
 type ObjectKind int32
@@ -109,11 +109,11 @@ func (x ObjectKind) String() string {
 }
 
 func (ObjectKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_uapi_proto_enumTypes[1].Descriptor()
+	return file_kernelsim_uapi_uapi_proto_enumTypes[1].Descriptor()
 }
 
 func (ObjectKind) Type() protoreflect.EnumType {
-	return &file_uapi_proto_enumTypes[1]
+	return &file_kernelsim_uapi_uapi_proto_enumTypes[1]
 }
 
 func (x ObjectKind) Number() protoreflect.EnumNumber {
@@ -122,7 +122,7 @@ func (x ObjectKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ObjectKind.Descriptor instead.
 func (ObjectKind) EnumDescriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{1}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{1}
 }
 
 type SyncobjState_Kind int32
@@ -161,11 +161,11 @@ func (x SyncobjState_Kind) String() string {
 }
 
 func (SyncobjState_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_uapi_proto_enumTypes[2].Descriptor()
+	return file_kernelsim_uapi_uapi_proto_enumTypes[2].Descriptor()
 }
 
 func (SyncobjState_Kind) Type() protoreflect.EnumType {
-	return &file_uapi_proto_enumTypes[2]
+	return &file_kernelsim_uapi_uapi_proto_enumTypes[2]
 }
 
 func (x SyncobjState_Kind) Number() protoreflect.EnumNumber {
@@ -174,7 +174,7 @@ func (x SyncobjState_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SyncobjState_Kind.Descriptor instead.
 func (SyncobjState_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{51, 0}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{51, 0}
 }
 
 // ErrorReply is the payload of any reply whose status is negative.
@@ -187,7 +187,7 @@ type ErrorReply struct {
 
 func (x *ErrorReply) Reset() {
 	*x = ErrorReply{}
-	mi := &file_uapi_proto_msgTypes[0]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -199,7 +199,7 @@ func (x *ErrorReply) String() string {
 func (*ErrorReply) ProtoMessage() {}
 
 func (x *ErrorReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[0]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -212,7 +212,7 @@ func (x *ErrorReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorReply.ProtoReflect.Descriptor instead.
 func (*ErrorReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{0}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *ErrorReply) GetMessage() string {
@@ -230,7 +230,7 @@ type VersionRequest struct {
 
 func (x *VersionRequest) Reset() {
 	*x = VersionRequest{}
-	mi := &file_uapi_proto_msgTypes[1]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -242,7 +242,7 @@ func (x *VersionRequest) String() string {
 func (*VersionRequest) ProtoMessage() {}
 
 func (x *VersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[1]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -255,7 +255,7 @@ func (x *VersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
 func (*VersionRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{1}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{1}
 }
 
 type VersionReply struct {
@@ -273,7 +273,7 @@ type VersionReply struct {
 
 func (x *VersionReply) Reset() {
 	*x = VersionReply{}
-	mi := &file_uapi_proto_msgTypes[2]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -285,7 +285,7 @@ func (x *VersionReply) String() string {
 func (*VersionReply) ProtoMessage() {}
 
 func (x *VersionReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[2]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -298,7 +298,7 @@ func (x *VersionReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionReply.ProtoReflect.Descriptor instead.
 func (*VersionReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{2}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *VersionReply) GetDriver() string {
@@ -362,7 +362,7 @@ type GemCreateRequest struct {
 
 func (x *GemCreateRequest) Reset() {
 	*x = GemCreateRequest{}
-	mi := &file_uapi_proto_msgTypes[3]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -374,7 +374,7 @@ func (x *GemCreateRequest) String() string {
 func (*GemCreateRequest) ProtoMessage() {}
 
 func (x *GemCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[3]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -387,7 +387,7 @@ func (x *GemCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GemCreateRequest.ProtoReflect.Descriptor instead.
 func (*GemCreateRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{3}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GemCreateRequest) GetSize() uint64 {
@@ -427,7 +427,7 @@ type GemCreateReply struct {
 
 func (x *GemCreateReply) Reset() {
 	*x = GemCreateReply{}
-	mi := &file_uapi_proto_msgTypes[4]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -439,7 +439,7 @@ func (x *GemCreateReply) String() string {
 func (*GemCreateReply) ProtoMessage() {}
 
 func (x *GemCreateReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[4]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -452,7 +452,7 @@ func (x *GemCreateReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GemCreateReply.ProtoReflect.Descriptor instead.
 func (*GemCreateReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{4}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GemCreateReply) GetHandle() uint32 {
@@ -471,7 +471,7 @@ type GemCloseRequest struct {
 
 func (x *GemCloseRequest) Reset() {
 	*x = GemCloseRequest{}
-	mi := &file_uapi_proto_msgTypes[5]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -483,7 +483,7 @@ func (x *GemCloseRequest) String() string {
 func (*GemCloseRequest) ProtoMessage() {}
 
 func (x *GemCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[5]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -496,7 +496,7 @@ func (x *GemCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GemCloseRequest.ProtoReflect.Descriptor instead.
 func (*GemCloseRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{5}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GemCloseRequest) GetHandle() uint32 {
@@ -514,7 +514,7 @@ type Empty struct {
 
 func (x *Empty) Reset() {
 	*x = Empty{}
-	mi := &file_uapi_proto_msgTypes[6]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -526,7 +526,7 @@ func (x *Empty) String() string {
 func (*Empty) ProtoMessage() {}
 
 func (x *Empty) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[6]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -539,7 +539,7 @@ func (x *Empty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Empty.ProtoReflect.Descriptor instead.
 func (*Empty) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{6}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{6}
 }
 
 type GemInfoRequest struct {
@@ -551,7 +551,7 @@ type GemInfoRequest struct {
 
 func (x *GemInfoRequest) Reset() {
 	*x = GemInfoRequest{}
-	mi := &file_uapi_proto_msgTypes[7]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +563,7 @@ func (x *GemInfoRequest) String() string {
 func (*GemInfoRequest) ProtoMessage() {}
 
 func (x *GemInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[7]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +576,7 @@ func (x *GemInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GemInfoRequest.ProtoReflect.Descriptor instead.
 func (*GemInfoRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{7}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GemInfoRequest) GetHandle() uint32 {
@@ -599,7 +599,7 @@ type GemInfoReply struct {
 
 func (x *GemInfoReply) Reset() {
 	*x = GemInfoReply{}
-	mi := &file_uapi_proto_msgTypes[8]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -611,7 +611,7 @@ func (x *GemInfoReply) String() string {
 func (*GemInfoReply) ProtoMessage() {}
 
 func (x *GemInfoReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[8]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -624,7 +624,7 @@ func (x *GemInfoReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GemInfoReply.ProtoReflect.Descriptor instead.
 func (*GemInfoReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{8}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GemInfoReply) GetSize() uint64 {
@@ -673,7 +673,7 @@ type GemPwriteRequest struct {
 
 func (x *GemPwriteRequest) Reset() {
 	*x = GemPwriteRequest{}
-	mi := &file_uapi_proto_msgTypes[9]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +685,7 @@ func (x *GemPwriteRequest) String() string {
 func (*GemPwriteRequest) ProtoMessage() {}
 
 func (x *GemPwriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[9]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +698,7 @@ func (x *GemPwriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GemPwriteRequest.ProtoReflect.Descriptor instead.
 func (*GemPwriteRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{9}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GemPwriteRequest) GetHandle() uint32 {
@@ -733,7 +733,7 @@ type GemPreadRequest struct {
 
 func (x *GemPreadRequest) Reset() {
 	*x = GemPreadRequest{}
-	mi := &file_uapi_proto_msgTypes[10]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -745,7 +745,7 @@ func (x *GemPreadRequest) String() string {
 func (*GemPreadRequest) ProtoMessage() {}
 
 func (x *GemPreadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[10]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -758,7 +758,7 @@ func (x *GemPreadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GemPreadRequest.ProtoReflect.Descriptor instead.
 func (*GemPreadRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{10}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GemPreadRequest) GetHandle() uint32 {
@@ -791,7 +791,7 @@ type GemPreadReply struct {
 
 func (x *GemPreadReply) Reset() {
 	*x = GemPreadReply{}
-	mi := &file_uapi_proto_msgTypes[11]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -803,7 +803,7 @@ func (x *GemPreadReply) String() string {
 func (*GemPreadReply) ProtoMessage() {}
 
 func (x *GemPreadReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[11]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -816,7 +816,7 @@ func (x *GemPreadReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GemPreadReply.ProtoReflect.Descriptor instead.
 func (*GemPreadReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{11}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GemPreadReply) GetData() []byte {
@@ -839,7 +839,7 @@ type GemWaitIdleRequest struct {
 
 func (x *GemWaitIdleRequest) Reset() {
 	*x = GemWaitIdleRequest{}
-	mi := &file_uapi_proto_msgTypes[12]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -851,7 +851,7 @@ func (x *GemWaitIdleRequest) String() string {
 func (*GemWaitIdleRequest) ProtoMessage() {}
 
 func (x *GemWaitIdleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[12]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -864,7 +864,7 @@ func (x *GemWaitIdleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GemWaitIdleRequest.ProtoReflect.Descriptor instead.
 func (*GemWaitIdleRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{12}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GemWaitIdleRequest) GetHandle() uint32 {
@@ -897,7 +897,7 @@ type GemWaitIdleReply struct {
 
 func (x *GemWaitIdleReply) Reset() {
 	*x = GemWaitIdleReply{}
-	mi := &file_uapi_proto_msgTypes[13]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +909,7 @@ func (x *GemWaitIdleReply) String() string {
 func (*GemWaitIdleReply) ProtoMessage() {}
 
 func (x *GemWaitIdleReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[13]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +922,7 @@ func (x *GemWaitIdleReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GemWaitIdleReply.ProtoReflect.Descriptor instead.
 func (*GemWaitIdleReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{13}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GemWaitIdleReply) GetBusy() bool {
@@ -945,7 +945,7 @@ type VmMapRequest struct {
 
 func (x *VmMapRequest) Reset() {
 	*x = VmMapRequest{}
-	mi := &file_uapi_proto_msgTypes[14]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -957,7 +957,7 @@ func (x *VmMapRequest) String() string {
 func (*VmMapRequest) ProtoMessage() {}
 
 func (x *VmMapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[14]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -970,7 +970,7 @@ func (x *VmMapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VmMapRequest.ProtoReflect.Descriptor instead.
 func (*VmMapRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{14}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *VmMapRequest) GetHandle() uint32 {
@@ -1017,7 +1017,7 @@ type VmUnmapRequest struct {
 
 func (x *VmUnmapRequest) Reset() {
 	*x = VmUnmapRequest{}
-	mi := &file_uapi_proto_msgTypes[15]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1029,7 +1029,7 @@ func (x *VmUnmapRequest) String() string {
 func (*VmUnmapRequest) ProtoMessage() {}
 
 func (x *VmUnmapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[15]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1042,7 +1042,7 @@ func (x *VmUnmapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VmUnmapRequest.ProtoReflect.Descriptor instead.
 func (*VmUnmapRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{15}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *VmUnmapRequest) GetVa() uint64 {
@@ -1062,7 +1062,7 @@ type PrimeHandleToFdRequest struct {
 
 func (x *PrimeHandleToFdRequest) Reset() {
 	*x = PrimeHandleToFdRequest{}
-	mi := &file_uapi_proto_msgTypes[16]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1074,7 +1074,7 @@ func (x *PrimeHandleToFdRequest) String() string {
 func (*PrimeHandleToFdRequest) ProtoMessage() {}
 
 func (x *PrimeHandleToFdRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[16]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1087,7 +1087,7 @@ func (x *PrimeHandleToFdRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrimeHandleToFdRequest.ProtoReflect.Descriptor instead.
 func (*PrimeHandleToFdRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{16}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PrimeHandleToFdRequest) GetHandle() uint32 {
@@ -1106,7 +1106,7 @@ type PrimeFdToHandleRequest struct {
 
 func (x *PrimeFdToHandleRequest) Reset() {
 	*x = PrimeFdToHandleRequest{}
-	mi := &file_uapi_proto_msgTypes[17]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1118,7 +1118,7 @@ func (x *PrimeFdToHandleRequest) String() string {
 func (*PrimeFdToHandleRequest) ProtoMessage() {}
 
 func (x *PrimeFdToHandleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[17]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1131,7 +1131,7 @@ func (x *PrimeFdToHandleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrimeFdToHandleRequest.ProtoReflect.Descriptor instead.
 func (*PrimeFdToHandleRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{17}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{17}
 }
 
 type PrimeFdToHandleReply struct {
@@ -1143,7 +1143,7 @@ type PrimeFdToHandleReply struct {
 
 func (x *PrimeFdToHandleReply) Reset() {
 	*x = PrimeFdToHandleReply{}
-	mi := &file_uapi_proto_msgTypes[18]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1155,7 +1155,7 @@ func (x *PrimeFdToHandleReply) String() string {
 func (*PrimeFdToHandleReply) ProtoMessage() {}
 
 func (x *PrimeFdToHandleReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[18]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1168,7 +1168,7 @@ func (x *PrimeFdToHandleReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrimeFdToHandleReply.ProtoReflect.Descriptor instead.
 func (*PrimeFdToHandleReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{18}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PrimeFdToHandleReply) GetHandle() uint32 {
@@ -1187,7 +1187,7 @@ type CtxCreateRequest struct {
 
 func (x *CtxCreateRequest) Reset() {
 	*x = CtxCreateRequest{}
-	mi := &file_uapi_proto_msgTypes[19]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1199,7 @@ func (x *CtxCreateRequest) String() string {
 func (*CtxCreateRequest) ProtoMessage() {}
 
 func (x *CtxCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[19]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1212,7 @@ func (x *CtxCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CtxCreateRequest.ProtoReflect.Descriptor instead.
 func (*CtxCreateRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{19}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CtxCreateRequest) GetPriority() int32 {
@@ -1231,7 +1231,7 @@ type CtxCreateReply struct {
 
 func (x *CtxCreateReply) Reset() {
 	*x = CtxCreateReply{}
-	mi := &file_uapi_proto_msgTypes[20]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1243,7 +1243,7 @@ func (x *CtxCreateReply) String() string {
 func (*CtxCreateReply) ProtoMessage() {}
 
 func (x *CtxCreateReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[20]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1256,7 +1256,7 @@ func (x *CtxCreateReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CtxCreateReply.ProtoReflect.Descriptor instead.
 func (*CtxCreateReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{20}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CtxCreateReply) GetCtxId() uint32 {
@@ -1275,7 +1275,7 @@ type CtxDestroyRequest struct {
 
 func (x *CtxDestroyRequest) Reset() {
 	*x = CtxDestroyRequest{}
-	mi := &file_uapi_proto_msgTypes[21]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1287,7 @@ func (x *CtxDestroyRequest) String() string {
 func (*CtxDestroyRequest) ProtoMessage() {}
 
 func (x *CtxDestroyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[21]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1300,7 @@ func (x *CtxDestroyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CtxDestroyRequest.ProtoReflect.Descriptor instead.
 func (*CtxDestroyRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{21}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CtxDestroyRequest) GetCtxId() uint32 {
@@ -1319,7 +1319,7 @@ type CtxQueryRequest struct {
 
 func (x *CtxQueryRequest) Reset() {
 	*x = CtxQueryRequest{}
-	mi := &file_uapi_proto_msgTypes[22]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1331,7 @@ func (x *CtxQueryRequest) String() string {
 func (*CtxQueryRequest) ProtoMessage() {}
 
 func (x *CtxQueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[22]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1344,7 @@ func (x *CtxQueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CtxQueryRequest.ProtoReflect.Descriptor instead.
 func (*CtxQueryRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{22}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CtxQueryRequest) GetCtxId() uint32 {
@@ -1365,7 +1365,7 @@ type CtxQueryReply struct {
 
 func (x *CtxQueryReply) Reset() {
 	*x = CtxQueryReply{}
-	mi := &file_uapi_proto_msgTypes[23]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1377,7 @@ func (x *CtxQueryReply) String() string {
 func (*CtxQueryReply) ProtoMessage() {}
 
 func (x *CtxQueryReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[23]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1390,7 @@ func (x *CtxQueryReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CtxQueryReply.ProtoReflect.Descriptor instead.
 func (*CtxQueryReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{23}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CtxQueryReply) GetGuilty() bool {
@@ -1431,7 +1431,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_uapi_proto_msgTypes[24]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1443,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[24]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1456,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{24}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Command) GetOp() uint32 {
@@ -1525,7 +1525,7 @@ type SubmitBo struct {
 
 func (x *SubmitBo) Reset() {
 	*x = SubmitBo{}
-	mi := &file_uapi_proto_msgTypes[25]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +1537,7 @@ func (x *SubmitBo) String() string {
 func (*SubmitBo) ProtoMessage() {}
 
 func (x *SubmitBo) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[25]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +1550,7 @@ func (x *SubmitBo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitBo.ProtoReflect.Descriptor instead.
 func (*SubmitBo) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{25}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SubmitBo) GetHandle() uint32 {
@@ -1581,7 +1581,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_uapi_proto_msgTypes[26]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1593,7 +1593,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[26]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1606,7 +1606,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{26}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SubmitRequest) GetCtxId() uint32 {
@@ -1661,7 +1661,7 @@ type SubmitReply struct {
 
 func (x *SubmitReply) Reset() {
 	*x = SubmitReply{}
-	mi := &file_uapi_proto_msgTypes[27]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1673,7 +1673,7 @@ func (x *SubmitReply) String() string {
 func (*SubmitReply) ProtoMessage() {}
 
 func (x *SubmitReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[27]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1686,7 +1686,7 @@ func (x *SubmitReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitReply.ProtoReflect.Descriptor instead.
 func (*SubmitReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{27}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SubmitReply) GetFenceId() uint64 {
@@ -1712,7 +1712,7 @@ type SyncobjCreateRequest struct {
 
 func (x *SyncobjCreateRequest) Reset() {
 	*x = SyncobjCreateRequest{}
-	mi := &file_uapi_proto_msgTypes[28]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1724,7 +1724,7 @@ func (x *SyncobjCreateRequest) String() string {
 func (*SyncobjCreateRequest) ProtoMessage() {}
 
 func (x *SyncobjCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[28]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1737,7 +1737,7 @@ func (x *SyncobjCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncobjCreateRequest.ProtoReflect.Descriptor instead.
 func (*SyncobjCreateRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{28}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SyncobjCreateRequest) GetSignaled() bool {
@@ -1756,7 +1756,7 @@ type SyncobjCreateReply struct {
 
 func (x *SyncobjCreateReply) Reset() {
 	*x = SyncobjCreateReply{}
-	mi := &file_uapi_proto_msgTypes[29]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1768,7 +1768,7 @@ func (x *SyncobjCreateReply) String() string {
 func (*SyncobjCreateReply) ProtoMessage() {}
 
 func (x *SyncobjCreateReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[29]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1781,7 +1781,7 @@ func (x *SyncobjCreateReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncobjCreateReply.ProtoReflect.Descriptor instead.
 func (*SyncobjCreateReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{29}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SyncobjCreateReply) GetHandle() uint32 {
@@ -1800,7 +1800,7 @@ type SyncobjHandleRequest struct {
 
 func (x *SyncobjHandleRequest) Reset() {
 	*x = SyncobjHandleRequest{}
-	mi := &file_uapi_proto_msgTypes[30]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +1812,7 @@ func (x *SyncobjHandleRequest) String() string {
 func (*SyncobjHandleRequest) ProtoMessage() {}
 
 func (x *SyncobjHandleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[30]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +1825,7 @@ func (x *SyncobjHandleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncobjHandleRequest.ProtoReflect.Descriptor instead.
 func (*SyncobjHandleRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{30}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SyncobjHandleRequest) GetHandle() uint32 {
@@ -1847,7 +1847,7 @@ type SyncobjWaitRequest struct {
 
 func (x *SyncobjWaitRequest) Reset() {
 	*x = SyncobjWaitRequest{}
-	mi := &file_uapi_proto_msgTypes[31]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1859,7 +1859,7 @@ func (x *SyncobjWaitRequest) String() string {
 func (*SyncobjWaitRequest) ProtoMessage() {}
 
 func (x *SyncobjWaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[31]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1872,7 +1872,7 @@ func (x *SyncobjWaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncobjWaitRequest.ProtoReflect.Descriptor instead.
 func (*SyncobjWaitRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{31}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SyncobjWaitRequest) GetHandles() []uint32 {
@@ -1912,7 +1912,7 @@ type SyncobjWaitReply struct {
 
 func (x *SyncobjWaitReply) Reset() {
 	*x = SyncobjWaitReply{}
-	mi := &file_uapi_proto_msgTypes[32]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1924,7 +1924,7 @@ func (x *SyncobjWaitReply) String() string {
 func (*SyncobjWaitReply) ProtoMessage() {}
 
 func (x *SyncobjWaitReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[32]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1937,7 +1937,7 @@ func (x *SyncobjWaitReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncobjWaitReply.ProtoReflect.Descriptor instead.
 func (*SyncobjWaitReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{32}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SyncobjWaitReply) GetFirstSignaled() uint32 {
@@ -1959,7 +1959,7 @@ type SyncobjQueryReply struct {
 
 func (x *SyncobjQueryReply) Reset() {
 	*x = SyncobjQueryReply{}
-	mi := &file_uapi_proto_msgTypes[33]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1971,7 +1971,7 @@ func (x *SyncobjQueryReply) String() string {
 func (*SyncobjQueryReply) ProtoMessage() {}
 
 func (x *SyncobjQueryReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[33]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1984,7 +1984,7 @@ func (x *SyncobjQueryReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncobjQueryReply.ProtoReflect.Descriptor instead.
 func (*SyncobjQueryReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{33}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SyncobjQueryReply) GetHasFence() bool {
@@ -2024,7 +2024,7 @@ type SwSyncCreateRequest struct {
 
 func (x *SwSyncCreateRequest) Reset() {
 	*x = SwSyncCreateRequest{}
-	mi := &file_uapi_proto_msgTypes[34]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2036,7 +2036,7 @@ func (x *SwSyncCreateRequest) String() string {
 func (*SwSyncCreateRequest) ProtoMessage() {}
 
 func (x *SwSyncCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[34]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2049,7 +2049,7 @@ func (x *SwSyncCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwSyncCreateRequest.ProtoReflect.Descriptor instead.
 func (*SwSyncCreateRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{34}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{34}
 }
 
 type SwSyncCreateReply struct {
@@ -2061,7 +2061,7 @@ type SwSyncCreateReply struct {
 
 func (x *SwSyncCreateReply) Reset() {
 	*x = SwSyncCreateReply{}
-	mi := &file_uapi_proto_msgTypes[35]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2073,7 +2073,7 @@ func (x *SwSyncCreateReply) String() string {
 func (*SwSyncCreateReply) ProtoMessage() {}
 
 func (x *SwSyncCreateReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[35]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2086,7 +2086,7 @@ func (x *SwSyncCreateReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwSyncCreateReply.ProtoReflect.Descriptor instead.
 func (*SwSyncCreateReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{35}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SwSyncCreateReply) GetTimeline() uint32 {
@@ -2107,7 +2107,7 @@ type SwSyncFenceRequest struct {
 
 func (x *SwSyncFenceRequest) Reset() {
 	*x = SwSyncFenceRequest{}
-	mi := &file_uapi_proto_msgTypes[36]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2119,7 +2119,7 @@ func (x *SwSyncFenceRequest) String() string {
 func (*SwSyncFenceRequest) ProtoMessage() {}
 
 func (x *SwSyncFenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[36]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2132,7 +2132,7 @@ func (x *SwSyncFenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwSyncFenceRequest.ProtoReflect.Descriptor instead.
 func (*SwSyncFenceRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{36}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SwSyncFenceRequest) GetTimeline() uint32 {
@@ -2166,7 +2166,7 @@ type SwSyncIncRequest struct {
 
 func (x *SwSyncIncRequest) Reset() {
 	*x = SwSyncIncRequest{}
-	mi := &file_uapi_proto_msgTypes[37]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2178,7 +2178,7 @@ func (x *SwSyncIncRequest) String() string {
 func (*SwSyncIncRequest) ProtoMessage() {}
 
 func (x *SwSyncIncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[37]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2191,7 +2191,7 @@ func (x *SwSyncIncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwSyncIncRequest.ProtoReflect.Descriptor instead.
 func (*SwSyncIncRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{37}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SwSyncIncRequest) GetTimeline() uint32 {
@@ -2219,7 +2219,7 @@ type IdentifyRequest struct {
 
 func (x *IdentifyRequest) Reset() {
 	*x = IdentifyRequest{}
-	mi := &file_uapi_proto_msgTypes[38]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2231,7 +2231,7 @@ func (x *IdentifyRequest) String() string {
 func (*IdentifyRequest) ProtoMessage() {}
 
 func (x *IdentifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[38]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2244,7 +2244,7 @@ func (x *IdentifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentifyRequest.ProtoReflect.Descriptor instead.
 func (*IdentifyRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{38}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *IdentifyRequest) GetInodes() []uint64 {
@@ -2270,7 +2270,7 @@ type IdentifiedObject struct {
 
 func (x *IdentifiedObject) Reset() {
 	*x = IdentifiedObject{}
-	mi := &file_uapi_proto_msgTypes[39]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2282,7 +2282,7 @@ func (x *IdentifiedObject) String() string {
 func (*IdentifiedObject) ProtoMessage() {}
 
 func (x *IdentifiedObject) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[39]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2295,7 +2295,7 @@ func (x *IdentifiedObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentifiedObject.ProtoReflect.Descriptor instead.
 func (*IdentifiedObject) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{39}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *IdentifiedObject) GetInode() uint64 {
@@ -2363,7 +2363,7 @@ type IdentifyReply struct {
 
 func (x *IdentifyReply) Reset() {
 	*x = IdentifyReply{}
-	mi := &file_uapi_proto_msgTypes[40]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2375,7 +2375,7 @@ func (x *IdentifyReply) String() string {
 func (*IdentifyReply) ProtoMessage() {}
 
 func (x *IdentifyReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[40]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2388,7 +2388,7 @@ func (x *IdentifyReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentifyReply.ProtoReflect.Descriptor instead.
 func (*IdentifyReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{40}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *IdentifyReply) GetObjects() []*IdentifiedObject {
@@ -2408,7 +2408,7 @@ type PauseRequest struct {
 
 func (x *PauseRequest) Reset() {
 	*x = PauseRequest{}
-	mi := &file_uapi_proto_msgTypes[41]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2420,7 +2420,7 @@ func (x *PauseRequest) String() string {
 func (*PauseRequest) ProtoMessage() {}
 
 func (x *PauseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[41]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2433,7 +2433,7 @@ func (x *PauseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRequest.ProtoReflect.Descriptor instead.
 func (*PauseRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{41}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PauseRequest) GetFileIds() []uint64 {
@@ -2459,7 +2459,7 @@ type ResumeRequest struct {
 
 func (x *ResumeRequest) Reset() {
 	*x = ResumeRequest{}
-	mi := &file_uapi_proto_msgTypes[42]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2471,7 +2471,7 @@ func (x *ResumeRequest) String() string {
 func (*ResumeRequest) ProtoMessage() {}
 
 func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[42]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2484,7 +2484,7 @@ func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{42}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ResumeRequest) GetFileIds() []uint64 {
@@ -2509,7 +2509,7 @@ type BoState struct {
 
 func (x *BoState) Reset() {
 	*x = BoState{}
-	mi := &file_uapi_proto_msgTypes[43]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2521,7 +2521,7 @@ func (x *BoState) String() string {
 func (*BoState) ProtoMessage() {}
 
 func (x *BoState) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[43]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2534,7 +2534,7 @@ func (x *BoState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BoState.ProtoReflect.Descriptor instead.
 func (*BoState) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{43}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *BoState) GetBoId() uint64 {
@@ -2597,7 +2597,7 @@ type HandleState struct {
 
 func (x *HandleState) Reset() {
 	*x = HandleState{}
-	mi := &file_uapi_proto_msgTypes[44]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2609,7 +2609,7 @@ func (x *HandleState) String() string {
 func (*HandleState) ProtoMessage() {}
 
 func (x *HandleState) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[44]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2622,7 +2622,7 @@ func (x *HandleState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandleState.ProtoReflect.Descriptor instead.
 func (*HandleState) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{44}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *HandleState) GetHandle() uint32 {
@@ -2659,7 +2659,7 @@ type VaMapping struct {
 
 func (x *VaMapping) Reset() {
 	*x = VaMapping{}
-	mi := &file_uapi_proto_msgTypes[45]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2671,7 +2671,7 @@ func (x *VaMapping) String() string {
 func (*VaMapping) ProtoMessage() {}
 
 func (x *VaMapping) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[45]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2684,7 +2684,7 @@ func (x *VaMapping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VaMapping.ProtoReflect.Descriptor instead.
 func (*VaMapping) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{45}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *VaMapping) GetHandle() uint32 {
@@ -2743,7 +2743,7 @@ type FileCheckpoint struct {
 
 func (x *FileCheckpoint) Reset() {
 	*x = FileCheckpoint{}
-	mi := &file_uapi_proto_msgTypes[46]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2755,7 +2755,7 @@ func (x *FileCheckpoint) String() string {
 func (*FileCheckpoint) ProtoMessage() {}
 
 func (x *FileCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[46]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2768,7 +2768,7 @@ func (x *FileCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileCheckpoint.ProtoReflect.Descriptor instead.
 func (*FileCheckpoint) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{46}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *FileCheckpoint) GetFileId() uint64 {
@@ -2856,7 +2856,7 @@ type PendingIO struct {
 
 func (x *PendingIO) Reset() {
 	*x = PendingIO{}
-	mi := &file_uapi_proto_msgTypes[47]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2868,7 +2868,7 @@ func (x *PendingIO) String() string {
 func (*PendingIO) ProtoMessage() {}
 
 func (x *PendingIO) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[47]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2881,7 +2881,7 @@ func (x *PendingIO) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingIO.ProtoReflect.Descriptor instead.
 func (*PendingIO) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{47}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *PendingIO) GetRequest() []byte {
@@ -2927,7 +2927,7 @@ type DriverPrivate struct {
 
 func (x *DriverPrivate) Reset() {
 	*x = DriverPrivate{}
-	mi := &file_uapi_proto_msgTypes[48]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2939,7 +2939,7 @@ func (x *DriverPrivate) String() string {
 func (*DriverPrivate) ProtoMessage() {}
 
 func (x *DriverPrivate) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[48]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2952,7 +2952,7 @@ func (x *DriverPrivate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DriverPrivate.ProtoReflect.Descriptor instead.
 func (*DriverPrivate) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{48}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DriverPrivate) GetVersion() uint32 {
@@ -3004,7 +3004,7 @@ type ContextState struct {
 
 func (x *ContextState) Reset() {
 	*x = ContextState{}
-	mi := &file_uapi_proto_msgTypes[49]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3016,7 +3016,7 @@ func (x *ContextState) String() string {
 func (*ContextState) ProtoMessage() {}
 
 func (x *ContextState) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[49]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3029,7 +3029,7 @@ func (x *ContextState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContextState.ProtoReflect.Descriptor instead.
 func (*ContextState) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{49}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ContextState) GetCtxId() uint32 {
@@ -3090,7 +3090,7 @@ type JobState struct {
 
 func (x *JobState) Reset() {
 	*x = JobState{}
-	mi := &file_uapi_proto_msgTypes[50]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3102,7 +3102,7 @@ func (x *JobState) String() string {
 func (*JobState) ProtoMessage() {}
 
 func (x *JobState) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[50]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3115,7 +3115,7 @@ func (x *JobState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobState.ProtoReflect.Descriptor instead.
 func (*JobState) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{50}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *JobState) GetFenceId() uint64 {
@@ -3188,7 +3188,7 @@ type SyncobjState struct {
 
 func (x *SyncobjState) Reset() {
 	*x = SyncobjState{}
-	mi := &file_uapi_proto_msgTypes[51]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3200,7 +3200,7 @@ func (x *SyncobjState) String() string {
 func (*SyncobjState) ProtoMessage() {}
 
 func (x *SyncobjState) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[51]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3213,7 +3213,7 @@ func (x *SyncobjState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncobjState.ProtoReflect.Descriptor instead.
 func (*SyncobjState) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{51}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SyncobjState) GetHandle() uint32 {
@@ -3268,7 +3268,7 @@ type SwSyncState struct {
 
 func (x *SwSyncState) Reset() {
 	*x = SwSyncState{}
-	mi := &file_uapi_proto_msgTypes[52]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3280,7 +3280,7 @@ func (x *SwSyncState) String() string {
 func (*SwSyncState) ProtoMessage() {}
 
 func (x *SwSyncState) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[52]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3293,7 +3293,7 @@ func (x *SwSyncState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwSyncState.ProtoReflect.Descriptor instead.
 func (*SwSyncState) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{52}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SwSyncState) GetTimeline() uint32 {
@@ -3319,7 +3319,7 @@ type CheckpointFileRequest struct {
 
 func (x *CheckpointFileRequest) Reset() {
 	*x = CheckpointFileRequest{}
-	mi := &file_uapi_proto_msgTypes[53]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3331,7 +3331,7 @@ func (x *CheckpointFileRequest) String() string {
 func (*CheckpointFileRequest) ProtoMessage() {}
 
 func (x *CheckpointFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[53]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3344,7 +3344,7 @@ func (x *CheckpointFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointFileRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointFileRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{53}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *CheckpointFileRequest) GetFileId() uint64 {
@@ -3362,7 +3362,7 @@ type DebugRequest struct {
 
 func (x *DebugRequest) Reset() {
 	*x = DebugRequest{}
-	mi := &file_uapi_proto_msgTypes[54]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3374,7 +3374,7 @@ func (x *DebugRequest) String() string {
 func (*DebugRequest) ProtoMessage() {}
 
 func (x *DebugRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[54]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3387,7 +3387,7 @@ func (x *DebugRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DebugRequest.ProtoReflect.Descriptor instead.
 func (*DebugRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{54}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{54}
 }
 
 type DebugReply struct {
@@ -3399,7 +3399,7 @@ type DebugReply struct {
 
 func (x *DebugReply) Reset() {
 	*x = DebugReply{}
-	mi := &file_uapi_proto_msgTypes[55]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3411,7 +3411,7 @@ func (x *DebugReply) String() string {
 func (*DebugReply) ProtoMessage() {}
 
 func (x *DebugReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[55]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3424,7 +3424,7 @@ func (x *DebugReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DebugReply.ProtoReflect.Descriptor instead.
 func (*DebugReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{55}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *DebugReply) GetJson() string {
@@ -3443,7 +3443,7 @@ type CheckpointDmaBufRequest struct {
 
 func (x *CheckpointDmaBufRequest) Reset() {
 	*x = CheckpointDmaBufRequest{}
-	mi := &file_uapi_proto_msgTypes[56]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3455,7 +3455,7 @@ func (x *CheckpointDmaBufRequest) String() string {
 func (*CheckpointDmaBufRequest) ProtoMessage() {}
 
 func (x *CheckpointDmaBufRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[56]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3468,7 +3468,7 @@ func (x *CheckpointDmaBufRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointDmaBufRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointDmaBufRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{56}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *CheckpointDmaBufRequest) GetInode() uint64 {
@@ -3487,7 +3487,7 @@ type CheckpointDmaBufReply struct {
 
 func (x *CheckpointDmaBufReply) Reset() {
 	*x = CheckpointDmaBufReply{}
-	mi := &file_uapi_proto_msgTypes[57]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3499,7 +3499,7 @@ func (x *CheckpointDmaBufReply) String() string {
 func (*CheckpointDmaBufReply) ProtoMessage() {}
 
 func (x *CheckpointDmaBufReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[57]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3512,7 +3512,7 @@ func (x *CheckpointDmaBufReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointDmaBufReply.ProtoReflect.Descriptor instead.
 func (*CheckpointDmaBufReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{57}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *CheckpointDmaBufReply) GetBo() *BoState {
@@ -3532,7 +3532,7 @@ type CheckpointBoRequest struct {
 
 func (x *CheckpointBoRequest) Reset() {
 	*x = CheckpointBoRequest{}
-	mi := &file_uapi_proto_msgTypes[58]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3544,7 +3544,7 @@ func (x *CheckpointBoRequest) String() string {
 func (*CheckpointBoRequest) ProtoMessage() {}
 
 func (x *CheckpointBoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[58]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3557,7 +3557,7 @@ func (x *CheckpointBoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointBoRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointBoRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{58}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *CheckpointBoRequest) GetBoId() uint64 {
@@ -3577,7 +3577,7 @@ type CheckpointBoReply struct {
 
 func (x *CheckpointBoReply) Reset() {
 	*x = CheckpointBoReply{}
-	mi := &file_uapi_proto_msgTypes[59]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3589,7 +3589,7 @@ func (x *CheckpointBoReply) String() string {
 func (*CheckpointBoReply) ProtoMessage() {}
 
 func (x *CheckpointBoReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[59]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3602,7 +3602,7 @@ func (x *CheckpointBoReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointBoReply.ProtoReflect.Descriptor instead.
 func (*CheckpointBoReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{59}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *CheckpointBoReply) GetSize() uint64 {
@@ -3629,7 +3629,7 @@ type RestoreFile struct {
 
 func (x *RestoreFile) Reset() {
 	*x = RestoreFile{}
-	mi := &file_uapi_proto_msgTypes[60]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3641,7 +3641,7 @@ func (x *RestoreFile) String() string {
 func (*RestoreFile) ProtoMessage() {}
 
 func (x *RestoreFile) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[60]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3654,7 +3654,7 @@ func (x *RestoreFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreFile.ProtoReflect.Descriptor instead.
 func (*RestoreFile) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{60}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *RestoreFile) GetInode() uint64 {
@@ -3681,7 +3681,7 @@ type RestoreDmaBuf struct {
 
 func (x *RestoreDmaBuf) Reset() {
 	*x = RestoreDmaBuf{}
-	mi := &file_uapi_proto_msgTypes[61]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3693,7 +3693,7 @@ func (x *RestoreDmaBuf) String() string {
 func (*RestoreDmaBuf) ProtoMessage() {}
 
 func (x *RestoreDmaBuf) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[61]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3706,7 +3706,7 @@ func (x *RestoreDmaBuf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreDmaBuf.ProtoReflect.Descriptor instead.
 func (*RestoreDmaBuf) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{61}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *RestoreDmaBuf) GetInode() uint64 {
@@ -3734,7 +3734,7 @@ type SessionOpenRequest struct {
 
 func (x *SessionOpenRequest) Reset() {
 	*x = SessionOpenRequest{}
-	mi := &file_uapi_proto_msgTypes[62]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3746,7 +3746,7 @@ func (x *SessionOpenRequest) String() string {
 func (*SessionOpenRequest) ProtoMessage() {}
 
 func (x *SessionOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[62]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3759,7 +3759,7 @@ func (x *SessionOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpenRequest.ProtoReflect.Descriptor instead.
 func (*SessionOpenRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{62}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *SessionOpenRequest) GetBos() []*BoState {
@@ -3795,7 +3795,7 @@ type SessionOpenReply struct {
 
 func (x *SessionOpenReply) Reset() {
 	*x = SessionOpenReply{}
-	mi := &file_uapi_proto_msgTypes[63]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3807,7 +3807,7 @@ func (x *SessionOpenReply) String() string {
 func (*SessionOpenReply) ProtoMessage() {}
 
 func (x *SessionOpenReply) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[63]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3820,7 +3820,7 @@ func (x *SessionOpenReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpenReply.ProtoReflect.Descriptor instead.
 func (*SessionOpenReply) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{63}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *SessionOpenReply) GetToken() []byte {
@@ -3856,7 +3856,7 @@ type SessionLoadBoRequest struct {
 
 func (x *SessionLoadBoRequest) Reset() {
 	*x = SessionLoadBoRequest{}
-	mi := &file_uapi_proto_msgTypes[64]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3868,7 +3868,7 @@ func (x *SessionLoadBoRequest) String() string {
 func (*SessionLoadBoRequest) ProtoMessage() {}
 
 func (x *SessionLoadBoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[64]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3881,7 +3881,7 @@ func (x *SessionLoadBoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionLoadBoRequest.ProtoReflect.Descriptor instead.
 func (*SessionLoadBoRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{64}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *SessionLoadBoRequest) GetToken() []byte {
@@ -3916,7 +3916,7 @@ type SessionResumeRequest struct {
 
 func (x *SessionResumeRequest) Reset() {
 	*x = SessionResumeRequest{}
-	mi := &file_uapi_proto_msgTypes[65]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3928,7 +3928,7 @@ func (x *SessionResumeRequest) String() string {
 func (*SessionResumeRequest) ProtoMessage() {}
 
 func (x *SessionResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[65]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3941,7 +3941,7 @@ func (x *SessionResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResumeRequest.ProtoReflect.Descriptor instead.
 func (*SessionResumeRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{65}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *SessionResumeRequest) GetToken() []byte {
@@ -3975,7 +3975,7 @@ type SessionCloseRequest struct {
 
 func (x *SessionCloseRequest) Reset() {
 	*x = SessionCloseRequest{}
-	mi := &file_uapi_proto_msgTypes[66]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3987,7 +3987,7 @@ func (x *SessionCloseRequest) String() string {
 func (*SessionCloseRequest) ProtoMessage() {}
 
 func (x *SessionCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[66]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4000,7 +4000,7 @@ func (x *SessionCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionCloseRequest.ProtoReflect.Descriptor instead.
 func (*SessionCloseRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{66}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *SessionCloseRequest) GetToken() []byte {
@@ -4029,7 +4029,7 @@ type ClaimFileRequest struct {
 
 func (x *ClaimFileRequest) Reset() {
 	*x = ClaimFileRequest{}
-	mi := &file_uapi_proto_msgTypes[67]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4041,7 +4041,7 @@ func (x *ClaimFileRequest) String() string {
 func (*ClaimFileRequest) ProtoMessage() {}
 
 func (x *ClaimFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[67]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4054,7 +4054,7 @@ func (x *ClaimFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimFileRequest.ProtoReflect.Descriptor instead.
 func (*ClaimFileRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{67}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ClaimFileRequest) GetToken() []byte {
@@ -4081,7 +4081,7 @@ type ClaimDmaBufRequest struct {
 
 func (x *ClaimDmaBufRequest) Reset() {
 	*x = ClaimDmaBufRequest{}
-	mi := &file_uapi_proto_msgTypes[68]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4093,7 +4093,7 @@ func (x *ClaimDmaBufRequest) String() string {
 func (*ClaimDmaBufRequest) ProtoMessage() {}
 
 func (x *ClaimDmaBufRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_uapi_proto_msgTypes[68]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4106,7 +4106,7 @@ func (x *ClaimDmaBufRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimDmaBufRequest.ProtoReflect.Descriptor instead.
 func (*ClaimDmaBufRequest) Descriptor() ([]byte, []int) {
-	return file_uapi_proto_rawDescGZIP(), []int{68}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ClaimDmaBufRequest) GetToken() []byte {
@@ -4123,12 +4123,11 @@ func (x *ClaimDmaBufRequest) GetInode() uint64 {
 	return 0
 }
 
-var File_uapi_proto protoreflect.FileDescriptor
+var File_kernelsim_uapi_uapi_proto protoreflect.FileDescriptor
 
-const file_uapi_proto_rawDesc = "" +
+const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\n" +
-	"\n" +
-	"uapi.proto\x12\x0ekernelsim.uapi\"&\n" +
+	"\x19kernelsim/uapi/uapi.proto\x12\x0ekernelsim.uapi\"&\n" +
 	"\n" +
 	"ErrorReply\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\"\x10\n" +
@@ -4407,20 +4406,20 @@ const file_uapi_proto_rawDesc = "" +
 	"\x0eOBJECT_DMA_BUF\x10\x02B\x16Z\x14drmcr/kernelsim/uapib\x06proto3"
 
 var (
-	file_uapi_proto_rawDescOnce sync.Once
-	file_uapi_proto_rawDescData []byte
+	file_kernelsim_uapi_uapi_proto_rawDescOnce sync.Once
+	file_kernelsim_uapi_uapi_proto_rawDescData []byte
 )
 
-func file_uapi_proto_rawDescGZIP() []byte {
-	file_uapi_proto_rawDescOnce.Do(func() {
-		file_uapi_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_uapi_proto_rawDesc), len(file_uapi_proto_rawDesc)))
+func file_kernelsim_uapi_uapi_proto_rawDescGZIP() []byte {
+	file_kernelsim_uapi_uapi_proto_rawDescOnce.Do(func() {
+		file_kernelsim_uapi_uapi_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_kernelsim_uapi_uapi_proto_rawDesc), len(file_kernelsim_uapi_uapi_proto_rawDesc)))
 	})
-	return file_uapi_proto_rawDescData
+	return file_kernelsim_uapi_uapi_proto_rawDescData
 }
 
-var file_uapi_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_uapi_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
-var file_uapi_proto_goTypes = []any{
+var file_kernelsim_uapi_uapi_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_kernelsim_uapi_uapi_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
+var file_kernelsim_uapi_uapi_proto_goTypes = []any{
 	(Domain)(0),                     // 0: kernelsim.uapi.Domain
 	(ObjectKind)(0),                 // 1: kernelsim.uapi.ObjectKind
 	(SyncobjState_Kind)(0),          // 2: kernelsim.uapi.SyncobjState.Kind
@@ -4494,7 +4493,7 @@ var file_uapi_proto_goTypes = []any{
 	(*ClaimFileRequest)(nil),        // 70: kernelsim.uapi.ClaimFileRequest
 	(*ClaimDmaBufRequest)(nil),      // 71: kernelsim.uapi.ClaimDmaBufRequest
 }
-var file_uapi_proto_depIdxs = []int32{
+var file_kernelsim_uapi_uapi_proto_depIdxs = []int32{
 	0,  // 0: kernelsim.uapi.GemCreateRequest.domain:type_name -> kernelsim.uapi.Domain
 	0,  // 1: kernelsim.uapi.GemInfoReply.domain:type_name -> kernelsim.uapi.Domain
 	28, // 2: kernelsim.uapi.SubmitRequest.bos:type_name -> kernelsim.uapi.SubmitBo
@@ -4526,27 +4525,27 @@ var file_uapi_proto_depIdxs = []int32{
 	0,  // [0:24] is the sub-list for field type_name
 }
 
-func init() { file_uapi_proto_init() }
-func file_uapi_proto_init() {
-	if File_uapi_proto != nil {
+func init() { file_kernelsim_uapi_uapi_proto_init() }
+func file_kernelsim_uapi_uapi_proto_init() {
+	if File_kernelsim_uapi_uapi_proto != nil {
 		return
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_uapi_proto_rawDesc), len(file_uapi_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kernelsim_uapi_uapi_proto_rawDesc), len(file_kernelsim_uapi_uapi_proto_rawDesc)),
 			NumEnums:      3,
 			NumMessages:   69,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
-		GoTypes:           file_uapi_proto_goTypes,
-		DependencyIndexes: file_uapi_proto_depIdxs,
-		EnumInfos:         file_uapi_proto_enumTypes,
-		MessageInfos:      file_uapi_proto_msgTypes,
+		GoTypes:           file_kernelsim_uapi_uapi_proto_goTypes,
+		DependencyIndexes: file_kernelsim_uapi_uapi_proto_depIdxs,
+		EnumInfos:         file_kernelsim_uapi_uapi_proto_enumTypes,
+		MessageInfos:      file_kernelsim_uapi_uapi_proto_msgTypes,
 	}.Build()
-	File_uapi_proto = out.File
-	file_uapi_proto_goTypes = nil
-	file_uapi_proto_depIdxs = nil
+	File_kernelsim_uapi_uapi_proto = out.File
+	file_kernelsim_uapi_uapi_proto_goTypes = nil
+	file_kernelsim_uapi_uapi_proto_depIdxs = nil
 }

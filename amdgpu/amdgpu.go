@@ -1,0 +1,81 @@
+// Package amdgpu is the DRM plugin's sub-plugin for amdgpu render nodes.
+// It owns the driver-private part of a drm file's checkpoint: contexts,
+// their preempted work, syncobjs and sw_sync timelines, which the kernel
+// hands out as an opaque, versioned blob.
+package amdgpu
+
+import (
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	"drmcr/images"
+	"drmcr/kernelsim/uapi"
+)
+
+// Driver is the DRM driver name this sub-plugin handles.
+const Driver = "amdgpu"
+
+// blobVersions are the driver blob versions this sub-plugin can restore.
+var blobVersions = map[uint32]bool{1: true}
+
+// Plugin is the amdgpu sub-plugin.
+type Plugin struct{}
+
+// New returns the sub-plugin.
+func New() *Plugin { return &Plugin{} }
+
+// Driver implements drmcore.DriverPlugin.
+func (*Plugin) Driver() string { return Driver }
+
+// Decode parses and checks a driver blob.
+func Decode(blob []byte) (*uapi.DriverPrivate, error) {
+	priv := &uapi.DriverPrivate{}
+	if err := proto.Unmarshal(blob, priv); err != nil {
+		return nil, fmt.Errorf("driver blob: %w", err)
+	}
+	if priv.Driver != Driver {
+		return nil, fmt.Errorf("driver blob is for %q, not %s", priv.Driver, Driver)
+	}
+	if !blobVersions[priv.Version] {
+		return nil, fmt.Errorf("driver blob version %d is not supported", priv.Version)
+	}
+	for _, c := range priv.Contexts {
+		for _, j := range c.Jobs {
+			if len(j.Bos) != len(j.BoIds) {
+				return nil, fmt.Errorf("context %d: job with %d BOs and %d BO ids", c.CtxId, len(j.Bos), len(j.BoIds))
+			}
+		}
+	}
+	return priv, nil
+}
+
+// DumpFile implements drmcore.DriverPlugin.
+func (*Plugin) DumpFile(ino uint64, pid int32, cp *uapi.FileCheckpoint) (*images.DrmFile, error) {
+	if cp.Driver != Driver {
+		return nil, fmt.Errorf("file of driver %q", cp.Driver)
+	}
+	priv, err := Decode(cp.DriverPrivate)
+	if err != nil {
+		return nil, err
+	}
+	return &images.DrmFile{
+		Version: images.Version, Inode: ino, Pid: pid, State: cp,
+		Driver: Driver, DriverVersion: priv.Version,
+	}, nil
+}
+
+// RestoreFile implements drmcore.DriverPlugin.
+func (*Plugin) RestoreFile(img *images.DrmFile) (*uapi.RestoreFile, error) {
+	if img.Driver != Driver || img.State == nil || img.State.Driver != Driver {
+		return nil, fmt.Errorf("image of driver %q", img.Driver)
+	}
+	priv, err := Decode(img.State.DriverPrivate)
+	if err != nil {
+		return nil, err
+	}
+	if priv.Version != img.DriverVersion {
+		return nil, fmt.Errorf("driver blob version %d, image says %d", priv.Version, img.DriverVersion)
+	}
+	return &uapi.RestoreFile{Inode: img.Inode, State: img.State}, nil
+}

@@ -1,0 +1,290 @@
+package drmcore
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"drmcr/images"
+	"drmcr/kernelsim/uapi"
+)
+
+// dumpState is the object graph of the checkpoint being written: every
+// process and kernelsim file found, what has been dumped, and what refers
+// to what.
+type dumpState struct {
+	procs   []*images.Process
+	owner   map[uint64]int32                   // inode -> pid holding it
+	ident   map[uint64]*uapi.IdentifiedObject // inode -> what it is
+	paused  []uint64                           // file ids paused by us
+	files   map[uint64]*images.DrmFile         // dumped, by inode
+	dmabufs map[uint64]*images.DmaBuf          // dumped, by inode
+	bos     map[uint64]*images.Bo              // written, by BO id
+	failed  error                              // first dump error
+}
+
+func newDumpState() *dumpState {
+	return &dumpState{
+		owner: map[uint64]int32{}, ident: map[uint64]*uapi.IdentifiedObject{},
+		files: map[uint64]*images.DrmFile{}, dmabufs: map[uint64]*images.DmaBuf{}, bos: map[uint64]*images.Bo{},
+	}
+}
+
+// PauseDevices finds the task's kernelsim files and pauses their contexts:
+// new submissions wait, queued and running jobs drain, long-running jobs
+// are preempted. It fails, naming the process, context and what it waits
+// on, if that takes longer than the pause timeout.
+func (p *Plugin) PauseDevices(pid int) error {
+	if p.ctl == nil {
+		return nil
+	}
+	inodes, err := socketInodes(pid)
+	if err != nil {
+		return err
+	}
+	if len(inodes) == 0 {
+		return nil
+	}
+	objs, err := p.ctl.Identify(inodes)
+	if err != nil {
+		return fmt.Errorf("identify sockets of pid %d: %w", pid, err)
+	}
+	proc := &images.Process{Pid: int32(pid), Comm: comm(pid)}
+	var files []uint64
+	for _, o := range objs {
+		if o.Kind == uapi.ObjectKind_OBJECT_UNKNOWN {
+			continue
+		}
+		proc.Inodes = append(proc.Inodes, o.Inode)
+		p.dump.ident[o.Inode] = o
+		if _, seen := p.dump.owner[o.Inode]; !seen {
+			p.dump.owner[o.Inode] = int32(pid)
+		}
+		if o.Kind == uapi.ObjectKind_OBJECT_DRM_FILE && !slices.Contains(p.dump.paused, o.FileId) {
+			files = append(files, o.FileId)
+		}
+	}
+	if len(proc.Inodes) == 0 {
+		return nil
+	}
+	p.dump.procs = append(p.dump.procs, proc)
+	if len(files) == 0 {
+		p.log.Infof("pid %d (%s): %d dma-buf(s), no drm file", pid, proc.Comm, len(proc.Inodes))
+		return nil
+	}
+	p.log.Infof("pid %d (%s): pausing %d drm file(s) (timeout %v)", pid, proc.Comm, len(files), p.cfg.PauseTimeout)
+	if err := p.ctl.Pause(files, p.cfg.PauseTimeout); err != nil {
+		return fmt.Errorf("pause GPU work of pid %d (%s): %w", pid, proc.Comm, err)
+	}
+	p.dump.paused = append(p.dump.paused, files...)
+	return nil
+}
+
+// DumpUnixSk checkpoints one kernelsim file: a drm file through its
+// driver's sub-plugin, a dma-buf through the dma-buf sub-plugin. Sockets
+// that are not kernelsim's get ErrNotMine.
+func (p *Plugin) DumpUnixSk(fd int, ino uint64) error {
+	if p.ctl == nil {
+		return ErrNotMine
+	}
+	obj, ok := p.dump.ident[ino]
+	if !ok {
+		objs, err := p.ctl.Identify([]uint64{ino})
+		if err != nil {
+			return fmt.Errorf("identify socket inode %d: %w", ino, err)
+		}
+		if len(objs) != 1 || objs[0].Kind == uapi.ObjectKind_OBJECT_UNKNOWN {
+			return ErrNotMine
+		}
+		obj = objs[0]
+		p.dump.ident[ino] = obj
+	}
+	var err error
+	switch obj.Kind {
+	case uapi.ObjectKind_OBJECT_DRM_FILE:
+		err = p.dumpFile(obj)
+	case uapi.ObjectKind_OBJECT_DMA_BUF:
+		err = p.dumpDmaBuf(obj)
+	default:
+		return ErrNotMine
+	}
+	if err != nil && p.dump.failed == nil {
+		p.dump.failed = err
+	}
+	return err
+}
+
+func (p *Plugin) dumpFile(obj *uapi.IdentifiedObject) error {
+	ino := obj.Inode
+	if _, done := p.dump.files[ino]; done {
+		return nil
+	}
+	drv, ok := p.drivers[obj.Driver]
+	if !ok {
+		return fmt.Errorf("drm file inode %d (pid %d) is on a %s device, which no sub-plugin handles", ino, p.dump.owner[ino], obj.Driver)
+	}
+	if !slices.Contains(p.dump.paused, obj.FileId) {
+		// criu did not run PAUSE_DEVICES for the holder (it may have
+		// received the fd meanwhile): pause the file now.
+		if err := p.ctl.Pause([]uint64{obj.FileId}, p.cfg.PauseTimeout); err != nil {
+			return fmt.Errorf("pause drm file inode %d: %w", ino, err)
+		}
+		p.dump.paused = append(p.dump.paused, obj.FileId)
+	}
+	cp, err := p.ctl.CheckpointFile(obj.FileId)
+	if err != nil {
+		return fmt.Errorf("checkpoint drm file inode %d: %w", ino, err)
+	}
+	img, err := drv.DumpFile(ino, p.dump.owner[ino], cp)
+	if err != nil {
+		return fmt.Errorf("%s: drm file inode %d: %w", drv.Driver(), ino, err)
+	}
+	bos := cp.Bos
+	if cp.Io != nil && cp.Io.UnreadReplyBo != nil {
+		bos = append(bos, cp.Io.UnreadReplyBo)
+	}
+	for _, st := range bos {
+		if err := p.dumpBO(st); err != nil {
+			return fmt.Errorf("drm file inode %d: %w", ino, err)
+		}
+	}
+	if err := p.cfg.ImageDir.Write(images.FileName(ino), img); err != nil {
+		return err
+	}
+	p.dump.files[ino] = img
+	p.log.Infof("dumped drm file inode %d (%s renderD%d, pid %d): %d handles, %d BOs", ino, obj.Driver, obj.Minor, img.Pid, len(cp.Handles), len(cp.Bos))
+	return nil
+}
+
+func (p *Plugin) dumpDmaBuf(obj *uapi.IdentifiedObject) error {
+	ino := obj.Inode
+	if _, done := p.dump.dmabufs[ino]; done {
+		return nil
+	}
+	if p.cfg.DmaBuf == nil {
+		return fmt.Errorf("dma-buf inode %d: no dma-buf sub-plugin", ino)
+	}
+	st, err := p.ctl.CheckpointDmaBuf(ino)
+	if err != nil {
+		return fmt.Errorf("checkpoint dma-buf inode %d: %w", ino, err)
+	}
+	img, err := p.cfg.DmaBuf.DumpDmaBuf(ino, p.dump.owner[ino], st)
+	if err != nil {
+		return fmt.Errorf("dma-buf inode %d: %w", ino, err)
+	}
+	if err := p.dumpBO(st); err != nil {
+		return fmt.Errorf("dma-buf inode %d: %w", ino, err)
+	}
+	if err := p.cfg.ImageDir.Write(images.DmaBufName(ino), img); err != nil {
+		return err
+	}
+	p.dump.dmabufs[ino] = img
+	p.log.Infof("dumped dma-buf inode %d of BO %d (%d bytes)", ino, st.BoId, st.Size)
+	return nil
+}
+
+// dumpBO saves a BO, once however many files and processes share it: the
+// kernel streams its contents straight into the pages image.
+func (p *Plugin) dumpBO(st *uapi.BoState) error {
+	if _, done := p.dump.bos[st.BoId]; done {
+		return nil
+	}
+	pages := images.PagesName(st.BoId)
+	f, err := p.cfg.ImageDir.Create(pages)
+	if err != nil {
+		return err
+	}
+	reply, err := p.ctl.CheckpointBO(st.BoId, f)
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("save contents of BO %d: %w", st.BoId, err)
+	}
+	if reply.Size != st.Size {
+		return fmt.Errorf("BO %d: saved %d bytes of %d", st.BoId, reply.Size, st.Size)
+	}
+	img := &images.Bo{Version: images.Version, State: st, PagesFile: pages, ContentSize: reply.Size, Sha256: reply.Sha256}
+	if err := p.cfg.ImageDir.Write(images.BoName(st.BoId), img); err != nil {
+		return err
+	}
+	p.dump.bos[st.BoId] = img
+	p.log.Debugf("saved BO %d: %d bytes", st.BoId, reply.Size)
+	return nil
+}
+
+// checkGraph reports every reference to an object the dump does not hold:
+// kernelsim files found in the tasks that criu never asked to dump, and
+// BOs that files, jobs or dma-bufs use without a saved record.
+func (d *dumpState) checkGraph() error {
+	var problems []string
+	for ino, obj := range d.ident {
+		_, f := d.files[ino]
+		_, b := d.dmabufs[ino]
+		if !f && !b {
+			problems = append(problems, fmt.Sprintf("%v inode %d of pid %d was never dumped", obj.Kind, ino, d.owner[ino]))
+		}
+	}
+	need := func(what string, id uint64) {
+		if _, ok := d.bos[id]; !ok {
+			problems = append(problems, fmt.Sprintf("%s refers to BO %d, which has no record", what, id))
+		}
+	}
+	for ino, f := range d.files {
+		for _, h := range f.State.GetHandles() {
+			need(fmt.Sprintf("drm file inode %d handle %d", ino, h.Handle), h.BoId)
+		}
+	}
+	for ino, db := range d.dmabufs {
+		need(fmt.Sprintf("dma-buf inode %d", ino), db.BoId)
+	}
+	if problems == nil {
+		return nil
+	}
+	slices.Sort(problems)
+	return errors.New("incomplete GPU object graph: " + strings.Join(problems, "; "))
+}
+
+func (p *Plugin) finiDump(ret int) {
+	if p.dump == nil {
+		return
+	}
+	if p.ctl != nil && len(p.dump.paused) > 0 {
+		if err := p.ctl.Resume(p.dump.paused); err != nil {
+			p.log.Errorf("resume GPU work after dump: %v", err)
+		} else {
+			p.log.Infof("resumed %d drm file(s)", len(p.dump.paused))
+		}
+	}
+	if len(p.dump.procs) == 0 {
+		return // nothing of ours in this dump: write nothing
+	}
+	inv := &images.Inventory{Version: images.Version, Processes: p.dump.procs, PluginVersion: Version}
+	for ino := range p.dump.files {
+		inv.Files = append(inv.Files, ino)
+	}
+	for ino := range p.dump.dmabufs {
+		inv.Dmabufs = append(inv.Dmabufs, ino)
+	}
+	for id := range p.dump.bos {
+		inv.Bos = append(inv.Bos, id)
+	}
+	slices.Sort(inv.Files)
+	slices.Sort(inv.Dmabufs)
+	slices.Sort(inv.Bos)
+	graphErr := p.dump.checkGraph()
+	inv.Complete = ret == 0 && graphErr == nil && p.dump.failed == nil
+	if graphErr != nil {
+		p.log.Errorf("%v: restore will refuse this dump", graphErr)
+	}
+	if ret != 0 {
+		p.log.Infof("dump failed (%d): inventory marked incomplete", ret)
+	}
+	if err := p.cfg.ImageDir.Write(images.InventoryName, inv); err != nil {
+		p.log.Errorf("write inventory: %v", err)
+		return
+	}
+	p.log.Infof("GPU checkpoint: %d process(es), %d drm file(s), %d dma-buf(s), %d BO(s), complete=%v",
+		len(inv.Processes), len(inv.Files), len(inv.Dmabufs), len(inv.Bos), inv.Complete)
+}

@@ -1,0 +1,122 @@
+package drmcore
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"drmcr/images"
+	"drmcr/kernelsim"
+	"drmcr/kernelsim/ctl"
+)
+
+// Version is the plugin's version, recorded in the inventory.
+const Version = "0.1.0"
+
+// Config configures a Plugin.
+type Config struct {
+	Log Logger
+	// ImageDir is CRIU's images directory.
+	ImageDir *images.Dir
+	// RuntimeDir is kernelsimd's runtime directory.
+	RuntimeDir string
+	// PauseTimeout bounds how long PAUSE_DEVICES waits for a process's
+	// contexts to drain.
+	PauseTimeout time.Duration
+	// ResumeTimeout bounds how long RESUME_DEVICES_LATE waits for the
+	// task's BO contents.
+	ResumeTimeout time.Duration
+	Drivers       []DriverPlugin
+	DmaBuf        DmaBufPlugin
+}
+
+// ConfigFromEnv fills RuntimeDir and the timeouts from the environment:
+// KERNELSIM_RUNTIME_DIR, DRMCR_PAUSE_TIMEOUT and DRMCR_RESUME_TIMEOUT (Go
+// durations, e.g. "5s").
+func ConfigFromEnv(cfg Config) (Config, error) {
+	cfg.RuntimeDir = kernelsim.RuntimeDirFromEnv()
+	cfg.PauseTimeout = 5 * time.Second
+	cfg.ResumeTimeout = time.Minute
+	for _, v := range []struct {
+		name string
+		dst  *time.Duration
+	}{{"DRMCR_PAUSE_TIMEOUT", &cfg.PauseTimeout}, {"DRMCR_RESUME_TIMEOUT", &cfg.ResumeTimeout}} {
+		s := os.Getenv(v.name)
+		if s == "" {
+			continue
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return cfg, fmt.Errorf("%s=%q: want a positive duration such as 5s", v.name, s)
+		}
+		*v.dst = d
+	}
+	return cfg, nil
+}
+
+// Plugin is the top-level DRM plugin. One instance lives for one criu
+// dump or restore.
+type Plugin struct {
+	cfg     Config
+	log     Logger
+	drivers map[string]DriverPlugin
+	stage   Stage
+	ctl     *ctl.Client // nil when no kernelsimd runs: nothing is ours
+
+	dump    *dumpState
+	restore *restoreState
+}
+
+// New creates the plugin.
+func New(cfg Config) *Plugin {
+	p := &Plugin{cfg: cfg, log: cfg.Log, drivers: map[string]DriverPlugin{}}
+	for _, d := range cfg.Drivers {
+		p.drivers[d.Driver()] = d
+	}
+	return p
+}
+
+// Init starts a stage: it connects to kernelsimd, and for a restore reads
+// the images and opens the restore session.
+func (p *Plugin) Init(stage Stage) error {
+	p.stage = stage
+	switch stage {
+	case StageDump, StagePreDump:
+		p.dump = newDumpState()
+		p.connect()
+		return nil
+	case StageRestore:
+		return p.initRestore()
+	}
+	return fmt.Errorf("unknown criu stage %d", stage)
+}
+
+// connect dials kernelsimd. Without a daemon there can be no kernelsim
+// files, so the plugin stays out of the way.
+func (p *Plugin) connect() {
+	c, err := ctl.Dial(p.cfg.RuntimeDir)
+	if err != nil {
+		p.log.Infof("no kernelsimd at %s (%v): no GPU state to handle", p.cfg.RuntimeDir, err)
+		return
+	}
+	p.ctl = c
+}
+
+// Fini ends the stage. After a dump, whatever is still paused resumes,
+// whether the dump failed, succeeded or left the tasks running; the
+// inventory says whether the dump is complete. After a restore, the
+// session closes; on failure it destroys everything it created.
+func (p *Plugin) Fini(stage Stage, ret int) {
+	defer func() {
+		if p.ctl != nil {
+			p.ctl.Close()
+			p.ctl = nil
+		}
+	}()
+	switch stage {
+	case StageDump, StagePreDump:
+		p.finiDump(ret)
+	case StageRestore:
+		p.finiRestore(ret)
+	}
+}

@@ -1,0 +1,32 @@
+package drmcore
+
+import (
+	"drmcr/images"
+	"drmcr/kernelsim/uapi"
+)
+
+// DriverPlugin checkpoints and restores the drm files of one driver. The
+// kernel's checkpoint of a file carries driver-neutral state the core
+// understands (handles, BOs, mappings) and a driver blob only the driver
+// sub-plugin and the kernel interpret.
+type DriverPlugin interface {
+	// Driver is the DRM driver name it handles ("amdgpu").
+	Driver() string
+	// DumpFile checks the kernel's checkpoint of one drm file, in
+	// particular that its driver blob is of a version this sub-plugin
+	// can restore, and makes the file's image.
+	DumpFile(ino uint64, pid int32, cp *uapi.FileCheckpoint) (*images.DrmFile, error)
+	// RestoreFile checks a file image and turns it into the kernel's
+	// restore request for the file.
+	RestoreFile(img *images.DrmFile) (*uapi.RestoreFile, error)
+}
+
+// DmaBufPlugin checkpoints and restores dma-buf files.
+type DmaBufPlugin interface {
+	// DumpDmaBuf makes the image of a dma-buf whose BO the kernel
+	// described.
+	DumpDmaBuf(ino uint64, pid int32, bo *uapi.BoState) (*images.DmaBuf, error)
+	// RestoreDmaBuf turns a dma-buf image into the kernel's restore
+	// request.
+	RestoreDmaBuf(img *images.DmaBuf) (*uapi.RestoreDmaBuf, error)
+}
