@@ -15,16 +15,21 @@ func TestClassicRoundRobinAndCredits(t *testing.T) {
 	s := sched.New(sched.Config{Name: "gfx", Credits: 2}, b)
 	defer s.Fini()
 	ea, eb := s.NewEntity("a"), s.NewEntity("b")
+	// Every job waits on one gate fence, so all become ready at once.
+	gate := dma.NewSwSyncTimeline("gate")
+	defer gate.Release()
 	var jobs []*sched.Job
 	var fins []*dma.Fence
 	for range 3 {
-		j, f := push(t, ea, nil, "a", false)
+		j, f := push(t, ea, []*dma.Fence{gate.CreateFence(1)}, "a", false)
 		jobs, fins = append(jobs, j), append(fins, f)
 	}
 	for range 3 {
-		j, f := push(t, eb, nil, "b", false)
+		j, f := push(t, eb, []*dma.Fence{gate.CreateFence(1)}, "b", false)
 		jobs, fins = append(jobs, j), append(fins, f)
 	}
+	b.noneStarted(t)
+	gate.Inc(1)
 	// Round robin between ready entities, FIFO within one: a1 b1 a2 b2 a3 b3.
 	want := []int{0, 3, 1, 4, 2, 5}
 	got := []*sched.Job{b.next(t), b.next(t)}

@@ -189,7 +189,6 @@ func (s *Scheduler) retire(i int, now time.Duration) func() {
 	if j.LongRunning {
 		e.lrInFlight--
 	}
-	e.inflight--
 	err := j.hw.Err()
 	if errors.Is(err, ErrPreempted) {
 		// Back to the head of the entity's queue with its progress; the
@@ -199,11 +198,15 @@ func (s *Scheduler) retire(i int, now time.Duration) func() {
 		j.preemptions++
 		j.preemptGen = e.pauseGen
 		j.state = jobQueued
+		e.inflight--
 		e.requeue(j)
 		return func() { hw.Put() }
 	}
 	j.state = jobDone
-	return func() { s.complete(j, err) }
+	return func() {
+		s.complete(j, err)
+		s.doneInflight(e)
+	}
 }
 
 // timeout handles the TDR of the job at the head of the ring. The entity
@@ -226,7 +229,6 @@ func (s *Scheduler) timeout(now time.Duration) func() {
 	}
 	for _, v := range victims {
 		v.state = jobDone
-		e.inflight--
 	}
 	return func() {
 		// Newest first: a job later on the ring must not start in the gap
@@ -245,8 +247,18 @@ func (s *Scheduler) timeout(now time.Duration) func() {
 				err = fmt.Errorf("%v on %s: ran longer than %v: %w", j, s.cfg.Name, s.cfg.Timeout, dma.ErrTimedOut)
 			}
 			s.complete(v, err)
+			s.doneInflight(e)
 		}
 	}
+}
+
+// doneInflight accounts for a job of e that left the hardware and is
+// complete, so a Pause that sees inflight drop also sees the job's fence
+// signalled.
+func (s *Scheduler) doneInflight(e *Entity) {
+	s.mu.Lock()
+	e.inflight--
+	s.mu.Unlock()
 }
 
 func (s *Scheduler) preempt(j *Job) {
@@ -305,7 +317,6 @@ func (s *Scheduler) dispatch(j *Job) {
 	if guilty || err != nil || hw == nil {
 		j.state = jobDone
 		s.used -= j.Credits
-		e.inflight--
 		if j.LongRunning {
 			e.lrInFlight--
 		}
@@ -318,6 +329,7 @@ func (s *Scheduler) dispatch(j *Job) {
 			err = fmt.Errorf("%v: run job: %w", j, err)
 		}
 		s.complete(j, err)
+		s.doneInflight(e)
 		return
 	}
 	j.hw = hw
