@@ -299,7 +299,7 @@ func (s *Scheduler) selectJob() *Job {
 func (s *Scheduler) dispatch(j *Job) {
 	e := j.entity
 	var (
-		hw  = j.hw
+		hw  *dma.Fence
 		err error
 	)
 	s.mu.Lock()
