@@ -110,11 +110,12 @@ func (c *Context) destroy() {
 	c.restored = nil
 	c.cond.Broadcast()
 	c.mu.Unlock()
-	for _, j := range restored {
-		j.Finished().Signal(dma.ErrCanceled)
-		c.f.dev.be.FreeJob(j)
-	}
 	c.entity.Destroy()
+	// Pushing to a destroyed entity cancels the job and frees it through
+	// the scheduler, like any other job of the context.
+	for _, j := range restored {
+		c.entity.Push(context.Background(), j)
+	}
 	if c.sched != nil {
 		c.sched.Fini()
 	}

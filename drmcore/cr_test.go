@@ -1,0 +1,374 @@
+package drmcore_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"drmcr/images"
+	"drmcr/kernelsim"
+	"drmcr/kernelsim/gpu"
+	"drmcr/kernelsim/ksimtest"
+	"drmcr/kernelsim/libdrm"
+	"drmcr/kernelsim/uapi"
+)
+
+const page = 4096
+
+type checker struct{ t testing.TB }
+
+func ck(t testing.TB) checker { return checker{t} }
+
+// u32 returns v, failing the test on err.
+func (c checker) u32(v uint32, err error) uint32 {
+	c.t.Helper()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return v
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func read(t testing.TB, d *libdrm.Device, h uint32, n int) []byte {
+	t.Helper()
+	p := make([]byte, n)
+	must(t, d.Read(h, 0, p))
+	return p
+}
+
+func fill(t testing.TB, d *libdrm.Device, ctx, h uint32, size uint64, seed uint64) {
+	t.Helper()
+	_, err := d.Submit(&uapi.SubmitRequest{CtxId: ctx, Bos: []*uapi.SubmitBo{{Handle: h, Write: true}},
+		Commands: []*uapi.Command{{Op: uint32(gpu.OpRandFill), Dst: 0, Src: -1, Len: size, Value: seed}}})
+	must(t, err)
+	if busy, err := d.WaitIdle(h, true, 10*time.Second); err != nil || busy {
+		t.Fatalf("wait idle: busy=%v err=%v", busy, err)
+	}
+}
+
+func inode(t testing.TB, fd int) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	must(t, unix.Fstat(fd, &st))
+	return st.Ino
+}
+
+// TestSingleFileRoundTrip: BOs keep their handles, sizes, flags, VA
+// mappings and contents; contexts keep their ids.
+func TestSingleFileRoundTrip(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{})
+	d := env.Open(t, 128)
+	h1 := ck(t).u32(d.BOCreate(2*page, uapi.Domain_DOMAIN_VRAM, 0x3, 0))
+	h2 := ck(t).u32(d.BOCreate(page, uapi.Domain_DOMAIN_GTT, 0, 1<<16))
+	h3 := ck(t).u32(d.BOCreate(page, uapi.Domain_DOMAIN_VRAM, 0, 0))
+	must(t, d.BOClose(h2)) // leave a hole: handles 1 and 3 remain
+	ctx := ck(t).u32(d.CtxCreate(0))
+	fill(t, d, ctx, h1, 2*page, 42)
+	must(t, d.VMMap(h1, 0, 0x100000, 2*page, 1))
+	must(t, d.VMMap(h3, 0, 0x200000, page, 0))
+	want1 := read(t, d, h1, 2*page)
+
+	dir, err := dump(t, env)
+	must(t, err)
+	t.Logf("images: %v", imageNames(t, dir))
+	ino := inode(t, d.FD())
+	d.Close()
+
+	fds, err := restore(t, env, dir, concurrently, false)
+	must(t, err)
+	r := libdrm.FromFD(fds[ino])
+	if got := read(t, r, h1, 2*page); !bytes.Equal(got, want1) {
+		t.Fatal("BO 1 contents differ after restore")
+	}
+	info, err := r.BOInfo(h1)
+	must(t, err)
+	if info.Size != 2*page || info.Domain != uapi.Domain_DOMAIN_VRAM || info.Flags != 0x3 {
+		t.Fatalf("BO 1 info %v", info)
+	}
+	if _, err := r.BOInfo(h2); !errors.Is(err, unix.ENOENT) {
+		t.Fatalf("closed handle 2 exists after restore: %v", err)
+	}
+	// The hole is kept: the next handle is 2, as before the dump.
+	if h := ck(t).u32(r.BOCreate(page, uapi.Domain_DOMAIN_GTT, 0, 0)); h != 2 {
+		t.Fatalf("next handle %d, want 2", h)
+	}
+	// Mappings came back: mapping over them fails, unmapping works.
+	if err := r.VMMap(h3, 0, 0x100000, page, 0); !errors.Is(err, unix.EEXIST) {
+		t.Fatalf("VA 0x100000 not mapped after restore: %v", err)
+	}
+	must(t, r.VMUnmap(0x200000))
+	// The context works.
+	fill(t, r, ctx, h3, page, 7)
+}
+
+// TestSharedCreatorReleased: A creates and exports a BO, B and C import it,
+// A closes its handle and its dma-buf fd before the dump, so no restored
+// task is the original exporter. Restore must give B and C one BO again,
+// whichever claims first: claims one at a time in every order, and all at
+// once. (In-process, the kernel's own reference to the dma-buf file is in
+// the test's fd table too, so the dump also holds the dma-buf itself; the
+// end-to-end tests cover real tasks that do not.)
+func TestSharedCreatorReleased(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{})
+	base := env.Kernel.Counts()
+	a, b, c := env.Open(t, 128), env.Open(t, 128), env.Open(t, 128)
+	ha := ck(t).u32(a.BOCreate(page, uapi.Domain_DOMAIN_VRAM, 0, 0))
+	ctxA := ck(t).u32(a.CtxCreate(0))
+	fill(t, a, ctxA, ha, page, 99)
+	want := read(t, a, ha, page)
+	fd, err := a.ExportDmaBuf(ha)
+	must(t, err)
+	hb := ck(t).u32(b.ImportDmaBuf(fd))
+	hc := ck(t).u32(c.ImportDmaBuf(fd))
+	unix.Close(fd)
+	must(t, a.BOClose(ha))
+
+	dir, err := dump(t, env)
+	must(t, err)
+	inoB, inoC := inode(t, b.FD()), inode(t, c.FD())
+	a.Close()
+	b.Close()
+	c.Close()
+	waitCounts(t, env, base)
+
+	check := func(t *testing.T, fds map[uint64]int) {
+		rb, rc := libdrm.FromFD(fds[inoB]), libdrm.FromFD(fds[inoC])
+		if !bytes.Equal(read(t, rb, hb, page), want) || !bytes.Equal(read(t, rc, hc, page), want) {
+			t.Fatal("shared BO contents differ after restore")
+		}
+		// One BO: a write through B is seen through C.
+		ctxB := ck(t).u32(rb.CtxCreate(0))
+		fill(t, rb, ctxB, hb, page, 1234)
+		if !bytes.Equal(read(t, rb, hb, page), read(t, rc, hc, page)) {
+			t.Fatal("B and C do not share one BO after restore")
+		}
+		// The PRIME tables came back: B and C export the same dma-buf,
+		// and importing it into B gives B's handle.
+		fb, err := rb.ExportDmaBuf(hb)
+		must(t, err)
+		defer unix.Close(fb)
+		fc, err := rc.ExportDmaBuf(hc)
+		must(t, err)
+		defer unix.Close(fc)
+		if inode(t, fb) != inode(t, fc) {
+			t.Fatal("B and C export different dma-bufs")
+		}
+		if h := ck(t).u32(rb.ImportDmaBuf(fc)); h != hb {
+			t.Fatalf("import into B gave handle %d, want %d", h, hb)
+		}
+	}
+	run := func(name string, order restoreOrder) {
+		t.Run(name, func(t *testing.T) {
+			fds, err := restore(t, env, dir, order, false)
+			must(t, err)
+			check(t, fds)
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			waitCounts(t, env, base)
+		})
+	}
+	run("concurrent", concurrently)
+	for k := 0; k < 24; k++ {
+		run(fmt.Sprintf("order%d", k), nthOrder(k))
+	}
+}
+
+// TestDmaBufOnlyTask: a task holding only a dma-buf fd, no drm file.
+func TestDmaBufOnlyTask(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{})
+	a := env.Open(t, 128)
+	h := ck(t).u32(a.BOCreate(page, uapi.Domain_DOMAIN_GTT, 0, 0))
+	ctx := ck(t).u32(a.CtxCreate(0))
+	fill(t, a, ctx, h, page, 5)
+	want := read(t, a, h, page)
+	fd, err := a.ExportDmaBuf(h)
+	must(t, err)
+	a.Close() // only the dma-buf fd keeps the BO alive now
+
+	dir, err := dump(t, env)
+	must(t, err)
+	ino := inode(t, fd)
+	unix.Close(fd)
+
+	fds, err := restore(t, env, dir, concurrently, false)
+	must(t, err)
+	if len(fds) != 1 {
+		t.Fatalf("restored %d files, want the dma-buf only", len(fds))
+	}
+	d := env.Open(t, 128)
+	h2 := ck(t).u32(d.ImportDmaBuf(fds[ino]))
+	if !bytes.Equal(read(t, d, h2, page), want) {
+		t.Fatal("dma-buf contents differ after restore")
+	}
+}
+
+// TestLongRunningPreempted: a long-running compute job is preempted by the
+// dump and resumes from its progress after restore, giving the result an
+// uninterrupted run gives.
+func TestLongRunningPreempted(t *testing.T) {
+	dev := kernelsim.DefaultDevice()
+	dev.IterTime = time.Millisecond
+	env := ksimtest.Start(t, kernelsim.Config{Devices: []kernelsim.DeviceConfig{dev}})
+	const iters = 600
+	run := func(d *libdrm.Device) (src, dst, sync, ctx uint32) {
+		src = ck(t).u32(d.BOCreate(page, uapi.Domain_DOMAIN_VRAM, 0, 0))
+		dst = ck(t).u32(d.BOCreate(page, uapi.Domain_DOMAIN_VRAM, 0, 0))
+		ctx = ck(t).u32(d.CtxCreate(0))
+		sync = ck(t).u32(d.SyncobjCreate(false))
+		fill(t, d, ctx, src, page, 77)
+		_, err := d.Submit(&uapi.SubmitRequest{CtxId: ctx, LongRunning: true, OutSyncobjs: []uint32{sync},
+			Bos:      []*uapi.SubmitBo{{Handle: src}, {Handle: dst, Write: true}},
+			Commands: []*uapi.Command{{Op: uint32(gpu.OpCompute), Dst: 1, Src: 0, Len: page, Iterations: iters}}})
+		must(t, err)
+		return
+	}
+	// The uninterrupted run.
+	ref := env.Open(t, 128)
+	_, refDst, refSync, _ := run(ref)
+	_, err := ref.SyncobjWait([]uint32{refSync}, -1, true, false)
+	must(t, err)
+	want := read(t, ref, refDst, 8)
+	ref.Close()
+
+	d := env.Open(t, 128)
+	_, dst, sync, ctx := run(d)
+	time.Sleep(100 * time.Millisecond) // well inside the 600 ms loop
+	dir, err := dump(t, env)
+	must(t, err)
+	q, err := d.CtxQuery(ctx)
+	must(t, err)
+	if q.Completed == q.Submitted {
+		t.Fatalf("the compute job finished before the dump (%v): test too slow to be meaningful", q)
+	}
+	ino := inode(t, d.FD())
+	d.Close()
+
+	fds, err := restore(t, env, dir, concurrently, false)
+	must(t, err)
+	r := libdrm.FromFD(fds[ino])
+	_, err = r.SyncobjWait([]uint32{sync}, -1, true, false)
+	must(t, err)
+	if got := read(t, r, dst, 8); !bytes.Equal(got, want) {
+		t.Fatalf("compute result %x after restore, uninterrupted run gives %x", got, want)
+	}
+	if q, err := r.SyncobjQuery(sync); err != nil || q.Error != 0 {
+		t.Fatalf("out fence: %v %v", q, err)
+	}
+}
+
+// TestPauseTimeout: a client that cannot drain makes the dump fail with a
+// message naming the process and context, and keeps running.
+func TestPauseTimeout(t *testing.T) {
+	old := pauseTimeout
+	pauseTimeout = 300 * time.Millisecond
+	defer func() { pauseTimeout = old }()
+	env := ksimtest.Start(t, kernelsim.Config{})
+	d := env.Open(t, 128)
+	h := ck(t).u32(d.BOCreate(page, uapi.Domain_DOMAIN_VRAM, 0, 0))
+	ctx := ck(t).u32(d.CtxCreate(0))
+	tl := ck(t).u32(d.SwSyncCreate())
+	in := ck(t).u32(d.SyncobjCreate(false))
+	must(t, d.SwSyncFence(tl, 1, in))
+	_, err := d.Submit(&uapi.SubmitRequest{CtxId: ctx, InSyncobjs: []uint32{in}, Bos: []*uapi.SubmitBo{{Handle: h, Write: true}},
+		Commands: []*uapi.Command{{Op: uint32(gpu.OpFill), Dst: 0, Src: -1, Len: page, Value: 0x01020304}}})
+	must(t, err)
+
+	dir, err := dump(t, env)
+	if err == nil {
+		t.Fatal("dump of a client that cannot drain succeeded")
+	}
+	for _, want := range []string{"pid " + itoa(os.Getpid()), "context " + itoa(int(ctx))} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+	inv := &images.Inventory{}
+	idir, _ := images.OpenDir(dir)
+	defer idir.Close()
+	if err := idir.Read(images.InventoryName, inv); err == nil && inv.Complete {
+		t.Error("failed dump left a complete inventory")
+	}
+	// The client keeps running: once it signals, its job completes.
+	must(t, d.SwSyncInc(tl, 1))
+	if busy, err := d.WaitIdle(h, false, 10*time.Second); err != nil || busy {
+		t.Fatalf("job did not complete after the failed dump: busy=%v %v", busy, err)
+	}
+	if got := read(t, d, h, 4); binary.LittleEndian.Uint32(got) != 0x01020304 {
+		t.Fatalf("job result %x", got)
+	}
+	// And restore refuses the failed dump.
+	if _, err := restore(t, env, dir, concurrently, false); err == nil {
+		t.Fatal("restore of a failed dump succeeded")
+	}
+}
+
+// TestRestoreAbortDestroysAll: a restore that fails after the claims
+// leaves nothing behind.
+func TestRestoreAbortDestroysAll(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{})
+	base := env.Kernel.Counts()
+	a, b := env.Open(t, 128), env.Open(t, 128)
+	h := ck(t).u32(a.BOCreate(page, uapi.Domain_DOMAIN_VRAM, 0, 0))
+	fd, err := a.ExportDmaBuf(h)
+	must(t, err)
+	ck(t).u32(b.ImportDmaBuf(fd))
+	dir, err := dump(t, env)
+	must(t, err)
+	unix.Close(fd)
+	a.Close()
+	b.Close()
+	waitCounts(t, env, base)
+
+	fds, _ := restore(t, env, dir, concurrently, true)
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+	waitCounts(t, env, base)
+}
+
+// TestUnsupportedDriverFailsDump: a drm file of a driver without a
+// sub-plugin cannot be checkpointed, and says so.
+func TestUnsupportedDriverFailsDump(t *testing.T) {
+	xe := kernelsim.DefaultDevice()
+	xe.Driver, xe.Minor = "xe", 129
+	env := ksimtest.Start(t, kernelsim.Config{Devices: []kernelsim.DeviceConfig{kernelsim.DefaultDevice(), xe}})
+	d := env.Open(t, 129)
+	ck(t).u32(d.BOCreate(page, uapi.Domain_DOMAIN_VRAM, 0, 0))
+	_, err := dump(t, env)
+	if err == nil || !strings.Contains(err.Error(), "xe") {
+		t.Fatalf("dump with an xe file: %v", err)
+	}
+}
+
+// waitCounts waits until the kernel's object counts are back to base.
+func waitCounts(t testing.TB, env *ksimtest.Env, base kernelsim.Counts) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c := env.Kernel.Counts()
+		if c == base {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("objects left: %+v, baseline %+v", c, base)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
