@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"syscall"
 
@@ -91,22 +92,49 @@ func (c *conn) serve() {
 			c.mu.Unlock()
 			continue
 		}
-		n, fds, err := uapi.Recv(c.fd, buf, unix.MSG_DONTWAIT)
+		n, fds, err := recvRequest(c.fd, buf, unix.MSG_DONTWAIT)
+		var bad *Error
 		switch {
 		case err == unix.EAGAIN:
 			c.mu.Unlock()
 			continue
-		case errors.Is(err, uapi.ErrTruncated):
-			c.replyError(nil, errnof(syscall.EMSGSIZE, "request exceeds %d bytes", uapi.MaxMessage))
+		case errors.As(err, &bad):
+			c.replyError(nil, bad)
 			c.mu.Unlock()
 			continue
-		case err != nil || n == 0:
+		case err != nil:
 			c.mu.Unlock()
 			return
 		}
 		c.handle(append([]byte(nil), buf[:n]...), fds)
 		c.mu.Unlock()
 	}
+}
+
+// recvRequest reads one request packet. A packet the kernel must answer
+// with an error (too large, too many descriptors, empty) gives an *Error;
+// the end of the connection gives io.EOF.
+func recvRequest(fd int, buf []byte, flags int) (int, []int, error) {
+	n, fds, err := uapi.Recv(fd, buf, flags)
+	switch {
+	case errors.Is(err, uapi.ErrTruncated):
+		return 0, nil, errnof(syscall.EMSGSIZE, "request exceeds %d bytes", uapi.MaxMessage)
+	case errors.Is(err, syscall.EMSGSIZE):
+		return 0, nil, errnof(syscall.EMSGSIZE, "request carries more than %d file descriptors", uapi.MaxFDs)
+	case err != nil:
+		return 0, nil, err
+	case n > 0:
+		return n, fds, nil
+	}
+	// recvmsg returns 0 both at the end of the connection and for an
+	// empty packet: only a peer that hung up means the former.
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+	if _, perr := unix.Poll(pfd, 0); perr == nil && pfd[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) == 0 {
+		uapi.CloseFDs(fds)
+		return 0, nil, errnof(syscall.EPROTO, "bad request: empty packet")
+	}
+	uapi.CloseFDs(fds)
+	return 0, nil, io.EOF
 }
 
 // handle runs one request and sends its reply. Called with c.mu held.

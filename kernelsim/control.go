@@ -3,6 +3,7 @@ package kernelsim
 import (
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"os"
 	"syscall"
 	"time"
@@ -31,23 +32,22 @@ func (c *controlConn) serve() {
 	defer c.cleanup()
 	buf := make([]byte, uapi.MaxMessage)
 	for {
-		n, fds, err := uapi.Recv(c.fd, buf, 0)
-		if err != nil && err != uapi.ErrTruncated {
-			return
-		}
-		if err == nil && n == 0 {
+		n, fds, err := recvRequest(c.fd, buf, 0)
+		var bad *Error
+		if err != nil && !errors.As(err, &bad) {
 			return
 		}
 		var h uapi.Header
 		var reply proto.Message
 		if err == nil {
-			h, err = uapi.ParseHeader(buf[:n])
+			if h, err = uapi.ParseHeader(buf[:n]); err != nil {
+				uapi.CloseFDs(fds)
+				h = uapi.Header{}
+				err = errnof(syscall.EPROTO, "bad request: %v", err)
+			}
 		}
 		if err == nil {
 			reply, err = c.dispatch(h, buf[uapi.HeaderSize:n], fds)
-		} else {
-			uapi.CloseFDs(fds)
-			err = errnof(syscall.EPROTO, "bad request: %v", err)
 		}
 		out := uapi.Header{Op: h.Op, Seq: h.Seq}
 		if err != nil {

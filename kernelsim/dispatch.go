@@ -22,9 +22,8 @@ func unary[R any, PR interface {
 	proto.Message
 }](fn func(ctx context.Context, f *File, req PR) (proto.Message, error)) ioctl {
 	return func(ctx context.Context, c *conn, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
-		if len(fds) > 0 {
-			closeFDs(fds)
-			return nil, -1, nil, errnof(syscall.EINVAL, "unexpected file descriptor")
+		if err := noFDs(fds); err != nil {
+			return nil, -1, nil, err
 		}
 		req := PR(new(R))
 		if err := proto.Unmarshal(payload, req); err != nil {
@@ -36,6 +35,16 @@ func unary[R any, PR interface {
 }
 
 func closeFDs(fds []int) { uapi.CloseFDs(fds) }
+
+// noFDs refuses descriptors sent with a request that takes none (an
+// ioctl cannot smuggle files either); they are closed.
+func noFDs(fds []int) error {
+	if len(fds) == 0 {
+		return nil
+	}
+	closeFDs(fds)
+	return errnof(syscall.EINVAL, "unexpected file descriptor (%d sent)", len(fds))
+}
 
 var empty = &uapi.Empty{}
 
@@ -82,7 +91,9 @@ var ioctls = map[uapi.Op]ioctl{
 		return empty, f.VMUnmap(r.Va)
 	}),
 	uapi.OpPrimeHandleToFd: func(_ context.Context, c *conn, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
-		closeFDs(fds)
+		if err := noFDs(fds); err != nil {
+			return nil, -1, nil, err
+		}
 		var r uapi.PrimeHandleToFdRequest
 		if err := proto.Unmarshal(payload, &r); err != nil {
 			return nil, -1, nil, errnof(syscall.EINVAL, "malformed request: %v", err)
@@ -142,7 +153,9 @@ var ioctls = map[uapi.Op]ioctl{
 		return empty, f.SwSyncInc(r.Timeline, r.Inc)
 	}),
 	uapi.OpClaimFile: func(_ context.Context, c *conn, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
-		closeFDs(fds)
+		if err := noFDs(fds); err != nil {
+			return nil, -1, nil, err
+		}
 		var r uapi.ClaimFileRequest
 		if err := proto.Unmarshal(payload, &r); err != nil {
 			return nil, -1, nil, errnof(syscall.EINVAL, "malformed request: %v", err)
@@ -150,7 +163,9 @@ var ioctls = map[uapi.Op]ioctl{
 		return empty, -1, nil, c.claimFile(&r)
 	},
 	uapi.OpClaimDmaBuf: func(_ context.Context, c *conn, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
-		closeFDs(fds)
+		if err := noFDs(fds); err != nil {
+			return nil, -1, nil, err
+		}
 		var r uapi.ClaimDmaBufRequest
 		if err := proto.Unmarshal(payload, &r); err != nil {
 			return nil, -1, nil, errnof(syscall.EINVAL, "malformed request: %v", err)

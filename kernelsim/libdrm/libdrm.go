@@ -21,14 +21,30 @@ type Device struct {
 	c *uapi.Conn
 }
 
-// Open opens a render node socket by path.
+// Open opens a render node socket by path. Like open(2) of a render node,
+// it returns once the drm file exists: connecting only queues the
+// connection for the kernel to accept, so Open makes a VERSION round trip.
 func Open(path string) (*Device, error) {
 	c, err := uapi.Dial(path)
 	if err != nil {
 		return nil, fmt.Errorf("open render node: %w", err)
 	}
-	return &Device{c: c}, nil
+	d := &Device{c: c}
+	if _, err := d.Version(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("open render node %s: %w", path, err)
+	}
+	return d, nil
 }
+
+// FromConn makes a Device of an already connected render-node socket, for
+// example one on which a restored task has just claimed its drm file. The
+// Device owns c from then on.
+func FromConn(c *uapi.Conn) *Device { return &Device{c: c} }
+
+// Conn returns the device's connection, for requests the library does not
+// wrap. Calls on it are serialised with the Device's own.
+func (d *Device) Conn() *uapi.Conn { return d.c }
 
 // OpenMinor opens renderD<minor> of the kernelsim runtime directory
 // (KERNELSIM_RUNTIME_DIR or the default).
