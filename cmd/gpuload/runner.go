@@ -1,0 +1,224 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"drmcr/kernelsim"
+	"drmcr/kernelsim/libdrm"
+	"drmcr/kernelsim/uapi"
+)
+
+// runner is one process's view of a run.
+type runner struct {
+	p      *params
+	sc     *scenario
+	role   string // "" in the parent
+	stderr io.Writer
+
+	children []*child
+}
+
+// progress reports that step i (1-based) has been submitted.
+func (r *runner) progress(i int) { r.progressLine(fmt.Sprintf("step %d/%d", i, r.p.steps)) }
+
+// progressLine writes a protocol line to stderr and the progress file.
+// Only the parent reports progress. The file is opened for each line (no
+// descriptor of it stays open across a checkpoint).
+func (r *runner) progressLine(line string) {
+	if r.role != "" {
+		return
+	}
+	fmt.Fprintln(r.stderr, line)
+	if r.p.progress == "" {
+		return
+	}
+	f, err := os.OpenFile(r.p.progress, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		fmt.Fprintf(r.stderr, "gpuload: progress file: %v\n", err)
+		return
+	}
+	if _, err := f.Write([]byte(line + "\n")); err != nil {
+		fmt.Fprintf(r.stderr, "gpuload: progress file: %v\n", err)
+	}
+	f.Close()
+}
+
+// infof writes an informational line to stderr (never to the progress
+// file).
+func (r *runner) infof(format string, args ...any) {
+	who := r.sc.name
+	if r.role != "" {
+		who += " " + r.role
+	}
+	fmt.Fprintf(r.stderr, "gpuload: %s: %s\n", who, fmt.Sprintf(format, args...))
+}
+
+// stepDelay sleeps between steps (wall time never affects the result).
+func (r *runner) stepDelay(i int) {
+	if i < r.p.steps && r.p.stepDelay > 0 {
+		time.Sleep(r.p.stepDelay)
+	}
+}
+
+// gpuProc is a process's drm file and its handles for the scenario's
+// logical buffers.
+type gpuProc struct {
+	dev     *libdrm.Device
+	handles map[bufID]uint32
+	sizes   map[bufID]uint64
+	vas     map[bufID]uint64
+}
+
+// openGPU opens the render node.
+func (r *runner) openGPU() (*gpuProc, error) {
+	path := kernelsim.RenderNodePath(r.p.runtimeDir, r.p.minor)
+	dev, err := libdrm.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	return &gpuProc{dev: dev, handles: map[bufID]uint32{}, sizes: map[bufID]uint64{}, vas: map[bufID]uint64{}}, nil
+}
+
+func (g *gpuProc) close() {
+	if g != nil && g.dev != nil {
+		g.dev.Close()
+	}
+}
+
+// vaOf gives each logical buffer its own GPU virtual address range.
+func vaOf(id bufID) uint64 { return 0x1_0000_0000 + uint64(id)*0x1000_0000 }
+
+// create allocates a buffer and maps it into the GPU address space.
+func (g *gpuProc) create(id bufID, size uint64, domain uapi.Domain) error {
+	h, err := g.dev.BOCreate(size, domain, 0, 0)
+	if err != nil {
+		return fmt.Errorf("create buffer %d: %w", id, err)
+	}
+	return g.adopt(id, h, size)
+}
+
+// adopt records a handle (created or imported) and maps it.
+func (g *gpuProc) adopt(id bufID, h uint32, size uint64) error {
+	g.handles[id], g.sizes[id] = h, size
+	if err := g.dev.VMMap(h, 0, vaOf(id), size, 0); err != nil {
+		return fmt.Errorf("map buffer %d: %w", id, err)
+	}
+	g.vas[id] = vaOf(id)
+	return nil
+}
+
+// importBuf imports a dma-buf fd (which stays open) as buffer id and checks
+// its size.
+func (g *gpuProc) importBuf(id bufID, fd int, size uint64) error {
+	h, err := g.dev.ImportDmaBuf(fd)
+	if err != nil {
+		return fmt.Errorf("import dma-buf: %w", err)
+	}
+	info, err := g.dev.BOInfo(h)
+	if err != nil {
+		return fmt.Errorf("imported buffer info: %w", err)
+	}
+	if info.Size != size {
+		return fmt.Errorf("imported buffer has %d bytes, want %d", info.Size, size)
+	}
+	return g.adopt(id, h, size)
+}
+
+// release unmaps and closes a buffer's handle.
+func (g *gpuProc) release(id bufID) error {
+	h, ok := g.handles[id]
+	if !ok {
+		return fmt.Errorf("release buffer %d: no handle", id)
+	}
+	if va, ok := g.vas[id]; ok {
+		if err := g.dev.VMUnmap(va); err != nil {
+			return fmt.Errorf("unmap buffer %d: %w", id, err)
+		}
+		delete(g.vas, id)
+	}
+	if err := g.dev.BOClose(h); err != nil {
+		return fmt.Errorf("close buffer %d: %w", id, err)
+	}
+	delete(g.handles, id)
+	delete(g.sizes, id)
+	return nil
+}
+
+// request builds the submit request of a plan job.
+func (g *gpuProc) request(ctx uint32, j *job) (*uapi.SubmitRequest, error) {
+	req := &uapi.SubmitRequest{CtxId: ctx, LongRunning: j.longRunning}
+	for _, b := range j.bufs {
+		h, ok := g.handles[b.id]
+		if !ok {
+			return nil, fmt.Errorf("job %s: buffer %d has no handle in this process", j.name, b.id)
+		}
+		req.Bos = append(req.Bos, &uapi.SubmitBo{Handle: h, Write: b.write})
+	}
+	for _, c := range j.cmds {
+		req.Commands = append(req.Commands, &uapi.Command{
+			Op: uint32(c.Op), Dst: int32(c.Dst), Src: int32(c.Src),
+			DstOff: c.DstOff, SrcOff: c.SrcOff, Len: c.Len,
+			Value: c.Value, Iterations: c.Iterations,
+		})
+	}
+	return req, nil
+}
+
+// submit queues a plan job on a context.
+func (g *gpuProc) submit(ctx uint32, j *job) error {
+	return g.submitSync(ctx, j, nil, nil)
+}
+
+// submitSync queues a plan job with explicit in- and out-syncobjs.
+func (g *gpuProc) submitSync(ctx uint32, j *job, in, out []uint32) error {
+	req, err := g.request(ctx, j)
+	if err != nil {
+		return err
+	}
+	req.InSyncobjs, req.OutSyncobjs = in, out
+	if _, err := g.dev.Submit(req); err != nil {
+		return fmt.Errorf("submit %s: %w", j.name, err)
+	}
+	return nil
+}
+
+// readBack waits until every job touching the buffer is done and reads it.
+func (g *gpuProc) readBack(id bufID) ([]byte, error) {
+	h, ok := g.handles[id]
+	if !ok {
+		return nil, fmt.Errorf("read buffer %d: no handle", id)
+	}
+	if _, err := g.dev.WaitIdle(h, true, -1); err != nil {
+		return nil, fmt.Errorf("wait for buffer %d: %w", id, err)
+	}
+	buf := make([]byte, g.sizes[id])
+	if err := g.dev.Read(h, 0, buf); err != nil {
+		return nil, fmt.Errorf("read buffer %d: %w", id, err)
+	}
+	return buf, nil
+}
+
+// readAll reads buffers back and concatenates them.
+func (g *gpuProc) readAll(ids ...bufID) ([]byte, error) {
+	var out []byte
+	for _, id := range ids {
+		b, err := g.readBack(id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b...)
+	}
+	return out, nil
+}
+
+// concat runs an executor's buffers together, the CPU twin of readAll.
+func concat(ex executor, ids ...bufID) []byte {
+	var out []byte
+	for _, id := range ids {
+		out = append(out, ex.bytes(id)...)
+	}
+	return out
+}
