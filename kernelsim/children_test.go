@@ -8,9 +8,17 @@ import (
 // runChild runs the client-process role named by KSIM_TEST_CHILD and
 // returns the exit code.
 func runChild(role string) int {
+	var err error
 	switch role {
+	case "prime-import":
+		err = childPrimeImport()
 	default:
 		fmt.Fprintf(os.Stderr, "unknown child role %q\n", role)
 		return 2
 	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "child %s: %v\n", role, err)
+		return 1
+	}
+	return 0
 }
