@@ -1,0 +1,185 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"drmcr/kernelsim/uapi"
+)
+
+// dmabuf-only: the parent P creates Sh and Pa, exports Sh and sends the
+// dma-buf fd to the holder child H, then closes its own fd copy. H never
+// opens a render node: it holds only the dma-buf fd and answers pings.
+// In the first half of the steps P writes Sh and checksums it into Pa; at
+// the half-way point P closes its handle of Sh, so from then on the BO is
+// alive only through H's dma-buf fd, while P keeps working on Pa. At the
+// end H passes its fd back with SCM_RIGHTS and exits; P imports it (a new
+// handle) and reads Sh back. Output: Sh, Pa.
+
+const (
+	doShared bufID = iota
+	doPa
+)
+
+const doPaSize = 4096
+
+// dmabufOnlySplit is the first step (0-based) after P closed its handle.
+func dmabufOnlySplit(p *params) int { return (p.steps + 1) / 2 }
+
+func dmabufOnlyStep(p *params, i int) *job {
+	s := stepSeed(p.seed, i, 7)
+	if i < dmabufOnlySplit(p) {
+		part := p.size / 8
+		r := uint64(i%8) * part
+		return newJob(fmt.Sprintf("shared-%d", i), doShared, doPa).
+			randfill(doShared, r, part, s).
+			addCounter(doShared, (r+part-8)&^7, s>>3).
+			checksum(doPa, 8*uint64(i%256), doShared, 0, p.size)
+	}
+	return newJob(fmt.Sprintf("private-%d", i), doPa).
+		addCounter(doPa, 2048+8*uint64(i%64), s).
+		checksum(doPa, 2560+8*uint64(i%192), doPa, 0, 2048)
+}
+
+func dmabufOnlyExpect(p *params, ex executor) ([]byte, error) {
+	ex.alloc(doShared, p.size)
+	ex.alloc(doPa, doPaSize)
+	if err := ex.write(doShared, 0, initPattern(p.seed, p.size)); err != nil {
+		return nil, err
+	}
+	for i := range p.steps {
+		if err := ex.run(dmabufOnlyStep(p, i)); err != nil {
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
+		}
+	}
+	return concat(ex, doShared, doPa), nil
+}
+
+func dmabufOnlyRun(r *runner) (out []byte, err error) {
+	defer func() {
+		if err != nil {
+			err = r.abortChildren(err)
+		}
+	}()
+	p := r.p
+	g, err := r.openGPU()
+	if err != nil {
+		return nil, err
+	}
+	defer g.close()
+	if err := g.create(doShared, p.size, uapi.Domain_DOMAIN_VRAM); err != nil {
+		return nil, err
+	}
+	if err := g.create(doPa, doPaSize, uapi.Domain_DOMAIN_GTT); err != nil {
+		return nil, err
+	}
+	if err := g.dev.Write(g.handles[doShared], 0, initPattern(p.seed, p.size)); err != nil {
+		return nil, fmt.Errorf("write initial data: %w", err)
+	}
+	ctx, err := g.dev.CtxCreate(0)
+	if err != nil {
+		return nil, fmt.Errorf("create context: %w", err)
+	}
+	fd, err := g.dev.ExportDmaBuf(g.handles[doShared])
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	h, err := r.spawn("holder")
+	if err == nil {
+		err = h.peer.send(msgShare, 0, nil, fd)
+	}
+	closeFDs([]int{fd})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := h.peer.expect(msgReady, -1); err != nil {
+		return nil, fmt.Errorf("holder setup: %w", err)
+	}
+	split := dmabufOnlySplit(p)
+	for i := range p.steps {
+		if i == split {
+			if err := g.release(doShared); err != nil {
+				return nil, fmt.Errorf("step %d: %w", i+1, err)
+			}
+			r.infof("closed the handle of the shared buffer; only the holder's dma-buf fd keeps it")
+		}
+		if err := g.submit(ctx, dmabufOnlyStep(p, i)); err != nil {
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
+		}
+		if err := h.peer.send(msgStep, i, nil); err != nil {
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
+		}
+		if _, err := h.peer.expect(msgAck, i); err != nil {
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
+		}
+		r.progress(i + 1)
+		r.stepDelay(i + 1)
+	}
+	if split >= p.steps {
+		// Too few steps to reach the split: release now.
+		if err := g.release(doShared); err != nil {
+			return nil, err
+		}
+	}
+	if err := h.peer.send(msgGiveBack, 0, nil); err != nil {
+		return nil, err
+	}
+	back, err := h.peer.expectFD(msgReturnFD)
+	if err != nil {
+		return nil, fmt.Errorf("get the dma-buf back: %w", err)
+	}
+	err = g.importBuf(doShared, back, p.size)
+	closeFDs([]int{back})
+	if err != nil {
+		return nil, fmt.Errorf("re-import: %w", err)
+	}
+	if err := r.finishChildren(); err != nil {
+		return nil, err
+	}
+	return g.readAll(doShared, doPa)
+}
+
+// dmabufOnlyHolder holds the dma-buf fd and nothing else of kernelsim.
+func dmabufOnlyHolder(r *runner, parent *peer) error {
+	fd, err := parent.expectFD(msgShare)
+	if err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	defer closeFDs([]int{fd})
+	if err := parent.send(msgReady, 0, nil); err != nil {
+		return err
+	}
+	for next := 0; ; next++ {
+		m, err := parent.recv()
+		if err != nil {
+			return fmt.Errorf("step %d: %w", next+1, err)
+		}
+		closeFDs(m.fds)
+		switch m.kind {
+		case msgStep:
+			if int(m.step) != next {
+				return fmt.Errorf("protocol: step %d announced, expected %d", m.step+1, next+1)
+			}
+			if err := parent.send(msgAck, next, nil); err != nil {
+				return fmt.Errorf("step %d: %w", next+1, err)
+			}
+		case msgGiveBack:
+			return parent.send(msgReturnFD, 0, nil, fd)
+		default:
+			return fmt.Errorf("protocol: unexpected %v", m.kind)
+		}
+	}
+}
+
+func init() {
+	register(&scenario{
+		name:   "dmabuf-only",
+		order:  4,
+		desc:   "a child holds only a dma-buf fd (no drm file); the BO's creator drops its handle half-way; the fd comes back and is re-imported",
+		steps:  40,
+		delay:  100 * time.Millisecond,
+		expect: dmabufOnlyExpect,
+		run:    dmabufOnlyRun,
+		roles:  map[string]func(*runner, *peer) error{"holder": dmabufOnlyHolder},
+	})
+}

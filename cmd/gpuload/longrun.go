@@ -1,0 +1,106 @@
+package main
+
+import (
+	"fmt"
+	"syscall"
+
+	"drmcr/kernelsim/uapi"
+)
+
+// longrun: one process; Src is filled on the GPU, then each step submits a
+// long-running job (SubmitRequest.LongRunning) whose OpCompute runs
+// -iterations iterations over Src into Out and copies the result back into
+// Src (so each step depends on the previous), and waits for it on an
+// out-syncobj with an unbounded SyncobjWait. With the default device
+// (IterTime 100µs) the default 40000 iterations take 4 s: a dump preempts
+// the job mid-loop and a restore must resume it from its progress.
+// Output: Out, Src.
+
+const (
+	lrSrc bufID = iota
+	lrOut
+)
+
+const lrOutSize = 4096
+
+func longrunInit(p *params) *job {
+	return newJob("init", lrSrc).randfill(lrSrc, 0, p.size, stepSeed(p.seed, 0, 8))
+}
+
+func longrunStep(p *params, i int) *job {
+	slot := 8 * uint64(i%512)
+	j := newJob(fmt.Sprintf("compute-%d", i), lrSrc, lrOut).
+		compute(lrOut, slot, lrSrc, 0, p.size, p.iterations).
+		copy(lrSrc, 8*uint64(i%int(p.size/8)), lrOut, slot, 8)
+	j.longRunning = true
+	return j
+}
+
+func longrunExpect(p *params, ex executor) ([]byte, error) {
+	ex.alloc(lrSrc, p.size)
+	ex.alloc(lrOut, lrOutSize)
+	if err := ex.run(longrunInit(p)); err != nil {
+		return nil, err
+	}
+	for i := range p.steps {
+		if err := ex.run(longrunStep(p, i)); err != nil {
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
+		}
+	}
+	return concat(ex, lrOut, lrSrc), nil
+}
+
+func longrunRun(r *runner) ([]byte, error) {
+	p := r.p
+	g, err := r.openGPU()
+	if err != nil {
+		return nil, err
+	}
+	defer g.close()
+	if err := g.create(lrSrc, p.size, uapi.Domain_DOMAIN_VRAM); err != nil {
+		return nil, err
+	}
+	if err := g.create(lrOut, lrOutSize, uapi.Domain_DOMAIN_GTT); err != nil {
+		return nil, err
+	}
+	ctx, err := g.dev.CtxCreate(0)
+	if err != nil {
+		return nil, fmt.Errorf("create context: %w", err)
+	}
+	if err := g.submit(ctx, longrunInit(p)); err != nil {
+		return nil, fmt.Errorf("setup: %w", err)
+	}
+	done, err := g.dev.SyncobjCreate(false)
+	if err != nil {
+		return nil, fmt.Errorf("create syncobj: %w", err)
+	}
+	for i := range p.steps {
+		if err := g.submitSync(ctx, longrunStep(p, i), nil, []uint32{done}); err != nil {
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
+		}
+		r.progress(i + 1)
+		if _, err := g.dev.SyncobjWait([]uint32{done}, -1, true, false); err != nil {
+			return nil, fmt.Errorf("step %d: wait: %w", i+1, err)
+		}
+		q, err := g.dev.SyncobjQuery(done)
+		if err != nil {
+			return nil, fmt.Errorf("step %d: query syncobj: %w", i+1, err)
+		}
+		if q.Error != 0 {
+			return nil, fmt.Errorf("step %d: long-running job failed: %v", i+1, syscall.Errno(-q.Error))
+		}
+		r.stepDelay(i + 1)
+	}
+	return g.readAll(lrOut, lrSrc)
+}
+
+func init() {
+	register(&scenario{
+		name:   "longrun",
+		order:  5,
+		desc:   "long-running compute job (preemptible, no timeout) per step, waited for with a syncobj; default 1 step of 40000 iterations (4 s)",
+		steps:  1,
+		expect: longrunExpect,
+		run:    longrunRun,
+	})
+}

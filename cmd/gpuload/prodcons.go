@@ -1,0 +1,194 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"drmcr/kernelsim/uapi"
+)
+
+// prodcons: the producer (parent) owns buffer Sh, exports it and sends the
+// dma-buf fd to the consumer child (then closes its own copy). Each step
+// the producer submits a job rewriting Sh and, without waiting for it,
+// tells the consumer, which (importing Sh on the first step) submits a job
+// reading Sh into its own buffers Acc and T and acknowledges. Nobody waits
+// for the GPU between steps: the consumer's read is ordered after the
+// producer's write, and the producer's next write after the consumer's
+// read, only by implicit sync on the shared BO. The output is the
+// consumer's Acc and T, which the consumer reads back and sends to the
+// parent at the end.
+
+const (
+	pcShared bufID = iota
+	pcAcc
+	pcT
+)
+
+const pcAccSize = 8192
+
+func prodconsProducer(p *params, i int) *job {
+	s := stepSeed(p.seed, i, 2)
+	return newJob(fmt.Sprintf("produce-%d", i), pcShared).
+		randfill(pcShared, 0, p.size, s).
+		fill(pcShared, 0, 16, uint32(i+1))
+}
+
+func prodconsConsumer(p *params, i int) *job {
+	s := stepSeed(p.seed, i, 3)
+	S := p.size
+	part := S / 8
+	o := (s >> 16) % (S - part)
+	return newJob(fmt.Sprintf("consume-%d", i), pcShared, pcAcc, pcT).
+		checksum(pcAcc, 8*uint64(i%512), pcShared, 0, S).
+		copy(pcT, uint64(i%8)*part, pcShared, o, part).
+		addCounter(pcAcc, 4096+8*uint64(i%64), s).
+		checksum(pcAcc, 4608+8*uint64(i%448), pcT, 0, S)
+}
+
+func prodconsExpect(p *params, ex executor) ([]byte, error) {
+	ex.alloc(pcShared, p.size)
+	ex.alloc(pcAcc, pcAccSize)
+	ex.alloc(pcT, p.size)
+	for i := range p.steps {
+		if err := ex.run(prodconsProducer(p, i)); err != nil {
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
+		}
+		if err := ex.run(prodconsConsumer(p, i)); err != nil {
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
+		}
+	}
+	return concat(ex, pcAcc, pcT), nil
+}
+
+func prodconsRun(r *runner) (out []byte, err error) {
+	defer func() {
+		if err != nil {
+			err = r.abortChildren(err)
+		}
+	}()
+	p := r.p
+	g, err := r.openGPU()
+	if err != nil {
+		return nil, err
+	}
+	defer g.close()
+	if err := g.create(pcShared, p.size, uapi.Domain_DOMAIN_VRAM); err != nil {
+		return nil, err
+	}
+	ctx, err := g.dev.CtxCreate(0)
+	if err != nil {
+		return nil, fmt.Errorf("create context: %w", err)
+	}
+	fd, err := g.dev.ExportDmaBuf(g.handles[pcShared])
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	c, err := r.spawn("consumer")
+	if err != nil {
+		closeFDs([]int{fd})
+		return nil, err
+	}
+	err = c.peer.send(msgShare, 0, nil, fd)
+	closeFDs([]int{fd}) // the consumer has its copy; we keep the GEM handle
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.peer.expect(msgReady, -1); err != nil {
+		return nil, fmt.Errorf("consumer setup: %w", err)
+	}
+	for i := range p.steps {
+		if err := g.submit(ctx, prodconsProducer(p, i)); err != nil {
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
+		}
+		if err := c.peer.send(msgStep, i, nil); err != nil {
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
+		}
+		if _, err := c.peer.expect(msgAck, i); err != nil {
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
+		}
+		r.progress(i + 1)
+		r.stepDelay(i + 1)
+	}
+	if err := c.peer.send(msgFinish, 0, nil); err != nil {
+		return nil, err
+	}
+	if out, err = c.peer.recvOutput(); err != nil {
+		return nil, fmt.Errorf("collect output: %w", err)
+	}
+	if err := r.finishChildren(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func prodconsConsumerRole(r *runner, parent *peer) error {
+	p := r.p
+	fd, err := parent.expectFD(msgShare)
+	if err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	defer closeFDs([]int{fd})
+	g, err := r.openGPU()
+	if err != nil {
+		return err
+	}
+	defer g.close()
+	if err := g.create(pcAcc, pcAccSize, uapi.Domain_DOMAIN_GTT); err != nil {
+		return err
+	}
+	if err := g.create(pcT, p.size, uapi.Domain_DOMAIN_VRAM); err != nil {
+		return err
+	}
+	ctx, err := g.dev.CtxCreate(0)
+	if err != nil {
+		return fmt.Errorf("create context: %w", err)
+	}
+	if err := parent.send(msgReady, 0, nil); err != nil {
+		return err
+	}
+	for next := 0; ; next++ {
+		m, err := parent.recv()
+		if err != nil {
+			return fmt.Errorf("step %d: %w", next+1, err)
+		}
+		closeFDs(m.fds)
+		switch m.kind {
+		case msgStep:
+			if int(m.step) != next {
+				return fmt.Errorf("protocol: step %d announced, expected %d", m.step+1, next+1)
+			}
+			if next == 0 {
+				if err := g.importBuf(pcShared, fd, p.size); err != nil {
+					return fmt.Errorf("step 1: %w", err)
+				}
+			}
+			if err := g.submit(ctx, prodconsConsumer(p, next)); err != nil {
+				return fmt.Errorf("step %d: %w", next+1, err)
+			}
+			if err := parent.send(msgAck, next, nil); err != nil {
+				return fmt.Errorf("step %d: %w", next+1, err)
+			}
+		case msgFinish:
+			out, err := g.readAll(pcAcc, pcT)
+			if err != nil {
+				return fmt.Errorf("finish: %w", err)
+			}
+			return parent.sendOutput(out)
+		default:
+			return fmt.Errorf("protocol: unexpected %v", m.kind)
+		}
+	}
+}
+
+func init() {
+	register(&scenario{
+		name:   "prodcons",
+		order:  2,
+		desc:   "producer shares a dma-buf with a consumer child; per step write → handshake → import/read, ordered by implicit sync",
+		steps:  40,
+		delay:  100 * time.Millisecond,
+		expect: prodconsExpect,
+		run:    prodconsRun,
+		roles:  map[string]func(*runner, *peer) error{"consumer": prodconsConsumerRole},
+	})
+}

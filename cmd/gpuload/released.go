@@ -1,0 +1,254 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"drmcr/kernelsim/uapi"
+)
+
+// released: the creator-released case. The parent A creates Sh, fills it
+// on the GPU, exports it and sends the dma-buf to two children, the writer
+// B and the reader C, which import it and close their fds. A then closes
+// its GEM handle and its dma-buf fd: from then on Sh exists only as
+// imported handles in B and C (no exporter handle, no dma-buf fd in any
+// process). Each step A tells B to write a slice of Sh (and checksum all
+// of it into its own Bo), then tells C to read Sh into its own Co; A also
+// runs a small job of its own on W. Output: Sh (read back by B), Bo, Co, W.
+
+const (
+	relShared bufID = iota
+	relBo
+	relCo
+	relW
+)
+
+const (
+	relBoSize = 4096
+	relWSize  = 4096
+)
+
+func relCoSize(p *params) uint64 { return 4096 + p.size }
+
+func releasedInit(p *params) *job {
+	return newJob("init", relShared).randfill(relShared, 0, p.size, stepSeed(p.seed, 0, 4))
+}
+
+func releasedWriter(p *params, i int) *job {
+	s := stepSeed(p.seed, i, 5)
+	part := p.size / 8
+	r := uint64(i%8) * part
+	return newJob(fmt.Sprintf("write-%d", i), relShared, relBo).
+		randfill(relShared, r, part, s).
+		addCounter(relShared, (r+part/2)&^7, uint64(i)+1).
+		checksum(relBo, 8*uint64(i%512), relShared, 0, p.size)
+}
+
+func releasedReader(p *params, i int) *job {
+	part := p.size / 8
+	r := uint64(i%8) * part
+	return newJob(fmt.Sprintf("read-%d", i), relShared, relCo).
+		checksum(relCo, 8*uint64(i%512), relShared, 0, p.size).
+		copy(relCo, 4096+r, relShared, r, part)
+}
+
+func releasedOwn(p *params, i int) *job {
+	s := stepSeed(p.seed, i, 6)
+	return newJob(fmt.Sprintf("own-%d", i), relW).
+		addCounter(relW, 8*uint64(i%256), s).
+		checksum(relW, 2048+8*uint64(i%256), relW, 0, 2048)
+}
+
+func releasedExpect(p *params, ex executor) ([]byte, error) {
+	ex.alloc(relShared, p.size)
+	ex.alloc(relBo, relBoSize)
+	ex.alloc(relCo, relCoSize(p))
+	ex.alloc(relW, relWSize)
+	if err := ex.run(releasedInit(p)); err != nil {
+		return nil, err
+	}
+	for i := range p.steps {
+		for _, j := range []*job{releasedWriter(p, i), releasedReader(p, i), releasedOwn(p, i)} {
+			if err := ex.run(j); err != nil {
+				return nil, fmt.Errorf("step %d: %w", i+1, err)
+			}
+		}
+	}
+	return concat(ex, relShared, relBo, relCo, relW), nil
+}
+
+func releasedRun(r *runner) (out []byte, err error) {
+	defer func() {
+		if err != nil {
+			err = r.abortChildren(err)
+		}
+	}()
+	p := r.p
+	g, err := r.openGPU()
+	if err != nil {
+		return nil, err
+	}
+	defer g.close()
+	if err := g.create(relShared, p.size, uapi.Domain_DOMAIN_VRAM); err != nil {
+		return nil, err
+	}
+	if err := g.create(relW, relWSize, uapi.Domain_DOMAIN_GTT); err != nil {
+		return nil, err
+	}
+	ctx, err := g.dev.CtxCreate(0)
+	if err != nil {
+		return nil, fmt.Errorf("create context: %w", err)
+	}
+	if err := g.submit(ctx, releasedInit(p)); err != nil {
+		return nil, fmt.Errorf("setup: %w", err)
+	}
+	fd, err := g.dev.ExportDmaBuf(g.handles[relShared])
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	var kids [2]*child
+	for k, role := range []string{"writer", "reader"} {
+		c, err := r.spawn(role)
+		if err == nil {
+			err = c.peer.send(msgShare, 0, nil, fd)
+		}
+		if err != nil {
+			closeFDs([]int{fd})
+			return nil, err
+		}
+		kids[k] = c
+	}
+	for _, c := range kids {
+		if _, err := c.peer.expect(msgReady, -1); err != nil {
+			closeFDs([]int{fd})
+			return nil, fmt.Errorf("%s setup: %w", c.role, err)
+		}
+	}
+	// The creator lets go of the BO: no handle, no dma-buf fd.
+	closeFDs([]int{fd})
+	if err := g.release(relShared); err != nil {
+		return nil, fmt.Errorf("setup: %w", err)
+	}
+	r.infof("creator released the shared buffer; writer and reader hold imported handles only")
+	writer, reader := kids[0], kids[1]
+	for i := range p.steps {
+		for _, c := range kids {
+			if err := c.peer.send(msgStep, i, nil); err != nil {
+				return nil, fmt.Errorf("step %d: %w", i+1, err)
+			}
+			if _, err := c.peer.expect(msgAck, i); err != nil {
+				return nil, fmt.Errorf("step %d: %w", i+1, err)
+			}
+		}
+		if err := g.submit(ctx, releasedOwn(p, i)); err != nil {
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
+		}
+		r.progress(i + 1)
+		r.stepDelay(i + 1)
+	}
+	for _, c := range []*child{writer, reader} {
+		if err := c.peer.send(msgFinish, 0, nil); err != nil {
+			return nil, err
+		}
+		part, err := c.peer.recvOutput()
+		if err != nil {
+			return nil, fmt.Errorf("collect %s output: %w", c.role, err)
+		}
+		out = append(out, part...)
+	}
+	w, err := g.readBack(relW)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, w...)
+	if err := r.finishChildren(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// releasedChild is B ("writer": Sh and Bo) or C ("reader": Co).
+func releasedChild(r *runner, parent *peer) error {
+	p := r.p
+	writer := r.role == "writer"
+	fd, err := parent.expectFD(msgShare)
+	if err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	g, err := r.openGPU()
+	if err != nil {
+		closeFDs([]int{fd})
+		return err
+	}
+	defer g.close()
+	err = g.importBuf(relShared, fd, p.size)
+	closeFDs([]int{fd}) // the import holds the dma-buf; we keep only the handle
+	if err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	own, size := relCo, relCoSize(p)
+	if writer {
+		own, size = relBo, relBoSize
+	}
+	if err := g.create(own, size, uapi.Domain_DOMAIN_VRAM); err != nil {
+		return err
+	}
+	ctx, err := g.dev.CtxCreate(0)
+	if err != nil {
+		return fmt.Errorf("create context: %w", err)
+	}
+	if err := parent.send(msgReady, 0, nil); err != nil {
+		return err
+	}
+	for next := 0; ; next++ {
+		m, err := parent.recv()
+		if err != nil {
+			return fmt.Errorf("step %d: %w", next+1, err)
+		}
+		closeFDs(m.fds)
+		switch m.kind {
+		case msgStep:
+			if int(m.step) != next {
+				return fmt.Errorf("protocol: step %d announced, expected %d", m.step+1, next+1)
+			}
+			j := releasedReader(p, next)
+			if writer {
+				j = releasedWriter(p, next)
+			}
+			if err := g.submit(ctx, j); err != nil {
+				return fmt.Errorf("step %d: %w", next+1, err)
+			}
+			if err := parent.send(msgAck, next, nil); err != nil {
+				return fmt.Errorf("step %d: %w", next+1, err)
+			}
+		case msgFinish:
+			ids := []bufID{relCo}
+			if writer {
+				ids = []bufID{relShared, relBo}
+			}
+			out, err := g.readAll(ids...)
+			if err != nil {
+				return fmt.Errorf("finish: %w", err)
+			}
+			return parent.sendOutput(out)
+		default:
+			return fmt.Errorf("protocol: unexpected %v", m.kind)
+		}
+	}
+}
+
+func init() {
+	register(&scenario{
+		name:   "released",
+		order:  3,
+		desc:   "creator exports a BO to writer and reader children, then closes its handle and fd; the children share it by import only",
+		steps:  40,
+		delay:  100 * time.Millisecond,
+		expect: releasedExpect,
+		run:    releasedRun,
+		roles: map[string]func(*runner, *peer) error{
+			"writer": releasedChild,
+			"reader": releasedChild,
+		},
+	})
+}
