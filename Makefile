@@ -1,6 +1,7 @@
 # drmcr: CRIU plugin for DRM (GPU) state.
 #
-# Sections: variables, top-level targets, criu (provisioning), plugin.
+# Sections: variables, top-level targets, criu (provisioning), plugin,
+# criu end-to-end tests.
 # Add new targets in a section of their own.
 
 # ---------------------------------------------------------------------------
@@ -66,4 +67,15 @@ $(PLUGIN_SO): FORCE
 
 plugin-vet:
 	$(GO) vet ./plugin
+	$(GO) vet -tags drmcr_testclaim ./plugin
 	@test -z "$$(gofmt -l plugin)" || { gofmt -l plugin; echo "gofmt needed" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------
+# criu end-to-end tests (tests/criu: real criu, needs root)
+# ---------------------------------------------------------------------------
+.PHONY: test-criu
+
+# The tests build their own copies of the plugin (plain and with the
+# drmcr_testclaim tag); they only need the provisioned criu.
+test-criu: criu
+	$(GO) test -count=1 ./tests/criu

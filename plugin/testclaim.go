@@ -1,0 +1,114 @@
+//go:build drmcr_testclaim
+
+// Test-only: built only with -tags drmcr_testclaim (tests/criu builds such
+// a .so into a temporary directory); drm_plugin.so proper never contains it.
+//
+// With DRMCR_TESTCLAIM_SOCKET=PATH in criu's environment, the hooks made by
+// newHooks are wrapped so that:
+//   - dump: DUMP_UNIX_SK claims every socket whose peer is bound to PATH and
+//     records its inode in the image file testclaim.img;
+//   - restore: RestoreEntries adds, for each recorded inode, a
+//     RestoreDRMFile entry that connects to PATH and sends a 16-byte
+//     kernelsim header (op 0xfffe, seq = the inode).
+// This exercises the C RESTORE_UNIX_SK path against a toy server, whatever
+// the real hooks are.
+
+package main
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"drmcr/drmcore"
+)
+
+const (
+	testClaimEnv  = "DRMCR_TESTCLAIM_SOCKET"
+	testClaimFile = "testclaim.img"
+	testClaimOp   = 0xfffe
+)
+
+func init() {
+	inner := newHooks
+	newHooks = func(log drmcore.Logger, imageDirFD int) (hooks, error) {
+		h, err := inner(log, imageDirFD)
+		if err != nil {
+			return nil, err
+		}
+		path := os.Getenv(testClaimEnv)
+		if path == "" {
+			return h, nil
+		}
+		log.Warnf("testclaim: claiming sockets connected to %s", path)
+		return &testClaim{hooks: h, log: log, dirFD: imageDirFD, path: path}, nil
+	}
+}
+
+type testClaim struct {
+	hooks
+	log   drmcore.Logger
+	dirFD int
+	path  string
+	inos  []uint64
+}
+
+func (t *testClaim) DumpUnixSk(fd int, ino uint64) error {
+	sa, err := syscall.Getpeername(fd)
+	if un, ok := sa.(*syscall.SockaddrUnix); err == nil && ok && un.Name == t.path {
+		t.log.Infof("testclaim: claiming ino %d (fd %d, peer %s)", ino, fd, un.Name)
+		t.inos = append(t.inos, ino)
+		return t.save()
+	}
+	return t.hooks.DumpUnixSk(fd, ino)
+}
+
+func (t *testClaim) save() error {
+	var b strings.Builder
+	for _, ino := range t.inos {
+		fmt.Fprintf(&b, "%d\n", ino)
+	}
+	fd, err := syscall.Openat(t.dirFD, testClaimFile, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_TRUNC|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("testclaim: create %s: %w", testClaimFile, err)
+	}
+	f := os.NewFile(uintptr(fd), testClaimFile)
+	defer f.Close()
+	if _, err := f.WriteString(b.String()); err != nil {
+		return fmt.Errorf("testclaim: write %s: %w", testClaimFile, err)
+	}
+	return nil
+}
+
+func (t *testClaim) RestoreEntries() []drmcore.RestoreEntry {
+	entries := t.hooks.RestoreEntries()
+	fd, err := syscall.Openat(t.dirFD, testClaimFile, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		t.log.Warnf("testclaim: no %s: %v", testClaimFile, err)
+		return entries
+	}
+	f := os.NewFile(uintptr(fd), testClaimFile)
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		ino, err := strconv.ParseUint(strings.TrimSpace(sc.Text()), 10, 64)
+		if err != nil {
+			t.log.Errorf("testclaim: bad line %q", sc.Text())
+			continue
+		}
+		req := make([]byte, 16)
+		binary.LittleEndian.PutUint32(req[0:], 0x4d49534b) // "KSIM"
+		binary.LittleEndian.PutUint16(req[4:], 1)
+		binary.LittleEndian.PutUint16(req[6:], testClaimOp)
+		binary.LittleEndian.PutUint32(req[8:], uint32(ino))
+		entries = append(entries, drmcore.RestoreEntry{
+			Ino: ino, Kind: drmcore.RestoreDRMFile, SocketPath: t.path, Request: req,
+		})
+		t.log.Infof("testclaim: will restore ino %d via %s", ino, t.path)
+	}
+	return entries
+}
