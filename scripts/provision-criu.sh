@@ -25,6 +25,8 @@
 #                           sources)
 #   DRMCR_CRIU_PRIVATE=1    ignore a good system criu, always use the private one
 #   DRMCR_CRIU_FORCE=1      same as --force
+#   DRMCR_APT_KEYRING       keyring to check SUITE with first (default: the
+#                           system's debian-archive-keyring.gpg)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -204,14 +206,15 @@ apt_update_checked() {
 # the system keyring cannot verify SUITE.
 newer_keyring() {
 	local mirror=$1 codename=$2 kdir=$CRIU_DIR/keyring deb
-	log "system keyring cannot verify $SUITE; fetching debian-archive-keyring from $codename"
+	# stdout is the result: progress goes to stderr
+	log "system keyring cannot verify $SUITE; fetching debian-archive-keyring from $codename" >&2
 	write_apt_conf \
 		"deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $codename main" \
 		"deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $codename-updates main"
 	apt_update_checked || die "apt-get update for $codename failed: $(tail -n5 "$APT_DIR/update.log")"
 	rm -rf "$kdir" && mkdir -p "$kdir/debs"
-	(cd "$kdir/debs" && APT_CONFIG=$APT_CONF apt-get -q download debian-archive-keyring >/dev/null) ||
-		die "cannot download debian-archive-keyring"
+	(cd "$kdir/debs" && APT_CONFIG=$APT_CONF apt-get -q download debian-archive-keyring >"$APT_DIR/download.log" 2>&1) ||
+		die "cannot download debian-archive-keyring: $(tail -n5 "$APT_DIR/download.log")"
 	deb=$(ls "$kdir"/debs/debian-archive-keyring_*.deb | head -n1)
 	dpkg -x "$deb" "$kdir/root"
 	[[ -f $kdir/root/usr/share/keyrings/debian-archive-keyring.gpg ]] || die "no keyring in $deb"
@@ -227,7 +230,7 @@ provision_private() {
 
 	# bookworm's debian-archive-keyring (2023.3+deb12u*) already carries the
 	# trixie archive keys; newer_keyring covers systems whose keyring does not.
-	keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+	keyring=${DRMCR_APT_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}
 	log "fetching $SUITE package lists from $mirror (private apt state in ${APT_DIR#"$ROOT"/})"
 	write_apt_conf "deb [signed-by=$keyring] $mirror $SUITE main"
 	if ! apt_update_checked; then
@@ -258,8 +261,11 @@ provision_private() {
 		dpkg -x "$deb" "$stage"
 	done
 	[[ -x $stage/usr/sbin/criu ]] || die "no usr/sbin/criu in the unpacked packages"
-	rm -rf "$PRIV_ROOT"
+	# swap in with the shortest window for concurrent users of the wrapper
+	rm -rf "$PRIV_ROOT.old"
+	[[ -e $PRIV_ROOT ]] && mv "$PRIV_ROOT" "$PRIV_ROOT.old"
 	mv "$stage" "$PRIV_ROOT"
+	rm -rf "$PRIV_ROOT.old"
 	# The lists and apt's binary caches (~140 MB) are only needed to
 	# provision again; the .debs stay as a record of what was unpacked.
 	rm -rf "$APT_DIR/lists" "$APT_DIR/cache"
