@@ -41,6 +41,9 @@ type hooks interface {
 	RestoreEntries() []drmcore.RestoreEntry // valid after Init(StageRestore) succeeded
 }
 
+// The lead's drmcore.Plugin is what wire.go will eventually construct.
+var _ hooks = (*drmcore.Plugin)(nil)
+
 var (
 	mu     sync.Mutex
 	active hooks // between a successful init and exit
@@ -96,7 +99,7 @@ func drmGoInit(cstage C.int) (rc C.int) {
 	}
 	if err := h.Init(st); err != nil {
 		if errors.Is(err, drmcore.ErrNotMine) {
-			err = fmt.Errorf("init refused: %w", err) // not a valid answer for init
+			err = fmt.Errorf("init refused: %v", err) // not a valid answer for init: no %w
 		}
 		return errno(err, what)
 	}

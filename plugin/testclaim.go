@@ -7,9 +7,10 @@
 // newHooks are wrapped so that:
 //   - dump: DUMP_UNIX_SK claims every socket whose peer is bound to PATH and
 //     records its inode in the image file testclaim.img;
-//   - restore: RestoreEntries adds, for each recorded inode, a
-//     RestoreDRMFile entry that connects to PATH and sends a 16-byte
-//     kernelsim header (op 0xfffe, seq = the inode).
+//   - restore: RestoreEntries adds, for each recorded inode, an entry that
+//     connects to PATH and sends a 16-byte kernelsim header (op 0xfffe,
+//     seq = the inode): RestoreDRMFile, or RestoreDmaBuf when
+//     DRMCR_TESTCLAIM_KIND=dmabuf.
 // This exercises the C RESTORE_UNIX_SK path against a toy server, whatever
 // the real hooks are.
 
@@ -29,6 +30,7 @@ import (
 
 const (
 	testClaimEnv  = "DRMCR_TESTCLAIM_SOCKET"
+	testKindEnv   = "DRMCR_TESTCLAIM_KIND"
 	testClaimFile = "testclaim.img"
 	testClaimOp   = 0xfffe
 )
@@ -93,6 +95,10 @@ func (t *testClaim) RestoreEntries() []drmcore.RestoreEntry {
 	}
 	f := os.NewFile(uintptr(fd), testClaimFile)
 	defer f.Close()
+	kind := drmcore.RestoreDRMFile
+	if os.Getenv(testKindEnv) == "dmabuf" {
+		kind = drmcore.RestoreDmaBuf
+	}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		ino, err := strconv.ParseUint(strings.TrimSpace(sc.Text()), 10, 64)
@@ -106,9 +112,9 @@ func (t *testClaim) RestoreEntries() []drmcore.RestoreEntry {
 		binary.LittleEndian.PutUint16(req[6:], testClaimOp)
 		binary.LittleEndian.PutUint32(req[8:], uint32(ino))
 		entries = append(entries, drmcore.RestoreEntry{
-			Ino: ino, Kind: drmcore.RestoreDRMFile, SocketPath: t.path, Request: req,
+			Ino: ino, Kind: kind, SocketPath: t.path, Request: req,
 		})
-		t.log.Infof("testclaim: will restore ino %d via %s", ino, t.path)
+		t.log.Infof("testclaim: will restore ino %d via %s (kind %d)", ino, t.path, kind)
 	}
 	return entries
 }

@@ -216,14 +216,22 @@ func TestPluginLoads(t *testing.T) {
 // TestRestoreUnixSkC dumps a client connected to a toy server outside the
 // dumped tree (an external SOCK_SEQPACKET socket). The testclaim build of
 // the plugin claims it at dump; at restore, the C RESTORE_UNIX_SK hook
-// connects to the server, sends the prepared request, checks the reply and
-// hands the connection to criu, and the restored client talks over it.
+// connects to the server, sends the prepared request and checks the reply.
+//   - drm: the hook hands the connection itself to criu;
+//   - dmabuf: the server's reply carries one end of a fresh socketpair and
+//     the hook hands that fd to criu;
+//
+// in both, the restored client, blocked in recv(), then answers on its new
+// socket. The failure cases check that a refusal (status < 0) and a dma-buf
+// reply without an fd make the restore fail with the reason logged.
 func TestRestoreUnixSkC(t *testing.T) {
-	t.Run("ok", func(t *testing.T) { restoreUnixSk(t, 0) })
-	t.Run("refused", func(t *testing.T) { restoreUnixSk(t, -int32(syscall.EPERM)) })
+	t.Run("drm", func(t *testing.T) { restoreUnixSk(t, "drm", 0, true) })
+	t.Run("dmabuf", func(t *testing.T) { restoreUnixSk(t, "dmabuf", 0, true) })
+	t.Run("refused", func(t *testing.T) { restoreUnixSk(t, "drm", -int32(syscall.EPERM), true) })
+	t.Run("dmabuf-without-fd", func(t *testing.T) { restoreUnixSk(t, "dmabuf", 0, false) })
 }
 
-func restoreUnixSk(t *testing.T, replyStatus int32) {
+func restoreUnixSk(t *testing.T, kind string, replyStatus int32, sendFD bool) {
 	bin := artifacts(t)
 	dir := t.TempDir()
 	img := filepath.Join(dir, "img")
@@ -232,7 +240,7 @@ func restoreUnixSk(t *testing.T, replyStatus int32) {
 	}
 	lib := filepath.Join(bin, "testlib")
 	sock := filepath.Join(dir, "srv.sock")
-	env := []string{"DRMCR_TESTCLAIM_SOCKET=" + sock}
+	env := []string{"DRMCR_TESTCLAIM_SOCKET=" + sock, "DRMCR_TESTCLAIM_KIND=" + kind}
 
 	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
 	if err != nil {
@@ -303,8 +311,10 @@ func restoreUnixSk(t *testing.T, replyStatus int32) {
 	mustContain(t, "dump.log", dumpLog, `drm_plugin: testclaim: claiming ino [0-9]+ \(fd [0-9]+, peer `)
 
 	// The toy server side of RESTORE_UNIX_SK: one request, one reply.
+	// For a dma-buf the reply carries one end of a new socketpair; the
+	// test talks to the restored client over the other end.
 	type served struct {
-		conn *net.UnixConn
+		conn *net.UnixConn // where the restored client is reachable
 		err  error
 	}
 	srv := make(chan served, 1)
@@ -325,8 +335,32 @@ func restoreUnixSk(t *testing.T, replyStatus int32) {
 		}
 		reply := append([]byte(nil), b[:16]...)
 		binary.LittleEndian.PutUint32(reply[12:], uint32(replyStatus))
-		_, err = c.Write(reply)
-		srv <- served{conn: c, err: err}
+		if kind != "dmabuf" {
+			_, err = c.Write(reply)
+			srv <- served{conn: c, err: err}
+			return
+		}
+		defer c.Close()
+		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			srv <- served{err: err}
+			return
+		}
+		f := os.NewFile(uintptr(fds[1]), "dmabuf-peer")
+		fc, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			syscall.Close(fds[0])
+			srv <- served{err: err}
+			return
+		}
+		var oob []byte
+		if sendFD {
+			oob = syscall.UnixRights(fds[0])
+		}
+		_, _, err = c.WriteMsgUnix(reply, oob, nil)
+		syscall.Close(fds[0])
+		srv <- served{conn: fc.(*net.UnixConn), err: err}
 	}()
 
 	pidfile := filepath.Join(dir, "restored.pid")
@@ -340,13 +374,16 @@ func restoreUnixSk(t *testing.T, replyStatus int32) {
 		t.Fatalf("toy server: %v (restore: %v)", s.err, rerr)
 	}
 
-	if replyStatus < 0 {
+	if replyStatus < 0 || !sendFD {
 		if rerr == nil {
 			syscall.Kill(restoredPid(t, pidfile), syscall.SIGKILL)
-			t.Fatal("restore succeeded although the server refused the socket")
+			t.Fatal("restore succeeded although the reply was an error")
 		}
-		mustContain(t, "restore.log", restoreLog,
-			fmt.Sprintf(`drm_plugin: RESTORE_UNIX_SK\(ino [0-9]+\): daemon refused: status %d`, replyStatus))
+		want := fmt.Sprintf(`drm_plugin: RESTORE_UNIX_SK\(ino [0-9]+\): daemon refused: status %d`, replyStatus)
+		if !sendFD {
+			want = `drm_plugin: RESTORE_UNIX_SK\(ino [0-9]+\): reply carries no dma-buf fd`
+		}
+		mustContain(t, "restore.log", restoreLog, want)
 		return
 	}
 	if rerr != nil {
@@ -359,7 +396,10 @@ func restoreUnixSk(t *testing.T, replyStatus int32) {
 	}
 	mustContain(t, "restore.log", restoreLog,
 		`drm_plugin: testclaim: will restore ino [0-9]+`,
-		`drm_plugin: RESTORE_UNIX_SK\(ino [0-9]+\): drm file restored as fd [0-9]+`)
+		map[string]string{
+			"drm":    `drm_plugin: RESTORE_UNIX_SK\(ino [0-9]+\): drm file restored as fd [0-9]+`,
+			"dmabuf": `drm_plugin: RESTORE_UNIX_SK\(ino [0-9]+\): dma-buf restored as fd [0-9]+`,
+		}[kind])
 	// The restored client, blocked in recv() on what is now the socket the
 	// C hook connected, answers on it.
 	exchange(s.conn, "after-restore")
