@@ -26,7 +26,7 @@ DESTDIR         ?=
 # ---------------------------------------------------------------------------
 # Top-level targets
 # ---------------------------------------------------------------------------
-.PHONY: build install clean FORCE
+.PHONY: build install clean distclean FORCE
 
 build: plugin
 
@@ -34,7 +34,12 @@ install: $(PLUGIN_SO)
 	install -d $(DESTDIR)$(CRIU_PLUGIN_DIR)
 	install -m 0644 $(PLUGIN_SO) $(DESTDIR)$(CRIU_PLUGIN_DIR)/drm_plugin.so
 
+# clean keeps the provisioned criu (build/criu, build/bin/criu); distclean
+# removes the whole build tree.
 clean:
+	rm -rf $(LIB_DIR)
+
+distclean:
 	rm -rf $(BUILD)
 
 FORCE:
