@@ -36,7 +36,6 @@ type Device struct {
 	cfg    DeviceConfig
 	drv    driver
 	engine *gpu.Engine
-	be     *backend
 	ring   *sched.Scheduler // the shared ring of a classic-scheduled device
 
 	// accounting, under k.mu
@@ -53,21 +52,24 @@ func newDevice(k *Kernel, cfg DeviceConfig) (*Device, error) {
 	}
 	d := &Device{k: k, cfg: cfg, drv: drv}
 	d.engine = gpu.NewEngine(gpu.EngineConfig{Clock: k.clock, Bandwidth: cfg.Bandwidth, IterTime: cfg.IterTime})
-	d.be = &backend{Backend: gpu.NewBackend(d.engine, d.drv.name), k: k}
 	if drv.mode == sched.Classic {
 		d.ring = d.newScheduler(fmt.Sprintf("renderD%d-gfx", cfg.Minor))
 	}
 	return d, nil
 }
 
+// newScheduler creates a scheduler with its own hardware queue: the
+// device's one ring (classic), or one firmware queue per context, which
+// the engine executes in parallel with the other contexts' queues.
 func (d *Device) newScheduler(name string) *sched.Scheduler {
+	be := &backend{Backend: gpu.NewBackend(d.engine, d.drv.name+":"+name), k: d.k}
 	return sched.New(sched.Config{
 		Name:    name,
 		Credits: d.cfg.RingCredits,
 		Timeout: d.cfg.JobTimeout,
 		Clock:   d.k.clock,
 		Mode:    d.drv.mode,
-	}, d.be)
+	}, be)
 }
 
 func (d *Device) fini() {

@@ -111,21 +111,32 @@ func (f *File) SyncobjWait(ctx context.Context, handles []uint32, timeout time.D
 		}
 		objs[i] = s
 	}
-	if !waitForSubmit {
-		for i, s := range objs {
-			fence := s.Fence()
-			if fence == nil {
-				return 0, errnof(syscall.EINVAL, "syncobj %d has no fence", handles[i])
-			}
-			fence.Put()
+	// Like drm_syncobj_array_wait_timeout, first_signaled is the lowest
+	// index among the fences already signalled at the call, if enough
+	// are; otherwise the first to signal.
+	var first uint32
+	signaled := 0
+	for i, s := range objs {
+		fence := s.Fence()
+		if fence == nil && !waitForSubmit {
+			return 0, errnof(syscall.EINVAL, "syncobj %d has no fence", handles[i])
 		}
+		if fence != nil && fence.Signaled() {
+			if signaled == 0 {
+				first = uint32(i)
+			}
+			signaled++
+		}
+		fence.Put()
+	}
+	if signaled == len(objs) || (!all && signaled > 0) {
+		return first, nil
 	}
 	if timeout >= 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	var first uint32
 	err := blockingWait(ctx, func(ctx context.Context) error {
 		done := make(chan int, len(objs))
 		wctx, cancel := context.WithCancel(ctx)
@@ -149,7 +160,7 @@ func (f *File) SyncobjWait(ctx context.Context, handles []uint32, timeout time.D
 		for n := 0; n < need; n++ {
 			select {
 			case i := <-done:
-				if n == 0 {
+				if n == 0 && signaled == 0 {
 					first = uint32(i)
 				}
 			case <-ctx.Done():
