@@ -1,0 +1,399 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"drmcr/kernelsim"
+	"drmcr/kernelsim/ksimtest"
+)
+
+var gpuloadBin, kernelsimdBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "gpuload-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	gpuloadBin = filepath.Join(dir, "gpuload")
+	kernelsimdBin = filepath.Join(dir, "kernelsimd")
+	for pkg, out := range map[string]string{"drmcr/cmd/gpuload": gpuloadBin, "drmcr/cmd/kernelsimd": kernelsimdBin} {
+		cmd := exec.Command(goTool(), "build", "-o", out, pkg)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "go build %s: %v\n", pkg, err)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+// small parameters: every scenario in well under a second.
+var small = []string{"-steps", "5", "-size", "16K", "-step-delay", "0", "-iterations", "2000", "-stuck-for", "200ms"}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func runBin(t *testing.T, timeout time.Duration, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, gpuloadBin, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.Env = append(os.Environ(), "KERNELSIM_RUNTIME_DIR=/nonexistent-ksim")
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("gpuload %v: %v", args, err)
+	}
+	return result{out.String(), errb.String(), code}
+}
+
+// expectLine is `gpuload -expect`.
+func expectLine(t *testing.T, scenario string, params ...string) string {
+	t.Helper()
+	r := runBin(t, 30*time.Second, append([]string{"-expect", scenario}, params...)...)
+	if r.code != 0 {
+		t.Fatalf("-expect %s: exit %d: %s", scenario, r.code, r.stderr)
+	}
+	line := strings.TrimSpace(r.stdout)
+	if !strings.HasPrefix(line, "result "+scenario+" ") || len(line) != len("result "+scenario+" ")+64 {
+		t.Fatalf("-expect %s printed %q", scenario, r.stdout)
+	}
+	return line
+}
+
+// runScenario runs a scenario against the kernelsim in dir and checks the
+// result protocol (stdout, -result file, -progress file).
+func runScenario(t *testing.T, dir, scenario string, steps int, params ...string) string {
+	t.Helper()
+	tmp := t.TempDir()
+	resFile, progFile := filepath.Join(tmp, "result"), filepath.Join(tmp, "progress")
+	args := append([]string{"-scenario", scenario, "-runtime-dir", dir, "-result", resFile, "-progress", progFile}, params...)
+	r := runBin(t, 30*time.Second, args...)
+	if r.code != 0 {
+		t.Fatalf("gpuload %v: exit %d\nstderr:\n%s", args, r.code, r.stderr)
+	}
+	line := strings.TrimSpace(r.stdout)
+	if got, err := os.ReadFile(resFile); err != nil || string(got) != line+"\n" {
+		t.Errorf("result file %q (%v), stdout %q", got, err, r.stdout)
+	}
+	var want strings.Builder
+	for i := 1; i <= steps; i++ {
+		fmt.Fprintf(&want, "step %d/%d\n", i, steps)
+	}
+	want.WriteString("done\n")
+	if got, err := os.ReadFile(progFile); err != nil || string(got) != want.String() {
+		t.Errorf("progress file %q (%v), want %q", got, err, want.String())
+	}
+	return line
+}
+
+var allScenarios = []string{"single", "prodcons", "released", "dmabuf-only", "longrun", "stuck"}
+
+func TestList(t *testing.T) {
+	r := runBin(t, 10*time.Second, "-list")
+	if r.code != 0 {
+		t.Fatalf("-list: exit %d: %s", r.code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != len(allScenarios) {
+		t.Fatalf("-list printed %d lines, want %d:\n%s", len(lines), len(allScenarios), r.stdout)
+	}
+	for i, name := range allScenarios {
+		if f := strings.Fields(lines[i]); len(f) < 2 || f[0] != name {
+			t.Errorf("-list line %d = %q, want %s and a description", i, lines[i], name)
+		}
+	}
+}
+
+func TestUsageAndErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{nil, 2, "no scenario"},
+		{[]string{"-scenario", "nope"}, 2, `unknown scenario "nope"`},
+		{[]string{"-expect", "nope"}, 2, `unknown scenario "nope"`},
+		{[]string{"-bogus"}, 2, "flag provided but not defined"},
+		{[]string{"-scenario", "single", "extra"}, 2, "unexpected arguments"},
+		{[]string{"-scenario", "single", "-size", "1000"}, 2, "-size 1000"},
+		{[]string{"-scenario", "single", "-steps", "-1"}, 2, "-steps -1"},
+		{[]string{"-expect", "single", "-scenario", "stuck"}, 2, "disagree"},
+		{[]string{"-scenario", "single", "-role", "nope"}, 2, `no role "nope"`},
+		{[]string{"-scenario", "single", "-runtime-dir", "/nonexistent-ksim"}, 1, "gpuload: scenario single: open render node"},
+		{[]string{"-scenario", "prodcons", "-runtime-dir", "/nonexistent-ksim"}, 1, "gpuload: scenario prodcons: open render node"},
+	} {
+		r := runBin(t, 10*time.Second, tc.args...)
+		if r.code != tc.code || !strings.Contains(r.stderr, tc.msg) {
+			t.Errorf("gpuload %q: exit %d, stderr %q; want exit %d and %q", tc.args, r.code, r.stderr, tc.code, tc.msg)
+		}
+		if r.stdout != "" {
+			t.Errorf("gpuload %q printed %q on stdout", tc.args, r.stdout)
+		}
+	}
+}
+
+// waitNoLeaks waits until the kernel has released every object of the
+// runs that ended.
+func waitNoLeaks(t *testing.T, env *ksimtest.Env) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c := env.Kernel.Counts()
+		if c.Files == 0 && c.BOs == 0 && c.DmaBufs == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("kernel objects left after the run: %+v", c)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestScenariosInProcess(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{})
+	for _, sc := range allScenarios {
+		t.Run(sc, func(t *testing.T) {
+			want := expectLine(t, sc, small...)
+			if got := runScenario(t, env.Dir, sc, 5, small...); got != want {
+				t.Errorf("run: %s\nexpect: %s", got, want)
+			}
+			waitNoLeaks(t, env)
+		})
+	}
+}
+
+// TestScenariosFirmwareDaemon runs every scenario against a real kernelsimd
+// simulating a firmware-scheduled (xe) GPU, where contexts complete out of
+// order, with larger buffers so that jobs overlap and only implicit sync
+// keeps the order.
+func TestScenariosFirmwareDaemon(t *testing.T) {
+	env := ksimtest.StartDaemon(t, kernelsimdBin, "-device", "driver=xe,minor=128,bandwidth=512M,iter=100us")
+	params := []string{"-steps", "6", "-size", "1M", "-step-delay", "0", "-iterations", "3000", "-stuck-for", "200ms"}
+	for _, sc := range allScenarios {
+		t.Run(sc, func(t *testing.T) {
+			want := expectLine(t, sc, params...)
+			if got := runScenario(t, env.Dir, sc, 6, params...); got != want {
+				t.Errorf("run: %s\nexpect: %s", got, want)
+			}
+		})
+	}
+}
+
+func TestDefaultDaemonMinor(t *testing.T) {
+	env := ksimtest.StartDaemon(t, kernelsimdBin, "-device", "driver=amdgpu,minor=129")
+	params := append([]string{"-minor", "129"}, small...)
+	for _, sc := range []string{"single", "released"} {
+		want := expectLine(t, sc, params...)
+		if got := runScenario(t, env.Dir, sc, 5, params...); got != want {
+			t.Errorf("%s: run: %s\nexpect: %s", sc, got, want)
+		}
+	}
+}
+
+// started is a gpuload run in the background.
+type started struct {
+	cmd            *exec.Cmd
+	progress, res  string
+	stdout, stderr bytes.Buffer
+	done           chan error
+}
+
+func startBin(t *testing.T, dir string, args ...string) *started {
+	t.Helper()
+	tmp := t.TempDir()
+	s := &started{progress: filepath.Join(tmp, "progress"), res: filepath.Join(tmp, "result"), done: make(chan error, 1)}
+	s.cmd = exec.Command(gpuloadBin, append([]string{"-runtime-dir", dir, "-progress", s.progress, "-result", s.res}, args...)...)
+	s.cmd.Stdout, s.cmd.Stderr = &s.stdout, &s.stderr
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.done <- s.cmd.Wait() }()
+	t.Cleanup(func() {
+		select {
+		case <-s.done:
+		default:
+			s.cmd.Process.Kill()
+			<-s.done
+		}
+	})
+	return s
+}
+
+// waitProgress polls the progress file for a line, as a harness would.
+func (s *started) waitProgress(t *testing.T, line string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		data, _ := os.ReadFile(s.progress)
+		for _, l := range strings.Split(string(data), "\n") {
+			if l == line {
+				return
+			}
+		}
+		select {
+		case err := <-s.done:
+			s.done <- err
+			t.Fatalf("gpuload ended (%v) before %q; stderr:\n%s", err, line, s.stderr.String())
+		default:
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("no %q in the progress file", line)
+}
+
+func (s *started) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-s.done:
+		s.done <- err
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("gpuload did not finish; stderr:\n%s", s.stderr.String())
+		return nil
+	}
+}
+
+func (s *started) running() bool {
+	select {
+	case err := <-s.done:
+		s.done <- err
+		return false
+	default:
+		return true
+	}
+}
+
+func fileIDs(env *ksimtest.Env) []uint64 {
+	var ids []uint64
+	for _, f := range env.Kernel.Debug().Files {
+		ids = append(ids, f.ID)
+	}
+	return ids
+}
+
+// TestStuckPauseTimesOut is the stuck scenario's contract at the kernel
+// level: pausing (draining) its file during the stuck window times out,
+// the client keeps running and finishes with the expected result.
+func TestStuckPauseTimesOut(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{})
+	params := []string{"-steps", "3", "-size", "16K", "-step-delay", "10ms", "-stuck-for", "1500ms"}
+	want := expectLine(t, "stuck", params...)
+	s := startBin(t, env.Dir, append([]string{"-scenario", "stuck"}, params...)...)
+	s.waitProgress(t, "step 1/3")
+	err := env.Kernel.Pause(fileIDs(env), 300*time.Millisecond)
+	if !errors.Is(err, syscall.ETIMEDOUT) {
+		t.Fatalf("pause during the stuck window: %v, want ETIMEDOUT", err)
+	}
+	if !s.running() {
+		t.Fatalf("client ended after the failed pause; stderr:\n%s", s.stderr.String())
+	}
+	if err := s.wait(t); err != nil {
+		t.Fatalf("gpuload: %v; stderr:\n%s", err, s.stderr.String())
+	}
+	if got := strings.TrimSpace(s.stdout.String()); got != want {
+		t.Errorf("run: %s\nexpect: %s", got, want)
+	}
+}
+
+// TestPauseResumeMidRun pauses every file mid-run (preempting longrun's
+// job, draining the others) and resumes: the results must not change.
+func TestPauseResumeMidRun(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{})
+	for _, tc := range []struct {
+		sc     string
+		params []string
+		at     string
+	}{
+		{"longrun", []string{"-steps", "2", "-size", "16K", "-iterations", "5000"}, "step 1/2"},
+		{"prodcons", []string{"-steps", "8", "-size", "64K", "-step-delay", "20ms"}, "step 3/8"},
+		{"released", []string{"-steps", "8", "-size", "64K", "-step-delay", "20ms"}, "step 3/8"},
+		{"dmabuf-only", []string{"-steps", "8", "-size", "64K", "-step-delay", "20ms"}, "step 5/8"},
+	} {
+		t.Run(tc.sc, func(t *testing.T) {
+			want := expectLine(t, tc.sc, tc.params...)
+			s := startBin(t, env.Dir, append([]string{"-scenario", tc.sc}, tc.params...)...)
+			s.waitProgress(t, tc.at)
+			time.Sleep(100 * time.Millisecond)
+			ids := fileIDs(env)
+			if err := env.Kernel.Pause(ids, 5*time.Second); err != nil {
+				t.Fatalf("pause: %v", err)
+			}
+			time.Sleep(200 * time.Millisecond)
+			env.Kernel.Resume(ids)
+			if err := s.wait(t); err != nil {
+				t.Fatalf("gpuload: %v; stderr:\n%s", err, s.stderr.String())
+			}
+			if got := strings.TrimSpace(s.stdout.String()); got != want {
+				t.Errorf("run: %s\nexpect: %s", got, want)
+			}
+			waitNoLeaks(t, env)
+		})
+	}
+}
+
+// TestChildFailure kills the consumer mid-run: the parent must fail
+// cleanly (exit 1, naming the child) instead of hanging.
+func TestChildFailure(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{})
+	s := startBin(t, env.Dir, "-scenario", "prodcons", "-steps", "50", "-size", "16K", "-step-delay", "50ms")
+	s.waitProgress(t, "step 2/50")
+	pid := s.cmd.Process.Pid
+	// Children are listed under the thread that forked them.
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	var kids []string
+	for _, f := range tasks {
+		data, _ := os.ReadFile(f)
+		kids = append(kids, strings.Fields(string(data))...)
+	}
+	if err != nil || len(kids) != 1 {
+		t.Fatalf("children of %d: %q (%v)", pid, kids, err)
+	}
+	child, _ := strconv.Atoi(kids[0])
+	if err := syscall.Kill(child, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err = s.wait(t)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("gpuload after its consumer died: %v; stderr:\n%s", err, s.stderr.String())
+	}
+	if msg := s.stderr.String(); !strings.Contains(msg, "gpuload: scenario prodcons: step") || !strings.Contains(msg, "consumer") {
+		t.Errorf("stderr does not explain the failure:\n%s", msg)
+	}
+	if _, err := os.Stat(s.res); err == nil {
+		t.Errorf("a failed run wrote a result file")
+	}
+	waitNoLeaks(t, env)
+}
