@@ -1,0 +1,120 @@
+package e2e
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// scenarios are the gpuload runs dumped mid-run and restored.
+var scenarios = []struct {
+	name string
+	args []string
+	step int // dump once this step is reported
+}{
+	{"single", nil, 2},
+	{"prodcons", nil, 2},
+	{"released", nil, 2},
+	{"dmabuf-only", nil, 2},
+	{"longrun", nil, 1},
+}
+
+// TestDumpKillRestore: dump each scenario mid-run (criu kills it), restore
+// it from the images, and check it finishes with the result an
+// uninterrupted run gives, bit for bit.
+func TestDumpKillRestore(t *testing.T) {
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			d := startDaemon(t)
+			w := startWorkload(t, d, sc.name, sc.args...)
+			want := w.expected()
+			w.waitStep(sc.step)
+			img, log, err := dump(t, d, w)
+			if err != nil {
+				t.Fatalf("%v\nplugin log:\n%s", err, pluginLines(log))
+			}
+			t.Logf("dump:\n%s", pluginLines(log))
+			waitFor(t, 10*time.Second, "the dumped tree to be gone", func() bool { return !w.alive() })
+			if _, err := readResult(w); err == nil {
+				t.Fatal("the workload finished before the dump: it must be dumped mid-run")
+			}
+			log, err = restore(t, d, img)
+			if err != nil {
+				t.Fatalf("%v\nrestore log:\n%s", err, lastLines(log, 60))
+			}
+			t.Logf("restore:\n%s", pluginLines(log))
+			if got := w.result(); got != want {
+				t.Fatalf("restored run gave\n  %s\nuninterrupted run gives\n  %s", got, want)
+			}
+		})
+	}
+}
+
+// TestLeaveRunning: after a dump with --leave-running the tree goes on and
+// finishes correctly: every paused context resumed, and requests caught in
+// flight were answered.
+func TestLeaveRunning(t *testing.T) {
+	for _, name := range []string{"single", "prodcons", "longrun"} {
+		t.Run(name, func(t *testing.T) {
+			d := startDaemon(t)
+			w := startWorkload(t, d, name)
+			want := w.expected()
+			w.waitStep(1)
+			_, log, err := dump(t, d, w, "--leave-running")
+			if err != nil {
+				t.Fatalf("%v\nplugin log:\n%s", err, pluginLines(log))
+			}
+			if !w.alive() {
+				t.Fatal("--leave-running dump killed the workload")
+			}
+			if got := w.result(); got != want {
+				t.Fatalf("after --leave-running: got %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+// TestDumpFailsWhenClientCannotDrain: a job waiting on a fence only the
+// client will signal cannot drain; the dump fails within the pause timeout
+// with a message naming the process and context, and the client keeps
+// running and finishes correctly.
+func TestDumpFailsWhenClientCannotDrain(t *testing.T) {
+	d := startDaemon(t)
+	w := startWorkload(t, d, "stuck", "-stuck-for", "15s")
+	want := w.expected()
+	w.waitStep(1)
+	start := time.Now()
+	_, log, err := dump(t, d, w)
+	if err == nil {
+		t.Fatal("dump of a client that cannot drain succeeded")
+	}
+	if took := time.Since(start); took > 12*time.Second {
+		t.Errorf("the dump took %v to fail", took)
+	}
+	msg := pluginLines(log)
+	for _, want := range []string{"did not drain", "context"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("plugin log does not say %q:\n%s", want, msg)
+		}
+	}
+	if !w.alive() {
+		t.Fatal("the failed dump killed the client")
+	}
+	if got := w.result(); got != want {
+		t.Fatalf("after the failed dump: got %s, want %s", got, want)
+	}
+}
+
+func readResult(w *workload) (string, error) {
+	b, err := os.ReadFile(w.path("result"))
+	return strings.TrimSpace(string(b)), err
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
