@@ -12,7 +12,9 @@
 //     seq = the inode): RestoreDRMFile, or RestoreDmaBuf when
 //     DRMCR_TESTCLAIM_KIND=dmabuf.
 // This exercises the C RESTORE_UNIX_SK path against a toy server, whatever
-// the real hooks are.
+// the real hooks are. From init(restore) to exit, a goroutine allocates
+// busily and logs from its own thread, as the real restore streams BO
+// contents while criu forks: the C hook must not care.
 
 package main
 
@@ -23,7 +25,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"drmcr/drmcore"
 )
@@ -57,6 +61,54 @@ type testClaim struct {
 	dirFD int
 	path  string
 	inos  []uint64
+
+	stop chan struct{}
+	done sync.WaitGroup
+}
+
+func (t *testClaim) Init(stage drmcore.Stage) error {
+	if err := t.hooks.Init(stage); err != nil {
+		return err
+	}
+	if stage == drmcore.StageRestore {
+		t.stop = make(chan struct{})
+		t.done.Add(1)
+		go t.busy()
+	}
+	return nil
+}
+
+func (t *testClaim) Fini(stage drmcore.Stage, ret int) {
+	if t.stop != nil {
+		close(t.stop)
+		t.done.Wait()
+		t.stop = nil
+	}
+	t.hooks.Fini(stage, ret)
+}
+
+var sink [][]byte
+
+func (t *testClaim) busy() {
+	defer t.done.Done()
+	t.log.Infof("testclaim: busy goroutine running")
+	n := 0
+	for {
+		select {
+		case <-t.stop:
+			t.log.Infof("testclaim: busy goroutine made %d allocations", n)
+			return
+		default:
+		}
+		sink = append(sink, make([]byte, 64<<10))
+		if len(sink) > 64 {
+			sink = sink[:0]
+		}
+		n++
+		if n%256 == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
 }
 
 func (t *testClaim) DumpUnixSk(fd int, ino uint64) error {

@@ -156,6 +156,18 @@ func restoredPid(t *testing.T, pidfile string) int {
 	return pid
 }
 
+// logPluginLines shows the plugin's lines of a criu log (go test -v).
+func logPluginLines(t *testing.T, name, log string) {
+	t.Helper()
+	var b strings.Builder
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "drm_plugin") {
+			b.WriteString(l + "\n")
+		}
+	}
+	t.Logf("%s, plugin lines:\n%s", name, b.String())
+}
+
 func mustContain(t *testing.T, logName, log string, patterns ...string) {
 	t.Helper()
 	for _, p := range patterns {
@@ -396,10 +408,12 @@ func restoreUnixSk(t *testing.T, kind string, replyStatus int32, sendFD bool) {
 	}
 	mustContain(t, "restore.log", restoreLog,
 		`drm_plugin: testclaim: will restore ino [0-9]+`,
+		`drm_plugin: testclaim: busy goroutine made [0-9]+ allocations`,
 		map[string]string{
 			"drm":    `drm_plugin: RESTORE_UNIX_SK\(ino [0-9]+\): drm file restored as fd [0-9]+`,
 			"dmabuf": `drm_plugin: RESTORE_UNIX_SK\(ino [0-9]+\): dma-buf restored as fd [0-9]+`,
 		}[kind])
+	logPluginLines(t, "restore.log", restoreLog)
 	// The restored client, blocked in recv() on what is now the socket the
 	// C hook connected, answers on it.
 	exchange(s.conn, "after-restore")
