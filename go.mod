@@ -3,6 +3,7 @@ module drmcr
 go 1.26.0
 
 require (
-	golang.org/x/sys v0.49.0 // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
+	github.com/checkpoint-restore/go-criu/v7 v7.2.0
+	golang.org/x/sys v0.49.0
+	google.golang.org/protobuf v1.36.12
 )

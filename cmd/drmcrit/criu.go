@@ -1,0 +1,242 @@
+package main
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+
+	"github.com/checkpoint-restore/go-criu/v7/crit"
+	criu_core "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/pstree"
+	sk_unix "github.com/checkpoint-restore/go-criu/v7/crit/images/sk-unix"
+	"github.com/checkpoint-restore/go-criu/v7/magic"
+	"google.golang.org/protobuf/proto"
+)
+
+// This file reads CRIU's own images (pstree, core, ids, fdinfo, files,
+// unixsk) through go-criu's crit package, to name the processes and the
+// fd numbers under which they hold the plugin's sockets.
+
+// maxCriuImage bounds the size of a CRIU metadata image read whole.
+const maxCriuImage = 64 << 20
+
+// criuProc is one task of CRIU's process tree.
+type criuProc struct {
+	pid     int32
+	ppid    int32
+	comm    string
+	filesID uint32
+	fds     []criuFd
+}
+
+// criuFd is one fd of a task: a unix socket's inode, or another kind.
+type criuFd struct {
+	fd   int32
+	typ  string // fdinfo type, e.g. "UNIXSK"
+	ino  uint64 // unix socket inode, 0 for other kinds
+	isSk bool
+}
+
+// criuTree is what the CRIU images say about the dumped tasks.
+type criuTree struct {
+	procs []*criuProc
+	// byIno maps a unix socket inode to the (pid, fd) pairs holding it.
+	byIno map[uint64][]pidFd
+}
+
+type pidFd struct {
+	pid int32
+	fd  int32
+}
+
+// hasCriuImages says whether dir holds CRIU's own images.
+func hasCriuImages(dir string) bool {
+	for _, n := range []string{"pstree.img", "inventory.img"} {
+		if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// checkFraming validates a CRIU image's framing (magic words, then
+// length-prefixed entries that fit the file) before crit reads it, so
+// that a garbled size cannot make it allocate gigabytes or read past the
+// end. It returns the image's magic name.
+func checkFraming(name string, data []byte) (string, error) {
+	m := magic.LoadMagic()
+	if len(data) < 4 {
+		return "", fmt.Errorf("%s: %d bytes, too short for a CRIU image", name, len(data))
+	}
+	off := 4
+	v := uint64(binary.LittleEndian.Uint32(data))
+	if v == m.ByName["IMG_COMMON"] || v == m.ByName["IMG_SERVICE"] {
+		if len(data) < 8 {
+			return "", fmt.Errorf("%s: truncated after its first magic word", name)
+		}
+		v = uint64(binary.LittleEndian.Uint32(data[4:]))
+		off = 8
+	}
+	mname, ok := m.ByValue[v]
+	if !ok {
+		return "", fmt.Errorf("%s: unknown CRIU image magic 0x%08x", name, v)
+	}
+	for off < len(data) {
+		if len(data)-off < 4 {
+			return "", fmt.Errorf("%s: truncated entry size at offset %d", name, off)
+		}
+		n := int(binary.LittleEndian.Uint32(data[off:]))
+		off += 4
+		if n > len(data)-off {
+			return "", fmt.Errorf("%s: entry of %d bytes at offset %d runs past the end (%d bytes)", name, n, off-4, len(data))
+		}
+		off += n
+	}
+	return mname, nil
+}
+
+// readCriuImage reads a CRIU image with crit after checking its framing
+// and that its magic is the expected one. It returns os.ErrNotExist
+// (wrapped) if the file is absent.
+func readCriuImage[T proto.Message](dir, name, wantMagic string, newEntry func() T) ([]T, error) {
+	path := filepath.Join(dir, name)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("CRIU image %s: %w", name, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxCriuImage+1))
+	if err != nil {
+		return nil, fmt.Errorf("read CRIU image %s: %w", name, err)
+	}
+	if len(data) > maxCriuImage {
+		return nil, fmt.Errorf("CRIU image %s is larger than %d bytes", name, maxCriuImage)
+	}
+	mname, err := checkFraming(name, data)
+	if err != nil {
+		return nil, err
+	}
+	if mname != wantMagic {
+		return nil, fmt.Errorf("CRIU image %s has magic %s, want %s", name, mname, wantMagic)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("read CRIU image %s: %w", name, err)
+	}
+	img, err := crit.New(f, nil, dir, false, false).Decode(newEntry())
+	if err != nil {
+		return nil, fmt.Errorf("decode CRIU image %s: %w", name, err)
+	}
+	out := make([]T, 0, len(img.Entries))
+	for _, e := range img.Entries {
+		m, ok := e.Message.(T)
+		if !ok {
+			return nil, fmt.Errorf("decode CRIU image %s: unexpected entry type %T", name, e.Message)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// readCriuTree reads the processes and their socket fds from CRIU's
+// images in dir.
+func readCriuTree(dir string) (*criuTree, error) {
+	entries, err := readCriuImage(dir, "pstree.img", "PSTREE", func() *pstree.PstreeEntry { return &pstree.PstreeEntry{} })
+	if err != nil {
+		return nil, err
+	}
+	if len(entries) == 0 {
+		return nil, errors.New("CRIU image pstree.img has no process")
+	}
+	t := &criuTree{byIno: map[uint64][]pidFd{}}
+	socks, err := readSockets(dir)
+	if err != nil {
+		return nil, err
+	}
+	fdCache := map[uint32][]*fdinfo.FdinfoEntry{}
+	for _, e := range entries {
+		p := &criuProc{pid: int32(e.GetPid()), ppid: int32(e.GetPpid())}
+		core, err := readCriuImage(dir, "core-"+strconv.Itoa(int(p.pid))+".img", "CORE", func() *criu_core.CoreEntry { return &criu_core.CoreEntry{} })
+		if err != nil {
+			return nil, err
+		}
+		if len(core) == 0 {
+			return nil, fmt.Errorf("CRIU image core-%d.img is empty", p.pid)
+		}
+		p.comm = core[0].GetTc().GetComm()
+		ids, err := readCriuImage(dir, "ids-"+strconv.Itoa(int(p.pid))+".img", "IDS", func() *criu_core.TaskKobjIdsEntry { return &criu_core.TaskKobjIdsEntry{} })
+		switch {
+		case err == nil && len(ids) > 0:
+			p.filesID = ids[0].GetFilesId()
+		case core[0].GetIds() != nil: // newer criu keeps the ids in the core
+			p.filesID = core[0].GetIds().GetFilesId()
+		case err != nil:
+			return nil, err
+		default:
+			return nil, fmt.Errorf("no files id for pid %d (ids-%d.img is empty)", p.pid, p.pid)
+		}
+		fds, ok := fdCache[p.filesID]
+		if !ok {
+			fds, err = readCriuImage(dir, "fdinfo-"+strconv.FormatUint(uint64(p.filesID), 10)+".img", "FDINFO", func() *fdinfo.FdinfoEntry { return &fdinfo.FdinfoEntry{} })
+			if err != nil {
+				return nil, err
+			}
+			fdCache[p.filesID] = fds
+		}
+		for _, fe := range fds {
+			cf := criuFd{fd: int32(fe.GetFd()), typ: fe.GetType().String()}
+			if fe.GetType() == fdinfo.FdTypes_UNIXSK {
+				cf.isSk = true
+				cf.ino = socks[fe.GetId()]
+				if cf.ino != 0 {
+					t.byIno[cf.ino] = append(t.byIno[cf.ino], pidFd{p.pid, cf.fd})
+				}
+			}
+			p.fds = append(p.fds, cf)
+		}
+		sort.Slice(p.fds, func(i, j int) bool { return p.fds[i].fd < p.fds[j].fd })
+		t.procs = append(t.procs, p)
+	}
+	sort.Slice(t.procs, func(i, j int) bool { return t.procs[i].pid < t.procs[j].pid })
+	return t, nil
+}
+
+// readSockets maps CRIU file ids of unix sockets to their inodes, from
+// files.img (criu >= 3.15) and, for older dumps, unixsk.img.
+func readSockets(dir string) (map[uint32]uint64, error) {
+	out := map[uint32]uint64{}
+	files, err := readCriuImage(dir, "files.img", "FILES", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	for _, f := range files {
+		if usk := f.GetUsk(); usk != nil {
+			out[f.GetId()] = uint64(usk.GetIno())
+		}
+	}
+	usks, err := readCriuImage(dir, "unixsk.img", "UNIXSK", func() *sk_unix.UnixSkEntry { return &sk_unix.UnixSkEntry{} })
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	for _, u := range usks {
+		if _, ok := out[u.GetId()]; !ok {
+			out[u.GetId()] = uint64(u.GetIno())
+		}
+	}
+	return out, nil
+}
+
+// proc returns the task with pid, or nil.
+func (t *criuTree) proc(pid int32) *criuProc {
+	for _, p := range t.procs {
+		if p.pid == pid {
+			return p
+		}
+	}
+	return nil
+}

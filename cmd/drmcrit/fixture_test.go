@@ -1,0 +1,276 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"drmcr/amdgpu"
+	"drmcr/dmabuf"
+	"drmcr/drmcore"
+	"drmcr/images"
+	"drmcr/kernelsim"
+	"drmcr/kernelsim/gpu"
+	"drmcr/kernelsim/ksimtest"
+	"drmcr/kernelsim/libdrm"
+	"drmcr/kernelsim/uapi"
+)
+
+// The fixtures are real plugin image directories, written by drmcore's
+// dump hooks the way drmcore/criu_emul_test.go drives them: an in-process
+// kernelsim, this test process standing in for the dumped task.
+
+const page = 4096
+
+type testLog struct{ t testing.TB }
+
+func (l testLog) Errorf(f string, a ...any) { l.t.Logf("E: "+f, a...) }
+func (l testLog) Warnf(f string, a ...any)  { l.t.Logf("W: "+f, a...) }
+func (l testLog) Infof(f string, a ...any)  { l.t.Logf("I: "+f, a...) }
+func (l testLog) Debugf(f string, a ...any) {}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+type checker struct{ t testing.TB }
+
+func ck(t testing.TB) checker { return checker{t} }
+
+// u32 returns v, failing the test on err.
+func (c checker) u32(v uint32, err error) uint32 {
+	c.t.Helper()
+	must(c.t, err)
+	return v
+}
+
+// socketFDs lists this process's socket fds with their inodes.
+func socketFDs(t testing.TB) map[int]uint64 {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int]uint64{}
+	for _, e := range ents {
+		fd, _ := strconv.Atoi(e.Name())
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+			continue
+		}
+		out[fd] = st.Ino
+	}
+	return out
+}
+
+// pluginDump runs the plugin's dump hooks like criu for task pid: init,
+// PAUSE_DEVICES, DUMP_UNIX_SK for each socket inode (fd -1: the plugin
+// only needs the inode), exit. It writes the images into dir.
+func pluginDump(t testing.TB, env *ksimtest.Env, dir string, pid int, inodes []uint64) {
+	t.Helper()
+	d, err := images.OpenDir(dir)
+	must(t, err)
+	defer d.Close()
+	p := drmcore.New(drmcore.Config{
+		Log: testLog{t}, ImageDir: d, RuntimeDir: env.Dir,
+		PauseTimeout: 5 * time.Second, ResumeTimeout: 30 * time.Second,
+		Drivers: []drmcore.DriverPlugin{amdgpu.New()}, DmaBuf: dmabuf.New(),
+	})
+	must(t, p.Init(drmcore.StageDump))
+	err = p.PauseDevices(pid)
+	if err == nil {
+		for _, ino := range inodes {
+			if derr := p.DumpUnixSk(-1, ino); derr != nil && !errors.Is(derr, drmcore.ErrNotMine) {
+				err = derr
+				break
+			}
+		}
+	}
+	ret := 0
+	if err != nil {
+		ret = -1
+	}
+	p.Fini(drmcore.StageDump, ret)
+	must(t, err)
+}
+
+func inodeOf(t testing.TB, fd int) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	must(t, unix.Fstat(fd, &st))
+	return st.Ino
+}
+
+// fixture describes the "rich" checkpoint: two drm files of this process
+// sharing a BO through a dma-buf that is also held, VA mappings, and a
+// preempted long-running compute job.
+type fixture struct {
+	dir                 string
+	pid                 int
+	inoA, inoB, inoDmaB uint64
+	sharedBo            uint64 // BO id shared by A (handle hA1) and B (hB)
+	hA1, hA2, hB        uint64
+	srcBo, dstBo        uint64 // BOs of B's compute job
+	ctxB                uint32
+}
+
+var (
+	richOnce sync.Once
+	rich     *fixture
+	richErr  string
+)
+
+// richFixture builds the rich fixture once per test binary; tests copy it
+// before damaging it.
+func richFixture(t testing.TB) *fixture {
+	t.Helper()
+	richOnce.Do(func() {
+		// The kernel lives until the end of this test only: the images
+		// outlive it in a directory TestMain removes.
+		dir, err := os.MkdirTemp("", "drmcrit-rich")
+		if err != nil {
+			richErr = err.Error()
+			return
+		}
+		fixtureDirs = append(fixtureDirs, dir)
+		rich = buildRich(t, dir)
+		if rich == nil {
+			richErr = "building the fixture failed"
+		}
+	})
+	if rich == nil {
+		t.Fatalf("rich fixture: %s", richErr)
+	}
+	return rich
+}
+
+// fixtureDirs are removed by TestMain.
+var fixtureDirs []string
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, d := range fixtureDirs {
+		os.RemoveAll(d)
+	}
+	os.Exit(code)
+}
+
+func buildRich(t testing.TB, dir string) *fixture {
+	dev := kernelsim.DefaultDevice()
+	dev.IterTime = time.Millisecond
+	env := ksimtest.Start(t, kernelsim.Config{Devices: []kernelsim.DeviceConfig{dev}})
+	a, b := env.Open(t, 128), env.Open(t, 128)
+	f := &fixture{dir: dir, pid: os.Getpid()}
+
+	hA1 := ck(t).u32(a.BOCreate(2*page, uapi.Domain_DOMAIN_VRAM, 0x3, 0))
+	hA2 := ck(t).u32(a.BOCreate(page, uapi.Domain_DOMAIN_GTT, 0, 0))
+	ctxA := ck(t).u32(a.CtxCreate(0))
+	submitWait(t, a, ctxA, hA1, &uapi.Command{Op: uint32(gpu.OpRandFill), Dst: 0, Src: -1, Len: 2 * page, Value: 42})
+	must(t, a.VMMap(hA1, 0, 0x100000, 2*page, 1))
+	must(t, a.VMMap(hA2, 0, 0x200000, page, 0))
+	dmaFd, err := a.ExportDmaBuf(hA1)
+	must(t, err)
+	t.Cleanup(func() { unix.Close(dmaFd) })
+	hB := ck(t).u32(b.ImportDmaBuf(dmaFd))
+	must(t, b.VMMap(hB, 0, 0x400000, page, 0))
+
+	// B: a long-running compute job, preempted by the dump.
+	src := ck(t).u32(b.BOCreate(page, uapi.Domain_DOMAIN_VRAM, 0, 0))
+	dst := ck(t).u32(b.BOCreate(page, uapi.Domain_DOMAIN_VRAM, 0, 0))
+	ctxB := ck(t).u32(b.CtxCreate(0))
+	so := ck(t).u32(b.SyncobjCreate(false))
+	_, err = b.Submit(&uapi.SubmitRequest{CtxId: ctxB, LongRunning: true, OutSyncobjs: []uint32{so},
+		Bos:      []*uapi.SubmitBo{{Handle: src}, {Handle: dst, Write: true}},
+		Commands: []*uapi.Command{{Op: uint32(gpu.OpCompute), Dst: 1, Src: 0, Len: page, Iterations: 5000}}})
+	must(t, err)
+	time.Sleep(50 * time.Millisecond)
+
+	var inodes []uint64
+	for _, ino := range socketFDs(t) {
+		inodes = append(inodes, ino)
+	}
+	pluginDump(t, env, dir, f.pid, inodes)
+
+	f.inoA, f.inoB, f.inoDmaB = inodeOf(t, a.FD()), inodeOf(t, b.FD()), inodeOf(t, dmaFd)
+	f.hA1, f.hA2, f.hB = uint64(hA1), uint64(hA2), uint64(hB)
+	f.ctxB = ctxB
+	f.sharedBo = boID(t, a, hA1)
+	f.srcBo, f.dstBo = boID(t, b, src), boID(t, b, dst)
+	// Stop the job so the kernel shuts down quickly.
+	must(t, b.CtxDestroy(ctxB))
+	return f
+}
+
+func boID(t testing.TB, d *libdrm.Device, h uint32) uint64 {
+	t.Helper()
+	info, err := d.BOInfo(h)
+	must(t, err)
+	return info.BoId
+}
+
+func submitWait(t testing.TB, d *libdrm.Device, ctx, h uint32, cmd *uapi.Command) {
+	t.Helper()
+	_, err := d.Submit(&uapi.SubmitRequest{CtxId: ctx, Bos: []*uapi.SubmitBo{{Handle: h, Write: true}}, Commands: []*uapi.Command{cmd}})
+	must(t, err)
+	if busy, err := d.WaitIdle(h, true, 10*time.Second); err != nil || busy {
+		t.Fatalf("wait idle: busy=%v err=%v", busy, err)
+	}
+}
+
+// copyDir copies a fixture into a new temporary directory.
+func copyDir(t testing.TB, src string) string {
+	t.Helper()
+	dst := t.TempDir()
+	ents, err := os.ReadDir(src)
+	must(t, err)
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		in, err := os.Open(filepath.Join(src, e.Name()))
+		must(t, err)
+		out, err := os.Create(filepath.Join(dst, e.Name()))
+		must(t, err)
+		_, err = io.Copy(out, in)
+		in.Close()
+		must(t, err)
+		must(t, out.Close())
+	}
+	return dst
+}
+
+// readImg and writeImg load and store an image message without version
+// checks, for damaging fixtures.
+func readImg(t testing.TB, dir, name string, m proto.Message) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, name))
+	must(t, err)
+	must(t, proto.Unmarshal(data, m))
+}
+
+func writeImg(t testing.TB, dir, name string, m proto.Message) {
+	t.Helper()
+	data, err := proto.Marshal(m)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(dir, name), data, 0o600))
+}
+
+// runCmd runs drmcrit and returns its status, stdout and stderr.
+func runCmd(t testing.TB, stdin []byte, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(args, bytes.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}

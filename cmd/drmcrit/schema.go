@@ -1,0 +1,84 @@
+package main
+
+// jsonHelp documents the JSON that `drmcrit show --json DIR` prints
+// (printed by `drmcrit help json`; README.md has the same text).
+const jsonHelp = `drmcrit show --json DIR prints one JSON object, schema_version 1.
+
+Compatibility: within schema_version 1 fields are only added, never removed,
+renamed or given another meaning. Integers are JSON numbers (parse them as
+64-bit: BO ids, inodes and sizes are uint64); virtual addresses and flag
+words are hex strings ("0x100000"). Lists are never null (empty: []).
+Digests are lowercase hex sha256 of a BO's contents as recorded at dump.
+
+{
+  "schema_version": 1,
+  "dir": "the checkpoint directory as given",
+  "source": "criu" | "inventory",
+      // criu: pids, comms and fd numbers from CRIU's images
+      // inventory: no (usable) CRIU images; pids and comms from the plugin's
+      //   inventory and every "fd" is null
+  "inventory": {"version": 1, "plugin_version": "…", "complete": true},
+  "processes": [{
+      "pid": 123, "ppid": 1,           // ppid only with source "criu"
+      "comm": "gpuload",
+      "fds": [{"fd": 5 | null, "kind": "drm_file" | "dma_buf", "inode": 51902}]
+        // only the fds that hold the plugin's objects; "inode" keys
+        // drm_files[].inode or dma_bufs[].inode
+  }],
+  "drm_files": [{
+      "inode": 51902,                  // client socket inode at dump (image key)
+      "pid": 123,                      // holder when the dump paused it
+      "device": "renderD128", "minor": 128,
+      "driver": "amdgpu", "driver_version": 1, "gpu_id": 4098, "file_id": 3,
+      "handles": [{
+          "handle": 1, "bo_id": 7, "prime": false,
+          "size": 262144, "domain": "VRAM" | "GTT" | "NONE", "flags": "0x3",
+          "sha256": "…",               // "" when the BO has no record
+          "mappings": [{"va": "0x100000", "size": 8192, "bo_offset": 0, "flags": "0x1"}],
+          "shared_with": [Holder]      // every other holder of the same BO
+      }],
+      "contexts": [{
+          "id": 1, "priority": 0, "guilty": false,
+          "submitted": 12, "completed": 11,
+          "jobs": [{                   // work saved with the context, queue order
+              "fence_id": 44,
+              "state": "preempted" | "queued",   // preempted: has progress
+              "long_running": true,
+              "commands": ["compute"],  // op names, in order
+              "progress_cmd": 0,        // index of the command it stopped in
+              "progress_iter": 120,     // iterations done of that command
+              "iterations": 600,        // iterations of that command
+              "progress_acc": 0,
+              "bo_ids": [7, 8]
+          }]
+      }],
+      "syncobjs": [{"handle": 1, "kind": "EMPTY" | "SIGNALED" | "JOB" | "SW_SYNC",
+                    "error": 0, "fence_id": 44, "timeline": 1, "point": 2}],
+                    // error, fence_id, timeline, point omitted when 0
+      "sw_syncs": [{"timeline": 1, "value": 0}],
+      "pending_io": {"request_bytes": 0, "unread_reply_bytes": 40,
+                     "unread_reply_dmabuf_inode": 0, "unread_reply_bo_id": 0},
+                    // omitted when nothing was in flight
+      "driver_error": "…"              // omitted unless the driver blob is unreadable
+  }],
+  "dma_bufs": [{
+      "inode": 51911, "pid": 123, "bo_id": 7,
+      "size": 262144, "domain": "VRAM", "sha256": "…",
+      "fds": [7]                       // fd numbers in pid, when known
+  }],
+  "bos": [{
+      "bo_id": 7, "size": 262144, "domain": "VRAM", "flags": "0x3",
+      "alignment": 0, "minor": 128,
+      "dmabuf_inode": 51911,           // the shared key; 0 if never exported
+      "content_size": 262144, "sha256": "…",
+      "pages_file": "drm-bo-7.pages",
+      "holders": [Holder]
+  }],
+  "warnings": ["…"]                    // unreadable images, objects no task holds, …
+}
+
+Holder = {"kind": "drm_file" | "dma_buf", "inode": 51902, "pid": 123,
+          "comm": "gpuload",           // omitted when unknown
+          "handle": 1,                 // drm_file only
+          "fds": [5]}                  // omitted when unknown
+`

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// node is one line of the text tree with its children.
+type node struct {
+	text string
+	kids []*node
+}
+
+func (n *node) add(format string, args ...any) *node {
+	k := &node{text: fmt.Sprintf(format, args...)}
+	n.kids = append(n.kids, k)
+	return k
+}
+
+func (n *node) write(w io.Writer, prefix string, last, root bool) {
+	switch {
+	case root:
+		fmt.Fprintln(w, n.text)
+	case last:
+		fmt.Fprintf(w, "%s└── %s\n", prefix, n.text)
+		prefix += "    "
+	default:
+		fmt.Fprintf(w, "%s├── %s\n", prefix, n.text)
+		prefix += "│   "
+	}
+	for i, k := range n.kids {
+		k.write(w, prefix, i == len(n.kids)-1, false)
+	}
+}
+
+// sizeStr prints a byte count in binary units when it is a whole number
+// of them.
+func sizeStr(n uint64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// short is the sha256 prefix show prints.
+func short(digest string) string {
+	if digest == "" {
+		return "?"
+	}
+	if len(digest) > 12 {
+		return digest[:12]
+	}
+	return digest
+}
+
+func fdStr(fd *int32) string {
+	if fd == nil {
+		return "?"
+	}
+	return strconv.Itoa(int(*fd))
+}
+
+func holderStr(h HolderView) string {
+	who := fmt.Sprintf("pid %d", h.Pid)
+	if h.Comm != "" {
+		who += " (" + h.Comm + ")"
+	}
+	fds := ""
+	if len(h.Fds) > 0 {
+		var s []string
+		for _, fd := range h.Fds {
+			s = append(s, strconv.Itoa(int(fd)))
+		}
+		fds = " fd " + strings.Join(s, ",")
+	}
+	if h.Kind == KindDmaBuf {
+		return fmt.Sprintf("%s%s dma-buf ino %d", who, fds, h.Inode)
+	}
+	return fmt.Sprintf("%s%s drm file ino %d handle %d", who, fds, h.Inode, h.Handle)
+}
+
+// writeText prints the view as a tree.
+func writeText(w io.Writer, v *View) {
+	state := "complete"
+	if !v.Inventory.Complete {
+		state = "INCOMPLETE"
+	}
+	root := &node{text: fmt.Sprintf("checkpoint %s: %d process(es), %d drm file(s), %d dma-buf(s), %d BO(s); GPU state %s (image version %d, plugin %s)",
+		v.Dir, len(v.Processes), len(v.Files), len(v.DmaBufs), len(v.Bos), state, v.Inventory.Version, v.Inventory.PluginVersion)}
+	if v.Source == SourceInventory {
+		root.add("note: no usable CRIU images: processes come from the GPU inventory and fd numbers are shown as \"?\"")
+	}
+	files := map[uint64]*FileView{}
+	for i := range v.Files {
+		files[v.Files[i].Inode] = &v.Files[i]
+	}
+	dmabufs := map[uint64]*DmaBufView{}
+	for i := range v.DmaBufs {
+		dmabufs[v.DmaBufs[i].Inode] = &v.DmaBufs[i]
+	}
+	for _, p := range v.Processes {
+		pn := root.add("pid %d (%s)", p.Pid, p.Comm)
+		if len(p.Fds) == 0 {
+			pn.text += ": no GPU files"
+		}
+		for _, fd := range p.Fds {
+			switch fd.Kind {
+			case KindDrmFile:
+				addFile(pn, fd, files[fd.Inode])
+			case KindDmaBuf:
+				d := dmabufs[fd.Inode]
+				pn.add("fd %s → dma-buf ino %d: BO %d (%s, %s, sha256 %s)", fdStr(fd.Fd), d.Inode, d.BoID, sizeStr(d.Size), d.Domain, short(d.Sha256))
+			}
+		}
+	}
+	for _, wmsg := range v.Warnings {
+		root.add("warning: %s", wmsg)
+	}
+	root.write(w, "", true, true)
+}
+
+func addFile(parent *node, fd FdView, f *FileView) {
+	fn := parent.add("fd %s → drm file ino %d: %s, driver %s (blob v%d), gpu id 0x%x, file id %d",
+		fdStr(fd.Fd), f.Inode, f.Device, f.Driver, f.DriverVersion, f.GpuID, f.FileID)
+	for _, h := range f.Handles {
+		prime := ""
+		if h.Prime {
+			prime = ", prime"
+		}
+		hn := fn.add("BO handle %d: id %d, %s, %s, flags %s%s, sha256 %s", h.Handle, h.BoID, sizeStr(h.Size), h.Domain, h.Flags, prime, short(h.Sha256))
+		for _, m := range h.Mappings {
+			hn.add("VA %s +%s (BO offset 0x%x, flags %s)", m.VA, sizeStr(m.Size), m.BoOffset, m.Flags)
+		}
+		for _, s := range h.SharedWith {
+			hn.add("shared with %s", holderStr(s))
+		}
+	}
+	for _, c := range f.Contexts {
+		extra := ""
+		if c.Guilty {
+			extra = ", GUILTY"
+		}
+		cn := fn.add("context %d: priority %d, submitted %d, completed %d%s", c.ID, c.Priority, c.Submitted, c.Completed, extra)
+		for _, j := range c.Jobs {
+			kind := "job"
+			if j.LongRunning {
+				kind = "long-running job"
+			}
+			progress := ""
+			if j.State == "preempted" {
+				progress = fmt.Sprintf(" at command %d/%d", j.ProgressCmd+1, len(j.Commands))
+				if j.Iterations > 0 {
+					progress += fmt.Sprintf(", iteration %d/%d", j.ProgressIter, j.Iterations)
+				}
+			}
+			var bos []string
+			for _, id := range j.BoIDs {
+				bos = append(bos, strconv.FormatUint(id, 10))
+			}
+			cn.add("%s fence %d: %s%s [%s], BOs %s", kind, j.FenceID, j.State, progress, strings.Join(j.Commands, " "), strings.Join(bos, ","))
+		}
+	}
+	for _, s := range f.Syncobjs {
+		desc := s.Kind
+		switch s.Kind {
+		case "JOB":
+			desc = fmt.Sprintf("fence of job %d", s.FenceID)
+		case "SW_SYNC":
+			desc = fmt.Sprintf("sw_sync timeline %d point %d", s.Timeline, s.Point)
+		case "SIGNALED":
+			desc = fmt.Sprintf("signaled (error %d)", s.Error)
+		case "EMPTY":
+			desc = "empty"
+		}
+		fn.add("syncobj %d: %s", s.Handle, desc)
+	}
+	for _, s := range f.SwSyncs {
+		fn.add("sw_sync timeline %d: value %d", s.Timeline, s.Value)
+	}
+	if p := f.PendingIO; p != nil {
+		fn.add("pending I/O: request %d bytes, unread reply %d bytes", p.RequestBytes, p.UnreadReplyBytes)
+	}
+	if f.DriverError != "" {
+		fn.add("driver state unreadable: %s", f.DriverError)
+	}
+}

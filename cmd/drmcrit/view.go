@@ -1,0 +1,396 @@
+package main
+
+import (
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strings"
+
+	"drmcr/amdgpu"
+	"drmcr/images"
+	"drmcr/kernelsim/gpu"
+	"drmcr/kernelsim/uapi"
+)
+
+// SchemaVersion is the version of the JSON schema of `drmcrit show
+// --json`. It changes only when a field is removed, renamed or changes
+// meaning; new fields may appear within a version.
+const SchemaVersion = 1
+
+// The types below are the JSON schema (see jsonHelp and README.md).
+
+// View is a checkpoint's GPU state, as `show --json` prints it.
+type View struct {
+	SchemaVersion int           `json:"schema_version"`
+	Dir           string        `json:"dir"`
+	Source        string        `json:"source"`
+	Inventory     InventoryView `json:"inventory"`
+	Processes     []ProcessView `json:"processes"`
+	Files         []FileView    `json:"drm_files"`
+	DmaBufs       []DmaBufView  `json:"dma_bufs"`
+	Bos           []BoView      `json:"bos"`
+	Warnings      []string      `json:"warnings"`
+}
+
+// Source values.
+const (
+	SourceCriu      = "criu"
+	SourceInventory = "inventory"
+)
+
+type InventoryView struct {
+	Version       uint32 `json:"version"`
+	PluginVersion string `json:"plugin_version"`
+	Complete      bool   `json:"complete"`
+}
+
+type ProcessView struct {
+	Pid  int32    `json:"pid"`
+	Ppid *int32   `json:"ppid,omitempty"`
+	Comm string   `json:"comm"`
+	Fds  []FdView `json:"fds"`
+}
+
+// FdView is one GPU fd of a process; Fd is null when unknown.
+type FdView struct {
+	Fd    *int32 `json:"fd"`
+	Kind  string `json:"kind"` // KindDrmFile or KindDmaBuf
+	Inode uint64 `json:"inode"`
+}
+
+// Object kinds.
+const (
+	KindDrmFile = "drm_file"
+	KindDmaBuf  = "dma_buf"
+)
+
+// HolderView is one holder of a BO: a drm file handle or a dma-buf.
+type HolderView struct {
+	Kind   string  `json:"kind"`
+	Inode  uint64  `json:"inode"`
+	Pid    int32   `json:"pid"`
+	Comm   string  `json:"comm,omitempty"`
+	Handle uint32  `json:"handle,omitempty"` // drm_file only
+	Fds    []int32 `json:"fds,omitempty"`    // fd numbers in pid, when known
+}
+
+type FileView struct {
+	Inode         uint64        `json:"inode"`
+	Pid           int32         `json:"pid"`
+	Device        string        `json:"device"`
+	Minor         uint32        `json:"minor"`
+	Driver        string        `json:"driver"`
+	DriverVersion uint32        `json:"driver_version"`
+	GpuID         uint32        `json:"gpu_id"`
+	FileID        uint64        `json:"file_id"`
+	Handles       []HandleView  `json:"handles"`
+	Contexts      []ContextView `json:"contexts"`
+	Syncobjs      []SyncobjView `json:"syncobjs"`
+	SwSyncs       []SwSyncView  `json:"sw_syncs"`
+	PendingIO     *PendingView  `json:"pending_io,omitempty"`
+	DriverError   string        `json:"driver_error,omitempty"`
+}
+
+type HandleView struct {
+	Handle     uint32        `json:"handle"`
+	BoID       uint64        `json:"bo_id"`
+	Prime      bool          `json:"prime"`
+	Size       uint64        `json:"size"`
+	Domain     string        `json:"domain"`
+	Flags      string        `json:"flags"`
+	Sha256     string        `json:"sha256"`
+	Mappings   []MappingView `json:"mappings"`
+	SharedWith []HolderView  `json:"shared_with"`
+}
+
+type MappingView struct {
+	VA       string `json:"va"`
+	Size     uint64 `json:"size"`
+	BoOffset uint64 `json:"bo_offset"`
+	Flags    string `json:"flags"`
+}
+
+type ContextView struct {
+	ID        uint32    `json:"id"`
+	Priority  int32     `json:"priority"`
+	Guilty    bool      `json:"guilty"`
+	Submitted uint64    `json:"submitted"`
+	Completed uint64    `json:"completed"`
+	Jobs      []JobView `json:"jobs"`
+}
+
+type JobView struct {
+	FenceID      uint64   `json:"fence_id"`
+	State        string   `json:"state"` // "preempted" or "queued"
+	LongRunning  bool     `json:"long_running"`
+	Commands     []string `json:"commands"`
+	ProgressCmd  int32    `json:"progress_cmd"`
+	ProgressIter uint64   `json:"progress_iter"`
+	Iterations   uint64   `json:"iterations"` // of the command at progress_cmd
+	ProgressAcc  uint64   `json:"progress_acc"`
+	BoIDs        []uint64 `json:"bo_ids"`
+}
+
+type SyncobjView struct {
+	Handle   uint32 `json:"handle"`
+	Kind     string `json:"kind"`
+	Error    int32  `json:"error,omitempty"`
+	FenceID  uint64 `json:"fence_id,omitempty"`
+	Timeline uint32 `json:"timeline,omitempty"`
+	Point    uint64 `json:"point,omitempty"`
+}
+
+type SwSyncView struct {
+	Timeline uint32 `json:"timeline"`
+	Value    uint64 `json:"value"`
+}
+
+type PendingView struct {
+	RequestBytes           int    `json:"request_bytes"`
+	UnreadReplyBytes       int    `json:"unread_reply_bytes"`
+	UnreadReplyDmabufInode uint64 `json:"unread_reply_dmabuf_inode,omitempty"`
+	UnreadReplyBoID        uint64 `json:"unread_reply_bo_id,omitempty"`
+}
+
+type DmaBufView struct {
+	Inode  uint64  `json:"inode"`
+	Pid    int32   `json:"pid"`
+	BoID   uint64  `json:"bo_id"`
+	Size   uint64  `json:"size"`
+	Domain string  `json:"domain"`
+	Sha256 string  `json:"sha256"`
+	Fds    []int32 `json:"fds,omitempty"`
+}
+
+type BoView struct {
+	BoID        uint64       `json:"bo_id"`
+	Size        uint64       `json:"size"`
+	Domain      string       `json:"domain"`
+	Flags       string       `json:"flags"`
+	Alignment   uint64       `json:"alignment"`
+	Minor       uint32       `json:"minor"`
+	DmabufInode uint64       `json:"dmabuf_inode"`
+	ContentSize uint64       `json:"content_size"`
+	Sha256      string       `json:"sha256"`
+	PagesFile   string       `json:"pages_file"`
+	Holders     []HolderView `json:"holders"`
+}
+
+func hexU64(v uint64) string { return fmt.Sprintf("0x%x", v) }
+
+func domainName(d uapi.Domain) string {
+	s := d.String()
+	return strings.TrimPrefix(s, "DOMAIN_")
+}
+
+func opName(op uint32) string { return gpu.Op(op).String() }
+
+// buildView turns a loaded checkpoint into the view show and graph print.
+func buildView(c *checkpoint) *View {
+	v := &View{
+		SchemaVersion: SchemaVersion, Dir: c.dir,
+		Inventory: InventoryView{Version: c.inv.GetVersion(), PluginVersion: c.inv.GetPluginVersion(), Complete: c.inv.GetComplete()},
+		Processes: []ProcessView{}, Files: []FileView{}, DmaBufs: []DmaBufView{}, Bos: []BoView{},
+		Warnings: append([]string{}, c.problems...),
+	}
+	comms := map[int32]string{}
+	for _, p := range c.inv.GetProcesses() {
+		comms[p.Pid] = p.Comm
+	}
+	// fds[inode] = fds holding it, by pid.
+	fds := map[uint64]map[int32][]int32{}
+	addFd := func(ino uint64, pid, fd int32) {
+		if fds[ino] == nil {
+			fds[ino] = map[int32][]int32{}
+		}
+		fds[ino][pid] = append(fds[ino][pid], fd)
+	}
+	kindOf := func(ino uint64) string {
+		if _, ok := c.files[ino]; ok {
+			return KindDrmFile
+		}
+		if _, ok := c.dmabufs[ino]; ok {
+			return KindDmaBuf
+		}
+		return ""
+	}
+	held := map[uint64]bool{}
+	if c.criu != nil {
+		v.Source = SourceCriu
+		for _, p := range c.criu.procs {
+			comms[p.pid] = p.comm
+			ppid := p.ppid
+			pv := ProcessView{Pid: p.pid, Ppid: &ppid, Comm: p.comm, Fds: []FdView{}}
+			for _, f := range p.fds {
+				k := kindOf(f.ino)
+				if !f.isSk || k == "" {
+					continue
+				}
+				fd := f.fd
+				pv.Fds = append(pv.Fds, FdView{Fd: &fd, Kind: k, Inode: f.ino})
+				addFd(f.ino, p.pid, f.fd)
+				held[f.ino] = true
+			}
+			v.Processes = append(v.Processes, pv)
+		}
+		for _, p := range c.inv.GetProcesses() {
+			if c.criu.proc(p.Pid) == nil {
+				v.Warnings = append(v.Warnings, fmt.Sprintf("pid %d (%s) of the GPU inventory is not in CRIU's pstree.img", p.Pid, p.Comm))
+			}
+		}
+	} else {
+		v.Source = SourceInventory
+		if c.hasCriu && c.criuErr != nil {
+			v.Warnings = append(v.Warnings, fmt.Sprintf("CRIU images unusable (%v): processes from the GPU inventory, fd numbers unknown", c.criuErr))
+		}
+		for _, p := range c.inv.GetProcesses() {
+			pv := ProcessView{Pid: p.Pid, Comm: p.Comm, Fds: []FdView{}}
+			for _, ino := range p.Inodes {
+				k := kindOf(ino)
+				if k == "" {
+					continue
+				}
+				pv.Fds = append(pv.Fds, FdView{Kind: k, Inode: ino})
+				held[ino] = true
+			}
+			v.Processes = append(v.Processes, pv)
+		}
+	}
+	sort.SliceStable(v.Processes, func(i, j int) bool { return v.Processes[i].Pid < v.Processes[j].Pid })
+	for _, ino := range sortedKeys(c.files) {
+		if !held[ino] {
+			v.Warnings = append(v.Warnings, fmt.Sprintf("drm file inode %d (pid %d) is in no process's fd table", ino, c.files[ino].Pid))
+		}
+	}
+	for _, ino := range sortedKeys(c.dmabufs) {
+		if !held[ino] {
+			v.Warnings = append(v.Warnings, fmt.Sprintf("dma-buf inode %d (pid %d) is in no process's fd table", ino, c.dmabufs[ino].Pid))
+		}
+	}
+	fdsOf := func(ino uint64, pid int32) []int32 {
+		out := append([]int32(nil), fds[ino][pid]...)
+		sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+		return out
+	}
+
+	// holders[bo] = every file handle and dma-buf that holds it.
+	holders := map[uint64][]HolderView{}
+	for _, ino := range sortedKeys(c.files) {
+		f := c.files[ino]
+		for _, h := range f.State.GetHandles() {
+			holders[h.BoId] = append(holders[h.BoId], HolderView{Kind: KindDrmFile, Inode: ino, Pid: f.Pid, Comm: comms[f.Pid], Handle: h.Handle, Fds: fdsOf(ino, f.Pid)})
+		}
+	}
+	for _, ino := range sortedKeys(c.dmabufs) {
+		d := c.dmabufs[ino]
+		holders[d.BoId] = append(holders[d.BoId], HolderView{Kind: KindDmaBuf, Inode: ino, Pid: d.Pid, Comm: comms[d.Pid], Fds: fdsOf(ino, d.Pid)})
+	}
+	digest := func(id uint64) string {
+		if b, ok := c.bos[id]; ok {
+			return hex.EncodeToString(b.Sha256)
+		}
+		return ""
+	}
+
+	for _, ino := range sortedKeys(c.files) {
+		v.Files = append(v.Files, fileView(c, c.files[ino], holders, digest))
+	}
+	for _, ino := range sortedKeys(c.dmabufs) {
+		d := c.dmabufs[ino]
+		dv := DmaBufView{Inode: ino, Pid: d.Pid, BoID: d.BoId, Sha256: digest(d.BoId), Fds: fdsOf(ino, d.Pid)}
+		if b, ok := c.bos[d.BoId]; ok {
+			dv.Size, dv.Domain = b.State.Size, domainName(b.State.Domain)
+		}
+		v.DmaBufs = append(v.DmaBufs, dv)
+	}
+	for _, id := range sortedKeys(c.bos) {
+		b := c.bos[id]
+		st := b.State
+		hs := holders[id]
+		if hs == nil {
+			hs = []HolderView{}
+		}
+		v.Bos = append(v.Bos, BoView{
+			BoID: id, Size: st.Size, Domain: domainName(st.Domain), Flags: hexU64(st.Flags), Alignment: st.Alignment,
+			Minor: st.Minor, DmabufInode: st.DmabufInode, ContentSize: b.ContentSize, Sha256: hex.EncodeToString(b.Sha256),
+			PagesFile: b.PagesFile, Holders: hs,
+		})
+	}
+	return v
+}
+
+func fileView(c *checkpoint, f *images.DrmFile, holders map[uint64][]HolderView, digest func(uint64) string) FileView {
+	st := f.State
+	fv := FileView{
+		Inode: f.Inode, Pid: f.Pid, Device: fmt.Sprintf("renderD%d", st.GetMinor()), Minor: st.GetMinor(),
+		Driver: f.Driver, DriverVersion: f.DriverVersion, GpuID: st.GetGpuId(), FileID: st.GetFileId(),
+		Handles: []HandleView{}, Contexts: []ContextView{}, Syncobjs: []SyncobjView{}, SwSyncs: []SwSyncView{},
+	}
+	boState := map[uint64]*uapi.BoState{}
+	for _, b := range st.GetBos() {
+		boState[b.BoId] = b
+	}
+	handles := append([]*uapi.HandleState(nil), st.GetHandles()...)
+	sort.SliceStable(handles, func(i, j int) bool { return handles[i].Handle < handles[j].Handle })
+	for _, h := range handles {
+		hv := HandleView{Handle: h.Handle, BoID: h.BoId, Prime: h.Prime, Sha256: digest(h.BoId), Mappings: []MappingView{}, SharedWith: []HolderView{}}
+		b := boState[h.BoId]
+		if rec, ok := c.bos[h.BoId]; ok && b == nil {
+			b = rec.State
+		}
+		if b != nil {
+			hv.Size, hv.Domain, hv.Flags = b.Size, domainName(b.Domain), hexU64(b.Flags)
+		}
+		for _, m := range st.GetMappings() {
+			if m.Handle == h.Handle {
+				hv.Mappings = append(hv.Mappings, MappingView{VA: hexU64(m.Va), Size: m.Size, BoOffset: m.BoOffset, Flags: hexU64(m.Flags)})
+			}
+		}
+		for _, o := range holders[h.BoId] {
+			if o.Kind == KindDrmFile && o.Inode == f.Inode && o.Handle == h.Handle {
+				continue
+			}
+			hv.SharedWith = append(hv.SharedWith, o)
+		}
+		fv.Handles = append(fv.Handles, hv)
+	}
+	if io := st.GetIo(); io != nil && (len(io.Request) > 0 || len(io.UnreadReply) > 0) {
+		fv.PendingIO = &PendingView{RequestBytes: len(io.Request), UnreadReplyBytes: len(io.UnreadReply),
+			UnreadReplyDmabufInode: io.UnreadReplyDmabufInode, UnreadReplyBoID: io.GetUnreadReplyBo().GetBoId()}
+	}
+	if f.Driver != amdgpu.Driver {
+		fv.DriverError = fmt.Sprintf("no decoder for driver %q", f.Driver)
+		return fv
+	}
+	priv, err := amdgpu.Decode(st.GetDriverPrivate())
+	if err != nil {
+		fv.DriverError = err.Error()
+		return fv
+	}
+	for _, cx := range priv.Contexts {
+		cv := ContextView{ID: cx.CtxId, Priority: cx.Priority, Guilty: cx.Guilty, Submitted: cx.Submitted, Completed: cx.Completed, Jobs: []JobView{}}
+		for _, j := range cx.Jobs {
+			jv := JobView{FenceID: j.FenceId, LongRunning: j.LongRunning, Commands: []string{},
+				ProgressCmd: j.ProgressCmd, ProgressIter: j.ProgressIter, ProgressAcc: j.ProgressAcc, BoIDs: append([]uint64{}, j.BoIds...)}
+			for _, cmd := range j.Commands {
+				jv.Commands = append(jv.Commands, opName(cmd.Op))
+			}
+			if j.ProgressCmd >= 0 && int(j.ProgressCmd) < len(j.Commands) {
+				jv.Iterations = j.Commands[j.ProgressCmd].Iterations
+			}
+			jv.State = "queued"
+			if j.ProgressCmd > 0 || j.ProgressIter > 0 || j.ProgressAcc > 0 {
+				jv.State = "preempted"
+			}
+			cv.Jobs = append(cv.Jobs, jv)
+		}
+		fv.Contexts = append(fv.Contexts, cv)
+	}
+	for _, s := range priv.Syncobjs {
+		fv.Syncobjs = append(fv.Syncobjs, SyncobjView{Handle: s.Handle, Kind: s.Kind.String(), Error: s.Error, FenceID: s.FenceId, Timeline: s.Timeline, Point: s.Point})
+	}
+	for _, s := range priv.SwSyncs {
+		fv.SwSyncs = append(fv.SwSyncs, SwSyncView{Timeline: s.Timeline, Value: s.Value})
+	}
+	return fv
+}
