@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -66,12 +67,19 @@ func decodeImage(name string, data []byte, warn func(string)) ([]byte, error) {
 	if v, ok := m.(versioned); ok && v.GetVersion() != images.Version {
 		warn(fmt.Sprintf("image %s: format version %d, this drmcrit reads version %d", filepath.Base(name), v.GetVersion(), images.Version))
 	}
-	if again, err := proto.Marshal(m); err != nil || !bytes.Equal(again, data) {
-		warn(fmt.Sprintf("image %s: does not re-encode byte for byte (unknown fields or a non-canonical encoding): encode will not reproduce it exactly", filepath.Base(name)))
-	}
-	js, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true}.Marshal(m)
+	raw, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("image %s: to JSON: %w", filepath.Base(name), err)
+	}
+	// protojson varies its whitespace on purpose; print it stably.
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, raw, "", "  "); err != nil {
+		return nil, fmt.Errorf("image %s: to JSON: %w", filepath.Base(name), err)
+	}
+	js := buf.Bytes()
+	// Check the whole way back, as encode will do it.
+	if again, err := encodeImage(name, js); err != nil || !bytes.Equal(again, data) {
+		warn(fmt.Sprintf("image %s: does not re-encode byte for byte (unknown fields or a non-canonical encoding): encode will not reproduce it exactly", filepath.Base(name)))
 	}
 	return append(js, '\n'), nil
 }
