@@ -397,3 +397,67 @@ func TestChildFailure(t *testing.T) {
 	}
 	waitNoLeaks(t, env)
 }
+
+// TestKillMidRunReleasesEverything kills each scenario's whole process
+// group at a random-ish instant mid-run (a queued job behind an unsignalled
+// sw_sync fence, a long-running job mid-loop, shared BOs between
+// processes): the kernel must release every file, BO, dma-buf and job.
+func TestKillMidRunReleasesEverything(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{})
+	for _, tc := range []struct {
+		sc     string
+		params []string
+		at     string
+	}{
+		{"stuck", []string{"-steps", "3", "-size", "16K", "-stuck-for", "20s"}, "step 1/3"},
+		{"longrun", []string{"-steps", "1", "-size", "16K", "-iterations", "100000"}, "step 1/1"},
+		{"prodcons", []string{"-steps", "100", "-size", "1M", "-step-delay", "0"}, "step 5/100"},
+		{"released", []string{"-steps", "100", "-size", "1M", "-step-delay", "0"}, "step 5/100"},
+		{"dmabuf-only", []string{"-steps", "100", "-size", "1M", "-step-delay", "0"}, "step 70/100"},
+	} {
+		t.Run(tc.sc, func(t *testing.T) {
+			if tc.sc == "longrun" && os.Getenv("GPULOAD_KNOWN_BUGS") == "" {
+				// kernelsim bug: a client killed while blocked in an ioctl
+				// (here SyncobjWait(-1) on its long-running job) keeps its
+				// file, BOs and job until the wait ends, i.e. until the job
+				// completes (10 s here). Set GPULOAD_KNOWN_BUGS=1 to run.
+				t.Skip("known kernelsim bug: killed client's file lives until its blocking ioctl returns")
+			}
+			s := startBinGroup(t, env.Dir, append([]string{"-scenario", tc.sc}, tc.params...)...)
+			s.waitProgress(t, tc.at)
+			if err := syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			s.wait(t)
+			waitNoLeaks(t, env)
+			deadline := time.Now().Add(5 * time.Second)
+			for env.Kernel.Debug().LiveJobs != 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d jobs alive after the kill", env.Kernel.Debug().LiveJobs)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// startBinGroup is startBin in a new process group (so that the test can
+// kill the whole run).
+func startBinGroup(t *testing.T, dir string, args ...string) *started {
+	t.Helper()
+	tmp := t.TempDir()
+	s := &started{progress: filepath.Join(tmp, "progress"), res: filepath.Join(tmp, "result"), done: make(chan error, 1)}
+	s.cmd = exec.Command(gpuloadBin, append([]string{"-runtime-dir", dir, "-progress", s.progress, "-result", s.res}, args...)...)
+	s.cmd.Stdout, s.cmd.Stderr = &s.stdout, &s.stderr
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.done <- s.cmd.Wait() }()
+	t.Cleanup(func() {
+		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.done
+		s.done <- nil
+	})
+	return s
+}

@@ -262,7 +262,7 @@ func exitError(c *child, ws syscall.WaitStatus) error {
 	case ws.Exited():
 		return fmt.Errorf("%s (pid %d) exited with status %d", c.role, c.pid, ws.ExitStatus())
 	case ws.Signaled():
-		return fmt.Errorf("%s (pid %d) killed by %v", c.role, c.pid, ws.Signal())
+		return fmt.Errorf("%s (pid %d) killed by %s", c.role, c.pid, unix.SignalName(ws.Signal()))
 	}
 	return fmt.Errorf("%s (pid %d) ended with wait status %#x", c.role, c.pid, uint32(ws))
 }
@@ -301,7 +301,7 @@ func (r *runner) abortChildren(err error) error {
 			}
 			if pid == c.pid {
 				c.done = true
-				if e := exitError(c, ws); e != nil && why == nil && ws.Exited() {
+				if e := exitError(c, ws); e != nil && why == nil {
 					why = e
 				}
 				break
@@ -313,7 +313,7 @@ func (r *runner) abortChildren(err error) error {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	if why != nil && errors.Is(err, errPeerClosed) {
+	if why != nil && (errors.Is(err, errPeerClosed) || errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET)) {
 		return fmt.Errorf("%w (%v)", err, why)
 	}
 	return err
