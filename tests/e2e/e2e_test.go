@@ -30,18 +30,19 @@ func TestDumpKillRestore(t *testing.T) {
 			w := startWorkload(t, d, sc.name, sc.args...)
 			want := w.expected()
 			w.waitStep(sc.step)
+			pids := w.tree()
 			img, log, err := dump(t, d, w)
 			if err != nil {
 				t.Fatalf("%v\nplugin log:\n%s", err, pluginLines(log))
 			}
 			t.Logf("dump:\n%s", pluginLines(log))
-			waitFor(t, 10*time.Second, "the dumped tree to be gone", func() bool { return !w.alive() })
+			waitGone(t, pids)
 			if _, err := readResult(w); err == nil {
 				t.Fatal("the workload finished before the dump: it must be dumped mid-run")
 			}
 			log, err = restore(t, d, img)
 			if err != nil {
-				t.Fatalf("%v\nrestore log:\n%s", err, lastLines(log, 60))
+				t.Fatalf("%v\nrestore log:\n%s", err, lastLines(log, 40))
 			}
 			t.Logf("restore:\n%s", pluginLines(log))
 			if got := w.result(); got != want {

@@ -226,6 +226,38 @@ func (w *workload) expected() string {
 
 func (w *workload) alive() bool { return syscall.Kill(w.pid, 0) == nil }
 
+// tree returns the pids of the workload's process tree.
+func (w *workload) tree() []int {
+	pids := []int{w.pid}
+	for i := 0; i < len(pids); i++ {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pids[i]))
+		for _, f := range tasks {
+			b, _ := os.ReadFile(f)
+			for _, s := range strings.Fields(string(b)) {
+				if n, err := strconv.Atoi(s); err == nil {
+					pids = append(pids, n)
+				}
+			}
+		}
+	}
+	return pids
+}
+
+// waitGone waits until none of pids exists, zombies included: criu can
+// only restore a tree into free pids, and orphans are reaped by pid 1,
+// which on some machines takes seconds.
+func waitGone(t *testing.T, pids []int) {
+	t.Helper()
+	waitFor(t, 30*time.Second, fmt.Sprintf("pids %v to be gone", pids), func() bool {
+		for _, p := range pids {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", p)); err == nil {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // criu runs the criu wrapper with the plugin's lib dir, logging into the
 // images directory. It returns criu's error and its log.
 func runCriu(t *testing.T, d *daemon, imgDir string, args ...string) (string, error) {
