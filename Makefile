@@ -85,3 +85,37 @@ plugin-vet:
 # drmcr_testclaim tag); they only need the provisioned criu.
 test-criu: criu
 	$(GO) test -count=1 ./tests/criu
+
+# ---------------------------------------------------------------------------
+# Tests, benchmarks, the demo
+# ---------------------------------------------------------------------------
+.PHONY: test check e2e bench demo proto
+
+# The README's test command: static checks, then every test with the race
+# detector, the end-to-end tests with real criu included (provisioned
+# first; they fail, never skip, if criu cannot run).
+test: criu check
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+check:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed" >&2; exit 1; }
+	$(GO) vet ./...
+	$(GO) vet -tags drmcr_testclaim ./plugin
+
+# Only the end-to-end tests with real criu.
+e2e: criu
+	$(GO) test -count=1 -v ./tests/e2e ./tests/criu
+
+# Benchmarks, each with its baseline measured in the same run.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./kernelsim/... ./drmcore/...
+
+# The whole product in one command: see cmd/drmdemo.
+demo: criu build
+	$(BIN_DIR)/drmdemo -criu $(abspath $(CRIU)) -lib $(abspath $(LIB_DIR)) -bin $(abspath $(BIN_DIR))
+
+# Regenerate the protobuf code (needs protoc: installed here if missing).
+proto:
+	@command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc --proto_path=. --go_out=. --go_opt=module=drmcr kernelsim/uapi/uapi.proto images/images.proto

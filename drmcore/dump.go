@@ -15,13 +15,13 @@ import (
 // to what.
 type dumpState struct {
 	procs   []*images.Process
-	owner   map[uint64]int32                   // inode -> pid holding it
+	owner   map[uint64]int32                  // inode -> pid holding it
 	ident   map[uint64]*uapi.IdentifiedObject // inode -> what it is
-	paused  []uint64                           // file ids paused by us
-	files   map[uint64]*images.DrmFile         // dumped, by inode
-	dmabufs map[uint64]*images.DmaBuf          // dumped, by inode
-	bos     map[uint64]*images.Bo              // written, by BO id
-	failed  error                              // first dump error
+	paused  []uint64                          // file ids paused by us
+	files   map[uint64]*images.DrmFile        // dumped, by inode
+	dmabufs map[uint64]*images.DmaBuf         // dumped, by inode
+	bos     map[uint64]*images.Bo             // written, by BO id
+	failed  error                             // first dump error
 }
 
 func newDumpState() *dumpState {
