@@ -78,13 +78,13 @@ func socketFDs(t testing.TB) map[int]uint64 {
 // pluginDump runs the plugin's dump hooks like criu for task pid: init,
 // PAUSE_DEVICES, DUMP_UNIX_SK for each socket inode (fd -1: the plugin
 // only needs the inode), exit. It writes the images into dir.
-func pluginDump(t testing.TB, env *ksimtest.Env, dir string, pid int, inodes []uint64) {
+func pluginDump(t testing.TB, runtimeDir, dir string, pid int, inodes []uint64) {
 	t.Helper()
 	d, err := images.OpenDir(dir)
 	must(t, err)
 	defer d.Close()
 	p := drmcore.New(drmcore.Config{
-		Log: testLog{t}, ImageDir: d, RuntimeDir: env.Dir,
+		Log: testLog{t}, ImageDir: d, RuntimeDir: runtimeDir,
 		PauseTimeout: 5 * time.Second, ResumeTimeout: 30 * time.Second,
 		Drivers: []drmcore.DriverPlugin{amdgpu.New()}, DmaBuf: dmabuf.New(),
 	})
@@ -160,6 +160,9 @@ func richFixture(t testing.TB) *fixture {
 var fixtureDirs []string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) != "" {
+		os.Exit(gpuHelper())
+	}
 	code := m.Run()
 	for _, d := range fixtureDirs {
 		os.RemoveAll(d)
@@ -201,7 +204,7 @@ func buildRich(t testing.TB, dir string) *fixture {
 	for _, ino := range socketFDs(t) {
 		inodes = append(inodes, ino)
 	}
-	pluginDump(t, env, dir, f.pid, inodes)
+	pluginDump(t, env.Dir, dir, f.pid, inodes)
 
 	f.inoA, f.inoB, f.inoDmaB = inodeOf(t, a.FD()), inodeOf(t, b.FD()), inodeOf(t, dmaFd)
 	f.hA1, f.hA2, f.hB = uint64(hA1), uint64(hA2), uint64(hB)

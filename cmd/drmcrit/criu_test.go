@@ -1,0 +1,358 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+
+	"drmcr/kernelsim"
+	"drmcr/kernelsim/libdrm"
+	"drmcr/kernelsim/uapi"
+)
+
+// These tests read real CRIU images. Those made by criu need root and the
+// criu that `make criu` provisions as build/bin/criu; without them they
+// are skipped, but TestCriuTestdata always runs on the real dump kept in
+// testdata/ (see testdata/README).
+
+const helperEnv = "DRMCRIT_TEST_GPU_HELPER"
+
+// gpuHelper is a task for criu to dump with GPU state: it serves its own
+// kernelsim (so that every socket's peer is inside the dumped tree and
+// criu can dump the sockets without the plugin), opens two drm files,
+// shares a BO between them through a dma-buf it keeps open, says it is
+// ready and waits to be killed.
+func gpuHelper() int {
+	dir, ready := os.Getenv(helperEnv), os.Getenv(helperEnv+"_READY")
+	fail := func(err error) int {
+		fmt.Fprintln(os.Stderr, "gpu helper:", err)
+		return 1
+	}
+	k, err := kernelsim.New(kernelsim.Config{})
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := kernelsim.Serve(k, dir); err != nil {
+		return fail(err)
+	}
+	a, err := libdrm.Open(kernelsim.RenderNodePath(dir, 128))
+	if err != nil {
+		return fail(err)
+	}
+	b, err := libdrm.Open(kernelsim.RenderNodePath(dir, 128))
+	if err != nil {
+		return fail(err)
+	}
+	h, err := a.BOCreate(2*page, uapi.Domain_DOMAIN_VRAM, 0x1, 0)
+	if err != nil {
+		return fail(err)
+	}
+	if err := a.Write(h, 0, []byte("drmcrit test pattern")); err != nil {
+		return fail(err)
+	}
+	if err := a.VMMap(h, 0, 0x100000, 2*page, 0); err != nil {
+		return fail(err)
+	}
+	fd, err := a.ExportDmaBuf(h)
+	if err != nil {
+		return fail(err)
+	}
+	hb, err := b.ImportDmaBuf(fd)
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := b.CtxCreate(0); err != nil {
+		return fail(err)
+	}
+	line := fmt.Sprintf("%d %d %d %d %d\n", a.FD(), b.FD(), fd, h, hb)
+	if err := os.WriteFile(ready, []byte(line), 0o644); err != nil {
+		return fail(err)
+	}
+	for {
+		time.Sleep(time.Hour)
+	}
+}
+
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	must(t, err)
+	root := filepath.Dir(filepath.Dir(wd))
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Fatalf("repository root not found from %s", wd)
+	}
+	return root
+}
+
+// criuOrSkip returns the provisioned criu, or skips the test.
+func criuOrSkip(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("criu dump needs root")
+	}
+	criu := filepath.Join(repoRoot(t), "build", "bin", "criu")
+	if _, err := os.Stat(criu); err != nil {
+		t.Skipf("%s missing (make criu provisions it): %v", criu, err)
+	}
+	return criu
+}
+
+// criuDump runs criu dump of pid into dir, leaving it running.
+func criuDump(t *testing.T, criu string, pid int, dir string) {
+	t.Helper()
+	cmd := exec.Command(criu, "dump", "-t", strconv.Itoa(pid), "-D", dir, "--shell-job", "--leave-running", "-v4", "-o", "dump.log")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, "dump.log"))
+		lines := strings.Split(string(log), "\n")
+		t.Fatalf("criu dump: %v: %s\n...%s", err, out, strings.Join(lines[max(0, len(lines)-40):], "\n"))
+	}
+}
+
+// startDetached starts a command in its own session with stdio on
+// /dev/null (and stdout on a file when out is set), killed at the end.
+func startDetached(t *testing.T, env []string, name string, args ...string) int {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	must(t, cmd.Start())
+	pid := cmd.Process.Pid
+	go cmd.Wait()
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	return pid
+}
+
+// TestCriuNoGPU: a real criu dump of a process without GPU state: drmcrit
+// reads CRIU's images with crit and says there is no GPU state.
+func TestCriuNoGPU(t *testing.T) {
+	criu := criuOrSkip(t)
+	pid := startDetached(t, nil, "sleep", "100")
+	dir := t.TempDir()
+	criuDump(t, criu, pid, dir)
+	tree, err := readCriuTree(dir)
+	must(t, err)
+	p := tree.proc(int32(pid))
+	if p == nil || p.comm != "sleep" {
+		t.Fatalf("CRIU tree %+v lacks pid %d (sleep)", tree.procs, pid)
+	}
+	for _, cmd := range []string{"show", "verify", "graph"} {
+		code, _, errs := runCmd(t, nil, cmd, dir)
+		want := fmt.Sprintf("checkpoint has no GPU state (no drm-inventory.img); CRIU images hold pid %d (sleep, ", pid)
+		if code != 1 || !strings.Contains(errs, want) {
+			t.Errorf("%s: %d %q, want %q", cmd, code, errs, want)
+		}
+	}
+}
+
+// TestCriuWithGPU: a real criu dump of a task holding drm files and a
+// dma-buf, with the plugin's images written for the same task by
+// drmcore's dump hooks: show ties fd numbers from CRIU's images to the
+// plugin's drm files and dma-bufs by socket inode.
+func TestCriuWithGPU(t *testing.T) {
+	criu := criuOrSkip(t)
+	dir := makeGPUDump(t, criu)
+	checkGPUDump(t, dir)
+	if os.Getenv("DRMCRIT_WRITE_TESTDATA") != "" {
+		writeTestdata(t, dir, filepath.Join("testdata", "gpudump"))
+	}
+}
+
+// writeTestdata keeps a dump's metadata images as testdata: CRIU's
+// memory images (pages, pagemap, mm) and logs are left out.
+func writeTestdata(t *testing.T, src, dst string) {
+	must(t, os.RemoveAll(dst))
+	must(t, os.MkdirAll(dst, 0o755))
+	ents, err := os.ReadDir(src)
+	must(t, err)
+	for _, e := range ents {
+		n := e.Name()
+		if !strings.HasSuffix(n, ".img") && !strings.HasSuffix(n, ".pages") {
+			continue
+		}
+		if strings.HasPrefix(n, "pages-") || strings.HasPrefix(n, "pagemap-") || strings.HasPrefix(n, "mm-") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(src, n))
+		must(t, err)
+		must(t, os.WriteFile(filepath.Join(dst, n), b, 0o644))
+	}
+}
+
+// makeGPUDump dumps a gpuHelper with criu and the plugin's hooks.
+func makeGPUDump(t *testing.T, criu string) string {
+	t.Helper()
+	rt, err := os.MkdirTemp("", "ksim")
+	must(t, err)
+	t.Cleanup(func() { os.RemoveAll(rt) })
+	ready := filepath.Join(t.TempDir(), "ready")
+	self, err := os.Executable()
+	must(t, err)
+	pid := startDetached(t, []string{helperEnv + "=" + rt, helperEnv + "_READY=" + ready}, self, "-test.run=^$")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if b, err := os.ReadFile(ready); err == nil && len(b) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the GPU helper did not get ready")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	dir := t.TempDir()
+	// The plugin's part first (criu would call it from its own hooks),
+	// then criu's.
+	var inodes []uint64
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	must(t, err)
+	for _, e := range ents {
+		target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		if rest, ok := strings.CutPrefix(target, "socket:["); ok {
+			ino, err := strconv.ParseUint(strings.TrimSuffix(rest, "]"), 10, 64)
+			must(t, err)
+			inodes = append(inodes, ino)
+		}
+	}
+	pluginDump(t, rt, dir, pid, inodes)
+	criuDump(t, criu, pid, dir)
+	return dir
+}
+
+// checkGPUDump checks show, verify and graph on a gpuHelper dump.
+func checkGPUDump(t *testing.T, dir string) {
+	t.Helper()
+	code, out, errs := runCmd(t, nil, "verify", dir)
+	if code != 0 {
+		t.Errorf("verify: %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = runCmd(t, nil, "show", dir)
+	if code != 0 {
+		t.Fatalf("show: %d %s", code, errs)
+	}
+	t.Logf("\n%s", out)
+	if strings.Contains(out, `"?"`) || strings.Contains(out, "fd ?") || strings.Contains(out, "warning") {
+		t.Errorf("show of a dump with CRIU images lacks fd numbers or warns:\n%s", out)
+	}
+	code, js, errs := runCmd(t, nil, "show", "--json", dir)
+	if code != 0 {
+		t.Fatalf("show --json: %d %s", code, errs)
+	}
+	var v View
+	must(t, json.Unmarshal([]byte(js), &v))
+	if v.Source != SourceCriu || len(v.Files) != 2 || len(v.DmaBufs) != 1 || len(v.Bos) != 1 {
+		t.Fatalf("source %q, %d files, %d dma-bufs, %d BOs", v.Source, len(v.Files), len(v.DmaBufs), len(v.Bos))
+	}
+	var gpu *ProcessView
+	for i := range v.Processes {
+		if len(v.Processes[i].Fds) > 0 {
+			gpu = &v.Processes[i]
+		}
+	}
+	// The task holds each drm file once and the dma-buf at least once
+	// (its in-process kernel keeps a reference to the same open file).
+	if gpu == nil || len(gpu.Fds) < 3 || gpu.Ppid == nil || gpu.Comm == "" {
+		t.Fatalf("processes %+v", v.Processes)
+	}
+	kinds := map[string]int{}
+	for _, fd := range gpu.Fds {
+		if fd.Fd == nil {
+			t.Fatalf("fd of inode %d unknown", fd.Inode)
+		}
+		kinds[fd.Kind]++
+	}
+	if kinds[KindDrmFile] != 2 || kinds[KindDmaBuf] < 1 {
+		t.Errorf("fd kinds %v", kinds)
+	}
+	bo := v.Bos[0]
+	if len(bo.Holders) != 3 || bo.Size != 2*page || bo.DmabufInode != v.DmaBufs[0].Inode {
+		t.Errorf("BO %+v", bo)
+	}
+	for _, h := range bo.Holders {
+		if len(h.Fds) == 0 {
+			t.Errorf("holder %+v without its fd", h)
+		}
+	}
+	code, dot, _ := runCmd(t, nil, "graph", dir)
+	if code != 0 || !strings.Contains(dot, fmt.Sprintf("proc_%d -> file_%d [label=\"fd %d\"]", gpu.Pid, gpu.Fds[0].Inode, *gpu.Fds[0].Fd)) {
+		t.Errorf("graph: %d\n%s", code, dot)
+	}
+}
+
+// TestCriuTestdata: the same checks on the dump kept in testdata/gpudump
+// (made by makeGPUDump; CRIU's memory images left out), so that the crit
+// path runs everywhere.
+func TestCriuTestdata(t *testing.T) {
+	checkGPUDump(t, filepath.Join("testdata", "gpudump"))
+}
+
+// TestE2EDump: show and verify a real `criu dump` directory that the
+// end-to-end tests kept (DRMCR_KEEP_DUMPS=DIR), named by DRMCR_E2E_DUMP.
+func TestE2EDump(t *testing.T) {
+	dir := os.Getenv("DRMCR_E2E_DUMP")
+	if dir == "" {
+		t.Skip("DRMCR_E2E_DUMP is not set (a directory kept by the e2e tests with DRMCR_KEEP_DUMPS)")
+	}
+	dirs := []string{dir}
+	// DRMCR_KEEP_DUMPS keeps one directory per test: accept their parent.
+	if !hasCriuImages(dir) {
+		ents, err := os.ReadDir(dir)
+		must(t, err)
+		dirs = nil
+		for _, e := range ents {
+			if p := filepath.Join(dir, e.Name()); e.IsDir() && hasCriuImages(p) {
+				dirs = append(dirs, p)
+			}
+		}
+		if len(dirs) == 0 {
+			t.Fatalf("no CRIU dump in %s", dir)
+		}
+	}
+	for _, d := range dirs {
+		t.Run(filepath.Base(d), func(t *testing.T) {
+			if _, err := os.Stat(filepath.Join(d, "drm-inventory.img")); err != nil {
+				code, _, errs := runCmd(t, nil, "show", d)
+				if code != 1 || !strings.Contains(errs, "no GPU state") {
+					t.Errorf("show of a dump without GPU state: %d %s", code, errs)
+				}
+				return
+			}
+			code, out, errs := runCmd(t, nil, "verify", d)
+			if code != 0 {
+				t.Errorf("verify: %d\n%s%s", code, out, errs)
+			}
+			code, out, errs = runCmd(t, nil, "show", d)
+			if code != 0 {
+				t.Fatalf("show: %d %s", code, errs)
+			}
+			t.Logf("\n%s", out)
+			code, js, errs := runCmd(t, nil, "show", "--json", d)
+			if code != 0 {
+				t.Fatalf("show --json: %d %s", code, errs)
+			}
+			var v View
+			must(t, json.Unmarshal([]byte(js), &v))
+			if v.Source != SourceCriu {
+				t.Errorf("source %q: CRIU images not used (warnings %v)", v.Source, v.Warnings)
+			}
+			for _, p := range v.Processes {
+				for _, fd := range p.Fds {
+					if fd.Fd == nil {
+						t.Errorf("pid %d: fd of inode %d unknown", p.Pid, fd.Inode)
+					}
+				}
+			}
+		})
+	}
+}
+
