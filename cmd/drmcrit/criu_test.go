@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-
 	"drmcr/kernelsim"
 	"drmcr/kernelsim/libdrm"
 	"drmcr/kernelsim/uapi"
@@ -355,4 +354,3 @@ func TestE2EDump(t *testing.T) {
 		})
 	}
 }
-
