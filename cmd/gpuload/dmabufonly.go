@@ -96,6 +96,7 @@ func dmabufOnlyRun(r *runner) (out []byte, err error) {
 		return nil, fmt.Errorf("holder setup: %w", err)
 	}
 	split := dmabufOnlySplit(p)
+	r.setupDone()
 	for i := range p.steps {
 		if i == split {
 			if err := g.release(doShared); err != nil {

@@ -107,7 +107,7 @@ func runScenario(t *testing.T, dir, scenario string, steps int, params ...string
 		t.Errorf("result file %q (%v), stdout %q", got, err, r.stdout)
 	}
 	var want strings.Builder
-	for i := 1; i <= steps; i++ {
+	for i := 0; i <= steps; i++ {
 		fmt.Fprintf(&want, "step %d/%d\n", i, steps)
 	}
 	want.WriteString("done\n")

@@ -74,6 +74,7 @@ func longrunRun(r *runner) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create syncobj: %w", err)
 	}
+	r.setupDone()
 	for i := range p.steps {
 		if err := g.submitSync(ctx, longrunStep(p, i), nil, []uint32{done}); err != nil {
 			return nil, fmt.Errorf("step %d: %w", i+1, err)

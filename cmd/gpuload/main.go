@@ -222,6 +222,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if !ok {
 			return fail(usagef("scenario %s has no role %q", sc.name, role))
 		}
+		// Started as /proc/self/exe, the child's comm would be "exe".
+		_ = os.WriteFile("/proc/self/comm", []byte("gpuload"), 0)
 		r := &runner{p: &p, sc: sc, role: role, stderr: stderr}
 		if err := fn(r, childPeer(role)); err != nil {
 			return fail(fmt.Errorf("scenario %s: %s: %w", sc.name, role, err))

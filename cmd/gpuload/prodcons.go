@@ -96,6 +96,7 @@ func prodconsRun(r *runner) (out []byte, err error) {
 	if _, err := c.peer.expect(msgReady, -1); err != nil {
 		return nil, fmt.Errorf("consumer setup: %w", err)
 	}
+	r.setupDone()
 	for i := range p.steps {
 		if err := g.submit(ctx, prodconsProducer(p, i)); err != nil {
 			return nil, fmt.Errorf("step %d: %w", i+1, err)

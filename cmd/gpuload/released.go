@@ -131,6 +131,7 @@ func releasedRun(r *runner) (out []byte, err error) {
 	}
 	r.infof("creator released the shared buffer; writer and reader hold imported handles only")
 	writer, reader := kids[0], kids[1]
+	r.setupDone()
 	for i := range p.steps {
 		for _, c := range kids {
 			if err := c.peer.send(msgStep, i, nil); err != nil {

@@ -24,6 +24,16 @@ type runner struct {
 // progress reports that step i (1-based) has been submitted.
 func (r *runner) progress(i int) { r.progressLine(fmt.Sprintf("step %d/%d", i, r.p.steps)) }
 
+// setupDone reports "step 0/N": everything is set up (buffers created and
+// shared, children ready) and no step has been submitted yet; then it
+// waits one step delay, so that a harness can checkpoint that state.
+func (r *runner) setupDone() {
+	r.progress(0)
+	if r.p.stepDelay > 0 {
+		time.Sleep(r.p.stepDelay)
+	}
+}
+
 // progressLine writes a protocol line to stderr and the progress file.
 // Only the parent reports progress. The file is opened for each line (no
 // descriptor of it stays open across a checkpoint).

@@ -95,6 +95,7 @@ func singleRun(r *runner) ([]byte, error) {
 			return nil, fmt.Errorf("create context: %w", err)
 		}
 	}
+	r.setupDone()
 	for i := range p.steps {
 		for _, cj := range singleStep(p, i) {
 			if err := g.submit(ctxs[cj.ctx], cj.j); err != nil {

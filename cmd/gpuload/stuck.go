@@ -88,6 +88,7 @@ func stuckRun(r *runner) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create syncobj: %w", err)
 	}
+	r.setupDone()
 
 	if err := g.submit(ctx, stuckFill(p)); err != nil {
 		return nil, fmt.Errorf("step 1: %w", err)
