@@ -65,11 +65,6 @@ func (m *memBuf) WriteAt(p []byte, off uint64) error {
 	return nil
 }
 
-// expectOutput computes a scenario's output bytes on the CPU.
-func expectOutput(sc *scenario, p *params, ex executor) ([]byte, error) {
-	return sc.expect(p, ex)
-}
-
 // scenarioNames lists the scenarios in a stable order.
 func scenarioNames() []string {
 	names := make([]string, 0, len(scenarios))

@@ -57,7 +57,7 @@ type peer struct {
 }
 
 // childPeer is a child's end: fd 3, put there by spawn.
-func childPeer(role string) *peer { return &peer{fd: 3, name: "parent"} }
+func childPeer() *peer { return &peer{fd: 3, name: "parent"} }
 
 func (p *peer) close() {
 	if p.fd >= 0 {

@@ -225,7 +225,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// Started as /proc/self/exe, the child's comm would be "exe".
 		_ = os.WriteFile("/proc/self/comm", []byte("gpuload"), 0)
 		r := &runner{p: &p, sc: sc, role: role, stderr: stderr}
-		if err := fn(r, childPeer(role)); err != nil {
+		if err := fn(r, childPeer()); err != nil {
 			return fail(fmt.Errorf("scenario %s: %s: %w", sc.name, role, err))
 		}
 		return 0
