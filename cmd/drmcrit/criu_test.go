@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"drmcr/images"
 	"drmcr/kernelsim"
 	"drmcr/kernelsim/libdrm"
 	"drmcr/kernelsim/uapi"
@@ -352,5 +354,80 @@ func TestE2EDump(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCriuImagesDamaged: unreadable CRIU images make show fall back to
+// the inventory with a warning, and verify report them.
+func TestCriuImagesDamaged(t *testing.T) {
+	src := filepath.Join("testdata", "gpudump")
+	pstree, _ := filepath.Glob(filepath.Join(src, "core-*.img"))
+	if len(pstree) == 0 {
+		t.Fatal("no core image in testdata")
+	}
+	core := filepath.Base(pstree[0])
+	for _, tc := range []struct {
+		name, file string
+		data       func([]byte) []byte
+		want       string
+	}{
+		{"truncated pstree", "pstree.img", func(b []byte) []byte { return b[:len(b)-3] }, "pstree.img: entry of"},
+		{"huge entry size", "files.img", func(b []byte) []byte {
+			b = bytes.Clone(b)
+			copy(b[8:], []byte{0xff, 0xff, 0xff, 0x7f})
+			return b
+		}, "files.img: entry of 2147483647 bytes at offset 8 runs past the end"},
+		{"wrong magic", "pstree.img", func([]byte) []byte {
+			b, err := os.ReadFile(filepath.Join(src, core))
+			must(t, err)
+			return b
+		}, "CRIU image pstree.img has magic CORE, want PSTREE"},
+		{"unknown magic", "fdinfo-2.img", func([]byte) []byte { return []byte{1, 2, 3, 4, 0, 0, 0, 0} }, "unknown CRIU image magic 0x04030201"},
+		{"garbled entry", "fdinfo-2.img", func(b []byte) []byte {
+			b = bytes.Clone(b)
+			for i := 8; i < len(b); i++ {
+				b[i] = 0xff
+			}
+			return b
+		}, "fdinfo-2.img"},
+		{"missing core", core, nil, "CRIU image " + core + ": open"},
+	} {
+		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
+			dir := copyDir(t, src)
+			path := filepath.Join(dir, tc.file)
+			if tc.data == nil {
+				must(t, os.Remove(path))
+			} else {
+				b, err := os.ReadFile(path)
+				must(t, err)
+				must(t, os.WriteFile(path, tc.data(b), 0o600))
+			}
+			code, out, errs := runCmd(t, nil, "show", dir)
+			if code != 0 || !strings.Contains(out, "warning: CRIU images unusable (") || !strings.Contains(out, tc.want) || !strings.Contains(out, "fd ? → drm file") {
+				t.Errorf("show: %d %s\n%s", code, errs, out)
+			}
+			code, out, _ = runCmd(t, nil, "verify", dir)
+			if code != 1 || !strings.Contains(out, "CRIU images: ") || !strings.Contains(out, tc.want) {
+				t.Errorf("verify: %d\n%s", code, out)
+			}
+		})
+	}
+}
+
+// TestCriuInventoryPidNotInPstree: the inventory names a pid CRIU did not
+// dump.
+func TestCriuInventoryPidNotInPstree(t *testing.T) {
+	dir := copyDir(t, filepath.Join("testdata", "gpudump"))
+	inv := &images.Inventory{}
+	readImg(t, dir, images.InventoryName, inv)
+	inv.Processes[0].Pid = 99999999
+	writeImg(t, dir, images.InventoryName, inv)
+	code, out, _ := runCmd(t, nil, "verify", dir)
+	if code != 1 || !strings.Contains(out, "inventory: pid 99999999 (drmcrit.test) is not in CRIU's pstree.img") {
+		t.Errorf("verify: %d\n%s", code, out)
+	}
+	code, out, _ = runCmd(t, nil, "show", dir)
+	if code != 0 || !strings.Contains(out, "warning: pid 99999999 (drmcrit.test) of the GPU inventory is not in CRIU's pstree.img") {
+		t.Errorf("show: %d\n%s", code, out)
 	}
 }

@@ -35,7 +35,9 @@ problem (exit status 1 if there is any, 0 otherwise):
   - every BO's pages file exists, its size is the record's content size (and
     the BO's size) and its sha256 is the record's;
   - driver blobs decode (amdgpu.Decode) and their version is the image's;
-  - the processes of the inventory hold exactly the files it lists.
+  - the processes of the inventory hold exactly the files it lists and, when
+    CRIU's images are there, are processes of its pstree.img; CRIU's images
+    (pstree, core, ids, fdinfo, files) are readable.
 `
 
 // verify returns the problems of a checkpoint directory, sorted within
@@ -161,6 +163,13 @@ func verify(dir string) ([]string, error) {
 	}
 	if c.hasCriu && c.criuErr != nil {
 		add("CRIU images: %v", c.criuErr)
+	}
+	if c.criu != nil {
+		for _, p := range inv.Processes {
+			if c.criu.proc(p.Pid) == nil {
+				add("inventory: pid %d (%s) is not in CRIU's pstree.img", p.Pid, p.Comm)
+			}
+		}
 	}
 	return probs, nil
 }
