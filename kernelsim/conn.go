@@ -24,6 +24,7 @@ import (
 type conn struct {
 	s         *Server
 	fd        int
+	wake      int // eventfd that stops a hang-up watcher (see connBlocker)
 	dev       *Device
 	owner     Cred
 	clientIno uint64
@@ -45,12 +46,16 @@ type conn struct {
 	afterReply func() // runs once the current reply is sent
 }
 
-func newConn(s *Server, fd int, d *Device, owner Cred, clientIno uint64) *conn {
-	c := &conn{s: s, fd: fd, dev: d, owner: owner, clientIno: clientIno}
+func newConn(s *Server, fd int, d *Device, owner Cred, clientIno uint64) (*conn, error) {
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	c := &conn{s: s, fd: fd, wake: wake, dev: d, owner: owner, clientIno: clientIno}
 	c.cond = sync.NewCond(&c.mu)
 	c.f = d.Open(owner)
 	c.f.attachIO(c, clientIno)
-	return c
+	return c, nil
 }
 
 func (c *conn) serve() {
@@ -61,6 +66,7 @@ func (c *conn) serve() {
 		c.mu.Unlock()
 		f.Close()
 		unix.Close(c.fd)
+		unix.Close(c.wake)
 	}()
 	buf := make([]byte, uapi.MaxMessage)
 	pfd := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}}
@@ -147,7 +153,9 @@ func (c *conn) handle(req []byte, fds []int) {
 		return
 	}
 	c.cur = req
-	ctx := WithBlocker(context.Background(), connBlocker{c})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ctx = WithBlocker(ctx, &connBlocker{c: c, hangup: cancel})
 	reply, replyFD, db, err := c.dispatch(ctx, h, req[uapi.HeaderSize:], fds)
 	c.cur = nil
 	if err != nil {
@@ -203,20 +211,67 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// connBlocker releases the connection during replayable waits.
-type connBlocker struct{ c *conn }
-
-func (b connBlocker) Release() {
-	b.c.blocked = true
-	b.c.mu.Unlock()
+// connBlocker releases the connection during replayable waits. While a
+// wait lasts it watches the socket: a client that hangs up (or is killed,
+// or the connection is killed) cancels the wait, as a fatal signal
+// interrupts an ioctl on Linux, so its file is released at once instead of
+// pinning the file and the goroutine serving it.
+type connBlocker struct {
+	c       *conn
+	hangup  context.CancelFunc
+	watched chan struct{} // closed when the watcher is gone
 }
 
-func (b connBlocker) Reacquire() {
-	b.c.mu.Lock()
-	for b.c.frozen && !b.c.dead {
-		b.c.cond.Wait()
+func (b *connBlocker) Release() {
+	c := b.c
+	c.blocked = true
+	b.watched = make(chan struct{})
+	go func() {
+		defer close(b.watched)
+		if c.watchHangup() {
+			b.hangup()
+		}
+	}()
+	c.mu.Unlock()
+}
+
+func (b *connBlocker) Reacquire() {
+	c := b.c
+	// Stop the watcher; it has returned already if it saw a hang-up.
+	unix.Write(c.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	<-b.watched
+	var drain [8]byte
+	unix.Read(c.wake, drain[:])
+	c.mu.Lock()
+	for c.frozen && !c.dead {
+		c.cond.Wait()
 	}
-	b.c.blocked = false
+	c.blocked = false
+}
+
+// watchHangup waits until the client hangs up or the connection is shut
+// down, which it reports, or until Reacquire wakes it through c.wake.
+func (c *conn) watchHangup() bool {
+	pfd := []unix.PollFd{
+		{Fd: int32(c.fd), Events: unix.POLLRDHUP},
+		{Fd: int32(c.wake), Events: unix.POLLIN},
+	}
+	for {
+		pfd[0].Revents, pfd[1].Revents = 0, 0
+		_, err := unix.Poll(pfd, -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return false
+		}
+		if pfd[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+			return true
+		}
+		if pfd[1].Revents != 0 {
+			return false
+		}
+	}
 }
 
 // Freeze implements IO: it stops the connection at a request boundary and

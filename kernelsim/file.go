@@ -227,7 +227,10 @@ func (f *File) GemWaitIdle(ctx context.Context, handle uint32, write bool, timeo
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	if err := bo.resv.Wait(ctx, u); err != nil {
+	// A replayable blocking point: the wait has no effect, so a
+	// checkpoint may catch the request here and replay it after restore.
+	err = blockingWait(ctx, func(ctx context.Context) error { return bo.resv.Wait(ctx, u) })
+	if err != nil {
 		if ctx.Err() != nil {
 			return true, nil
 		}

@@ -159,11 +159,16 @@ func (s *Server) startConn(fd int, d *Device, owner Cred) {
 		unix.Close(fd)
 		return
 	}
-	c := newConn(s, fd, d, owner, clientIno)
+	c, err := newConn(s, fd, d, owner, clientIno)
+	if err != nil {
+		unix.Close(fd)
+		return
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		unix.Close(fd)
+		unix.Close(c.wake)
 		c.f.Close()
 		return
 	}
