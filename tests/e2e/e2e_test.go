@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -28,16 +27,16 @@ func TestDumpKillRestore(t *testing.T) {
 		t.Run(sc.name, func(t *testing.T) {
 			d := startDaemon(t)
 			w := startWorkload(t, d, sc.name, sc.args...)
-			want := w.expected()
-			w.waitStep(sc.step)
-			pids := w.tree()
+			want := expected(t, w)
+			waitStep(t, w, sc.step)
+			pids := w.Tree()
 			img, log, err := dump(t, d, w)
 			if err != nil {
 				t.Fatalf("%v\nplugin log:\n%s", err, pluginLines(log))
 			}
 			t.Logf("dump:\n%s", pluginLines(log))
 			waitGone(t, pids)
-			if _, err := readResult(w); err == nil {
+			if w.Result() != "" {
 				t.Fatal("the workload finished before the dump: it must be dumped mid-run")
 			}
 			log, err = restore(t, d, img)
@@ -45,9 +44,10 @@ func TestDumpKillRestore(t *testing.T) {
 				t.Fatalf("%v\nrestore log:\n%s", err, lastLines(log, 40))
 			}
 			t.Logf("restore:\n%s", pluginLines(log))
-			if got := w.result(); got != want {
+			if got := result(t, w); got != want {
 				t.Fatalf("restored run gave\n  %s\nuninterrupted run gives\n  %s", got, want)
 			}
+			waitIdle(t, d)
 		})
 	}
 }
@@ -60,18 +60,19 @@ func TestLeaveRunning(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			d := startDaemon(t)
 			w := startWorkload(t, d, name)
-			want := w.expected()
-			w.waitStep(1)
+			want := expected(t, w)
+			waitStep(t, w, 1)
 			_, log, err := dump(t, d, w, "--leave-running")
 			if err != nil {
 				t.Fatalf("%v\nplugin log:\n%s", err, pluginLines(log))
 			}
-			if !w.alive() {
+			if !w.Alive() {
 				t.Fatal("--leave-running dump killed the workload")
 			}
-			if got := w.result(); got != want {
+			if got := result(t, w); got != want {
 				t.Fatalf("after --leave-running: got %s, want %s", got, want)
 			}
+			waitIdle(t, d)
 		})
 	}
 }
@@ -83,8 +84,8 @@ func TestLeaveRunning(t *testing.T) {
 func TestDumpFailsWhenClientCannotDrain(t *testing.T) {
 	d := startDaemon(t)
 	w := startWorkload(t, d, "stuck", "-stuck-for", "15s")
-	want := w.expected()
-	w.waitStep(1)
+	want := expected(t, w)
+	waitStep(t, w, 1)
 	start := time.Now()
 	_, log, err := dump(t, d, w)
 	if err == nil {
@@ -99,17 +100,12 @@ func TestDumpFailsWhenClientCannotDrain(t *testing.T) {
 			t.Errorf("plugin log does not say %q:\n%s", want, msg)
 		}
 	}
-	if !w.alive() {
+	if !w.Alive() {
 		t.Fatal("the failed dump killed the client")
 	}
-	if got := w.result(); got != want {
+	if got := result(t, w); got != want {
 		t.Fatalf("after the failed dump: got %s, want %s", got, want)
 	}
-}
-
-func readResult(w *workload) (string, error) {
-	b, err := os.ReadFile(w.path("result"))
-	return strings.TrimSpace(string(b)), err
 }
 
 func lastLines(s string, n int) string {

@@ -4,20 +4,21 @@
 //
 // The tests need root and a criu >= 4.0 (`make criu` provisions one as
 // build/bin/criu). Without them the tests fail: they are never skipped.
+//
+// DRMCR_KEEP_DUMPS=DIR keeps every checkpoint directory under DIR.
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"drmcr/internal/crrun"
 	"drmcr/kernelsim"
 	"drmcr/kernelsim/ctl"
 )
@@ -25,45 +26,41 @@ import (
 var (
 	repo       string // repository root
 	binDir     string // built binaries
-	libDir     string // holds drm_plugin.so
-	criuBin    string
+	criu       crrun.Criu
 	kernelsimd string
 	gpuload    string
 )
 
 func TestMain(m *testing.M) {
-	code, err := setup()
-	if err != nil {
+	if err := setup(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e setup:", err)
 		os.Exit(1)
 	}
-	if code == 0 {
-		code = m.Run()
-	}
+	code := m.Run()
 	os.RemoveAll(binDir)
 	os.Exit(code)
 }
 
-func setup() (int, error) {
+func setup() error {
 	wd, err := os.Getwd()
 	if err != nil {
-		return 1, err
+		return err
 	}
 	repo = filepath.Dir(filepath.Dir(wd))
 	if _, err := os.Stat(filepath.Join(repo, "go.mod")); err != nil {
-		return 1, fmt.Errorf("repository root not found from %s", wd)
+		return fmt.Errorf("repository root not found from %s", wd)
 	}
 	if os.Geteuid() != 0 {
-		return 1, fmt.Errorf("the end-to-end tests run criu and need root")
+		return fmt.Errorf("the end-to-end tests run criu and need root")
 	}
-	criuBin = filepath.Join(repo, "build", "bin", "criu")
+	criuBin := filepath.Join(repo, "build", "bin", "criu")
 	if _, err := os.Stat(criuBin); err != nil {
-		return 1, fmt.Errorf("%s missing: run `make criu` first (make test does): %w", criuBin, err)
+		return fmt.Errorf("%s missing: run `make criu` first (make test does): %w", criuBin, err)
 	}
 	if binDir, err = os.MkdirTemp("", "drmcr-e2e"); err != nil {
-		return 1, err
+		return err
 	}
-	libDir = filepath.Join(binDir, "lib")
+	libDir := filepath.Join(binDir, "lib")
 	kernelsimd = filepath.Join(binDir, "kernelsimd")
 	gpuload = filepath.Join(binDir, "gpuload")
 	for _, b := range [][]string{
@@ -74,242 +71,130 @@ func setup() (int, error) {
 		cmd := exec.Command("go", b...)
 		cmd.Dir = repo
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return 1, fmt.Errorf("go %s: %v\n%s", strings.Join(b, " "), err, out)
+			return fmt.Errorf("go %s: %v\n%s", strings.Join(b, " "), err, out)
 		}
 	}
 	os.Remove(filepath.Join(libDir, "drm_plugin.h"))
-	return 0, nil
+	criu = crrun.Criu{Bin: criuBin, LibDir: libDir}
+	return nil
 }
 
-// daemon is a kernelsimd process for one test.
-type daemon struct {
-	dir string
-	cmd *exec.Cmd
-}
-
-func startDaemon(t *testing.T, args ...string) *daemon {
+// startDaemon starts a kernelsimd for the test.
+func startDaemon(t *testing.T, args ...string) *crrun.Daemon {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "ksim-e2e")
+	d, err := crrun.StartDaemon(kernelsimd, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	log, err := os.Create(filepath.Join(dir, "kernelsimd.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(kernelsimd, append([]string{"-runtime-dir", dir}, args...)...)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d := &daemon{dir: dir, cmd: cmd}
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-done
-			t.Errorf("kernelsimd did not stop on SIGTERM")
-		}
-		log.Close()
 		if t.Failed() {
-			b, _ := os.ReadFile(log.Name())
-			t.Logf("kernelsimd log:\n%s", b)
+			t.Logf("kernelsimd log:\n%s", d.Log())
 		}
-		os.RemoveAll(dir)
-	})
-	waitFor(t, 10*time.Second, "kernelsimd control socket", func() bool {
-		_, err := os.Stat(kernelsim.ControlPath(dir))
-		return err == nil
+		if err := d.Stop(); err != nil {
+			t.Error(err)
+		}
 	})
 	return d
 }
 
-// debug returns the daemon's debug view.
-func (d *daemon) debug(t *testing.T) string {
-	c, err := ctl.Dial(d.dir)
+// waitIdle waits until the daemon holds no drm file, BO, dma-buf, job or
+// restore session: whatever the workload had, dumped or restored, is gone
+// once it exited.
+func waitIdle(t *testing.T, d *crrun.Daemon) {
+	t.Helper()
+	c, err := ctl.Dial(d.Dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	js, err := c.DebugJSON()
-	if err != nil {
-		t.Fatal(err)
+	var st *kernelsim.DebugState
+	if !crrun.Poll(20*time.Second, func() bool {
+		st, err = c.Debug()
+		return err == nil && len(st.Files) == 0 && len(st.BOs) == 0 && len(st.DmaBufs) == 0 && st.LiveJobs == 0 && st.Sessions == 0
+	}) {
+		t.Fatalf("kernelsimd still holds objects (err %v): %+v", err, st)
 	}
-	return js
 }
 
-// workload is one detached gpuload run.
-type workload struct {
-	t        *testing.T
-	scenario string
-	args     []string
-	dir      string // result, progress and logs
-	pid      int
-}
-
-// startWorkload starts gpuload detached (own session, stdio on files), the
-// way a process that criu will dump must be started.
-func startWorkload(t *testing.T, d *daemon, scenario string, args ...string) *workload {
+// startWorkload starts gpuload detached against the daemon.
+func startWorkload(t *testing.T, d *crrun.Daemon, scenario string, args ...string) *crrun.Workload {
 	t.Helper()
-	w := &workload{t: t, scenario: scenario, args: args, dir: t.TempDir()}
-	out, err := os.Create(filepath.Join(w.dir, "gpuload.log"))
+	w, err := crrun.StartWorkload(gpuload, d, t.TempDir(), scenario, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer out.Close()
-	devnull, err := os.Open(os.DevNull)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer devnull.Close()
-	cmdArgs := append([]string{"-scenario", scenario, "-runtime-dir", d.dir,
-		"-progress", w.path("progress"), "-result", w.path("result")}, args...)
-	cmd := exec.Command(gpuload, cmdArgs...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.pid = cmd.Process.Pid
-	go cmd.Wait() // reap when it exits
 	t.Cleanup(func() {
-		syscall.Kill(w.pid, syscall.SIGKILL)
+		w.Kill()
 		if t.Failed() {
-			b, _ := os.ReadFile(w.path("gpuload.log"))
-			t.Logf("gpuload log:\n%s", b)
+			t.Logf("gpuload log:\n%s", w.Log())
 		}
 	})
 	return w
 }
 
-func (w *workload) path(name string) string { return filepath.Join(w.dir, name) }
-
-// waitStep waits until the workload has reported step n.
-func (w *workload) waitStep(n int) {
-	w.t.Helper()
-	waitFor(w.t, 60*time.Second, fmt.Sprintf("gpuload step %d", n), func() bool {
-		b, _ := os.ReadFile(w.path("progress"))
-		for _, line := range strings.Split(string(b), "\n") {
-			var i, total int
-			if _, err := fmt.Sscanf(line, "step %d/%d", &i, &total); err == nil && i >= n {
-				return true
-			}
-		}
-		return false
-	})
-}
-
-// result waits for the workload's result line.
-func (w *workload) result() string {
-	w.t.Helper()
-	var res []byte
-	waitFor(w.t, 120*time.Second, "gpuload result", func() bool {
-		res, _ = os.ReadFile(w.path("result"))
-		return len(res) > 0
-	})
-	return strings.TrimSpace(string(res))
-}
-
-// expected is the result line of an uninterrupted run.
-func (w *workload) expected() string {
-	w.t.Helper()
-	out, err := exec.Command(gpuload, append([]string{"-expect", w.scenario}, w.args...)...).CombinedOutput()
-	if err != nil {
-		w.t.Fatalf("gpuload -expect %s: %v\n%s", w.scenario, err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
-
-func (w *workload) alive() bool { return syscall.Kill(w.pid, 0) == nil }
-
-// tree returns the pids of the workload's process tree.
-func (w *workload) tree() []int {
-	pids := []int{w.pid}
-	for i := 0; i < len(pids); i++ {
-		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pids[i]))
-		for _, f := range tasks {
-			b, _ := os.ReadFile(f)
-			for _, s := range strings.Fields(string(b)) {
-				if n, err := strconv.Atoi(s); err == nil {
-					pids = append(pids, n)
-				}
-			}
-		}
-	}
-	return pids
-}
-
-// waitGone waits until none of pids exists, zombies included: criu can
-// only restore a tree into free pids, and orphans are reaped by pid 1,
-// which on some machines takes seconds.
-func waitGone(t *testing.T, pids []int) {
+func waitStep(t *testing.T, w *crrun.Workload, n int) {
 	t.Helper()
-	waitFor(t, 30*time.Second, fmt.Sprintf("pids %v to be gone", pids), func() bool {
-		for _, p := range pids {
-			if _, err := os.Stat(fmt.Sprintf("/proc/%d", p)); err == nil {
-				return false
-			}
-		}
-		return true
-	})
+	if err := w.WaitStep(n, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
 }
 
-// criu runs the criu wrapper with the plugin's lib dir, logging into the
-// images directory. It returns criu's error and its log.
-func runCriu(t *testing.T, d *daemon, imgDir string, args ...string) (string, error) {
+func result(t *testing.T, w *crrun.Workload) string {
 	t.Helper()
-	action := args[0]
-	logName := action + ".log"
-	full := append([]string{action, "-D", imgDir, "--lib", libDir, "-v4", "-o", logName}, args[1:]...)
-	cmd := exec.Command(criuBin, full...)
-	cmd.Env = append(os.Environ(), "KERNELSIM_RUNTIME_DIR="+d.dir)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	log, _ := os.ReadFile(filepath.Join(imgDir, logName))
+	res, err := w.WaitResult(120 * time.Second)
 	if err != nil {
-		return string(log), fmt.Errorf("criu %s: %v: %s", action, err, out.String())
+		t.Fatal(err)
 	}
-	return string(log), nil
+	return res
+}
+
+func expected(t *testing.T, w *crrun.Workload) string {
+	t.Helper()
+	res, err := w.Expected()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// imagesDir is a new checkpoint directory, kept under DRMCR_KEEP_DUMPS.
+func imagesDir(t *testing.T) string {
+	t.Helper()
+	keep := os.Getenv("DRMCR_KEEP_DUMPS")
+	if keep == "" {
+		return t.TempDir()
+	}
+	name := strings.NewReplacer("/", "-", " ", "_").Replace(t.Name())
+	dir := filepath.Join(keep, name+"-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // dump checkpoints the workload's process tree.
-func dump(t *testing.T, d *daemon, w *workload, extra ...string) (string, string, error) {
+func dump(t *testing.T, d *crrun.Daemon, w *crrun.Workload, extra ...string) (string, string, error) {
 	t.Helper()
-	imgDir := t.TempDir()
-	log, err := runCriu(t, d, imgDir, append([]string{"dump", "-t", strconv.Itoa(w.pid)}, extra...)...)
-	return imgDir, log, err
+	img := imagesDir(t)
+	c := criu
+	c.Env = []string{"KERNELSIM_RUNTIME_DIR=" + d.Dir}
+	log, err := c.Run(img, "dump", append([]string{"-t", strconv.Itoa(w.PID)}, extra...)...)
+	return img, log, err
 }
 
 // restore restores a dumped tree, detached.
-func restore(t *testing.T, d *daemon, imgDir string) (string, error) {
+func restore(t *testing.T, d *crrun.Daemon, img string) (string, error) {
 	t.Helper()
-	return runCriu(t, d, imgDir, "restore", "-d")
+	c := criu
+	c.Env = []string{"KERNELSIM_RUNTIME_DIR=" + d.Dir}
+	return c.Run(img, "restore", "-d")
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitGone(t *testing.T, pids []int) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := crrun.WaitGone(pids, 30*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }
 
-// pluginLines returns the plugin's lines of a criu log.
-func pluginLines(log string) string {
-	var b strings.Builder
-	for _, l := range strings.Split(log, "\n") {
-		if strings.Contains(l, "drm_plugin") {
-			b.WriteString(l)
-			b.WriteByte('\n')
-		}
-	}
-	return b.String()
-}
+func pluginLines(log string) string { return crrun.PluginLines(log) }
