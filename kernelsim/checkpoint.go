@@ -228,7 +228,7 @@ func (f *File) checkpointDriver(bos map[uint64]*BO) (*uapi.DriverPrivate, error)
 	jobFences := map[*dma.Fence]bool{}
 	for _, c := range f.contextList() {
 		cs := &uapi.ContextState{
-			CtxId: c.id, Priority: c.prio, Guilty: c.entity.Guilty(),
+			CtxId: c.id, Priority: c.prio, Guilty: c.guilty(),
 			Submitted: c.submitted.Load(), Completed: c.completed.Load(),
 		}
 		c.mu.Lock()

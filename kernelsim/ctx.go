@@ -23,6 +23,10 @@ type Context struct {
 	entity *sched.Entity
 
 	submitted, completed atomic.Uint64
+	// wasGuilty: restored from a checkpoint of a guilty context. The
+	// restored entity cannot be made guilty, so the kernel keeps the
+	// verdict itself, as amdgpu keeps a context's guilty flag.
+	wasGuilty atomic.Bool
 
 	// gate: submitters wait while the context is paused.
 	mu        sync.Mutex
@@ -121,6 +125,10 @@ func (c *Context) destroy() {
 	}
 }
 
+// guilty reports whether one of the context's jobs hung, before or after
+// a restore.
+func (c *Context) guilty() bool { return c.wasGuilty.Load() || c.entity.Guilty() }
+
 // CtxDestroy destroys a context (its queued jobs are cancelled).
 func (f *File) CtxDestroy(id uint32) error {
 	k := f.k
@@ -144,7 +152,7 @@ func (f *File) CtxQuery(id uint32) (*uapi.CtxQueryReply, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &uapi.CtxQueryReply{Guilty: c.entity.Guilty(), Submitted: c.submitted.Load(), Completed: c.completed.Load()}, nil
+	return &uapi.CtxQueryReply{Guilty: c.guilty(), Submitted: c.submitted.Load(), Completed: c.completed.Load()}, nil
 }
 
 func (f *File) context(id uint32) (*Context, error) {
@@ -209,7 +217,7 @@ func (f *File) Submit(ctx context.Context, req *uapi.SubmitRequest) (*uapi.Submi
 	if err != nil {
 		return nil, err
 	}
-	if c.entity.Guilty() {
+	if c.guilty() {
 		return nil, errnof(syscall.ECANCELED, "context %d is guilty of a GPU hang", c.id)
 	}
 	cmds := make([]gpu.Command, len(req.Commands))

@@ -156,7 +156,7 @@ func (k *Kernel) Debug() *DebugState {
 		c.mu.Unlock()
 		queued += len(c.entity.Queued())
 		st.Files[r.file].Contexts = append(st.Files[r.file].Contexts, DebugContext{
-			ID: c.id, Guilty: c.entity.Guilty(), Paused: paused,
+			ID: c.id, Guilty: c.guilty(), Paused: paused,
 			Submitted: c.submitted.Load(), Completed: c.completed.Load(), Queued: queued,
 		})
 	}

@@ -341,6 +341,7 @@ func (s *Session) restoreDriver(f *File, priv *uapi.DriverPrivate) error {
 		}
 		c.id = cs.CtxId
 		c.setup()
+		c.wasGuilty.Store(cs.Guilty)
 		c.submitted.Store(cs.Submitted)
 		c.completed.Store(cs.Completed)
 		for _, js := range cs.Jobs {
@@ -428,6 +429,12 @@ func (s *Session) ResumeTask(pid int32, timeout time.Duration) error {
 			}
 		}
 	}
+	for _, sb := range waits {
+		if !sb.loading { // read under k.mu: LoadBO may run concurrently
+			k.mu.Unlock()
+			return fmt.Errorf("pid %d: contents of BO %d were never loaded", pid, sb.st.BoId)
+		}
+	}
 	k.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -445,9 +452,6 @@ func (s *Session) ResumeTask(pid int32, timeout time.Duration) error {
 }
 
 func (sb *sessionBO) wait(ctx context.Context) error {
-	if !sb.loading {
-		return fmt.Errorf("contents of BO %d were never loaded", sb.st.BoId)
-	}
 	select {
 	case <-sb.loaded:
 		return sb.loadErr

@@ -1,0 +1,753 @@
+package kernelsim_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"drmcr/kernelsim"
+	"drmcr/kernelsim/ctl"
+	"drmcr/kernelsim/ksimtest"
+	"drmcr/kernelsim/libdrm"
+	"drmcr/kernelsim/uapi"
+)
+
+// image is what a checkpoint of some drm files and dma-bufs produced, as
+// the plugin would store it: files by client inode, dma-bufs by inode, BO
+// states and contents.
+type image struct {
+	files   []*uapi.RestoreFile
+	dmabufs []*uapi.RestoreDmaBuf
+	bos     map[uint64]*uapi.BoState
+	order   []uint64
+	sums    map[uint64][]byte
+	dir     string
+}
+
+func (img *image) addBO(st *uapi.BoState) {
+	if _, ok := img.bos[st.BoId]; !ok {
+		img.bos[st.BoId] = st
+		img.order = append(img.order, st.BoId)
+	}
+}
+
+func (img *image) file(ino uint64) *uapi.FileCheckpoint {
+	for _, f := range img.files {
+		if f.Inode == ino {
+			return f.State
+		}
+	}
+	return nil
+}
+
+// checkpoint pauses the devices' files, checkpoints them and the dma-bufs
+// and writes every BO's contents to image files. The files stay paused
+// and frozen: the caller "kills" the process and resumes them.
+func checkpoint(t testing.TB, c *ctl.Client, devs []*libdrm.Device, dmabufs []int) (*image, []uint64) {
+	t.Helper()
+	img := &image{bos: map[uint64]*uapi.BoState{}, sums: map[uint64][]byte{}, dir: t.TempDir()}
+	var ids []uint64
+	for _, d := range devs {
+		ids = append(ids, fileID(t, c, d))
+	}
+	ok(t, c.Pause(ids, 10*time.Second))
+	for i, d := range devs {
+		cp := must(c.CheckpointFile(ids[i]))
+		img.files = append(img.files, &uapi.RestoreFile{Inode: inode(t, d.FD()), State: cp})
+		for _, b := range cp.Bos {
+			img.addBO(b)
+		}
+		if cp.Io != nil && cp.Io.UnreadReplyBo != nil {
+			img.addBO(cp.Io.UnreadReplyBo)
+		}
+	}
+	for _, fd := range dmabufs {
+		ino := inode(t, fd)
+		st := must(c.CheckpointDmaBuf(ino))
+		img.addBO(st)
+		img.dmabufs = append(img.dmabufs, &uapi.RestoreDmaBuf{Inode: ino, BoId: st.BoId})
+	}
+	for _, id := range img.order {
+		f := must(os.Create(filepath.Join(img.dir, fmt.Sprint(id))))
+		r := must(c.CheckpointBO(id, f))
+		f.Close()
+		if r.Size != img.bos[id].Size {
+			t.Fatalf("BO %d image: %d bytes, BO has %d", id, r.Size, img.bos[id].Size)
+		}
+		img.sums[id] = r.Sha256
+	}
+	return img, ids
+}
+
+// kill closes what the checkpointed process held and lets the kernel
+// release it, as criu's dump does (the plugin resumes at exit).
+func kill(t testing.TB, c *ctl.Client, ids []uint64, devs []*libdrm.Device, fds []int) {
+	t.Helper()
+	for _, d := range devs {
+		d.Close()
+	}
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+	ok(t, c.Resume(ids))
+}
+
+type session struct {
+	t     testing.TB
+	env   *ksimtest.Env
+	c     *ctl.Client
+	img   *image
+	token []byte
+}
+
+func openSession(t testing.TB, env *ksimtest.Env, c *ctl.Client, img *image) *session {
+	t.Helper()
+	req := &uapi.SessionOpenRequest{Files: img.files, Dmabufs: img.dmabufs}
+	for _, id := range img.order {
+		req.Bos = append(req.Bos, img.bos[id])
+	}
+	rep := must(c.OpenSession(req))
+	for _, id := range img.order {
+		f := must(os.Open(filepath.Join(img.dir, fmt.Sprint(id))))
+		ok(t, c.LoadBO(rep.Token, id, img.sums[id], f))
+		f.Close()
+	}
+	return &session{t: t, env: env, c: c, img: img, token: rep.Token}
+}
+
+// claimRaw does what the plugin's C part does in a restored task: connect
+// to the render node, send CLAIM_FILE as the first request and read the
+// reply. It returns the socket.
+func (s *session) claimRaw(ino uint64) (int, error) {
+	st := s.img.file(ino)
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: kernelsim.RenderNodePath(s.env.Dir, st.Minor)}); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	pkt, _ := uapi.Marshal(uapi.Header{Op: uapi.OpClaimFile, Seq: 1}, &uapi.ClaimFileRequest{Token: s.token, Inode: ino})
+	if err := uapi.Send(fd, pkt); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	h, payload, _, err := recvTimeout(fd, 20*time.Second)
+	if err == nil && h.Status != 0 {
+		var e uapi.ErrorReply
+		proto.Unmarshal(payload, &e)
+		err = fmt.Errorf("claim inode %d: status %d: %s", ino, h.Status, e.Message)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+func (s *session) claim(ino uint64) *libdrm.Device {
+	s.t.Helper()
+	fd := must(s.claimRaw(ino))
+	d := libdrm.FromFD(fd)
+	s.t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// claimDmaBuf fetches a restored dma-buf over a temporary connection.
+func (s *session) claimDmaBuf(ino uint64) (int, error) {
+	r, err := uapi.Dial(kernelsim.RenderNodePath(s.env.Dir, s.img.bos[s.dmabufBO(ino)].Minor))
+	if err != nil {
+		return -1, err
+	}
+	defer r.Close()
+	fds, err := r.Call(uapi.OpClaimDmaBuf, &uapi.ClaimDmaBufRequest{Token: s.token, Inode: ino}, nil)
+	if err != nil {
+		return -1, err
+	}
+	if len(fds) != 1 {
+		uapi.CloseFDs(fds)
+		return -1, fmt.Errorf("claim dma-buf: %d fds", len(fds))
+	}
+	return fds[0], nil
+}
+
+func (s *session) dmabufBO(ino uint64) uint64 {
+	for _, d := range s.img.dmabufs {
+		if d.Inode == ino {
+			return d.BoId
+		}
+	}
+	s.t.Fatalf("no dma-buf %d in the image", ino)
+	return 0
+}
+
+func (s *session) resume() {
+	s.t.Helper()
+	ok(s.t, s.c.ResumeTask(s.token, os.Getpid(), 20*time.Second))
+}
+
+func (s *session) close(abort bool) {
+	s.t.Helper()
+	ok(s.t, s.c.CloseSession(s.token, abort))
+}
+
+func debugFile(t testing.TB, env *ksimtest.Env, c *ctl.Client, d *libdrm.Device) kernelsim.DebugFile {
+	t.Helper()
+	id := fileID(t, c, d)
+	for _, f := range env.Kernel.Debug().Files {
+		if f.ID == id {
+			return f
+		}
+	}
+	t.Fatalf("no file %d in the debug view", id)
+	return kernelsim.DebugFile{}
+}
+
+// TestCheckpointRestoreRoundTrip checkpoints two processes' worth of
+// state (an amdgpu file, an xe file importing one of its BOs, a dma-buf fd)
+// with a long-running compute preempted half-way, kills it, and restores
+// it through the sockets, checking everything observable.
+func TestCheckpointRestoreRoundTrip(t *testing.T) {
+	amd := amdgpuDev()
+	amd.JobTimeout = time.Second
+	amd.IterTime = time.Millisecond
+	amd.Bandwidth = 0
+	env, clk := manualEnv(t, amd, instant(xeDev()))
+	c := ctlClient(t, env)
+	base := takeCensus(env.Kernel)
+
+	a := must(libdrm.Open(kernelsim.RenderNodePath(env.Dir, 128)))
+	x := must(libdrm.Open(kernelsim.RenderNodePath(env.Dir, 129)))
+	// Handles 1..5 with a gap at 2 and 4.
+	h1 := must(a.BOCreate(64<<10, vram, 0x3, 64<<10))
+	h2 := must(a.BOCreate(4096, gtt, 0, 0))
+	shared := must(a.BOCreate(8192, gtt, 0x10, 0))
+	h4 := must(a.BOCreate(4096, gtt, 0, 0))
+	dst := must(a.BOCreate(4096, vram, 0, 0))
+	ok(t, a.BOClose(h2))
+	ok(t, a.BOClose(h4))
+	ok(t, a.Write(h1, 0, pattern(64<<10, 0xfeedbeef)))
+	ok(t, a.Write(shared, 0, pattern(8192, 0x12345678)))
+	ok(t, a.VMMap(h1, 0, 0x100000, 64<<10, 1))
+	ok(t, a.VMMap(shared, 4096, 0x400000, 4096, 2))
+	dfd := must(a.ExportDmaBuf(shared))
+	xs := must(x.ImportDmaBuf(dfd))
+	xown := must(x.BOCreate(4096, vram, 0, 0))
+	ok(t, x.Write(xown, 0, pattern(4096, 0xabababab)))
+	xctx := must(x.CtxCreate(0))
+	ok(t, x.VMMap(xs, 0, 0x10000, 8192, 0))
+
+	c1 := must(a.CtxCreate(1))
+	c2 := must(a.CtxCreate(-1))
+	sOK, sEmpty, sHang, sLR, sSw := must(a.SyncobjCreate(true)), must(a.SyncobjCreate(false)), must(a.SyncobjCreate(false)), must(a.SyncobjCreate(false)), must(a.SyncobjCreate(false))
+	tl := must(a.SwSyncCreate())
+	ok(t, a.SwSyncInc(tl, 3))
+	ok(t, a.SwSyncFence(tl, 10, sSw))
+	// c2 hangs and becomes guilty.
+	submit(t, a, &uapi.SubmitRequest{CtxId: c2, Commands: []*uapi.Command{hang()}, OutSyncobjs: []uint32{sHang}})
+	if !clk.WaitPending(1, 20*time.Second) {
+		t.Fatal("no TDR timer")
+	}
+	clk.Advance(time.Second)
+	if st := waitSync(t, a, sHang); st.errno != -int32(syscall.ETIME) {
+		t.Fatal(st)
+	}
+	// c1 runs a 1000-iteration compute (1 s of clock) over h1; 300 ms in,
+	// the checkpoint preempts it.
+	const iters = 1000
+	submit(t, a, &uapi.SubmitRequest{CtxId: c1, Bos: []*uapi.SubmitBo{bo(dst, true), bo(h1, false)},
+		Commands: []*uapi.Command{compute(0, 1, 64<<10, iters)}, OutSyncobjs: []uint32{sLR}, LongRunning: true})
+	if !clk.WaitPending(1, 20*time.Second) {
+		t.Fatal("compute did not start")
+	}
+	clk.Advance(300 * time.Millisecond)
+
+	before := map[string]kernelsim.DebugFile{"a": debugFile(t, env, c, a), "x": debugFile(t, env, c, x)}
+	aIno, xIno := inode(t, a.FD()), inode(t, x.FD())
+	img, ids := checkpoint(t, c, []*libdrm.Device{a, x}, []int{dfd})
+	cpA := img.file(aIno)
+	var priv uapi.DriverPrivate
+	ok(t, proto.Unmarshal(cpA.DriverPrivate, &priv))
+	if len(priv.Contexts) != 2 || len(priv.Contexts[0].Jobs) != 1 || priv.Contexts[0].Jobs[0].ProgressIter != 300 {
+		t.Fatalf("checkpointed contexts: %v", &priv)
+	}
+	if len(img.bos) != 4 {
+		t.Fatalf("image has %d BOs, want 4", len(img.bos))
+	}
+	kill(t, c, ids, []*libdrm.Device{a, x}, []int{dfd})
+	backToBaseline(t, env.Kernel, base)
+
+	// Restore, the xe file first.
+	s := openSession(t, env, c, img)
+	rx := s.claim(xIno)
+	ra := s.claim(aIno)
+	rfd := must(s.claimDmaBuf(img.dmabufs[0].Inode))
+	defer unix.Close(rfd)
+	s.resume()
+	s.close(false)
+
+	after := map[string]kernelsim.DebugFile{"a": debugFile(t, env, c, ra), "x": debugFile(t, env, c, rx)}
+	for name, b := range before {
+		a := after[name]
+		if len(a.Handles) != len(b.Handles) {
+			t.Fatalf("%s handles: %+v, before %+v", name, a.Handles, b.Handles)
+		}
+		for i := range b.Handles {
+			if a.Handles[i].Handle != b.Handles[i].Handle || a.Handles[i].Prime != b.Handles[i].Prime {
+				t.Errorf("%s handle %d: %+v, before %+v", name, i, a.Handles[i], b.Handles[i])
+			}
+		}
+		if fmt.Sprint(a.Mappings) != fmt.Sprint(b.Mappings) {
+			t.Errorf("%s mappings: %+v, before %+v", name, a.Mappings, b.Mappings)
+		}
+		if a.PID != int32(os.Getpid()) || a.Paused {
+			t.Errorf("%s: pid %d paused %v", name, a.PID, a.Paused)
+		}
+	}
+	for _, h := range []struct {
+		d         *libdrm.Device
+		h         uint32
+		size      uint64
+		dom       uapi.Domain
+		flags, al uint64
+		data      []byte
+	}{
+		{ra, h1, 64 << 10, vram, 3, 64 << 10, pattern(64<<10, 0xfeedbeef)},
+		{ra, shared, 8192, gtt, 0x10, 4096, pattern(8192, 0x12345678)},
+		{rx, xs, 8192, gtt, 0x10, 4096, pattern(8192, 0x12345678)},
+		{rx, xown, 4096, vram, 0, 4096, pattern(4096, 0xabababab)},
+	} {
+		info := must(h.d.BOInfo(h.h))
+		if info.Size != h.size || info.Domain != h.dom || info.Flags != h.flags || info.Alignment != h.al {
+			t.Errorf("handle %d: %v", h.h, info)
+		}
+		if !bytes.Equal(readBO(t, h.d, h.h, int(h.size)), h.data) {
+			t.Errorf("handle %d: contents differ", h.h)
+		}
+	}
+	for _, gone := range []uint32{h2, h4} {
+		if _, err := ra.BOInfo(gone); err == nil {
+			t.Errorf("closed handle %d restored", gone)
+		}
+	}
+	// Sharing is restored: one BO behind a's, x's and the dma-buf.
+	if must(ra.BOInfo(shared)).BoId != must(rx.BOInfo(xs)).BoId {
+		t.Fatal("shared BO restored twice")
+	}
+	if h := must(ra.ImportDmaBuf(rfd)); h != shared {
+		t.Fatalf("restored dma-buf imports as handle %d, want %d", h, shared)
+	}
+	ok(t, rx.Write(xs, 0, []byte{9, 9, 9, 9}))
+	if got := readBO(t, ra, shared, 4); !bytes.Equal(got, []byte{9, 9, 9, 9}) {
+		t.Fatal("restored sharing is not the same memory")
+	}
+	// Contexts.
+	if q := must(ra.CtxQuery(c2)); !q.Guilty || q.Submitted != 1 || q.Completed != 1 {
+		t.Errorf("restored guilty context: %v", q)
+	}
+	_, err := ra.Submit(&uapi.SubmitRequest{CtxId: c2})
+	wantErrno(t, err, syscall.ECANCELED)
+	if q := must(ra.CtxQuery(c1)); q.Guilty || q.Submitted != 1 || q.Completed != 0 {
+		t.Errorf("restored context 1: %v", q)
+	}
+	must(rx.CtxQuery(xctx))
+	// Syncobjs.
+	if st := query(t, ra, sOK); !st.signaled || st.errno != 0 {
+		t.Errorf("signalled syncobj: %+v", st)
+	}
+	if r := must(ra.SyncobjQuery(sEmpty)); r.HasFence {
+		t.Errorf("empty syncobj: %v", r)
+	}
+	if st := query(t, ra, sHang); !st.signaled || st.errno != -int32(syscall.ETIME) {
+		t.Errorf("error syncobj: %+v", st)
+	}
+	if query(t, ra, sLR).signaled || query(t, ra, sSw).signaled {
+		t.Error("pending syncobjs restored signalled")
+	}
+	ok(t, ra.SwSyncInc(tl, 6))
+	if query(t, ra, sSw).signaled {
+		t.Error("sw_sync point 10 signalled at 9: timeline value not restored")
+	}
+	ok(t, ra.SwSyncInc(tl, 1))
+	waitSync(t, ra, sSw)
+	// The preempted compute continues where it stopped.
+	if !clk.WaitPending(1, 20*time.Second) {
+		t.Fatal("restored compute did not start")
+	}
+	clk.Advance(700 * time.Millisecond)
+	if st := waitSync(t, ra, sLR); st.errno != 0 {
+		t.Fatalf("restored compute: %+v", st)
+	}
+	got := binary.LittleEndian.Uint64(readBO(t, ra, dst, 8))
+	if want := referenceCompute(t, pattern(64<<10, 0xfeedbeef), iters); got != want {
+		t.Fatalf("restored compute result %#x, want %#x", got, want)
+	}
+}
+
+// sharedImage checkpoints a BO shared by two files (exporter a, importer
+// b, on different devices) and a third party holding only a dma-buf fd.
+func sharedImage(t *testing.T, env *ksimtest.Env, c *ctl.Client) (*image, uint64, uint64, uint64) {
+	a := must(libdrm.Open(kernelsim.RenderNodePath(env.Dir, 128)))
+	b := must(libdrm.Open(kernelsim.RenderNodePath(env.Dir, 129)))
+	must(b.BOCreate(4096, vram, 0, 0))
+	h := must(a.BOCreate(8192, vram, 0, 0))
+	ok(t, a.Write(h, 0, pattern(8192, 0x600df00d)))
+	fd := must(a.ExportDmaBuf(h))
+	if hb := must(b.ImportDmaBuf(fd)); hb != 2 {
+		t.Fatalf("import handle %d", hb)
+	}
+	// The exporter closes its handle: nobody is "the exporter" any more.
+	ok(t, a.BOClose(h))
+	aIno, bIno, dIno := inode(t, a.FD()), inode(t, b.FD()), inode(t, fd)
+	img, ids := checkpoint(t, c, []*libdrm.Device{a, b}, []int{fd})
+	kill(t, c, ids, []*libdrm.Device{a, b}, []int{fd})
+	return img, aIno, bIno, dIno
+}
+
+func TestRestoreSharedBOInEveryClaimOrder(t *testing.T) {
+	env := ksimtest.Start(t, twoDevices())
+	c := ctlClient(t, env)
+	base := takeCensus(env.Kernel)
+	img, aIno, bIno, dIno := sharedImage(t, env, c)
+	backToBaseline(t, env.Kernel, base)
+
+	orders := [][]string{{"a", "b", "d"}, {"a", "d", "b"}, {"b", "a", "d"}, {"b", "d", "a"}, {"d", "a", "b"}, {"d", "b", "a"}}
+	for _, order := range orders {
+		t.Run(strings.Join(order, ""), func(t *testing.T) {
+			s := openSession(t, env, c, img)
+			devs := map[string]*libdrm.Device{}
+			var dfd int
+			for _, who := range order {
+				switch who {
+				case "a":
+					devs["a"] = s.claim(aIno)
+				case "b":
+					devs["b"] = s.claim(bIno)
+				case "d":
+					dfd = must(s.claimDmaBuf(dIno))
+				}
+			}
+			s.resume()
+			s.close(false)
+			checkShared(t, env, base, devs["a"], devs["b"], dfd)
+			devs["a"].Close()
+			devs["b"].Close()
+			unix.Close(dfd)
+			backToBaseline(t, env.Kernel, base)
+		})
+	}
+
+	t.Run("concurrent", func(t *testing.T) {
+		for round := 0; round < 10; round++ {
+			s := openSession(t, env, c, img)
+			var (
+				wg         sync.WaitGroup
+				afd, bfd   int
+				dfd        int
+				ea, eb, ed error
+			)
+			wg.Add(3)
+			go func() { defer wg.Done(); afd, ea = s.claimRaw(aIno) }()
+			go func() { defer wg.Done(); bfd, eb = s.claimRaw(bIno) }()
+			go func() { defer wg.Done(); dfd, ed = s.claimDmaBuf(dIno) }()
+			wg.Wait()
+			ok(t, ea)
+			ok(t, eb)
+			ok(t, ed)
+			s.resume()
+			s.close(false)
+			a, b := libdrm.FromFD(afd), libdrm.FromFD(bfd)
+			checkShared(t, env, base, a, b, dfd)
+			a.Close()
+			b.Close()
+			unix.Close(dfd)
+			backToBaseline(t, env.Kernel, base)
+		}
+	})
+
+	t.Run("abort", func(t *testing.T) {
+		s := openSession(t, env, c, img)
+		a := s.claim(aIno)
+		dfd := must(s.claimDmaBuf(dIno))
+		defer unix.Close(dfd)
+		if env.Kernel.Counts().BOs == base.BOs {
+			t.Fatal("claims created nothing")
+		}
+		s.close(true)
+		// The claimed connection is shut down; the file is gone.
+		if _, err := a.Version(); err == nil {
+			t.Fatal("aborted session's file still answers")
+		}
+		_, err := s.claimRaw(bIno)
+		if err == nil {
+			t.Fatal("claim in an aborted session succeeded")
+		}
+		unix.Close(dfd)
+		backToBaseline(t, env.Kernel, base)
+	})
+}
+
+func checkShared(t *testing.T, env *ksimtest.Env, base census, a, b *libdrm.Device, dfd int) {
+	t.Helper()
+	if n := env.Kernel.Counts().BOs - base.BOs; n != 2 {
+		t.Fatalf("%d BOs restored, want 2 (b's own and the shared one)", n)
+	}
+	if !bytes.Equal(readBO(t, b, 2, 8192), pattern(8192, 0x600df00d)) {
+		t.Fatal("importer's contents")
+	}
+	if _, err := a.BOInfo(1); err == nil {
+		t.Fatal("the exporter's closed handle came back")
+	}
+	// The dma-buf fd refers to the same BO as b's handle.
+	if h := must(b.ImportDmaBuf(dfd)); h != 2 {
+		t.Fatalf("restored dma-buf imports into b as %d, want 2", h)
+	}
+	ha := must(a.ImportDmaBuf(dfd))
+	ok(t, a.Write(ha, 0, []byte{1, 2, 3, 4}))
+	if got := readBO(t, b, 2, 4); !bytes.Equal(got, []byte{1, 2, 3, 4}) {
+		t.Fatal("not the same memory")
+	}
+}
+
+func TestPauseDrainsPreemptsAndBlocksSubmits(t *testing.T) {
+	dev := amdgpuDev()
+	dev.Bandwidth = 64 << 20
+	dev.IterTime = time.Millisecond
+	env := ksimtest.Start(t, kernelsim.Config{Devices: []kernelsim.DeviceConfig{dev}})
+	c := ctlClient(t, env)
+	d := env.Open(t, 128)
+	h := must(d.BOCreate(1<<20, vram, 0, 0))
+	dst := must(d.BOCreate(4096, vram, 0, 0))
+	c1, c2 := must(d.CtxCreate(0)), must(d.CtxCreate(0))
+	var outs []uint32
+	for i := range 8 {
+		s := must(d.SyncobjCreate(false))
+		outs = append(outs, s)
+		submit(t, d, &uapi.SubmitRequest{CtxId: c1, Bos: []*uapi.SubmitBo{bo(h, true)},
+			Commands: []*uapi.Command{fill(0, 0, 1<<20, uint32(i))}, OutSyncobjs: []uint32{s}})
+	}
+	slr := must(d.SyncobjCreate(false))
+	submit(t, d, &uapi.SubmitRequest{CtxId: c2, Bos: []*uapi.SubmitBo{bo(dst, true), bo(h, false)},
+		Commands: []*uapi.Command{compute(0, 1, 4096, 1<<20)}, OutSyncobjs: []uint32{slr}, LongRunning: true})
+	id := fileID(t, c, d)
+	ok(t, c.Pause([]uint64{id}, 20*time.Second))
+	for _, s := range outs {
+		if st := query(t, d, s); !st.signaled || st.errno != 0 {
+			t.Fatalf("regular job not drained by pause: %+v", st)
+		}
+	}
+	if query(t, d, slr).signaled {
+		t.Fatal("long-running job completed or was killed instead of preempted")
+	}
+	if f := debugFile(t, env, c, d); !f.Paused {
+		t.Fatal("debug view: file not paused")
+	}
+	// A submit blocks until resume.
+	s := must(d.SyncobjCreate(false))
+	other := must(d.BOCreate(4096, vram, 0, 0)) // h is still read by the preempted job
+	done := make(chan error, 1)
+	go func() {
+		_, err := d.Submit(&uapi.SubmitRequest{CtxId: c1, Bos: []*uapi.SubmitBo{bo(other, true)},
+			Commands: []*uapi.Command{fill(0, 0, 4096, 0x42)}, OutSyncobjs: []uint32{s}})
+		done <- err
+	}()
+	// The checkpoint sees the preempted job with its progress.
+	cp := must(c.CheckpointFile(id))
+	var priv uapi.DriverPrivate
+	ok(t, proto.Unmarshal(cp.DriverPrivate, &priv))
+	if j := priv.Contexts[1].Jobs; len(j) != 1 || !j[0].LongRunning {
+		t.Fatalf("preempted job: %v", j)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("submit to a paused file returned: %v", err)
+	default:
+	}
+	ok(t, c.Resume([]uint64{id}))
+	ok(t, <-done)
+	// The long-running job carries on after resume, on the in-order ring
+	// ahead of the new job: cut it short.
+	ok(t, d.CtxDestroy(c2))
+	if st := waitSync(t, d, slr); st.errno != -int32(syscall.ECANCELED) {
+		t.Fatal(st)
+	}
+	if st := waitSync(t, d, s); st.errno != 0 {
+		t.Fatal(st)
+	}
+}
+
+func TestPauseTimeoutNamesCulpritAndLeavesNothingPaused(t *testing.T) {
+	env := ksimtest.Start(t, twoDevices())
+	c := ctlClient(t, env)
+	d := env.Open(t, 128)
+	other := env.Open(t, 129)
+	c1, c2 := must(d.CtxCreate(0)), must(d.CtxCreate(0))
+	tl := must(d.SwSyncCreate())
+	gate := must(d.SyncobjCreate(false))
+	ok(t, d.SwSyncFence(tl, 1, gate))
+	submit(t, d, &uapi.SubmitRequest{CtxId: c2, Commands: []*uapi.Command{}, InSyncobjs: []uint32{gate}})
+	ids := []uint64{fileID(t, c, d), fileID(t, c, other)}
+	err := c.Pause(ids, 200*time.Millisecond)
+	wantErrno(t, err, syscall.ETIMEDOUT)
+	msg := err.Error()
+	for _, want := range []string{fmt.Sprintf("pid %d", os.Getpid()), fmt.Sprintf("context %d", c2), "dependency", "sw_sync"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("pause error %q does not name %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, fmt.Sprintf("context %d:", c1)) {
+		t.Errorf("pause error blames the idle context %d: %q", c1, msg)
+	}
+	for _, f := range env.Kernel.Debug().Files {
+		if f.Paused {
+			t.Fatalf("file %d left paused", f.ID)
+		}
+		for _, ctx := range f.Contexts {
+			if ctx.Paused {
+				t.Fatalf("file %d context %d left paused", f.ID, ctx.ID)
+			}
+		}
+	}
+	// Work flows: a submit does not block, and the stuck job runs once
+	// its fence signals.
+	s := must(d.SyncobjCreate(false))
+	submit(t, d, &uapi.SubmitRequest{CtxId: c1, Commands: []*uapi.Command{}, OutSyncobjs: []uint32{s}})
+	waitSync(t, d, s)
+	ok(t, d.SwSyncInc(tl, 1))
+	ok(t, c.Pause(ids, 10*time.Second))
+	ok(t, c.Resume(ids))
+}
+
+// TestCheckpointInFlightRequests: a submit blocked on a paused context at
+// checkpoint time is replayed after restore, and a reply sent but not yet
+// read is sent again.
+func TestCheckpointInFlightRequests(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{Devices: []kernelsim.DeviceConfig{instant(amdgpuDev())}})
+	c := ctlClient(t, env)
+	base := takeCensus(env.Kernel)
+
+	t.Run("blocked submit replayed", func(t *testing.T) {
+		d := must(libdrm.Open(kernelsim.RenderNodePath(env.Dir, 128)))
+		h := must(d.BOCreate(4096, vram, 0, 0))
+		ctx := must(d.CtxCreate(0))
+		s := must(d.SyncobjCreate(false))
+		id := fileID(t, c, d)
+		ok(t, c.Pause([]uint64{id}, 10*time.Second))
+		pkt := must(uapi.Marshal(uapi.Header{Op: uapi.OpSubmit, Seq: 4242}, &uapi.SubmitRequest{CtxId: ctx,
+			Bos: []*uapi.SubmitBo{bo(h, true)}, Commands: []*uapi.Command{fill(0, 0, 4096, 0x77777777)}, OutSyncobjs: []uint32{s}}))
+		ok(t, uapi.Send(d.FD(), pkt))
+		ino := inode(t, d.FD())
+		// The request may still be queued in the socket or blocked in the
+		// kernel; either way the checkpoint records it.
+		img, ids := checkpoint(t, c, []*libdrm.Device{d}, nil)
+		if io := img.file(ino).Io; io == nil || !bytes.Equal(io.Request, pkt) {
+			t.Fatalf("pending request not recorded: %v", img.file(ino).Io)
+		}
+		kill(t, c, ids, []*libdrm.Device{d}, nil)
+		backToBaseline(t, env.Kernel, base)
+
+		ss := openSession(t, env, c, img)
+		fd := must(ss.claimRaw(ino))
+		defer unix.Close(fd)
+		if _, _, _, err := recvTimeout(fd, 50*time.Millisecond); err == nil {
+			t.Fatal("replayed before the task was resumed")
+		}
+		ss.resume()
+		ss.close(false)
+		hdr, payload, _, err := recvTimeout(fd, 20*time.Second)
+		ok(t, err)
+		var rep uapi.SubmitReply
+		if hdr.Seq != 4242 || hdr.Status != 0 || proto.Unmarshal(payload, &rep) != nil || rep.FenceId == 0 {
+			t.Fatalf("replayed submit's reply: %+v %v", hdr, &rep)
+		}
+		rd := libdrm.FromFD(must(unix.Dup(fd)))
+		defer rd.Close()
+		if st := waitSync(t, rd, s); st.errno != 0 {
+			t.Fatal(st)
+		}
+		if !bytes.Equal(readBO(t, rd, h, 4096), pattern(4096, 0x77777777)) {
+			t.Fatal("replayed submit did not run")
+		}
+	})
+	backToBaseline(t, env.Kernel, base)
+
+	t.Run("wait idle blocked on preempted work", func(t *testing.T) {
+		dev := env.Kernel.Devices()[0]
+		_ = dev
+		d := must(libdrm.Open(kernelsim.RenderNodePath(env.Dir, 128)))
+		src := must(d.BOCreate(4096, vram, 0, 0))
+		dst := must(d.BOCreate(4096, vram, 0, 0))
+		ctx := must(d.CtxCreate(0))
+		submit(t, d, &uapi.SubmitRequest{CtxId: ctx, Bos: []*uapi.SubmitBo{bo(dst, true), bo(src, false)},
+			Commands: []*uapi.Command{compute(0, 1, 4096, 1<<32)}, LongRunning: true})
+		pkt := must(uapi.Marshal(uapi.Header{Op: uapi.OpGemWaitIdle, Seq: 77}, &uapi.GemWaitIdleRequest{Handle: dst, Write: true, TimeoutNs: -1}))
+		ok(t, uapi.Send(d.FD(), pkt))
+		ino := inode(t, d.FD())
+		done := make(chan *image, 1)
+		var ids []uint64
+		go func() {
+			img, i := checkpoint(t, c, []*libdrm.Device{d}, nil)
+			ids = i
+			done <- img
+		}()
+		select {
+		case img := <-done:
+			if io := img.file(ino).Io; io == nil || !bytes.Equal(io.Request, pkt) {
+				t.Fatalf("blocked wait not recorded: %v", img.file(ino).Io)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("checkpoint hangs on a client blocked in GEM_WAIT_IDLE")
+		}
+		kill(t, c, ids, []*libdrm.Device{d}, nil)
+	})
+	backToBaseline(t, env.Kernel, base)
+
+	t.Run("unread reply resent", func(t *testing.T) {
+		d := must(libdrm.Open(kernelsim.RenderNodePath(env.Dir, 128)))
+		must(d.BOCreate(4096, vram, 0, 0))
+		pkt := must(uapi.Marshal(uapi.Header{Op: uapi.OpGemCreate, Seq: 99}, &uapi.GemCreateRequest{Size: 8192, Domain: gtt}))
+		ok(t, uapi.Send(d.FD(), pkt))
+		ino := inode(t, d.FD())
+		// Wait until the reply is queued on the client's socket.
+		eventually(t, "the reply to be sent", func() bool {
+			n, err := unix.IoctlGetInt(d.FD(), unix.SIOCINQ)
+			return err == nil && n > 0
+		})
+		img, ids := checkpoint(t, c, []*libdrm.Device{d}, nil)
+		io := img.file(ino).Io
+		if io == nil || len(io.UnreadReply) == 0 || len(io.Request) != 0 {
+			t.Fatalf("unread reply not recorded: %v", io)
+		}
+		kill(t, c, ids, []*libdrm.Device{d}, nil)
+		backToBaseline(t, env.Kernel, base)
+
+		ss := openSession(t, env, c, img)
+		fd := must(ss.claimRaw(ino))
+		defer unix.Close(fd)
+		ss.resume()
+		ss.close(false)
+		hdr, payload, _, err := recvTimeout(fd, 20*time.Second)
+		ok(t, err)
+		var rep uapi.GemCreateReply
+		if hdr.Seq != 99 || hdr.Op != uapi.OpGemCreate || hdr.Status != 0 || proto.Unmarshal(payload, &rep) != nil || rep.Handle != 2 {
+			t.Fatalf("re-sent reply: %+v %v", hdr, &rep)
+		}
+		rd := libdrm.FromFD(must(unix.Dup(fd)))
+		defer rd.Close()
+		if info := must(rd.BOInfo(2)); info.Size != 8192 {
+			t.Fatalf("the handle of the unread reply: %v", info)
+		}
+	})
+	backToBaseline(t, env.Kernel, base)
+}
