@@ -26,9 +26,14 @@ DESTDIR         ?=
 # ---------------------------------------------------------------------------
 # Top-level targets
 # ---------------------------------------------------------------------------
-.PHONY: build install clean distclean FORCE
+.PHONY: build install clean distclean FORCE tools
 
-build: plugin
+# Everything a user runs: the plugin, the daemon and the tools, into build/.
+build: plugin tools
+
+tools:
+	@mkdir -p $(BIN_DIR)
+	$(GO) build -o $(BIN_DIR)/ ./cmd/...
 
 install: $(PLUGIN_SO)
 	install -d $(DESTDIR)$(CRIU_PLUGIN_DIR)
