@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +37,7 @@ func TestDumpKillRestore(t *testing.T) {
 				t.Fatalf("%v\nplugin log:\n%s", err, pluginLines(log))
 			}
 			t.Logf("dump:\n%s", pluginLines(log))
+			checkImages(t, img, pids)
 			waitGone(t, pids)
 			if w.Result() != "" {
 				t.Fatal("the workload finished before the dump: it must be dumped mid-run")
@@ -114,4 +117,17 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestDemo runs the demo, which must end in success.
+func TestDemo(t *testing.T) {
+	libDir := criu.LibDir
+	out, err := exec.Command(filepath.Join(binDir, "drmdemo"), "-criu", criu.Bin, "-lib", libDir, "-bin", binDir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("drmdemo: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "bit-identical") {
+		t.Fatalf("drmdemo output:\n%s", out)
+	}
+	t.Logf("drmdemo:\n%s", out)
 }

@@ -9,6 +9,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -29,6 +30,7 @@ var (
 	criu       crrun.Criu
 	kernelsimd string
 	gpuload    string
+	drmcrit    string
 )
 
 func TestMain(m *testing.M) {
@@ -63,7 +65,10 @@ func setup() error {
 	libDir := filepath.Join(binDir, "lib")
 	kernelsimd = filepath.Join(binDir, "kernelsimd")
 	gpuload = filepath.Join(binDir, "gpuload")
+	drmcrit = filepath.Join(binDir, "drmcrit")
 	for _, b := range [][]string{
+		{"build", "-o", drmcrit, "./cmd/drmcrit"},
+		{"build", "-o", filepath.Join(binDir, "drmdemo"), "./cmd/drmdemo"},
 		{"build", "-o", kernelsimd, "./cmd/kernelsimd"},
 		{"build", "-o", gpuload, "./cmd/gpuload"},
 		{"build", "-buildmode=c-shared", "-o", filepath.Join(libDir, "drm_plugin.so"), "./plugin"},
@@ -198,3 +203,56 @@ func waitGone(t *testing.T, pids []int) {
 }
 
 func pluginLines(log string) string { return crrun.PluginLines(log) }
+
+// runDrmcrit runs drmcrit and returns its output and exit code.
+func runDrmcrit(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	out, err := exec.Command(drmcrit, args...).CombinedOutput()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &exit):
+		return string(out), exit.ExitCode()
+	}
+	t.Fatalf("drmcrit %v: %v", args, err)
+	return "", -1
+}
+
+// checkImages runs drmcrit on a real checkpoint: verify passes, show names
+// the workload's processes, and verify catches damaged BO contents.
+func checkImages(t *testing.T, img string, pids []int) {
+	t.Helper()
+	if out, code := runDrmcrit(t, "verify", img); code != 0 {
+		t.Fatalf("drmcrit verify of a good checkpoint: exit %d\n%s", code, out)
+	}
+	out, code := runDrmcrit(t, "show", img)
+	if code != 0 {
+		t.Fatalf("drmcrit show: exit %d\n%s", code, out)
+	}
+	if !strings.Contains(out, fmt.Sprintf("pid %d (gpuload)", pids[0])) {
+		t.Errorf("drmcrit show does not name pid %d:\n%s", pids[0], out)
+	}
+	// Damage a copy: flip one byte of a BO's contents.
+	bad := t.TempDir()
+	if err := exec.Command("cp", "-a", img+"/.", bad).Run(); err != nil {
+		t.Fatal(err)
+	}
+	pages, _ := filepath.Glob(filepath.Join(bad, "drm-bo-*.pages"))
+	if len(pages) == 0 {
+		t.Fatal("checkpoint has no BO contents")
+	}
+	f, err := os.OpenFile(pages[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	f.ReadAt(b, 0)
+	b[0] ^= 0xff
+	f.WriteAt(b, 0)
+	f.Close()
+	out, code = runDrmcrit(t, "verify", bad)
+	if code != 1 || !strings.Contains(out, "sha256") {
+		t.Errorf("drmcrit verify of damaged contents: exit %d\n%s", code, out)
+	}
+}
