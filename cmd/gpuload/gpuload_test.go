@@ -117,7 +117,7 @@ func runScenario(t *testing.T, dir, scenario string, steps int, params ...string
 	return line
 }
 
-var allScenarios = []string{"single", "prodcons", "released", "dmabuf-only", "longrun", "stuck"}
+var allScenarios = []string{"single", "prodcons", "released", "dmabuf-only", "longrun", "stuck", "pipeline"}
 
 func TestList(t *testing.T) {
 	r := runBin(t, 10*time.Second, "-list")
@@ -363,6 +363,77 @@ func TestPauseResumeMidRun(t *testing.T) {
 	}
 }
 
+// TestPipelinePauseCatchesBoth is the pipeline scenario's contract: a
+// pause (what a checkpoint does first) at any moment after "step 1/N"
+// finds a BO shared by two drm files through a dma-buf and, in the
+// consumer's file, a long-running job using it, which the pause preempts
+// (it stays unfinished) instead of draining; after the resume the run
+// ends with the expected result.
+func TestPipelinePauseCatchesBoth(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{})
+	params := []string{"-steps", "3", "-size", "64K", "-iterations", "5000"}
+	want := expectLine(t, "pipeline", params...)
+	s := startBin(t, env.Dir, append([]string{"-scenario", "pipeline"}, params...)...)
+	s.waitProgress(t, "step 1/3")
+	time.Sleep(100 * time.Millisecond) // mid-way through step 1's 500 ms job
+	ids := fileIDs(env)
+	if err := env.Kernel.Pause(ids, 5*time.Second); err != nil {
+		t.Fatalf("pause: %v", err)
+	}
+	st := env.Kernel.Debug()
+	env.Kernel.Resume(ids)
+
+	if len(st.Files) != 2 || len(st.DmaBufs) != 1 {
+		t.Fatalf("paused state has %d files and %d dma-bufs, want 2 and 1: %+v", len(st.Files), len(st.DmaBufs), st)
+	}
+	shared := st.DmaBufs[0].BO
+	holders := 0
+	var consumer *kernelsim.DebugFile
+	for i, f := range st.Files {
+		has := false
+		for _, h := range f.Handles {
+			has = has || h.BO == shared
+		}
+		if !has {
+			continue
+		}
+		holders++
+		for _, c := range f.Contexts {
+			if c.Submitted > c.Completed {
+				consumer = &st.Files[i]
+			}
+		}
+	}
+	if holders != 2 {
+		t.Errorf("the dma-buf's BO %d has handles in %d files, want 2", shared, holders)
+	}
+	if consumer == nil {
+		t.Errorf("no file holding the shared BO has an unfinished job: the pause did not catch the compute job mid-loop: %+v", st.Files)
+	}
+	for _, bo := range st.BOs {
+		if bo.ID != shared {
+			continue
+		}
+		live := 0
+		for _, e := range bo.Resv {
+			if !e.Fence.Signaled {
+				live++
+			}
+		}
+		if live != 1 {
+			t.Errorf("shared BO's reservation object holds %d unsignalled fences, want the compute job's: %+v", live, bo.Resv)
+		}
+	}
+
+	if err := s.wait(t); err != nil {
+		t.Fatalf("gpuload: %v; stderr:\n%s", err, s.stderr.String())
+	}
+	if got := strings.TrimSpace(s.stdout.String()); got != want {
+		t.Errorf("run: %s\nexpect: %s", got, want)
+	}
+	waitNoLeaks(t, env)
+}
+
 // TestChildFailure kills the consumer mid-run: the parent must fail
 // cleanly (exit 1, naming the child) instead of hanging.
 func TestChildFailure(t *testing.T) {
@@ -414,6 +485,7 @@ func TestKillMidRunReleasesEverything(t *testing.T) {
 		{"prodcons", []string{"-steps", "100", "-size", "1M", "-step-delay", "0"}, "step 5/100"},
 		{"released", []string{"-steps", "100", "-size", "1M", "-step-delay", "0"}, "step 5/100"},
 		{"dmabuf-only", []string{"-steps", "100", "-size", "1M", "-step-delay", "0"}, "step 70/100"},
+		{"pipeline", []string{"-steps", "2", "-size", "64K", "-iterations", "100000"}, "step 1/2"},
 	} {
 		t.Run(tc.sc, func(t *testing.T) {
 			if tc.sc == "longrun" && os.Getenv("GPULOAD_KNOWN_BUGS") == "" {

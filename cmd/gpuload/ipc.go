@@ -27,10 +27,11 @@ const (
 	msgOutputEnd                    // child → parent: output complete
 	msgGiveBack                     // parent → child: send the dma-buf fd back
 	msgReturnFD                     // child → parent: the dma-buf fd
+	msgStepDone                     // child → parent: step's GPU work complete
 )
 
 func (k msgKind) String() string {
-	names := [...]string{"?", "share", "ready", "step", "ack", "finish", "output", "output-end", "give-back", "return-fd"}
+	names := [...]string{"?", "share", "ready", "step", "ack", "finish", "output", "output-end", "give-back", "return-fd", "step-done"}
 	if int(k) < len(names) {
 		return names[k]
 	}

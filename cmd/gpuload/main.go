@@ -61,8 +61,9 @@ type scenario struct {
 	desc  string
 	order int
 	// defaults
-	steps int
-	delay time.Duration
+	steps      int
+	delay      time.Duration
+	iterations uint64 // compute iterations per step; 0: defaultIterations
 	// expect computes the output bytes on ex in program order.
 	expect func(p *params, ex executor) ([]byte, error)
 	// run performs the scenario on the GPU (in the parent process) and
@@ -144,7 +145,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	p.size = defaultSize
 	fs.Var(sizeFlag{&p.size}, "size", "size of the main buffers in bytes, a multiple of 4096, at least 16K (K/M/G suffixes)")
 	fs.Uint64Var(&p.seed, "seed", 1, "seed of all generated data")
-	fs.Uint64Var(&p.iterations, "iterations", defaultIterations, "longrun: compute iterations per step")
+	fs.Uint64Var(&p.iterations, "iterations", 0, fmt.Sprintf("longrun, pipeline: compute iterations per step (0: the scenario's default, %d for longrun, %d for pipeline)", defaultIterations, pipelineIterations))
 	fs.DurationVar(&p.stuckFor, "stuck-for", defaultStuckFor, "stuck: how long the job waits for its sw_sync fence")
 	fs.StringVar(&p.progress, "progress", "", "append progress lines (\"step i/N\", then \"done\") to this file")
 	fs.StringVar(&p.result, "result", "", "also write the result line to this file (atomically: temporary file and rename)")
@@ -212,6 +213,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if !set["step-delay"] {
 		p.stepDelay = sc.delay
+	}
+	if p.iterations == 0 {
+		p.iterations = sc.iterations
+		if p.iterations == 0 {
+			p.iterations = defaultIterations
+		}
 	}
 	if err := p.validate(); err != nil {
 		return fail(err)

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"fmt"
+	"syscall"
+
+	"drmcr/kernelsim/uapi"
+)
+
+// pipeline: prodcons's sharing with longrun's job, so that one checkpoint
+// mid-run holds both a dma-buf shared between two processes and a
+// long-running job using it. The producer (parent) owns buffer Sh, exports
+// it and sends the dma-buf fd to the consumer child (then closes its own
+// copy, keeping its GEM handle). Each step the producer submits a job
+// refilling Sh (randfill, per-step seed) and tells the consumer, which
+// (importing Sh on the first step) submits a long-running job over Sh into
+// its own buffer Out: it copies the previous step's result into Sh's first
+// word (feeding it forward, as longrun does), checksums Sh into Out, and
+// runs -iterations OpCompute iterations over Sh into Out's step slot. The
+// consumer acknowledges the submission (the producer then reports the
+// step), waits for the job on an out-syncobj with an unbounded
+// SyncobjWait, and reports completion; only then does the producer start
+// the next step. The consumer's job is ordered after the producer's write,
+// and the next write after the job, by implicit sync on Sh (and by the
+// handshake). With the default device (IterTime 100µs) and the defaults (4
+// steps of 15000 iterations, no step delay) each job runs 1.5 s and the
+// whole run about 6 s, nearly all of it inside a compute job: a dump at any
+// time after "step 1/N" preempts one mid-loop. Output: Out, Sh (as the
+// consumer reads them back at the end).
+
+const (
+	plShared bufID = iota
+	plOut
+)
+
+const (
+	plOutSize          = 4096
+	pipelineIterations = 15000 // 1.5 s at the default device's 100µs per iteration
+)
+
+// pipelineSlot is where step i's compute result goes in Out.
+func pipelineSlot(i int) uint64 { return 8 * uint64(i%256) }
+
+func pipelineProducer(p *params, i int) *job {
+	return newJob(fmt.Sprintf("produce-%d", i), plShared).
+		randfill(plShared, 0, p.size, stepSeed(p.seed, i, 12))
+}
+
+func pipelineConsumer(p *params, i int) *job {
+	j := newJob(fmt.Sprintf("compute-%d", i), plShared, plOut)
+	if i > 0 {
+		j.copy(plShared, 0, plOut, pipelineSlot(i-1), 8)
+	}
+	j.checksum(plOut, 2048+pipelineSlot(i), plShared, 0, p.size).
+		compute(plOut, pipelineSlot(i), plShared, 0, p.size, p.iterations)
+	j.longRunning = true
+	return j
+}
+
+func pipelineExpect(p *params, ex executor) ([]byte, error) {
+	ex.alloc(plShared, p.size)
+	ex.alloc(plOut, plOutSize)
+	for i := range p.steps {
+		if err := ex.run(pipelineProducer(p, i)); err != nil {
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
+		}
+		if err := ex.run(pipelineConsumer(p, i)); err != nil {
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
+		}
+	}
+	return concat(ex, plOut, plShared), nil
+}
+
+func pipelineRun(r *runner) (out []byte, err error) {
+	defer func() {
+		if err != nil {
+			err = r.abortChildren(err)
+		}
+	}()
+	p := r.p
+	g, err := r.openGPU()
+	if err != nil {
+		return nil, err
+	}
+	defer g.close()
+	if err := g.create(plShared, p.size, uapi.Domain_DOMAIN_VRAM); err != nil {
+		return nil, err
+	}
+	ctx, err := g.dev.CtxCreate(0)
+	if err != nil {
+		return nil, fmt.Errorf("create context: %w", err)
+	}
+	fd, err := g.dev.ExportDmaBuf(g.handles[plShared])
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	c, err := r.spawn("consumer")
+	if err == nil {
+		err = c.peer.send(msgShare, 0, nil, fd)
+	}
+	closeFDs([]int{fd}) // the consumer has its copy; we keep the GEM handle
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.peer.expect(msgReady, -1); err != nil {
+		return nil, fmt.Errorf("consumer setup: %w", err)
+	}
+	r.setupDone()
+	for i := range p.steps {
+		if err := g.submit(ctx, pipelineProducer(p, i)); err != nil {
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
+		}
+		if err := c.peer.send(msgStep, i, nil); err != nil {
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
+		}
+		if _, err := c.peer.expect(msgAck, i); err != nil {
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
+		}
+		r.progress(i + 1)
+		if _, err := c.peer.expect(msgStepDone, i); err != nil {
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
+		}
+		r.stepDelay(i + 1)
+	}
+	if err := c.peer.send(msgFinish, 0, nil); err != nil {
+		return nil, err
+	}
+	if out, err = c.peer.recvOutput(); err != nil {
+		return nil, fmt.Errorf("collect output: %w", err)
+	}
+	if err := r.finishChildren(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func pipelineConsumerRole(r *runner, parent *peer) error {
+	p := r.p
+	fd, err := parent.expectFD(msgShare)
+	if err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	defer closeFDs([]int{fd})
+	g, err := r.openGPU()
+	if err != nil {
+		return err
+	}
+	defer g.close()
+	if err := g.create(plOut, plOutSize, uapi.Domain_DOMAIN_GTT); err != nil {
+		return err
+	}
+	ctx, err := g.dev.CtxCreate(0)
+	if err != nil {
+		return fmt.Errorf("create context: %w", err)
+	}
+	done, err := g.dev.SyncobjCreate(false)
+	if err != nil {
+		return fmt.Errorf("create syncobj: %w", err)
+	}
+	if err := parent.send(msgReady, 0, nil); err != nil {
+		return err
+	}
+	for next := 0; ; next++ {
+		m, err := parent.recv()
+		if err != nil {
+			return fmt.Errorf("step %d: %w", next+1, err)
+		}
+		closeFDs(m.fds)
+		switch m.kind {
+		case msgStep:
+			if int(m.step) != next {
+				return fmt.Errorf("protocol: step %d announced, expected %d", m.step+1, next+1)
+			}
+			if err := pipelineConsumerStep(g, ctx, done, p, next, fd, parent); err != nil {
+				return fmt.Errorf("step %d: %w", next+1, err)
+			}
+		case msgFinish:
+			out, err := g.readAll(plOut, plShared)
+			if err != nil {
+				return fmt.Errorf("finish: %w", err)
+			}
+			return parent.sendOutput(out)
+		default:
+			return fmt.Errorf("protocol: unexpected %v", m.kind)
+		}
+	}
+}
+
+// pipelineConsumerStep submits step i's long-running job, acknowledges
+// the submission, waits for the job and reports its completion.
+func pipelineConsumerStep(g *gpuProc, ctx, done uint32, p *params, i, fd int, parent *peer) error {
+	if i == 0 {
+		if err := g.importBuf(plShared, fd, p.size); err != nil {
+			return err
+		}
+	}
+	if err := g.submitSync(ctx, pipelineConsumer(p, i), nil, []uint32{done}); err != nil {
+		return err
+	}
+	if err := parent.send(msgAck, i, nil); err != nil {
+		return err
+	}
+	if _, err := g.dev.SyncobjWait([]uint32{done}, -1, true, false); err != nil {
+		return fmt.Errorf("wait: %w", err)
+	}
+	q, err := g.dev.SyncobjQuery(done)
+	if err != nil {
+		return fmt.Errorf("query syncobj: %w", err)
+	}
+	if q.Error != 0 {
+		return fmt.Errorf("long-running job failed: %v", syscall.Errno(-q.Error))
+	}
+	return parent.send(msgStepDone, i, nil)
+}
+
+func init() {
+	register(&scenario{
+		name:       "pipeline",
+		order:      7,
+		desc:       "prodcons + longrun: a consumer child imports the producer's dma-buf and runs a long-running compute job over it per step; default 4 steps of 15000 iterations (1.5 s each, ~6 s)",
+		steps:      4,
+		iterations: pipelineIterations,
+		expect:     pipelineExpect,
+		run:        pipelineRun,
+		roles:      map[string]func(*runner, *peer) error{"consumer": pipelineConsumerRole},
+	})
+}
