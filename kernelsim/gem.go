@@ -54,15 +54,13 @@ func (b *Backing) WriteAt(p []byte, off uint64) error {
 
 // WriteTo streams the whole memory to w.
 func (b *Backing) WriteTo(w io.Writer) (int64, error) {
-	const chunk = 1 << 20
 	var done int64
-	buf := make([]byte, chunk)
-	for off := uint64(0); off < b.Size(); off += chunk {
-		n := min(chunk, b.Size()-off)
-		if err := b.ReadAt(buf[:n], off); err != nil {
-			return done, err
-		}
-		m, err := w.Write(buf[:n])
+	for off := uint64(0); off < b.Size(); off += backingChunk {
+		n := min(backingChunk, b.Size()-off)
+		// Write straight from the memory: no copy on the way to the image.
+		b.mu.RLock()
+		m, err := w.Write(b.data[off : off+n])
+		b.mu.RUnlock()
 		done += int64(m)
 		if err != nil {
 			return done, err
@@ -70,6 +68,30 @@ func (b *Backing) WriteTo(w io.Writer) (int64, error) {
 	}
 	return done, nil
 }
+
+// ReadFrom fills the whole memory from r, which must hold exactly Size
+// bytes, and feeds them to h as well.
+func (b *Backing) ReadFrom(r io.Reader, h io.Writer) error {
+	for off := uint64(0); off < b.Size(); off += backingChunk {
+		n := min(backingChunk, b.Size()-off)
+		b.mu.Lock()
+		m, err := io.ReadFull(r, b.data[off:off+n])
+		h.Write(b.data[off : off+uint64(m)])
+		b.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("short image: %d of %d bytes: %w", off+uint64(m), b.Size(), err)
+		}
+	}
+	var extra [1]byte
+	if n, _ := r.Read(extra[:]); n > 0 {
+		return fmt.Errorf("image longer than the %d-byte BO", b.Size())
+	}
+	return nil
+}
+
+// backingChunk is the unit in which BO memory is streamed, so that the GPU
+// and CPU accesses are not locked out for a whole large BO.
+const backingChunk = 1 << 20
 
 // BO is a GEM buffer object (drm_gem_object).
 type BO struct {

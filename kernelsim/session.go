@@ -160,23 +160,8 @@ func (s *Session) LoadBO(id uint64, r io.ReadCloser, sum []byte) error {
 
 func loadBacking(mem *Backing, r io.Reader, sum []byte) error {
 	h := sha256.New()
-	buf := make([]byte, 1<<20)
-	var off uint64
-	for off < mem.Size() {
-		n, err := io.ReadFull(r, buf[:min(uint64(len(buf)), mem.Size()-off)])
-		if n > 0 {
-			h.Write(buf[:n])
-			if werr := mem.WriteAt(buf[:n], off); werr != nil {
-				return werr
-			}
-			off += uint64(n)
-		}
-		if err != nil {
-			return fmt.Errorf("short image: %d of %d bytes: %w", off, mem.Size(), err)
-		}
-	}
-	if extra, _ := r.Read(buf[:1]); extra > 0 {
-		return fmt.Errorf("image longer than the %d-byte BO", mem.Size())
+	if err := mem.ReadFrom(r, h); err != nil {
+		return err
 	}
 	if len(sum) > 0 && !bytes.Equal(h.Sum(nil), sum) {
 		return fmt.Errorf("SHA-256 mismatch")
