@@ -19,6 +19,7 @@ var scenarios = []struct {
 	{"released", nil, 2},
 	{"dmabuf-only", nil, 2},
 	{"longrun", nil, 1},
+	{"pipeline", nil, 2},
 }
 
 // TestDumpKillRestore: dump each scenario mid-run (criu kills it), restore
