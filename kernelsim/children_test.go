@@ -12,6 +12,8 @@ func runChild(role string) int {
 	switch role {
 	case "prime-import":
 		err = childPrimeImport()
+	case "storm":
+		err = childStorm()
 	default:
 		fmt.Fprintf(os.Stderr, "unknown child role %q\n", role)
 		return 2

@@ -102,7 +102,7 @@ func (c *controlConn) dispatch(h uapi.Header, payload []byte, fds []int) (proto.
 		}
 		return fds[0], nil
 	}
-	if h.Op != uapi.OpCheckpointBo && h.Op != uapi.OpSessionLoadBo && len(fds) > 0 {
+	if h.Op != uapi.OpCheckpointBo && h.Op != uapi.OpSessionLoadBo && h.Op != uapi.OpDebug && len(fds) > 0 {
 		uapi.CloseFDs(fds)
 		return nil, errnof(syscall.EINVAL, "unexpected file descriptor")
 	}
@@ -223,9 +223,28 @@ func (c *controlConn) dispatch(h uapi.Header, payload []byte, fds []int) (proto.
 		delete(c.sessions, s.token)
 		return empty, s.Close(r.Abort)
 	case uapi.OpDebug:
+		// The view of a busy kernel outgrows a message: a client may pass
+		// a file descriptor, as for CHECKPOINT_BO, that the kernel writes
+		// the JSON to instead of the reply.
+		if len(fds) > 1 {
+			uapi.CloseFDs(fds)
+			return nil, errnof(syscall.EINVAL, "%v takes at most one fd, got %d", h.Op, len(fds))
+		}
 		js, err := json.MarshalIndent(k.Debug(), "", "  ")
 		if err != nil {
+			uapi.CloseFDs(fds)
 			return nil, err
+		}
+		if len(fds) == 1 {
+			w := os.NewFile(uintptr(fds[0]), "debug-view")
+			defer w.Close()
+			if _, err := w.Write(js); err != nil {
+				return nil, errnof(syscall.EIO, "write debug view: %v", err)
+			}
+			return &uapi.DebugReply{}, nil
+		}
+		if len(js) > uapi.MaxData {
+			return nil, errnof(syscall.EMSGSIZE, "debug view of %d bytes does not fit in a reply: pass a file descriptor to write it to", len(js))
 		}
 		return &uapi.DebugReply{Json: string(js)}, nil
 	}

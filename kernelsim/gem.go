@@ -69,9 +69,9 @@ func (b *Backing) WriteTo(w io.Writer) (int64, error) {
 	return done, nil
 }
 
-// ReadFrom fills the whole memory from r, which must hold exactly Size
+// Fill fills the whole memory from r, which must hold exactly Size
 // bytes, and feeds them to h as well.
-func (b *Backing) ReadFrom(r io.Reader, h io.Writer) error {
+func (b *Backing) Fill(r io.Reader, h io.Writer) error {
 	for off := uint64(0); off < b.Size(); off += backingChunk {
 		n := min(backingChunk, b.Size()-off)
 		b.mu.Lock()

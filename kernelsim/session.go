@@ -160,7 +160,7 @@ func (s *Session) LoadBO(id uint64, r io.ReadCloser, sum []byte) error {
 
 func loadBacking(mem *Backing, r io.Reader, sum []byte) error {
 	h := sha256.New()
-	if err := mem.ReadFrom(r, h); err != nil {
+	if err := mem.Fill(r, h); err != nil {
 		return err
 	}
 	if len(sum) > 0 && !bytes.Equal(h.Sum(nil), sum) {

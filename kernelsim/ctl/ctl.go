@@ -5,8 +5,11 @@ package ctl
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"drmcr/kernelsim"
 	"drmcr/kernelsim/uapi"
@@ -99,20 +102,37 @@ func (c *Client) CloseSession(token []byte, abort bool) error {
 
 // Debug returns the kernel's debug view.
 func (c *Client) Debug() (*kernelsim.DebugState, error) {
-	r := &uapi.DebugReply{}
-	if _, err := c.c.Call(uapi.OpDebug, &uapi.DebugRequest{}, r); err != nil {
+	js, err := c.DebugJSON()
+	if err != nil {
 		return nil, err
 	}
 	st := &kernelsim.DebugState{}
-	if err := json.Unmarshal([]byte(r.Json), st); err != nil {
+	if err := json.Unmarshal([]byte(js), st); err != nil {
 		return nil, fmt.Errorf("debug view: %w", err)
 	}
 	return st, nil
 }
 
-// DebugJSON returns the kernel's debug view as JSON text.
+// DebugJSON returns the kernel's debug view as JSON text. The view of a
+// busy kernel is larger than a message, so the kernel writes it into a
+// memfd passed with the request.
 func (c *Client) DebugJSON() (string, error) {
+	fd, err := unix.MemfdCreate("kernelsim-debug", unix.MFD_CLOEXEC)
+	if err != nil {
+		return "", fmt.Errorf("debug view: memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "kernelsim-debug")
+	defer f.Close()
 	r := &uapi.DebugReply{}
-	_, err := c.c.Call(uapi.OpDebug, &uapi.DebugRequest{}, r)
-	return r.Json, err
+	if _, err := c.c.Call(uapi.OpDebug, &uapi.DebugRequest{}, r, fd); err != nil {
+		return "", err
+	}
+	if r.Json != "" {
+		return r.Json, nil
+	}
+	js, err := io.ReadAll(io.NewSectionReader(f, 0, 1<<40))
+	if err != nil {
+		return "", fmt.Errorf("debug view: %w", err)
+	}
+	return string(js), nil
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -46,15 +47,22 @@ func StartDaemon(t testing.TB, path string, args ...string) *Env {
 	dir := shortTempDir(t)
 	cmd := exec.Command(path, append([]string{"-runtime-dir", dir, "-q"}, args...)...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	// Never outlive the test process, whatever happens to it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start kernelsimd: %v", err)
 	}
 	t.Cleanup(func() {
 		cmd.Process.Signal(os.Interrupt)
 		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
+		var werr error
+		go func() { werr = cmd.Wait(); close(done) }()
 		select {
 		case <-done:
+			// A clean exit on SIGINT; a race report makes it exit 66.
+			if werr != nil {
+				t.Errorf("kernelsimd exited with %v", werr)
+			}
 		case <-time.After(10 * time.Second):
 			cmd.Process.Kill()
 			<-done

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"drmcr/kernelsim"
+	"drmcr/kernelsim/ksimtest"
+	"drmcr/kernelsim/libdrm"
+	"drmcr/kernelsim/uapi"
+)
+
+func TestDebugTextAndJSON(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{})
+	d := env.Open(t, 128)
+	h, err := d.BOCreate(8192, uapi.Domain_DOMAIN_VRAM, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := d.ExportDmaBuf(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := d.VMMap(h, 0, 0x10000, 8192, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.CtxCreate(0); err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	if err := run([]string{"-runtime-dir", env.Dir, "debug"}, &text); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"renderD128 amdgpu", "handle 1 -> bo 1 prime", "va 0x10000+0x2000 -> handle 1", "ctx 1 submitted 0", "dma-bufs:", "bo 1 renderD128 8192 bytes DOMAIN_VRAM"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text view lacks %q:\n%s", want, text.String())
+		}
+	}
+	var js bytes.Buffer
+	if err := run([]string{"-runtime-dir", env.Dir, "debug", "-json"}, &js); err != nil {
+		t.Fatal(err)
+	}
+	var st kernelsim.DebugState
+	if err := json.Unmarshal(js.Bytes(), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Files) != 1 || len(st.BOs) != 1 || len(st.DmaBufs) != 1 || st.Files[0].Mappings[0].VA != 0x10000 {
+		t.Fatalf("JSON view: %+v", st)
+	}
+	if err := run([]string{"-runtime-dir", env.Dir, "bogus"}, &js); err == nil {
+		t.Fatal("unknown command accepted")
+	}
+}
+
+// TestDebugDuringTeardown prints the debug view in a loop while clients
+// come and go with work in flight (run with -race).
+func TestDebugDuringTeardown(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{})
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	errs := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var b bytes.Buffer
+			if err := run([]string{"-runtime-dir", env.Dir, "debug"}, &b); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	for i := range 40 {
+		d, err := libdrm.Open(kernelsim.RenderNodePath(env.Dir, 128))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, _ := d.BOCreate(1<<20, uapi.Domain_DOMAIN_GTT, 0, 0)
+		ctx, _ := d.CtxCreate(0)
+		for j := range 4 {
+			d.Submit(&uapi.SubmitRequest{CtxId: ctx, Bos: []*uapi.SubmitBo{{Handle: h, Write: true}},
+				Commands: []*uapi.Command{{Op: 1, Src: -1, Len: 1 << 20, Value: uint64(i + j)}}})
+		}
+		d.Close()
+	}
+	close(stop)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+}
