@@ -94,7 +94,7 @@ test-criu: criu
 # ---------------------------------------------------------------------------
 # Tests, benchmarks, the demo
 # ---------------------------------------------------------------------------
-.PHONY: test check e2e bench demo proto
+.PHONY: test check e2e bench demo proto graphviz
 
 # The README's test command: static checks, then every test with the race
 # detector, the end-to-end tests with real criu included (provisioned
@@ -116,8 +116,13 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./kernelsim/... ./drmcore/...
 
 # The whole product in one command: see cmd/drmdemo.
-demo: criu build
-	$(BIN_DIR)/drmdemo -criu $(abspath $(CRIU)) -lib $(abspath $(LIB_DIR)) -bin $(abspath $(BIN_DIR))
+# It keeps the checkpoint in build/demo/checkpoint (and the sharing graph,
+# drawn by graphviz, in build/demo/graph.svg) for drmcrit.
+demo: criu build graphviz
+	$(BIN_DIR)/drmdemo -criu $(abspath $(CRIU)) -lib $(abspath $(LIB_DIR)) -bin $(abspath $(BIN_DIR)) -keep $(abspath $(BUILD))/demo/checkpoint
+
+graphviz:
+	@command -v dot >/dev/null || { apt-get update -qq && apt-get install -y -qq graphviz >/dev/null; }
 
 # Regenerate the protobuf code (needs protoc: installed here if missing).
 proto:

@@ -91,6 +91,8 @@ func (d *demo) run() error {
 	imgDir := d.keep
 	if imgDir == "" {
 		imgDir = filepath.Join(work, "checkpoint")
+	} else if err := clearCheckpoint(imgDir); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(imgDir, 0o755); err != nil {
 		return err
@@ -204,7 +206,33 @@ func (d *demo) summarise(imgDir string) error {
 	if err != nil {
 		return fmt.Errorf("drmcrit show: %w", err)
 	}
+	if _, err := exec.LookPath("dot"); err == nil && d.keep != "" {
+		svg := filepath.Join(filepath.Dir(imgDir), "graph.svg")
+		if out, err := exec.Command(d.tool("drmcrit"), "graph", "-o", svg, imgDir).CombinedOutput(); err != nil {
+			return fmt.Errorf("drmcrit graph: %v: %s", err, out)
+		}
+		fmt.Printf("sharing graph: %s\n\n", svg)
+	}
 	return nil
+}
+
+// clearCheckpoint empties a kept checkpoint directory of an earlier run,
+// refusing to touch a directory that holds anything else.
+func clearCheckpoint(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if len(ents) == 0 {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, "inventory.img")); err != nil {
+		return fmt.Errorf("%s is not empty and holds no earlier checkpoint: choose another -keep directory", dir)
+	}
+	return os.RemoveAll(dir)
 }
 
 func indent(s string) string {
