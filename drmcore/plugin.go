@@ -2,7 +2,6 @@ package drmcore
 
 import (
 	"fmt"
-	"os"
 	"time"
 
 	"drmcr/images"
@@ -30,18 +29,26 @@ type Config struct {
 	DmaBuf        DmaBufPlugin
 }
 
-// ConfigFromEnv fills RuntimeDir and the timeouts from the environment:
-// KERNELSIM_RUNTIME_DIR, DRMCR_PAUSE_TIMEOUT and DRMCR_RESUME_TIMEOUT (Go
-// durations, e.g. "5s").
-func ConfigFromEnv(cfg Config) (Config, error) {
-	cfg.RuntimeDir = kernelsim.RuntimeDirFromEnv()
+// ConfigFromEnv fills RuntimeDir and the timeouts from the environment
+// variables getenv returns: KERNELSIM_RUNTIME_DIR, DRMCR_PAUSE_TIMEOUT and
+// DRMCR_RESUME_TIMEOUT (Go durations, e.g. "5s").
+//
+// Inside criu the plugin must read criu's environment through C's getenv:
+// in swrk mode (go-criu) criu rewrites its process title over the initial
+// environment block, which is where the Go runtime of a shared object
+// reads os.Getenv's variables from.
+func ConfigFromEnv(cfg Config, getenv func(string) string) (Config, error) {
+	cfg.RuntimeDir = getenv("KERNELSIM_RUNTIME_DIR")
+	if cfg.RuntimeDir == "" {
+		cfg.RuntimeDir = kernelsim.DefaultRuntimeDir
+	}
 	cfg.PauseTimeout = 5 * time.Second
 	cfg.ResumeTimeout = time.Minute
 	for _, v := range []struct {
 		name string
 		dst  *time.Duration
 	}{{"DRMCR_PAUSE_TIMEOUT", &cfg.PauseTimeout}, {"DRMCR_RESUME_TIMEOUT", &cfg.ResumeTimeout}} {
-		s := os.Getenv(v.name)
+		s := getenv(v.name)
 		if s == "" {
 			continue
 		}

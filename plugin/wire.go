@@ -1,7 +1,13 @@
 package main
 
+/*
+#include <stdlib.h>
+*/
+import "C"
+
 import (
 	"fmt"
+	"unsafe"
 
 	"drmcr/amdgpu"
 	"drmcr/dmabuf"
@@ -21,9 +27,20 @@ var newHooks = func(log drmcore.Logger, imageDirFD int) (hooks, error) {
 		ImageDir: images.DirFromFD(imageDirFD),
 		Drivers:  []drmcore.DriverPlugin{amdgpu.New()},
 		DmaBuf:   dmabuf.New(),
-	})
+	}, cGetenv)
 	if err != nil {
 		return nil, err
 	}
 	return drmcore.New(cfg), nil
+}
+
+// cGetenv reads criu's environment through libc (see drmcore.ConfigFromEnv
+// for why os.Getenv will not do).
+func cGetenv(name string) string {
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	if v := C.getenv(cname); v != nil {
+		return C.GoString(v)
+	}
+	return ""
 }
