@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"drmcr/drmcore/drmcoretest"
 	"drmcr/images"
 	"drmcr/kernelsim"
 	"drmcr/kernelsim/gpu"
@@ -171,7 +172,7 @@ func TestSharedCreatorReleased(t *testing.T) {
 			t.Fatalf("import into B gave handle %d, want %d", h, hb)
 		}
 	}
-	run := func(name string, order restoreOrder) {
+	run := func(name string, order drmcoretest.Order) {
 		t.Run(name, func(t *testing.T) {
 			fds, err := restore(t, env, dir, order, false)
 			must(t, err)

@@ -2,11 +2,9 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -14,10 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
-	"drmcr/amdgpu"
-	"drmcr/dmabuf"
-	"drmcr/drmcore"
-	"drmcr/images"
+	"drmcr/drmcore/drmcoretest"
 	"drmcr/kernelsim"
 	"drmcr/kernelsim/gpu"
 	"drmcr/kernelsim/ksimtest"
@@ -30,13 +25,6 @@ import (
 // kernelsim, this test process standing in for the dumped task.
 
 const page = 4096
-
-type testLog struct{ t testing.TB }
-
-func (l testLog) Errorf(f string, a ...any) { l.t.Logf("E: "+f, a...) }
-func (l testLog) Warnf(f string, a ...any)  { l.t.Logf("W: "+f, a...) }
-func (l testLog) Infof(f string, a ...any)  { l.t.Logf("I: "+f, a...) }
-func (l testLog) Debugf(f string, a ...any) {}
 
 func must(t testing.TB, err error) {
 	t.Helper()
@@ -56,54 +44,11 @@ func (c checker) u32(v uint32, err error) uint32 {
 	return v
 }
 
-// socketFDs lists this process's socket fds with their inodes.
-func socketFDs(t testing.TB) map[int]uint64 {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[int]uint64{}
-	for _, e := range ents {
-		fd, _ := strconv.Atoi(e.Name())
-		var st unix.Stat_t
-		if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-			continue
-		}
-		out[fd] = st.Ino
-	}
-	return out
-}
-
-// pluginDump runs the plugin's dump hooks like criu for task pid: init,
-// PAUSE_DEVICES, DUMP_UNIX_SK for each socket inode (fd -1: the plugin
-// only needs the inode), exit. It writes the images into dir.
+// pluginDump runs the plugin's dump hooks like criu for task pid over the
+// given socket inodes, writing the images into dir.
 func pluginDump(t testing.TB, runtimeDir, dir string, pid int, inodes []uint64) {
 	t.Helper()
-	d, err := images.OpenDir(dir)
-	must(t, err)
-	defer d.Close()
-	p := drmcore.New(drmcore.Config{
-		Log: testLog{t}, ImageDir: d, RuntimeDir: runtimeDir,
-		PauseTimeout: 5 * time.Second, ResumeTimeout: 30 * time.Second,
-		Drivers: []drmcore.DriverPlugin{amdgpu.New()}, DmaBuf: dmabuf.New(),
-	})
-	must(t, p.Init(drmcore.StageDump))
-	err = p.PauseDevices(pid)
-	if err == nil {
-		for _, ino := range inodes {
-			if derr := p.DumpUnixSk(-1, ino); derr != nil && !errors.Is(derr, drmcore.ErrNotMine) {
-				err = derr
-				break
-			}
-		}
-	}
-	ret := 0
-	if err != nil {
-		ret = -1
-	}
-	p.Fini(drmcore.StageDump, ret)
-	must(t, err)
+	must(t, drmcoretest.Dump(t, drmcoretest.Plugin(t, runtimeDir, dir, 5*time.Second), pid, inodes))
 }
 
 func inodeOf(t testing.TB, fd int) uint64 {
@@ -201,7 +146,7 @@ func buildRich(t testing.TB, dir string) *fixture {
 	time.Sleep(50 * time.Millisecond)
 
 	var inodes []uint64
-	for _, ino := range socketFDs(t) {
+	for _, ino := range drmcoretest.SocketInodes(t) {
 		inodes = append(inodes, ino)
 	}
 	pluginDump(t, env.Dir, dir, f.pid, inodes)

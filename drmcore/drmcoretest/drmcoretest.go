@@ -1,0 +1,237 @@
+// Package drmcoretest drives the DRM plugin's logic the way criu drives
+// the plugin, without criu: the dump hooks over a task's sockets, and the
+// restore hooks with the C part's claims done in Go. Tests of drmcore and
+// of the tools that read its images use it, against an in-process kernelsim.
+package drmcoretest
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"drmcr/amdgpu"
+	"drmcr/dmabuf"
+	"drmcr/drmcore"
+	"drmcr/images"
+	"drmcr/kernelsim/uapi"
+)
+
+// Log is a drmcore.Logger writing to the test log.
+type Log struct{ T testing.TB }
+
+func (l Log) Errorf(f string, a ...any) { l.T.Logf("E: "+f, a...) }
+func (l Log) Warnf(f string, a ...any)  { l.T.Logf("W: "+f, a...) }
+func (l Log) Infof(f string, a ...any)  { l.T.Logf("I: "+f, a...) }
+func (l Log) Debugf(f string, a ...any) { l.T.Logf("D: "+f, a...) }
+
+// Plugin makes the plugin as criu would load it, writing or reading images
+// in dir and talking to the kernelsim at runtimeDir.
+func Plugin(t testing.TB, runtimeDir, dir string, pauseTimeout time.Duration) *drmcore.Plugin {
+	t.Helper()
+	d, err := images.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return drmcore.New(drmcore.Config{
+		Log: Log{t}, ImageDir: d, RuntimeDir: runtimeDir,
+		PauseTimeout: pauseTimeout, ResumeTimeout: 30 * time.Second,
+		Drivers: []drmcore.DriverPlugin{amdgpu.New()}, DmaBuf: dmabuf.New(),
+	})
+}
+
+// SocketInodes lists the socket fds of this process with their inodes.
+func SocketInodes(t testing.TB) map[int]uint64 {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int]uint64{}
+	for _, e := range ents {
+		fd, _ := strconv.Atoi(e.Name())
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+			continue
+		}
+		out[fd] = st.Ino
+	}
+	return out
+}
+
+// Dump runs the dump hooks as criu does for task pid: init, PAUSE_DEVICES,
+// DUMP_UNIX_SK for each socket inode (the plugin only needs the inode, so
+// the task may be another process), then the exit hook with the dump's
+// outcome. It returns the first failing hook's error: the dump failed.
+func Dump(t testing.TB, p *drmcore.Plugin, pid int, inodes []uint64) error {
+	t.Helper()
+	if err := p.Init(drmcore.StageDump); err != nil {
+		t.Fatal(err)
+	}
+	err := p.PauseDevices(pid)
+	if err == nil {
+		for _, ino := range inodes {
+			if derr := p.DumpUnixSk(-1, ino); derr != nil && !errors.Is(derr, drmcore.ErrNotMine) {
+				err = derr
+				break
+			}
+		}
+	}
+	ret := 0
+	if err != nil {
+		ret = -1
+	}
+	p.Fini(drmcore.StageDump, ret)
+	return err
+}
+
+// DumpSelf checkpoints this test process into a new directory.
+func DumpSelf(t testing.TB, runtimeDir string, pauseTimeout time.Duration) (string, error) {
+	t.Helper()
+	dir := t.TempDir()
+	var inodes []uint64
+	for _, ino := range SocketInodes(t) {
+		inodes = append(inodes, ino)
+	}
+	return dir, Dump(t, Plugin(t, runtimeDir, dir, pauseTimeout), os.Getpid(), inodes)
+}
+
+// Claim does in Go what the plugin's C part does in a restored task.
+func Claim(e drmcore.RestoreEntry) (int, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	fail := func(err error) (int, error) {
+		unix.Close(fd)
+		return -1, err
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: e.SocketPath}); err != nil {
+		return fail(err)
+	}
+	if err := uapi.Send(fd, e.Request); err != nil {
+		return fail(err)
+	}
+	buf := make([]byte, 65536)
+	n, fds, err := uapi.Recv(fd, buf, 0)
+	if err != nil {
+		return fail(err)
+	}
+	h, err := uapi.ParseHeader(buf[:n])
+	if err == nil && h.Status < 0 {
+		err = fmt.Errorf("claim inode %d: %w", e.Ino, syscall.Errno(-h.Status))
+	}
+	if err != nil {
+		uapi.CloseFDs(fds)
+		return fail(err)
+	}
+	if e.Kind == drmcore.RestoreDRMFile {
+		uapi.CloseFDs(fds)
+		return fd, nil
+	}
+	unix.Close(fd)
+	if len(fds) != 1 {
+		uapi.CloseFDs(fds)
+		return -1, fmt.Errorf("dma-buf claim returned %d fds", len(fds))
+	}
+	return fds[0], nil
+}
+
+// Order says how the restored tasks claim their files; it returns the
+// restored fds by dump-time inode.
+type Order func(entries []drmcore.RestoreEntry) (map[uint64]int, error)
+
+// InOrder claims the entries one by one in the order of perm.
+func InOrder(perm []int) Order {
+	return func(entries []drmcore.RestoreEntry) (map[uint64]int, error) {
+		out := map[uint64]int{}
+		for _, i := range perm {
+			fd, err := Claim(entries[i])
+			if err != nil {
+				return out, err
+			}
+			out[entries[i].Ino] = fd
+		}
+		return out, nil
+	}
+}
+
+// NthOrder claims the entries one by one in their k-th permutation (k
+// taken modulo the number of permutations).
+func NthOrder(k int) Order {
+	return func(entries []drmcore.RestoreEntry) (map[uint64]int, error) {
+		rest := make([]int, len(entries))
+		for i := range rest {
+			rest[i] = i
+		}
+		var perm []int
+		for n := len(rest); n > 0; n-- {
+			i := k % n
+			k /= n
+			perm = append(perm, rest[i])
+			rest = append(rest[:i], rest[i+1:]...)
+		}
+		return InOrder(perm)(entries)
+	}
+}
+
+// Concurrently claims every entry at once.
+func Concurrently(entries []drmcore.RestoreEntry) (map[uint64]int, error) {
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		out  = map[uint64]int{}
+		errs []error
+	)
+	for _, e := range entries {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fd, err := Claim(e)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			out[e.Ino] = fd
+		}()
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
+}
+
+// Restore runs the restore hooks over dir for this process and returns the
+// restored fds by dump-time inode; they are closed when the test ends.
+// failAfterClaims makes criu fail after the claims, so that the exit hook
+// must destroy everything the restore created.
+func Restore(t testing.TB, runtimeDir, dir string, order Order, failAfterClaims bool) (map[uint64]int, error) {
+	t.Helper()
+	p := Plugin(t, runtimeDir, dir, 5*time.Second)
+	if err := p.Init(drmcore.StageRestore); err != nil {
+		p.Fini(drmcore.StageRestore, -1)
+		return nil, err
+	}
+	fds, err := order(p.RestoreEntries())
+	t.Cleanup(func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	})
+	if err == nil && !failAfterClaims {
+		err = p.ResumeDevicesLate(os.Getpid())
+	}
+	ret := 0
+	if err != nil || failAfterClaims {
+		ret = -1
+	}
+	p.Fini(drmcore.StageRestore, ret)
+	return fds, err
+}
