@@ -3354,6 +3354,9 @@ func (x *CheckpointFileRequest) GetFileId() uint64 {
 	return 0
 }
 
+// Debug returns the kernel's debug view as JSON. The view of a busy kernel
+// outgrows a message: a request may carry one fd (SCM_RIGHTS), into which
+// the kernel writes the JSON instead, leaving DebugReply.json empty.
 type DebugRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
