@@ -36,6 +36,7 @@ import (
 	"strings"
 	"time"
 
+	"drmcr/internal/units"
 	"drmcr/kernelsim"
 	"drmcr/kernelsim/gpu"
 )
@@ -97,7 +98,7 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// sizeFlag parses a byte count with an optional K, M or G suffix.
+// sizeFlag is a byte count flag (units.ParseSize: K, M, G, T suffixes).
 type sizeFlag struct{ v *uint64 }
 
 func (s sizeFlag) String() string {
@@ -108,20 +109,11 @@ func (s sizeFlag) String() string {
 }
 
 func (s sizeFlag) Set(v string) error {
-	mult := uint64(1)
-	switch {
-	case strings.HasSuffix(v, "K"):
-		mult, v = 1<<10, strings.TrimSuffix(v, "K")
-	case strings.HasSuffix(v, "M"):
-		mult, v = 1<<20, strings.TrimSuffix(v, "M")
-	case strings.HasSuffix(v, "G"):
-		mult, v = 1<<30, strings.TrimSuffix(v, "G")
-	}
-	n, err := strconv.ParseUint(v, 0, 64)
+	n, err := units.ParseSize(v)
 	if err != nil {
 		return err
 	}
-	*s.v = n * mult
+	*s.v = n
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"drmcr/internal/units"
 	"drmcr/kernelsim"
 )
 
@@ -64,11 +65,11 @@ func parseDevice(spec string) (kernelsim.DeviceConfig, error) {
 			n, err = strconv.ParseUint(val, 0, 32)
 			dc.GPUID = uint32(n)
 		case "vram":
-			dc.VRAMSize, err = parseSize(val)
+			dc.VRAMSize, err = units.ParseSize(val)
 		case "gtt":
-			dc.GTTSize, err = parseSize(val)
+			dc.GTTSize, err = units.ParseSize(val)
 		case "bandwidth":
-			dc.Bandwidth, err = parseSize(val)
+			dc.Bandwidth, err = units.ParseSize(val)
 		case "iter":
 			dc.IterTime, err = time.ParseDuration(val)
 		case "timeout":
@@ -83,26 +84,6 @@ func parseDevice(spec string) (kernelsim.DeviceConfig, error) {
 		}
 	}
 	return dc, nil
-}
-
-// parseSize reads a byte count with an optional K, M, G or T suffix.
-func parseSize(s string) (uint64, error) {
-	mult := uint64(1)
-	switch {
-	case strings.HasSuffix(s, "K"):
-		mult, s = 1<<10, strings.TrimSuffix(s, "K")
-	case strings.HasSuffix(s, "M"):
-		mult, s = 1<<20, strings.TrimSuffix(s, "M")
-	case strings.HasSuffix(s, "G"):
-		mult, s = 1<<30, strings.TrimSuffix(s, "G")
-	case strings.HasSuffix(s, "T"):
-		mult, s = 1<<40, strings.TrimSuffix(s, "T")
-	}
-	n, err := strconv.ParseUint(s, 0, 64)
-	if err != nil {
-		return 0, err
-	}
-	return n * mult, nil
 }
 
 // fileConfig is the -config file: {"devices": ["driver=amdgpu,minor=128", ...]}.

@@ -1,0 +1,31 @@
+package units
+
+import "testing"
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want uint64
+		ok   bool
+	}{
+		{"0", 0, true},
+		{"4096", 4096, true},
+		{"0x1000", 4096, true},
+		{"16K", 16 << 10, true},
+		{"256M", 256 << 20, true},
+		{"1G", 1 << 30, true},
+		{"2T", 2 << 40, true},
+		{"0x10K", 16 << 10, true},
+		{"", 0, false},
+		{"K", 0, false},
+		{"1k", 0, false},
+		{"1KB", 0, false},
+		{"-1", 0, false},
+		{"1.5M", 0, false},
+	} {
+		got, err := ParseSize(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d, ok %v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+}
