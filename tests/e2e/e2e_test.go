@@ -132,3 +132,34 @@ func TestDemo(t *testing.T) {
 	}
 	t.Logf("drmdemo:\n%s", out)
 }
+
+// TestFailedRestoreLeavesNothing: a second restore of the same checkpoint
+// while the first restored tree runs fails (its pids are taken) after the
+// plugin opened its restore session; the session must destroy everything
+// it created, and the first tree must finish undisturbed.
+func TestFailedRestoreLeavesNothing(t *testing.T) {
+	d := startDaemon(t)
+	w := startWorkload(t, d, "prodcons")
+	want := expected(t, w)
+	waitStep(t, w, 2)
+	pids := w.Tree()
+	img, log, err := dump(t, d, w)
+	if err != nil {
+		t.Fatalf("%v\nplugin log:\n%s", err, pluginLines(log))
+	}
+	waitGone(t, pids)
+	if log, err := restore(t, d, img); err != nil {
+		t.Fatalf("%v\n%s", err, lastLines(log, 40))
+	}
+	log, err = restore(t, d, img)
+	if err == nil {
+		t.Fatal("a second restore into the same pids succeeded")
+	}
+	if !strings.Contains(pluginLines(log), "destroyed the GPU objects") {
+		t.Errorf("the failed restore's plugin log does not say it cleaned up:\n%s", pluginLines(log))
+	}
+	if got := result(t, w); got != want {
+		t.Fatalf("first restored tree: got %s, want %s", got, want)
+	}
+	waitIdle(t, d)
+}
