@@ -76,13 +76,13 @@ func dmabufOnlyRun(r *runner) (out []byte, err error) {
 	if err := g.dev.Write(g.handles[doShared], 0, initPattern(p.seed, p.size)); err != nil {
 		return nil, fmt.Errorf("write initial data: %w", err)
 	}
-	ctx, err := g.dev.CtxCreate(0)
+	ctx, err := g.newContext(0)
 	if err != nil {
-		return nil, fmt.Errorf("create context: %w", err)
+		return nil, err
 	}
-	fd, err := g.dev.ExportDmaBuf(g.handles[doShared])
+	fd, err := g.exportDmaBuf(doShared)
 	if err != nil {
-		return nil, fmt.Errorf("export: %w", err)
+		return nil, err
 	}
 	h, err := r.spawn("holder")
 	if err == nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"syscall"
 
 	"drmcr/kernelsim/uapi"
 )
@@ -63,16 +62,16 @@ func longrunRun(r *runner) ([]byte, error) {
 	if err := g.create(lrOut, lrOutSize, uapi.Domain_DOMAIN_GTT); err != nil {
 		return nil, err
 	}
-	ctx, err := g.dev.CtxCreate(0)
+	ctx, err := g.newContext(0)
 	if err != nil {
-		return nil, fmt.Errorf("create context: %w", err)
+		return nil, err
 	}
 	if err := g.submit(ctx, longrunInit(p)); err != nil {
 		return nil, fmt.Errorf("setup: %w", err)
 	}
-	done, err := g.dev.SyncobjCreate(false)
+	done, err := g.newSyncobj()
 	if err != nil {
-		return nil, fmt.Errorf("create syncobj: %w", err)
+		return nil, err
 	}
 	r.setupDone()
 	for i := range p.steps {
@@ -80,15 +79,8 @@ func longrunRun(r *runner) ([]byte, error) {
 			return nil, fmt.Errorf("step %d: %w", i+1, err)
 		}
 		r.progress(i + 1)
-		if _, err := g.dev.SyncobjWait([]uint32{done}, -1, true, false); err != nil {
-			return nil, fmt.Errorf("step %d: wait: %w", i+1, err)
-		}
-		q, err := g.dev.SyncobjQuery(done)
-		if err != nil {
-			return nil, fmt.Errorf("step %d: query syncobj: %w", i+1, err)
-		}
-		if q.Error != 0 {
-			return nil, fmt.Errorf("step %d: long-running job failed: %v", i+1, syscall.Errno(-q.Error))
+		if err := g.awaitJob(done, "long-running job"); err != nil {
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
 		}
 		r.stepDelay(i + 1)
 	}

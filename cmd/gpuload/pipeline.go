@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"syscall"
 
 	"drmcr/kernelsim/uapi"
 )
@@ -86,13 +85,13 @@ func pipelineRun(r *runner) (out []byte, err error) {
 	if err := g.create(plShared, p.size, uapi.Domain_DOMAIN_VRAM); err != nil {
 		return nil, err
 	}
-	ctx, err := g.dev.CtxCreate(0)
+	ctx, err := g.newContext(0)
 	if err != nil {
-		return nil, fmt.Errorf("create context: %w", err)
+		return nil, err
 	}
-	fd, err := g.dev.ExportDmaBuf(g.handles[plShared])
+	fd, err := g.exportDmaBuf(plShared)
 	if err != nil {
-		return nil, fmt.Errorf("export: %w", err)
+		return nil, err
 	}
 	c, err := r.spawn("consumer")
 	if err == nil {
@@ -149,13 +148,13 @@ func pipelineConsumerRole(r *runner, parent *peer) error {
 	if err := g.create(plOut, plOutSize, uapi.Domain_DOMAIN_GTT); err != nil {
 		return err
 	}
-	ctx, err := g.dev.CtxCreate(0)
+	ctx, err := g.newContext(0)
 	if err != nil {
-		return fmt.Errorf("create context: %w", err)
+		return err
 	}
-	done, err := g.dev.SyncobjCreate(false)
+	done, err := g.newSyncobj()
 	if err != nil {
-		return fmt.Errorf("create syncobj: %w", err)
+		return err
 	}
 	if err := parent.send(msgReady, 0, nil); err != nil {
 		return err
@@ -200,15 +199,8 @@ func pipelineConsumerStep(g *gpuProc, ctx, done uint32, p *params, i, fd int, pa
 	if err := parent.send(msgAck, i, nil); err != nil {
 		return err
 	}
-	if _, err := g.dev.SyncobjWait([]uint32{done}, -1, true, false); err != nil {
-		return fmt.Errorf("wait: %w", err)
-	}
-	q, err := g.dev.SyncobjQuery(done)
-	if err != nil {
-		return fmt.Errorf("query syncobj: %w", err)
-	}
-	if q.Error != 0 {
-		return fmt.Errorf("long-running job failed: %v", syscall.Errno(-q.Error))
+	if err := g.awaitJob(done, "long-running job"); err != nil {
+		return err
 	}
 	return parent.send(msgStepDone, i, nil)
 }

@@ -75,13 +75,13 @@ func prodconsRun(r *runner) (out []byte, err error) {
 	if err := g.create(pcShared, p.size, uapi.Domain_DOMAIN_VRAM); err != nil {
 		return nil, err
 	}
-	ctx, err := g.dev.CtxCreate(0)
+	ctx, err := g.newContext(0)
 	if err != nil {
-		return nil, fmt.Errorf("create context: %w", err)
+		return nil, err
 	}
-	fd, err := g.dev.ExportDmaBuf(g.handles[pcShared])
+	fd, err := g.exportDmaBuf(pcShared)
 	if err != nil {
-		return nil, fmt.Errorf("export: %w", err)
+		return nil, err
 	}
 	c, err := r.spawn("consumer")
 	if err != nil {
@@ -140,9 +140,9 @@ func prodconsConsumerRole(r *runner, parent *peer) error {
 	if err := g.create(pcT, p.size, uapi.Domain_DOMAIN_VRAM); err != nil {
 		return err
 	}
-	ctx, err := g.dev.CtxCreate(0)
+	ctx, err := g.newContext(0)
 	if err != nil {
-		return fmt.Errorf("create context: %w", err)
+		return err
 	}
 	if err := parent.send(msgReady, 0, nil); err != nil {
 		return err

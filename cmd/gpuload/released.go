@@ -95,16 +95,16 @@ func releasedRun(r *runner) (out []byte, err error) {
 	if err := g.create(relW, relWSize, uapi.Domain_DOMAIN_GTT); err != nil {
 		return nil, err
 	}
-	ctx, err := g.dev.CtxCreate(0)
+	ctx, err := g.newContext(0)
 	if err != nil {
-		return nil, fmt.Errorf("create context: %w", err)
+		return nil, err
 	}
 	if err := g.submit(ctx, releasedInit(p)); err != nil {
 		return nil, fmt.Errorf("setup: %w", err)
 	}
-	fd, err := g.dev.ExportDmaBuf(g.handles[relShared])
+	fd, err := g.exportDmaBuf(relShared)
 	if err != nil {
-		return nil, fmt.Errorf("export: %w", err)
+		return nil, err
 	}
 	var kids [2]*child
 	for k, role := range []string{"writer", "reader"} {
@@ -194,9 +194,9 @@ func releasedChild(r *runner, parent *peer) error {
 	if err := g.create(own, size, uapi.Domain_DOMAIN_VRAM); err != nil {
 		return err
 	}
-	ctx, err := g.dev.CtxCreate(0)
+	ctx, err := g.newContext(0)
 	if err != nil {
-		return fmt.Errorf("create context: %w", err)
+		return err
 	}
 	if err := parent.send(msgReady, 0, nil); err != nil {
 		return err

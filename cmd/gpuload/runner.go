@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 	"time"
 
 	"drmcr/kernelsim"
@@ -96,6 +97,49 @@ func (g *gpuProc) close() {
 	if g != nil && g.dev != nil {
 		g.dev.Close()
 	}
+}
+
+// newContext creates a GPU context of the given priority.
+func (g *gpuProc) newContext(priority int32) (uint32, error) {
+	ctx, err := g.dev.CtxCreate(priority)
+	if err != nil {
+		return 0, fmt.Errorf("create context: %w", err)
+	}
+	return ctx, nil
+}
+
+// newSyncobj creates an unsignalled syncobj.
+func (g *gpuProc) newSyncobj() (uint32, error) {
+	so, err := g.dev.SyncobjCreate(false)
+	if err != nil {
+		return 0, fmt.Errorf("create syncobj: %w", err)
+	}
+	return so, nil
+}
+
+// awaitJob waits without a time limit for the job whose out-syncobj is
+// so and checks that it succeeded; what names the job in errors.
+func (g *gpuProc) awaitJob(so uint32, what string) error {
+	if _, err := g.dev.SyncobjWait([]uint32{so}, -1, true, false); err != nil {
+		return fmt.Errorf("wait for the %s: %w", what, err)
+	}
+	q, err := g.dev.SyncobjQuery(so)
+	if err != nil {
+		return fmt.Errorf("query syncobj: %w", err)
+	}
+	if q.Error != 0 {
+		return fmt.Errorf("%s failed: %v", what, syscall.Errno(-q.Error))
+	}
+	return nil
+}
+
+// exportDmaBuf exports a buffer as a new dma-buf fd (the caller closes it).
+func (g *gpuProc) exportDmaBuf(id bufID) (int, error) {
+	fd, err := g.dev.ExportDmaBuf(g.handles[id])
+	if err != nil {
+		return -1, fmt.Errorf("export: %w", err)
+	}
+	return fd, nil
 }
 
 // vaOf gives each logical buffer its own GPU virtual address range.

@@ -91,8 +91,8 @@ func singleRun(r *runner) ([]byte, error) {
 	}
 	var ctxs [2]uint32
 	for k := range ctxs {
-		if ctxs[k], err = g.dev.CtxCreate(int32(k)); err != nil {
-			return nil, fmt.Errorf("create context: %w", err)
+		if ctxs[k], err = g.newContext(int32(k)); err != nil {
+			return nil, err
 		}
 	}
 	r.setupDone()

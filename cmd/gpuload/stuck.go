@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"syscall"
 	"time"
 
 	"drmcr/kernelsim/uapi"
@@ -72,21 +71,21 @@ func stuckRun(r *runner) ([]byte, error) {
 	if err := g.create(stOut, stOutSize, uapi.Domain_DOMAIN_GTT); err != nil {
 		return nil, err
 	}
-	ctx, err := g.dev.CtxCreate(0)
+	ctx, err := g.newContext(0)
 	if err != nil {
-		return nil, fmt.Errorf("create context: %w", err)
+		return nil, err
 	}
 	tl, err := g.dev.SwSyncCreate()
 	if err != nil {
 		return nil, fmt.Errorf("create sw_sync timeline: %w", err)
 	}
-	in, err := g.dev.SyncobjCreate(false)
+	in, err := g.newSyncobj()
 	if err != nil {
-		return nil, fmt.Errorf("create syncobj: %w", err)
+		return nil, err
 	}
-	out, err := g.dev.SyncobjCreate(false)
+	out, err := g.newSyncobj()
 	if err != nil {
-		return nil, fmt.Errorf("create syncobj: %w", err)
+		return nil, err
 	}
 	r.setupDone()
 
@@ -114,15 +113,8 @@ func stuckRun(r *runner) ([]byte, error) {
 		r.progress(i + 1)
 		r.stepDelay(i + 1)
 	}
-	if _, err := g.dev.SyncobjWait([]uint32{out}, -1, true, false); err != nil {
-		return nil, fmt.Errorf("wait for the blocked job: %w", err)
-	}
-	q, err := g.dev.SyncobjQuery(out)
-	if err != nil {
-		return nil, fmt.Errorf("query syncobj: %w", err)
-	}
-	if q.Error != 0 {
-		return nil, fmt.Errorf("blocked job failed: %v", syscall.Errno(-q.Error))
+	if err := g.awaitJob(out, "blocked job"); err != nil {
+		return nil, err
 	}
 	return g.readAll(stBuf, stOut)
 }
