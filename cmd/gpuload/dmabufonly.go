@@ -55,12 +55,7 @@ func dmabufOnlyExpect(p *params, ex executor) ([]byte, error) {
 	return concat(ex, doShared, doPa), nil
 }
 
-func dmabufOnlyRun(r *runner) (out []byte, err error) {
-	defer func() {
-		if err != nil {
-			err = r.abortChildren(err)
-		}
-	}()
+func dmabufOnlyRun(r *runner) ([]byte, error) {
 	p := r.p
 	g, err := r.openGPU()
 	if err != nil {
@@ -80,20 +75,9 @@ func dmabufOnlyRun(r *runner) (out []byte, err error) {
 	if err != nil {
 		return nil, err
 	}
-	fd, err := g.exportDmaBuf(doShared)
+	h, err := r.shareWithChild(g, doShared, "holder")
 	if err != nil {
 		return nil, err
-	}
-	h, err := r.spawn("holder")
-	if err == nil {
-		err = h.peer.send(msgShare, 0, nil, fd)
-	}
-	closeFDs([]int{fd})
-	if err != nil {
-		return nil, err
-	}
-	if _, err := h.peer.expect(msgReady, -1); err != nil {
-		return nil, fmt.Errorf("holder setup: %w", err)
 	}
 	split := dmabufOnlySplit(p)
 	r.setupDone()
@@ -107,10 +91,7 @@ func dmabufOnlyRun(r *runner) (out []byte, err error) {
 		if err := g.submit(ctx, dmabufOnlyStep(p, i)); err != nil {
 			return nil, fmt.Errorf("step %d: %w", i+1, err)
 		}
-		if err := h.peer.send(msgStep, i, nil); err != nil {
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
-		}
-		if _, err := h.peer.expect(msgAck, i); err != nil {
+		if err := h.step(i); err != nil {
 			return nil, fmt.Errorf("step %d: %w", i+1, err)
 		}
 		r.progress(i + 1)
@@ -142,34 +123,16 @@ func dmabufOnlyRun(r *runner) (out []byte, err error) {
 
 // dmabufOnlyHolder holds the dma-buf fd and nothing else of kernelsim.
 func dmabufOnlyHolder(r *runner, parent *peer) error {
-	fd, err := parent.expectFD(msgShare)
+	fd, err := parent.recvDmaBuf()
 	if err != nil {
-		return fmt.Errorf("setup: %w", err)
-	}
-	defer closeFDs([]int{fd})
-	if err := parent.send(msgReady, 0, nil); err != nil {
 		return err
 	}
-	for next := 0; ; next++ {
-		m, err := parent.recv()
-		if err != nil {
-			return fmt.Errorf("step %d: %w", next+1, err)
-		}
-		closeFDs(m.fds)
-		switch m.kind {
-		case msgStep:
-			if int(m.step) != next {
-				return fmt.Errorf("protocol: step %d announced, expected %d", m.step+1, next+1)
-			}
-			if err := parent.send(msgAck, next, nil); err != nil {
-				return fmt.Errorf("step %d: %w", next+1, err)
-			}
-		case msgGiveBack:
-			return parent.send(msgReturnFD, 0, nil, fd)
-		default:
-			return fmt.Errorf("protocol: unexpected %v", m.kind)
-		}
+	defer closeFDs([]int{fd})
+	s := &stepServer{
+		end:   msgGiveBack,
+		onEnd: func() error { return parent.send(msgReturnFD, 0, nil, fd) },
 	}
+	return s.serve(parent)
 }
 
 func init() {
@@ -180,7 +143,7 @@ func init() {
 		steps:  40,
 		delay:  100 * time.Millisecond,
 		expect: dmabufOnlyExpect,
-		run:    dmabufOnlyRun,
+		run:    abortChildrenOnError(dmabufOnlyRun),
 		roles:  map[string]func(*runner, *peer) error{"holder": dmabufOnlyHolder},
 	})
 }

@@ -319,3 +319,167 @@ func (r *runner) abortChildren(err error) error {
 	}
 	return err
 }
+
+// The run's messages, by who sends them. The parent shares a dma-buf with
+// a child at setup (sendDmaBuf → recvDmaBuf), the child sets up and
+// reports ready (awaitReady), then every step is a handshake (step →
+// stepServer: msgStep, msgAck, and in pipeline msgStepDone), and at the
+// end the parent collects the child's output (collectOutput → sendBuffers)
+// or, in dmabuf-only, gets the fd back.
+
+// abortChildrenOnError wraps a multi-process scenario's run: when it fails,
+// the children are aborted (see abortChildren).
+func abortChildrenOnError(run func(r *runner) ([]byte, error)) func(r *runner) ([]byte, error) {
+	return func(r *runner) ([]byte, error) {
+		out, err := run(r)
+		if err != nil {
+			return nil, r.abortChildren(err)
+		}
+		return out, nil
+	}
+}
+
+// spawnWithDmaBuf spawns a child in role and passes it a dma-buf fd
+// (msgShare); our fd stays open.
+func (r *runner) spawnWithDmaBuf(role string, fd int) (*child, error) {
+	c, err := r.spawn(role)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.peer.send(msgShare, 0, nil, fd); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// shareWithChild exports buffer id as a dma-buf, spawns a child in role,
+// passes it the fd, closes our copy of the fd (we keep the GEM handle) and
+// waits until the child is ready.
+func (r *runner) shareWithChild(g *gpuProc, id bufID, role string) (*child, error) {
+	fd, err := g.exportDmaBuf(id)
+	if err != nil {
+		return nil, err
+	}
+	c, err := r.spawnWithDmaBuf(role, fd)
+	closeFDs([]int{fd})
+	if err != nil {
+		return nil, err
+	}
+	if err := c.awaitReady(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// awaitReady waits for the child's msgReady: it has set up.
+func (c *child) awaitReady() error {
+	if _, err := c.peer.expect(msgReady, -1); err != nil {
+		return fmt.Errorf("%s setup: %w", c.role, err)
+	}
+	return nil
+}
+
+// step is the parent's side of the per-step handshake: it tells the child
+// to do step i (0-based) and waits until the child has submitted it.
+func (c *child) step(i int) error {
+	if err := c.peer.send(msgStep, i, nil); err != nil {
+		return err
+	}
+	_, err := c.peer.expect(msgAck, i)
+	return err
+}
+
+// awaitStepDone waits for the child's report that step i's GPU work is
+// complete (stepServer.afterAck sends it).
+func (c *child) awaitStepDone(i int) error {
+	_, err := c.peer.expect(msgStepDone, i)
+	return err
+}
+
+// collectOutput asks the child for its output (msgFinish) and receives it.
+func (c *child) collectOutput() ([]byte, error) {
+	if err := c.peer.send(msgFinish, 0, nil); err != nil {
+		return nil, err
+	}
+	out, err := c.peer.recvOutput()
+	if err != nil {
+		return nil, fmt.Errorf("collect %s output: %w", c.role, err)
+	}
+	return out, nil
+}
+
+// recvDmaBuf is a child's first receive: the dma-buf fd the parent shares.
+func (p *peer) recvDmaBuf() (int, error) {
+	fd, err := p.expectFD(msgShare)
+	if err != nil {
+		return -1, fmt.Errorf("setup: %w", err)
+	}
+	return fd, nil
+}
+
+// stepServer is a child's side of a run once it has set up: it reports
+// ready, then answers the parent's steps in order until the parent sends
+// the end message.
+type stepServer struct {
+	// submit does step i's (0-based) work up to the point where the step
+	// counts as submitted; the parent is acknowledged after it. nil: no
+	// work.
+	submit func(i int) error
+	// afterAck, when set, runs after the acknowledgement.
+	afterAck func(i int) error
+	// end is the message that ends the run (msgFinish, msgGiveBack);
+	// onEnd answers it and its error is the child's result.
+	end   msgKind
+	onEnd func() error
+}
+
+func (s *stepServer) serve(parent *peer) error {
+	if err := parent.send(msgReady, 0, nil); err != nil {
+		return err
+	}
+	for next := 0; ; next++ {
+		m, err := parent.recv()
+		if err != nil {
+			return fmt.Errorf("step %d: %w", next+1, err)
+		}
+		closeFDs(m.fds)
+		switch m.kind {
+		case msgStep:
+			if int(m.step) != next {
+				return fmt.Errorf("protocol: step %d announced, expected %d", m.step+1, next+1)
+			}
+			if err := s.step(parent, next); err != nil {
+				return fmt.Errorf("step %d: %w", next+1, err)
+			}
+		case s.end:
+			return s.onEnd()
+		default:
+			return fmt.Errorf("protocol: unexpected %v", m.kind)
+		}
+	}
+}
+
+func (s *stepServer) step(parent *peer, i int) error {
+	if s.submit != nil {
+		if err := s.submit(i); err != nil {
+			return err
+		}
+	}
+	if err := parent.send(msgAck, i, nil); err != nil {
+		return err
+	}
+	if s.afterAck != nil {
+		return s.afterAck(i)
+	}
+	return nil
+}
+
+// sendBuffers reads buffers back and sends them to the parent as this
+// child's output.
+func (g *gpuProc) sendBuffers(parent *peer, ids ...bufID) error {
+	out, err := g.readAll(ids...)
+	if err != nil {
+		return fmt.Errorf("finish: %w", err)
+	}
+	return parent.sendOutput(out)
+}

@@ -70,12 +70,7 @@ func pipelineExpect(p *params, ex executor) ([]byte, error) {
 	return concat(ex, plOut, plShared), nil
 }
 
-func pipelineRun(r *runner) (out []byte, err error) {
-	defer func() {
-		if err != nil {
-			err = r.abortChildren(err)
-		}
-	}()
+func pipelineRun(r *runner) ([]byte, error) {
 	p := r.p
 	g, err := r.openGPU()
 	if err != nil {
@@ -89,43 +84,27 @@ func pipelineRun(r *runner) (out []byte, err error) {
 	if err != nil {
 		return nil, err
 	}
-	fd, err := g.exportDmaBuf(plShared)
+	c, err := r.shareWithChild(g, plShared, "consumer")
 	if err != nil {
 		return nil, err
-	}
-	c, err := r.spawn("consumer")
-	if err == nil {
-		err = c.peer.send(msgShare, 0, nil, fd)
-	}
-	closeFDs([]int{fd}) // the consumer has its copy; we keep the GEM handle
-	if err != nil {
-		return nil, err
-	}
-	if _, err := c.peer.expect(msgReady, -1); err != nil {
-		return nil, fmt.Errorf("consumer setup: %w", err)
 	}
 	r.setupDone()
 	for i := range p.steps {
 		if err := g.submit(ctx, pipelineProducer(p, i)); err != nil {
 			return nil, fmt.Errorf("step %d: %w", i+1, err)
 		}
-		if err := c.peer.send(msgStep, i, nil); err != nil {
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
-		}
-		if _, err := c.peer.expect(msgAck, i); err != nil {
+		if err := c.step(i); err != nil {
 			return nil, fmt.Errorf("step %d: %w", i+1, err)
 		}
 		r.progress(i + 1)
-		if _, err := c.peer.expect(msgStepDone, i); err != nil {
+		if err := c.awaitStepDone(i); err != nil {
 			return nil, fmt.Errorf("step %d: %w", i+1, err)
 		}
 		r.stepDelay(i + 1)
 	}
-	if err := c.peer.send(msgFinish, 0, nil); err != nil {
+	out, err := c.collectOutput()
+	if err != nil {
 		return nil, err
-	}
-	if out, err = c.peer.recvOutput(); err != nil {
-		return nil, fmt.Errorf("collect output: %w", err)
 	}
 	if err := r.finishChildren(); err != nil {
 		return nil, err
@@ -133,11 +112,13 @@ func pipelineRun(r *runner) (out []byte, err error) {
 	return out, nil
 }
 
+// pipelineConsumerRole submits each step's long-running job, acknowledges
+// the submission, waits for the job and reports its completion.
 func pipelineConsumerRole(r *runner, parent *peer) error {
 	p := r.p
-	fd, err := parent.expectFD(msgShare)
+	fd, err := parent.recvDmaBuf()
 	if err != nil {
-		return fmt.Errorf("setup: %w", err)
+		return err
 	}
 	defer closeFDs([]int{fd})
 	g, err := r.openGPU()
@@ -156,53 +137,25 @@ func pipelineConsumerRole(r *runner, parent *peer) error {
 	if err != nil {
 		return err
 	}
-	if err := parent.send(msgReady, 0, nil); err != nil {
-		return err
-	}
-	for next := 0; ; next++ {
-		m, err := parent.recv()
-		if err != nil {
-			return fmt.Errorf("step %d: %w", next+1, err)
-		}
-		closeFDs(m.fds)
-		switch m.kind {
-		case msgStep:
-			if int(m.step) != next {
-				return fmt.Errorf("protocol: step %d announced, expected %d", m.step+1, next+1)
+	s := &stepServer{
+		submit: func(i int) error {
+			if i == 0 {
+				if err := g.importBuf(plShared, fd, p.size); err != nil {
+					return err
+				}
 			}
-			if err := pipelineConsumerStep(g, ctx, done, p, next, fd, parent); err != nil {
-				return fmt.Errorf("step %d: %w", next+1, err)
+			return g.submitSync(ctx, pipelineConsumer(p, i), nil, []uint32{done})
+		},
+		afterAck: func(i int) error {
+			if err := g.awaitJob(done, "long-running job"); err != nil {
+				return err
 			}
-		case msgFinish:
-			out, err := g.readAll(plOut, plShared)
-			if err != nil {
-				return fmt.Errorf("finish: %w", err)
-			}
-			return parent.sendOutput(out)
-		default:
-			return fmt.Errorf("protocol: unexpected %v", m.kind)
-		}
+			return parent.send(msgStepDone, i, nil)
+		},
+		end:   msgFinish,
+		onEnd: func() error { return g.sendBuffers(parent, plOut, plShared) },
 	}
-}
-
-// pipelineConsumerStep submits step i's long-running job, acknowledges
-// the submission, waits for the job and reports its completion.
-func pipelineConsumerStep(g *gpuProc, ctx, done uint32, p *params, i, fd int, parent *peer) error {
-	if i == 0 {
-		if err := g.importBuf(plShared, fd, p.size); err != nil {
-			return err
-		}
-	}
-	if err := g.submitSync(ctx, pipelineConsumer(p, i), nil, []uint32{done}); err != nil {
-		return err
-	}
-	if err := parent.send(msgAck, i, nil); err != nil {
-		return err
-	}
-	if err := g.awaitJob(done, "long-running job"); err != nil {
-		return err
-	}
-	return parent.send(msgStepDone, i, nil)
+	return s.serve(parent)
 }
 
 func init() {
@@ -213,7 +166,7 @@ func init() {
 		steps:      4,
 		iterations: pipelineIterations,
 		expect:     pipelineExpect,
-		run:        pipelineRun,
+		run:        abortChildrenOnError(pipelineRun),
 		roles:      map[string]func(*runner, *peer) error{"consumer": pipelineConsumerRole},
 	})
 }

@@ -60,12 +60,7 @@ func prodconsExpect(p *params, ex executor) ([]byte, error) {
 	return concat(ex, pcAcc, pcT), nil
 }
 
-func prodconsRun(r *runner) (out []byte, err error) {
-	defer func() {
-		if err != nil {
-			err = r.abortChildren(err)
-		}
-	}()
+func prodconsRun(r *runner) ([]byte, error) {
 	p := r.p
 	g, err := r.openGPU()
 	if err != nil {
@@ -79,42 +74,24 @@ func prodconsRun(r *runner) (out []byte, err error) {
 	if err != nil {
 		return nil, err
 	}
-	fd, err := g.exportDmaBuf(pcShared)
+	c, err := r.shareWithChild(g, pcShared, "consumer")
 	if err != nil {
 		return nil, err
-	}
-	c, err := r.spawn("consumer")
-	if err != nil {
-		closeFDs([]int{fd})
-		return nil, err
-	}
-	err = c.peer.send(msgShare, 0, nil, fd)
-	closeFDs([]int{fd}) // the consumer has its copy; we keep the GEM handle
-	if err != nil {
-		return nil, err
-	}
-	if _, err := c.peer.expect(msgReady, -1); err != nil {
-		return nil, fmt.Errorf("consumer setup: %w", err)
 	}
 	r.setupDone()
 	for i := range p.steps {
 		if err := g.submit(ctx, prodconsProducer(p, i)); err != nil {
 			return nil, fmt.Errorf("step %d: %w", i+1, err)
 		}
-		if err := c.peer.send(msgStep, i, nil); err != nil {
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
-		}
-		if _, err := c.peer.expect(msgAck, i); err != nil {
+		if err := c.step(i); err != nil {
 			return nil, fmt.Errorf("step %d: %w", i+1, err)
 		}
 		r.progress(i + 1)
 		r.stepDelay(i + 1)
 	}
-	if err := c.peer.send(msgFinish, 0, nil); err != nil {
+	out, err := c.collectOutput()
+	if err != nil {
 		return nil, err
-	}
-	if out, err = c.peer.recvOutput(); err != nil {
-		return nil, fmt.Errorf("collect output: %w", err)
 	}
 	if err := r.finishChildren(); err != nil {
 		return nil, err
@@ -124,9 +101,9 @@ func prodconsRun(r *runner) (out []byte, err error) {
 
 func prodconsConsumerRole(r *runner, parent *peer) error {
 	p := r.p
-	fd, err := parent.expectFD(msgShare)
+	fd, err := parent.recvDmaBuf()
 	if err != nil {
-		return fmt.Errorf("setup: %w", err)
+		return err
 	}
 	defer closeFDs([]int{fd})
 	g, err := r.openGPU()
@@ -144,41 +121,19 @@ func prodconsConsumerRole(r *runner, parent *peer) error {
 	if err != nil {
 		return err
 	}
-	if err := parent.send(msgReady, 0, nil); err != nil {
-		return err
-	}
-	for next := 0; ; next++ {
-		m, err := parent.recv()
-		if err != nil {
-			return fmt.Errorf("step %d: %w", next+1, err)
-		}
-		closeFDs(m.fds)
-		switch m.kind {
-		case msgStep:
-			if int(m.step) != next {
-				return fmt.Errorf("protocol: step %d announced, expected %d", m.step+1, next+1)
-			}
-			if next == 0 {
+	s := &stepServer{
+		submit: func(i int) error {
+			if i == 0 {
 				if err := g.importBuf(pcShared, fd, p.size); err != nil {
-					return fmt.Errorf("step 1: %w", err)
+					return err
 				}
 			}
-			if err := g.submit(ctx, prodconsConsumer(p, next)); err != nil {
-				return fmt.Errorf("step %d: %w", next+1, err)
-			}
-			if err := parent.send(msgAck, next, nil); err != nil {
-				return fmt.Errorf("step %d: %w", next+1, err)
-			}
-		case msgFinish:
-			out, err := g.readAll(pcAcc, pcT)
-			if err != nil {
-				return fmt.Errorf("finish: %w", err)
-			}
-			return parent.sendOutput(out)
-		default:
-			return fmt.Errorf("protocol: unexpected %v", m.kind)
-		}
+			return g.submit(ctx, prodconsConsumer(p, i))
+		},
+		end:   msgFinish,
+		onEnd: func() error { return g.sendBuffers(parent, pcAcc, pcT) },
 	}
+	return s.serve(parent)
 }
 
 func init() {
@@ -189,7 +144,7 @@ func init() {
 		steps:  40,
 		delay:  100 * time.Millisecond,
 		expect: prodconsExpect,
-		run:    prodconsRun,
+		run:    abortChildrenOnError(prodconsRun),
 		roles:  map[string]func(*runner, *peer) error{"consumer": prodconsConsumerRole},
 	})
 }

@@ -77,12 +77,7 @@ func releasedExpect(p *params, ex executor) ([]byte, error) {
 	return concat(ex, relShared, relBo, relCo, relW), nil
 }
 
-func releasedRun(r *runner) (out []byte, err error) {
-	defer func() {
-		if err != nil {
-			err = r.abortChildren(err)
-		}
-	}()
+func releasedRun(r *runner) ([]byte, error) {
 	p := r.p
 	g, err := r.openGPU()
 	if err != nil {
@@ -102,42 +97,41 @@ func releasedRun(r *runner) (out []byte, err error) {
 	if err := g.submit(ctx, releasedInit(p)); err != nil {
 		return nil, fmt.Errorf("setup: %w", err)
 	}
+	// Unlike shareWithChild, keep our fd until both children have
+	// imported the buffer.
 	fd, err := g.exportDmaBuf(relShared)
 	if err != nil {
 		return nil, err
 	}
-	var kids [2]*child
-	for k, role := range []string{"writer", "reader"} {
-		c, err := r.spawn(role)
-		if err == nil {
-			err = c.peer.send(msgShare, 0, nil, fd)
+	kids, err := func() ([]*child, error) {
+		defer closeFDs([]int{fd})
+		var kids []*child
+		for _, role := range []string{"writer", "reader"} {
+			c, err := r.spawnWithDmaBuf(role, fd)
+			if err != nil {
+				return nil, err
+			}
+			kids = append(kids, c)
 		}
-		if err != nil {
-			closeFDs([]int{fd})
-			return nil, err
+		for _, c := range kids {
+			if err := c.awaitReady(); err != nil {
+				return nil, err
+			}
 		}
-		kids[k] = c
-	}
-	for _, c := range kids {
-		if _, err := c.peer.expect(msgReady, -1); err != nil {
-			closeFDs([]int{fd})
-			return nil, fmt.Errorf("%s setup: %w", c.role, err)
-		}
+		return kids, nil
+	}()
+	if err != nil {
+		return nil, err
 	}
 	// The creator lets go of the BO: no handle, no dma-buf fd.
-	closeFDs([]int{fd})
 	if err := g.release(relShared); err != nil {
 		return nil, fmt.Errorf("setup: %w", err)
 	}
 	r.infof("creator released the shared buffer; writer and reader hold imported handles only")
-	writer, reader := kids[0], kids[1]
 	r.setupDone()
 	for i := range p.steps {
 		for _, c := range kids {
-			if err := c.peer.send(msgStep, i, nil); err != nil {
-				return nil, fmt.Errorf("step %d: %w", i+1, err)
-			}
-			if _, err := c.peer.expect(msgAck, i); err != nil {
+			if err := c.step(i); err != nil {
 				return nil, fmt.Errorf("step %d: %w", i+1, err)
 			}
 		}
@@ -147,13 +141,11 @@ func releasedRun(r *runner) (out []byte, err error) {
 		r.progress(i + 1)
 		r.stepDelay(i + 1)
 	}
-	for _, c := range []*child{writer, reader} {
-		if err := c.peer.send(msgFinish, 0, nil); err != nil {
-			return nil, err
-		}
-		part, err := c.peer.recvOutput()
+	var out []byte
+	for _, c := range kids { // writer (Sh, Bo), then reader (Co)
+		part, err := c.collectOutput()
 		if err != nil {
-			return nil, fmt.Errorf("collect %s output: %w", c.role, err)
+			return nil, err
 		}
 		out = append(out, part...)
 	}
@@ -172,9 +164,9 @@ func releasedRun(r *runner) (out []byte, err error) {
 func releasedChild(r *runner, parent *peer) error {
 	p := r.p
 	writer := r.role == "writer"
-	fd, err := parent.expectFD(msgShare)
+	fd, err := parent.recvDmaBuf()
 	if err != nil {
-		return fmt.Errorf("setup: %w", err)
+		return err
 	}
 	g, err := r.openGPU()
 	if err != nil {
@@ -198,44 +190,16 @@ func releasedChild(r *runner, parent *peer) error {
 	if err != nil {
 		return err
 	}
-	if err := parent.send(msgReady, 0, nil); err != nil {
-		return err
+	stepJob, output := releasedReader, []bufID{relCo}
+	if writer {
+		stepJob, output = releasedWriter, []bufID{relShared, relBo}
 	}
-	for next := 0; ; next++ {
-		m, err := parent.recv()
-		if err != nil {
-			return fmt.Errorf("step %d: %w", next+1, err)
-		}
-		closeFDs(m.fds)
-		switch m.kind {
-		case msgStep:
-			if int(m.step) != next {
-				return fmt.Errorf("protocol: step %d announced, expected %d", m.step+1, next+1)
-			}
-			j := releasedReader(p, next)
-			if writer {
-				j = releasedWriter(p, next)
-			}
-			if err := g.submit(ctx, j); err != nil {
-				return fmt.Errorf("step %d: %w", next+1, err)
-			}
-			if err := parent.send(msgAck, next, nil); err != nil {
-				return fmt.Errorf("step %d: %w", next+1, err)
-			}
-		case msgFinish:
-			ids := []bufID{relCo}
-			if writer {
-				ids = []bufID{relShared, relBo}
-			}
-			out, err := g.readAll(ids...)
-			if err != nil {
-				return fmt.Errorf("finish: %w", err)
-			}
-			return parent.sendOutput(out)
-		default:
-			return fmt.Errorf("protocol: unexpected %v", m.kind)
-		}
+	s := &stepServer{
+		submit: func(i int) error { return g.submit(ctx, stepJob(p, i)) },
+		end:    msgFinish,
+		onEnd:  func() error { return g.sendBuffers(parent, output...) },
 	}
+	return s.serve(parent)
 }
 
 func init() {
@@ -246,7 +210,7 @@ func init() {
 		steps:  40,
 		delay:  100 * time.Millisecond,
 		expect: releasedExpect,
-		run:    releasedRun,
+		run:    abortChildrenOnError(releasedRun),
 		roles: map[string]func(*runner, *peer) error{
 			"writer": releasedChild,
 			"reader": releasedChild,
