@@ -47,10 +47,8 @@ func dmabufOnlyExpect(p *params, ex executor) ([]byte, error) {
 	if err := ex.write(doShared, 0, initPattern(p.seed, p.size)); err != nil {
 		return nil, err
 	}
-	for i := range p.steps {
-		if err := ex.run(dmabufOnlyStep(p, i)); err != nil {
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
-		}
+	if err := runPlan(ex, p.steps, func(i int) []*job { return []*job{dmabufOnlyStep(p, i)} }); err != nil {
+		return nil, err
 	}
 	return concat(ex, doShared, doPa), nil
 }
@@ -80,22 +78,20 @@ func dmabufOnlyRun(r *runner) ([]byte, error) {
 		return nil, err
 	}
 	split := dmabufOnlySplit(p)
-	r.setupDone()
-	for i := range p.steps {
+	err = r.runSteps(func(i int) error {
 		if i == split {
 			if err := g.release(doShared); err != nil {
-				return nil, fmt.Errorf("step %d: %w", i+1, err)
+				return err
 			}
 			r.infof("closed the handle of the shared buffer; only the holder's dma-buf fd keeps it")
 		}
 		if err := g.submit(ctx, dmabufOnlyStep(p, i)); err != nil {
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
+			return err
 		}
-		if err := h.step(i); err != nil {
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
-		}
-		r.progress(i + 1)
-		r.stepDelay(i + 1)
+		return h.step(i)
+	}, nil)
+	if err != nil {
+		return nil, err
 	}
 	if split >= p.steps {
 		// Too few steps to reach the split: release now.

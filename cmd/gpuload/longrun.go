@@ -41,10 +41,8 @@ func longrunExpect(p *params, ex executor) ([]byte, error) {
 	if err := ex.run(longrunInit(p)); err != nil {
 		return nil, err
 	}
-	for i := range p.steps {
-		if err := ex.run(longrunStep(p, i)); err != nil {
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
-		}
+	if err := runPlan(ex, p.steps, func(i int) []*job { return []*job{longrunStep(p, i)} }); err != nil {
+		return nil, err
 	}
 	return concat(ex, lrOut, lrSrc), nil
 }
@@ -73,16 +71,13 @@ func longrunRun(r *runner) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.setupDone()
-	for i := range p.steps {
-		if err := g.submitSync(ctx, longrunStep(p, i), nil, []uint32{done}); err != nil {
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
-		}
-		r.progress(i + 1)
-		if err := g.awaitJob(done, "long-running job"); err != nil {
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
-		}
-		r.stepDelay(i + 1)
+	err = r.runSteps(func(i int) error {
+		return g.submitSync(ctx, longrunStep(p, i), nil, []uint32{done})
+	}, func(int) error {
+		return g.awaitJob(done, "long-running job")
+	})
+	if err != nil {
+		return nil, err
 	}
 	return g.readAll(lrOut, lrSrc)
 }

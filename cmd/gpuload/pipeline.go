@@ -59,13 +59,11 @@ func pipelineConsumer(p *params, i int) *job {
 func pipelineExpect(p *params, ex executor) ([]byte, error) {
 	ex.alloc(plShared, p.size)
 	ex.alloc(plOut, plOutSize)
-	for i := range p.steps {
-		if err := ex.run(pipelineProducer(p, i)); err != nil {
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
-		}
-		if err := ex.run(pipelineConsumer(p, i)); err != nil {
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
-		}
+	err := runPlan(ex, p.steps, func(i int) []*job {
+		return []*job{pipelineProducer(p, i), pipelineConsumer(p, i)}
+	})
+	if err != nil {
+		return nil, err
 	}
 	return concat(ex, plOut, plShared), nil
 }
@@ -88,19 +86,14 @@ func pipelineRun(r *runner) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.setupDone()
-	for i := range p.steps {
+	err = r.runSteps(func(i int) error {
 		if err := g.submit(ctx, pipelineProducer(p, i)); err != nil {
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
+			return err
 		}
-		if err := c.step(i); err != nil {
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
-		}
-		r.progress(i + 1)
-		if err := c.awaitStepDone(i); err != nil {
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
-		}
-		r.stepDelay(i + 1)
+		return c.step(i)
+	}, c.awaitStepDone)
+	if err != nil {
+		return nil, err
 	}
 	out, err := c.collectOutput()
 	if err != nil {

@@ -100,6 +100,20 @@ type executor interface {
 	bytes(id bufID) []byte
 }
 
+// runPlan runs a scenario's steps on ex in program order: for each step i
+// (0-based) the jobs jobs(i) gives, in order. It stops at the first error,
+// returned as "step i+1: ...".
+func runPlan(ex executor, steps int, jobs func(i int) []*job) error {
+	for i := range steps {
+		for _, j := range jobs(i) {
+			if err := ex.run(j); err != nil {
+				return fmt.Errorf("step %d: %w", i+1, err)
+			}
+		}
+	}
+	return nil
+}
+
 // mix64 is splitmix64's finaliser: the deterministic seed derivation of
 // every scenario.
 func mix64(x uint64) uint64 {

@@ -49,13 +49,11 @@ func prodconsExpect(p *params, ex executor) ([]byte, error) {
 	ex.alloc(pcShared, p.size)
 	ex.alloc(pcAcc, pcAccSize)
 	ex.alloc(pcT, p.size)
-	for i := range p.steps {
-		if err := ex.run(prodconsProducer(p, i)); err != nil {
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
-		}
-		if err := ex.run(prodconsConsumer(p, i)); err != nil {
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
-		}
+	err := runPlan(ex, p.steps, func(i int) []*job {
+		return []*job{prodconsProducer(p, i), prodconsConsumer(p, i)}
+	})
+	if err != nil {
+		return nil, err
 	}
 	return concat(ex, pcAcc, pcT), nil
 }
@@ -78,16 +76,14 @@ func prodconsRun(r *runner) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.setupDone()
-	for i := range p.steps {
+	err = r.runSteps(func(i int) error {
 		if err := g.submit(ctx, prodconsProducer(p, i)); err != nil {
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
+			return err
 		}
-		if err := c.step(i); err != nil {
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
-		}
-		r.progress(i + 1)
-		r.stepDelay(i + 1)
+		return c.step(i)
+	}, nil)
+	if err != nil {
+		return nil, err
 	}
 	out, err := c.collectOutput()
 	if err != nil {

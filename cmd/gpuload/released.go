@@ -67,12 +67,11 @@ func releasedExpect(p *params, ex executor) ([]byte, error) {
 	if err := ex.run(releasedInit(p)); err != nil {
 		return nil, err
 	}
-	for i := range p.steps {
-		for _, j := range []*job{releasedWriter(p, i), releasedReader(p, i), releasedOwn(p, i)} {
-			if err := ex.run(j); err != nil {
-				return nil, fmt.Errorf("step %d: %w", i+1, err)
-			}
-		}
+	err := runPlan(ex, p.steps, func(i int) []*job {
+		return []*job{releasedWriter(p, i), releasedReader(p, i), releasedOwn(p, i)}
+	})
+	if err != nil {
+		return nil, err
 	}
 	return concat(ex, relShared, relBo, relCo, relW), nil
 }
@@ -128,18 +127,16 @@ func releasedRun(r *runner) ([]byte, error) {
 		return nil, fmt.Errorf("setup: %w", err)
 	}
 	r.infof("creator released the shared buffer; writer and reader hold imported handles only")
-	r.setupDone()
-	for i := range p.steps {
-		for _, c := range kids {
+	err = r.runSteps(func(i int) error {
+		for _, c := range kids { // writer, then reader
 			if err := c.step(i); err != nil {
-				return nil, fmt.Errorf("step %d: %w", i+1, err)
+				return err
 			}
 		}
-		if err := g.submit(ctx, releasedOwn(p, i)); err != nil {
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
-		}
-		r.progress(i + 1)
-		r.stepDelay(i + 1)
+		return g.submit(ctx, releasedOwn(p, i))
+	}, nil)
+	if err != nil {
+		return nil, err
 	}
 	var out []byte
 	for _, c := range kids { // writer (Sh, Bo), then reader (Co)

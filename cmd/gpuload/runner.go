@@ -22,6 +22,28 @@ type runner struct {
 	children []*child
 }
 
+// runSteps is the parent's step loop and the progress protocol: it reports
+// "step 0/N" (setupDone), then for each step i (0-based) calls submit(i),
+// reports "step i+1/N" (the step's work is submitted), calls complete(i)
+// when set (what must finish before the next step starts) and sleeps the
+// step delay. It stops at the first error, returned as "step i+1: ...".
+func (r *runner) runSteps(submit, complete func(i int) error) error {
+	r.setupDone()
+	for i := range r.p.steps {
+		if err := submit(i); err != nil {
+			return fmt.Errorf("step %d: %w", i+1, err)
+		}
+		r.progress(i + 1)
+		if complete != nil {
+			if err := complete(i); err != nil {
+				return fmt.Errorf("step %d: %w", i+1, err)
+			}
+		}
+		r.stepDelay(i + 1)
+	}
+	return nil
+}
+
 // progress reports that step i (1-based) has been submitted.
 func (r *runner) progress(i int) { r.progressLine(fmt.Sprintf("step %d/%d", i, r.p.steps)) }
 

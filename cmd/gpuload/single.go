@@ -60,12 +60,15 @@ func singleExpect(p *params, ex executor) ([]byte, error) {
 	if err := ex.write(singleB, 0, initPattern(p.seed, p.size)); err != nil {
 		return nil, err
 	}
-	for i := range p.steps {
+	err := runPlan(ex, p.steps, func(i int) []*job {
+		var jobs []*job
 		for _, cj := range singleStep(p, i) {
-			if err := ex.run(cj.j); err != nil {
-				return nil, fmt.Errorf("step %d: %w", i+1, err)
-			}
+			jobs = append(jobs, cj.j)
 		}
+		return jobs
+	})
+	if err != nil {
+		return nil, err
 	}
 	return concat(ex, singleA, singleB, singleC), nil
 }
@@ -95,15 +98,16 @@ func singleRun(r *runner) ([]byte, error) {
 			return nil, err
 		}
 	}
-	r.setupDone()
-	for i := range p.steps {
+	err = r.runSteps(func(i int) error {
 		for _, cj := range singleStep(p, i) {
 			if err := g.submit(ctxs[cj.ctx], cj.j); err != nil {
-				return nil, fmt.Errorf("step %d: %w", i+1, err)
+				return err
 			}
 		}
-		r.progress(i + 1)
-		r.stepDelay(i + 1)
+		return nil
+	}, nil)
+	if err != nil {
+		return nil, err
 	}
 	return g.readAll(singleA, singleB, singleC)
 }

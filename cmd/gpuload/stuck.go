@@ -43,17 +43,20 @@ func stuckStep(p *params, i int) *job {
 		checksum(stOut, 2048+8*uint64(i%256), stBuf, 0, p.size)
 }
 
+// stuckJobs are step i's jobs in program order: step 1 (i == 0) fills Buf
+// and queues the blocked job, every later step has one job.
+func stuckJobs(p *params, i int) []*job {
+	if i == 0 {
+		return []*job{stuckFill(p), stuckBlocked(p)}
+	}
+	return []*job{stuckStep(p, i)}
+}
+
 func stuckExpect(p *params, ex executor) ([]byte, error) {
 	ex.alloc(stBuf, p.size)
 	ex.alloc(stOut, stOutSize)
-	jobs := []*job{stuckFill(p), stuckBlocked(p)}
-	for i := 1; i < p.steps; i++ {
-		jobs = append(jobs, stuckStep(p, i))
-	}
-	for _, j := range jobs {
-		if err := ex.run(j); err != nil {
-			return nil, err
-		}
+	if err := runPlan(ex, p.steps, func(i int) []*job { return stuckJobs(p, i) }); err != nil {
+		return nil, err
 	}
 	return concat(ex, stBuf, stOut), nil
 }
@@ -87,31 +90,31 @@ func stuckRun(r *runner) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.setupDone()
-
-	if err := g.submit(ctx, stuckFill(p)); err != nil {
-		return nil, fmt.Errorf("step 1: %w", err)
-	}
-	if err := g.dev.SwSyncFence(tl, 1, in); err != nil {
-		return nil, fmt.Errorf("step 1: sw_sync fence: %w", err)
-	}
-	if err := g.submitSync(ctx, stuckBlocked(p), []uint32{in}, []uint32{out}); err != nil {
-		return nil, fmt.Errorf("step 1: %w", err)
-	}
-	r.progress(1)
-	r.infof("job queued behind sw_sync point 1; signalling in %v", p.stuckFor)
-	time.Sleep(p.stuckFor)
-	if err := g.dev.SwSyncInc(tl, 1); err != nil {
-		return nil, fmt.Errorf("step 1: signal sw_sync: %w", err)
-	}
-	r.infof("sw_sync timeline signalled")
-	r.stepDelay(1)
-	for i := 1; i < p.steps; i++ {
-		if err := g.submit(ctx, stuckStep(p, i)); err != nil {
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
+	err = r.runSteps(func(i int) error {
+		if i > 0 {
+			return g.submit(ctx, stuckStep(p, i))
 		}
-		r.progress(i + 1)
-		r.stepDelay(i + 1)
+		if err := g.submit(ctx, stuckFill(p)); err != nil {
+			return err
+		}
+		if err := g.dev.SwSyncFence(tl, 1, in); err != nil {
+			return fmt.Errorf("sw_sync fence: %w", err)
+		}
+		return g.submitSync(ctx, stuckBlocked(p), []uint32{in}, []uint32{out})
+	}, func(i int) error {
+		if i > 0 {
+			return nil
+		}
+		r.infof("job queued behind sw_sync point 1; signalling in %v", p.stuckFor)
+		time.Sleep(p.stuckFor)
+		if err := g.dev.SwSyncInc(tl, 1); err != nil {
+			return fmt.Errorf("signal sw_sync: %w", err)
+		}
+		r.infof("sw_sync timeline signalled")
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if err := g.awaitJob(out, "blocked job"); err != nil {
 		return nil, err
