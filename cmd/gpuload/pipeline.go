@@ -69,40 +69,7 @@ func pipelineExpect(p *params, ex executor) ([]byte, error) {
 }
 
 func pipelineRun(r *runner) ([]byte, error) {
-	p := r.p
-	g, err := r.openGPU()
-	if err != nil {
-		return nil, err
-	}
-	defer g.close()
-	if err := g.create(plShared, p.size, uapi.Domain_DOMAIN_VRAM); err != nil {
-		return nil, err
-	}
-	ctx, err := g.newContext(0)
-	if err != nil {
-		return nil, err
-	}
-	c, err := r.shareWithChild(g, plShared, "consumer")
-	if err != nil {
-		return nil, err
-	}
-	err = r.runSteps(func(i int) error {
-		if err := g.submit(ctx, pipelineProducer(p, i)); err != nil {
-			return err
-		}
-		return c.step(i)
-	}, c.awaitStepDone)
-	if err != nil {
-		return nil, err
-	}
-	out, err := c.collectOutput()
-	if err != nil {
-		return nil, err
-	}
-	if err := r.finishChildren(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return runProducer(r, plShared, pipelineProducer, true)
 }
 
 // pipelineConsumerRole submits each step's long-running job, acknowledges

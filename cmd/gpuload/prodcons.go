@@ -59,29 +59,42 @@ func prodconsExpect(p *params, ex executor) ([]byte, error) {
 }
 
 func prodconsRun(r *runner) ([]byte, error) {
+	return runProducer(r, pcShared, prodconsProducer, false)
+}
+
+// runProducer is the parent of prodcons and pipeline: it creates the
+// shared buffer and shares it with a "consumer" child; each step it
+// submits producer(i) and hands the step to the consumer (and with
+// awaitConsumer waits until the consumer reports the step's GPU work
+// complete). The output is the consumer's.
+func runProducer(r *runner, shared bufID, producer func(p *params, i int) *job, awaitConsumer bool) ([]byte, error) {
 	p := r.p
 	g, err := r.openGPU()
 	if err != nil {
 		return nil, err
 	}
 	defer g.close()
-	if err := g.create(pcShared, p.size, uapi.Domain_DOMAIN_VRAM); err != nil {
+	if err := g.create(shared, p.size, uapi.Domain_DOMAIN_VRAM); err != nil {
 		return nil, err
 	}
 	ctx, err := g.newContext(0)
 	if err != nil {
 		return nil, err
 	}
-	c, err := r.shareWithChild(g, pcShared, "consumer")
+	c, err := r.shareWithChild(g, shared, "consumer")
 	if err != nil {
 		return nil, err
 	}
+	var complete func(i int) error
+	if awaitConsumer {
+		complete = c.awaitStepDone
+	}
 	err = r.runSteps(func(i int) error {
-		if err := g.submit(ctx, prodconsProducer(p, i)); err != nil {
+		if err := g.submit(ctx, producer(p, i)); err != nil {
 			return err
 		}
 		return c.step(i)
-	}, nil)
+	}, complete)
 	if err != nil {
 		return nil, err
 	}
