@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"time"
-
-	"drmcr/kernelsim/uapi"
 )
 
 // dmabuf-only: the parent P creates Sh and Pa, exports Sh and sends the
@@ -55,17 +53,11 @@ func dmabufOnlyExpect(p *params, ex executor) ([]byte, error) {
 
 func dmabufOnlyRun(r *runner) ([]byte, error) {
 	p := r.p
-	g, err := r.openGPU()
+	g, err := r.openGPU(vram(doShared, p.size), gtt(doPa, doPaSize))
 	if err != nil {
 		return nil, err
 	}
 	defer g.close()
-	if err := g.create(doShared, p.size, uapi.Domain_DOMAIN_VRAM); err != nil {
-		return nil, err
-	}
-	if err := g.create(doPa, doPaSize, uapi.Domain_DOMAIN_GTT); err != nil {
-		return nil, err
-	}
 	if err := g.dev.Write(g.handles[doShared], 0, initPattern(p.seed, p.size)); err != nil {
 		return nil, fmt.Errorf("write initial data: %w", err)
 	}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-
-	"drmcr/kernelsim/uapi"
 )
 
 // longrun: one process; Src is filled on the GPU, then each step submits a
@@ -49,17 +47,11 @@ func longrunExpect(p *params, ex executor) ([]byte, error) {
 
 func longrunRun(r *runner) ([]byte, error) {
 	p := r.p
-	g, err := r.openGPU()
+	g, err := r.openGPU(vram(lrSrc, p.size), gtt(lrOut, lrOutSize))
 	if err != nil {
 		return nil, err
 	}
 	defer g.close()
-	if err := g.create(lrSrc, p.size, uapi.Domain_DOMAIN_VRAM); err != nil {
-		return nil, err
-	}
-	if err := g.create(lrOut, lrOutSize, uapi.Domain_DOMAIN_GTT); err != nil {
-		return nil, err
-	}
 	ctx, err := g.newContext(0)
 	if err != nil {
 		return nil, err

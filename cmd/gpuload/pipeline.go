@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-
-	"drmcr/kernelsim/uapi"
 )
 
 // pipeline: prodcons's sharing with longrun's job, so that one checkpoint
@@ -81,14 +79,11 @@ func pipelineConsumerRole(r *runner, parent *peer) error {
 		return err
 	}
 	defer closeFDs([]int{fd})
-	g, err := r.openGPU()
+	g, err := r.openGPU(gtt(plOut, plOutSize))
 	if err != nil {
 		return err
 	}
 	defer g.close()
-	if err := g.create(plOut, plOutSize, uapi.Domain_DOMAIN_GTT); err != nil {
-		return err
-	}
 	ctx, err := g.newContext(0)
 	if err != nil {
 		return err

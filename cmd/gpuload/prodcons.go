@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"time"
-
-	"drmcr/kernelsim/uapi"
 )
 
 // prodcons: the producer (parent) owns buffer Sh, exports it and sends the
@@ -69,14 +67,11 @@ func prodconsRun(r *runner) ([]byte, error) {
 // complete). The output is the consumer's.
 func runProducer(r *runner, shared bufID, producer func(p *params, i int) *job, awaitConsumer bool) ([]byte, error) {
 	p := r.p
-	g, err := r.openGPU()
+	g, err := r.openGPU(vram(shared, p.size))
 	if err != nil {
 		return nil, err
 	}
 	defer g.close()
-	if err := g.create(shared, p.size, uapi.Domain_DOMAIN_VRAM); err != nil {
-		return nil, err
-	}
 	ctx, err := g.newContext(0)
 	if err != nil {
 		return nil, err
@@ -115,17 +110,11 @@ func prodconsConsumerRole(r *runner, parent *peer) error {
 		return err
 	}
 	defer closeFDs([]int{fd})
-	g, err := r.openGPU()
+	g, err := r.openGPU(gtt(pcAcc, pcAccSize), vram(pcT, p.size))
 	if err != nil {
 		return err
 	}
 	defer g.close()
-	if err := g.create(pcAcc, pcAccSize, uapi.Domain_DOMAIN_GTT); err != nil {
-		return err
-	}
-	if err := g.create(pcT, p.size, uapi.Domain_DOMAIN_VRAM); err != nil {
-		return err
-	}
 	ctx, err := g.newContext(0)
 	if err != nil {
 		return err

@@ -78,17 +78,11 @@ func releasedExpect(p *params, ex executor) ([]byte, error) {
 
 func releasedRun(r *runner) ([]byte, error) {
 	p := r.p
-	g, err := r.openGPU()
+	g, err := r.openGPU(vram(relShared, p.size), gtt(relW, relWSize))
 	if err != nil {
 		return nil, err
 	}
 	defer g.close()
-	if err := g.create(relShared, p.size, uapi.Domain_DOMAIN_VRAM); err != nil {
-		return nil, err
-	}
-	if err := g.create(relW, relWSize, uapi.Domain_DOMAIN_GTT); err != nil {
-		return nil, err
-	}
 	ctx, err := g.newContext(0)
 	if err != nil {
 		return nil, err

@@ -105,14 +105,31 @@ type gpuProc struct {
 	vas     map[bufID]uint64
 }
 
-// openGPU opens the render node.
-func (r *runner) openGPU() (*gpuProc, error) {
+// newBuf is a buffer for openGPU to create.
+type newBuf struct {
+	id     bufID
+	size   uint64
+	domain uapi.Domain
+}
+
+func vram(id bufID, size uint64) newBuf { return newBuf{id, size, uapi.Domain_DOMAIN_VRAM} }
+func gtt(id bufID, size uint64) newBuf  { return newBuf{id, size, uapi.Domain_DOMAIN_GTT} }
+
+// openGPU opens the render node and creates bufs, in order.
+func (r *runner) openGPU(bufs ...newBuf) (*gpuProc, error) {
 	path := kernelsim.RenderNodePath(r.p.runtimeDir, r.p.minor)
 	dev, err := libdrm.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	return &gpuProc{dev: dev, handles: map[bufID]uint32{}, sizes: map[bufID]uint64{}, vas: map[bufID]uint64{}}, nil
+	g := &gpuProc{dev: dev, handles: map[bufID]uint32{}, sizes: map[bufID]uint64{}, vas: map[bufID]uint64{}}
+	for _, b := range bufs {
+		if err := g.create(b.id, b.size, b.domain); err != nil {
+			g.close()
+			return nil, err
+		}
+	}
+	return g, nil
 }
 
 func (g *gpuProc) close() {

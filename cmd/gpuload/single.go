@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"time"
-
-	"drmcr/kernelsim/uapi"
 )
 
 // single: one process, three buffers, two contexts. Each step the first
@@ -75,20 +73,11 @@ func singleExpect(p *params, ex executor) ([]byte, error) {
 
 func singleRun(r *runner) ([]byte, error) {
 	p := r.p
-	g, err := r.openGPU()
+	g, err := r.openGPU(vram(singleA, p.size), vram(singleB, p.size), gtt(singleC, singleCSize))
 	if err != nil {
 		return nil, err
 	}
 	defer g.close()
-	if err := g.create(singleA, p.size, uapi.Domain_DOMAIN_VRAM); err != nil {
-		return nil, err
-	}
-	if err := g.create(singleB, p.size, uapi.Domain_DOMAIN_VRAM); err != nil {
-		return nil, err
-	}
-	if err := g.create(singleC, singleCSize, uapi.Domain_DOMAIN_GTT); err != nil {
-		return nil, err
-	}
 	if err := g.dev.Write(g.handles[singleB], 0, initPattern(p.seed, p.size)); err != nil {
 		return nil, fmt.Errorf("write initial data: %w", err)
 	}

@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"time"
-
-	"drmcr/kernelsim/uapi"
 )
 
 // stuck: a client that cannot drain. Step 1 fills Buf, then submits a job
@@ -63,17 +61,11 @@ func stuckExpect(p *params, ex executor) ([]byte, error) {
 
 func stuckRun(r *runner) ([]byte, error) {
 	p := r.p
-	g, err := r.openGPU()
+	g, err := r.openGPU(vram(stBuf, p.size), gtt(stOut, stOutSize))
 	if err != nil {
 		return nil, err
 	}
 	defer g.close()
-	if err := g.create(stBuf, p.size, uapi.Domain_DOMAIN_VRAM); err != nil {
-		return nil, err
-	}
-	if err := g.create(stOut, stOutSize, uapi.Domain_DOMAIN_GTT); err != nil {
-		return nil, err
-	}
 	ctx, err := g.newContext(0)
 	if err != nil {
 		return nil, err
