@@ -390,7 +390,7 @@ func (c *child) step(i int) error {
 }
 
 // awaitStepDone waits for the child's report that step i's GPU work is
-// complete (stepServer.afterAck sends it).
+// complete (reportStepDone).
 func (c *child) awaitStepDone(i int) error {
 	_, err := c.peer.expect(msgStepDone, i)
 	return err
@@ -416,6 +416,9 @@ func (p *peer) recvDmaBuf() (int, error) {
 	}
 	return fd, nil
 }
+
+// reportStepDone tells the parent that step i's GPU work is complete.
+func (p *peer) reportStepDone(i int) error { return p.send(msgStepDone, i, nil) }
 
 // stepServer is a child's side of a run once it has set up: it reports
 // ready, then answers the parent's steps in order until the parent sends

@@ -1,8 +1,6 @@
 package main
 
-import (
-	"fmt"
-)
+import "fmt"
 
 // pipeline: prodcons's sharing with longrun's job, so that one checkpoint
 // mid-run holds both a dma-buf shared between two processes and a
@@ -105,7 +103,7 @@ func pipelineConsumerRole(r *runner, parent *peer) error {
 			if err := g.awaitJob(done, "long-running job"); err != nil {
 				return err
 			}
-			return parent.send(msgStepDone, i, nil)
+			return parent.reportStepDone(i)
 		},
 		end:   msgFinish,
 		onEnd: func() error { return g.sendBuffers(parent, plOut, plShared) },
