@@ -109,10 +109,29 @@ func (p *Plugin) DumpUnixSk(fd int, ino uint64) error {
 	default:
 		return ErrNotMine
 	}
+	if err == nil && p.dump.allDumped() {
+		// criu asks for external sockets after it has collected the whole
+		// tree, so once every kernelsim file found in it is dumped the
+		// graph is final: check it while the dump can still fail.
+		err = p.dump.checkGraph()
+	}
 	if err != nil && p.dump.failed == nil {
 		p.dump.failed = err
 	}
 	return err
+}
+
+// allDumped reports whether every kernelsim file found in the tasks has
+// been dumped.
+func (d *dumpState) allDumped() bool {
+	for ino := range d.ident {
+		_, f := d.files[ino]
+		_, b := d.dmabufs[ino]
+		if !f && !b {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *Plugin) dumpFile(obj *uapi.IdentifiedObject) error {
