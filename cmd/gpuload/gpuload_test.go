@@ -488,13 +488,6 @@ func TestKillMidRunReleasesEverything(t *testing.T) {
 		{"pipeline", []string{"-steps", "2", "-size", "64K", "-iterations", "100000"}, "step 1/2"},
 	} {
 		t.Run(tc.sc, func(t *testing.T) {
-			if tc.sc == "longrun" && os.Getenv("GPULOAD_KNOWN_BUGS") == "" {
-				// kernelsim bug: a client killed while blocked in an ioctl
-				// (here SyncobjWait(-1) on its long-running job) keeps its
-				// file, BOs and job until the wait ends, i.e. until the job
-				// completes (10 s here). Set GPULOAD_KNOWN_BUGS=1 to run.
-				t.Skip("known kernelsim bug: killed client's file lives until its blocking ioctl returns")
-			}
 			s := startBinGroup(t, env.Dir, append([]string{"-scenario", tc.sc}, tc.params...)...)
 			s.waitProgress(t, tc.at)
 			if err := syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL); err != nil {
