@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"drmcr/drmcore"
 	"drmcr/drmcore/drmcoretest"
 	"drmcr/images"
 	"drmcr/kernelsim"
@@ -373,3 +374,22 @@ func waitCounts(t testing.TB, env *ksimtest.Env, base kernelsim.Counts) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestPreDumpWritesNothing: a pre-dump pauses and resumes GPU work but
+// writes no GPU images (criu dumps no fds in a pre-dump).
+func TestPreDumpWritesNothing(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{})
+	d := env.Open(t, 128)
+	ctx := ck(t).u32(d.CtxCreate(0))
+	h := ck(t).u32(d.BOCreate(page, uapi.Domain_DOMAIN_VRAM, 0, 0))
+	dir := t.TempDir()
+	p := drmcoretest.Plugin(t, env.Dir, dir, pauseTimeout)
+	must(t, p.Init(drmcore.StagePreDump))
+	must(t, p.PauseDevices(os.Getpid()))
+	p.Fini(drmcore.StagePreDump, 0)
+	if names := imageNames(t, dir); len(names) != 0 {
+		t.Fatalf("pre-dump wrote %v", names)
+	}
+	// The context took work again.
+	fill(t, d, ctx, h, page, 3)
+}

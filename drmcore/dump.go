@@ -276,8 +276,8 @@ func (p *Plugin) finiDump(ret int) {
 			p.log.Infof("resumed %d drm file(s)", len(p.dump.paused))
 		}
 	}
-	if len(p.dump.procs) == 0 {
-		return // nothing of ours in this dump: write nothing
+	if len(p.dump.procs) == 0 || p.stage == StagePreDump {
+		return // nothing of ours in this dump, or a pre-dump: no images
 	}
 	inv := &images.Inventory{Version: images.Version, Processes: p.dump.procs, PluginVersion: Version}
 	for ino := range p.dump.files {
