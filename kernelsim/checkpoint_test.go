@@ -751,3 +751,75 @@ func TestCheckpointInFlightRequests(t *testing.T) {
 	})
 	backToBaseline(t, env.Kernel, base)
 }
+
+// TestCheckpointInFlightLeaveRunning: the same in-flight states as
+// TestCheckpointInFlightRequests, but the process goes on after the
+// checkpoint (criu --leave-running): once resumed, a blocked submit takes
+// effect and is answered exactly once, and an unread reply is still there,
+// exactly once.
+func TestCheckpointInFlightLeaveRunning(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{Devices: []kernelsim.DeviceConfig{instant(amdgpuDev())}})
+	c := ctlClient(t, env)
+	base := takeCensus(env.Kernel)
+
+	// exactlyOne reads the one reply with seq that must be on fd, and
+	// checks nothing else follows.
+	exactlyOne := func(t *testing.T, fd int, op uapi.Op, seq uint32) []byte {
+		t.Helper()
+		hdr, payload, _, err := recvTimeout(fd, 20*time.Second)
+		ok(t, err)
+		if hdr.Seq != seq || hdr.Op != op || hdr.Status != 0 {
+			t.Fatalf("reply %+v, want %v seq %d", hdr, op, seq)
+		}
+		if _, _, _, err := recvTimeout(fd, 100*time.Millisecond); err == nil {
+			t.Fatal("a second reply followed")
+		}
+		return payload
+	}
+
+	t.Run("blocked submit answered after resume", func(t *testing.T) {
+		d := must(libdrm.Open(kernelsim.RenderNodePath(env.Dir, 128)))
+		defer d.Close()
+		h := must(d.BOCreate(4096, vram, 0, 0))
+		ctx := must(d.CtxCreate(0))
+		id := fileID(t, c, d)
+		ok(t, c.Pause([]uint64{id}, 10*time.Second))
+		pkt := must(uapi.Marshal(uapi.Header{Op: uapi.OpSubmit, Seq: 4243}, &uapi.SubmitRequest{CtxId: ctx,
+			Bos: []*uapi.SubmitBo{bo(h, true)}, Commands: []*uapi.Command{fill(0, 0, 4096, 0x55aa55aa)}}))
+		ok(t, uapi.Send(d.FD(), pkt))
+		_, ids := checkpoint(t, c, []*libdrm.Device{d}, nil)
+		if _, _, _, err := recvTimeout(d.FD(), 50*time.Millisecond); err == nil {
+			t.Fatal("the submit was answered while the file was frozen")
+		}
+		ok(t, c.Resume(ids))
+		exactlyOne(t, d.FD(), uapi.OpSubmit, 4243)
+		if busy := must(d.WaitIdle(h, false, 10*time.Second)); busy {
+			t.Fatal("the submitted job never ran")
+		}
+		p := make([]byte, 4)
+		ok(t, d.Read(h, 0, p))
+		if p[0] != 0xaa || p[1] != 0x55 {
+			t.Fatalf("job result %x", p)
+		}
+	})
+	backToBaseline(t, env.Kernel, base)
+
+	t.Run("unread reply still there after resume", func(t *testing.T) {
+		d := must(libdrm.Open(kernelsim.RenderNodePath(env.Dir, 128)))
+		defer d.Close()
+		pkt := must(uapi.Marshal(uapi.Header{Op: uapi.OpGemCreate, Seq: 98}, &uapi.GemCreateRequest{Size: 8192, Domain: gtt}))
+		ok(t, uapi.Send(d.FD(), pkt))
+		eventually(t, "the reply to be sent", func() bool {
+			n, err := unix.IoctlGetInt(d.FD(), unix.SIOCINQ)
+			return err == nil && n > 0
+		})
+		_, ids := checkpoint(t, c, []*libdrm.Device{d}, nil)
+		ok(t, c.Resume(ids))
+		var rep uapi.GemCreateReply
+		ok(t, proto.Unmarshal(exactlyOne(t, d.FD(), uapi.OpGemCreate, 98), &rep))
+		if info := must(d.BOInfo(rep.Handle)); info.Size != 8192 {
+			t.Fatalf("BO of the reply: %v", info)
+		}
+	})
+	backToBaseline(t, env.Kernel, base)
+}
