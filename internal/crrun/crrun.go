@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -37,6 +38,9 @@ type Daemon struct {
 	cmd     *exec.Cmd
 	log     *os.File
 	done    chan error
+
+	stopOnce sync.Once
+	stopErr  error
 }
 
 // StartDaemon starts kernelsimd (the binary at bin) in a new runtime
@@ -75,19 +79,22 @@ func (d *Daemon) Log() string {
 	return string(b)
 }
 
-// Stop terminates the daemon and removes its runtime directory.
+// Stop terminates the daemon and removes its runtime directory. Stopping
+// a stopped daemon does nothing.
 func (d *Daemon) Stop() error {
-	defer os.RemoveAll(d.Dir)
-	defer d.log.Close()
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-		return nil
-	case <-time.After(15 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.done
-		return errors.New("kernelsimd did not stop on SIGTERM")
-	}
+	d.stopOnce.Do(func() {
+		defer os.RemoveAll(d.Dir)
+		defer d.log.Close()
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.done:
+		case <-time.After(15 * time.Second):
+			d.cmd.Process.Kill()
+			<-d.done
+			d.stopErr = errors.New("kernelsimd did not stop on SIGTERM")
+		}
+	})
+	return d.stopErr
 }
 
 // Workload is one gpuload run, started detached (own session, stdio on

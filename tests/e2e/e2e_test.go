@@ -163,3 +163,30 @@ func TestFailedRestoreLeavesNothing(t *testing.T) {
 	}
 	waitIdle(t, d)
 }
+
+// TestRestoreIntoNewDaemon: the images hold everything, so a checkpoint
+// restores into a kernelsimd started after the dump, in another runtime
+// directory: nothing of the GPU state lived only in the old daemon.
+func TestRestoreIntoNewDaemon(t *testing.T) {
+	old := startDaemon(t)
+	w := startWorkload(t, old, "pipeline")
+	want := expected(t, w)
+	waitStep(t, w, 2)
+	pids := w.Tree()
+	img, log, err := dump(t, old, w)
+	if err != nil {
+		t.Fatalf("%v\nplugin log:\n%s", err, pluginLines(log))
+	}
+	waitGone(t, pids)
+	if err := old.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t)
+	if log, err := restore(t, d, img); err != nil {
+		t.Fatalf("%v\n%s", err, lastLines(log, 40))
+	}
+	if got := result(t, w); got != want {
+		t.Fatalf("restored into a new kernelsimd: got %s, want %s", got, want)
+	}
+	waitIdle(t, d)
+}
