@@ -393,3 +393,38 @@ func TestPreDumpWritesNothing(t *testing.T) {
 	// The context took work again.
 	fill(t, d, ctx, h, page, 3)
 }
+
+// TestRestoreWithoutDaemonFails: a checkpoint with GPU state cannot be
+// restored without kernelsimd, and says so.
+func TestRestoreWithoutDaemonFails(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{})
+	d := env.Open(t, 128)
+	ck(t).u32(d.BOCreate(page, uapi.Domain_DOMAIN_VRAM, 0, 0))
+	dir, err := dump(t, env)
+	must(t, err)
+	_, err = drmcoretest.Restore(t, t.TempDir(), dir, concurrently, false)
+	if err == nil || !strings.Contains(err.Error(), "no kernelsimd") {
+		t.Fatalf("restore without a daemon: %v", err)
+	}
+}
+
+// TestRestoreRefusesNewerImages: images of an unknown format version are
+// refused with a message naming the version.
+func TestRestoreRefusesNewerImages(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{})
+	d := env.Open(t, 128)
+	ck(t).u32(d.BOCreate(page, uapi.Domain_DOMAIN_VRAM, 0, 0))
+	dir, err := dump(t, env)
+	must(t, err)
+	idir, err := images.OpenDir(dir)
+	must(t, err)
+	defer idir.Close()
+	inv := &images.Inventory{}
+	must(t, idir.Read(images.InventoryName, inv))
+	inv.Version = images.Version + 1
+	must(t, idir.Write(images.InventoryName, inv))
+	_, err = restore(t, env, dir, concurrently, false)
+	if err == nil || !strings.Contains(err.Error(), "format version") {
+		t.Fatalf("restore of newer images: %v", err)
+	}
+}

@@ -135,7 +135,7 @@ func (d *Dir) Open(name string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), name), nil
 }
 
-// Write stores an image message, stamping it with Version.
+// Write stores an image message; its version is the caller's to set.
 func (d *Dir) Write(name string, m versioned) error {
 	data, err := proto.Marshal(m)
 	if err != nil {
