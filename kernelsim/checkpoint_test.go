@@ -3,6 +3,7 @@ package kernelsim_test
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -822,4 +823,23 @@ func TestCheckpointInFlightLeaveRunning(t *testing.T) {
 		}
 	})
 	backToBaseline(t, env.Kernel, base)
+}
+
+// TestSessionRefusesMoreThanTheDeviceHolds: a restore session whose BOs
+// exceed a device's memory is refused before anything is allocated.
+func TestSessionRefusesMoreThanTheDeviceHolds(t *testing.T) {
+	dev := amdgpuDev()
+	dev.VRAMSize = 1 << 20
+	env := ksimtest.Start(t, kernelsim.Config{Devices: []kernelsim.DeviceConfig{dev}})
+	c := ctlClient(t, env)
+	_, err := c.OpenSession(&uapi.SessionOpenRequest{Bos: []*uapi.BoState{
+		{BoId: 1, Size: 512 << 10, Domain: vram, Minor: 128},
+		{BoId: 2, Size: 768 << 10, Domain: vram, Minor: 128},
+	}})
+	if !errors.Is(err, syscall.ENOMEM) || !strings.Contains(err.Error(), "renderD128") {
+		t.Fatalf("oversized session: %v", err)
+	}
+	if n := env.Kernel.Counts().Sessions; n != 0 {
+		t.Fatalf("%d sessions left", n)
+	}
 }

@@ -107,6 +107,14 @@ func (d *Device) charge(domain uapi.Domain, size uint64) error {
 	return nil
 }
 
+// domainSize is the capacity of a memory domain.
+func (d *Device) domainSize(domain uapi.Domain) uint64 {
+	if domain == uapi.Domain_DOMAIN_VRAM {
+		return d.cfg.VRAMSize
+	}
+	return d.cfg.GTTSize
+}
+
 func (d *Device) uncharge(domain uapi.Domain, size uint64) {
 	switch domain {
 	case uapi.Domain_DOMAIN_VRAM:

@@ -67,7 +67,11 @@ func (k *Kernel) OpenSession(req *uapi.SessionOpenRequest) (*Session, error) {
 		bos: map[uint64]*sessionBO{}, shared: map[uint64]*BO{}, private: map[uint64]*BO{},
 		files: map[uint64]*sessionFile{}, dmabufs: map[uint64]*DmaBuf{}, claimed: map[int32][]*File{},
 	}
-	var total uint64
+	type domainKey struct {
+		minor  uint32
+		domain uapi.Domain
+	}
+	need := map[domainKey]uint64{}
 	for _, st := range req.Bos {
 		if _, dup := s.bos[st.BoId]; dup {
 			return nil, errnof(syscall.EINVAL, "BO %d listed twice", st.BoId)
@@ -79,9 +83,12 @@ func (k *Kernel) OpenSession(req *uapi.SessionOpenRequest) (*Session, error) {
 		if _, err := d.validateCreate(st.Size, st.Domain, st.Flags, st.Alignment); err != nil {
 			return nil, fmt.Errorf("BO %d: %w", st.BoId, err)
 		}
-		total += st.Size
-		if total > 1<<38 {
-			return nil, errnof(syscall.ENOMEM, "session BOs exceed %d bytes", uint64(1)<<38)
+		// The BOs' memory is allocated now, so refuse up front what the
+		// devices could never hold rather than let the daemon balloon.
+		key := domainKey{st.Minor, st.Domain}
+		need[key] += st.Size
+		if limit := d.domainSize(st.Domain); need[key] > limit {
+			return nil, errnof(syscall.ENOMEM, "the checkpoint's %v BOs on renderD%d need %d bytes, the device has %d", st.Domain, st.Minor, need[key], limit)
 		}
 		s.bos[st.BoId] = &sessionBO{st: st, loaded: make(chan struct{})}
 	}
