@@ -16,6 +16,7 @@ type DebugState struct {
 	BOs      []DebugBO       `json:"bos"`
 	DmaBufs  []DebugDmaBuf   `json:"dmabufs"`
 	Fences   []dma.FenceInfo `json:"fences"`
+	Jobs     []DebugJob      `json:"jobs"`
 	LiveJobs int             `json:"live_jobs"`
 	Sessions int             `json:"restore_sessions"`
 }
@@ -74,6 +75,19 @@ type DebugBO struct {
 	Refs   int             `json:"refs"`
 	DmaBuf uint64          `json:"dmabuf_inode,omitempty"`
 	Resv   []dma.ResvEntry `json:"resv,omitempty"`
+}
+
+// DebugJob is a job the kernel still holds: queued, running, preempted,
+// or finished and about to be freed.
+type DebugJob struct {
+	ID          uint64   `json:"id"`
+	File        uint64   `json:"file"`
+	Context     uint32   `json:"context"`
+	State       string   `json:"state"`
+	LongRunning bool     `json:"long_running,omitempty"`
+	Commands    int      `json:"commands"`
+	BOs         []uint64 `json:"bos"`
+	Fence       uint64   `json:"fence"`
 }
 
 type DebugDmaBuf struct {
@@ -141,6 +155,17 @@ func (k *Kernel) Debug() *DebugState {
 	}
 	slices.SortFunc(st.DmaBufs, func(a, b DebugDmaBuf) int { return cmp.Compare(a.Inode, b.Inode) })
 	st.Sessions = len(k.sessions)
+	for j, info := range k.jobs {
+		dj := DebugJob{
+			ID: j.ID(), File: info.ctx.f.id, Context: info.ctx.id, State: jobState(j),
+			LongRunning: j.LongRunning, Commands: len(info.cmds), Fence: j.Finished().ID(),
+		}
+		for _, bo := range info.bos {
+			dj.BOs = append(dj.BOs, bo.id)
+		}
+		st.Jobs = append(st.Jobs, dj)
+	}
+	slices.SortFunc(st.Jobs, func(a, b DebugJob) int { return cmp.Compare(a.ID, b.ID) })
 	k.mu.Unlock()
 
 	// Scheduler and fence state is read without k.mu: the scheduler calls
@@ -163,4 +188,17 @@ func (k *Kernel) Debug() *DebugState {
 	st.Fences = dma.Fences()
 	st.LiveJobs = sched.LiveJobs()
 	return st
+}
+
+// jobState tells where a job is from its fences: the scheduled fence
+// signals when the job first reaches the hardware, the finished fence when
+// it is done.
+func jobState(j *sched.Job) string {
+	switch {
+	case j.Finished().Signaled():
+		return "finished"
+	case j.Scheduled().Signaled():
+		return "started"
+	}
+	return "queued"
 }

@@ -101,7 +101,15 @@ func printDebug(w io.Writer, st *kernelsim.DebugState) {
 	for _, d := range st.DmaBufs {
 		fmt.Fprintf(w, "  inode %d bo %d prime-refs %d\n", d.Inode, d.BO, d.PrimeRefs)
 	}
-	fmt.Fprintf(w, "fences: %d live, jobs: %d live, restore sessions: %d\n", len(st.Fences), st.LiveJobs, st.Sessions)
+	fmt.Fprintf(w, "jobs: %d live\n", st.LiveJobs)
+	for _, j := range st.Jobs {
+		lr := ""
+		if j.LongRunning {
+			lr = " long-running"
+		}
+		fmt.Fprintf(w, "  job %d file %d ctx %d %s%s, %d command(s) on bos %v, finished fence %d\n", j.ID, j.File, j.Context, j.State, lr, j.Commands, j.BOs, j.Fence)
+	}
+	fmt.Fprintf(w, "fences: %d live, restore sessions: %d\n", len(st.Fences), st.Sessions)
 	for _, f := range st.Fences {
 		fmt.Fprintf(w, "  fence %+v\n", f)
 	}

@@ -6,11 +6,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"drmcr/kernelsim"
+	"drmcr/kernelsim/gpu"
 	"drmcr/kernelsim/ksimtest"
+	"drmcr/kernelsim/ktime"
 	"drmcr/kernelsim/libdrm"
 	"drmcr/kernelsim/uapi"
 )
@@ -100,5 +103,53 @@ func TestDebugDuringTeardown(t *testing.T) {
 	case err := <-errs:
 		t.Fatal(err)
 	default:
+	}
+}
+
+// TestDebugShowsJobs: a job held in flight by the manual clock is listed
+// with its context, state and BOs, and is gone once it completed.
+func TestDebugShowsJobs(t *testing.T) {
+	clock := ktime.NewManual()
+	env := ksimtest.Start(t, kernelsim.Config{Clock: clock})
+	d := env.Open(t, 128)
+	h, err := d.BOCreate(1<<20, uapi.Domain_DOMAIN_VRAM, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, err := d.CtxCreate(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Submit(&uapi.SubmitRequest{CtxId: ctx, Bos: []*uapi.SubmitBo{{Handle: h, Write: true}},
+		Commands: []*uapi.Command{{Op: uint32(gpu.OpFill), Dst: 0, Src: -1, Len: 1 << 20, Value: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if !clock.WaitPending(1, 10*time.Second) {
+		t.Fatal("the job never reached the GPU")
+	}
+	var text bytes.Buffer
+	if err := run([]string{"-runtime-dir", env.Dir, "debug"}, &text); err != nil {
+		t.Fatal(err)
+	}
+	if want := "file 1 ctx 1 started, 1 command(s) on bos [1]"; !strings.Contains(text.String(), want) {
+		t.Fatalf("text view lacks %q:\n%s", want, text.String())
+	}
+	clock.Advance(time.Hour)
+	if busy, err := d.WaitIdle(h, true, 10*time.Second); err != nil || busy {
+		t.Fatalf("job did not finish: %v %v", busy, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		text.Reset()
+		if err := run([]string{"-runtime-dir", env.Dir, "debug"}, &text); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(text.String(), "  job ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("finished job still listed:\n%s", text.String())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
