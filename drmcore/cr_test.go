@@ -428,3 +428,56 @@ func TestRestoreRefusesNewerImages(t *testing.T) {
 		t.Fatalf("restore of newer images: %v", err)
 	}
 }
+
+// TestWorkQueuedBehindPreemptedJob: a context queued a regular job (a copy
+// of the result) behind a long-running compute job; the dump preempts the
+// compute job and keeps the copy queued behind it, and after restore both
+// run in order to the result an uninterrupted run gives.
+func TestWorkQueuedBehindPreemptedJob(t *testing.T) {
+	dev := kernelsim.DefaultDevice()
+	dev.IterTime = time.Millisecond
+	env := ksimtest.Start(t, kernelsim.Config{Devices: []kernelsim.DeviceConfig{dev}})
+	run := func(d *libdrm.Device) (out, done uint32) {
+		src := ck(t).u32(d.BOCreate(page, uapi.Domain_DOMAIN_VRAM, 0, 0))
+		acc := ck(t).u32(d.BOCreate(page, uapi.Domain_DOMAIN_VRAM, 0, 0))
+		out = ck(t).u32(d.BOCreate(page, uapi.Domain_DOMAIN_GTT, 0, 0))
+		ctx := ck(t).u32(d.CtxCreate(0))
+		done = ck(t).u32(d.SyncobjCreate(false))
+		fill(t, d, ctx, src, page, 11)
+		_, err := d.Submit(&uapi.SubmitRequest{CtxId: ctx, LongRunning: true,
+			Bos:      []*uapi.SubmitBo{{Handle: src}, {Handle: acc, Write: true}},
+			Commands: []*uapi.Command{{Op: uint32(gpu.OpCompute), Dst: 1, Src: 0, Len: page, Iterations: 500}}})
+		must(t, err)
+		_, err = d.Submit(&uapi.SubmitRequest{CtxId: ctx, OutSyncobjs: []uint32{done},
+			Bos:      []*uapi.SubmitBo{{Handle: acc}, {Handle: out, Write: true}},
+			Commands: []*uapi.Command{{Op: uint32(gpu.OpCopy), Dst: 1, Src: 0, Len: 8}, {Op: uint32(gpu.OpAddCounter), Dst: 1, DstOff: 8, Value: 5}}})
+		must(t, err)
+		return out, done
+	}
+	ref := env.Open(t, 128)
+	refOut, refDone := run(ref)
+	_, err := ref.SyncobjWait([]uint32{refDone}, -1, true, false)
+	must(t, err)
+	want := read(t, ref, refOut, 16)
+	ref.Close()
+
+	d := env.Open(t, 128)
+	out, done := run(d)
+	time.Sleep(100 * time.Millisecond) // inside the 500 ms compute loop
+	dir, err := dump(t, env)
+	must(t, err)
+	if q, err := d.SyncobjQuery(done); err != nil || q.Signaled {
+		t.Fatalf("the copy ran before the dump (%v, %v): test too slow to be meaningful", q, err)
+	}
+	ino := inode(t, d.FD())
+	d.Close()
+
+	fds, err := restore(t, env, dir, concurrently, false)
+	must(t, err)
+	r := libdrm.FromFD(fds[ino])
+	_, err = r.SyncobjWait([]uint32{done}, -1, true, false)
+	must(t, err)
+	if got := read(t, r, out, 16); !bytes.Equal(got, want) {
+		t.Fatalf("result %x after restore, uninterrupted run gives %x", got, want)
+	}
+}

@@ -239,14 +239,22 @@ func (f *File) checkpointDriver(bos map[uint64]*BO) (*uapi.DriverPrivate, error)
 			if !ok {
 				return nil, fmt.Errorf("context %d: queued job without kernel state", c.id)
 			}
-			if !j.LongRunning {
-				return nil, fmt.Errorf("context %d: regular job still queued after drain", c.id)
+			// A drained context keeps preempted long-running work and
+			// what it queued behind it; such a job may only wait on work
+			// queued before it here, which restore queues the same way.
+			for _, dep := range j.Deps {
+				if !dep.Signaled() && !jobFences[dep] {
+					return nil, fmt.Errorf("context %d: queued job %d waits on fence %d (%s), which is not work of this context to restore", c.id, j.ID(), dep.ID(), dep.Timeline())
+				}
 			}
 			js := &uapi.JobState{
 				FenceId: j.Finished().ID(), Bos: info.submit, Commands: info.cmds,
-				LongRunning: true,
-				ProgressCmd: int32(info.payload.Progress.Cmd), ProgressIter: info.payload.Progress.Iter,
-				ProgressAcc: info.payload.Progress.Acc,
+				LongRunning: j.LongRunning,
+			}
+			if j.LongRunning {
+				js.ProgressCmd = int32(info.payload.Progress.Cmd)
+				js.ProgressIter = info.payload.Progress.Iter
+				js.ProgressAcc = info.payload.Progress.Acc
 			}
 			for _, bo := range info.bos {
 				js.BoIds = append(js.BoIds, bo.id)
@@ -343,8 +351,11 @@ func (d *Device) decodeDriverPrivate(blob []byte) (*uapi.DriverPrivate, error) {
 	return priv, nil
 }
 
-// restoredJob makes a scheduler job of preempted work from a checkpoint;
-// bos are the job's BOs, already referenced for it. Called with k.mu held.
+// restoredJob makes a scheduler job of work a checkpoint found queued
+// (preempted long-running jobs and what was queued behind them); bos are
+// the job's BOs, already referenced for it. The context runs its jobs in
+// order, so queueing them in checkpoint order keeps their dependencies.
+// Called with k.mu held.
 func (c *Context) restoredJob(js *uapi.JobState, bos []*BO) (*sched.Job, error) {
 	cmds := make([]gpu.Command, len(js.Commands))
 	for i, uc := range js.Commands {
@@ -363,7 +374,7 @@ func (c *Context) restoredJob(js *uapi.JobState, bos []*BO) (*sched.Job, error) 
 		return nil, fmt.Errorf("restored job commands: %w", err)
 	}
 	payload := &gpu.JobPayload{Cmds: cmds, Bufs: bufs, Progress: gpu.Progress{Cmd: int(js.ProgressCmd), Iter: js.ProgressIter, Acc: js.ProgressAcc}}
-	j, err := c.entity.NewJob(nil, payload, true)
+	j, err := c.entity.NewJob(nil, payload, js.LongRunning)
 	if err != nil {
 		return nil, err
 	}
