@@ -170,15 +170,6 @@ func readBO(t testing.TB, d *libdrm.Device, h uint32, n int) []byte {
 	return p
 }
 
-func waitIdle(t testing.TB, d *libdrm.Device, h uint32) {
-	t.Helper()
-	busy, err := d.WaitIdle(h, true, 20*time.Second)
-	ok(t, err)
-	if busy {
-		t.Fatalf("BO %d still busy", h)
-	}
-}
-
 func inode(t testing.TB, fd int) uint64 {
 	t.Helper()
 	var st unix.Stat_t

@@ -2,7 +2,6 @@ package kernelsim
 
 import (
 	"fmt"
-	"slices"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -227,15 +226,4 @@ func (f *File) PrimeFDToHandle(fd int) (uint32, error) {
 	db.bo.get()
 	f.addPrime(h, db, fd)
 	return h, nil
-}
-
-// primeEntries returns f's PRIME table as sorted handles. Called with k.mu
-// held.
-func (f *File) primeEntries() []uint32 {
-	hs := make([]uint32, 0, len(f.prime))
-	for h := range f.prime {
-		hs = append(hs, h)
-	}
-	slices.Sort(hs)
-	return hs
 }

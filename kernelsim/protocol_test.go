@@ -39,16 +39,6 @@ func readEndClosedEverywhere(w int) bool {
 	return err == unix.EPIPE
 }
 
-// A bystander is a client with state that must not be disturbed by other
-// clients' bad requests.
-type bystander struct {
-	d interface {
-		Read(uint32, uint64, []byte) error
-	}
-	h    uint32
-	want []byte
-}
-
 func TestProtocolMalformedRenderRequests(t *testing.T) {
 	env := ksimtest.Start(t, twoDevices())
 	node := kernelsim.RenderNodePath(env.Dir, 128)

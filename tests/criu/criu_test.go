@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,7 +54,8 @@ func goTool() string {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
+	// go test puts its own go first in PATH; this is only a fallback.
+	return "go"
 }
 
 // artifacts builds, once per test binary, the plugin as shipped (lib/), the
