@@ -481,3 +481,71 @@ func TestWorkQueuedBehindPreemptedJob(t *testing.T) {
 		t.Fatalf("result %x after restore, uninterrupted run gives %x", got, want)
 	}
 }
+
+// TestWaitOnAnotherFilesPreemptedJob: file B queued a job that reads the
+// output of file A's long-running job (implicit sync through a shared BO).
+// The dump preempts A's job; B's job cannot run before it, so it is parked
+// work too and the pause completes; restore rebuilds B's wait on A's job,
+// whichever file is claimed first, and the result is the uninterrupted one.
+func TestWaitOnAnotherFilesPreemptedJob(t *testing.T) {
+	dev := kernelsim.DefaultDevice()
+	dev.IterTime = time.Millisecond
+	dev.Driver = "amdgpu"
+	env := ksimtest.Start(t, kernelsim.Config{Devices: []kernelsim.DeviceConfig{dev}})
+	setup := func() (a, b *libdrm.Device, out, done uint32) {
+		a, b = env.Open(t, 128), env.Open(t, 128)
+		src := ck(t).u32(a.BOCreate(page, uapi.Domain_DOMAIN_VRAM, 0, 0))
+		acc := ck(t).u32(a.BOCreate(page, uapi.Domain_DOMAIN_VRAM, 0, 0))
+		ctxA := ck(t).u32(a.CtxCreate(0))
+		fill(t, a, ctxA, src, page, 21)
+		fd, err := a.ExportDmaBuf(acc)
+		must(t, err)
+		accB := ck(t).u32(b.ImportDmaBuf(fd))
+		unix.Close(fd)
+		out = ck(t).u32(b.BOCreate(page, uapi.Domain_DOMAIN_GTT, 0, 0))
+		ctxB := ck(t).u32(b.CtxCreate(0))
+		done = ck(t).u32(b.SyncobjCreate(false))
+		_, err = a.Submit(&uapi.SubmitRequest{CtxId: ctxA, LongRunning: true,
+			Bos:      []*uapi.SubmitBo{{Handle: src}, {Handle: acc, Write: true}},
+			Commands: []*uapi.Command{{Op: uint32(gpu.OpCompute), Dst: 1, Src: 0, Len: page, Iterations: 500}}})
+		must(t, err)
+		_, err = b.Submit(&uapi.SubmitRequest{CtxId: ctxB, OutSyncobjs: []uint32{done},
+			Bos:      []*uapi.SubmitBo{{Handle: accB}, {Handle: out, Write: true}},
+			Commands: []*uapi.Command{{Op: uint32(gpu.OpChecksum), Dst: 1, Src: 0, Len: page}}})
+		must(t, err)
+		return a, b, out, done
+	}
+	refA, refB, refOut, refDone := setup()
+	_, err := refB.SyncobjWait([]uint32{refDone}, -1, true, false)
+	must(t, err)
+	want := read(t, refB, refOut, 8)
+	refA.Close()
+	refB.Close()
+
+	a, b, out, done := setup()
+	time.Sleep(100 * time.Millisecond) // inside A's 500 ms compute loop
+	dir, err := dump(t, env)
+	must(t, err)
+	if q, err := b.SyncobjQuery(done); err != nil || q.Signaled {
+		t.Fatalf("B's job ran before the dump (%v, %v): test too slow to be meaningful", q, err)
+	}
+	inoB := inode(t, b.FD())
+	a.Close()
+	b.Close()
+
+	for name, order := range map[string]drmcoretest.Order{"concurrent": concurrently, "first": nthOrder(0), "last": nthOrder(5)} {
+		t.Run(name, func(t *testing.T) {
+			fds, err := restore(t, env, dir, order, false)
+			must(t, err)
+			r := libdrm.FromFD(fds[inoB])
+			_, err = r.SyncobjWait([]uint32{done}, -1, true, false)
+			must(t, err)
+			if got := read(t, r, out, 8); !bytes.Equal(got, want) {
+				t.Fatalf("B's checksum %x after restore, uninterrupted run gives %x", got, want)
+			}
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+		})
+	}
+}

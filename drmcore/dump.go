@@ -258,6 +258,21 @@ func (d *dumpState) checkGraph() error {
 	for ino, db := range d.dmabufs {
 		need(fmt.Sprintf("dma-buf inode %d", ino), db.BoId)
 	}
+	// Queued work may wait on paused work of other files: the files that
+	// will restore that work must be in the dump too.
+	provided := map[uint64]bool{}
+	for _, f := range d.files {
+		for _, id := range f.State.GetJobFences() {
+			provided[id] = true
+		}
+	}
+	for ino, f := range d.files {
+		for _, id := range f.State.GetWaitsOnFences() {
+			if !provided[id] {
+				problems = append(problems, fmt.Sprintf("drm file inode %d of pid %d has work waiting on fence %d, which no dumped file's job provides", ino, f.Pid, id))
+			}
+		}
+	}
 	if problems == nil {
 		return nil
 	}

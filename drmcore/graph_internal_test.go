@@ -41,3 +41,20 @@ func TestCheckGraph(t *testing.T) {
 		t.Fatalf("undumped dma-buf: %v", err)
 	}
 }
+
+// TestCheckGraphFences: work waiting on another file's job needs that
+// file in the dump.
+func TestCheckGraphFences(t *testing.T) {
+	d := newDumpState()
+	d.ident[10] = &uapi.IdentifiedObject{Inode: 10, Kind: uapi.ObjectKind_OBJECT_DRM_FILE}
+	d.files[10] = &images.DrmFile{Pid: 5, State: &uapi.FileCheckpoint{WaitsOnFences: []uint64{77}}}
+	err := d.checkGraph()
+	if err == nil || !strings.Contains(err.Error(), "waiting on fence 77") {
+		t.Fatalf("a wait on an undumped job: %v", err)
+	}
+	d.ident[11] = &uapi.IdentifiedObject{Inode: 11, Kind: uapi.ObjectKind_OBJECT_DRM_FILE}
+	d.files[11] = &images.DrmFile{State: &uapi.FileCheckpoint{JobFences: []uint64{77}}}
+	if err := d.checkGraph(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -198,6 +198,12 @@ func (k *Kernel) CheckpointFile(id uint64) (*uapi.FileCheckpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("drm file %d: %w", id, err)
 	}
+	for _, c := range priv.Contexts {
+		for _, j := range c.Jobs {
+			cp.JobFences = append(cp.JobFences, j.FenceId)
+			cp.WaitsOnFences = append(cp.WaitsOnFences, j.DepFenceIds...)
+		}
+	}
 	if cp.DriverPrivate, err = proto.Marshal(priv); err != nil {
 		return nil, fmt.Errorf("drm file %d: driver state: %w", id, err)
 	}
@@ -239,17 +245,21 @@ func (f *File) checkpointDriver(bos map[uint64]*BO) (*uapi.DriverPrivate, error)
 			if !ok {
 				return nil, fmt.Errorf("context %d: queued job without kernel state", c.id)
 			}
-			// A drained context keeps preempted long-running work and
-			// what it queued behind it; such a job may only wait on work
-			// queued before it here, which restore queues the same way.
-			for _, dep := range j.Deps {
-				if !dep.Signaled() && !jobFences[dep] {
-					return nil, fmt.Errorf("context %d: queued job %d waits on fence %d (%s), which is not work of this context to restore", c.id, j.ID(), dep.ID(), dep.Timeline())
-				}
-			}
 			js := &uapi.JobState{
 				FenceId: j.Finished().ID(), Bos: info.submit, Commands: info.cmds,
 				LongRunning: j.LongRunning,
+			}
+			// A drained context keeps preempted long-running work and
+			// what was queued behind it, which may wait on parked work
+			// of any paused context: restore rebuilds those waits.
+			for _, dep := range j.Deps {
+				if dep.Signaled() {
+					continue
+				}
+				if !jobFences[dep] && !sched.Parked(dep) {
+					return nil, fmt.Errorf("context %d: queued job %d waits on fence %d (%s), which is not paused work to restore", c.id, j.ID(), dep.ID(), dep.Timeline())
+				}
+				js.DepFenceIds = append(js.DepFenceIds, dep.ID())
 			}
 			if j.LongRunning {
 				js.ProgressCmd = int32(info.payload.Progress.Cmd)
@@ -356,7 +366,7 @@ func (d *Device) decodeDriverPrivate(blob []byte) (*uapi.DriverPrivate, error) {
 // the job's BOs, already referenced for it. The context runs its jobs in
 // order, so queueing them in checkpoint order keeps their dependencies.
 // Called with k.mu held.
-func (c *Context) restoredJob(js *uapi.JobState, bos []*BO) (*sched.Job, error) {
+func (c *Context) restoredJob(js *uapi.JobState, bos []*BO, deps []*dma.Fence) (*sched.Job, error) {
 	cmds := make([]gpu.Command, len(js.Commands))
 	for i, uc := range js.Commands {
 		cmds[i] = commandFromUAPI(uc)
@@ -367,14 +377,21 @@ func (c *Context) restoredJob(js *uapi.JobState, bos []*BO) (*sched.Job, error) 
 		bufs[i] = bo.mem
 		sizes[i] = bo.size
 	}
+	putDeps := func() {
+		for _, d := range deps {
+			d.Put()
+		}
+	}
 	if len(js.Bos) != len(bos) {
+		putDeps()
 		return nil, fmt.Errorf("job with %d BOs and %d BO ids", len(js.Bos), len(bos))
 	}
 	if err := gpu.Validate(cmds, len(bufs), sizes); err != nil {
+		putDeps()
 		return nil, fmt.Errorf("restored job commands: %w", err)
 	}
 	payload := &gpu.JobPayload{Cmds: cmds, Bufs: bufs, Progress: gpu.Progress{Cmd: int(js.ProgressCmd), Iter: js.ProgressIter, Acc: js.ProgressAcc}}
-	j, err := c.entity.NewJob(nil, payload, js.LongRunning)
+	j, err := c.entity.NewJob(deps, payload, js.LongRunning)
 	if err != nil {
 		return nil, err
 	}

@@ -39,6 +39,46 @@ type Session struct {
 	claimed map[int32][]*File  // by claimer pid
 	created []*BO              // the session's own references
 	closed  bool
+
+	// Restored jobs may wait on jobs of files claimed later: a wait on a
+	// dump-time fence id is a proxy fence until the job that provides it
+	// is restored, which then signals the proxy when it finishes.
+	fences  map[uint64]*dma.Fence // dump-time id -> restored finished fence
+	proxies map[uint64]*dma.Fence // dump-time id -> proxy awaiting its job
+}
+
+// fenceFor returns a referenced fence standing for the dump-time fence id:
+// the restored job's finished fence, or a proxy until that job is
+// restored. Called with k.mu held.
+func (s *Session) fenceFor(id uint64) *dma.Fence {
+	if f, ok := s.fences[id]; ok {
+		return f.Get()
+	}
+	p, ok := s.proxies[id]
+	if !ok {
+		p = dma.NewFence(dma.NewContext(1), 1, "restore-wait")
+		s.proxies[id] = p
+	}
+	return p.Get()
+}
+
+// provide records the restored finished fence of the job that had fence
+// id at dump time, and hands its outcome to the proxy waiting for it.
+// Called with k.mu held.
+func (s *Session) provide(id uint64, fin *dma.Fence) {
+	s.fences[id] = fin.Get()
+	p, ok := s.proxies[id]
+	if !ok {
+		return
+	}
+	delete(s.proxies, id)
+	relay := func(f *dma.Fence) {
+		p.Signal(f.Err())
+		p.Put()
+	}
+	if !fin.AddCallback(relay) {
+		relay(fin)
+	}
 }
 
 type sessionBO struct {
@@ -66,6 +106,7 @@ func (k *Kernel) OpenSession(req *uapi.SessionOpenRequest) (*Session, error) {
 		k: k, token: hex.EncodeToString(tok),
 		bos: map[uint64]*sessionBO{}, shared: map[uint64]*BO{}, private: map[uint64]*BO{},
 		files: map[uint64]*sessionFile{}, dmabufs: map[uint64]*DmaBuf{}, claimed: map[int32][]*File{},
+		fences: map[uint64]*dma.Fence{}, proxies: map[uint64]*dma.Fence{},
 	}
 	type domainKey struct {
 		minor  uint32
@@ -348,7 +389,11 @@ func (s *Session) restoreDriver(f *File, priv *uapi.DriverPrivate) error {
 				}
 				bos = append(bos, bo)
 			}
-			j, err := c.restoredJob(js, bos)
+			deps := make([]*dma.Fence, 0, len(js.DepFenceIds))
+			for _, id := range js.DepFenceIds {
+				deps = append(deps, s.fenceFor(id))
+			}
+			j, err := c.restoredJob(js, bos, deps)
 			if err != nil {
 				for _, b := range bos {
 					b.put()
@@ -357,6 +402,7 @@ func (s *Session) restoreDriver(f *File, priv *uapi.DriverPrivate) error {
 			}
 			c.restored = append(c.restored, j)
 			jobs[js.FenceId] = j
+			s.provide(js.FenceId, j.Finished())
 		}
 	}
 	timelines := map[uint32]*dma.SwSyncTimeline{}
@@ -491,6 +537,15 @@ func (s *Session) Close(abort bool) error {
 		bo.put()
 	}
 	s.created = nil
+	for _, f := range s.fences {
+		f.Put()
+	}
+	// Waits on jobs nobody restored can never be satisfied.
+	for _, p := range s.proxies {
+		p.Signal(dma.ErrCanceled)
+		p.Put()
+	}
+	s.fences, s.proxies = nil, nil
 	var ios []IO
 	for _, f := range files {
 		if f.io != nil {

@@ -26,6 +26,11 @@ func (e *Entity) Destroy() {
 		e.paused = false
 		close(e.resumed)
 	}
+	if e.parking {
+		e.parking = false
+		unpark(e.parkedJobs)
+		e.parkedJobs = nil
+	}
 	s.entities = without(s.entities, e)
 	s.all = without(s.all, e)
 	for s.dispatching == e {

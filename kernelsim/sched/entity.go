@@ -26,7 +26,9 @@ type Entity struct {
 	dead       chan struct{} // closed by Destroy
 	guilty     bool
 	destroyed  bool
-	deadErr    error // why the entity is unusable, when destroyed
+	deadErr    error  // why the entity is unusable, when destroyed
+	parking    bool   // drained while paused: its queue is parked work
+	parkedJobs []*Job // the jobs parked by this entity
 }
 
 // NewEntity creates an entity on s. A Firmware scheduler takes a single

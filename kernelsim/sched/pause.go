@@ -56,8 +56,15 @@ func (e *Entity) Pause(ctx context.Context) (*PauseReport, error) {
 			s.mu.Unlock()
 			return nil, fmt.Errorf("pause entity %q: %w", e.name, err)
 		}
-		if e.inflight == 0 && (len(e.queue) == 0 || e.queue[0].LongRunning) {
+		if e.inflight == 0 && (len(e.queue) == 0 || e.queue[0].LongRunning || e.queue[0].blockedOnParked()) {
 			r := &PauseReport{Entity: e.name}
+			if !e.parking {
+				// What is left will not run before Resume: other
+				// entities' jobs may wait on it and still drain.
+				e.parking = true
+				e.parkedJobs = append([]*Job(nil), e.queue...)
+				park(e.parkedJobs)
+			}
 			for _, j := range e.queue {
 				if j.preemptGen == e.pauseGen {
 					r.Preempted = append(r.Preempted, j.info())
@@ -71,6 +78,7 @@ func (e *Entity) Pause(ctx context.Context) (*PauseReport, error) {
 		s.mu.Unlock()
 		select {
 		case <-changed:
+		case <-parkedChanged():
 		case <-ctx.Done():
 			s.mu.Lock()
 			err := &PauseError{Entity: e.name, Waiting: e.waitingOn(), Err: ctx.Err()}
@@ -104,7 +112,7 @@ func (e *Entity) waitingOn() []string {
 	if s.dispatching == e {
 		out = append(out, "a job being handed to the hardware")
 	}
-	if len(e.queue) > 0 && !e.queue[0].LongRunning {
+	if len(e.queue) > 0 && !e.queue[0].LongRunning && !e.queue[0].blockedOnParked() {
 		j := e.queue[0]
 		if j.depIdx < len(j.Deps) && j.depFence != nil && !j.depFence.Signaled() {
 			out = append(out, fmt.Sprintf("%v waiting on dependency %v", j, j.depFence))
@@ -126,11 +134,17 @@ func (e *Entity) waitingOn() []string {
 func (e *Entity) Resume() {
 	s := e.sched
 	s.mu.Lock()
+	var wasParked []*Job
 	if e.paused {
 		e.paused = false
 		close(e.resumed)
 		s.broadcast()
+		if e.parking {
+			e.parking = false
+			wasParked, e.parkedJobs = e.parkedJobs, nil
+		}
 	}
 	s.mu.Unlock()
+	unpark(wasParked)
 	s.kick()
 }

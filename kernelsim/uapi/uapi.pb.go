@@ -2737,6 +2737,11 @@ type FileCheckpoint struct {
 	DriverPrivate []byte     `protobuf:"bytes,8,opt,name=driver_private,json=driverPrivate,proto3" json:"driver_private,omitempty"`
 	Io            *PendingIO `protobuf:"bytes,9,opt,name=io,proto3" json:"io,omitempty"`
 	OwnerPid      int32      `protobuf:"varint,10,opt,name=owner_pid,json=ownerPid,proto3" json:"owner_pid,omitempty"`
+	// The finished fences of the file's checkpointed jobs, and the fences
+	// those jobs wait on: a dump is complete only if every fence waited on
+	// is one some dumped file's job provides.
+	JobFences     []uint64 `protobuf:"varint,11,rep,packed,name=job_fences,json=jobFences,proto3" json:"job_fences,omitempty"`
+	WaitsOnFences []uint64 `protobuf:"varint,12,rep,packed,name=waits_on_fences,json=waitsOnFences,proto3" json:"waits_on_fences,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2839,6 +2844,20 @@ func (x *FileCheckpoint) GetOwnerPid() int32 {
 		return x.OwnerPid
 	}
 	return 0
+}
+
+func (x *FileCheckpoint) GetJobFences() []uint64 {
+	if x != nil {
+		return x.JobFences
+	}
+	return nil
+}
+
+func (x *FileCheckpoint) GetWaitsOnFences() []uint64 {
+	if x != nil {
+		return x.WaitsOnFences
+	}
+	return nil
 }
 
 // PendingIO is the request/reply traffic caught mid-flight on the file's
@@ -3075,15 +3094,18 @@ func (x *ContextState) GetJobs() []*JobState {
 }
 
 type JobState struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	FenceId       uint64                 `protobuf:"varint,1,opt,name=fence_id,json=fenceId,proto3" json:"fence_id,omitempty"` // the dump-time finished fence
-	Bos           []*SubmitBo            `protobuf:"bytes,2,rep,name=bos,proto3" json:"bos,omitempty"`
-	Commands      []*Command             `protobuf:"bytes,3,rep,name=commands,proto3" json:"commands,omitempty"`
-	LongRunning   bool                   `protobuf:"varint,4,opt,name=long_running,json=longRunning,proto3" json:"long_running,omitempty"`
-	ProgressCmd   int32                  `protobuf:"varint,5,opt,name=progress_cmd,json=progressCmd,proto3" json:"progress_cmd,omitempty"`
-	ProgressIter  uint64                 `protobuf:"varint,6,opt,name=progress_iter,json=progressIter,proto3" json:"progress_iter,omitempty"`
-	ProgressAcc   uint64                 `protobuf:"varint,7,opt,name=progress_acc,json=progressAcc,proto3" json:"progress_acc,omitempty"`
-	BoIds         []uint64               `protobuf:"varint,8,rep,packed,name=bo_ids,json=boIds,proto3" json:"bo_ids,omitempty"` // the BOs of bos, by dump-time id
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	FenceId      uint64                 `protobuf:"varint,1,opt,name=fence_id,json=fenceId,proto3" json:"fence_id,omitempty"` // the dump-time finished fence
+	Bos          []*SubmitBo            `protobuf:"bytes,2,rep,name=bos,proto3" json:"bos,omitempty"`
+	Commands     []*Command             `protobuf:"bytes,3,rep,name=commands,proto3" json:"commands,omitempty"`
+	LongRunning  bool                   `protobuf:"varint,4,opt,name=long_running,json=longRunning,proto3" json:"long_running,omitempty"`
+	ProgressCmd  int32                  `protobuf:"varint,5,opt,name=progress_cmd,json=progressCmd,proto3" json:"progress_cmd,omitempty"`
+	ProgressIter uint64                 `protobuf:"varint,6,opt,name=progress_iter,json=progressIter,proto3" json:"progress_iter,omitempty"`
+	ProgressAcc  uint64                 `protobuf:"varint,7,opt,name=progress_acc,json=progressAcc,proto3" json:"progress_acc,omitempty"`
+	BoIds        []uint64               `protobuf:"varint,8,rep,packed,name=bo_ids,json=boIds,proto3" json:"bo_ids,omitempty"` // the BOs of bos, by dump-time id
+	// Unsignalled fences the job still waits on: finished fences of other
+	// checkpointed jobs (dump-time ids), of this file or another one.
+	DepFenceIds   []uint64 `protobuf:"varint,9,rep,packed,name=dep_fence_ids,json=depFenceIds,proto3" json:"dep_fence_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3170,6 +3192,13 @@ func (x *JobState) GetProgressAcc() uint64 {
 func (x *JobState) GetBoIds() []uint64 {
 	if x != nil {
 		return x.BoIds
+	}
+	return nil
+}
+
+func (x *JobState) GetDepFenceIds() []uint64 {
+	if x != nil {
+		return x.DepFenceIds
 	}
 	return nil
 }
@@ -4295,7 +4324,7 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\tbo_offset\x18\x02 \x01(\x04R\bboOffset\x12\x0e\n" +
 	"\x02va\x18\x03 \x01(\x04R\x02va\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x04R\x04size\x12\x14\n" +
-	"\x05flags\x18\x05 \x01(\x04R\x05flags\"\xf6\x02\n" +
+	"\x05flags\x18\x05 \x01(\x04R\x05flags\"\xbd\x03\n" +
 	"\x0eFileCheckpoint\x12\x17\n" +
 	"\afile_id\x18\x01 \x01(\x04R\x06fileId\x12\x14\n" +
 	"\x05minor\x18\x02 \x01(\rR\x05minor\x12\x16\n" +
@@ -4307,7 +4336,10 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\x0edriver_private\x18\b \x01(\fR\rdriverPrivate\x12)\n" +
 	"\x02io\x18\t \x01(\v2\x19.kernelsim.uapi.PendingIOR\x02io\x12\x1b\n" +
 	"\towner_pid\x18\n" +
-	" \x01(\x05R\bownerPid\"\xc4\x01\n" +
+	" \x01(\x05R\bownerPid\x12\x1d\n" +
+	"\n" +
+	"job_fences\x18\v \x03(\x04R\tjobFences\x12&\n" +
+	"\x0fwaits_on_fences\x18\f \x03(\x04R\rwaitsOnFences\"\xc4\x01\n" +
 	"\tPendingIO\x12\x18\n" +
 	"\arequest\x18\x01 \x01(\fR\arequest\x12!\n" +
 	"\funread_reply\x18\x02 \x01(\fR\vunreadReply\x129\n" +
@@ -4325,7 +4357,7 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\x06guilty\x18\x03 \x01(\bR\x06guilty\x12\x1c\n" +
 	"\tsubmitted\x18\x04 \x01(\x04R\tsubmitted\x12\x1c\n" +
 	"\tcompleted\x18\x05 \x01(\x04R\tcompleted\x12,\n" +
-	"\x04jobs\x18\x06 \x03(\v2\x18.kernelsim.uapi.JobStateR\x04jobs\"\xab\x02\n" +
+	"\x04jobs\x18\x06 \x03(\v2\x18.kernelsim.uapi.JobStateR\x04jobs\"\xcf\x02\n" +
 	"\bJobState\x12\x19\n" +
 	"\bfence_id\x18\x01 \x01(\x04R\afenceId\x12*\n" +
 	"\x03bos\x18\x02 \x03(\v2\x18.kernelsim.uapi.SubmitBoR\x03bos\x123\n" +
@@ -4334,7 +4366,8 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\fprogress_cmd\x18\x05 \x01(\x05R\vprogressCmd\x12#\n" +
 	"\rprogress_iter\x18\x06 \x01(\x04R\fprogressIter\x12!\n" +
 	"\fprogress_acc\x18\a \x01(\x04R\vprogressAcc\x12\x15\n" +
-	"\x06bo_ids\x18\b \x03(\x04R\x05boIds\"\xf7\x01\n" +
+	"\x06bo_ids\x18\b \x03(\x04R\x05boIds\x12\"\n" +
+	"\rdep_fence_ids\x18\t \x03(\x04R\vdepFenceIds\"\xf7\x01\n" +
 	"\fSyncobjState\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\rR\x06handle\x125\n" +
 	"\x04kind\x18\x02 \x01(\x0e2!.kernelsim.uapi.SyncobjState.KindR\x04kind\x12\x14\n" +
