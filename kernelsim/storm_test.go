@@ -1,6 +1,7 @@
 package kernelsim_test
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -206,7 +207,12 @@ func runStorm(t *testing.T, env *ksimtest.Env) {
 		return last.files == base.files+1 && last.jobs == base.jobs && last.unsignalled == 0
 	})
 	if last.bos != base.bos+1 || last.dmabufs != base.dmabufs+1 {
-		t.Fatalf("after the storm: %+v (baseline %+v plus the parent's BO)", last, base)
+		st := must(c.Debug())
+		var left []string
+		for _, b := range st.BOs {
+			left = append(left, fmt.Sprintf("bo %d: %d bytes, %d refs, dma-buf inode %d, %d resv fences", b.ID, b.Size, b.Refs, b.DmaBuf, len(b.Resv)))
+		}
+		t.Fatalf("after the storm: %+v (baseline %+v plus the parent's BO)\n%s\ndma-bufs: %+v", last, base, strings.Join(left, "\n"), st.DmaBufs)
 	}
 	// The kernel still works.
 	ctx := must(p.CtxCreate(0))
