@@ -684,8 +684,6 @@ func TestCheckpointInFlightRequests(t *testing.T) {
 	backToBaseline(t, env.Kernel, base)
 
 	t.Run("wait idle blocked on preempted work", func(t *testing.T) {
-		dev := env.Kernel.Devices()[0]
-		_ = dev
 		d := must(libdrm.Open(kernelsim.RenderNodePath(env.Dir, 128)))
 		src := must(d.BOCreate(4096, vram, 0, 0))
 		dst := must(d.BOCreate(4096, vram, 0, 0))
