@@ -32,6 +32,7 @@ problem (exit status 1 if there is any, 0 otherwise):
     the file), mappings fit in their BO, VA ranges do not overlap, the file's
     copy of each BO's state matches the BO record;
   - every dma-buf refers to a dumped BO;
+  - queued work that waits on another file's job has that job in the dump;
   - every BO's pages file exists, its size is the record's content size (and
     the BO's size) and its sha256 is the record's;
   - driver blobs decode (amdgpu.Decode) and their version is the image's;
@@ -139,6 +140,26 @@ func verify(dir string) ([]string, error) {
 	}
 	for _, n := range sortedStrings(pages) {
 		add("%s: pages file of no BO record", n)
+	}
+
+	// Queued work waiting on other files' jobs: those jobs must be in the
+	// dump, or restore could never run the work.
+	provided := map[uint64]bool{}
+	for _, f := range c.files {
+		for _, id := range f.State.GetJobFences() {
+			provided[id] = true
+		}
+	}
+	for _, ino := range inv.Files {
+		f := c.files[ino]
+		if f == nil {
+			continue
+		}
+		for _, id := range f.State.GetWaitsOnFences() {
+			if !provided[id] {
+				add("drm file inode %d: queued work waits on fence %d, which no dumped job provides", ino, id)
+			}
+		}
 	}
 
 	// Processes.

@@ -67,6 +67,9 @@ func TestVerifyDamage(t *testing.T) {
 			b[100] ^= 0x40
 			must(t, os.WriteFile(pages(dir, shared), b, 0o600))
 		}, []string{fmt.Sprintf("BO %d: pages file drm-bo-%d.pages has sha256 ", shared, shared), ", the record says "}},
+		{"wait on an undumped job", func(dir string) {
+			editFile(dir, f.inoA, func(m *images.DrmFile) { m.State.WaitsOnFences = append(m.State.WaitsOnFences, 987654) })
+		}, []string{fmt.Sprintf("drm file inode %d: queued work waits on fence 987654, which no dumped job provides", f.inoA)}},
 		{"handle duplicated", func(dir string) {
 			editFile(dir, f.inoA, func(m *images.DrmFile) { m.State.Handles[1].Handle = m.State.Handles[0].Handle })
 		}, []string{fmt.Sprintf("drm file inode %d: handle %d is used twice (BOs %d and %d)", f.inoA, f.hA1, shared, shared+1)}},
