@@ -117,7 +117,7 @@ func runScenario(t *testing.T, dir, scenario string, steps int, params ...string
 	return line
 }
 
-var allScenarios = []string{"single", "prodcons", "released", "dmabuf-only", "longrun", "stuck", "pipeline"}
+var allScenarios = []string{"single", "prodcons", "released", "dmabuf-only", "longrun", "stuck", "pipeline", "handoff"}
 
 func TestList(t *testing.T) {
 	r := runBin(t, 10*time.Second, "-list")
@@ -328,7 +328,9 @@ func TestStuckPauseTimesOut(t *testing.T) {
 }
 
 // TestPauseResumeMidRun pauses every file mid-run (preempting longrun's
-// job, draining the others) and resumes: the results must not change.
+// and handoff's long-running jobs, draining the others, with handoff's
+// consumer job queued behind the producer's) and resumes: the results
+// must not change.
 func TestPauseResumeMidRun(t *testing.T) {
 	env := ksimtest.Start(t, kernelsim.Config{})
 	for _, tc := range []struct {
@@ -340,6 +342,7 @@ func TestPauseResumeMidRun(t *testing.T) {
 		{"prodcons", []string{"-steps", "8", "-size", "64K", "-step-delay", "20ms"}, "step 3/8"},
 		{"released", []string{"-steps", "8", "-size", "64K", "-step-delay", "20ms"}, "step 3/8"},
 		{"dmabuf-only", []string{"-steps", "8", "-size", "64K", "-step-delay", "20ms"}, "step 5/8"},
+		{"handoff", []string{"-steps", "2", "-size", "64K", "-iterations", "5000"}, "step 1/2"},
 	} {
 		t.Run(tc.sc, func(t *testing.T) {
 			want := expectLine(t, tc.sc, tc.params...)
@@ -486,6 +489,7 @@ func TestKillMidRunReleasesEverything(t *testing.T) {
 		{"released", []string{"-steps", "100", "-size", "1M", "-step-delay", "0"}, "step 5/100"},
 		{"dmabuf-only", []string{"-steps", "100", "-size", "1M", "-step-delay", "0"}, "step 70/100"},
 		{"pipeline", []string{"-steps", "2", "-size", "64K", "-iterations", "100000"}, "step 1/2"},
+		{"handoff", []string{"-steps", "2", "-size", "64K", "-iterations", "100000"}, "step 1/2"},
 	} {
 		t.Run(tc.sc, func(t *testing.T) {
 			s := startBinGroup(t, env.Dir, append([]string{"-scenario", tc.sc}, tc.params...)...)

@@ -323,7 +323,7 @@ func (r *runner) abortChildren(err error) error {
 // The run's messages, by who sends them. The parent shares a dma-buf with
 // a child at setup (sendDmaBuf → recvDmaBuf), the child sets up and
 // reports ready (awaitReady), then every step is a handshake (step →
-// stepServer: msgStep, msgAck, and in pipeline msgStepDone), and at the
+// stepServer: msgStep, msgAck, and in pipeline and handoff msgStepDone), and at the
 // end the parent collects the child's output (collectOutput → sendBuffers)
 // or, in dmabuf-only, gets the fd back.
 

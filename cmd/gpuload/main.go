@@ -137,7 +137,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	p.size = defaultSize
 	fs.Var(sizeFlag{&p.size}, "size", "size of the main buffers in bytes, a multiple of 4096, at least 16K (K/M/G suffixes)")
 	fs.Uint64Var(&p.seed, "seed", 1, "seed of all generated data")
-	fs.Uint64Var(&p.iterations, "iterations", 0, fmt.Sprintf("longrun, pipeline: compute iterations per step (0: the scenario's default, %d for longrun, %d for pipeline)", defaultIterations, pipelineIterations))
+	fs.Uint64Var(&p.iterations, "iterations", 0, fmt.Sprintf("longrun, pipeline, handoff: compute iterations per step (0: the scenario's default, %d for longrun, %d for pipeline, %d for handoff)", defaultIterations, pipelineIterations, handoffIterations))
 	fs.DurationVar(&p.stuckFor, "stuck-for", defaultStuckFor, "stuck: how long the job waits for its sw_sync fence")
 	fs.StringVar(&p.progress, "progress", "", "append progress lines (\"step i/N\", then \"done\") to this file")
 	fs.StringVar(&p.result, "result", "", "also write the result line to this file (atomically: temporary file and rename)")

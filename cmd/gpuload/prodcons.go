@@ -60,7 +60,7 @@ func prodconsRun(r *runner) ([]byte, error) {
 	return runProducer(r, pcShared, prodconsProducer, false)
 }
 
-// runProducer is the parent of prodcons and pipeline: it creates the
+// runProducer is the parent of prodcons, pipeline and handoff: it creates the
 // shared buffer and shares it with a "consumer" child; each step it
 // submits producer(i) and hands the step to the consumer (and with
 // awaitConsumer waits until the consumer reports the step's GPU work
