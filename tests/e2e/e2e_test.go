@@ -12,14 +12,18 @@ import (
 var scenarios = []struct {
 	name string
 	args []string
-	step int // dump once this step is reported
+	step int    // dump once this step is reported
+	show string // what drmcrit show must find in the checkpoint
 }{
-	{"single", nil, 2},
-	{"prodcons", nil, 2},
-	{"released", nil, 2},
-	{"dmabuf-only", nil, 2},
-	{"longrun", nil, 1},
-	{"pipeline", nil, 2},
+	{"single", nil, 2, "drm file"},
+	{"prodcons", nil, 2, "drm file"},
+	{"released", nil, 2, "drm file"},
+	{"dmabuf-only", nil, 2, "drm file"},
+	{"longrun", nil, 1, "long-running job fence"},
+	{"pipeline", nil, 2, "long-running job fence"},
+	// The consumer's job waits, in another process, on the producer's
+	// preempted job: it is checkpointed as queued work.
+	{"handoff", nil, 1, "queued [checksum"},
 }
 
 // TestDumpKillRestore: dump each scenario mid-run (criu kills it), restore
@@ -38,7 +42,9 @@ func TestDumpKillRestore(t *testing.T) {
 				t.Fatalf("%v\nplugin log:\n%s", err, pluginLines(log))
 			}
 			t.Logf("dump:\n%s", pluginLines(log))
-			checkImages(t, img, pids)
+			if show := checkImages(t, img, pids); !strings.Contains(show, sc.show) {
+				t.Errorf("drmcrit show of the checkpoint lacks %q:\n%s", sc.show, show)
+			}
 			waitGone(t, pids)
 			if w.Result() != "" {
 				t.Fatal("the workload finished before the dump: it must be dumped mid-run")

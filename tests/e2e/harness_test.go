@@ -220,18 +220,19 @@ func runDrmcrit(t *testing.T, args ...string) (string, int) {
 }
 
 // checkImages runs drmcrit on a real checkpoint: verify passes, show names
-// the workload's processes, and verify catches damaged BO contents.
-func checkImages(t *testing.T, img string, pids []int) {
+// the workload's processes, and verify catches damaged BO contents. It
+// returns what show printed.
+func checkImages(t *testing.T, img string, pids []int) string {
 	t.Helper()
 	if out, code := runDrmcrit(t, "verify", img); code != 0 {
 		t.Fatalf("drmcrit verify of a good checkpoint: exit %d\n%s", code, out)
 	}
-	out, code := runDrmcrit(t, "show", img)
+	show, code := runDrmcrit(t, "show", img)
 	if code != 0 {
-		t.Fatalf("drmcrit show: exit %d\n%s", code, out)
+		t.Fatalf("drmcrit show: exit %d\n%s", code, show)
 	}
-	if !strings.Contains(out, fmt.Sprintf("pid %d (gpuload)", pids[0])) {
-		t.Errorf("drmcrit show does not name pid %d:\n%s", pids[0], out)
+	if !strings.Contains(show, fmt.Sprintf("pid %d (gpuload)", pids[0])) {
+		t.Errorf("drmcrit show does not name pid %d:\n%s", pids[0], show)
 	}
 	// Damage a copy: flip one byte of a BO's contents.
 	bad := t.TempDir()
@@ -251,8 +252,9 @@ func checkImages(t *testing.T, img string, pids []int) {
 	b[0] ^= 0xff
 	f.WriteAt(b, 0)
 	f.Close()
-	out, code = runDrmcrit(t, "verify", bad)
+	out, code := runDrmcrit(t, "verify", bad)
 	if code != 1 || !strings.Contains(out, "sha256") {
 		t.Errorf("drmcrit verify of damaged contents: exit %d\n%s", code, out)
 	}
+	return show
 }
