@@ -49,7 +49,9 @@ Digests are lowercase hex sha256 of a BO's contents as recorded at dump.
               "progress_iter": 120,     // iterations done of that command
               "iterations": 600,        // iterations of that command
               "progress_acc": 0,
-              "bo_ids": [7, 8]
+              "bo_ids": [7, 8],
+              "waits_on": [41]          // dump-time fences of other checkpointed
+                                        // jobs it waits on (any file)
           }]
       }],
       "syncobjs": [{"handle": 1, "kind": "EMPTY" | "SIGNALED" | "JOB" | "SW_SYNC",

@@ -164,7 +164,15 @@ func addFile(parent *node, fd FdView, f *FileView) {
 			for _, id := range j.BoIDs {
 				bos = append(bos, strconv.FormatUint(id, 10))
 			}
-			cn.add("%s fence %d: %s%s [%s], BOs %s", kind, j.FenceID, j.State, progress, strings.Join(j.Commands, " "), strings.Join(bos, ","))
+			waits := ""
+			if len(j.WaitsOn) > 0 {
+				var ids []string
+				for _, id := range j.WaitsOn {
+					ids = append(ids, strconv.FormatUint(id, 10))
+				}
+				waits = ", waits on fence " + strings.Join(ids, ",")
+			}
+			cn.add("%s fence %d: %s%s [%s], BOs %s%s", kind, j.FenceID, j.State, progress, strings.Join(j.Commands, " "), strings.Join(bos, ","), waits)
 		}
 	}
 	for _, s := range f.Syncobjs {

@@ -129,6 +129,7 @@ type JobView struct {
 	Iterations   uint64   `json:"iterations"` // of the command at progress_cmd
 	ProgressAcc  uint64   `json:"progress_acc"`
 	BoIDs        []uint64 `json:"bo_ids"`
+	WaitsOn      []uint64 `json:"waits_on"`
 }
 
 type SyncobjView struct {
@@ -371,7 +372,7 @@ func fileView(c *checkpoint, f *images.DrmFile, holders map[uint64][]HolderView,
 		cv := ContextView{ID: cx.CtxId, Priority: cx.Priority, Guilty: cx.Guilty, Submitted: cx.Submitted, Completed: cx.Completed, Jobs: []JobView{}}
 		for _, j := range cx.Jobs {
 			jv := JobView{FenceID: j.FenceId, LongRunning: j.LongRunning, Commands: []string{},
-				ProgressCmd: j.ProgressCmd, ProgressIter: j.ProgressIter, ProgressAcc: j.ProgressAcc, BoIDs: append([]uint64{}, j.BoIds...)}
+				ProgressCmd: j.ProgressCmd, ProgressIter: j.ProgressIter, ProgressAcc: j.ProgressAcc, BoIDs: append([]uint64{}, j.BoIds...), WaitsOn: append([]uint64{}, j.DepFenceIds...)}
 			for _, cmd := range j.Commands {
 				jv.Commands = append(jv.Commands, opName(cmd.Op))
 			}

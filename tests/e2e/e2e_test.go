@@ -23,7 +23,7 @@ var scenarios = []struct {
 	{"pipeline", nil, 2, "long-running job fence"},
 	// The consumer's job waits, in another process, on the producer's
 	// preempted job: it is checkpointed as queued work.
-	{"handoff", nil, 1, "queued [checksum"},
+	{"handoff", nil, 1, "waits on fence"},
 }
 
 // TestDumpKillRestore: dump each scenario mid-run (criu kills it), restore
