@@ -26,12 +26,6 @@ import "fmt"
 // Out, Sh (as the consumer reads them back at the end).
 
 const (
-	hoShared bufID = iota
-	hoOut
-)
-
-const (
-	hoOutSize         = 4096
 	hoHeader          = 4096  // Sh's first page holds the step results
 	handoffIterations = 15000 // 1.5 s at the default device's 100µs per iteration
 )
@@ -40,93 +34,30 @@ const (
 func handoffSlot(i int) uint64 { return 8 * uint64(i%(hoHeader/8)) }
 
 func handoffProducer(p *params, i int) *job {
-	j := newJob(fmt.Sprintf("compute-%d", i), hoShared).
-		randfill(hoShared, hoHeader, p.size-hoHeader, stepSeed(p.seed, i, 14))
+	j := newJob(fmt.Sprintf("compute-%d", i), relayShared).
+		randfill(relayShared, hoHeader, p.size-hoHeader, stepSeed(p.seed, i, 14))
 	if i > 0 {
-		j.copy(hoShared, hoHeader, hoShared, handoffSlot(i-1), 8)
+		j.copy(relayShared, hoHeader, relayShared, handoffSlot(i-1), 8)
 	}
-	j.compute(hoShared, handoffSlot(i), hoShared, hoHeader, p.size-hoHeader, p.iterations)
+	j.compute(relayShared, handoffSlot(i), relayShared, hoHeader, p.size-hoHeader, p.iterations)
 	j.longRunning = true
 	return j
 }
 
 func handoffConsumer(p *params, i int) *job {
 	k := 8 * uint64(i%128)
-	return newJob(fmt.Sprintf("consume-%d", i), hoShared, hoOut).
-		checksum(hoOut, k, hoShared, 0, p.size).
-		copy(hoOut, 1024+k, hoShared, handoffSlot(i), 8).
-		addCounter(hoOut, 2048+k, stepSeed(p.seed, i, 15))
-}
-
-func handoffExpect(p *params, ex executor) ([]byte, error) {
-	ex.alloc(hoShared, p.size)
-	ex.alloc(hoOut, hoOutSize)
-	err := runPlan(ex, p.steps, func(i int) []*job {
-		return []*job{handoffProducer(p, i), handoffConsumer(p, i)}
-	})
-	if err != nil {
-		return nil, err
-	}
-	return concat(ex, hoOut, hoShared), nil
-}
-
-func handoffRun(r *runner) ([]byte, error) {
-	return runProducer(r, hoShared, handoffProducer, true)
-}
-
-// handoffConsumerRole submits each step's job behind the producer's
-// long-running job, acknowledges the submission, waits for the job and
-// reports its completion.
-func handoffConsumerRole(r *runner, parent *peer) error {
-	p := r.p
-	fd, err := parent.recvDmaBuf()
-	if err != nil {
-		return err
-	}
-	defer closeFDs([]int{fd})
-	g, err := r.openGPU(gtt(hoOut, hoOutSize))
-	if err != nil {
-		return err
-	}
-	defer g.close()
-	ctx, err := g.newContext(0)
-	if err != nil {
-		return err
-	}
-	done, err := g.newSyncobj()
-	if err != nil {
-		return err
-	}
-	s := &stepServer{
-		submit: func(i int) error {
-			if i == 0 {
-				if err := g.importBuf(hoShared, fd, p.size); err != nil {
-					return err
-				}
-			}
-			return g.submitSync(ctx, handoffConsumer(p, i), nil, []uint32{done})
-		},
-		afterAck: func(i int) error {
-			if err := g.awaitJob(done, "consumer job"); err != nil {
-				return err
-			}
-			return parent.reportStepDone(i)
-		},
-		end:   msgFinish,
-		onEnd: func() error { return g.sendBuffers(parent, hoOut, hoShared) },
-	}
-	return s.serve(parent)
+	return newJob(fmt.Sprintf("consume-%d", i), relayShared, relayOut).
+		checksum(relayOut, k, relayShared, 0, p.size).
+		copy(relayOut, 1024+k, relayShared, handoffSlot(i), 8).
+		addCounter(relayOut, 2048+k, stepSeed(p.seed, i, 15))
 }
 
 func init() {
-	register(&scenario{
+	register(relay{producer: handoffProducer, consumer: handoffConsumer, consumerJob: "consumer job"}.scenario(&scenario{
 		name:       "handoff",
 		order:      8,
 		desc:       "pipeline reversed: the producer runs a long-running compute job into the shared dma-buf per step and a consumer child's regular job reading it queues behind it (implicit sync); default 3 steps of 15000 iterations (1.5 s each, ~4.5 s)",
 		steps:      3,
 		iterations: handoffIterations,
-		expect:     handoffExpect,
-		run:        abortChildrenOnError(handoffRun),
-		roles:      map[string]func(*runner, *peer) error{"consumer": handoffConsumerRole},
-	})
+	}))
 }

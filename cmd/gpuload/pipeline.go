@@ -23,103 +23,33 @@ import "fmt"
 // time after "step 1/N" preempts one mid-loop. Output: Out, Sh (as the
 // consumer reads them back at the end).
 
-const (
-	plShared bufID = iota
-	plOut
-)
-
-const (
-	plOutSize          = 4096
-	pipelineIterations = 15000 // 1.5 s at the default device's 100µs per iteration
-)
+const pipelineIterations = 15000 // 1.5 s at the default device's 100µs per iteration
 
 // pipelineSlot is where step i's compute result goes in Out.
 func pipelineSlot(i int) uint64 { return 8 * uint64(i%256) }
 
 func pipelineProducer(p *params, i int) *job {
-	return newJob(fmt.Sprintf("produce-%d", i), plShared).
-		randfill(plShared, 0, p.size, stepSeed(p.seed, i, 12))
+	return newJob(fmt.Sprintf("produce-%d", i), relayShared).
+		randfill(relayShared, 0, p.size, stepSeed(p.seed, i, 12))
 }
 
 func pipelineConsumer(p *params, i int) *job {
-	j := newJob(fmt.Sprintf("compute-%d", i), plShared, plOut)
+	j := newJob(fmt.Sprintf("compute-%d", i), relayShared, relayOut)
 	if i > 0 {
-		j.copy(plShared, 0, plOut, pipelineSlot(i-1), 8)
+		j.copy(relayShared, 0, relayOut, pipelineSlot(i-1), 8)
 	}
-	j.checksum(plOut, 2048+pipelineSlot(i), plShared, 0, p.size).
-		compute(plOut, pipelineSlot(i), plShared, 0, p.size, p.iterations)
+	j.checksum(relayOut, 2048+pipelineSlot(i), relayShared, 0, p.size).
+		compute(relayOut, pipelineSlot(i), relayShared, 0, p.size, p.iterations)
 	j.longRunning = true
 	return j
 }
 
-func pipelineExpect(p *params, ex executor) ([]byte, error) {
-	ex.alloc(plShared, p.size)
-	ex.alloc(plOut, plOutSize)
-	err := runPlan(ex, p.steps, func(i int) []*job {
-		return []*job{pipelineProducer(p, i), pipelineConsumer(p, i)}
-	})
-	if err != nil {
-		return nil, err
-	}
-	return concat(ex, plOut, plShared), nil
-}
-
-func pipelineRun(r *runner) ([]byte, error) {
-	return runProducer(r, plShared, pipelineProducer, true)
-}
-
-// pipelineConsumerRole submits each step's long-running job, acknowledges
-// the submission, waits for the job and reports its completion.
-func pipelineConsumerRole(r *runner, parent *peer) error {
-	p := r.p
-	fd, err := parent.recvDmaBuf()
-	if err != nil {
-		return err
-	}
-	defer closeFDs([]int{fd})
-	g, err := r.openGPU(gtt(plOut, plOutSize))
-	if err != nil {
-		return err
-	}
-	defer g.close()
-	ctx, err := g.newContext(0)
-	if err != nil {
-		return err
-	}
-	done, err := g.newSyncobj()
-	if err != nil {
-		return err
-	}
-	s := &stepServer{
-		submit: func(i int) error {
-			if i == 0 {
-				if err := g.importBuf(plShared, fd, p.size); err != nil {
-					return err
-				}
-			}
-			return g.submitSync(ctx, pipelineConsumer(p, i), nil, []uint32{done})
-		},
-		afterAck: func(i int) error {
-			if err := g.awaitJob(done, "long-running job"); err != nil {
-				return err
-			}
-			return parent.reportStepDone(i)
-		},
-		end:   msgFinish,
-		onEnd: func() error { return g.sendBuffers(parent, plOut, plShared) },
-	}
-	return s.serve(parent)
-}
-
 func init() {
-	register(&scenario{
+	register(relay{producer: pipelineProducer, consumer: pipelineConsumer, consumerJob: "long-running job"}.scenario(&scenario{
 		name:       "pipeline",
 		order:      7,
 		desc:       "prodcons + longrun: a consumer child imports the producer's dma-buf and runs a long-running compute job over it per step; default 4 steps of 15000 iterations (1.5 s each, ~6 s)",
 		steps:      4,
 		iterations: pipelineIterations,
-		expect:     pipelineExpect,
-		run:        abortChildrenOnError(pipelineRun),
-		roles:      map[string]func(*runner, *peer) error{"consumer": pipelineConsumerRole},
-	})
+	}))
 }
