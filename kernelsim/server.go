@@ -164,24 +164,33 @@ func (s *Server) startConn(fd int, d *Device, owner Cred) {
 		unix.Close(fd)
 		return
 	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.spawn(func() { s.conns[c] = struct{}{} }, func() { delete(s.conns, c) }, c.serve) {
 		unix.Close(fd)
 		unix.Close(c.wake)
 		c.f.Close()
-		return
 	}
-	s.conns[c] = struct{}{}
+}
+
+// spawn runs serve in a goroutine that Close waits for, registered with
+// add and unregistered with remove (both under s.mu), unless the server
+// is closing: then it reports false and the caller cleans up.
+func (s *Server) spawn(add, remove func(), serve func()) bool {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false
+	}
+	add()
 	s.wg.Add(1)
 	s.mu.Unlock()
 	go func() {
 		defer s.wg.Done()
-		c.serve()
+		serve()
 		s.mu.Lock()
-		delete(s.conns, c)
+		remove()
 		s.mu.Unlock()
 	}()
+	return true
 }
 
 func (s *Server) startControl(fd int, owner Cred) {
@@ -190,22 +199,9 @@ func (s *Server) startControl(fd int, owner Cred) {
 		return
 	}
 	c := &controlConn{s: s, fd: fd, owner: owner, paused: map[uint64]bool{}, sessions: map[string]*Session{}}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.spawn(func() { s.ctrls[c] = struct{}{} }, func() { delete(s.ctrls, c) }, c.serve) {
 		unix.Close(fd)
-		return
 	}
-	s.ctrls[c] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	go func() {
-		defer s.wg.Done()
-		c.serve()
-		s.mu.Lock()
-		delete(s.ctrls, c)
-		s.mu.Unlock()
-	}()
 }
 
 // Dir is the runtime directory.
