@@ -64,7 +64,7 @@ criu-force:
 # ---------------------------------------------------------------------------
 # Plugin (plugin/: Go c-shared + C)
 # ---------------------------------------------------------------------------
-.PHONY: plugin plugin-vet
+.PHONY: plugin
 
 plugin: $(PLUGIN_SO)
 
@@ -74,12 +74,6 @@ $(PLUGIN_SO): FORCE
 	@mkdir -p $(LIB_DIR)
 	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -o $@ ./plugin
 	@rm -f $(LIB_DIR)/drm_plugin.h
-
-# vet and gofmt of the plugin (both builds) and of its criu tests
-plugin-vet:
-	$(GO) vet ./plugin ./tests/criu
-	$(GO) vet -tags drmcr_testclaim ./plugin
-	@test -z "$$(gofmt -l plugin tests/criu)" || { gofmt -l plugin tests/criu; echo "gofmt needed" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------
 # criu end-to-end tests (tests/criu: real criu, needs root)
