@@ -35,9 +35,10 @@ type Session struct {
 	shared  map[uint64]*BO        // by dump-time dma-buf inode
 	private map[uint64]*BO        // by dump-time BO id, BOs never exported
 	files   map[uint64]*sessionFile
-	dmabufs map[uint64]*DmaBuf // by dump-time inode: restored dma-bufs
-	claimed map[int32][]*File  // by claimer pid
-	created []*BO              // the session's own references
+	dmabufs map[uint64]*DmaBuf             // by dump-time inode: restored dma-bufs
+	claimed map[int32][]*File              // by claimer pid
+	states  map[*File]*uapi.FileCheckpoint // what each claimed file came from
+	created []*BO                          // the session's own references
 	closed  bool
 
 	// Restored jobs may wait on jobs of files claimed later: a wait on a
@@ -106,6 +107,7 @@ func (k *Kernel) OpenSession(req *uapi.SessionOpenRequest) (*Session, error) {
 		k: k, token: hex.EncodeToString(tok),
 		bos: map[uint64]*sessionBO{}, shared: map[uint64]*BO{}, private: map[uint64]*BO{},
 		files: map[uint64]*sessionFile{}, dmabufs: map[uint64]*DmaBuf{}, claimed: map[int32][]*File{},
+		states: map[*File]*uapi.FileCheckpoint{},
 		fences: map[uint64]*dma.Fence{}, proxies: map[uint64]*dma.Fence{},
 	}
 	type domainKey struct {
@@ -322,6 +324,7 @@ func (s *Session) ClaimFile(d *Device, ino uint64, owner Cred) (*File, error) {
 		return nil, fmt.Errorf("restore file inode %d: %w", ino, err)
 	}
 	sf.claimed = f
+	s.states[f] = sf.st
 	s.claimed[owner.PID] = append(s.claimed[owner.PID], f)
 	return f, nil
 }
@@ -501,10 +504,8 @@ func (sb *sessionBO) wait(ctx context.Context) error {
 // fileState returns the checkpoint a claimed file came from. Called with
 // k.mu held.
 func (s *Session) fileState(f *File) *uapi.FileCheckpoint {
-	for _, sf := range s.files {
-		if sf.claimed == f {
-			return sf.st
-		}
+	if st, ok := s.states[f]; ok {
+		return st
 	}
 	return &uapi.FileCheckpoint{}
 }
