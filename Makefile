@@ -35,9 +35,10 @@ tools:
 	@mkdir -p $(BIN_DIR)
 	$(GO) build -o $(BIN_DIR)/ ./cmd/...
 
-install: $(PLUGIN_SO)
-	install -d $(DESTDIR)$(CRIU_PLUGIN_DIR)
+install: plugin
+	install -d $(DESTDIR)$(CRIU_PLUGIN_DIR)/drm_plugin.d
 	install -m 0644 $(PLUGIN_SO) $(DESTDIR)$(CRIU_PLUGIN_DIR)/drm_plugin.so
+	install -m 0644 $(PLUGIN_CORE) $(DESTDIR)$(CRIU_PLUGIN_DIR)/drm_plugin.d/drm_plugin_core.so
 
 # clean keeps the provisioned criu (build/criu, build/bin/criu); distclean
 # removes the whole build tree.
@@ -62,18 +63,31 @@ criu-force:
 	@scripts/provision-criu.sh --force
 
 # ---------------------------------------------------------------------------
-# Plugin (plugin/: Go c-shared + C)
+# Plugin: drm_plugin.so (C, plugin/c), the only thing criu loads, and the Go
+# library it runs in a helper process, drm_plugin.d/drm_plugin_core.so
+# (plugin/core). criu loads every *.so of its plugin directory, so the Go
+# library lives in a subdirectory.
 # ---------------------------------------------------------------------------
 .PHONY: plugin
 
-plugin: $(PLUGIN_SO)
+CC          ?= cc
+PLUGIN_CORE := $(LIB_DIR)/drm_plugin.d/drm_plugin_core.so
+PLUGIN_C    := $(wildcard plugin/c/*.c) $(wildcard plugin/c/*.h)
+# Extra Go build tags for the library (tests use drmcr_testclaim).
+PLUGIN_TAGS ?=
+
+plugin: $(PLUGIN_SO) $(PLUGIN_CORE)
+
+$(PLUGIN_SO): $(PLUGIN_C)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -fPIC -fvisibility=hidden -O2 -Wall -Wextra -Werror -o $@ $(filter %.c,$(PLUGIN_C)) -ldl
 
 # Always hand over to go build: it knows the real dependencies (drmcore and
 # everything below it) and its cache makes an up-to-date build cheap.
-$(PLUGIN_SO): FORCE
-	@mkdir -p $(LIB_DIR)
-	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -o $@ ./plugin
-	@rm -f $(LIB_DIR)/drm_plugin.h
+$(PLUGIN_CORE): FORCE
+	@mkdir -p $(dir $@)
+	CGO_ENABLED=1 $(GO) build -tags '$(PLUGIN_TAGS)' -buildmode=c-shared -o $@ ./plugin/core
+	@rm -f $(basename $@).h
 
 # ---------------------------------------------------------------------------
 # criu end-to-end tests (tests/criu: real criu, needs root)
@@ -99,7 +113,7 @@ test: criu check
 check:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed" >&2; exit 1; }
 	$(GO) vet ./...
-	$(GO) vet -tags drmcr_testclaim ./plugin
+	$(GO) vet -tags drmcr_testclaim ./plugin/...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 # Only the end-to-end tests with real criu.

@@ -34,48 +34,66 @@ func newDumpState() *dumpState {
 // PauseDevices finds the task's kernelsim files and pauses their contexts:
 // new submissions wait, queued and running jobs drain, long-running jobs
 // are preempted. It fails, naming the process, context and what it waits
-// on, if that takes longer than the pause timeout.
+// on, if that takes longer than the pause timeout. A task that holds no
+// kernelsim file is not ours (ErrNotMine).
+//
+// pid is criu's: in criu's pid namespace (the host's). The images record
+// the pid inside the task's own namespace, as criu's images do.
 func (p *Plugin) PauseDevices(pid int) error {
 	if p.ctl == nil {
-		return nil
+		return ErrNotMine
 	}
 	inodes, err := socketInodes(pid)
 	if err != nil {
 		return err
 	}
 	if len(inodes) == 0 {
-		return nil
+		return ErrNotMine
 	}
 	objs, err := p.ctl.Identify(inodes)
 	if err != nil {
 		return fmt.Errorf("identify sockets of pid %d: %w", pid, err)
 	}
-	proc := &images.Process{Pid: int32(pid), Comm: comm(pid)}
-	var files []uint64
+	var mine []*uapi.IdentifiedObject
 	for _, o := range objs {
-		if o.Kind == uapi.ObjectKind_OBJECT_UNKNOWN {
-			continue
+		if o.Kind != uapi.ObjectKind_OBJECT_UNKNOWN {
+			mine = append(mine, o)
 		}
+	}
+	if len(mine) == 0 {
+		return ErrNotMine
+	}
+	vpid, err := nsPid(pid)
+	if err != nil {
+		return err
+	}
+	proc := &images.Process{Pid: vpid, Comm: comm(pid)}
+	if proc.RuntimeDir, err = runtimeDirSeenBy(pid, p.cfg.RuntimeDir); err != nil {
+		return err
+	}
+	name := fmt.Sprintf("pid %d (%s)", vpid, proc.Comm)
+	if int(vpid) != pid {
+		name = fmt.Sprintf("pid %d (%s, host pid %d)", vpid, proc.Comm, pid)
+	}
+	var files []uint64
+	for _, o := range mine {
 		proc.Inodes = append(proc.Inodes, o.Inode)
 		p.dump.ident[o.Inode] = o
 		if _, seen := p.dump.owner[o.Inode]; !seen {
-			p.dump.owner[o.Inode] = int32(pid)
+			p.dump.owner[o.Inode] = vpid
 		}
 		if o.Kind == uapi.ObjectKind_OBJECT_DRM_FILE && !slices.Contains(p.dump.paused, o.FileId) {
 			files = append(files, o.FileId)
 		}
 	}
-	if len(proc.Inodes) == 0 {
-		return nil
-	}
 	p.dump.procs = append(p.dump.procs, proc)
 	if len(files) == 0 {
-		p.log.Infof("pid %d (%s): %d dma-buf(s), no drm file", pid, proc.Comm, len(proc.Inodes))
+		p.log.Infof("%s: %d dma-buf(s), no drm file", name, len(proc.Inodes))
 		return nil
 	}
-	p.log.Infof("pid %d (%s): pausing %d drm file(s) (timeout %v)", pid, proc.Comm, len(files), p.cfg.PauseTimeout)
+	p.log.Infof("%s: pausing %d drm file(s) (timeout %v)", name, len(files), p.cfg.PauseTimeout)
 	if err := p.ctl.Pause(files, p.cfg.PauseTimeout); err != nil {
-		return fmt.Errorf("pause GPU work of pid %d (%s): %w", pid, proc.Comm, err)
+		return fmt.Errorf("pause GPU work of %s: %w", name, err)
 	}
 	p.dump.paused = append(p.dump.paused, files...)
 	return nil

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
+	"syscall"
 
 	"drmcr/images"
 	"drmcr/kernelsim/uapi"
@@ -14,7 +16,6 @@ import (
 type restoreState struct {
 	token   []byte
 	entries []RestoreEntry
-	pids    map[int32]bool // tasks that hold drm files
 	resumed map[int]bool
 }
 
@@ -73,7 +74,7 @@ func ReadImages(dir *images.Dir) (*Images, error) {
 // BO's contents, and prepares what the C part needs in the restored
 // tasks. All of it happens before criu forks them.
 func (p *Plugin) initRestore() error {
-	p.restore = &restoreState{pids: map[int32]bool{}, resumed: map[int]bool{}}
+	p.restore = &restoreState{resumed: map[int]bool{}}
 	imgs, err := ReadImages(p.cfg.ImageDir)
 	if err != nil {
 		return fmt.Errorf("read GPU images: %w", err)
@@ -103,7 +104,6 @@ func (p *Plugin) initRestore() error {
 			return fmt.Errorf("%s: drm file inode %d: %w", f.Driver, f.Inode, err)
 		}
 		req.Files = append(req.Files, rf)
-		p.restore.pids[f.Pid] = true
 	}
 	for _, d := range imgs.DmaBufs {
 		rd, err := p.cfg.DmaBuf.RestoreDmaBuf(d)
@@ -120,19 +120,32 @@ func (p *Plugin) initRestore() error {
 	if err := p.loadContents(imgs.Bos); err != nil {
 		return err
 	}
+	// Each restored task reconnects where it saw kernelsimd at dump: inside
+	// a container, its own mount of the runtime dir.
+	dirOf := map[int32]string{}
+	for _, proc := range imgs.Inventory.Processes {
+		dirOf[proc.Pid] = proc.RuntimeDir
+	}
+	socketFor := func(pid int32, daemonPath string) string {
+		dir := dirOf[pid]
+		if dir == "" {
+			dir = p.cfg.RuntimeDir
+		}
+		return filepath.Join(dir, "dri", filepath.Base(daemonPath))
+	}
 	for i, rf := range req.Files {
 		pkt, err := uapi.Marshal(uapi.Header{Op: uapi.OpClaimFile, Seq: 1}, &uapi.ClaimFileRequest{Token: reply.Token, Inode: rf.Inode})
 		if err != nil {
 			return err
 		}
-		p.restore.entries = append(p.restore.entries, RestoreEntry{Ino: rf.Inode, Kind: RestoreDRMFile, SocketPath: reply.FileSockets[i], Request: pkt})
+		p.restore.entries = append(p.restore.entries, RestoreEntry{Ino: rf.Inode, Kind: RestoreDRMFile, SocketPath: socketFor(imgs.Files[i].Pid, reply.FileSockets[i]), Request: pkt})
 	}
 	for i, rd := range req.Dmabufs {
 		pkt, err := uapi.Marshal(uapi.Header{Op: uapi.OpClaimDmaBuf, Seq: 1}, &uapi.ClaimDmaBufRequest{Token: reply.Token, Inode: rd.Inode})
 		if err != nil {
 			return err
 		}
-		p.restore.entries = append(p.restore.entries, RestoreEntry{Ino: rd.Inode, Kind: RestoreDmaBuf, SocketPath: reply.DmabufSockets[i], Request: pkt})
+		p.restore.entries = append(p.restore.entries, RestoreEntry{Ino: rd.Inode, Kind: RestoreDmaBuf, SocketPath: socketFor(imgs.DmaBufs[i].Pid, reply.DmabufSockets[i]), Request: pkt})
 	}
 	p.log.Infof("restore session open: %d drm file(s), %d dma-buf(s), %d BO(s) streaming", len(req.Files), len(req.Dmabufs), len(req.Bos))
 	return nil
@@ -169,13 +182,22 @@ func (p *Plugin) RestoreEntries() []RestoreEntry {
 }
 
 // ResumeDevicesLate lets a restored task's contexts run once the contents
-// of its BOs are in place.
+// of its BOs are in place. pid is criu's (the host's); the kernel knows
+// the task by the credentials of the connections it claimed files on. A
+// task that claimed no drm file is not ours (ErrNotMine).
 func (p *Plugin) ResumeDevicesLate(pid int) error {
-	if p.restore == nil || p.restore.token == nil || p.restore.resumed[pid] {
+	if p.restore == nil || p.restore.token == nil {
+		return ErrNotMine
+	}
+	if p.restore.resumed[pid] {
 		return nil
 	}
 	p.restore.resumed[pid] = true
-	if err := p.ctl.ResumeTask(p.restore.token, pid, p.cfg.ResumeTimeout); err != nil {
+	err := p.ctl.ResumeTask(p.restore.token, pid, p.cfg.ResumeTimeout)
+	if errors.Is(err, syscall.ESRCH) {
+		return ErrNotMine
+	}
+	if err != nil {
 		return fmt.Errorf("resume GPU work of pid %d: %w", pid, err)
 	}
 	return nil

@@ -130,10 +130,16 @@ func (x *Inventory) GetPluginVersion() string {
 }
 
 type Process struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
-	Comm          string                 `protobuf:"bytes,2,opt,name=comm,proto3" json:"comm,omitempty"`
-	Inodes        []uint64               `protobuf:"varint,3,rep,packed,name=inodes,proto3" json:"inodes,omitempty"` // kernelsim sockets found in its fd table
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pid as criu's own images (pstree.img) record it: inside the
+	// task's pid namespace.
+	Pid    int32    `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Comm   string   `protobuf:"bytes,2,opt,name=comm,proto3" json:"comm,omitempty"`
+	Inodes []uint64 `protobuf:"varint,3,rep,packed,name=inodes,proto3" json:"inodes,omitempty"` // kernelsim sockets found in its fd table
+	// Where the task reached kernelsimd's runtime directory, when it saw a
+	// filesystem of its own (a container's bind mount); empty when it saw
+	// the host's, and restore then uses the daemon's directory of the time.
+	RuntimeDir    string `protobuf:"bytes,4,opt,name=runtime_dir,json=runtimeDir,proto3" json:"runtime_dir,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -187,6 +193,13 @@ func (x *Process) GetInodes() []uint64 {
 		return x.Inodes
 	}
 	return nil
+}
+
+func (x *Process) GetRuntimeDir() string {
+	if x != nil {
+		return x.RuntimeDir
+	}
+	return ""
 }
 
 type DrmFile struct {
@@ -431,11 +444,13 @@ const file_images_images_proto_rawDesc = "" +
 	"\admabufs\x18\x04 \x03(\x04R\admabufs\x12\x10\n" +
 	"\x03bos\x18\x05 \x03(\x04R\x03bos\x12\x1a\n" +
 	"\bcomplete\x18\x06 \x01(\bR\bcomplete\x12%\n" +
-	"\x0eplugin_version\x18\a \x01(\tR\rpluginVersion\"G\n" +
+	"\x0eplugin_version\x18\a \x01(\tR\rpluginVersion\"h\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04comm\x18\x02 \x01(\tR\x04comm\x12\x16\n" +
-	"\x06inodes\x18\x03 \x03(\x04R\x06inodes\"\xc0\x01\n" +
+	"\x06inodes\x18\x03 \x03(\x04R\x06inodes\x12\x1f\n" +
+	"\vruntime_dir\x18\x04 \x01(\tR\n" +
+	"runtimeDir\"\xc0\x01\n" +
 	"\aDrmFile\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x10\n" +

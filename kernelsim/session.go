@@ -453,11 +453,16 @@ func (s *Session) restoreDriver(f *File, priv *uapi.DriverPrivate) error {
 }
 
 // ResumeTask waits until the contents of every BO the task's claimed files
-// use are in, then lets those files run.
+// use are in, then lets those files run. A pid that claimed no file gets
+// ESRCH.
 func (s *Session) ResumeTask(pid int32, timeout time.Duration) error {
 	k := s.k
 	k.mu.Lock()
 	files := append([]*File(nil), s.claimed[pid]...)
+	if len(files) == 0 {
+		k.mu.Unlock()
+		return errnof(syscall.ESRCH, "pid %d claimed no drm file of this session", pid)
+	}
 	var waits []*sessionBO
 	for _, f := range files {
 		sf := s.fileState(f)

@@ -265,3 +265,15 @@ func PluginLines(log string) string {
 	}
 	return b.String()
 }
+
+// BuildPlugin builds the plugin as `make plugin` does into libDir, which
+// then holds what criu's plugin directory must: drm_plugin.so and the Go
+// library it runs in its helper process. tags are extra Go build tags.
+func BuildPlugin(repo, libDir string, tags ...string) error {
+	cmd := exec.Command("make", "--no-print-directory", "-C", repo, "plugin",
+		"LIB_DIR="+libDir, "PLUGIN_TAGS="+strings.Join(tags, " "))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("make plugin: %v\n%s", err, out)
+	}
+	return nil
+}

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"drmcr/internal/crrun"
 )
 
 var (
@@ -69,9 +71,8 @@ func artifacts(t *testing.T) string {
 			return
 		}
 		steps := [][]string{
-			{goTool(), "build", "-buildmode=c-shared", "-o", filepath.Join(builtDir, "lib", "drm_plugin.so"), "./plugin"},
-			{goTool(), "build", "-tags", "drmcr_testclaim", "-buildmode=c-shared", "-o", filepath.Join(builtDir, "testlib", "drm_plugin.so"), "./plugin"},
 			{"cc", "-O2", "-Wall", "-Werror", "-o", filepath.Join(builtDir, "seqclient"), "tests/criu/testdata/seqclient.c"},
+			{goTool(), "build", "-o", filepath.Join(builtDir, "kernelsimd"), "./cmd/kernelsimd"},
 		}
 		for _, s := range steps {
 			cmd := exec.Command(s[0], s[1:]...)
@@ -82,9 +83,10 @@ func artifacts(t *testing.T) string {
 				return
 			}
 		}
-		for _, d := range []string{"lib", "testlib"} {
-			os.Remove(filepath.Join(builtDir, d, "drm_plugin.h"))
+		if buildErr = crrun.BuildPlugin(root, filepath.Join(builtDir, "lib")); buildErr != nil {
+			return
 		}
+		buildErr = crrun.BuildPlugin(root, filepath.Join(builtDir, "testlib"), "drmcr_testclaim")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -203,7 +205,7 @@ func TestPluginLoads(t *testing.T) {
 	mustContain(t, "dump.log", dumpLog,
 		`Plugin "drm_plugin" \(version 512 hooks 11\)`,
 		`drm_plugin: init\(dump\)`,
-		`drm_plugin: no kernelsimd at .*no-kernelsimd .*no GPU state to handle`,
+		`drm_plugin: no kernelsimd at .*no-kernelsimd: no GPU state to handle`,
 		`drm_plugin: exit\(dump, 0\)`)
 	if names, _ := filepath.Glob(filepath.Join(img, "drm-*")); len(names) > 0 {
 		t.Errorf("a dump without GPU state wrote DRM images: %v", names)
@@ -247,6 +249,10 @@ func TestRestoreUnixSkC(t *testing.T) {
 	t.Run("dmabuf-without-fd", func(t *testing.T) { restoreUnixSk(t, "dmabuf", 0, false) })
 }
 
+// toyRefusal is the reason the toy server gives when it refuses a claim:
+// it must reach criu's log.
+const toyRefusal = "the toy server says no"
+
 func restoreUnixSk(t *testing.T, kind string, replyStatus int32, sendFD bool) {
 	bin := artifacts(t)
 	dir := t.TempDir()
@@ -256,7 +262,14 @@ func restoreUnixSk(t *testing.T, kind string, replyStatus int32, sendFD bool) {
 	}
 	lib := filepath.Join(bin, "testlib")
 	sock := filepath.Join(dir, "srv.sock")
-	env := []string{"DRMCR_TESTCLAIM_SOCKET=" + sock, "DRMCR_TESTCLAIM_KIND=" + kind}
+	// The plugin starts its helper only where GPU state can exist: with a
+	// kernelsimd at dump.
+	d, err := crrun.StartDaemon(filepath.Join(bin, "kernelsimd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop()
+	env := []string{"KERNELSIM_RUNTIME_DIR=" + d.Dir, "DRMCR_TESTCLAIM_SOCKET=" + sock, "DRMCR_TESTCLAIM_KIND=" + kind}
 
 	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
 	if err != nil {
@@ -351,6 +364,11 @@ func restoreUnixSk(t *testing.T, kind string, replyStatus int32, sendFD bool) {
 		}
 		reply := append([]byte(nil), b[:16]...)
 		binary.LittleEndian.PutUint32(reply[12:], uint32(replyStatus))
+		if replyStatus < 0 {
+			// An ErrorReply: field 1, the reason, as kernelsimd sends it.
+			reply = append(reply, 0x0a, byte(len(toyRefusal)))
+			reply = append(reply, toyRefusal...)
+		}
 		if kind != "dmabuf" {
 			_, err = c.Write(reply)
 			srv <- served{conn: c, err: err}
@@ -395,7 +413,7 @@ func restoreUnixSk(t *testing.T, kind string, replyStatus int32, sendFD bool) {
 			syscall.Kill(restoredPid(t, pidfile), syscall.SIGKILL)
 			t.Fatal("restore succeeded although the reply was an error")
 		}
-		want := fmt.Sprintf(`drm_plugin: RESTORE_UNIX_SK\(ino [0-9]+\): daemon refused: status %d`, replyStatus)
+		want := `drm_plugin: RESTORE_UNIX_SK\(ino [0-9]+\): kernelsimd refused \(Operation not permitted\): ` + toyRefusal
 		if !sendFD {
 			want = `drm_plugin: RESTORE_UNIX_SK\(ino [0-9]+\): reply carries no dma-buf fd`
 		}

@@ -71,7 +71,6 @@ func setup() error {
 		{"build", "-o", filepath.Join(binDir, "drmdemo"), "./cmd/drmdemo"},
 		{"build", "-o", kernelsimd, "./cmd/kernelsimd"},
 		{"build", "-o", gpuload, "./cmd/gpuload"},
-		{"build", "-buildmode=c-shared", "-o", filepath.Join(libDir, "drm_plugin.so"), "./plugin"},
 	} {
 		cmd := exec.Command("go", b...)
 		cmd.Dir = repo
@@ -79,7 +78,9 @@ func setup() error {
 			return fmt.Errorf("go %s: %v\n%s", strings.Join(b, " "), err, out)
 		}
 	}
-	os.Remove(filepath.Join(libDir, "drm_plugin.h"))
+	if err := crrun.BuildPlugin(repo, libDir); err != nil {
+		return err
+	}
 	criu = crrun.Criu{Bin: criuBin, LibDir: libDir}
 	return nil
 }

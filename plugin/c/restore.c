@@ -1,22 +1,20 @@
 /*
- * RESTORE_UNIX_SK, in C.
+ * RESTORE_UNIX_SK.
  *
- * criu calls this hook inside a restored task that it forked (with clone(),
- * from a multi-threaded process once the Go runtime is loaded). Go must not
- * run there (its threads, locks and timers did not survive the fork), and
- * neither may anything that takes a lock another thread could have held at
- * the fork: no malloc, no stdio. This file only makes syscalls, working from
- * the table that the Go init hook filled before criu forked (fork copied
- * it). Nothing the plugin opened before the fork is open here: criu closed
- * it. Go's signal handlers are still installed, so nothing here may raise a
- * signal (MSG_NOSIGNAL).
+ * criu calls this hook inside a restored task that it forked. It only
+ * makes syscalls, working from the table that the init hook received from
+ * the helper before criu forked (fork copied it); nothing opened before the
+ * fork is open here (criu closed it). No malloc and no stdio: criu clones
+ * restored tasks without glibc's fork handlers.
  *
  * For the inode criu asks for: connect a SOCK_SEQPACKET socket to the
- * entry's path, send its request, read one reply, check its header
- * (kernelsim/uapi: u32 magic "KSIM" at 0, u16 version at 4, u32 seq at 8,
- * i32 status at 12), and return
+ * entry's path (as the task sees it: inside a container, its bind mount of
+ * kernelsimd's runtime dir), send its request, read one reply, check its
+ * header (kernelsim/uapi: u32 magic "KSIM" at 0, u16 version at 4, u32 seq
+ * at 8, i32 status at 12), and return
  *   DRM_FILE: the connected socket itself;
  *   DMA_BUF:  the one fd the reply carried (SCM_RIGHTS); the socket is closed.
+ * A refusal is logged with the daemon's reason.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -30,7 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "glue.h"
+#include "drm_plugin.h"
 
 #define KSIM_MAGIC 0x4d49534bu
 #define KSIM_VERSION 1u
@@ -43,16 +41,25 @@
 #define CONNECT_TRIES 200
 #define CONNECT_RETRY_NS (5 * 1000 * 1000)
 
+struct drm_restore_entry {
+	uint64_t ino; /* dump-time inode: the id criu passes to RESTORE_UNIX_SK */
+	int kind;     /* enum drm_restore_kind */
+	char path[DRM_RESTORE_PATH_MAX];
+	uint32_t path_len; /* bytes of path used (a leading NUL: abstract socket) */
+	uint32_t req_len;
+	uint8_t *req; /* malloc'd request packet */
+};
+
+/* Sorted by inode once sealed. */
 static struct drm_restore_entry *table;
-static size_t table_len;
+static size_t table_len, table_cap;
 
 /* Per-process buffers: a restored task is single-threaded while criu
  * restores its files, and the stack of criu's clone()d tasks is not the
  * place for 64 KiB. */
 static uint8_t reply_buf[REPLY_BUF_SIZE];
-static char log_buf[512];
 
-/* ---- table, filled by Go in criu's main process ---- */
+/* ---- table, filled in criu's main process ---- */
 
 void drm_restore_table_free(void)
 {
@@ -62,33 +69,16 @@ void drm_restore_table_free(void)
 		free(table[i].req);
 	free(table);
 	table = NULL;
-	table_len = 0;
+	table_len = table_cap = 0;
 }
 
-int drm_restore_table_reset(size_t n)
-{
-	drm_restore_table_free();
-	if (n == 0)
-		return 0;
-	table = calloc(n, sizeof(*table));
-	if (!table)
-		return -ENOMEM;
-	table_len = n;
-	return 0;
-}
-
-size_t drm_restore_table_len(void)
-{
-	return table_len;
-}
-
-int drm_restore_table_set(size_t i, uint64_t ino, int kind, const char *path, size_t path_len, const void *req,
+int drm_restore_table_add(uint64_t ino, int kind, const char *path, size_t path_len, const void *req,
 			  size_t req_len)
 {
 	struct drm_restore_entry *e;
 
-	if (i >= table_len)
-		return -EINVAL;
+	if (ino == 0 || ino > UINT32_MAX)
+		return -EINVAL; /* criu names sockets by a u32 inode */
 	if (kind != DRM_RESTORE_DRM_FILE && kind != DRM_RESTORE_DMA_BUF)
 		return -EINVAL;
 	/* a pathname socket needs its NUL; an abstract one (leading NUL) may
@@ -99,8 +89,16 @@ int drm_restore_table_set(size_t i, uint64_t ino, int kind, const char *path, si
 	if (req_len < KSIM_HEADER_SIZE || req_len > UINT32_MAX)
 		return -EINVAL;
 
-	e = &table[i];
-	free(e->req);
+	if (table_len == table_cap) {
+		size_t cap = table_cap ? 2 * table_cap : 64;
+		struct drm_restore_entry *t = realloc(table, cap * sizeof(*t));
+
+		if (!t)
+			return -ENOMEM;
+		table = t;
+		table_cap = cap;
+	}
+	e = &table[table_len];
 	memset(e, 0, sizeof(*e));
 	e->req = malloc(req_len);
 	if (!e->req)
@@ -111,34 +109,42 @@ int drm_restore_table_set(size_t i, uint64_t ino, int kind, const char *path, si
 	e->path_len = (uint32_t)path_len;
 	e->ino = ino;
 	e->kind = kind;
+	table_len++;
+	return 0;
+}
+
+static int cmp_ino(const void *a, const void *b)
+{
+	uint64_t x = ((const struct drm_restore_entry *)a)->ino, y = ((const struct drm_restore_entry *)b)->ino;
+
+	return x < y ? -1 : x > y;
+}
+
+int drm_restore_table_seal(void)
+{
+	size_t i;
+
+	qsort(table, table_len, sizeof(*table), cmp_ino);
+	for (i = 1; i < table_len; i++)
+		if (table[i].ino == table[i - 1].ino) {
+			drm_log(DRM_CRIU_LOG_ERROR, "restore table lists inode %llu twice",
+				(unsigned long long)table[i].ino);
+			return -EEXIST;
+		}
+	drm_log(DRM_CRIU_LOG_DEBUG, "restore table: %zu socket(s)", table_len);
 	return 0;
 }
 
 /* ---- the hook, in a restored task ---- */
 
-__attribute__((format(printf, 2, 3))) static void rlog(unsigned int level, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(log_buf, sizeof(log_buf), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	if ((size_t)n >= sizeof(log_buf))
-		n = sizeof(log_buf) - 1;
-	drm_log_line(level, log_buf, (size_t)n);
-}
-
 static const struct drm_restore_entry *lookup(uint32_t ino)
 {
-	size_t i;
+	struct drm_restore_entry key;
 
-	for (i = 0; i < table_len; i++)
-		if (table[i].ino == ino)
-			return &table[i];
-	return NULL;
+	if (!table_len)
+		return NULL;
+	key.ino = ino;
+	return bsearch(&key, table, table_len, sizeof(*table), cmp_ino);
 }
 
 static uint32_t get_le32(const uint8_t *p)
@@ -168,7 +174,7 @@ static int connect_entry(const struct drm_restore_entry *e, uint32_t ino)
 
 	sk = socket(AF_UNIX, SOCK_SEQPACKET, 0);
 	if (sk < 0) {
-		rlog(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): socket: errno %d", ino, errno);
+		drm_log(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): socket: errno %d", ino, errno);
 		return -errno;
 	}
 
@@ -191,7 +197,7 @@ static int connect_entry(const struct drm_restore_entry *e, uint32_t ino)
 		}
 		break;
 	}
-	rlog(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): connect %s%.*s: errno %d", ino,
+	drm_log(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): connect %s%.*s: errno %d", ino,
 	     e->path[0] ? "" : "@", (int)e->path_len - (e->path[0] ? 0 : 1), e->path + (e->path[0] ? 0 : 1), errno);
 	close_keep_errno(sk);
 	return -errno;
@@ -217,11 +223,11 @@ static ssize_t recv_reply(int sk, uint32_t ino, int *fdp)
 		r = poll(&pfd, 1, REPLY_TIMEOUT_MS);
 	while (r < 0 && errno == EINTR);
 	if (r == 0) {
-		rlog(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): no reply in %d ms", ino, REPLY_TIMEOUT_MS);
+		drm_log(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): no reply in %d ms", ino, REPLY_TIMEOUT_MS);
 		return -ETIMEDOUT;
 	}
 	if (r < 0) {
-		rlog(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): poll: errno %d", ino, errno);
+		drm_log(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): poll: errno %d", ino, errno);
 		return -errno;
 	}
 
@@ -235,7 +241,7 @@ static ssize_t recv_reply(int sk, uint32_t ino, int *fdp)
 		n = recvmsg(sk, &msg, 0); /* no MSG_CMSG_CLOEXEC: criu sets fd flags */
 	} while (n < 0 && errno == EINTR);
 	if (n < 0) {
-		rlog(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): recvmsg: errno %d", ino, errno);
+		drm_log(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): recvmsg: errno %d", ino, errno);
 		return -errno;
 	}
 
@@ -258,18 +264,42 @@ static ssize_t recv_reply(int sk, uint32_t ino, int *fdp)
 	}
 
 	if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
-		rlog(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): reply truncated (flags %#x)", ino, msg.msg_flags);
+		drm_log(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): reply truncated (flags %#x)", ino, msg.msg_flags);
 		close_keep_errno(*fdp);
 		*fdp = -1;
 		return -EBADMSG;
 	}
 	if (n == 0) {
-		rlog(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): daemon closed the connection", ino);
+		drm_log(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): daemon closed the connection", ino);
 		close_keep_errno(*fdp);
 		*fdp = -1;
 		return -ECONNRESET;
 	}
 	return n;
+}
+
+/*
+ * The reason text of an error reply: its payload is a protobuf ErrorReply
+ * whose field 1 (a string) is the message; this reads just that field.
+ */
+static size_t reason(const uint8_t *p, size_t len, const char **text)
+{
+	uint64_t n = 0;
+	size_t i = 1;
+	int shift;
+
+	*text = "no reason given";
+	if (len < 2 || p[0] != 0x0a) /* field 1, length-delimited */
+		return strlen(*text);
+	for (shift = 0; i < len && shift < 64; shift += 7) {
+		n |= (uint64_t)(p[i] & 0x7f) << shift;
+		if (!(p[i++] & 0x80))
+			break;
+	}
+	if (n > len - i)
+		n = len - i;
+	*text = (const char *)p + i;
+	return (size_t)n;
 }
 
 int drm_restore_unix_sk(int id)
@@ -295,7 +325,7 @@ int drm_restore_unix_sk(int id)
 	while (n < 0 && errno == EINTR);
 	if (n != (ssize_t)e->req_len) {
 		ret = n < 0 ? -errno : -EIO;
-		rlog(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): send: %s %d", ino, n < 0 ? "errno" : "short",
+		drm_log(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): send: %s %d", ino, n < 0 ? "errno" : "short",
 		     n < 0 ? errno : (int)n);
 		goto err;
 	}
@@ -306,7 +336,7 @@ int drm_restore_unix_sk(int id)
 		goto err;
 	}
 	if (n < KSIM_HEADER_SIZE) {
-		rlog(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): short reply (%zd bytes)", ino, n);
+		drm_log(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): short reply (%zd bytes)", ino, n);
 		ret = -EBADMSG;
 		goto err;
 	}
@@ -315,19 +345,23 @@ int drm_restore_unix_sk(int id)
 	seq = get_le32(reply_buf + 8);
 	status = (int32_t)get_le32(reply_buf + 12);
 	if (magic != KSIM_MAGIC || version != KSIM_VERSION) {
-		rlog(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): bad reply header (magic %#x version %u)", ino,
+		drm_log(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): bad reply header (magic %#x version %u)", ino,
 		     magic, version);
 		ret = -EBADMSG;
 		goto err;
 	}
 	if (seq != get_le32(e->req + 8)) {
-		rlog(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): reply seq %u, request seq %u", ino, seq,
+		drm_log(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): reply seq %u, request seq %u", ino, seq,
 		     get_le32(e->req + 8));
 		ret = -EBADMSG;
 		goto err;
 	}
 	if (status < 0) {
-		rlog(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): daemon refused: status %d", ino, status);
+		const char *why;
+		size_t why_len = reason(reply_buf + KSIM_HEADER_SIZE, (size_t)n - KSIM_HEADER_SIZE, &why);
+
+		drm_log(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): kernelsimd refused (%s): %.*s", ino,
+			strerror(-status), (int)why_len, why);
 		ret = status;
 		goto err;
 	}
@@ -335,18 +369,18 @@ int drm_restore_unix_sk(int id)
 	if (e->kind == DRM_RESTORE_DRM_FILE) {
 		if (fd >= 0)
 			close(fd);
-		rlog(DRM_CRIU_LOG_DEBUG, "RESTORE_UNIX_SK(ino %u): drm file restored as fd %d", ino, sk);
+		drm_log(DRM_CRIU_LOG_DEBUG, "RESTORE_UNIX_SK(ino %u): drm file restored as fd %d", ino, sk);
 		return sk;
 	}
 
 	/* DRM_RESTORE_DMA_BUF */
 	if (fd < 0) {
-		rlog(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): reply carries no dma-buf fd", ino);
+		drm_log(DRM_CRIU_LOG_ERROR, "RESTORE_UNIX_SK(ino %u): reply carries no dma-buf fd", ino);
 		ret = -EBADMSG;
 		goto err;
 	}
 	close(sk);
-	rlog(DRM_CRIU_LOG_DEBUG, "RESTORE_UNIX_SK(ino %u): dma-buf restored as fd %d", ino, fd);
+	drm_log(DRM_CRIU_LOG_DEBUG, "RESTORE_UNIX_SK(ino %u): dma-buf restored as fd %d", ino, fd);
 	return fd;
 
 err:

@@ -6,7 +6,7 @@
 // With DRMCR_TESTCLAIM_SOCKET=PATH in criu's environment, the hooks made by
 // newHooks are wrapped so that:
 //   - dump: DUMP_UNIX_SK claims every socket whose peer is bound to PATH and
-//     records its inode in the image file testclaim.img;
+//     records its inode in the image file drm-testclaim.img;
 //   - restore: RestoreEntries adds, for each recorded inode, an entry that
 //     connects to PATH and sends a 16-byte kernelsim header (op 0xfffe,
 //     seq = the inode): RestoreDRMFile, or RestoreDmaBuf when
@@ -14,7 +14,7 @@
 // This exercises the C RESTORE_UNIX_SK path against a toy server, whatever
 // the real hooks are. From init(restore) to exit, a goroutine allocates
 // busily and logs from its own thread, as the real restore streams BO
-// contents while criu forks: the C hook must not care.
+// contents while criu forks: neither criu nor the C hook may notice.
 
 package main
 
@@ -30,36 +30,38 @@ import (
 	"time"
 
 	"drmcr/drmcore"
+	"drmcr/plugin"
 )
 
 const (
 	testClaimEnv  = "DRMCR_TESTCLAIM_SOCKET"
 	testKindEnv   = "DRMCR_TESTCLAIM_KIND"
-	testClaimFile = "testclaim.img"
+	testClaimFile = "drm-testclaim.img" // drm-*: restore starts the helper
 	testClaimOp   = 0xfffe
 )
 
 func init() {
 	inner := newHooks
-	newHooks = func(log drmcore.Logger, imageDirFD int) (hooks, error) {
-		h, err := inner(log, imageDirFD)
+	newHooks = func(env plugin.Env) (plugin.Hooks, error) {
+		h, err := inner(env)
 		if err != nil {
 			return nil, err
 		}
-		path := os.Getenv(testClaimEnv)
+		path := env.Getenv(testClaimEnv)
 		if path == "" {
 			return h, nil
 		}
-		log.Warnf("testclaim: claiming sockets connected to %s", path)
-		return &testClaim{hooks: h, log: log, dirFD: imageDirFD, path: path}, nil
+		env.Log.Warnf("testclaim: claiming sockets connected to %s", path)
+		return &testClaim{Hooks: h, log: env.Log, dirFD: env.ImageDirFD, path: path, kind: env.Getenv(testKindEnv)}, nil
 	}
 }
 
 type testClaim struct {
-	hooks
+	plugin.Hooks
 	log   drmcore.Logger
 	dirFD int
 	path  string
+	kind  string
 	inos  []uint64
 
 	stop chan struct{}
@@ -67,7 +69,7 @@ type testClaim struct {
 }
 
 func (t *testClaim) Init(stage drmcore.Stage) error {
-	if err := t.hooks.Init(stage); err != nil {
+	if err := t.Hooks.Init(stage); err != nil {
 		return err
 	}
 	if stage == drmcore.StageRestore {
@@ -84,7 +86,7 @@ func (t *testClaim) Fini(stage drmcore.Stage, ret int) {
 		t.done.Wait()
 		t.stop = nil
 	}
-	t.hooks.Fini(stage, ret)
+	t.Hooks.Fini(stage, ret)
 }
 
 var sink [][]byte
@@ -118,7 +120,7 @@ func (t *testClaim) DumpUnixSk(fd int, ino uint64) error {
 		t.inos = append(t.inos, ino)
 		return t.save()
 	}
-	return t.hooks.DumpUnixSk(fd, ino)
+	return t.Hooks.DumpUnixSk(fd, ino)
 }
 
 func (t *testClaim) save() error {
@@ -139,7 +141,7 @@ func (t *testClaim) save() error {
 }
 
 func (t *testClaim) RestoreEntries() []drmcore.RestoreEntry {
-	entries := t.hooks.RestoreEntries()
+	entries := t.Hooks.RestoreEntries()
 	fd, err := syscall.Openat(t.dirFD, testClaimFile, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		t.log.Warnf("testclaim: no %s: %v", testClaimFile, err)
@@ -148,7 +150,7 @@ func (t *testClaim) RestoreEntries() []drmcore.RestoreEntry {
 	f := os.NewFile(uintptr(fd), testClaimFile)
 	defer f.Close()
 	kind := drmcore.RestoreDRMFile
-	if os.Getenv(testKindEnv) == "dmabuf" {
+	if t.kind == "dmabuf" {
 		kind = drmcore.RestoreDmaBuf
 	}
 	sc := bufio.NewScanner(f)
