@@ -236,6 +236,8 @@ type Criu struct {
 	Bin    string // criu, or the build/bin/criu wrapper
 	LibDir string // absolute: criu changes into the images directory
 	Env    []string
+	// Started, if set, is called with criu's pid once it runs.
+	Started func(pid int)
 }
 
 // Run runs `criu ACTION -D imgDir --lib LibDir -v4 -o ACTION.log ARGS...`
@@ -246,7 +248,13 @@ func (c Criu) Run(imgDir, action string, args ...string) (string, error) {
 	cmd.Env = append(os.Environ(), c.Env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
+	err := cmd.Start()
+	if err == nil {
+		if c.Started != nil {
+			c.Started(cmd.Process.Pid)
+		}
+		err = cmd.Wait()
+	}
 	log, _ := os.ReadFile(filepath.Join(imgDir, logName))
 	if err != nil {
 		return string(log), fmt.Errorf("criu %s: %v: %s", action, err, strings.TrimSpace(out.String()))

@@ -30,7 +30,7 @@ var (
 	builtDir  string // holds lib/drm_plugin.so, testlib/drm_plugin.so, seqclient
 )
 
-func repoRoot(t *testing.T) string {
+func repoRoot(t testing.TB) string {
 	t.Helper()
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -61,8 +61,9 @@ func goTool() string {
 }
 
 // artifacts builds, once per test binary, the plugin as shipped (lib/), the
-// plugin with the drmcr_testclaim tag (testlib/) and the seqclient program.
-func artifacts(t *testing.T) string {
+// plugin with the drmcr_testclaim tag (testlib/), kernelsimd, gpuload and
+// the seqclient and fakecriu programs.
+func artifacts(t testing.TB) string {
 	t.Helper()
 	root := repoRoot(t)
 	buildOnce.Do(func() {
@@ -73,6 +74,8 @@ func artifacts(t *testing.T) string {
 		steps := [][]string{
 			{"cc", "-O2", "-Wall", "-Werror", "-o", filepath.Join(builtDir, "seqclient"), "tests/criu/testdata/seqclient.c"},
 			{goTool(), "build", "-o", filepath.Join(builtDir, "kernelsimd"), "./cmd/kernelsimd"},
+			{goTool(), "build", "-o", filepath.Join(builtDir, "gpuload"), "./cmd/gpuload"},
+			{"cc", "-O2", "-Wall", "-Werror", "-rdynamic", "-o", filepath.Join(builtDir, "fakecriu"), "tests/criu/testdata/fakecriu.c", "-ldl"},
 		}
 		for _, s := range steps {
 			cmd := exec.Command(s[0], s[1:]...)
