@@ -120,7 +120,7 @@ func BenchmarkHook(b *testing.B) {
 		b.Fatalf("fakecriu: %v\n%s", err, out)
 	}
 	ns := func(step string) float64 {
-		m := regexp.MustCompile(`(?m)^` + step + ` [0-9]+: ([0-9]+) ns/op$`).FindAllStringSubmatch(string(out), -1)
+		m := regexp.MustCompile(`(?m)^`+step+` [0-9]+: ([0-9]+) ns/op$`).FindAllStringSubmatch(string(out), -1)
 		if len(m) == 0 {
 			b.Fatalf("no %s in:\n%s", step, out)
 		}
