@@ -33,10 +33,9 @@ type Config struct {
 // variables getenv returns: KERNELSIM_RUNTIME_DIR, DRMCR_PAUSE_TIMEOUT and
 // DRMCR_RESUME_TIMEOUT (Go durations, e.g. "5s").
 //
-// Inside criu the plugin must read criu's environment through C's getenv:
-// in swrk mode (go-criu) criu rewrites its process title over the initial
-// environment block, which is where the Go runtime of a shared object
-// reads os.Getenv's variables from.
+// getenv reads criu's environment, which the plugin's C part forwards to
+// the helper process (criu's own process title may overwrite the initial
+// environment block, so the helper's os.Getenv would not do).
 func ConfigFromEnv(cfg Config, getenv func(string) string) (Config, error) {
 	cfg.RuntimeDir = getenv("KERNELSIM_RUNTIME_DIR")
 	if cfg.RuntimeDir == "" {
