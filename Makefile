@@ -26,7 +26,7 @@ DESTDIR         ?=
 # ---------------------------------------------------------------------------
 # Top-level targets
 # ---------------------------------------------------------------------------
-.PHONY: build install clean distclean FORCE tools
+.PHONY: build install uninstall clean distclean FORCE tools
 
 # Everything a user runs: the plugin, the daemon and the tools, into build/.
 build: plugin tools
@@ -39,6 +39,12 @@ install: plugin
 	install -d $(DESTDIR)$(CRIU_PLUGIN_DIR)/drm_plugin.d
 	install -m 0644 $(PLUGIN_SO) $(DESTDIR)$(CRIU_PLUGIN_DIR)/drm_plugin.so
 	install -m 0644 $(PLUGIN_CORE) $(DESTDIR)$(CRIU_PLUGIN_DIR)/drm_plugin.d/drm_plugin_core.so
+
+# Removes exactly what install put there (and the directory it made, if
+# nothing else is in it).
+uninstall:
+	rm -f $(DESTDIR)$(CRIU_PLUGIN_DIR)/drm_plugin.so $(DESTDIR)$(CRIU_PLUGIN_DIR)/drm_plugin.d/drm_plugin_core.so
+	-rmdir $(DESTDIR)$(CRIU_PLUGIN_DIR)/drm_plugin.d 2>/dev/null
 
 # clean keeps the provisioned criu (build/criu, build/bin/criu); distclean
 # removes the whole build tree.
