@@ -167,6 +167,10 @@ func (s *server) dispatch(f frame) (rc int32) {
 // init makes the hooks and starts the stage; at restore it then sends the
 // restore table.
 func (s *server) init(stage drmcore.Stage, dirFD int, env map[string]string) error {
+	if s.hooks != nil { // criu inits once; a second init ends the first stage
+		s.hooks.Fini(s.stage, -1)
+		s.hooks = nil
+	}
 	s.closeImageDir()
 	s.imageDir = dirFD
 	h, err := s.newHooks(Env{Stage: stage, ImageDirFD: dirFD, Getenv: func(k string) string { return env[k] }, Log: s.log})

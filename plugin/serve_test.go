@@ -374,3 +374,42 @@ func TestServeUnknownFrame(t *testing.T) {
 		t.Errorf("oversized frame: %v", err)
 	}
 }
+
+// FuzzChannel: whatever criu's side sends, the helper answers each frame
+// with a result or ends the channel with an error; it never panics or
+// hangs.
+func FuzzChannel(f *testing.F) {
+	f.Add(uint32(frameInit), initPayload(drmcore.StageDump, levelDebug, "DRMCR_X=1"))
+	f.Add(uint32(framePauseDevices), pidPayload(3))
+	f.Add(uint32(frameDumpUnixSk), u32(77))
+	f.Add(uint32(frameExit), append(u32(0), u32(0)...))
+	f.Add(uint32(0xffff), []byte{1, 2, 3})
+	f.Fuzz(func(t *testing.T, typ uint32, payload []byte) {
+		if len(payload) > 1<<16 {
+			return
+		}
+		s := startHelper(t, &fakeHooks{fail: map[string]error{}}, nil)
+		s.call(frameInit, initPayload(drmcore.StageRestore, levelDebug))
+		if err := writeFrame(s.c, typ, payload); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			s.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			fr, err := readFrame(s.c)
+			if err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatal("the helper hung")
+				}
+				return // it ended the channel
+			}
+			if fr.typ == frameResult {
+				break
+			}
+		}
+		if typ != frameExit {
+			if rc, _, _ := s.call(frameResumeDevicesLate, pidPayload(1)); rc != 0 {
+				t.Fatalf("the helper stopped serving after frame %d: rc %d", typ, rc)
+			}
+		}
+	})
+}
