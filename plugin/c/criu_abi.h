@@ -18,6 +18,7 @@
 #ifndef DRM_PLUGIN_CRIU_ABI_H
 #define DRM_PLUGIN_CRIU_ABI_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
 
@@ -88,6 +89,13 @@ typedef void drm_criu_print_on_level_fn(unsigned int level, const char *fmt, ...
 	__attribute__((format(printf, 2, 3))); /* print_on_level */
 typedef unsigned int drm_criu_log_get_loglevel_fn(void); /* log_get_loglevel */
 typedef int drm_criu_log_get_fd_fn(void);		  /* log_get_fd */
+/* criu >= 4.0: the plugins a dump needs are listed in its inventory.
+ * A plugin adds itself while dumping (add_inventory_plugin); at restore
+ * init it takes itself off the list (check_and_remove_inventory_plugin,
+ * true if it was listed or the images predate the list), and criu refuses
+ * to restore when a listed plugin is left ("Missing required plugin"). */
+typedef int drm_criu_add_inventory_plugin_fn(const char *name);
+typedef _Bool drm_criu_check_and_remove_inventory_plugin_fn(const char *name, size_t n);
 
 /* criu's log levels (criu/include/log.h); a message shows when its level
  * is <= criu's current level (-v0 .. -v4). */

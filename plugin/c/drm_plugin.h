@@ -29,7 +29,7 @@
 /* What the Go library exports: serve the channel on fd until it closes. */
 #define DRM_CORE_ENTRY "drmcr_core_serve"
 
-/* ---- logging (log.c) ---- */
+/* ---- criu's symbols and logging (log.c) ---- */
 
 /* criu's current log level (or a default outside criu). */
 unsigned int drm_log_level(void);
@@ -41,6 +41,13 @@ void drm_log(unsigned int level, const char *fmt, ...) __attribute__((format(pri
 int drm_log_fd(void);
 /* criu_get_image_dir(), or -1 outside criu. */
 int drm_image_dir_fd(void);
+/* Record in criu's inventory that restoring this dump needs the plugin.
+ * 0 or -1 (criu is out of memory). */
+int drm_inventory_add(void);
+/* At restore: does criu's inventory list the plugin (taking it off the
+ * list criu checks)? 1 yes (or images older than the list), 0 no, -1
+ * criu cannot tell. */
+int drm_inventory_take(void);
 
 /* ---- the helper process (helper.c) ---- */
 

@@ -1,5 +1,6 @@
 /*
- * Logging into criu's log, through criu's own print_on_level: lines land in
+ * criu's exported symbols, resolved when the library is loaded, and
+ * logging into criu's log through criu's own print_on_level: lines land in
  * order with criu's, at criu's verbosity and with its timestamps, and an
  * error line becomes the error criu reports (swrk callers such as runc show
  * it). criu's symbols are resolved at load time, so the library also loads
@@ -19,6 +20,8 @@ static drm_criu_print_on_level_fn *print_on_level_fn;
 static drm_criu_log_get_loglevel_fn *log_get_loglevel_fn;
 static drm_criu_log_get_fd_fn *log_get_fd_fn;
 static drm_criu_get_image_dir_fn *get_image_dir_fn;
+static drm_criu_add_inventory_plugin_fn *add_inventory_plugin_fn;
+static drm_criu_check_and_remove_inventory_plugin_fn *check_and_remove_inventory_plugin_fn;
 
 /* Outside criu: info and above. */
 #define FALLBACK_LOGLEVEL DRM_CRIU_LOG_INFO
@@ -29,6 +32,21 @@ __attribute__((constructor)) static void resolve_criu_symbols(void)
 	log_get_loglevel_fn = (drm_criu_log_get_loglevel_fn *)dlsym(RTLD_DEFAULT, "log_get_loglevel");
 	log_get_fd_fn = (drm_criu_log_get_fd_fn *)dlsym(RTLD_DEFAULT, "log_get_fd");
 	get_image_dir_fn = (drm_criu_get_image_dir_fn *)dlsym(RTLD_DEFAULT, "criu_get_image_dir");
+	add_inventory_plugin_fn = (drm_criu_add_inventory_plugin_fn *)dlsym(RTLD_DEFAULT, "add_inventory_plugin");
+	check_and_remove_inventory_plugin_fn = (drm_criu_check_and_remove_inventory_plugin_fn *)dlsym(
+		RTLD_DEFAULT, "check_and_remove_inventory_plugin");
+}
+
+int drm_inventory_add(void)
+{
+	return add_inventory_plugin_fn ? add_inventory_plugin_fn(DRM_PLUGIN_NAME) : 0;
+}
+
+int drm_inventory_take(void)
+{
+	if (!check_and_remove_inventory_plugin_fn)
+		return -1;
+	return check_and_remove_inventory_plugin_fn(DRM_PLUGIN_NAME, sizeof(DRM_PLUGIN_NAME));
 }
 
 unsigned int drm_log_level(void)

@@ -22,6 +22,9 @@
 
 extern char **environ;
 
+static int cur_stage = -1;
+static int in_inventory; /* listed in criu's inventory as needed to restore */
+
 static const char *stage_name(int stage)
 {
 	switch (stage) {
@@ -114,10 +117,15 @@ static int drm_plugin_init(int stage)
 
 	drm_log(DRM_CRIU_LOG_INFO, "init(%s)", stage_name(stage));
 	drm_restore_table_free();
-	if (stage == DRM_CRIU_STAGE_RESTORE)
-		need = has_drm_images(dirfd);
-	else
+	cur_stage = stage;
+	in_inventory = 0;
+	if (stage == DRM_CRIU_STAGE_RESTORE) {
+		/* Always ask: it takes us off the list of plugins criu checks. */
+		need = drm_inventory_take() == 1;
+		need = has_drm_images(dirfd) || need;
+	} else {
 		need = daemon_present();
+	}
 	if (!need)
 		return 0;
 
@@ -160,11 +168,23 @@ static void drm_plugin_exit(int stage, int ret)
 static int forward(uint32_t type, uint32_t arg, int fd)
 {
 	uint8_t p[4];
+	int rc;
 
 	if (!drm_helper_running())
 		return drm_helper_lost() ? -EPIPE : -ENOTSUP;
 	drm_ch_put32(p, arg);
-	return drm_helper_call(type, p, sizeof(p), &fd, fd >= 0 ? 1 : 0);
+	rc = drm_helper_call(type, p, sizeof(p), &fd, fd >= 0 ? 1 : 0);
+	/* A task or socket was ours: the dump holds GPU state, which only
+	 * this plugin can restore. */
+	if (rc == 0 && cur_stage == DRM_CRIU_STAGE_DUMP && !in_inventory &&
+	    (type == DRM_CH_PAUSE_DEVICES || type == DRM_CH_DUMP_UNIX_SK)) {
+		if (drm_inventory_add() < 0) {
+			drm_log(DRM_CRIU_LOG_ERROR, "cannot record the plugin in criu's inventory");
+			return -ENOMEM;
+		}
+		in_inventory = 1;
+	}
+	return rc;
 }
 
 static int drm_plugin_pause_devices(int pid)
