@@ -91,7 +91,7 @@ func usagef(format string, args ...any) error {
 const (
 	defaultSize       = 256 << 10
 	minSize           = 16 << 10 // the smallest size the tests run every scenario with
-	defaultIterations = 40000 // 4 s at the default device's 100µs per iteration
+	defaultIterations = 40000    // 4 s at the default device's 100µs per iteration
 	defaultStuckFor   = 30 * time.Second
 )
 
