@@ -63,8 +63,10 @@ type criuTree struct {
 type criuInventory struct {
 	err        error // why it could not be read; the rest is then zero
 	imgVersion uint32
-	// plugins criu recorded as used by the dump (criu >= 4.0); restore
-	// needs them. nil when the image has no plugin list.
+	// plugins criu recorded for restore to require (criu >= 4.0 records
+	// the plugins that registered themselves at dump with
+	// add_inventory_plugin, and restore refuses to run without them).
+	// nil when the image has no plugin list.
 	plugins []string
 }
 
@@ -306,9 +308,9 @@ func (t *fileTable) describe(typ fdinfo.FdTypes, id uint32) string {
 }
 
 // readCriuInventory reads CRIU's inventory.img. criu 4.x records there
-// the plugins a dump used (field 12, plugins_entry, whose field 12 is the
-// repeated plugin name); go-criu's copy of the message predates it, so it
-// is read from the unknown fields.
+// the plugins restore requires (field 12, plugins_entry, whose field 12 is
+// the repeated plugin name); go-criu's copy of the message predates it,
+// so it is read from the unknown fields.
 func readCriuInventory(dir string) criuInventory {
 	es, err := readCriuImage(dir, "inventory.img", "INVENTORY", func() *inventory.InventoryEntry { return &inventory.InventoryEntry{} })
 	if err != nil {

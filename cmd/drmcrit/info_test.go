@@ -84,10 +84,9 @@ func TestInfoCriu(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("info: %d %s", code, errs)
 	}
-	// That dump was made without the plugin loaded in criu (its images
-	// were written by drmcore's hooks): criu 4.1 recorded no plugin.
+	// criu 4.1 writes the plugin list, empty: no plugin registered.
 	wantLines(t, "info", out,
-		"CRIU:      1 process, 10 threads; image format v2; criu used no plugins",
+		"CRIU:      1 process, 10 threads; image format v2; plugins restore requires: none recorded",
 		"processes: 1 of 1 hold GPU files: 2 drm file fds, 2 dma-buf fds",
 		"drm files: 2 on renderD128 (amdgpu, gpu id 0x10020001, driver blob v1)",
 		"verdict:   OK",
@@ -96,7 +95,7 @@ func TestInfoCriu(t *testing.T) {
 	dir := copyDir(t, src)
 	addCriuPlugin(t, dir, "drm_plugin")
 	_, out, _ = runCmd(t, nil, "info", dir)
-	wantLines(t, "info", out, "image format v2; plugins restore needs: drm_plugin")
+	wantLines(t, "info", out, "image format v2; plugins restore requires: drm_plugin")
 	// An unreadable inventory.img is said, not fatal.
 	must(t, os.WriteFile(filepath.Join(dir, "inventory.img"), []byte("garbage!"), 0o600))
 	code, out, _ = runCmd(t, nil, "info", dir)

@@ -62,11 +62,11 @@ func writeInfo(w io.Writer, c *checkpoint) {
 		case t.inv.err != nil:
 			s += fmt.Sprintf("; inventory.img unreadable (%v)", t.inv.err)
 		case t.inv.plugins == nil:
-			s += fmt.Sprintf("; image format v%d; no plugins recorded (criu < 4.0, or the plugin was not loaded)", t.inv.imgVersion)
+			s += fmt.Sprintf("; image format v%d; no plugin list (criu < 4.0)", t.inv.imgVersion)
 		case len(t.inv.plugins) == 0:
-			s += fmt.Sprintf("; image format v%d; criu used no plugins", t.inv.imgVersion)
+			s += fmt.Sprintf("; image format v%d; plugins restore requires: none recorded", t.inv.imgVersion)
 		default:
-			s += fmt.Sprintf("; image format v%d; plugins restore needs: %s", t.inv.imgVersion, strings.Join(t.inv.plugins, ", "))
+			s += fmt.Sprintf("; image format v%d; plugins restore requires: %s", t.inv.imgVersion, strings.Join(t.inv.plugins, ", "))
 		}
 		line("CRIU", "%s", s)
 	case c.hasCriu:
