@@ -10,6 +10,7 @@ import (
 
 // DebugState is a snapshot of every object of the kernel, like
 // /sys/kernel/debug/dri/*/{clients,gem_names} and dma_buf/bufinfo together.
+// In its JSON every list is present, [] when empty (never null).
 type DebugState struct {
 	Devices  []DebugDevice   `json:"devices"`
 	Files    []DebugFile     `json:"files"`
@@ -39,9 +40,9 @@ type DebugFile struct {
 	ClientIno uint64         `json:"client_inode"`
 	Paused    bool           `json:"paused"`
 	Handles   []DebugHandle  `json:"handles"`
-	Mappings  []DebugMapping `json:"mappings,omitempty"`
-	Contexts  []DebugContext `json:"contexts,omitempty"`
-	Syncobjs  []uint32       `json:"syncobjs,omitempty"`
+	Mappings  []DebugMapping `json:"mappings"`
+	Contexts  []DebugContext `json:"contexts"`
+	Syncobjs  []uint32       `json:"syncobjs"`
 }
 
 type DebugHandle struct {
@@ -74,7 +75,7 @@ type DebugBO struct {
 	Flags  uint64          `json:"flags"`
 	Refs   int             `json:"refs"`
 	DmaBuf uint64          `json:"dmabuf_inode,omitempty"`
-	Resv   []dma.ResvEntry `json:"resv,omitempty"`
+	Resv   []dma.ResvEntry `json:"resv"`
 }
 
 // DebugJob is a job the kernel still holds: queued, running, preempted,
@@ -99,7 +100,7 @@ type DebugDmaBuf struct {
 // Debug returns a consistent snapshot of the object graph. It is safe to
 // call at any time, including while clients are torn down.
 func (k *Kernel) Debug() *DebugState {
-	st := &DebugState{}
+	st := &DebugState{Devices: []DebugDevice{}, Files: []DebugFile{}, BOs: []DebugBO{}, DmaBufs: []DebugDmaBuf{}, Jobs: []DebugJob{}}
 	type ctxRef struct {
 		file int
 		c    *Context
@@ -120,7 +121,8 @@ func (k *Kernel) Debug() *DebugState {
 	slices.Sort(fileIDs)
 	for _, id := range fileIDs {
 		f := k.files[id]
-		df := DebugFile{ID: f.id, Minor: f.dev.cfg.Minor, PID: f.owner.PID, ClientIno: f.clientIno, Paused: f.paused}
+		df := DebugFile{ID: f.id, Minor: f.dev.cfg.Minor, PID: f.owner.PID, ClientIno: f.clientIno, Paused: f.paused,
+			Handles: []DebugHandle{}, Mappings: []DebugMapping{}, Contexts: []DebugContext{}}
 		for _, h := range f.handles.ids() {
 			bo, _ := f.handles.get(h)
 			_, prime := f.prime[h]
@@ -129,7 +131,7 @@ func (k *Kernel) Debug() *DebugState {
 		for _, m := range f.vm {
 			df.Mappings = append(df.Mappings, DebugMapping{VA: m.VA, Size: m.Size, Handle: m.Handle, BOOffset: m.BOOffset})
 		}
-		df.Syncobjs = f.syncobjs.ids()
+		df.Syncobjs = append([]uint32{}, f.syncobjs.ids()...)
 		for _, c := range f.contextList() {
 			ctxs = append(ctxs, ctxRef{len(st.Files), c})
 		}
@@ -158,7 +160,7 @@ func (k *Kernel) Debug() *DebugState {
 	for j, info := range k.jobs {
 		dj := DebugJob{
 			ID: j.ID(), File: info.ctx.f.id, Context: info.ctx.id, State: jobState(j),
-			LongRunning: j.LongRunning, Commands: len(info.cmds), Fence: j.Finished().ID(),
+			LongRunning: j.LongRunning, Commands: len(info.cmds), Fence: j.Finished().ID(), BOs: []uint64{},
 		}
 		for _, bo := range info.bos {
 			dj.BOs = append(dj.BOs, bo.id)

@@ -17,14 +17,15 @@ type driver struct {
 	gemFlags  uint64 // every flag bit the driver accepts at GEM create
 	vaMax     uint64 // end of the GPU virtual address space
 	pageShift uint
+	vendor    uint16 // PCI vendor id, the top half of default gpu ids
 }
 
 // drivers is the table of simulated drivers. amdgpu feeds rings shared by
 // all contexts (classic drm_sched); xe has the firmware schedule each
 // context on its own queue (one drm_sched per entity).
 var drivers = map[string]driver{
-	"amdgpu": {name: "amdgpu", mode: sched.Classic, gemFlags: 0xff, vaMax: 1 << 47, pageShift: 12},
-	"xe":     {name: "xe", mode: sched.Firmware, gemFlags: 0x0f, vaMax: 1 << 48, pageShift: 12},
+	"amdgpu": {name: "amdgpu", mode: sched.Classic, gemFlags: 0xff, vaMax: 1 << 47, pageShift: 12, vendor: 0x1002},
+	"xe":     {name: "xe", mode: sched.Firmware, gemFlags: 0x0f, vaMax: 1 << 48, pageShift: 12, vendor: 0x8086},
 }
 
 // Drivers lists the driver names a DeviceConfig may use.
@@ -49,6 +50,9 @@ func newDevice(k *Kernel, cfg DeviceConfig) (*Device, error) {
 	}
 	if cfg.RingCredits <= 0 {
 		cfg.RingCredits = 4
+	}
+	if cfg.GPUID == 0 {
+		cfg.GPUID = uint32(drv.vendor)<<16 | cfg.Minor&0xffff
 	}
 	d := &Device{k: k, cfg: cfg, drv: drv}
 	d.engine = gpu.NewEngine(gpu.EngineConfig{Clock: k.clock, Bandwidth: cfg.Bandwidth, IterTime: cfg.IterTime})

@@ -129,6 +129,9 @@ func (bo *BO) state() *uapi.BoState {
 	return st
 }
 
+// MaxBOSize is the largest BO a device creates (64 GiB).
+const MaxBOSize = 1 << 36
+
 // validateCreate checks a create request against the driver's rules and
 // returns the effective alignment.
 func (d *Device) validateCreate(size uint64, domain uapi.Domain, flags, alignment uint64) (uint64, error) {
@@ -139,8 +142,8 @@ func (d *Device) validateCreate(size uint64, domain uapi.Domain, flags, alignmen
 	if size%page != 0 {
 		return 0, errnof(syscall.EINVAL, "BO size %d is not a multiple of the %d-byte page", size, page)
 	}
-	if size > 1<<36 {
-		return 0, errnof(syscall.EINVAL, "BO size %d too large", size)
+	if size > MaxBOSize {
+		return 0, errnof(syscall.EINVAL, "BO size %d too large (at most %d)", size, uint64(MaxBOSize))
 	}
 	if domain != uapi.Domain_DOMAIN_VRAM && domain != uapi.Domain_DOMAIN_GTT {
 		return 0, errnof(syscall.EINVAL, "bad domain %d", domain)

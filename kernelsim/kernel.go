@@ -12,8 +12,11 @@ import (
 
 // DeviceConfig describes one simulated GPU.
 type DeviceConfig struct {
-	Driver   string // "amdgpu" (classic scheduler) or "xe" (firmware scheduler)
-	Minor    uint32 // render node minor: the socket is dri/renderD<Minor>
+	Driver string // "amdgpu" (classic scheduler) or "xe" (firmware scheduler)
+	Minor  uint32 // render node minor: the socket is dri/renderD<Minor>
+	// GPUID identifies the device in checkpoints, like a KFD topology
+	// gpu_id; unique per kernel. 0 derives it from the driver's PCI
+	// vendor and the minor: 0x1002_0080 for amdgpu at renderD128.
 	GPUID    uint32
 	VRAMSize uint64
 	GTTSize  uint64
@@ -39,7 +42,6 @@ func DefaultDevice() DeviceConfig {
 	return DeviceConfig{
 		Driver:      "amdgpu",
 		Minor:       128,
-		GPUID:       0x1002_0001,
 		VRAMSize:    1 << 30,
 		GTTSize:     2 << 30,
 		Bandwidth:   1 << 30,
@@ -82,20 +84,37 @@ func New(cfg Config) (*Kernel, error) {
 		sessions: make(map[string]*Session),
 		jobs:     make(map[*sched.Job]*jobInfo),
 	}
-	seen := map[uint32]bool{}
-	for _, dc := range cfg.Devices {
-		if seen[dc.Minor] {
-			return nil, fmt.Errorf("device minor %d configured twice", dc.Minor)
+	if err := k.addDevices(cfg.Devices); err != nil {
+		for _, d := range k.devices {
+			d.fini()
 		}
-		seen[dc.Minor] = true
-		d, err := newDevice(k, dc)
-		if err != nil {
-			return nil, fmt.Errorf("device renderD%d: %w", dc.Minor, err)
-		}
-		k.devices = append(k.devices, d)
+		return nil, err
 	}
 	sort.Slice(k.devices, func(i, j int) bool { return k.devices[i].cfg.Minor < k.devices[j].cfg.Minor })
 	return k, nil
+}
+
+// addDevices creates the configured devices; minors and gpu ids must be
+// unique, as they are on a real system.
+func (k *Kernel) addDevices(cfgs []DeviceConfig) error {
+	minors := map[uint32]bool{}
+	gpuIDs := map[uint32]*Device{}
+	for _, dc := range cfgs {
+		if minors[dc.Minor] {
+			return fmt.Errorf("device minor %d configured twice", dc.Minor)
+		}
+		minors[dc.Minor] = true
+		d, err := newDevice(k, dc)
+		if err != nil {
+			return fmt.Errorf("device renderD%d: %w", dc.Minor, err)
+		}
+		k.devices = append(k.devices, d)
+		if o := gpuIDs[d.cfg.GPUID]; o != nil {
+			return fmt.Errorf("devices renderD%d and renderD%d both have gpu id %#x: gpu ids must be unique (a default id is the driver's PCI vendor and the minor's low 16 bits)", o.cfg.Minor, dc.Minor, d.cfg.GPUID)
+		}
+		gpuIDs[d.cfg.GPUID] = d
+	}
+	return nil
 }
 
 // Devices returns the kernel's devices, ordered by minor.

@@ -2,14 +2,12 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"drmcr/images"
@@ -67,16 +65,10 @@ func decodeImage(name string, data []byte, warn func(string)) ([]byte, error) {
 	if v, ok := m.(versioned); ok && v.GetVersion() != images.Version {
 		warn(fmt.Sprintf("image %s: format version %d, this drmcrit reads version %d", filepath.Base(name), v.GetVersion(), images.Version))
 	}
-	raw, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
+	js, err := marshalImage(m)
 	if err != nil {
 		return nil, fmt.Errorf("image %s: to JSON: %w", filepath.Base(name), err)
 	}
-	// protojson varies its whitespace on purpose; print it stably.
-	var buf bytes.Buffer
-	if err := json.Indent(&buf, raw, "", "  "); err != nil {
-		return nil, fmt.Errorf("image %s: to JSON: %w", filepath.Base(name), err)
-	}
-	js := buf.Bytes()
 	// Check the whole way back, as encode will do it.
 	if again, err := encodeImage(name, js); err != nil || !bytes.Equal(again, data) {
 		warn(fmt.Sprintf("image %s: does not re-encode byte for byte (unknown fields or a non-canonical encoding): encode will not reproduce it exactly", filepath.Base(name)))
@@ -94,7 +86,7 @@ func encodeImage(name string, js []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := protojson.Unmarshal(js, m); err != nil {
+	if err := unmarshalImage(js, m); err != nil {
 		return nil, fmt.Errorf("JSON for %s: %w", filepath.Base(name), err)
 	}
 	data, err := proto.Marshal(m)

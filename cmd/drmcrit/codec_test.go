@@ -14,7 +14,7 @@ import (
 func TestReadmeInSync(t *testing.T) {
 	readme, err := os.ReadFile("README.md")
 	must(t, err)
-	for name, text := range map[string]string{"jsonHelp": jsonHelp, "verifyChecks": verifyChecks} {
+	for name, text := range map[string]string{"jsonConvention": jsonConvention, "jsonHelp": jsonHelp, "verifyChecks": verifyChecks} {
 		if !strings.Contains(string(readme), text) {
 			t.Errorf("README.md does not contain %s verbatim", name)
 		}

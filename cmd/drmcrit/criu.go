@@ -9,13 +9,17 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v7/crit"
 	criu_core "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/fs"
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/inventory"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/pstree"
 	sk_unix "github.com/checkpoint-restore/go-criu/v7/crit/images/sk-unix"
 	"github.com/checkpoint-restore/go-criu/v7/magic"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -28,11 +32,14 @@ const maxCriuImage = 64 << 20
 
 // criuProc is one task of CRIU's process tree.
 type criuProc struct {
-	pid     int32
-	ppid    int32
-	comm    string
-	filesID uint32
-	fds     []criuFd
+	pid, ppid, pgid, sid int32
+	threads              int
+	comm                 string
+	filesID              uint32
+	fds                  []criuFd
+	// cwd and root as crit x fds prints them; "" when fs-<pid>.img is
+	// missing.
+	cwd, root string
 }
 
 // criuFd is one fd of a task: a unix socket's inode, or another kind.
@@ -41,6 +48,7 @@ type criuFd struct {
 	typ  string // fdinfo type, e.g. "UNIXSK"
 	ino  uint64 // unix socket inode, 0 for other kinds
 	isSk bool
+	desc string // what crit x fds prints for it: a path, pipe[…], unix[…], TYPE.id
 }
 
 // criuTree is what the CRIU images say about the dumped tasks.
@@ -48,6 +56,18 @@ type criuTree struct {
 	procs []*criuProc
 	// byIno maps a unix socket inode to the (pid, fd) pairs holding it.
 	byIno map[uint64][]pidFd
+	inv   criuInventory
+}
+
+// criuInventory is what drmcrit tells of CRIU's inventory.img.
+type criuInventory struct {
+	err        error // why it could not be read; the rest is then zero
+	imgVersion uint32
+	// plugins criu recorded for restore to require (criu >= 4.0 records
+	// the plugins that registered themselves at dump with
+	// add_inventory_plugin, and restore refuses to run without them).
+	// nil when the image has no plugin list.
+	plugins []string
 }
 
 type pidFd struct {
@@ -153,14 +173,14 @@ func readCriuTree(dir string) (*criuTree, error) {
 	if len(entries) == 0 {
 		return nil, errors.New("CRIU image pstree.img has no process")
 	}
-	t := &criuTree{byIno: map[uint64][]pidFd{}}
-	socks, err := readSockets(dir)
+	t := &criuTree{byIno: map[uint64][]pidFd{}, inv: readCriuInventory(dir)}
+	files, err := readFileTable(dir)
 	if err != nil {
 		return nil, err
 	}
 	fdCache := map[uint32][]*fdinfo.FdinfoEntry{}
 	for _, e := range entries {
-		p := &criuProc{pid: int32(e.GetPid()), ppid: int32(e.GetPpid())}
+		p := &criuProc{pid: int32(e.GetPid()), ppid: int32(e.GetPpid()), pgid: int32(e.GetPgid()), sid: int32(e.GetSid()), threads: len(e.GetThreads())}
 		core, err := readCriuImage(dir, "core-"+strconv.Itoa(int(p.pid))+".img", "CORE", func() *criu_core.CoreEntry { return &criu_core.CoreEntry{} })
 		if err != nil {
 			return nil, err
@@ -189,15 +209,23 @@ func readCriuTree(dir string) (*criuTree, error) {
 			fdCache[p.filesID] = fds
 		}
 		for _, fe := range fds {
-			cf := criuFd{fd: int32(fe.GetFd()), typ: fe.GetType().String()}
+			cf := criuFd{fd: int32(fe.GetFd()), typ: fe.GetType().String(), desc: files.describe(fe.GetType(), fe.GetId())}
 			if fe.GetType() == fdinfo.FdTypes_UNIXSK {
 				cf.isSk = true
-				cf.ino = socks[fe.GetId()]
+				cf.ino = files.sockIno(fe.GetId())
 				if cf.ino != 0 {
 					t.byIno[cf.ino] = append(t.byIno[cf.ino], pidFd{p.pid, cf.fd})
 				}
 			}
 			p.fds = append(p.fds, cf)
+		}
+		fsEnts, err := readCriuImage(dir, "fs-"+strconv.Itoa(int(p.pid))+".img", "FS", func() *fs.FsEntry { return &fs.FsEntry{} })
+		switch {
+		case err == nil && len(fsEnts) > 0:
+			p.cwd = files.describe(fdinfo.FdTypes_REG, fsEnts[0].GetCwdId())
+			p.root = files.describe(fdinfo.FdTypes_REG, fsEnts[0].GetRootId())
+		case err != nil && !errors.Is(err, os.ErrNotExist):
+			return nil, err
 		}
 		sort.Slice(p.fds, func(i, j int) bool { return p.fds[i].fd < p.fds[j].fd })
 		t.procs = append(t.procs, p)
@@ -206,29 +234,130 @@ func readCriuTree(dir string) (*criuTree, error) {
 	return t, nil
 }
 
-// readSockets maps CRIU file ids of unix sockets to their inodes, from
-// files.img (criu >= 3.15) and, for older dumps, unixsk.img.
-func readSockets(dir string) (map[uint32]uint64, error) {
-	out := map[uint32]uint64{}
+// fileTable is CRIU's table of open files (files.img, criu >= 3.15),
+// with unixsk.img for the sockets of older dumps.
+type fileTable struct {
+	files  map[uint32]*fdinfo.FileEntry
+	unixsk map[uint32]*sk_unix.UnixSkEntry
+}
+
+func readFileTable(dir string) (*fileTable, error) {
+	t := &fileTable{files: map[uint32]*fdinfo.FileEntry{}, unixsk: map[uint32]*sk_unix.UnixSkEntry{}}
 	files, err := readCriuImage(dir, "files.img", "FILES", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
 	for _, f := range files {
-		if usk := f.GetUsk(); usk != nil {
-			out[f.GetId()] = uint64(usk.GetIno())
-		}
+		t.files[f.GetId()] = f
 	}
 	usks, err := readCriuImage(dir, "unixsk.img", "UNIXSK", func() *sk_unix.UnixSkEntry { return &sk_unix.UnixSkEntry{} })
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
 	for _, u := range usks {
-		if _, ok := out[u.GetId()]; !ok {
-			out[u.GetId()] = uint64(u.GetIno())
+		t.unixsk[u.GetId()] = u
+	}
+	return t, nil
+}
+
+// usk returns the unix socket with file id id, or nil.
+func (t *fileTable) usk(id uint32) *sk_unix.UnixSkEntry {
+	if u := t.files[id].GetUsk(); u != nil {
+		return u
+	}
+	return t.unixsk[id]
+}
+
+// sockIno is the inode of the unix socket with file id id, 0 if unknown.
+func (t *fileTable) sockIno(id uint32) uint64 { return uint64(t.usk(id).GetIno()) }
+
+// describe names a file the way crit x fds does: a regular file by its
+// path, pipe[<pipe id>], unix[<inode> (<peer inode>) <name>], and
+// anything else as <type>.<file id>.
+func (t *fileTable) describe(typ fdinfo.FdTypes, id uint32) string {
+	f := t.files[id]
+	switch typ {
+	case fdinfo.FdTypes_REG:
+		if r := f.GetReg(); r != nil {
+			return r.GetName()
+		}
+		return "unknown path"
+	case fdinfo.FdTypes_PIPE:
+		if p := f.GetPipe(); p != nil {
+			return fmt.Sprintf("pipe[%d]", p.GetPipeId())
+		}
+		return "pipe[?]"
+	case fdinfo.FdTypes_UNIXSK:
+		u := t.usk(id)
+		if u == nil {
+			return "unix[?]"
+		}
+		name := ""
+		if n := strings.TrimRight(string(u.GetName()), "\x00"); n != "" {
+			if n[0] == 0 { // abstract, as ss and /proc/net/unix show it
+				n = "@" + n[1:]
+			}
+			if q := strconv.QuoteToGraphic(n); q[1:len(q)-1] != n {
+				n = q
+			}
+			name = " " + n
+		}
+		return fmt.Sprintf("unix[%d (%d)%s]", u.GetIno(), u.GetPeer(), name)
+	}
+	return fmt.Sprintf("%s.%d", typ, id)
+}
+
+// readCriuInventory reads CRIU's inventory.img. criu 4.x records there
+// the plugins restore requires (field 12, plugins_entry, whose field 12 is
+// the repeated plugin name); go-criu's copy of the message predates it,
+// so it is read from the unknown fields.
+func readCriuInventory(dir string) criuInventory {
+	es, err := readCriuImage(dir, "inventory.img", "INVENTORY", func() *inventory.InventoryEntry { return &inventory.InventoryEntry{} })
+	if err != nil {
+		return criuInventory{err: err}
+	}
+	if len(es) == 0 {
+		return criuInventory{err: errors.New("CRIU image inventory.img is empty")}
+	}
+	inv := criuInventory{imgVersion: es[0].GetImgVersion()}
+	for _, entry := range fieldBytes(es[0].ProtoReflect().GetUnknown(), 12) {
+		if inv.plugins == nil {
+			inv.plugins = []string{}
+		}
+		for _, name := range fieldBytes(entry, 12) {
+			inv.plugins = append(inv.plugins, string(name))
 		}
 	}
-	return out, nil
+	return inv
+}
+
+// fieldBytes returns the length-delimited values of field num in a
+// protobuf encoding, skipping everything else; it stops at the first
+// malformed field.
+func fieldBytes(b []byte, num protowire.Number) [][]byte {
+	var out [][]byte
+	for len(b) > 0 {
+		n, typ, l := protowire.ConsumeTag(b)
+		if l < 0 {
+			return out
+		}
+		b = b[l:]
+		if n == num && typ == protowire.BytesType {
+			v, l := protowire.ConsumeBytes(b)
+			if l < 0 {
+				return out
+			}
+			out = append(out, v)
+			b = b[l:]
+			continue
+		}
+		l = protowire.ConsumeFieldValue(n, typ, b)
+		if l < 0 {
+			return out
+		}
+		b = b[l:]
+	}
+	return out
 }
 
 // proc returns the task with pid, or nil.

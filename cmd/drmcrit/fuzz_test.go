@@ -46,7 +46,8 @@ func FuzzDecodeImage(f *testing.F) {
 }
 
 // FuzzCheckpoint: any bytes in place of one of a checkpoint's images (DRM
-// or CRIU) make show, graph and verify report problems, never panic.
+// or CRIU) make show, graph, verify, info and x report problems, never
+// panic.
 func FuzzCheckpoint(f *testing.F) {
 	src := filepath.Join("testdata", "gpudump")
 	ents, err := os.ReadDir(src)
@@ -90,6 +91,11 @@ func FuzzCheckpoint(f *testing.F) {
 			writeText(io.Discard, v)
 			if err := writeDOT(io.Discard, v); err != nil {
 				t.Fatal(err)
+			}
+			writeInfo(io.Discard, c)
+			if c.criu != nil {
+				writePs(io.Discard, c, v)
+				writeFds(io.Discard, c, v)
 			}
 		}
 		verify(dir)

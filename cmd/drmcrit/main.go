@@ -1,6 +1,8 @@
 // Command drmcrit inspects the GPU (DRM) state of a CRIU checkpoint made
 // with the drm_plugin: the DRM counterpart of CRIU's crit.
 //
+//	drmcrit info DIR               one screen: counts, sizes, versions, verdict
+//	drmcrit x DIR ps|fds           CRIU's process tree or fds, GPU files named
 //	drmcrit show [--json] DIR      process → fd → drm file → BOs/contexts, dma-bufs
 //	drmcrit decode [-o OUT] FILE   a DRM image as JSON
 //	drmcrit encode [-i JSON] [-o IMAGE] [NAME]
@@ -10,7 +12,8 @@
 //	drmcrit help [json|verify]     the JSON schema of show --json, verify's checks
 //
 // Process names and fd numbers come from CRIU's own images (pstree.img,
-// core-<pid>.img, ids-<pid>.img, fdinfo-<id>.img, files.img), read with
+// core-<pid>.img, ids-<pid>.img, fdinfo-<id>.img, files.img; info and x
+// also read inventory.img and fs-<pid>.img), read with
 // go-criu's crit package; without them (a directory written by the
 // plugin's in-process tests) they come from the plugin's inventory and fd
 // numbers are unknown ("?" in text, null in JSON).
@@ -30,6 +33,10 @@ import (
 )
 
 const usage = `usage:
+  drmcrit info DIR                 the checkpoint on one screen: counts, sizes, versions, verdict
+  drmcrit x DIR ps                 CRIU's process tree (as crit x ps), with each process's GPU files
+  drmcrit x DIR fds                every fd of every process (as crit x fds), drm files and
+                                   dma-bufs named
   drmcrit show [--json] DIR        tree of the GPU state: process → fd → drm file → BOs, contexts; dma-bufs
   drmcrit decode [-o OUT] FILE     print a DRM image (drm-*.img) as JSON
   drmcrit encode [-i JSON] [-o IMAGE] [NAME]
@@ -67,6 +74,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	var err error
 	switch cmd, rest := args[0], args[1:]; cmd {
+	case "info":
+		err = cmdInfo(rest, stdout)
+	case "x":
+		err = cmdExplore(rest, stdout)
 	case "show":
 		err = cmdShow(rest, stdout)
 	case "decode":
@@ -90,12 +101,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return 0
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "drmcrit: %v\n%s", err, usage)
+		fmt.Fprintf(stderr, "drmcrit: %s\n%s", plainText(err.Error()), usage)
 		return 2
 	case errors.Is(err, errProblems):
 		return 1
 	default:
-		fmt.Fprintf(stderr, "drmcrit: %v\n", err)
+		fmt.Fprintf(stderr, "drmcrit: %s\n", plainText(err.Error()))
 		return 1
 	}
 }
@@ -151,6 +162,49 @@ func cmdShow(args []string, stdout io.Writer) error {
 	return nil
 }
 
+func cmdInfo(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("info", flag.ContinueOnError)
+	pos, err := parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	c, err := load(pos[0])
+	if err != nil {
+		return err
+	}
+	writeInfo(stdout, c)
+	return nil
+}
+
+func cmdExplore(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	pos, err := parse(fs, args, 2, 2)
+	if err != nil {
+		return err
+	}
+	what := pos[1]
+	if what != "ps" && what != "fds" {
+		return usageErrorf("x %s %s: what to explore is ps or fds", pos[0], what)
+	}
+	c, err := load(pos[0])
+	if err != nil {
+		return err
+	}
+	switch {
+	case c.criu == nil && c.criuErr != nil:
+		return fmt.Errorf("%s: %w: they are unusable: %v", c.dir, errNeedCriu, c.criuErr)
+	case c.criu == nil:
+		return fmt.Errorf("%s: %w, and it has only the plugin's (drmcrit show lists the GPU files)", c.dir, errNeedCriu)
+	}
+	v := buildView(c)
+	if what == "ps" {
+		writePs(stdout, c, v)
+	} else {
+		writeFds(stdout, c, v)
+	}
+	return nil
+}
+
 func cmdDecode(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("decode", flag.ContinueOnError)
 	in := fs.String("i", "", "the image (instead of FILE)")
@@ -176,7 +230,7 @@ func cmdDecode(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	js, err := decodeImage(name, data, func(s string) { fmt.Fprintf(stderr, "drmcrit: warning: %s\n", s) })
+	js, err := decodeImage(name, data, func(s string) { fmt.Fprintf(stderr, "drmcrit: warning: %s\n", plainText(s)) })
 	if err != nil {
 		return err
 	}
@@ -270,7 +324,7 @@ func cmdHelp(args []string, stdout io.Writer) error {
 	case "":
 		fmt.Fprint(stdout, usage)
 	case "json":
-		fmt.Fprint(stdout, jsonHelp)
+		fmt.Fprint(stdout, jsonConvention+"\n"+jsonHelp)
 	case "verify":
 		fmt.Fprint(stdout, verifyChecks)
 	default:

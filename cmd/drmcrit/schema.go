@@ -1,14 +1,15 @@
 package main
 
 // jsonHelp documents the JSON that `drmcrit show --json DIR` prints
-// (printed by `drmcrit help json`; README.md has the same text).
-const jsonHelp = `drmcrit show --json DIR prints one JSON object, schema_version 1.
+// (printed by `drmcrit help json` after jsonConvention; README.md has the
+// same text).
+const jsonHelp = `drmcrit show --json DIR prints one JSON object, schema_version 1, in the
+conventions above.
 
 Compatibility: within schema_version 1 fields are only added, never removed,
-renamed or given another meaning. Integers are JSON numbers (parse them as
-64-bit: BO ids, inodes and sizes are uint64); virtual addresses and flag
-words are hex strings ("0x100000"). Lists are never null (empty: []).
-Digests are lowercase hex sha256 of a BO's contents as recorded at dump.
+renamed or given another meaning. Digests are the sha256 of a BO's contents
+as recorded at dump. A field the schema below says is omitted in some case
+is left out then, rather than given a zero value.
 
 {
   "schema_version": 1,

@@ -49,6 +49,11 @@ func verify(dir string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return verifyCheckpoint(c), nil
+}
+
+// verifyCheckpoint returns the problems of a loaded checkpoint.
+func verifyCheckpoint(c *checkpoint) []string {
 	var probs []string
 	add := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
 	probs = append(probs, c.problems...)
@@ -134,7 +139,7 @@ func verify(dir string) ([]string, error) {
 		if len(b.Sha256) != sha256.Size {
 			add("BO %d: sha256 of %d bytes in the record", id, len(b.Sha256))
 		}
-		if p := checkPages(dir, b); p != "" {
+		if p := checkPages(c.dir, b); p != "" {
 			add("BO %d: %s", id, p)
 		}
 	}
@@ -168,7 +173,7 @@ func verify(dir string) ([]string, error) {
 		for _, ino := range p.Inodes {
 			owned[ino] = true
 			if !listedFiles[ino] && !listedDmabufs[ino] {
-				add("inventory: pid %d holds inode %d, which is neither a dumped drm file nor a dma-buf", p.Pid, ino)
+				add("inventory: pid %d holds inode %d, which is neither a dumped drm file nor a dma-buf", c.shownPid(p.Pid), ino)
 			}
 		}
 	}
@@ -187,12 +192,15 @@ func verify(dir string) ([]string, error) {
 	}
 	if c.criu != nil {
 		for _, p := range inv.Processes {
-			if c.criu.proc(p.Pid) == nil {
-				add("inventory: pid %d (%s) is not in CRIU's pstree.img", p.Pid, p.Comm)
+			if c.criuProcOf(p.Pid) == nil {
+				add("inventory: pid %d (%s) is not in CRIU's pstree.img", c.shownPid(p.Pid), p.Comm)
 			}
 		}
 	}
-	return probs, nil
+	for i := range probs {
+		probs[i] = plainText(probs[i])
+	}
+	return probs
 }
 
 func anyMatch(set map[uint64]bool, name func(uint64) string, n string) bool {

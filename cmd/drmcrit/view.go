@@ -194,9 +194,10 @@ func buildView(c *checkpoint) *View {
 		Processes: []ProcessView{}, Files: []FileView{}, DmaBufs: []DmaBufView{}, Bos: []BoView{},
 		Warnings: append([]string{}, c.problems...),
 	}
+	// Pids below are the ones drmcrit shows (c.shownPid).
 	comms := map[int32]string{}
 	for _, p := range c.inv.GetProcesses() {
-		comms[p.Pid] = p.Comm
+		comms[c.shownPid(p.Pid)] = p.Comm
 	}
 	// fds[inode] = fds holding it, by pid.
 	fds := map[uint64]map[int32][]int32{}
@@ -235,8 +236,8 @@ func buildView(c *checkpoint) *View {
 			v.Processes = append(v.Processes, pv)
 		}
 		for _, p := range c.inv.GetProcesses() {
-			if c.criu.proc(p.Pid) == nil {
-				v.Warnings = append(v.Warnings, fmt.Sprintf("pid %d (%s) of the GPU inventory is not in CRIU's pstree.img", p.Pid, p.Comm))
+			if c.criuProcOf(p.Pid) == nil {
+				v.Warnings = append(v.Warnings, fmt.Sprintf("pid %d (%s) of the GPU inventory is not in CRIU's pstree.img", c.shownPid(p.Pid), p.Comm))
 			}
 		}
 	} else {
@@ -245,7 +246,7 @@ func buildView(c *checkpoint) *View {
 			v.Warnings = append(v.Warnings, fmt.Sprintf("CRIU images unusable (%v): processes from the GPU inventory, fd numbers unknown", c.criuErr))
 		}
 		for _, p := range c.inv.GetProcesses() {
-			pv := ProcessView{Pid: p.Pid, Comm: p.Comm, Fds: []FdView{}}
+			pv := ProcessView{Pid: c.shownPid(p.Pid), Comm: p.Comm, Fds: []FdView{}}
 			for _, ino := range p.Inodes {
 				k := kindOf(ino)
 				if k == "" {
@@ -260,16 +261,16 @@ func buildView(c *checkpoint) *View {
 	sort.SliceStable(v.Processes, func(i, j int) bool { return v.Processes[i].Pid < v.Processes[j].Pid })
 	for _, ino := range sortedKeys(c.files) {
 		if !held[ino] {
-			v.Warnings = append(v.Warnings, fmt.Sprintf("drm file inode %d (pid %d) is in no process's fd table", ino, c.files[ino].Pid))
+			v.Warnings = append(v.Warnings, fmt.Sprintf("drm file inode %d (pid %d) is in no process's fd table", ino, c.shownPid(c.files[ino].Pid)))
 		}
 	}
 	for _, ino := range sortedKeys(c.dmabufs) {
 		if !held[ino] {
-			v.Warnings = append(v.Warnings, fmt.Sprintf("dma-buf inode %d (pid %d) is in no process's fd table", ino, c.dmabufs[ino].Pid))
+			v.Warnings = append(v.Warnings, fmt.Sprintf("dma-buf inode %d (pid %d) is in no process's fd table", ino, c.shownPid(c.dmabufs[ino].Pid)))
 		}
 	}
-	fdsOf := func(ino uint64, pid int32) []int32 {
-		out := append([]int32(nil), fds[ino][pid]...)
+	fdsOf := func(ino uint64, recorded int32) []int32 {
+		out := append([]int32(nil), fds[ino][c.shownPid(recorded)]...)
 		sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 		return out
 	}
@@ -279,12 +280,14 @@ func buildView(c *checkpoint) *View {
 	for _, ino := range sortedKeys(c.files) {
 		f := c.files[ino]
 		for _, h := range f.State.GetHandles() {
-			holders[h.BoId] = append(holders[h.BoId], HolderView{Kind: KindDrmFile, Inode: ino, Pid: f.Pid, Comm: comms[f.Pid], Handle: h.Handle, Fds: fdsOf(ino, f.Pid)})
+			pid := c.shownPid(f.Pid)
+			holders[h.BoId] = append(holders[h.BoId], HolderView{Kind: KindDrmFile, Inode: ino, Pid: pid, Comm: comms[pid], Handle: h.Handle, Fds: fdsOf(ino, f.Pid)})
 		}
 	}
 	for _, ino := range sortedKeys(c.dmabufs) {
 		d := c.dmabufs[ino]
-		holders[d.BoId] = append(holders[d.BoId], HolderView{Kind: KindDmaBuf, Inode: ino, Pid: d.Pid, Comm: comms[d.Pid], Fds: fdsOf(ino, d.Pid)})
+		pid := c.shownPid(d.Pid)
+		holders[d.BoId] = append(holders[d.BoId], HolderView{Kind: KindDmaBuf, Inode: ino, Pid: pid, Comm: comms[pid], Fds: fdsOf(ino, d.Pid)})
 	}
 	digest := func(id uint64) string {
 		if b, ok := c.bos[id]; ok {
@@ -298,7 +301,7 @@ func buildView(c *checkpoint) *View {
 	}
 	for _, ino := range sortedKeys(c.dmabufs) {
 		d := c.dmabufs[ino]
-		dv := DmaBufView{Inode: ino, Pid: d.Pid, BoID: d.BoId, Sha256: digest(d.BoId), Fds: fdsOf(ino, d.Pid)}
+		dv := DmaBufView{Inode: ino, Pid: c.shownPid(d.Pid), BoID: d.BoId, Sha256: digest(d.BoId), Fds: fdsOf(ino, d.Pid)}
 		if b, ok := c.bos[d.BoId]; ok {
 			dv.Size, dv.Domain = b.State.Size, domainName(b.State.Domain)
 		}
@@ -317,13 +320,19 @@ func buildView(c *checkpoint) *View {
 			PagesFile: b.PagesFile, Holders: hs,
 		})
 	}
+	for i := range v.Warnings {
+		v.Warnings[i] = plainText(v.Warnings[i])
+	}
+	for i := range v.Files {
+		v.Files[i].DriverError = plainText(v.Files[i].DriverError)
+	}
 	return v
 }
 
 func fileView(c *checkpoint, f *images.DrmFile, holders map[uint64][]HolderView, digest func(uint64) string) FileView {
 	st := f.State
 	fv := FileView{
-		Inode: f.Inode, Pid: f.Pid, Device: fmt.Sprintf("renderD%d", st.GetMinor()), Minor: st.GetMinor(),
+		Inode: f.Inode, Pid: c.shownPid(f.Pid), Device: fmt.Sprintf("renderD%d", st.GetMinor()), Minor: st.GetMinor(),
 		Driver: f.Driver, DriverVersion: f.DriverVersion, GpuID: st.GetGpuId(), FileID: st.GetFileId(),
 		Handles: []HandleView{}, Contexts: []ContextView{}, Syncobjs: []SyncobjView{}, SwSyncs: []SwSyncView{},
 	}

@@ -530,3 +530,69 @@ func startBinGroup(t *testing.T, dir string, args ...string) *started {
 	})
 	return s
 }
+
+// TestVALayoutFollowsSizes: each process lays its VAs out from the sizes
+// it maps, so buffers larger than 256 MiB (the old fixed spacing, which
+// made `-size 512M` fail with "overlaps mapping") get disjoint ranges.
+// The kernel allocates BO memory lazily, so the large BOs cost no RSS.
+func TestVALayoutFollowsSizes(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{}) // the default device: 1G VRAM, 2G GTT
+	r := &runner{p: &params{runtimeDir: env.Dir, minor: 128}}
+	sizes := []uint64{512 << 20, 4096, 1 << 30, 300 << 20}
+	g, err := r.openGPU(vram(0, sizes[0]), gtt(1, sizes[1]), gtt(2, sizes[2]), vram(3, sizes[3]))
+	if err != nil {
+		t.Fatalf("create and map buffers of %v bytes: %v", sizes, err)
+	}
+	defer g.close()
+	files := env.Kernel.Debug().Files
+	if len(files) != 1 || len(files[0].Mappings) != len(sizes) {
+		t.Fatalf("want one file with %d mappings, got %+v", len(sizes), files)
+	}
+	ms := files[0].Mappings
+	for i, m := range ms {
+		if m.VA%vaAlign != 0 || m.VA < vaBase {
+			t.Errorf("mapping %d at %#x: not a %#x-aligned VA from %#x", i, m.VA, vaAlign, vaBase)
+		}
+		if i > 0 && ms[i-1].VA+ms[i-1].Size > m.VA {
+			t.Errorf("mappings overlap: %#x+%#x and %#x", ms[i-1].VA, ms[i-1].Size, m.VA)
+		}
+	}
+	for id, size := range sizes {
+		va, ok := g.vas[bufID(id)]
+		if !ok {
+			t.Fatalf("buffer %d has no VA", id)
+		}
+		found := false
+		for _, m := range ms {
+			found = found || (m.VA == va && m.Size == size)
+		}
+		if !found {
+			t.Errorf("buffer %d: no mapping of %#x bytes at %#x in %+v", id, size, va, ms)
+		}
+	}
+}
+
+// TestSizeLimits: any multiple of 4096 from 16K to kernelsim's largest BO
+// is accepted; the message states the range.
+func TestSizeLimits(t *testing.T) {
+	for _, tc := range []struct {
+		size uint64
+		ok   bool
+	}{
+		{16 << 10, true}, {512 << 20, true}, {3 << 30, true}, {kernelsim.MaxBOSize, true},
+		{12 << 10, false}, {512<<20 + 1, false}, {kernelsim.MaxBOSize + 4096, false},
+	} {
+		p := &params{steps: 1, size: tc.size, iterations: 1}
+		err := p.validate()
+		if (err == nil) != tc.ok {
+			t.Errorf("-size %d: %v, want ok=%v", tc.size, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "multiple of 4096 from 16K to 64G") {
+			t.Errorf("-size %d: message %q does not state the range", tc.size, err)
+		}
+	}
+	r := runBin(t, 10*time.Second, "-h")
+	if !strings.Contains(r.stderr, "from 16K to 64G") || !strings.Contains(r.stderr, "VRAM") {
+		t.Errorf("-h does not document -size's limits:\n%s", r.stderr)
+	}
+}

@@ -90,7 +90,8 @@ func usagef(format string, args ...any) error {
 
 const (
 	defaultSize       = 256 << 10
-	defaultIterations = 40000 // 4 s at the default device's 100µs per iteration
+	minSize           = 16 << 10 // the smallest size the tests run every scenario with
+	defaultIterations = 40000    // 4 s at the default device's 100µs per iteration
 	defaultStuckFor   = 30 * time.Second
 )
 
@@ -105,7 +106,16 @@ func (s sizeFlag) String() string {
 	if s.v == nil {
 		return ""
 	}
-	return strconv.FormatUint(*s.v, 10)
+	n := *s.v
+	for _, u := range []struct {
+		shift  uint
+		suffix string
+	}{{30, "G"}, {20, "M"}, {10, "K"}} {
+		if n >= 1<<u.shift && n%(1<<u.shift) == 0 {
+			return strconv.FormatUint(n>>u.shift, 10) + u.suffix
+		}
+	}
+	return strconv.FormatUint(n, 10)
 }
 
 func (s sizeFlag) Set(v string) error {
@@ -135,7 +145,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&p.steps, "steps", 0, "number of steps (0: the scenario's default)")
 	fs.DurationVar(&p.stepDelay, "step-delay", 0, "sleep between steps (default: the scenario's)")
 	p.size = defaultSize
-	fs.Var(sizeFlag{&p.size}, "size", "size of the main buffers in bytes, a multiple of 4096, at least 16K (K/M/G suffixes)")
+	fs.Var(sizeFlag{&p.size}, "size", "size in `bytes` of the scenario's main buffers (K/M/G suffixes): a multiple of 4096 from 16K to 64G (the largest BO kernelsim creates); a scenario holds up to two of them in VRAM at once (released: two and 8K), so the device needs that much VRAM (the default device has 1G), and -expect that much host memory")
 	fs.Uint64Var(&p.seed, "seed", 1, "seed of all generated data")
 	fs.Uint64Var(&p.iterations, "iterations", 0, fmt.Sprintf("longrun, pipeline, handoff: compute iterations per step (0: the scenario's default, %d for longrun, %d for pipeline, %d for handoff)", defaultIterations, pipelineIterations, handoffIterations))
 	fs.DurationVar(&p.stuckFor, "stuck-for", defaultStuckFor, "stuck: how long the job waits for its sw_sync fence")
@@ -273,8 +283,8 @@ func (p *params) validate() error {
 	if p.stepDelay < 0 {
 		return usagef("-step-delay %v is negative", p.stepDelay)
 	}
-	if p.size < 16<<10 || p.size%4096 != 0 || p.size > 1<<30 {
-		return usagef("-size %d: need a multiple of 4096 in [16K, 1G]", p.size)
+	if p.size < minSize || p.size%4096 != 0 || p.size > kernelsim.MaxBOSize {
+		return usagef("-size %d: need a multiple of 4096 from 16K to 64G", p.size)
 	}
 	if p.iterations < 1 || p.iterations > gpu.MaxIterations {
 		return usagef("-iterations %d: need 1..%d", p.iterations, uint64(gpu.MaxIterations))

@@ -103,6 +103,7 @@ type gpuProc struct {
 	handles map[bufID]uint32
 	sizes   map[bufID]uint64
 	vas     map[bufID]uint64
+	nextVA  uint64 // where the next mapping goes (see vaBase)
 }
 
 // newBuf is a buffer for openGPU to create.
@@ -122,7 +123,7 @@ func (r *runner) openGPU(bufs ...newBuf) (*gpuProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &gpuProc{dev: dev, handles: map[bufID]uint32{}, sizes: map[bufID]uint64{}, vas: map[bufID]uint64{}}
+	g := &gpuProc{dev: dev, handles: map[bufID]uint32{}, sizes: map[bufID]uint64{}, vas: map[bufID]uint64{}, nextVA: vaBase}
 	for _, b := range bufs {
 		if err := g.create(b.id, b.size, b.domain); err != nil {
 			g.close()
@@ -181,8 +182,22 @@ func (g *gpuProc) exportDmaBuf(id bufID) (int, error) {
 	return fd, nil
 }
 
-// vaOf gives each logical buffer its own GPU virtual address range.
-func vaOf(id bufID) uint64 { return 0x1_0000_0000 + uint64(id)*0x1000_0000 }
+// A process lays out its GPU virtual addresses from the sizes it maps: each
+// buffer goes at the next vaAlign boundary after the previous one, from
+// vaBase up, so buffers of any size get disjoint ranges. The layout
+// depends only on the order of the process's mappings, so it is the same
+// in every run.
+const (
+	vaBase  = 0x1_0000_0000
+	vaAlign = 2 << 20 // the large-page size GPUs map with
+)
+
+// allocVA reserves the next VA range for size bytes.
+func (g *gpuProc) allocVA(size uint64) uint64 {
+	va := g.nextVA
+	g.nextVA += (size + vaAlign - 1) &^ (vaAlign - 1)
+	return va
+}
 
 // create allocates a buffer and maps it into the GPU address space.
 func (g *gpuProc) create(id bufID, size uint64, domain uapi.Domain) error {
@@ -196,10 +211,11 @@ func (g *gpuProc) create(id bufID, size uint64, domain uapi.Domain) error {
 // adopt records a handle (created or imported) and maps it.
 func (g *gpuProc) adopt(id bufID, h uint32, size uint64) error {
 	g.handles[id], g.sizes[id] = h, size
-	if err := g.dev.VMMap(h, 0, vaOf(id), size, 0); err != nil {
-		return fmt.Errorf("map buffer %d: %w", id, err)
+	va := g.allocVA(size)
+	if err := g.dev.VMMap(h, 0, va, size, 0); err != nil {
+		return fmt.Errorf("map buffer %d (%d bytes at VA %#x): %w", id, size, va, err)
 	}
-	g.vas[id] = vaOf(id)
+	g.vas[id] = va
 	return nil
 }
 

@@ -1,10 +1,12 @@
 // Command kernelsimctl talks to a running kernelsimd over its control
-// socket. "kernelsimctl debug" lists every device, drm file, BO, handle,
-// dma-buf, context, job and fence with its state, like
-// /sys/kernel/debug/dri and /sys/kernel/debug/dma_buf/bufinfo.
+// socket (under $KERNELSIM_RUNTIME_DIR, default /run/kernelsim).
+// "kernelsimctl debug" lists every device, drm file, BO, handle, dma-buf,
+// context, job and fence with its state, like /sys/kernel/debug/dri and
+// /sys/kernel/debug/dma_buf/bufinfo.
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,39 +14,81 @@ import (
 
 	"drmcr/kernelsim"
 	"drmcr/kernelsim/ctl"
+	"drmcr/kernelsim/dma"
 )
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "kernelsimctl:", err)
-		os.Exit(1)
-	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func usage() error {
-	return fmt.Errorf("usage: kernelsimctl [-runtime-dir DIR] debug [-json]")
-}
+const usage = `usage: kernelsimctl [-runtime-dir DIR] debug [-json]
 
-func run(args []string, out io.Writer) error {
+kernelsimctl talks to kernelsimd over DIR/control, which only root and the
+daemon's user may use.
+
+  -runtime-dir DIR  kernelsimd's runtime directory: $KERNELSIM_RUNTIME_DIR
+                    when set, else /run/kernelsim
+
+commands:
+  debug             every device, drm file (with its pid), handle, mapping,
+                    context, BO (with its reservation fences), dma-buf, job
+                    and fence
+  debug -json       the same snapshot as JSON; every list is present, []
+                    when empty
+
+exit status: 0 success, 1 errors, 2 usage
+`
+
+// run is kernelsimctl with its arguments and output; it returns the exit
+// status.
+func run(args []string, out, errOut io.Writer) int {
 	fs := flag.NewFlagSet("kernelsimctl", flag.ContinueOnError)
-	dir := fs.String("runtime-dir", kernelsim.RuntimeDirFromEnv(), "kernelsimd's runtime directory")
-	if err := fs.Parse(args); err != nil {
-		return err
+	fs.SetOutput(io.Discard)
+	dir := fs.String("runtime-dir", kernelsim.RuntimeDirFromEnv(), "")
+	usageErr := func(format string, a ...any) int {
+		fmt.Fprintf(errOut, "kernelsimctl: "+format+"\n%s", append(a, usage)...)
+		return 2
 	}
-	if fs.NArg() < 1 || fs.Arg(0) != "debug" {
-		return usage()
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(out, usage)
+			return 0
+		}
+		return usageErr("%v", err)
+	}
+	if fs.NArg() < 1 {
+		return usageErr("no command")
+	}
+	if fs.Arg(0) != "debug" {
+		return usageErr("unknown command %q", fs.Arg(0))
 	}
 	dfs := flag.NewFlagSet("debug", flag.ContinueOnError)
-	asJSON := dfs.Bool("json", false, "print the raw JSON snapshot")
+	dfs.SetOutput(io.Discard)
+	asJSON := dfs.Bool("json", false, "")
 	if err := dfs.Parse(fs.Args()[1:]); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(out, usage)
+			return 0
+		}
+		return usageErr("debug: %v", err)
 	}
-	c, err := ctl.Dial(*dir)
+	if dfs.NArg() > 0 {
+		return usageErr("debug: unexpected arguments %q", dfs.Args())
+	}
+	if err := debug(*dir, *asJSON, out); err != nil {
+		fmt.Fprintln(errOut, "kernelsimctl:", err)
+		return 1
+	}
+	return 0
+}
+
+func debug(dir string, asJSON bool, out io.Writer) error {
+	c, err := ctl.Dial(dir)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if *asJSON {
+	if asJSON {
 		js, err := c.DebugJSON()
 		if err != nil {
 			return err
@@ -94,7 +138,7 @@ func printDebug(w io.Writer, st *kernelsim.DebugState) {
 		}
 		fmt.Fprintln(w)
 		for _, r := range b.Resv {
-			fmt.Fprintf(w, "    resv %+v\n", r)
+			fmt.Fprintf(w, "    resv %s: fence %d (%s)\n", r.Usage, r.Fence.ID, fenceState(r.Fence))
 		}
 	}
 	fmt.Fprintf(w, "dma-bufs:\n")
@@ -111,6 +155,18 @@ func printDebug(w io.Writer, st *kernelsim.DebugState) {
 	}
 	fmt.Fprintf(w, "fences: %d live, restore sessions: %d\n", len(st.Fences), st.Sessions)
 	for _, f := range st.Fences {
-		fmt.Fprintf(w, "  fence %+v\n", f)
+		fmt.Fprintf(w, "  fence %d context %d seqno %d %s, refs %d\n", f.ID, f.Context, f.Seqno, fenceState(f), f.Refcount)
 	}
+}
+
+// fenceState is a fence's timeline and whether (and how) it signalled.
+func fenceState(f dma.FenceInfo) string {
+	s := f.Timeline + ": pending"
+	if f.Signaled {
+		s = fmt.Sprintf("%s: signaled at %v", f.Timeline, f.SignaledAt)
+	}
+	if f.Error != "" {
+		s += ", error " + f.Error
+	}
+	return s
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -37,7 +38,7 @@ func TestDebugTextAndJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	var text bytes.Buffer
-	if err := run([]string{"-runtime-dir", env.Dir, "debug"}, &text); err != nil {
+	if err := runErr([]string{"-runtime-dir", env.Dir, "debug"}, &text); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"renderD128 amdgpu", "handle 1 -> bo 1 prime", "va 0x10000+0x2000 -> handle 1", "ctx 1 submitted 0", "dma-bufs:", "bo 1 renderD128 8192 bytes DOMAIN_VRAM"} {
@@ -46,7 +47,7 @@ func TestDebugTextAndJSON(t *testing.T) {
 		}
 	}
 	var js bytes.Buffer
-	if err := run([]string{"-runtime-dir", env.Dir, "debug", "-json"}, &js); err != nil {
+	if err := runErr([]string{"-runtime-dir", env.Dir, "debug", "-json"}, &js); err != nil {
 		t.Fatal(err)
 	}
 	var st kernelsim.DebugState
@@ -56,7 +57,7 @@ func TestDebugTextAndJSON(t *testing.T) {
 	if len(st.Files) != 1 || len(st.BOs) != 1 || len(st.DmaBufs) != 1 || st.Files[0].Mappings[0].VA != 0x10000 {
 		t.Fatalf("JSON view: %+v", st)
 	}
-	if err := run([]string{"-runtime-dir", env.Dir, "bogus"}, &js); err == nil {
+	if err := runErr([]string{"-runtime-dir", env.Dir, "bogus"}, &js); err == nil {
 		t.Fatal("unknown command accepted")
 	}
 }
@@ -78,7 +79,7 @@ func TestDebugDuringTeardown(t *testing.T) {
 			default:
 			}
 			var b bytes.Buffer
-			if err := run([]string{"-runtime-dir", env.Dir, "debug"}, &b); err != nil {
+			if err := runErr([]string{"-runtime-dir", env.Dir, "debug"}, &b); err != nil {
 				errs <- err
 				return
 			}
@@ -128,7 +129,7 @@ func TestDebugShowsJobs(t *testing.T) {
 		t.Fatal("the job never reached the GPU")
 	}
 	var text bytes.Buffer
-	if err := run([]string{"-runtime-dir", env.Dir, "debug"}, &text); err != nil {
+	if err := runErr([]string{"-runtime-dir", env.Dir, "debug"}, &text); err != nil {
 		t.Fatal(err)
 	}
 	if want := "file 1 ctx 1 started, 1 command(s) on bos [1]"; !strings.Contains(text.String(), want) {
@@ -141,7 +142,7 @@ func TestDebugShowsJobs(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		text.Reset()
-		if err := run([]string{"-runtime-dir", env.Dir, "debug"}, &text); err != nil {
+		if err := runErr([]string{"-runtime-dir", env.Dir, "debug"}, &text); err != nil {
 			t.Fatal(err)
 		}
 		if !strings.Contains(text.String(), "  job ") {
@@ -151,5 +152,107 @@ func TestDebugShowsJobs(t *testing.T) {
 			t.Fatalf("finished job still listed:\n%s", text.String())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// runErr runs kernelsimctl and turns a non-zero exit into an error
+// carrying its stderr.
+func runErr(args []string, out *bytes.Buffer) error {
+	var errOut bytes.Buffer
+	if code := run(args, out, &errOut); code != 0 {
+		return fmt.Errorf("kernelsimctl %q: exit %d: %s", args, code, errOut.String())
+	}
+	return nil
+}
+
+// noNull fails on any null in a JSON document: every list of the debug
+// view is present and [] when empty.
+func noNull(t *testing.T, path string, v any) {
+	t.Helper()
+	switch v := v.(type) {
+	case nil:
+		t.Errorf("%s is null", path)
+	case map[string]any:
+		for k, x := range v {
+			noNull(t, path+"."+k, x)
+		}
+	case []any:
+		for i, x := range v {
+			noNull(t, fmt.Sprintf("%s[%d]", path, i), x)
+		}
+	}
+}
+
+// TestDebugJSONEmptyLists: the lists of an idle kernel, of a file without
+// handles and of a BO without fences are [], never null or missing.
+func TestDebugJSONEmptyLists(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{})
+	var js bytes.Buffer
+	if err := runErr([]string{"-runtime-dir", env.Dir, "debug", "-json"}, &js); err != nil {
+		t.Fatal(err)
+	}
+	var idle map[string]any
+	must(t, json.Unmarshal(js.Bytes(), &idle))
+	noNull(t, "idle", idle)
+	for _, k := range []string{"files", "bos", "dmabufs", "jobs"} {
+		if l, ok := idle[k].([]any); !ok || len(l) != 0 {
+			t.Errorf("idle kernel: %s is %v, want []", k, idle[k])
+		}
+	}
+
+	env.Open(t, 128) // a file with nothing in it
+	d := env.Open(t, 128)
+	if _, err := d.BOCreate(8192, uapi.Domain_DOMAIN_GTT, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	js.Reset()
+	if err := runErr([]string{"-runtime-dir", env.Dir, "debug", "-json"}, &js); err != nil {
+		t.Fatal(err)
+	}
+	var all any
+	must(t, json.Unmarshal(js.Bytes(), &all))
+	noNull(t, "busy", all)
+	var busy struct {
+		Files []map[string]any `json:"files"`
+		BOs   []map[string]any `json:"bos"`
+	}
+	must(t, json.Unmarshal(js.Bytes(), &busy))
+	if len(busy.Files) != 2 || len(busy.BOs) != 1 {
+		t.Fatalf("want 2 files and 1 BO:\n%s", js.String())
+	}
+	for _, k := range []string{"handles", "mappings", "contexts", "syncobjs"} {
+		if l, ok := busy.Files[0][k].([]any); !ok || len(l) != 0 {
+			t.Errorf("file without objects: %s is %v, want []", k, busy.Files[0][k])
+		}
+	}
+	if l, ok := busy.BOs[0]["resv"].([]any); !ok || len(l) != 0 {
+		t.Errorf("idle BO: resv is %v, want []", busy.BOs[0]["resv"])
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUsage: -h documents KERNELSIM_RUNTIME_DIR and exits 0; mistakes
+// exit 2 with the usage.
+func TestUsage(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"-h"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "$KERNELSIM_RUNTIME_DIR") || !strings.Contains(out.String(), "/run/kernelsim") {
+		t.Errorf("-h: exit %d:\n%s%s", code, out.String(), errOut.String())
+	}
+	for _, args := range [][]string{nil, {"bogus"}, {"-x"}, {"debug", "-x"}, {"debug", "extra"}} {
+		out.Reset()
+		errOut.Reset()
+		if code := run(args, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "usage: kernelsimctl") {
+			t.Errorf("%q: exit %d, stderr %q", args, code, errOut.String())
+		}
+	}
+	errOut.Reset()
+	if code := run([]string{"-runtime-dir", t.TempDir(), "debug"}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "control") {
+		t.Errorf("no daemon: exit %d, stderr %q", code, errOut.String())
 	}
 }

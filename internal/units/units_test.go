@@ -22,6 +22,10 @@ func TestParseSize(t *testing.T) {
 		{"1KB", 0, false},
 		{"-1", 0, false},
 		{"1.5M", 0, false},
+		{"16383P", 0, false},
+		{"16777215T", 16777215 << 40, true},
+		{"16777216T", 0, false},
+		{"0xffffffffffffffff", 1<<64 - 1, true},
 	} {
 		got, err := ParseSize(tc.in)
 		if (err == nil) != tc.ok || got != tc.want {

@@ -9,15 +9,15 @@ import (
 
 // FenceInfo is a snapshot of one fence for debug views.
 type FenceInfo struct {
-	ID         uint64
-	Context    uint64
-	Seqno      uint64
-	Timeline   string
-	Signaled   bool
-	Error      string // "" when none
-	Errno      int32
-	SignaledAt time.Duration
-	Refcount   int64
+	ID         uint64        `json:"id"`
+	Context    uint64        `json:"context"`
+	Seqno      uint64        `json:"seqno"`
+	Timeline   string        `json:"timeline"`
+	Signaled   bool          `json:"signaled"`
+	Error      string        `json:"error"` // "" when none
+	Errno      int32         `json:"errno"`
+	SignaledAt time.Duration `json:"signaled_at_ns"`
+	Refcount   int64         `json:"refcount"`
 }
 
 type fenceRegistry struct {

@@ -32,6 +32,20 @@ func (u Usage) String() string {
 	return fmt.Sprintf("usage(%d)", int(u))
 }
 
+// MarshalText names the usage in debug views.
+func (u Usage) MarshalText() ([]byte, error) { return []byte(u.String()), nil }
+
+// UnmarshalText reads a name MarshalText wrote.
+func (u *Usage) UnmarshalText(b []byte) error {
+	for v := UsageKernel; v <= UsageBookkeep; v++ {
+		if v.String() == string(b) {
+			*u = v
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown dma_resv usage %q", b)
+}
+
 func (u Usage) valid() bool { return u >= UsageKernel && u <= UsageBookkeep }
 
 // UsageRW is the usage a new access must wait for (dma_resv_usage_rw): a
@@ -57,8 +71,8 @@ type resvEntry struct {
 
 // ResvEntry is one fence of a Resv in a debug snapshot.
 type ResvEntry struct {
-	Usage Usage
-	Fence FenceInfo
+	Usage Usage     `json:"usage"`
+	Fence FenceInfo `json:"fence"`
 }
 
 // NewResv returns an empty reservation object.

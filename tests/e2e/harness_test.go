@@ -235,6 +235,16 @@ func checkImages(t *testing.T, img string, pids []int) string {
 	if !strings.Contains(show, fmt.Sprintf("pid %d (gpuload)", pids[0])) {
 		t.Errorf("drmcrit show does not name pid %d:\n%s", pids[0], show)
 	}
+	// info: criu's images and verify's verdict; x fds: criu's fd list
+	// with the GPU files named.
+	info, code := runDrmcrit(t, "info", img)
+	if code != 0 || !strings.Contains(info, "image format v2; plugins restore requires: ") || !strings.Contains(info, "verdict:   OK") {
+		t.Errorf("drmcrit info: exit %d\n%s", code, info)
+	}
+	fds, code := runDrmcrit(t, "x", img, "fds")
+	if code != 0 || !strings.Contains(fds, fmt.Sprintf("%d (gpuload)\n", pids[0])) || !strings.Contains(fds, ")]  [drm file: renderD128 amdgpu") {
+		t.Errorf("drmcrit x fds: exit %d\n%s", code, fds)
+	}
 	// Damage a copy: flip one byte of a BO's contents.
 	bad := t.TempDir()
 	if err := exec.Command("cp", "-a", img+"/.", bad).Run(); err != nil {
