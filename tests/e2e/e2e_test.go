@@ -196,3 +196,35 @@ func TestRestoreIntoNewDaemon(t *testing.T) {
 	}
 	waitIdle(t, d)
 }
+
+// TestRestoreNeedsPlugin: a GPU checkpoint lists drm_plugin in criu's
+// inventory, so criu refuses to restore it without the plugin, saying
+// which plugin is missing, instead of failing on the first GPU socket.
+// With the plugin the same images restore.
+func TestRestoreNeedsPlugin(t *testing.T) {
+	d := startDaemon(t)
+	w := startWorkload(t, d, "single")
+	want := expected(t, w)
+	waitStep(t, w, 2)
+	pids := w.Tree()
+	img, log, err := dump(t, d, w)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, pluginLines(log))
+	}
+	waitGone(t, pids)
+	c := criu
+	c.LibDir = t.TempDir() // a plugin directory without the plugin
+	log, err = c.Run(img, "restore", "-d")
+	if err == nil {
+		t.Fatal("restored a GPU checkpoint without the plugin")
+	}
+	if !strings.Contains(log, "Missing required plugin: drm_plugin") {
+		t.Errorf("criu's log does not name the missing plugin:\n%s", lastLines(log, 20))
+	}
+	if log, err := restore(t, d, img); err != nil {
+		t.Fatalf("%v\n%s", err, lastLines(log, 40))
+	}
+	if got := result(t, w); got != want {
+		t.Fatalf("got %s, want %s", got, want)
+	}
+}
