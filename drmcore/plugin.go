@@ -29,6 +29,10 @@ type Config struct {
 	DmaBuf        DmaBufPlugin
 }
 
+// Settings are the names of the plugin's settings, which ConfigFromEnv
+// reads.
+var Settings = []string{"KERNELSIM_RUNTIME_DIR", "DRMCR_PAUSE_TIMEOUT", "DRMCR_RESUME_TIMEOUT"}
+
 // ConfigFromEnv fills RuntimeDir and the timeouts from the environment
 // variables getenv returns: KERNELSIM_RUNTIME_DIR, DRMCR_PAUSE_TIMEOUT and
 // DRMCR_RESUME_TIMEOUT (Go durations, e.g. "5s").

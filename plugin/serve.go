@@ -46,7 +46,8 @@ type Env struct {
 	Stage drmcore.Stage
 	// ImageDirFD is criu's images directory (criu_get_image_dir()), or -1.
 	ImageDirFD int
-	// Getenv reads the plugin's settings from criu's environment.
+	// Getenv reads the plugin's settings: from criu's environment, else
+	// from the config file (DefaultConfigFile, or DRMCR_CONFIG).
 	Getenv func(string) string
 	Log    drmcore.Logger
 }
@@ -173,7 +174,11 @@ func (s *server) init(stage drmcore.Stage, dirFD int, env map[string]string) err
 	}
 	s.closeImageDir()
 	s.imageDir = dirFD
-	h, err := s.newHooks(Env{Stage: stage, ImageDirFD: dirFD, Getenv: func(k string) string { return env[k] }, Log: s.log})
+	getenv, err := settings(env)
+	if err != nil {
+		return err
+	}
+	h, err := s.newHooks(Env{Stage: stage, ImageDirFD: dirFD, Getenv: getenv, Log: s.log})
 	if err != nil {
 		return err
 	}

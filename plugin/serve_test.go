@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"drmcr/drmcore"
+	"drmcr/kernelsim"
 )
 
 // TestChannelMatchesC: every constant of plugin/c/channel.h has the value
@@ -44,6 +45,15 @@ func TestChannelMatchesC(t *testing.T) {
 	for name, v := range want {
 		if g, ok := got[name]; !ok || g != v {
 			t.Errorf("%s: channel.h has %d (found %v), Go has %d", name, g, ok, v)
+		}
+	}
+	for name, want := range map[string]string{"DRM_DEFAULT_CONFIG": DefaultConfigFile, "DRM_DEFAULT_RUNTIME_DIR": kernelsim.DefaultRuntimeDir} {
+		hdr, err := os.ReadFile("c/drm_plugin.h")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(hdr), "#define "+name+` "`+want+`"`) {
+			t.Errorf("drm_plugin.h: %s is not %q", name, want)
 		}
 	}
 	for _, p := range envPrefixes {
@@ -412,4 +422,31 @@ func FuzzChannel(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSettings: criu's environment wins over the config file; the file
+// refuses unknown names; a missing default file is fine, a missing named
+// one is not.
+func TestSettings(t *testing.T) {
+	dir := t.TempDir()
+	conf := dir + "/drm_plugin.conf"
+	os.WriteFile(conf, []byte("# settings\n\nKERNELSIM_RUNTIME_DIR = /srv/ksim\nDRMCR_PAUSE_TIMEOUT=9s\n"), 0o644)
+	get, err := settings(map[string]string{"DRMCR_CONFIG": conf, "DRMCR_PAUSE_TIMEOUT": "2s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if get("KERNELSIM_RUNTIME_DIR") != "/srv/ksim" || get("DRMCR_PAUSE_TIMEOUT") != "2s" || get("DRMCR_RESUME_TIMEOUT") != "" {
+		t.Errorf("runtime %q pause %q resume %q", get("KERNELSIM_RUNTIME_DIR"), get("DRMCR_PAUSE_TIMEOUT"), get("DRMCR_RESUME_TIMEOUT"))
+	}
+	os.WriteFile(conf, []byte("DRMCR_PAUSE_TIMOUT=9s\n"), 0o644)
+	if _, err := settings(map[string]string{"DRMCR_CONFIG": conf}); err == nil || !strings.Contains(err.Error(), `:1: unknown setting "DRMCR_PAUSE_TIMOUT"`) {
+		t.Errorf("typo: %v", err)
+	}
+	os.WriteFile(conf, []byte("just words\n"), 0o644)
+	if _, err := settings(map[string]string{"DRMCR_CONFIG": conf}); err == nil || !strings.Contains(err.Error(), "want NAME=value") {
+		t.Errorf("garbage: %v", err)
+	}
+	if _, err := settings(map[string]string{"DRMCR_CONFIG": dir + "/none"}); err == nil {
+		t.Error("a missing named config file was accepted")
+	}
 }

@@ -23,6 +23,9 @@
 /* kernelsimd's runtime directory unless KERNELSIM_RUNTIME_DIR says
  * otherwise (kernelsim.DefaultRuntimeDir). */
 #define DRM_DEFAULT_RUNTIME_DIR "/run/kernelsim"
+/* The plugin's settings when criu's environment lacks them
+ * (plugin.DefaultConfigFile); DRMCR_CONFIG names another file. */
+#define DRM_DEFAULT_CONFIG "/etc/criu/drm_plugin.conf"
 /* Every image the plugin writes is named drm-* (package images). */
 #define DRM_IMAGE_PREFIX "drm-"
 

@@ -38,13 +38,57 @@ static const char *stage_name(int stage)
 	return "unknown";
 }
 
+/*
+ * A setting from the plugin's config file (DRMCR_CONFIG, or
+ * DRM_DEFAULT_CONFIG): "NAME = value" lines. The helper reads the whole
+ * file (package plugin) and refuses what it does not know; here only the
+ * runtime dir matters, to tell whether a helper is needed at all.
+ */
+static const char *config_setting(const char *name, char *buf, size_t len)
+{
+	const char *path = getenv("DRMCR_CONFIG");
+	char line[4096];
+	FILE *f;
+
+	if (!path || !*path)
+		path = DRM_DEFAULT_CONFIG;
+	if (!(f = fopen(path, "re")))
+		return NULL;
+	while (fgets(line, sizeof(line), f)) {
+		char *p = line, *end;
+
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (strncmp(p, name, strlen(name)))
+			continue;
+		p += strlen(name);
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p++ != '=')
+			continue;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		end = p + strlen(p);
+		while (end > p && (end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
+			*--end = 0;
+		if ((size_t)snprintf(buf, len, "%s", p) < len) {
+			fclose(f);
+			return buf;
+		}
+	}
+	fclose(f);
+	return NULL;
+}
+
 /* Is kernelsimd serving (its control socket exists)? */
 static int daemon_present(void)
 {
 	const char *dir = getenv("KERNELSIM_RUNTIME_DIR");
-	char path[4096];
+	char path[4096], conf[4096];
 	struct stat st;
 
+	if (!dir || !*dir)
+		dir = config_setting("KERNELSIM_RUNTIME_DIR", conf, sizeof(conf));
 	if (!dir || !*dir)
 		dir = DRM_DEFAULT_RUNTIME_DIR;
 	if ((size_t)snprintf(path, sizeof(path), "%s/control", dir) >= sizeof(path))

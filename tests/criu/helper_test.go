@@ -3,6 +3,7 @@ package criu
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -131,4 +132,35 @@ func BenchmarkHook(b *testing.B) {
 	b.ReportMetric(hook, "hook-ns/op")
 	b.ReportMetric(base, "pingpong-ns/op")
 	b.ReportMetric(hook/base, "x-pingpong")
+}
+
+// TestConfigFile: with criu's environment empty (as podman runs it), the
+// plugin finds kernelsimd through its config file, in its C part (whether
+// to start the helper) and in the helper (everything else).
+func TestConfigFile(t *testing.T) {
+	bin := artifacts(t)
+	d, err := crrun.StartDaemon(filepath.Join(bin, "kernelsimd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop()
+	w, err := crrun.StartWorkload(filepath.Join(bin, "gpuload"), d, t.TempDir(), "single")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Kill()
+	if err := w.WaitStep(1, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(t.TempDir(), "drm_plugin.conf")
+	if err := os.WriteFile(conf, []byte("# kernelsimd of this test\nKERNELSIM_RUNTIME_DIR = "+d.Dir+"\nDRMCR_PAUSE_TIMEOUT=7s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pid := strconv.Itoa(w.PID)
+	out, log := fakeCriu(t, []string{"DRMCR_CONFIG=" + conf}, "init", "0", "pause", pid, "exit", "0", "-1")
+	mustStep(t, out, "init 0: 0")
+	mustStep(t, out, "pause "+pid+": 0")
+	if !strings.Contains(log, "pausing 1 drm file(s) (timeout 7s)") {
+		t.Errorf("the helper did not use the config file:\n%s", log)
+	}
 }
