@@ -14,6 +14,8 @@ func runChild(role string) int {
 		err = childPrimeImport()
 	case "storm":
 		err = childStorm()
+	case "echo":
+		err = childEcho()
 	default:
 		fmt.Fprintf(os.Stderr, "unknown child role %q\n", role)
 		return 2
