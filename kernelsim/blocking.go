@@ -8,8 +8,9 @@ import "context"
 // checkpoint taken during such a wait can record the request and replay
 // it after restore.
 type Blocker interface {
-	// Release is called before the wait.
-	Release()
+	// Release is called before the wait; cancel ends the wait early, for
+	// a caller that is gone.
+	Release(cancel context.CancelFunc)
 	// Reacquire is called after it; it may wait for a checkpoint in
 	// progress to let go.
 	Reacquire()
@@ -24,9 +25,13 @@ func WithBlocker(ctx context.Context, b Blocker) context.Context {
 
 // blockingWait runs wait at a replayable blocking point.
 func blockingWait(ctx context.Context, wait func(context.Context) error) error {
-	if b, ok := ctx.Value(blockerKey{}).(Blocker); ok {
-		b.Release()
-		defer b.Reacquire()
+	b, ok := ctx.Value(blockerKey{}).(Blocker)
+	if !ok {
+		return wait(ctx)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	b.Release(cancel)
+	defer b.Reacquire()
 	return wait(ctx)
 }

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -21,13 +23,19 @@ import (
 // this). That is what lets a checkpoint capture the traffic in flight
 // exactly: at most one request received and not yet answered, or one
 // reply sent and not yet read.
+//
+// The socket is non-blocking and waited on through Go's netpoller: a
+// connection waiting for its client holds a parked goroutine, no thread.
 type conn struct {
 	s         *Server
-	fd        int
-	wake      int // eventfd that stops a hang-up watcher (see connBlocker)
+	sock      *os.File // the accepted socket
+	rc        syscall.RawConn
+	diag      *diagSock // sock_diag of the client's network namespace
 	dev       *Device
 	owner     Cred
 	clientIno uint64
+	ctx       context.Context // of every request: it carries blocker
+	blocker   connBlocker
 
 	// mu is held while a request is handled, except in replayable
 	// blocking waits (see Blocker); a checkpoint takes it to freeze the
@@ -44,32 +52,48 @@ type conn struct {
 	lastReply  []byte
 	lastDmaBuf uint64 // inode of the dma-buf lastReply carried
 	afterReply func() // runs once the current reply is sent
+
+	// Used by serve() alone, made once per connection.
+	rx      received
+	tryRead func(fd uintptr) bool
+	out     packetOut
 }
 
-func newConn(s *Server, fd int, d *Device, owner Cred, clientIno uint64) (*conn, error) {
-	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+// newConn serves the accepted non-blocking socket fd, which it owns from
+// then on, as a new drm file of d.
+func newConn(s *Server, fd int, d *Device, owner Cred, clientIno uint64, diag *diagSock) (*conn, error) {
+	sock := os.NewFile(uintptr(fd), "render-node")
+	rc, err := sock.SyscallConn()
 	if err != nil {
-		return nil, fmt.Errorf("eventfd: %w", err)
+		return nil, fmt.Errorf("render-node socket: %w", err)
 	}
-	c := &conn{s: s, fd: fd, wake: wake, dev: d, owner: owner, clientIno: clientIno}
+	c := &conn{s: s, sock: sock, rc: rc, diag: diag, dev: d, owner: owner, clientIno: clientIno}
 	c.cond = sync.NewCond(&c.mu)
+	c.blocker.c = c
+	c.ctx = WithBlocker(context.Background(), &c.blocker)
+	c.tryRead = c.read
 	c.f = d.Open(owner)
 	c.f.attachIO(c, clientIno)
 	return c, nil
 }
 
+// release frees what the connection holds once nobody serves it.
+func (c *conn) release() {
+	c.mu.Lock()
+	f := c.f
+	c.dead = true
+	c.mu.Unlock()
+	f.Close()
+	c.sock.Close()
+	c.s.diag.release(c.diag)
+	c.s.k.acct.unchargeConn(c.owner.UID)
+}
+
+// bufs holds request buffers: a connection needs one only while it reads.
+var bufs = sync.Pool{New: func() any { b := make([]byte, uapi.MaxMessage); return &b }}
+
 func (c *conn) serve() {
-	defer func() {
-		c.mu.Lock()
-		f := c.f
-		c.dead = true
-		c.mu.Unlock()
-		f.Close()
-		unix.Close(c.fd)
-		unix.Close(c.wake)
-	}()
-	buf := make([]byte, uapi.MaxMessage)
-	pfd := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}}
+	defer c.release()
 	for {
 		c.mu.Lock()
 		for c.frozen && !c.dead {
@@ -87,41 +111,68 @@ func (c *conn) serve() {
 		}
 		c.mu.Unlock()
 
-		// Wait for a request without holding the lock, so a checkpoint
-		// finds the request still queued in the socket.
-		pfd[0].Revents = 0
-		if _, err := unix.Poll(pfd, -1); err != nil && err != unix.EINTR {
-			return
+		if err := c.next(); err != nil {
+			return // the socket was closed
 		}
-		c.mu.Lock()
-		if c.frozen || c.replay != nil || c.dead {
-			c.mu.Unlock()
-			continue
+		if !c.rx.ok {
+			continue // the connection's state changed
 		}
-		n, fds, err := recvRequest(c.fd, buf, unix.MSG_DONTWAIT)
-		var bad *Error
-		switch {
-		case err == unix.EAGAIN:
-			c.mu.Unlock()
-			continue
-		case errors.As(err, &bad):
+		// c.mu is held.
+		req, fds, err := c.rx.req, c.rx.fds, c.rx.err
+		c.rx = received{}
+		if err == nil {
+			c.handle(req, fds)
+		} else if bad := (*Error)(nil); errors.As(err, &bad) {
 			c.replyError(nil, bad)
+		} else {
 			c.mu.Unlock()
-			continue
-		case err != nil:
-			c.mu.Unlock()
-			return
+			return // the client hung up
 		}
-		c.handle(append([]byte(nil), buf[:n]...), fds)
 		c.mu.Unlock()
 	}
+}
+
+// received is a request read from the socket, or what went wrong.
+type received struct {
+	ok  bool
+	req []byte
+	fds []int
+	err error
+}
+
+// next waits without c.mu until the socket holds a request, which it
+// leaves in c.rx with c.mu held, or until the connection is frozen, has a
+// request to replay or is killed. It waits without the lock so that a
+// checkpoint finds a request still queued in the socket.
+func (c *conn) next() error { return c.rc.Read(c.tryRead) }
+
+// read is next's attempt at reading.
+func (c *conn) read(fd uintptr) bool {
+	c.mu.Lock()
+	if c.frozen || c.replay != nil || c.dead {
+		c.mu.Unlock()
+		return true
+	}
+	buf := bufs.Get().(*[]byte)
+	n, fds, err := recvRequest(int(fd), *buf)
+	if err == unix.EAGAIN {
+		bufs.Put(buf)
+		c.mu.Unlock()
+		return false
+	}
+	c.rx = received{ok: true, fds: fds, err: err}
+	if err == nil {
+		c.rx.req = append([]byte(nil), (*buf)[:n]...)
+	}
+	bufs.Put(buf)
+	return true // with c.mu held
 }
 
 // recvRequest reads one request packet. A packet the kernel must answer
 // with an error (too large, too many descriptors, empty) gives an *Error;
 // the end of the connection gives io.EOF.
-func recvRequest(fd int, buf []byte, flags int) (int, []int, error) {
-	n, fds, err := uapi.Recv(fd, buf, flags)
+func recvRequest(fd int, buf []byte) (int, []int, error) {
+	n, fds, err := uapi.RecvNonblock(fd, buf, 0)
 	switch {
 	case errors.Is(err, uapi.ErrTruncated):
 		return 0, nil, errnof(syscall.EMSGSIZE, "request exceeds %d bytes", uapi.MaxMessage)
@@ -153,10 +204,7 @@ func (c *conn) handle(req []byte, fds []int) {
 		return
 	}
 	c.cur = req
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ctx = WithBlocker(ctx, &connBlocker{c: c, hangup: cancel})
-	reply, replyFD, db, err := c.dispatch(ctx, h, req[uapi.HeaderSize:], fds)
+	reply, replyFD, db, err := c.dispatch(c.ctx, h, req[uapi.HeaderSize:], fds)
 	c.cur = nil
 	if err != nil {
 		c.replyError(&h, err)
@@ -175,13 +223,7 @@ func (c *conn) handle(req []byte, fds []int) {
 }
 
 func (c *conn) send(pkt []byte, fd int, db *DmaBuf) {
-	var err error
-	if fd >= 0 {
-		err = uapi.Send(c.fd, pkt, fd)
-	} else {
-		err = uapi.Send(c.fd, pkt)
-	}
-	if err != nil {
+	if c.out.sendPacket(c.rc, pkt, fd) != nil {
 		return // the client is gone; serve() notices
 	}
 	c.lastReply = pkt
@@ -189,6 +231,38 @@ func (c *conn) send(pkt []byte, fd int, db *DmaBuf) {
 	if db != nil {
 		c.lastDmaBuf = db.ino
 	}
+}
+
+// packetOut sends packets on a non-blocking socket; while the peer's
+// receive queue is full it waits in the netpoller, not in a thread. It is
+// reused from packet to packet, so that sending allocates nothing.
+type packetOut struct {
+	send func(fd uintptr) bool // trySend, made once
+	pkt  []byte
+	fd   int
+	err  error
+}
+
+func (o *packetOut) sendPacket(rc syscall.RawConn, pkt []byte, fd int) error {
+	if o.send == nil {
+		o.send = o.trySend
+	}
+	o.pkt, o.fd = pkt, fd
+	err := rc.Write(o.send)
+	if err == nil {
+		err = o.err
+	}
+	o.pkt, o.err = nil, nil
+	return err
+}
+
+func (o *packetOut) trySend(fd uintptr) bool {
+	if o.fd >= 0 {
+		o.err = uapi.SendNonblock(int(fd), o.pkt, o.fd)
+	} else {
+		o.err = uapi.SendNonblock(int(fd), o.pkt)
+	}
+	return o.err != unix.EAGAIN
 }
 
 func (c *conn) replyError(h *uapi.Header, err error) {
@@ -215,33 +289,39 @@ func truncate(s string, n int) string {
 // wait lasts it watches the socket: a client that hangs up (or is killed,
 // or the connection is killed) cancels the wait, as a fatal signal
 // interrupts an ioctl on Linux, so its file is released at once instead of
-// pinning the file and the goroutine serving it.
+// pinning the file and the goroutine serving it. The watcher waits in the
+// netpoller; Reacquire stops it with a read deadline in the past.
+//
+// A connection handles one request at a time, so it has one connBlocker,
+// used under c.mu.
 type connBlocker struct {
 	c       *conn
-	hangup  context.CancelFunc
 	watched chan struct{} // closed when the watcher is gone
 }
 
-func (b *connBlocker) Release() {
+func (b *connBlocker) Release(hangup context.CancelFunc) {
 	c := b.c
 	c.blocked = true
-	b.watched = make(chan struct{})
+	watched := make(chan struct{})
+	b.watched = watched
 	go func() {
-		defer close(b.watched)
+		defer close(watched)
 		if c.watchHangup() {
-			b.hangup()
+			hangup()
 		}
 	}()
 	c.mu.Unlock()
 }
 
+// stopWatch is a read deadline that has passed: it wakes the watcher.
+var stopWatch = time.Unix(1, 0)
+
 func (b *connBlocker) Reacquire() {
 	c := b.c
 	// Stop the watcher; it has returned already if it saw a hang-up.
-	unix.Write(c.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	c.sock.SetReadDeadline(stopWatch)
 	<-b.watched
-	var drain [8]byte
-	unix.Read(c.wake, drain[:])
+	c.sock.SetReadDeadline(time.Time{})
 	c.mu.Lock()
 	for c.frozen && !c.dead {
 		c.cond.Wait()
@@ -250,28 +330,24 @@ func (b *connBlocker) Reacquire() {
 }
 
 // watchHangup waits until the client hangs up or the connection is shut
-// down, which it reports, or until Reacquire wakes it through c.wake.
+// down, which it reports, or until Reacquire stops it.
 func (c *conn) watchHangup() bool {
-	pfd := []unix.PollFd{
-		{Fd: int32(c.fd), Events: unix.POLLRDHUP},
-		{Fd: int32(c.wake), Events: unix.POLLIN},
+	hup := false
+	err := c.rc.Read(func(fd uintptr) bool {
+		hup = hungUp(int(fd))
+		return hup
+	})
+	return hup || (err != nil && !errors.Is(err, os.ErrDeadlineExceeded))
+}
+
+// hungUp reports whether the peer of socket fd hung up, or the socket was
+// shut down.
+func hungUp(fd int) bool {
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+	if _, err := unix.Poll(pfd, 0); err != nil {
+		return err != unix.EINTR
 	}
-	for {
-		pfd[0].Revents, pfd[1].Revents = 0, 0
-		_, err := unix.Poll(pfd, -1)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return false
-		}
-		if pfd[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
-			return true
-		}
-		if pfd[1].Revents != 0 {
-			return false
-		}
-	}
+	return pfd[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0
 }
 
 // Freeze implements IO: it stops the connection at a request boundary and
@@ -289,38 +365,52 @@ func (c *conn) Freeze() (*uapi.PendingIO, error) {
 	case c.replay != nil:
 		pending.Request = c.replay
 	}
-	inq, err := unix.IoctlGetInt(c.fd, unix.SIOCINQ)
-	if err != nil {
-		return nil, fmt.Errorf("SIOCINQ: %w", err)
+	var ferr error
+	if err := c.rc.Control(func(fd uintptr) { ferr = c.pending(int(fd), pending) }); err != nil {
+		return nil, errnof(syscall.ECONNRESET, "pid %d's connection is closed: %v", c.owner.PID, err)
 	}
-	if inq > 0 {
-		if pending.Request != nil {
-			return nil, errnof(syscall.EPROTO, "pid %d sent a request while another is pending: pipelined requests cannot be checkpointed", c.owner.PID)
-		}
-		buf := make([]byte, uapi.MaxMessage)
-		n, fds, err := uapi.Recv(c.fd, buf, unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		uapi.CloseFDs(fds)
-		if err != nil {
-			return nil, fmt.Errorf("peek request: %w", err)
-		}
-		if len(fds) > 0 {
-			return nil, errnof(syscall.EAGAIN, "a request carrying a file descriptor is in flight; retry the checkpoint")
-		}
-		if n < inq {
-			return nil, errnof(syscall.EPROTO, "pid %d has pipelined requests: cannot be checkpointed", c.owner.PID)
-		}
-		pending.Request = append([]byte(nil), buf[:n]...)
-	}
-	outq, err := unix.IoctlGetInt(c.fd, unix.SIOCOUTQ)
-	if err != nil {
-		return nil, fmt.Errorf("SIOCOUTQ: %w", err)
-	}
-	if outq > 0 && c.lastReply != nil {
-		pending.UnreadReply = c.lastReply
-		pending.UnreadReplyDmabufInode = c.lastDmaBuf
+	if ferr != nil {
+		return nil, ferr
 	}
 	c.frozen = true
 	return pending, nil
+}
+
+// pending adds the request queued in socket fd, and the reply the client
+// has not read, to p. Called with c.mu held.
+func (c *conn) pending(fd int, p *uapi.PendingIO) error {
+	inq, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+	if err != nil {
+		return fmt.Errorf("SIOCINQ: %w", err)
+	}
+	if inq > 0 {
+		if p.Request != nil {
+			return errnof(syscall.EPROTO, "pid %d sent a request while another is pending: pipelined requests cannot be checkpointed", c.owner.PID)
+		}
+		buf := bufs.Get().(*[]byte)
+		defer bufs.Put(buf)
+		n, fds, err := uapi.Recv(fd, *buf, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		uapi.CloseFDs(fds)
+		if err != nil {
+			return fmt.Errorf("peek request: %w", err)
+		}
+		if len(fds) > 0 {
+			return errnof(syscall.EAGAIN, "a request carrying a file descriptor is in flight; retry the checkpoint")
+		}
+		if n < inq {
+			return errnof(syscall.EPROTO, "pid %d has pipelined requests: cannot be checkpointed", c.owner.PID)
+		}
+		p.Request = append([]byte(nil), (*buf)[:n]...)
+	}
+	outq, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
+	if err != nil {
+		return fmt.Errorf("SIOCOUTQ: %w", err)
+	}
+	if outq > 0 && c.lastReply != nil {
+		p.UnreadReply = c.lastReply
+		p.UnreadReplyDmabufInode = c.lastDmaBuf
+	}
+	return nil
 }
 
 // Thaw implements IO.
@@ -337,7 +427,8 @@ func (c *conn) Kill() {
 	c.dead = true
 	c.cond.Broadcast()
 	c.mu.Unlock()
-	unix.Shutdown(c.fd, unix.SHUT_RDWR)
+	// Wakes serve() or a hang-up watcher waiting on the socket.
+	c.rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RDWR) })
 }
 
 // claimFile binds the connection to a restored file. Called with c.mu held,

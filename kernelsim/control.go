@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"syscall"
 	"time"
@@ -21,48 +22,83 @@ import (
 // crashed criu leaves no client stuck.
 type controlConn struct {
 	s     *Server
-	fd    int
+	sock  *os.File // non-blocking, in the netpoller
+	rc    syscall.RawConn
+	out   packetOut
 	owner Cred
 
 	paused   map[uint64]bool
 	sessions map[string]*Session
 }
 
+func newControlConn(s *Server, fd int, owner Cred) (*controlConn, error) {
+	sock := os.NewFile(uintptr(fd), "control")
+	rc, err := sock.SyscallConn()
+	if err != nil {
+		sock.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	return &controlConn{s: s, sock: sock, rc: rc, owner: owner, paused: map[uint64]bool{}, sessions: map[string]*Session{}}, nil
+}
+
+// shutdown disconnects the client; serve() then cleans up.
+func (c *controlConn) shutdown() {
+	c.rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RDWR) })
+}
+
+// recv waits in the netpoller for the next request.
+func (c *controlConn) recv(buf []byte) (n int, fds []int, err error) {
+	if rerr := c.rc.Read(func(fd uintptr) bool {
+		n, fds, err = recvRequest(int(fd), buf)
+		return err != unix.EAGAIN
+	}); rerr != nil {
+		return 0, nil, rerr
+	}
+	return n, fds, err
+}
+
 func (c *controlConn) serve() {
 	defer c.cleanup()
-	buf := make([]byte, uapi.MaxMessage)
 	for {
-		n, fds, err := recvRequest(c.fd, buf, 0)
-		var bad *Error
-		if err != nil && !errors.As(err, &bad) {
-			return
-		}
-		var h uapi.Header
-		var reply proto.Message
-		if err == nil {
-			if h, err = uapi.ParseHeader(buf[:n]); err != nil {
-				uapi.CloseFDs(fds)
-				h = uapi.Header{}
-				err = errnof(syscall.EPROTO, "bad request: %v", err)
-			}
-		}
-		if err == nil {
-			reply, err = c.dispatch(h, buf[uapi.HeaderSize:n], fds)
-		}
-		out := uapi.Header{Op: h.Op, Seq: h.Seq}
+		buf := bufs.Get().(*[]byte)
+		err := c.serveOne(*buf)
+		bufs.Put(buf)
 		if err != nil {
-			out.Status = -int32(ErrnoOf(err))
-			reply = &uapi.ErrorReply{Message: truncate(err.Error(), 64<<10)}
-		}
-		pkt, merr := uapi.Marshal(out, reply)
-		if merr != nil {
-			out.Status = -int32(syscall.EOVERFLOW)
-			pkt, _ = uapi.Marshal(out, &uapi.ErrorReply{Message: merr.Error()})
-		}
-		if uapi.Send(c.fd, pkt) != nil {
 			return
 		}
 	}
+}
+
+// serveOne answers one request; an error ends the connection.
+func (c *controlConn) serveOne(buf []byte) error {
+	n, fds, err := c.recv(buf)
+	var bad *Error
+	if err != nil && !errors.As(err, &bad) {
+		return err
+	}
+	var h uapi.Header
+	var reply proto.Message
+	if err == nil {
+		if h, err = uapi.ParseHeader(buf[:n]); err != nil {
+			uapi.CloseFDs(fds)
+			h = uapi.Header{}
+			err = errnof(syscall.EPROTO, "bad request: %v", err)
+		}
+	}
+	if err == nil {
+		reply, err = c.dispatch(h, buf[uapi.HeaderSize:n], fds)
+	}
+	out := uapi.Header{Op: h.Op, Seq: h.Seq}
+	if err != nil {
+		out.Status = -int32(ErrnoOf(err))
+		reply = &uapi.ErrorReply{Message: truncate(err.Error(), 64<<10)}
+	}
+	pkt, merr := uapi.Marshal(out, reply)
+	if merr != nil {
+		out.Status = -int32(syscall.EOVERFLOW)
+		pkt, _ = uapi.Marshal(out, &uapi.ErrorReply{Message: merr.Error()})
+	}
+	return c.out.sendPacket(c.rc, pkt, -1)
 }
 
 func (c *controlConn) cleanup() {
@@ -75,7 +111,7 @@ func (c *controlConn) cleanup() {
 	for _, s := range c.sessions {
 		s.Close(true)
 	}
-	unix.Close(c.fd)
+	c.sock.Close()
 }
 
 func decode(payload []byte, m proto.Message) error {

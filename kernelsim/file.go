@@ -130,10 +130,20 @@ func (f *File) GemCreate(size uint64, domain uapi.Domain, flags, alignment uint6
 	if f.closed {
 		return 0, errnof(syscall.EBADF, "file closed")
 	}
-	bo, err := f.dev.newBO(size, domain, flags, alignment, nil)
-	if err != nil {
+	// Charge the owner before the memory is allocated, as dmem does.
+	if _, err := f.dev.validateCreate(size, domain, flags, alignment); err != nil {
 		return 0, err
 	}
+	r := region{minor: f.dev.cfg.Minor, domain: domain}
+	if err := k.acct.chargeBO(f.owner, r, f.dev.domainSize(domain), size); err != nil {
+		return 0, err
+	}
+	bo, err := f.dev.newBO(size, domain, flags, alignment, nil)
+	if err != nil {
+		k.acct.unchargeBO(f.owner.UID, r, size)
+		return 0, err
+	}
+	bo.chargedTo(f.owner.UID)
 	h, err := f.handles.alloc(bo)
 	if err != nil {
 		bo.put()

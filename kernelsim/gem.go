@@ -107,7 +107,14 @@ type BO struct {
 	// under k.mu
 	refs   int     // handles, jobs, and one for a live dma-buf
 	dmabuf *DmaBuf // obj->dma_buf: its export, while that is alive
+
+	charged bool   // the size is charged to uid (see Limits)
+	uid     uint32 // who created it
 }
+
+// chargedTo records that the BO's size is charged to uid's limit, to be
+// uncharged when it is freed. Called with k.mu held.
+func (bo *BO) chargedTo(uid uint32) { bo.charged, bo.uid = true, uid }
 
 // ID is the BO's kernel-wide id (as in the debug view).
 func (bo *BO) ID() uint64 { return bo.id }
@@ -198,5 +205,8 @@ func (bo *BO) put() {
 	k := bo.dev.k
 	delete(k.bos, bo.id)
 	bo.dev.uncharge(bo.domain, bo.size)
+	if bo.charged {
+		k.acct.unchargeBO(bo.uid, region{minor: bo.dev.cfg.Minor, domain: bo.domain}, bo.size)
+	}
 	bo.resv.Release()
 }

@@ -2,6 +2,7 @@ package kernelsim
 
 import (
 	"fmt"
+	"log"
 	"sort"
 	"sync"
 	"time"
@@ -35,6 +36,11 @@ type Config struct {
 	Devices []DeviceConfig
 	// Clock drives GPU run time and timeouts; nil means the real clock.
 	Clock ktime.Clock
+	// Limits bound what each user may hold; the zero value limits nobody.
+	Limits Limits
+	// Log receives the kernel's and the server's messages (refusals),
+	// rate-limited; nil means the standard logger.
+	Log *log.Logger
 }
 
 // DefaultDevice is the device a daemon without configuration simulates.
@@ -54,6 +60,8 @@ func DefaultDevice() DeviceConfig {
 // Kernel is one simulated kernel: its devices and every object on them.
 type Kernel struct {
 	clock ktime.Clock
+	log   *rateLog
+	acct  *accounting
 
 	mu       sync.Mutex
 	devices  []*Device
@@ -76,8 +84,11 @@ func New(cfg Config) (*Kernel, error) {
 	if clock == nil {
 		clock = ktime.Real()
 	}
+	rl := newRateLog(cfg.Log)
 	k := &Kernel{
 		clock:    clock,
+		log:      rl,
+		acct:     newAccounting(cfg.Limits, rl),
 		files:    make(map[uint64]*File),
 		bos:      make(map[uint64]*BO),
 		dmabufs:  make(map[uint64]*DmaBuf),

@@ -2,6 +2,7 @@ package kernelsim
 
 import (
 	"fmt"
+	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -21,7 +22,10 @@ type DmaBuf struct {
 	bo  *BO
 	ino uint64
 
-	serverFD int
+	server *os.File // the kernel's end, in Go's netpoller
+
+	charged bool   // counted against uid's dma-bufs (see Limits)
+	uid     uint32 // who exported it
 
 	// under k.mu
 	clientFD  int // the client end, held while primeRefs > 0; else -1
@@ -54,13 +58,17 @@ func (k *Kernel) newDmaBuf(bo *BO) (*DmaBuf, error) {
 		return nil, fmt.Errorf("dma-buf socketpair: %w", err)
 	}
 	ino, err := sockIno(fds[1])
+	if err == nil {
+		// The kernel's end is waited on by the netpoller, not by a thread.
+		err = unix.SetNonblock(fds[0], true)
+	}
 	if err != nil {
 		unix.Close(fds[0])
 		unix.Close(fds[1])
-		return nil, fmt.Errorf("dma-buf inode: %w", err)
+		return nil, fmt.Errorf("dma-buf socket: %w", err)
 	}
 	k.nextBuf++
-	db := &DmaBuf{id: k.nextBuf, bo: bo, ino: ino, serverFD: fds[0], clientFD: fds[1]}
+	db := &DmaBuf{id: k.nextBuf, bo: bo, ino: ino, server: os.NewFile(uintptr(fds[0]), "dma-buf"), clientFD: fds[1]}
 	bo.get()
 	bo.dmabuf = db
 	k.dmabufs[ino] = db
@@ -72,23 +80,32 @@ func (k *Kernel) newDmaBuf(bo *BO) (*DmaBuf, error) {
 // releases it (dma_buf_release). Anything a client writes into a dma-buf
 // socket is discarded.
 func (k *Kernel) watchDmaBuf(db *DmaBuf) {
-	buf := make([]byte, 256)
-	pfd := []unix.PollFd{{Fd: int32(db.serverFD), Events: unix.POLLIN | unix.POLLRDHUP}}
-	for {
-		pfd[0].Revents = 0
-		if _, err := unix.Poll(pfd, -1); err != nil && err != unix.EINTR {
-			break
-		}
-		if pfd[0].Revents&(unix.POLLHUP|unix.POLLRDHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
-			break
-		}
-		if pfd[0].Revents&unix.POLLIN != 0 {
-			unix.Recvfrom(db.serverFD, buf, unix.MSG_DONTWAIT)
-		}
+	if rc, err := db.server.SyscallConn(); err == nil {
+		rc.Read(func(fd uintptr) bool { return dmaBufClosed(int(fd)) })
 	}
 	k.mu.Lock()
 	k.releaseDmaBuf(db)
 	k.mu.Unlock()
+	db.server.Close()
+}
+
+// dmaBufClosed discards what clients wrote into the kernel's end of a
+// dma-buf and reports whether every client copy is closed.
+func dmaBufClosed(fd int) bool {
+	var buf [256]byte
+	for {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+		if _, err := unix.Poll(pfd, 0); err != nil && err != unix.EINTR {
+			return true
+		}
+		switch {
+		case pfd[0].Revents&(unix.POLLHUP|unix.POLLRDHUP|unix.POLLERR|unix.POLLNVAL) != 0:
+			return true
+		case pfd[0].Revents&unix.POLLIN == 0:
+			return false
+		}
+		unix.Recvfrom(fd, buf[:], unix.MSG_DONTWAIT)
+	}
 }
 
 // releaseDmaBuf drops the dma-buf's reference to its BO. Called with k.mu
@@ -116,7 +133,9 @@ func (k *Kernel) releaseDmaBuf(db *DmaBuf) {
 			}
 		}
 	}
-	unix.Close(db.serverFD)
+	if db.charged {
+		k.acct.unchargeDmaBuf(db.uid)
+	}
 	db.bo.put()
 }
 
@@ -176,9 +195,14 @@ func (f *File) PrimeHandleToFD(handle uint32) (fd int, db *DmaBuf, err error) {
 	}
 	db = bo.dmabuf
 	if db == nil {
-		if db, err = k.newDmaBuf(bo); err != nil {
+		if err := k.acct.chargeDmaBuf(f.owner); err != nil {
 			return -1, nil, err
 		}
+		if db, err = k.newDmaBuf(bo); err != nil {
+			k.acct.unchargeDmaBuf(f.owner.UID)
+			return -1, nil, err
+		}
+		db.charged, db.uid = true, f.owner.UID
 		f.addPrime(handle, db, -1)
 		return db.clientFD, db, nil
 	}

@@ -6,8 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"drmcr/kernelsim/uapi"
 )
 
 // DefaultRuntimeDir is where the daemon puts its sockets unless told
@@ -31,12 +35,20 @@ func RenderNodePath(dir string, minor uint32) string {
 func ControlPath(dir string) string { return filepath.Join(dir, "control") }
 
 // Server serves a Kernel to real processes over unix sockets.
+//
+// No thread waits for a client: every socket is non-blocking and waited
+// on through Go's netpoller (epoll), so an idle connection costs a parked
+// goroutine and its memory, and the daemon's thread count does not grow
+// with its clients.
 type Server struct {
-	k   *Kernel
-	dir string
+	k    *Kernel
+	dir  string
+	diag *sockDiag
+	uid  uint32 // the daemon's own user, which may use the control socket
 
 	listeners []*listener
 	wg        sync.WaitGroup
+	done      chan struct{} // closed by Close
 
 	mu     sync.Mutex
 	conns  map[*conn]struct{}
@@ -45,7 +57,7 @@ type Server struct {
 }
 
 type listener struct {
-	fd   int
+	sock *os.File // non-blocking, in the netpoller
 	path string
 	dev  *Device // nil for the control socket
 }
@@ -53,8 +65,14 @@ type listener struct {
 // Serve creates dir/dri/renderD<minor> for every device and dir/control,
 // and serves them until Close.
 func Serve(k *Kernel, dir string) (*Server, error) {
-	s := &Server{k: k, dir: dir, conns: map[*conn]struct{}{}, ctrls: map[*controlConn]struct{}{}}
+	diag, err := newSockDiag()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{k: k, dir: dir, diag: diag, uid: uint32(os.Getuid()), done: make(chan struct{}),
+		conns: map[*conn]struct{}{}, ctrls: map[*controlConn]struct{}{}}
 	if err := os.MkdirAll(filepath.Join(dir, "dri"), 0o755); err != nil {
+		diag.close()
 		return nil, fmt.Errorf("runtime dir: %w", err)
 	}
 	for _, d := range k.devices {
@@ -80,7 +98,7 @@ func Serve(k *Kernel, dir string) (*Server, error) {
 }
 
 func listen(path string, mode os.FileMode) (*listener, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("socket %s: %w", path, err)
 	}
@@ -96,11 +114,11 @@ func listen(path string, mode os.FileMode) (*listener, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("chmod %s: %w", path, err)
 	}
-	if err := unix.Listen(fd, 128); err != nil {
+	if err := unix.Listen(fd, 4096); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("listen %s: %w", path, err)
 	}
-	return &listener{fd: fd, path: path}, nil
+	return &listener{sock: os.NewFile(uintptr(fd), path), path: path}, nil
 }
 
 // removeStaleSocket removes a socket left by a daemon that is gone, and
@@ -127,18 +145,53 @@ func removeStaleSocket(path string) error {
 	return os.Remove(path)
 }
 
+// Backoff of an accept loop while the daemon is out of file descriptors.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
 func (s *Server) acceptLoop(l *listener) {
 	defer s.wg.Done()
+	rc, err := l.sock.SyscallConn()
+	if err != nil {
+		return
+	}
+	backoff := time.Duration(0)
 	for {
-		nfd, _, err := unix.Accept4(l.fd, unix.SOCK_CLOEXEC)
-		if err == unix.EINTR || err == unix.ECONNABORTED {
-			continue
-		}
+		var nfd int
+		var aerr error
+		err := rc.Read(func(fd uintptr) bool {
+			nfd, _, aerr = unix.Accept4(int(fd), unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+			return aerr != unix.EAGAIN
+		})
 		if err != nil {
-			return // the listener was shut down
+			return // the listener was closed
+		}
+		switch aerr {
+		case nil:
+			backoff = 0
+		case unix.EINTR, unix.ECONNABORTED:
+			continue
+		case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
+			// The connection waits in the backlog until a descriptor is
+			// free; exempt users' clients get in first only if the
+			// limits keep a reserve (see Limits.FDs).
+			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
+			s.k.log.Printf("%s: accept: %v; retrying in %v", l.path, aerr, backoff)
+			select {
+			case <-time.After(backoff):
+				continue
+			case <-s.done:
+				return
+			}
+		default:
+			s.k.log.Printf("%s: accept: %v", l.path, aerr)
+			return
 		}
 		cred, err := unix.GetsockoptUcred(nfd, unix.SOL_SOCKET, unix.SO_PEERCRED)
 		if err != nil {
+			s.k.log.Printf("%s: dropped a connection: SO_PEERCRED: %v", l.path, err)
 			unix.Close(nfd)
 			continue
 		}
@@ -151,23 +204,52 @@ func (s *Server) acceptLoop(l *listener) {
 	}
 }
 
+// refuse answers a connection it will not serve with an error reply, so
+// that the client reads why instead of a broken pipe, logs one line
+// (rate-limited), and closes it. The reply answers the client's first
+// request if that is already queued, else it carries sequence number 0,
+// which clients read as the connection's refusal.
+func (s *Server) refuse(fd int, what string, owner Cred, err error) {
+	s.k.log.Printf("refused %s connection of pid %d uid %d: %v", what, owner.PID, owner.UID, err)
+	var h uapi.Header
+	buf := make([]byte, uapi.MaxMessage)
+	if n, fds, rerr := uapi.Recv(fd, buf, unix.MSG_DONTWAIT); rerr == nil {
+		uapi.CloseFDs(fds)
+		if rh, herr := uapi.ParseHeader(buf[:n]); herr == nil {
+			h.Op, h.Seq = rh.Op, rh.Seq
+		}
+	}
+	h.Status = -int32(ErrnoOf(err))
+	msg := "kernelsimd refused the connection: " + err.Error()
+	if pkt, merr := uapi.Marshal(h, &uapi.ErrorReply{Message: truncate(msg, 4096)}); merr == nil {
+		unix.Sendmsg(fd, pkt, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+	}
+	unix.Close(fd)
+}
+
 func (s *Server) startConn(fd int, d *Device, owner Cred) {
-	clientIno, err := peerInode(fd)
-	if err != nil {
-		// The client is already gone, or sock_diag is missing: without
-		// the client inode the file could not be checkpointed safely.
-		unix.Close(fd)
+	what := fmt.Sprintf("renderD%d", d.cfg.Minor)
+	if err := s.k.acct.chargeConn(owner); err != nil {
+		s.refuse(fd, what, owner, err)
 		return
 	}
-	c, err := newConn(s, fd, d, owner, clientIno)
+	clientIno, diag, err := s.diag.peer(fd)
 	if err != nil {
-		unix.Close(fd)
+		// Without the client's inode the file could not be checkpointed
+		// safely.
+		s.k.acct.unchargeConn(owner.UID)
+		s.refuse(fd, what, owner, errnof(ErrnoOf(err), "cannot identify the client's socket: %v", err))
+		return
+	}
+	c, err := newConn(s, fd, d, owner, clientIno, diag)
+	if err != nil {
+		s.diag.release(diag)
+		s.k.acct.unchargeConn(owner.UID)
+		s.refuse(fd, what, owner, err)
 		return
 	}
 	if !s.spawn(func() { s.conns[c] = struct{}{} }, func() { delete(s.conns, c) }, c.serve) {
-		unix.Close(fd)
-		unix.Close(c.wake)
-		c.f.Close()
+		c.release()
 	}
 }
 
@@ -194,13 +276,17 @@ func (s *Server) spawn(add, remove func(), serve func()) bool {
 }
 
 func (s *Server) startControl(fd int, owner Cred) {
-	if owner.UID != 0 && owner.UID != uint32(os.Getuid()) {
-		unix.Close(fd)
+	if owner.UID != 0 && owner.UID != s.uid {
+		s.refuse(fd, "control", owner, errnof(syscall.EACCES, "the control socket is for root and kernelsimd's user (uid %d), not uid %d", s.uid, owner.UID))
 		return
 	}
-	c := &controlConn{s: s, fd: fd, owner: owner, paused: map[uint64]bool{}, sessions: map[string]*Session{}}
+	c, err := newControlConn(s, fd, owner)
+	if err != nil {
+		s.refuse(fd, "control", owner, err)
+		return
+	}
 	if !s.spawn(func() { s.ctrls[c] = struct{}{} }, func() { delete(s.ctrls, c) }, c.serve) {
-		unix.Close(fd)
+		c.sock.Close()
 	}
 }
 
@@ -216,20 +302,21 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	close(s.done)
 	for _, l := range s.listeners {
-		unix.Shutdown(l.fd, unix.SHUT_RDWR)
+		l.sock.Close() // wakes its accept loop
 	}
 	for c := range s.conns {
 		c.Kill()
 	}
 	for c := range s.ctrls {
-		unix.Shutdown(c.fd, unix.SHUT_RDWR)
+		c.shutdown()
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
 	for _, l := range s.listeners {
-		unix.Close(l.fd)
 		os.Remove(l.path)
 	}
+	s.diag.close()
 	return nil
 }

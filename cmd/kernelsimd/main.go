@@ -112,6 +112,28 @@ func parseDevice(spec string) (kernelsim.DeviceConfig, error) {
 // deviceKeys are the keys of a -device spec.
 const deviceKeys = "driver, minor, gpuid, vram, gtt, bandwidth, iter, timeout, credits"
 
+// memLimitFlag is a size (512M) or a percentage (50%).
+type memLimitFlag kernelsim.MemLimit
+
+func (m *memLimitFlag) String() string { return kernelsim.MemLimit(*m).String() }
+
+func (m *memLimitFlag) Set(v string) error {
+	if p, ok := strings.CutSuffix(v, "%"); ok {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 100 {
+			return fmt.Errorf("%q: a percentage from 1%% to 100%%", v)
+		}
+		*m = memLimitFlag{Percent: n}
+		return nil
+	}
+	n, err := units.ParseSize(v)
+	if err != nil {
+		return err
+	}
+	*m = memLimitFlag{Bytes: n}
+	return nil
+}
+
 // fileConfig is the -config file: {"devices": ["driver=amdgpu,minor=128", ...]}.
 type fileConfig struct {
 	Devices []string `json:"devices"`
@@ -166,6 +188,11 @@ func run(args []string) error {
 	var devices deviceFlags
 	fs.Var(&devices, "device", "a simulated GPU, as the `spec` driver=amdgpu,minor=128,vram=1G,gtt=2G,gpuid=N,bandwidth=1G,iter=100us,timeout=5s,credits=4 (repeatable; keys left out take these defaults; gpuid defaults to the driver's PCI vendor and the minor, 0x10020080 for amdgpu at minor 128, and must be unique; drivers: amdgpu, xe; default: one amdgpu at renderD128)")
 	quiet := fs.Bool("q", false, "do not print the ready line")
+	maxConns := fs.Int(strings.TrimPrefix(kernelsim.FlagUIDMaxConns, "-"), 1024, "render-node connections one uid may have open (0: no limit; root and kernelsimd's user are exempt)")
+	maxDmaBufs := fs.Int(strings.TrimPrefix(kernelsim.FlagUIDMaxDmaBufs, "-"), 4096, "dma-bufs one uid's exports may keep alive (0: no limit)")
+	maxBOMem := memLimitFlag{Percent: 50}
+	fs.Var(&maxBOMem, strings.TrimPrefix(kernelsim.FlagUIDMaxBOMemory, "-"), "BO memory one uid may hold in each device's VRAM and in each device's GTT, as a size (512M) or a share of the region (50%); 0: no limit")
+	reservedFDs := fs.Int(strings.TrimPrefix(kernelsim.FlagReservedFDs, "-"), 1024, "file descriptors of the daemon that limited users' connections and dma-bufs may not take, kept for root, kernelsimd's user and the daemon itself (0: no reserve)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -182,7 +209,26 @@ func run(args []string) error {
 		}
 		devices = append(devices, devs...)
 	}
-	k, err := kernelsim.New(kernelsim.Config{Devices: devices})
+	limits := kernelsim.Limits{
+		Conns:    *maxConns,
+		DmaBufs:  *maxDmaBufs,
+		BOMemory: kernelsim.MemLimit(maxBOMem),
+		Exempt:   []uint32{0, uint32(os.Getuid())},
+	}
+	if *maxConns < 0 || *maxDmaBufs < 0 || *reservedFDs < 0 {
+		return usageError{fmt.Errorf("limits must not be negative"), false}
+	}
+	if *reservedFDs > 0 {
+		var rl syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+			return fmt.Errorf("RLIMIT_NOFILE: %w", err)
+		}
+		if rl.Cur <= uint64(*reservedFDs) {
+			return fmt.Errorf("%s %d leaves no file descriptors of RLIMIT_NOFILE %d for other users", kernelsim.FlagReservedFDs, *reservedFDs, rl.Cur)
+		}
+		limits.FDs = int(min(rl.Cur, 1<<30)) - *reservedFDs
+	}
+	k, err := kernelsim.New(kernelsim.Config{Devices: devices, Limits: limits, Log: log.Default()})
 	if err != nil {
 		return err
 	}
@@ -195,6 +241,7 @@ func run(args []string) error {
 			c := d.Config()
 			log.Printf("renderD%d: %s gpu %#x, VRAM %d MiB, GTT %d MiB at %s", c.Minor, c.Driver, c.GPUID, c.VRAMSize>>20, c.GTTSize>>20, kernelsim.RenderNodePath(*dir, c.Minor))
 		}
+		log.Printf("limits per uid other than root and %d: %d connections, %d dma-bufs, BO memory %v per region; %d file descriptors for all of them", os.Getuid(), limits.Conns, limits.DmaBufs, limits.BOMemory, limits.FDs)
 		log.Printf("ready: control socket %s", kernelsim.ControlPath(*dir))
 	}
 	sig := make(chan os.Signal, 1)

@@ -67,16 +67,26 @@ func (c *Conn) Close() error { return unix.Close(c.fd) }
 
 // Call sends req (with sendFDs) and decodes the reply into reply (which may
 // be nil). It returns the file descriptors the reply carried.
+//
+// A kernel that refuses the connection answers with an error reply of
+// sequence number 0 (or of the first request's) and hangs up: Call
+// returns that error, with the kernel's reason, whether the refusal
+// arrived before or after the request was sent.
 func (c *Conn) Call(op Op, req, reply proto.Message, sendFDs ...int) ([]int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.seq++
+	if c.seq++; c.seq == 0 { // 0 is the kernel's for refusals
+		c.seq++
+	}
 	seq := c.seq
 	pkt, err := Marshal(Header{Op: op, Seq: seq}, req)
 	if err != nil {
 		return nil, err
 	}
 	if err := Send(c.fd, pkt, sendFDs...); err != nil {
+		if refusal := c.refusal(op); refusal != nil {
+			return nil, refusal
+		}
 		return nil, fmt.Errorf("%v: send: %w", op, err)
 	}
 	for {
@@ -92,6 +102,10 @@ func (c *Conn) Call(op Op, req, reply proto.Message, sendFDs ...int) ([]int, err
 			CloseFDs(fds)
 			return nil, fmt.Errorf("%v: reply: %w", op, err)
 		}
+		if h.Seq == 0 && h.Status < 0 {
+			CloseFDs(fds)
+			return nil, errorReply(op, h, c.buf[HeaderSize:n])
+		}
 		if h.Seq != seq {
 			// Not ours (a stale reply): it cannot be for anyone else.
 			CloseFDs(fds)
@@ -100,9 +114,7 @@ func (c *Conn) Call(op Op, req, reply proto.Message, sendFDs ...int) ([]int, err
 		payload := c.buf[HeaderSize:n]
 		if h.Status < 0 {
 			CloseFDs(fds)
-			var e ErrorReply
-			_ = proto.Unmarshal(payload, &e)
-			return nil, &Error{Op: op, Errno: syscall.Errno(-h.Status), Msg: e.Message}
+			return nil, errorReply(op, h, payload)
 		}
 		if reply != nil {
 			if err := proto.Unmarshal(payload, reply); err != nil {
@@ -112,6 +124,26 @@ func (c *Conn) Call(op Op, req, reply proto.Message, sendFDs ...int) ([]int, err
 		}
 		return fds, nil
 	}
+}
+
+// refusal returns the error reply a kernel that hung up left queued.
+func (c *Conn) refusal(op Op) error {
+	n, fds, err := Recv(c.fd, c.buf, unix.MSG_DONTWAIT)
+	CloseFDs(fds)
+	if err != nil || n == 0 {
+		return nil
+	}
+	h, err := ParseHeader(c.buf[:n])
+	if err != nil || h.Status >= 0 {
+		return nil
+	}
+	return errorReply(op, h, c.buf[HeaderSize:n])
+}
+
+func errorReply(op Op, h Header, payload []byte) error {
+	var e ErrorReply
+	_ = proto.Unmarshal(payload, &e)
+	return &Error{Op: op, Errno: syscall.Errno(-h.Status), Msg: e.Message}
 }
 
 // IsErrno reports whether err is a kernelsim error with that errno.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -15,19 +16,19 @@ const MaxFDs = 4
 // Marshal builds a packet: header plus the protobuf payload.
 func Marshal(h Header, msg proto.Message) ([]byte, error) {
 	h.Magic, h.Version = Magic, Version
-	var payload []byte
+	pkt := make([]byte, HeaderSize, HeaderSize+64)
 	if msg != nil {
 		var err error
-		if payload, err = proto.Marshal(msg); err != nil {
+		// One allocation for small messages: the payload goes right
+		// behind the header.
+		if pkt, err = (proto.MarshalOptions{}).MarshalAppend(pkt, msg); err != nil {
 			return nil, fmt.Errorf("encode %v: %w", h.Op, err)
 		}
 	}
-	if HeaderSize+len(payload) > MaxMessage {
-		return nil, fmt.Errorf("%v: message of %d bytes exceeds %d", h.Op, HeaderSize+len(payload), MaxMessage)
+	if len(pkt) > MaxMessage {
+		return nil, fmt.Errorf("%v: message of %d bytes exceeds %d", h.Op, len(pkt), MaxMessage)
 	}
-	pkt := make([]byte, HeaderSize+len(payload))
 	h.Put(pkt)
-	copy(pkt[HeaderSize:], payload)
 	return pkt, nil
 }
 
@@ -46,6 +47,21 @@ func Send(fd int, pkt []byte, fds ...int) error {
 	}
 }
 
+// SendNonblock is Send for a non-blocking socket (see rawSendmsg).
+func SendNonblock(fd int, pkt []byte, fds ...int) error {
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	for {
+		err := rawSendmsg(fd, pkt, oob, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
+		if err == unix.EINTR {
+			continue
+		}
+		return err
+	}
+}
+
 // ErrTruncated is returned for a packet larger than the buffer.
 var ErrTruncated = errors.New("packet too large")
 
@@ -53,10 +69,19 @@ var ErrTruncated = errors.New("packet too large")
 // it carried (close-on-exec). n == 0 with a nil error means end of file.
 // flags may add MSG_DONTWAIT or MSG_PEEK.
 func Recv(fd int, buf []byte, flags int) (n int, fds []int, err error) {
-	oob := make([]byte, unix.CmsgSpace(MaxFDs*4))
+	return recv(fd, buf, flags, false)
+}
+
+// RecvNonblock is Recv for a non-blocking socket (see rawSendmsg).
+func RecvNonblock(fd int, buf []byte, flags int) (n int, fds []int, err error) {
+	return recv(fd, buf, flags|unix.MSG_DONTWAIT, true)
+}
+
+func recv(fd int, buf []byte, flags int, raw bool) (n int, fds []int, err error) {
+	var oob [64]byte // CmsgSpace(MaxFDs*4) and then some
 	for {
 		var oobn, rflags int
-		n, oobn, rflags, _, err = unix.Recvmsg(fd, buf, oob, flags|unix.MSG_CMSG_CLOEXEC)
+		n, oobn, rflags, err = recvmsg(fd, buf, oob[:unix.CmsgSpace(MaxFDs*4)], flags|unix.MSG_CMSG_CLOEXEC, raw)
 		if err == unix.EINTR {
 			continue
 		}
@@ -78,6 +103,60 @@ func Recv(fd int, buf []byte, flags int) (n int, fds []int, err error) {
 	}
 }
 
+// rawSendmsg and rawRecvmsg make the syscalls without telling the Go
+// scheduler, as the runtime does for calls that cannot block. They are
+// only for non-blocking sockets, which a server waits on through the
+// netpoller: there the ordinary entry and exit of a syscall is most of
+// the cost of a request, because it wakes the runtime's monitor thread
+// whenever the process was idle, which a server answering one request at
+// a time always is.
+func rawSendmsg(fd int, p, oob []byte, flags int) error {
+	var iov unix.Iovec
+	var msg unix.Msghdr
+	if len(p) > 0 {
+		iov.Base = &p[0]
+		iov.SetLen(len(p))
+	}
+	msg.Iov = &iov
+	msg.SetIovlen(1)
+	if len(oob) > 0 {
+		msg.Control = &oob[0]
+		msg.SetControllen(len(oob))
+	}
+	if _, _, e := syscall.RawSyscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), uintptr(flags)); e != 0 {
+		return e
+	}
+	return nil
+}
+
+// recvmsg is recvmsg(2) without a source address, which a connected
+// socket does not need (unix.Recvmsg allocates one on every call). raw
+// makes it a raw syscall (see rawSendmsg).
+func recvmsg(fd int, p, oob []byte, flags int, raw bool) (n, oobn, rflags int, err error) {
+	var iov unix.Iovec
+	var msg unix.Msghdr
+	if len(p) > 0 {
+		iov.Base = &p[0]
+		iov.SetLen(len(p))
+	}
+	msg.Iov = &iov
+	msg.SetIovlen(1)
+	if len(oob) > 0 {
+		msg.Control = &oob[0]
+		msg.SetControllen(len(oob))
+	}
+	var r uintptr
+	var e syscall.Errno
+	if raw {
+		r, _, e = syscall.RawSyscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), uintptr(flags))
+	} else {
+		r, _, e = syscall.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), uintptr(flags))
+	}
+	if e != 0 {
+		return 0, 0, 0, e
+	}
+	return int(r), int(msg.Controllen), int(msg.Flags), nil
+}
 func parseRights(oob []byte) []int {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
