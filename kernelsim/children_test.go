@@ -16,6 +16,10 @@ func runChild(role string) int {
 		err = childStorm()
 	case "echo":
 		err = childEcho()
+	case "ns-client":
+		err = childNSClient()
+	case "ctl-identify":
+		err = childCtlIdentify()
 	default:
 		fmt.Fprintf(os.Stderr, "unknown child role %q\n", role)
 		return 2

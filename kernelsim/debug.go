@@ -20,6 +20,8 @@ type DebugState struct {
 	Jobs     []DebugJob      `json:"jobs"`
 	LiveJobs int             `json:"live_jobs"`
 	Sessions int             `json:"restore_sessions"`
+	// Users is what each limited user holds (see Limits).
+	Users []UserUsage `json:"users"`
 }
 
 type DebugDevice struct {
@@ -37,6 +39,7 @@ type DebugFile struct {
 	ID        uint64         `json:"id"`
 	Minor     uint32         `json:"minor"`
 	PID       int32          `json:"pid"`
+	UID       uint32         `json:"uid"`
 	ClientIno uint64         `json:"client_inode"`
 	Paused    bool           `json:"paused"`
 	Handles   []DebugHandle  `json:"handles"`
@@ -121,7 +124,7 @@ func (k *Kernel) Debug() *DebugState {
 	slices.Sort(fileIDs)
 	for _, id := range fileIDs {
 		f := k.files[id]
-		df := DebugFile{ID: f.id, Minor: f.dev.cfg.Minor, PID: f.owner.PID, ClientIno: f.clientIno, Paused: f.paused,
+		df := DebugFile{ID: f.id, Minor: f.dev.cfg.Minor, PID: f.owner.PID, UID: f.owner.UID, ClientIno: f.clientIno, Paused: f.paused,
 			Handles: []DebugHandle{}, Mappings: []DebugMapping{}, Contexts: []DebugContext{}}
 		for _, h := range f.handles.ids() {
 			bo, _ := f.handles.get(h)
@@ -189,6 +192,7 @@ func (k *Kernel) Debug() *DebugState {
 	}
 	st.Fences = dma.Fences()
 	st.LiveJobs = sched.LiveJobs()
+	st.Users = k.Usage()
 	return st
 }
 

@@ -43,3 +43,12 @@ func ErrnoOf(err error) syscall.Errno {
 	}
 	return syscall.EIO
 }
+
+// prefixed returns err with prefix before its message, keeping its errno.
+func prefixed(prefix string, err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return &Error{Errno: e.Errno, Msg: prefix + ": " + e.Msg}
+	}
+	return &Error{Errno: ErrnoOf(err), Msg: prefix + ": " + err.Error()}
+}

@@ -54,6 +54,10 @@ func kernelsimd(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "ksimbin")
+		if err == nil {
+			// Other users run the binaries too (see nobody).
+			err = os.Chmod(dir, 0o755)
+		}
 		if err != nil {
 			buildErr = err
 			return

@@ -1,7 +1,10 @@
 package kernelsim
 
 import (
+	"cmp"
 	"fmt"
+	"math/bits"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -54,7 +57,9 @@ func (m MemLimit) of(size uint64) uint64 {
 		return m.Bytes
 	}
 	if m.Percent > 0 {
-		return max(size/100*uint64(m.Percent), 1)
+		hi, lo := bits.Mul64(size, uint64(min(m.Percent, 100)))
+		q, _ := bits.Div64(hi, lo, 100)
+		return max(q, 1)
 	}
 	return 0
 }
@@ -248,13 +253,13 @@ func (a *accounting) unchargeBO(uid uint32, r region, size uint64) {
 
 // UserUsage is what one user holds, as accounted against Limits.
 type UserUsage struct {
-	UID      uint32
-	Conns    int
-	DmaBufs  int
-	BOMemory uint64 // over all regions
+	UID      uint32 `json:"uid"`
+	Conns    int    `json:"connections"`
+	DmaBufs  int    `json:"dmabufs"`
+	BOMemory uint64 `json:"bo_memory"` // over all regions
 }
 
-// Usage returns what each limited user holds.
+// Usage returns what each limited user holds, by uid.
 func (k *Kernel) Usage() []UserUsage {
 	a := k.acct
 	a.mu.Lock()
@@ -267,5 +272,6 @@ func (k *Kernel) Usage() []UserUsage {
 		}
 		out = append(out, uu)
 	}
+	slices.SortFunc(out, func(a, b UserUsage) int { return cmp.Compare(a.UID, b.UID) })
 	return out
 }

@@ -238,7 +238,7 @@ func (s *Server) startConn(fd int, d *Device, owner Cred) {
 		// Without the client's inode the file could not be checkpointed
 		// safely.
 		s.k.acct.unchargeConn(owner.UID)
-		s.refuse(fd, what, owner, errnof(ErrnoOf(err), "cannot identify the client's socket: %v", err))
+		s.refuse(fd, what, owner, prefixed("cannot identify the client's socket", err))
 		return
 	}
 	c, err := newConn(s, fd, d, owner, clientIno, diag)

@@ -3,6 +3,7 @@
 package ksimtest
 
 import (
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,11 +45,34 @@ func Start(t testing.TB, cfg kernelsim.Config) *Env {
 // StartDaemon runs the kernelsimd binary at path until the test ends.
 func StartDaemon(t testing.TB, path string, args ...string) *Env {
 	t.Helper()
+	return StartDaemonWith(t, path, DaemonOptions{}, args...)
+}
+
+// DaemonOptions adjust how StartDaemonWith runs kernelsimd.
+type DaemonOptions struct {
+	// Cred runs the daemon as another user, who gets its runtime
+	// directory.
+	Cred *syscall.Credential
+	// Log receives the daemon's standard error, as well as the test's.
+	Log io.Writer
+}
+
+// StartDaemonWith is StartDaemon with options.
+func StartDaemonWith(t testing.TB, path string, opts DaemonOptions, args ...string) *Env {
+	t.Helper()
 	dir := shortTempDir(t)
 	cmd := exec.Command(path, append([]string{"-runtime-dir", dir, "-q"}, args...)...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if opts.Log != nil {
+		cmd.Stderr = io.MultiWriter(os.Stderr, opts.Log)
+	}
 	// Never outlive the test process, whatever happens to it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: opts.Cred}
+	if opts.Cred != nil {
+		if err := os.Chown(dir, int(opts.Cred.Uid), int(opts.Cred.Gid)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start kernelsimd: %v", err)
 	}

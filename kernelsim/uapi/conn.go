@@ -92,6 +92,13 @@ func (c *Conn) Call(op Op, req, reply proto.Message, sendFDs ...int) ([]int, err
 	for {
 		n, fds, err := Recv(c.fd, c.buf, 0)
 		if err != nil {
+			// A kernel that hangs up with our request unread resets the
+			// connection; its refusal may still be queued behind that.
+			if err == unix.ECONNRESET {
+				if refusal := c.refusal(op); refusal != nil {
+					return nil, refusal
+				}
+			}
 			return nil, fmt.Errorf("%v: receive: %w", op, err)
 		}
 		if n == 0 {
