@@ -20,6 +20,8 @@ func runChild(role string) int {
 		err = childNSClient()
 	case "ctl-identify":
 		err = childCtlIdentify()
+	case "flood":
+		err = childFlood()
 	default:
 		fmt.Fprintf(os.Stderr, "unknown child role %q\n", role)
 		return 2

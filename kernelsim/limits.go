@@ -44,7 +44,7 @@ type MemLimit struct {
 func (m MemLimit) String() string {
 	switch {
 	case m.Bytes > 0:
-		return fmt.Sprintf("%d bytes", m.Bytes)
+		return fmt.Sprint(m.Bytes)
 	case m.Percent > 0:
 		return fmt.Sprintf("%d%%", m.Percent)
 	}
@@ -121,14 +121,14 @@ func (a *accounting) drop(uid uint32) {
 	}
 }
 
-// refuse logs a refusal and returns the error the client gets.
-func (a *accounting) refuse(who Cred, what string, errno syscall.Errno, format string, args ...any) error {
-	err := errnof(errno, format, args...)
+// logged logs the refusal of what to who, and returns err.
+func (a *accounting) logged(who Cred, what string, err error) error {
 	a.log.Printf("refused %s to pid %d uid %d: %v", what, who.PID, who.UID, err)
 	return err
 }
 
-// chargeConn accounts a render-node connection of who, or refuses it.
+// chargeConn accounts a render-node connection of who, or refuses it (the
+// server logs the refusal of the connection).
 func (a *accounting) chargeConn(who Cred) error {
 	if a.exempt[who.UID] {
 		return nil
@@ -139,14 +139,13 @@ func (a *accounting) chargeConn(who Cred) error {
 		n := u.conns
 		a.drop(who.UID)
 		a.mu.Unlock()
-		return a.refuse(who, "a render-node connection", syscall.EMFILE,
-			"uid %d has %d render-node connections open, its limit (kernelsimd %s)", who.UID, n, FlagUIDMaxConns)
+		return errnof(syscall.EMFILE, "uid %d has %d render-node connections open, its limit (kernelsimd %s)", who.UID, n, FlagUIDMaxConns)
 	}
 	if !a.takeFDs(1) {
 		held := a.fds
 		a.drop(who.UID)
 		a.mu.Unlock()
-		return a.refuseFDs(who, held)
+		return a.refuseFDs(held)
 	}
 	u.conns++
 	a.mu.Unlock()
@@ -174,8 +173,8 @@ func (a *accounting) takeFDs(n int) bool {
 	return true
 }
 
-func (a *accounting) refuseFDs(who Cred, held int) error {
-	return a.refuse(who, "a file descriptor", syscall.ENFILE,
+func (a *accounting) refuseFDs(held int) error {
+	return errnof(syscall.ENFILE,
 		"users other than root and kernelsimd's own hold %d of the %d file descriptors kernelsimd lets them have (kernelsimd %s keeps the rest)", held, a.lim.FDs, FlagReservedFDs)
 }
 
@@ -191,14 +190,14 @@ func (a *accounting) chargeDmaBuf(who Cred) error {
 		n := u.dmabufs
 		a.drop(who.UID)
 		a.mu.Unlock()
-		return a.refuse(who, "a dma-buf export", syscall.EMFILE,
-			"uid %d has %d dma-bufs exported, its limit (kernelsimd %s)", who.UID, n, FlagUIDMaxDmaBufs)
+		return a.logged(who, "a dma-buf export", errnof(syscall.EMFILE,
+			"uid %d has %d dma-bufs exported, its limit (kernelsimd %s)", who.UID, n, FlagUIDMaxDmaBufs))
 	}
 	if !a.takeFDs(2) {
 		held := a.fds
 		a.drop(who.UID)
 		a.mu.Unlock()
-		return a.refuseFDs(who, held)
+		return a.logged(who, "a dma-buf export", a.refuseFDs(held))
 	}
 	u.dmabufs++
 	a.mu.Unlock()
@@ -229,9 +228,9 @@ func (a *accounting) chargeBO(who Cred, r region, regionSize, size uint64) error
 	if limit > 0 && (size > limit || used > limit-size) {
 		a.drop(who.UID)
 		a.mu.Unlock()
-		return a.refuse(who, "a BO", syscall.ENOMEM,
+		return a.logged(who, "a BO", errnof(syscall.ENOMEM,
 			"uid %d holds %d bytes of %v on renderD%d: a BO of %d bytes would exceed its limit of %d bytes (kernelsimd %s %v)",
-			who.UID, used, r.domain, r.minor, size, limit, FlagUIDMaxBOMemory, a.lim.BOMemory)
+			who.UID, used, r.domain, r.minor, size, limit, FlagUIDMaxBOMemory, a.lim.BOMemory))
 	}
 	u.bo[r] = used + size
 	a.mu.Unlock()

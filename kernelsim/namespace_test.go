@@ -181,7 +181,9 @@ func TestClientsInOtherNamespaces(t *testing.T) {
 	ok(t, os.Chmod(env.Dir, 0o755)) // for nobody's client
 	c := ctlClient(t, env)
 	daemon := env.Cmd.Process.Pid
-	idMap := func(host int) []syscall.SysProcIDMap { return []syscall.SysProcIDMap{{ContainerID: 0, HostID: host, Size: 1}} }
+	idMap := func(host int) []syscall.SysProcIDMap {
+		return []syscall.SysProcIDMap{{ContainerID: 0, HostID: host, Size: 1}}
+	}
 	fdsBefore := fdCount(t, daemon)
 	for _, tc := range []struct {
 		name    string
@@ -205,7 +207,7 @@ func TestClientsInOtherNamespaces(t *testing.T) {
 		{name: "container", attr: &syscall.SysProcAttr{
 			Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS,
 			UidMappings: idMap(int(nobody.Uid)), GidMappings: idMap(int(nobody.Gid)),
-			Credential:  &syscall.Credential{Uid: 0, Gid: 0, NoSetGroups: true}}, uid: nobody.Uid, ownNet: true, ownPIDs: true},
+			Credential: &syscall.Credential{Uid: 0, Gid: 0, NoSetGroups: true}}, uid: nobody.Uid, ownNet: true, ownPIDs: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Two files from one namespace share its sock_diag socket.
