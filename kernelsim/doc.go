@@ -14,4 +14,11 @@
 // Locking: Kernel.mu (like the old struct_mutex) protects the object graph:
 // handles, PRIME tables, reference counts, mappings. BO contents have their
 // own lock; jobs run without Kernel.mu.
+//
+// Lock order, outer first: Server.mu, conn.mu (held while a request is
+// handled, outside replayable waits), Kernel.mu, accounting.mu (the
+// per-user limits), rateLog.mu (the log). The scheduler's locks come
+// before Kernel.mu: it calls back into the kernel (to free jobs) with them
+// held, which is why Debug reads scheduler state without Kernel.mu.
+// sockDiag.mu and each diagSock.mu are taken with no other lock.
 package kernelsim

@@ -111,7 +111,7 @@ func printDebug(w io.Writer, st *kernelsim.DebugState) {
 			if f.Minor != d.Minor {
 				continue
 			}
-			fmt.Fprintf(w, "  file %d pid %d client-inode %d paused=%v\n", f.ID, f.PID, f.ClientIno, f.Paused)
+			fmt.Fprintf(w, "  file %d pid %d uid %d client-inode %d paused=%v\n", f.ID, f.PID, f.UID, f.ClientIno, f.Paused)
 			for _, h := range f.Handles {
 				prime := ""
 				if h.Prime {
@@ -152,6 +152,12 @@ func printDebug(w io.Writer, st *kernelsim.DebugState) {
 			lr = " long-running"
 		}
 		fmt.Fprintf(w, "  job %d file %d ctx %d %s%s, %d command(s) on bos %v, finished fence %d\n", j.ID, j.File, j.Context, j.State, lr, j.Commands, j.BOs, j.Fence)
+	}
+	if len(st.Users) > 0 {
+		fmt.Fprintf(w, "limited users:\n")
+		for _, u := range st.Users {
+			fmt.Fprintf(w, "  uid %d: %d connections, %d dma-bufs, %d bytes of BOs\n", u.UID, u.Conns, u.DmaBufs, u.BOMemory)
+		}
 	}
 	fmt.Fprintf(w, "fences: %d live, restore sessions: %d\n", len(st.Fences), st.Sessions)
 	for _, f := range st.Fences {
