@@ -62,7 +62,7 @@ func TestIdleConnectionFlood(t *testing.T) {
 		"-uid-max-conns", strconv.Itoa(limit), "-uid-max-bo-memory", "1M", "-reserved-fds", strconv.Itoa(reserve))
 	ok(t, os.Chmod(env.Dir, 0o755))
 	daemon := env.Cmd.Process.Pid
-	fdsBefore := fdCount(t, daemon)
+	fdsBefore := fdTable(t, daemon)
 
 	// Clients of nobody, each under its own RLIMIT_NOFILE.
 	const perProc = 4000
@@ -145,7 +145,7 @@ func TestIdleConnectionFlood(t *testing.T) {
 			t.Errorf("client %d: %v: %s", i, err, cmd.Stderr)
 		}
 	}
-	eventually(t, "the daemon's descriptors back to where they were", func() bool { return fdCount(t, daemon) == fdsBefore })
+	fdsBack(t, daemon, fdsBefore)
 }
 
 // childFlood is the "flood" role: it opens KSIM_CONNS connections, reports

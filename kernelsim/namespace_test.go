@@ -166,12 +166,6 @@ func netnsOf(t *testing.T, pid int) string {
 	return must(os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid)))
 }
 
-// fdCount is how many descriptors process pid has open.
-func fdCount(t testing.TB, pid int) int {
-	t.Helper()
-	return len(must(os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))))
-}
-
 // Clients in other network, user, pid and mount namespaces work exactly
 // like host clients: the daemon identifies their sockets in their own
 // network namespace, and the control socket's IDENTIFY finds each by the
@@ -184,7 +178,8 @@ func TestClientsInOtherNamespaces(t *testing.T) {
 	idMap := func(host int) []syscall.SysProcIDMap {
 		return []syscall.SysProcIDMap{{ContainerID: 0, HostID: host, Size: 1}}
 	}
-	fdsBefore := fdCount(t, daemon)
+	must(c.Identify(nil)) // the daemon has accepted the control connection
+	fdsBefore := fdTable(t, daemon)
 	for _, tc := range []struct {
 		name    string
 		attr    *syscall.SysProcAttr
@@ -231,11 +226,46 @@ func TestClientsInOtherNamespaces(t *testing.T) {
 				}
 			}
 			cl.stop(t)
+			fdsBack(t, daemon, fdsBefore)
 		})
 	}
 	// Every connection is gone, and with the last one from each foreign
 	// namespace its sock_diag socket.
-	eventually(t, "the daemon's descriptors back to where they were", func() bool { return fdCount(t, daemon) == fdsBefore })
+	fdsBack(t, daemon, fdsBefore)
+}
+
+// fdsBack waits until process pid has the descriptors it had before, and
+// lists them if it does not.
+func fdsBack(t *testing.T, pid int, before map[string]string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		now := fdTable(t, pid)
+		if len(now) == len(before) {
+			return
+		}
+		if time.Now().After(deadline) {
+			for fd, what := range now {
+				if before[fd] != what {
+					t.Errorf("new fd %s: %s", fd, what)
+				}
+			}
+			t.Fatalf("%d descriptors open, %d before", len(now), len(before))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// fdTable maps each descriptor of process pid to what it is.
+func fdTable(t testing.TB, pid int) map[string]string {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	m := map[string]string{}
+	for _, e := range must(os.ReadDir(dir)) {
+		what, _ := os.Readlink(filepath.Join(dir, e.Name()))
+		m[e.Name()] = what
+	}
+	return m
 }
 
 // A daemon that runs as an unprivileged user cannot look into another

@@ -212,17 +212,18 @@ func (s *Server) acceptLoop(l *listener) {
 func (s *Server) refuse(fd int, what string, owner Cred, err error) {
 	s.k.log.Printf("refused %s connection of pid %d uid %d: %v", what, owner.PID, owner.UID, err)
 	var h uapi.Header
-	buf := make([]byte, uapi.MaxMessage)
-	if n, fds, rerr := uapi.Recv(fd, buf, unix.MSG_DONTWAIT); rerr == nil {
+	buf := bufs.Get().(*[]byte)
+	if n, fds, rerr := uapi.RecvNonblock(fd, *buf, 0); rerr == nil {
 		uapi.CloseFDs(fds)
-		if rh, herr := uapi.ParseHeader(buf[:n]); herr == nil {
+		if rh, herr := uapi.ParseHeader((*buf)[:n]); herr == nil {
 			h.Op, h.Seq = rh.Op, rh.Seq
 		}
 	}
+	bufs.Put(buf)
 	h.Status = -int32(ErrnoOf(err))
 	msg := "kernelsimd refused the connection: " + err.Error()
 	if pkt, merr := uapi.Marshal(h, &uapi.ErrorReply{Message: truncate(msg, 4096)}); merr == nil {
-		unix.Sendmsg(fd, pkt, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		uapi.SendNonblock(fd, pkt)
 	}
 	unix.Close(fd)
 }

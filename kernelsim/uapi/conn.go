@@ -35,6 +35,7 @@ type Conn struct {
 	mu  sync.Mutex
 	seq uint32
 	buf []byte
+	out []byte // the request being sent, reused
 }
 
 // Dial connects to a kernelsim socket.
@@ -79,9 +80,12 @@ func (c *Conn) Call(op Op, req, reply proto.Message, sendFDs ...int) ([]int, err
 		c.seq++
 	}
 	seq := c.seq
-	pkt, err := Marshal(Header{Op: op, Seq: seq}, req)
+	pkt, err := marshalAppend(c.out[:0], Header{Op: op, Seq: seq}, req)
 	if err != nil {
 		return nil, err
+	}
+	if cap(pkt) <= 4<<10 { // keep small buffers only
+		c.out = pkt
 	}
 	if err := Send(c.fd, pkt, sendFDs...); err != nil {
 		if refusal := c.refusal(op); refusal != nil {

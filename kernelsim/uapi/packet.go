@@ -15,20 +15,25 @@ const MaxFDs = 4
 
 // Marshal builds a packet: header plus the protobuf payload.
 func Marshal(h Header, msg proto.Message) ([]byte, error) {
+	return marshalAppend(make([]byte, 0, HeaderSize+64), h, msg)
+}
+
+// marshalAppend builds the packet at the end of dst, reusing its memory.
+func marshalAppend(dst []byte, h Header, msg proto.Message) ([]byte, error) {
 	h.Magic, h.Version = Magic, Version
-	pkt := make([]byte, HeaderSize, HeaderSize+64)
+	start := len(dst)
+	pkt := append(dst, make([]byte, HeaderSize)...)
 	if msg != nil {
 		var err error
-		// One allocation for small messages: the payload goes right
-		// behind the header.
+		// The payload goes right behind the header.
 		if pkt, err = (proto.MarshalOptions{}).MarshalAppend(pkt, msg); err != nil {
 			return nil, fmt.Errorf("encode %v: %w", h.Op, err)
 		}
 	}
-	if len(pkt) > MaxMessage {
-		return nil, fmt.Errorf("%v: message of %d bytes exceeds %d", h.Op, len(pkt), MaxMessage)
+	if len(pkt)-start > MaxMessage {
+		return nil, fmt.Errorf("%v: message of %d bytes exceeds %d", h.Op, len(pkt)-start, MaxMessage)
 	}
-	h.Put(pkt)
+	h.Put(pkt[start:])
 	return pkt, nil
 }
 
@@ -89,7 +94,9 @@ func recv(fd int, buf []byte, flags int, raw bool) (n int, fds []int, err error)
 			return 0, nil, err
 		}
 		if oobn > 0 {
-			fds = parseRights(oob[:oobn])
+			// A copy: parsing keeps references into it, and oob stays
+			// on the stack for the packets without descriptors.
+			fds = parseRights(append([]byte(nil), oob[:oobn]...))
 		}
 		if rflags&unix.MSG_CTRUNC != 0 {
 			closeAll(fds)
@@ -157,6 +164,7 @@ func recvmsg(fd int, p, oob []byte, flags int, raw bool) (n, oobn, rflags int, e
 	}
 	return int(r), int(msg.Controllen), int(msg.Flags), nil
 }
+
 func parseRights(oob []byte) []int {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
