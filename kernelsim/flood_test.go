@@ -19,6 +19,7 @@ import (
 	"drmcr/kernelsim"
 	"drmcr/kernelsim/ksimtest"
 	"drmcr/kernelsim/libdrm"
+	"drmcr/kernelsim/uapi"
 )
 
 // floodConns is how many idle connections the flood test opens:
@@ -39,14 +40,20 @@ type result struct {
 	msg, bos        string
 }
 
+// floodBlocked is how many of the flood's connections wait in a blocking
+// ioctl (a syncobj wait for a submit that never comes).
+const floodBlocked = 2000
+
 // maxDaemonThreads bounds kernelsimd's OS threads whatever the number of
 // clients: its Ps, the runtime's helpers, a few in syscalls.
 const maxDaemonThreads = 64
 
-// An unprivileged user opens a flood of connections and leaves them idle:
-// kernelsimd serves as many as that user's limit allows, refuses the rest
-// with a reason, keeps its thread count bounded, and root's clients keep
-// working; the user's BO allocations over its limit are refused too.
+// An unprivileged user opens a flood of connections and leaves them idle,
+// or waiting in the kernel: kernelsimd serves as many as that user's limit
+// allows, refuses the rest with a reason, keeps its thread count bounded,
+// and root's clients keep working; the user's BO allocations over its
+// limit are refused too. When the user's processes exit, every wait ends
+// and everything is released.
 func TestIdleConnectionFlood(t *testing.T) {
 	n := floodConns(t)
 	// The daemon holds a descriptor per connection; let the user have as
@@ -75,6 +82,10 @@ func TestIdleConnectionFlood(t *testing.T) {
 		share := min(perProc, tries-i*perProc)
 		cmd := exec.Command(testBinary(t), "-test.run=^$")
 		cmd.Env = append(os.Environ(), childEnv+"=flood", "KSIM_DIR="+env.Dir, fmt.Sprintf("KSIM_CONNS=%d", share), fmt.Sprintf("KSIM_BO_PROBE=%v", i == 0))
+		if i == 0 {
+			// Some connections wait in the kernel instead of idling.
+			cmd.Env = append(cmd.Env, fmt.Sprintf("KSIM_BLOCKED=%d", min(floodBlocked, share/2)))
+		}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody, Pdeathsig: syscall.SIGKILL}
 		cmd.Stderr = &bytes.Buffer{}
 		stdin := must(cmd.StdinPipe())
@@ -122,7 +133,7 @@ func TestIdleConnectionFlood(t *testing.T) {
 	}
 
 	threads := daemonThreads(t, daemon)
-	t.Logf("kernelsimd: %d threads, RSS %s with %d idle connections", threads, daemonRSS(t, daemon), opened)
+	t.Logf("kernelsimd: %d threads, RSS %s with %d connections, %d of them in a blocking wait", threads, daemonRSS(t, daemon), opened, min(floodBlocked, perProc/2))
 	if threads > maxDaemonThreads {
 		t.Fatalf("kernelsimd runs %d threads for %d connections, want at most %d", threads, opened, maxDaemonThreads)
 	}
@@ -184,13 +195,45 @@ func childFlood() error {
 			made++
 		}
 	}
-	fmt.Printf("opened %d %d msg %s\n", len(open), refused, msg)
-	// Every connection is still served.
-	for _, d := range open {
+	// The first KSIM_BLOCKED connections send a wait that blocks in the
+	// kernel (raw: no client thread waits for the reply), and are left so.
+	var blocked int
+	fmt.Sscan(os.Getenv("KSIM_BLOCKED"), &blocked)
+	blocked = min(blocked, len(open))
+	for _, d := range open[:blocked] {
+		s, err := d.SyncobjCreate(false)
+		if err != nil {
+			return err
+		}
+		pkt, err := uapi.Marshal(uapi.Header{Op: uapi.OpSyncobjWait, Seq: 1 << 30},
+			&uapi.SyncobjWaitRequest{Handles: []uint32{s}, TimeoutNs: -1, WaitAll: true, WaitForSubmit: true})
+		if err != nil {
+			return err
+		}
+		if err := uapi.Send(d.FD(), pkt); err != nil {
+			return err
+		}
+	}
+	// Every connection is served: the waits were read by the kernel (not
+	// left in the socket), the others answer.
+	for _, d := range open[:blocked] {
+		for {
+			outq, err := unix.IoctlGetInt(d.FD(), unix.SIOCOUTQ)
+			if err != nil {
+				return err
+			}
+			if outq == 0 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for _, d := range open[blocked:] {
 		if _, err := d.Version(); err != nil {
 			return err
 		}
 	}
+	fmt.Printf("opened %d %d msg %s\n", len(open), refused, msg)
 	_, err := io.Copy(io.Discard, os.Stdin)
 	return err
 }

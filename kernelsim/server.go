@@ -206,11 +206,18 @@ func (s *Server) acceptLoop(l *listener) {
 
 // refuse answers a connection it will not serve with an error reply, so
 // that the client reads why instead of a broken pipe, logs one line
-// (rate-limited), and closes it. The reply answers the client's first
-// request if that is already queued, else it carries sequence number 0,
-// which clients read as the connection's refusal.
+// (rate-limited), and closes it.
 func (s *Server) refuse(fd int, what string, owner Cred, err error) {
 	s.k.log.Printf("refused %s connection of pid %d uid %d: %v", what, owner.PID, owner.UID, err)
+	sendRefusal(fd, err)
+	unix.Close(fd)
+}
+
+// sendRefusal sends the error reply of a refused connection on its socket
+// fd. The reply answers the client's first request if that is already
+// queued, else it carries sequence number 0, which clients read as the
+// connection's refusal.
+func sendRefusal(fd int, err error) {
 	var h uapi.Header
 	buf := bufs.Get().(*[]byte)
 	if n, fds, rerr := uapi.RecvNonblock(fd, *buf, 0); rerr == nil {
@@ -225,7 +232,6 @@ func (s *Server) refuse(fd int, what string, owner Cred, err error) {
 	if pkt, merr := uapi.Marshal(h, &uapi.ErrorReply{Message: truncate(msg, 4096)}); merr == nil {
 		uapi.SendNonblock(fd, pkt)
 	}
-	unix.Close(fd)
 }
 
 func (s *Server) startConn(fd int, d *Device, owner Cred) {
@@ -250,6 +256,9 @@ func (s *Server) startConn(fd int, d *Device, owner Cred) {
 		return
 	}
 	if !s.spawn(func() { s.conns[c] = struct{}{} }, func() { delete(s.conns, c) }, c.serve) {
+		closing := errnof(syscall.ESHUTDOWN, "kernelsimd is shutting down")
+		s.k.log.Printf("refused %s connection of pid %d uid %d: %v", what, owner.PID, owner.UID, closing)
+		c.rc.Control(func(fd uintptr) { sendRefusal(int(fd), closing) })
 		c.release()
 	}
 }
@@ -287,6 +296,7 @@ func (s *Server) startControl(fd int, owner Cred) {
 		return
 	}
 	if !s.spawn(func() { s.ctrls[c] = struct{}{} }, func() { delete(s.ctrls, c) }, c.serve) {
+		c.rc.Control(func(fd uintptr) { sendRefusal(int(fd), errnof(syscall.ESHUTDOWN, "kernelsimd is shutting down")) })
 		c.sock.Close()
 	}
 }
