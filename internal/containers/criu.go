@@ -9,18 +9,18 @@ import (
 
 // WriteCriuConfig writes a criu configuration file that makes criu load
 // its plugins from libDir (`lib DIR`), the way a user names the plugin
-// directory in /etc/criu/runc.conf. criu's configuration syntax has no
-// quoting that runc users can rely on, so libDir must not hold blanks or
-// quotes.
+// directory in /etc/criu/runc.conf. The path is written in double quotes,
+// which criu's configuration syntax takes for a value with blanks or '#';
+// a path holding a double quote, a backslash or a newline is refused.
 func WriteCriuConfig(path, libDir string) error {
 	abs, err := filepath.Abs(libDir)
 	if err != nil {
 		return fmt.Errorf("criu config: %w", err)
 	}
-	if strings.ContainsAny(abs, " \t\n\"'#") {
-		return fmt.Errorf("criu config: plugin directory %q holds a blank, quote or '#', which criu's config syntax cannot carry", abs)
+	if strings.ContainsAny(abs, "\"\\\n") {
+		return fmt.Errorf("criu config: plugin directory %q holds a double quote, backslash or newline", abs)
 	}
-	if err := os.WriteFile(path, []byte("lib "+abs+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte("lib \""+abs+"\"\n"), 0o644); err != nil {
 		return fmt.Errorf("criu config: %w", err)
 	}
 	return nil
