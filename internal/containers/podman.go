@@ -117,6 +117,9 @@ func (p *Podman) Run(o RunOptions) error {
 type PodmanCheckpointOptions struct {
 	Export       string // --export FILE: the checkpoint as a tar archive
 	LeaveRunning bool
+	// Keep: --keep, which keeps criu's dump.log (see CriuLog); podman
+	// deletes it after a successful checkpoint otherwise.
+	Keep bool
 }
 
 // Checkpoint checkpoints container name. Its error carries criu's errors
@@ -128,6 +131,9 @@ func (p *Podman) Checkpoint(name string, o PodmanCheckpointOptions) error {
 	}
 	if o.LeaveRunning {
 		args = append(args, "--leave-running")
+	}
+	if o.Keep {
+		args = append(args, "--keep")
 	}
 	if _, err := p.run(append(args, name)...); err != nil {
 		return p.withCriuLog(err, name, "dump.log")
@@ -155,12 +161,34 @@ func (p *Podman) RestoreImport(archive, name string) error {
 
 // withCriuLog adds the errors of criu's log in the container's directory.
 func (p *Podman) withCriuLog(err error, name, log string) error {
-	dir, ierr := p.run("inspect", "--format", "{{.StaticDir}}", name)
-	if ierr != nil {
+	path, perr := p.criuLogPath(name, log)
+	if perr != nil {
 		return err
 	}
-	path := filepath.Join(strings.TrimSpace(dir), log)
 	return fmt.Errorf("%w\ncriu log (%s):\n%s", err, path, CriuLogSummary(path, 40))
+}
+
+func (p *Podman) criuLogPath(name, log string) (string, error) {
+	dir, err := p.run("inspect", "--format", "{{.StaticDir}}", name)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(strings.TrimSpace(dir), log), nil
+}
+
+// CriuLog returns criu's log of the container's last checkpoint
+// ("dump.log", kept only by a checkpoint with Keep or one that failed) or
+// restore ("restore.log"), from the container's directory.
+func (p *Podman) CriuLog(name, log string) (string, error) {
+	path, err := p.criuLogPath(name, log)
+	if err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("criu log of %s: %w", name, err)
+	}
+	return string(b), nil
 }
 
 // Logs returns what container name wrote to its stdout and stderr

@@ -21,10 +21,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
 	"drmcr/internal/containers"
+	"drmcr/internal/crrun"
 )
 
 var (
@@ -125,11 +127,51 @@ func setup() error {
 	return nil
 }
 
-// libs are the plugin directories the non-GPU tests run with: none (criu
-// alone, the baseline) and the plugin's. Installing the plugin must never
-// make criu worse for a container that does not use the GPU.
-func libs() []struct{ name, dir string } {
-	return []struct{ name, dir string }{{"no-plugin", emptyLib}, {"plugin", pluginDir}}
+// criuSetup is how criu runs for a non-GPU test.
+type criuSetup struct {
+	name string
+	lib  string // plugin directory
+	// daemon: a kernelsimd runs and criu's environment names it, so the
+	// plugin starts its helper for the dump and asks it about the
+	// container's tasks, which hold no GPU state.
+	daemon bool
+}
+
+// setups are the ways the non-GPU tests run criu: with no plugin (the
+// baseline), with the plugin directory and no kernelsimd, and with the
+// plugin and a kernelsimd. Installing the plugin must never make criu worse
+// for a container that does not use the GPU.
+func setups() []criuSetup {
+	return []criuSetup{{"no-plugin", emptyLib, false}, {"plugin", pluginDir, false}, {"plugin-with-daemon", pluginDir, true}}
+}
+
+// criuEnv starts what the setup needs and returns what criu's environment
+// must hold for it.
+func (s criuSetup) criuEnv(t *testing.T) []string {
+	t.Helper()
+	if !s.daemon {
+		return nil
+	}
+	d, err := crrun.StartDaemon(kernelsimd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return []string{"KERNELSIM_RUNTIME_DIR=" + d.Dir}
+}
+
+// checkDumpLog checks criu's dump log for the setup: with a kernelsimd,
+// the plugin's helper served the dump. (podman keeps the log only when
+// asked to: the podman tests ask in that setup.)
+func (s criuSetup) checkDumpLog(t *testing.T, log string) {
+	t.Helper()
+	if s.daemon && !regexp.MustCompile(`drm_plugin: helper process [0-9]+ ready`).MatchString(log) {
+		t.Errorf("with a kernelsimd running, the plugin started no helper for the dump; plugin lines:\n%s", crrun.PluginLines(log))
+	}
 }
 
 // criuConfig writes a criu configuration file naming lib as the plugin

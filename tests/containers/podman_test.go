@@ -45,7 +45,9 @@ func (e *podmanEnv) run(t *testing.T, o containers.RunOptions) {
 	}
 }
 
-func (e *podmanEnv) checkpoint(t *testing.T, name string, o containers.PodmanCheckpointOptions) {
+// checkpoint checkpoints container name and returns criu's dump log, or ""
+// without o.Keep.
+func (e *podmanEnv) checkpoint(t *testing.T, name string, o containers.PodmanCheckpointOptions) string {
 	t.Helper()
 	if err := e.p.Checkpoint(name, o); err != nil {
 		logs, _ := e.p.Logs(name)
@@ -58,6 +60,14 @@ func (e *podmanEnv) checkpoint(t *testing.T, name string, o containers.PodmanChe
 	if o.LeaveRunning != (st == "running") {
 		t.Fatalf("after podman container checkpoint (leave running: %v) the container is %s", o.LeaveRunning, st)
 	}
+	if !o.Keep {
+		return ""
+	}
+	log, err := e.p.CriuLog(name, "dump.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return log
 }
 
 func (e *podmanEnv) remove(t *testing.T, name string) {
@@ -97,20 +107,20 @@ func (e *podmanEnv) counted(t *testing.T, what, name string, n int) []count {
 }
 
 // TestPodmanCounter checkpoints and restores a podman container running
-// the counter, in place and through an exported archive, with no plugin and
-// with the plugin directory in place.
+// the counter, in place and through an exported archive, in each of the
+// setups of TestRuncCounter.
 func TestPodmanCounter(t *testing.T) {
 	counter := func(name string) containers.RunOptions {
 		return containers.RunOptions{Name: name, Args: []string{"/bin/counter"}}
 	}
-	for _, lib := range libs() {
-		t.Run(lib.name, func(t *testing.T) {
+	for _, setup := range setups() {
+		t.Run(setup.name, func(t *testing.T) {
 			t.Run("checkpoint-restore", func(t *testing.T) {
-				e := newPodman(t, lib.dir)
+				e := newPodman(t, setup.lib, setup.criuEnv(t)...)
 				n := name(t)
 				e.run(t, counter(n))
 				e.counted(t, "before checkpoint", n, 2)
-				e.checkpoint(t, n, containers.PodmanCheckpointOptions{})
+				setup.checkDumpLog(t, e.checkpoint(t, n, containers.PodmanCheckpointOptions{Keep: setup.daemon}))
 				pre := e.counts(t, n)
 				if err := e.p.Restore(n); err != nil {
 					t.Fatal(err)
@@ -120,12 +130,12 @@ func TestPodmanCounter(t *testing.T) {
 			})
 
 			t.Run("export-import", func(t *testing.T) {
-				e := newPodman(t, lib.dir)
+				e := newPodman(t, setup.lib, setup.criuEnv(t)...)
 				n := name(t)
 				e.run(t, counter(n))
 				e.counted(t, "before checkpoint", n, 2)
 				archive := filepath.Join(t.TempDir(), "checkpoint.tar.gz")
-				e.checkpoint(t, n, containers.PodmanCheckpointOptions{Export: archive})
+				setup.checkDumpLog(t, e.checkpoint(t, n, containers.PodmanCheckpointOptions{Export: archive, Keep: setup.daemon}))
 				pre := e.counts(t, n)
 				e.remove(t, n)
 				if err := e.p.RestoreImport(archive, n+"-imported"); err != nil {
@@ -135,12 +145,12 @@ func TestPodmanCounter(t *testing.T) {
 			})
 
 			t.Run("leave-running", func(t *testing.T) {
-				e := newPodman(t, lib.dir)
+				e := newPodman(t, setup.lib, setup.criuEnv(t)...)
 				n := name(t)
 				e.run(t, counter(n))
 				e.counted(t, "before checkpoint", n, 2)
 				archive := filepath.Join(t.TempDir(), "checkpoint.tar.gz")
-				e.checkpoint(t, n, containers.PodmanCheckpointOptions{Export: archive, LeaveRunning: true})
+				setup.checkDumpLog(t, e.checkpoint(t, n, containers.PodmanCheckpointOptions{Export: archive, LeaveRunning: true, Keep: setup.daemon}))
 				pre := e.counts(t, n)
 				checkContinued(t, "the container left running", e.counted(t, "after checkpoint --leave-running", n, lastN(pre)+2))
 				e.remove(t, n)
@@ -151,12 +161,12 @@ func TestPodmanCounter(t *testing.T) {
 			})
 
 			t.Run("restore-twice", func(t *testing.T) {
-				e := newPodman(t, lib.dir)
+				e := newPodman(t, setup.lib, setup.criuEnv(t)...)
 				n := name(t)
 				e.run(t, counter(n))
 				e.counted(t, "before checkpoint", n, 2)
 				archive := filepath.Join(t.TempDir(), "checkpoint.tar.gz")
-				e.checkpoint(t, n, containers.PodmanCheckpointOptions{Export: archive})
+				setup.checkDumpLog(t, e.checkpoint(t, n, containers.PodmanCheckpointOptions{Export: archive, Keep: setup.daemon}))
 				pre := e.counts(t, n)
 				e.remove(t, n)
 				if err := e.p.RestoreImport(archive, n+"-1"); err != nil {

@@ -1,6 +1,7 @@
 package containers
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -58,12 +59,13 @@ func restoreContainer(t *testing.T, r *containers.Runc, id string, b *containers
 	return c
 }
 
-// checkpoint checkpoints c and returns the images directory. Without
-// --leave-running it checks that the container is gone.
-func checkpoint(t *testing.T, c *containers.Container, leaveRunning bool) string {
+// checkpoint checkpoints c and returns the images directory and criu's
+// dump log. Without --leave-running it checks that the container is gone.
+func checkpoint(t *testing.T, c *containers.Container, leaveRunning bool) (string, string) {
 	t.Helper()
 	img := filepath.Join(t.TempDir(), "images")
-	if err := c.Checkpoint(containers.CheckpointOptions{ImagePath: img, WorkPath: t.TempDir(), LeaveRunning: leaveRunning}); err != nil {
+	work := t.TempDir()
+	if err := c.Checkpoint(containers.CheckpointOptions{ImagePath: img, WorkPath: work, LeaveRunning: leaveRunning}); err != nil {
 		t.Fatalf("%v\ncontainer output:\n%s", err, c.Out.String())
 	}
 	st, err := c.Status()
@@ -78,7 +80,11 @@ func checkpoint(t *testing.T, c *containers.Container, leaveRunning bool) string
 	case !leaveRunning && !c.Out.WaitClosed(30*time.Second):
 		t.Fatal("after checkpoint the container's processes still hold its stdout")
 	}
-	return img
+	log, err := os.ReadFile(filepath.Join(work, "dump.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img, string(log)
 }
 
 func deleteContainer(t *testing.T, c *containers.Container) {
@@ -103,18 +109,20 @@ func counted(t *testing.T, what string, c *containers.Container, n int) []count 
 }
 
 // TestRuncCounter checkpoints and restores a container running the
-// counter, with no plugin and with the plugin directory in place.
+// counter: with no plugin, with the plugin directory in place, and with the
+// plugin and a kernelsimd running.
 func TestRuncCounter(t *testing.T) {
-	for _, lib := range libs() {
-		t.Run(lib.name, func(t *testing.T) {
+	for _, setup := range setups() {
+		t.Run(setup.name, func(t *testing.T) {
 			t.Run("checkpoint-restore", func(t *testing.T) {
-				r := newRunc(t)
-				b := newBundle(t, criuConfig(t, lib.dir), "/bin/counter")
+				r := newRunc(t, setup.criuEnv(t)...)
+				b := newBundle(t, criuConfig(t, setup.lib), "/bin/counter")
 				save(t, b)
 				id := name(t)
 				c := runContainer(t, r, id, b)
 				counted(t, "before checkpoint", c, 2)
-				img := checkpoint(t, c, false)
+				img, log := checkpoint(t, c, false)
+				setup.checkDumpLog(t, log)
 				pre, err := parseCounts(c.Out.Lines())
 				if err != nil {
 					t.Fatal(err)
@@ -124,13 +132,14 @@ func TestRuncCounter(t *testing.T) {
 			})
 
 			t.Run("leave-running", func(t *testing.T) {
-				r := newRunc(t)
-				b := newBundle(t, criuConfig(t, lib.dir), "/bin/counter")
+				r := newRunc(t, setup.criuEnv(t)...)
+				b := newBundle(t, criuConfig(t, setup.lib), "/bin/counter")
 				save(t, b)
 				id := name(t)
 				c := runContainer(t, r, id, b)
 				counted(t, "before checkpoint", c, 2)
-				img := checkpoint(t, c, true)
+				img, log := checkpoint(t, c, true)
+				setup.checkDumpLog(t, log)
 				pre, err := parseCounts(c.Out.Lines())
 				if err != nil {
 					t.Fatal(err)
@@ -142,13 +151,14 @@ func TestRuncCounter(t *testing.T) {
 			})
 
 			t.Run("restore-twice", func(t *testing.T) {
-				r := newRunc(t)
-				b := newBundle(t, criuConfig(t, lib.dir), "/bin/counter")
+				r := newRunc(t, setup.criuEnv(t)...)
+				b := newBundle(t, criuConfig(t, setup.lib), "/bin/counter")
 				save(t, b)
 				id := name(t)
 				c := runContainer(t, r, id, b)
 				counted(t, "before checkpoint", c, 2)
-				img := checkpoint(t, c, false)
+				img, log := checkpoint(t, c, false)
+				setup.checkDumpLog(t, log)
 				pre, err := parseCounts(c.Out.Lines())
 				if err != nil {
 					t.Fatal(err)
@@ -178,7 +188,7 @@ func TestRuncRestoreWithPlugin(t *testing.T) {
 	id := name(t)
 	c := runContainer(t, r, id, b)
 	counted(t, "before checkpoint", c, 2)
-	img := checkpoint(t, c, false)
+	img, _ := checkpoint(t, c, false)
 	pre, err := parseCounts(c.Out.Lines())
 	if err != nil {
 		t.Fatal(err)
