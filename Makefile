@@ -1,7 +1,7 @@
 # drmcr: CRIU plugin for DRM (GPU) state.
 #
-# Sections: variables, top-level targets, criu (provisioning), plugin,
-# criu end-to-end tests.
+# Sections: variables, top-level targets, criu (provisioning), container
+# tools (provisioning), plugin, criu end-to-end tests, container tests.
 # Add new targets in a section of their own.
 
 # ---------------------------------------------------------------------------
@@ -69,6 +69,15 @@ criu-force:
 	@scripts/provision-criu.sh --force
 
 # ---------------------------------------------------------------------------
+# Container tools (scripts/provision-containers.sh; needs root to install)
+# ---------------------------------------------------------------------------
+.PHONY: containers
+
+# Debian's runc, iptables and podman, installed with apt only when missing.
+containers:
+	@scripts/provision-containers.sh
+
+# ---------------------------------------------------------------------------
 # Plugin: drm_plugin.so (C, plugin/c), the only thing criu loads, and the Go
 # library it runs in a helper process, drm_plugin.d/drm_plugin_core.so
 # (plugin/core). criu loads every *.so of its plugin directory, so the Go
@@ -106,14 +115,24 @@ test-criu: criu
 	$(GO) test -count=1 ./tests/criu
 
 # ---------------------------------------------------------------------------
+# Container tests (tests/containers: real runc, podman and criu, needs root)
+# ---------------------------------------------------------------------------
+.PHONY: test-containers
+
+# The tests use the plugin directory as built ($(LIB_DIR), the whole of it).
+test-containers: criu containers plugin
+	$(GO) test -count=1 -v ./tests/containers
+
+# ---------------------------------------------------------------------------
 # Tests, benchmarks, the demo
 # ---------------------------------------------------------------------------
 .PHONY: test check e2e bench demo proto graphviz
 
 # The README's test command: static checks, then every test with the race
-# detector, the end-to-end tests with real criu included (provisioned
-# first; they fail, never skip, if criu cannot run).
-test: criu check
+# detector, the end-to-end tests with real criu, runc and podman included
+# (provisioned first; they fail, never skip, if a tool cannot run). The
+# container tests use the plugin directory as built.
+test: criu containers plugin check
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 check:
@@ -122,9 +141,9 @@ check:
 	$(GO) vet -tags drmcr_testclaim ./plugin/...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
-# Only the end-to-end tests with real criu.
-e2e: criu
-	$(GO) test -count=1 -v ./tests/e2e ./tests/criu
+# Only the end-to-end tests with real criu (and runc and podman).
+e2e: criu containers plugin
+	$(GO) test -count=1 -v ./tests/e2e ./tests/criu ./tests/containers
 
 # Benchmarks, each with its baseline measured in the same run.
 bench:

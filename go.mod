@@ -7,3 +7,5 @@ require (
 	golang.org/x/sys v0.49.0
 	google.golang.org/protobuf v1.36.12
 )
+
+require github.com/opencontainers/runtime-spec v1.2.1 // indirect

@@ -186,9 +186,34 @@ write_apt_conf() {
 		echo "APT::Install-Suggests \"false\";"
 		echo "Acquire::Languages \"none\";"
 		echo "Debug::NoLocking \"true\";"
+		sandbox_conf
 		# Inherit how the system reaches the archive (proxies, date checks).
 		apt-config dump 2>/dev/null | grep -E '^Acquire::(https?::Proxy|Check-Valid-Until|Check-Date|Retries)' || true
 	} >"$APT_CONF"
+}
+
+# sandbox_conf: apt downloads as its sandbox user (_apt), into partial
+# directories it hands to that user, when the user can reach them. Under a
+# directory only root may enter (a checkout inside `mktemp -d`) it cannot;
+# apt then downloads as root anyway and says so with a warning, which
+# apt_update_checked would take for a failure. Choose root explicitly
+# there, so apt has nothing to warn about.
+SANDBOX_LOGGED=0
+sandbox_conf() {
+	local user gid
+	user=$(apt-config dump 2>/dev/null | sed -n 's/^APT::Sandbox::User "\(.*\)";$/\1/p' | tail -n1)
+	user=${user:-_apt}
+	[[ $user == root ]] && return 0
+	if gid=$(id -g "$user" 2>/dev/null) &&
+		setpriv --reuid="$user" --regid="$gid" --clear-groups -- \
+			test -x "$APT_DIR/lists" 2>/dev/null; then
+		return 0
+	fi
+	if ((SANDBOX_LOGGED == 0)); then
+		log "apt's sandbox user $user cannot reach $APT_DIR (a parent directory is private): apt downloads as root" >&2
+		SANDBOX_LOGGED=1
+	fi
+	echo "APT::Sandbox::User \"root\";"
 }
 
 papt_get() { APT_CONFIG=$APT_CONF apt-get -q "$@"; }
