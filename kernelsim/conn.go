@@ -475,3 +475,13 @@ func (c *conn) claimFile(req *uapi.ClaimFileRequest) error {
 	}
 	return nil
 }
+
+// socketpair implements socketMaker: a new dma-buf's file is made in the
+// network namespace of the client exporting or claiming it.
+func (c *conn) socketpair() ([2]int, error) {
+	fds, err := [2]int{-1, -1}, error(nil)
+	if cerr := c.rc.Control(func(fd uintptr) { fds, err = c.s.diag.socketpairLike(int(fd)) }); cerr != nil {
+		return fds, cerr
+	}
+	return fds, err
+}

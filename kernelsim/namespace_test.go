@@ -119,6 +119,9 @@ func childNSClient() error {
 		if err := gpuWork(d, uint32(i+1)); err != nil {
 			return err
 		}
+		if err := dmaBufInOwnNetNS(d); err != nil {
+			return err
+		}
 		var st unix.Stat_t
 		if err := unix.Fstat(d.FD(), &st); err != nil {
 			return err
@@ -128,6 +131,37 @@ func childNSClient() error {
 	fmt.Println(line)
 	_, err := io.Copy(io.Discard, os.Stdin)
 	return err
+}
+
+// dmaBufInOwnNetNS exports a BO and checks that the dma-buf's file lives
+// in the client's network namespace: criu looks for a task's sockets
+// there, and would not find a dma-buf made in the daemon's.
+func dmaBufInOwnNetNS(d *libdrm.Device) error {
+	h, err := d.BOCreate(4096, vram, 0, 0)
+	if err != nil {
+		return err
+	}
+	fd, err := d.ExportDmaBuf(h)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ns, err := unix.IoctlRetInt(fd, unix.SIOCGSKNS)
+	if err != nil {
+		return fmt.Errorf("SIOCGSKNS on the dma-buf: %w", err)
+	}
+	defer unix.Close(ns)
+	var got, own unix.Stat_t
+	if err := unix.Fstat(ns, &got); err != nil {
+		return err
+	}
+	if err := unix.Stat("/proc/self/ns/net", &own); err != nil {
+		return err
+	}
+	if got.Ino != own.Ino || got.Dev != own.Dev {
+		return fmt.Errorf("the dma-buf's socket is in network namespace %d, the client in %d", got.Ino, own.Ino)
+	}
+	return nil
 }
 
 // gpuWork creates a BO, fills it on the GPU, waits and reads it back.

@@ -39,6 +39,14 @@ func (db *DmaBuf) Ino() uint64 { return db.ino }
 // BO returns the exported buffer.
 func (db *DmaBuf) BO() *BO { return db.bo }
 
+func unixSocketpair() ([2]int, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return [2]int{-1, -1}, err
+	}
+	return [2]int{fds[0], fds[1]}, nil
+}
+
 func sockIno(fd int) (uint64, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
@@ -50,10 +58,25 @@ func sockIno(fd int) (uint64, error) {
 	return st.Ino, nil
 }
 
-// newDmaBuf exports bo. The caller adds the first PRIME table entry.
+// socketMaker makes the socketpair of a new dma-buf. A connection makes it
+// in its client's network namespace: criu looks for the sockets of a task
+// in the task's network namespace, so a dma-buf made in the daemon's would
+// make a container that holds it impossible to checkpoint.
+type socketMaker interface {
+	socketpair() ([2]int, error)
+}
+
+// newDmaBuf exports bo, making its file where asks (nil: in the daemon's
+// network namespace). The caller adds the first PRIME table entry.
 // Called with k.mu held.
-func (k *Kernel) newDmaBuf(bo *BO) (*DmaBuf, error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+func (k *Kernel) newDmaBuf(bo *BO, where socketMaker) (*DmaBuf, error) {
+	var fds [2]int
+	var err error
+	if where != nil {
+		fds, err = where.socketpair()
+	} else {
+		fds, err = unixSocketpair()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("dma-buf socketpair: %w", err)
 	}
@@ -198,7 +221,8 @@ func (f *File) PrimeHandleToFD(handle uint32) (fd int, db *DmaBuf, err error) {
 		if err := k.acct.chargeDmaBuf(f.owner); err != nil {
 			return -1, nil, err
 		}
-		if db, err = k.newDmaBuf(bo); err != nil {
+		where, _ := f.io.(socketMaker)
+		if db, err = k.newDmaBuf(bo, where); err != nil {
 			k.acct.unchargeDmaBuf(f.owner.UID)
 			return -1, nil, err
 		}

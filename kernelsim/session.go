@@ -269,7 +269,7 @@ func (s *Session) dmabufFor(ino uint64) (*DmaBuf, error) {
 	defer bo.put()
 	db := bo.dmabuf
 	if db == nil {
-		if db, err = s.k.newDmaBuf(bo); err != nil {
+		if db, err = s.k.newDmaBuf(bo, nil); err != nil {
 			return nil, err
 		}
 	}

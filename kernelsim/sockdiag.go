@@ -165,12 +165,29 @@ func (sd *sockDiag) release(ds *diagSock) {
 }
 
 // socketIn creates a NETLINK_SOCK_DIAG socket in the network namespace ns
-// and returns to the namespace home. It runs on a thread of its own: if
-// that thread cannot come back home it must never run anything else, so
-// its goroutine then ends with the thread locked, which retires it.
+// and returns to the namespace home.
 func socketIn(ns, home int) (int, error) {
+	fds, err := inNetNS(ns, home, func() ([]int, error) {
+		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+		if err != nil {
+			return nil, fmt.Errorf("socket: %w", err)
+		}
+		return []int{fd}, nil
+	})
+	if err != nil {
+		return -1, err
+	}
+	return fds[0], nil
+}
+
+// inNetNS runs mk, which creates sockets, in the network namespace ns, and
+// returns to the namespace home. mk runs on a thread of its own: if that
+// thread cannot come back home it must never run anything else, so its
+// goroutine then ends with the thread locked, which retires it, and mk's
+// sockets are closed.
+func inNetNS(ns, home int, mk func() ([]int, error)) ([]int, error) {
 	type result struct {
-		fd  int
+		fds []int
 		err error
 	}
 	done := make(chan result, 1)
@@ -178,25 +195,49 @@ func socketIn(ns, home int) (int, error) {
 		runtime.LockOSThread()
 		if err := unix.Setns(ns, unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
-			done <- result{-1, fmt.Errorf("setns: %w", err)}
+			done <- result{nil, fmt.Errorf("setns: %w", err)}
 			return
 		}
-		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+		fds, err := mk()
 		if herr := unix.Setns(home, unix.CLONE_NEWNET); herr != nil {
-			if err == nil {
+			for _, fd := range fds {
 				unix.Close(fd)
 			}
-			done <- result{-1, fmt.Errorf("setns back to the daemon's namespace: %w", herr)}
+			done <- result{nil, fmt.Errorf("setns back to the daemon's namespace: %w", herr)}
 			return // the thread stays locked and is retired
 		}
 		runtime.UnlockOSThread()
-		if err != nil {
-			err = fmt.Errorf("socket: %w", err)
-		}
-		done <- result{fd, err}
+		done <- result{fds, err}
 	}()
 	r := <-done
-	return r.fd, r.err
+	return r.fds, r.err
+}
+
+// socketpairLike makes a SOCK_SEQPACKET socketpair in the network
+// namespace of the socket fd (the daemon's own when it cannot tell or
+// enter it).
+func (sd *sockDiag) socketpairLike(fd int) ([2]int, error) {
+	pair := func() ([]int, error) {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("socketpair: %w", err)
+		}
+		return fds[:], nil
+	}
+	var fds []int
+	ns, err := unix.IoctlRetInt(fd, unix.SIOCGSKNS)
+	if err == nil {
+		defer unix.Close(ns)
+	}
+	if id, idErr := nsIDOf(ns); err != nil || idErr != nil || id == sd.home.id {
+		fds, err = pair()
+	} else {
+		fds, err = inNetNS(ns, sd.self, pair)
+	}
+	if err != nil {
+		return [2]int{-1, -1}, err
+	}
+	return [2]int{fds[0], fds[1]}, nil
 }
 
 // peer asks for the peer of the socket with inode own in the socket's
