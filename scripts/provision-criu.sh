@@ -341,7 +341,12 @@ wrapper_breakpoints() {
 	cat <<EOF
 # CRIU_FAULT=130 (no hardware breakpoints) when the provisioning probe found
 # that dumps hang without it; DRMCR_CRIU_NO_BREAKPOINTS=0|1 overrides.
-nobp=\${DRMCR_CRIU_NO_BREAKPOINTS:-\$(cat "$MARKER" 2>/dev/null || echo 0)}
+# No redirection to /dev/null here: runc starts criu for a restore inside
+# the container's cgroup, whose device rules may refuse it.
+nobp=\${DRMCR_CRIU_NO_BREAKPOINTS:-}
+if [ -z "\$nobp" ] && [ -r "$MARKER" ]; then
+	read -r nobp <"$MARKER"
+fi
 if [ "\$nobp" = 1 ] && [ -z "\${CRIU_FAULT:-}" ]; then
 	CRIU_FAULT=130
 	export CRIU_FAULT

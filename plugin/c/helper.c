@@ -238,7 +238,7 @@ __attribute__((noreturn)) static void helper_main(int ch, const char *core)
 {
 	sigset_t none;
 	int (*serve)(int);
-	int sig, devnull, logfd;
+	int sig, logfd, in[2];
 	void *h;
 
 	setsid(); /* no terminal signals: criu's exit is seen as the channel's end */
@@ -249,16 +249,20 @@ __attribute__((noreturn)) static void helper_main(int ch, const char *core)
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 
-	/* 0 and 1: /dev/null; 2: criu's log, where a crash of the Go runtime
-	 * would print; 3: the channel. Nothing else of criu's stays open. */
+	/* 0: a pipe without a writer (reads see the end); 1 and 2: criu's
+	 * log, where a crash of the Go runtime would print; 3: the channel.
+	 * Nothing else of criu's stays open. No device is opened: when runc
+	 * restores, criu already runs in the container's cgroup, whose device
+	 * rules may refuse even /dev/null. */
 	ch = move_high(ch);
 	logfd = move_high(drm_log_fd());
-	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (ch < 0 || devnull < 0)
+	if (ch < 0 || pipe2(in, O_CLOEXEC) < 0)
 		_exit(1);
-	dup2(devnull, 0);
-	dup2(devnull, 1);
-	dup2(logfd >= 0 ? logfd : devnull, 2);
+	if (logfd < 0 && (logfd = open("/dev/null", O_WRONLY | O_CLOEXEC)) < 0)
+		_exit(1);
+	dup2(in[0], 0);
+	dup2(logfd, 1);
+	dup2(logfd, 2);
 	dup2(ch, 3);
 	close_from(4);
 	if (chdir("/") < 0)
