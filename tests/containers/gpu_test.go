@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,11 +141,17 @@ func (j *gpuJob) waitIdle(t *testing.T) {
 	}
 }
 
-// verify runs drmcrit verify on a container checkpoint.
+// verify runs drmcrit verify on a container checkpoint, and show, which
+// must name the processes as criu's images do: by their pids inside the
+// container, gpuload being its pid 1.
 func verify(t *testing.T, img string) {
 	t.Helper()
 	if out, err := exec.Command(drmcrit, "verify", img).CombinedOutput(); err != nil {
 		t.Errorf("drmcrit verify of a container checkpoint: %v\n%s", err, out)
+	}
+	out, err := exec.Command(drmcrit, "show", img).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "── pid 1 (gpuload)") {
+		t.Errorf("drmcrit show of a container checkpoint does not show the container's pid 1: %v\n%s", err, out)
 	}
 }
 
