@@ -145,9 +145,14 @@ check:
 e2e: criu containers plugin
 	$(GO) test -count=1 -v ./tests/e2e ./tests/criu ./tests/containers
 
-# Benchmarks, each with its baseline measured in the same run.
-bench:
+# Benchmarks, each with its baseline measured in the same run: the Go
+# benchmarks, then drmbench (real criu, kernelsimd and gpuload; needs root),
+# which prints the table of docs/BENCHMARKS.md and fails if a target is
+# missed. Sizes: BENCH_ARGS, e.g. BENCH_ARGS="-gib 2 -pairs 5 -only perbo".
+BENCH_ARGS ?=
+bench: criu build
 	$(GO) test -run '^$$' -bench . -benchmem ./kernelsim/... ./drmcore/...
+	$(BIN_DIR)/drmbench -criu $(CRIU) -lib $(LIB_DIR) -bin $(BIN_DIR) -dir $(BUILD)/bench $(BENCH_ARGS)
 
 # The whole product in one command: see cmd/drmdemo.
 # It keeps the checkpoint in build/demo/checkpoint (and the sharing graph,

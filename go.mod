@@ -4,8 +4,10 @@ go 1.26.0
 
 require (
 	github.com/checkpoint-restore/go-criu/v7 v7.2.0
+	github.com/opencontainers/runtime-spec v1.2.1
 	golang.org/x/sys v0.49.0
 	google.golang.org/protobuf v1.36.12
+	lukechampine.com/blake3 v1.4.1
 )
 
-require github.com/opencontainers/runtime-spec v1.2.1 // indirect
+require github.com/klauspost/cpuid/v2 v2.0.9 // indirect

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -548,4 +549,51 @@ func TestWaitOnAnotherFilesPreemptedJob(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDamagedContentsFailTheResume: contents changed after the dump do
+// not run: RESUME_DEVICES_LATE fails naming the BO and the pages file,
+// and kills the task (criu ignores the hook's result but not a dead
+// task); the aborted session leaves nothing behind.
+func TestDamagedContentsFailTheResume(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{})
+	base := env.Kernel.Counts()
+	d := env.Open(t, 128)
+	// Large enough that the loader is usually still at it when the file
+	// is claimed, damaged at the end, so the resume is what fails.
+	const size = 32 << 20
+	h := ck(t).u32(d.BOCreate(size, uapi.Domain_DOMAIN_VRAM, 0, 0))
+	ctx := ck(t).u32(d.CtxCreate(0))
+	fill(t, d, ctx, h, size, 42)
+	dir, err := dump(t, env)
+	must(t, err)
+	d.Close()
+	pages := filepath.Join(dir, images.PagesName(1))
+	b, err := os.ReadFile(pages)
+	must(t, err)
+	b[size-page] ^= 0x10
+	must(t, os.WriteFile(pages, b, 0o600))
+
+	drmcoretest.Killed = nil
+	_, err = restore(t, env, dir, concurrently, false)
+	if err == nil {
+		t.Fatal("restore of damaged contents succeeded")
+	}
+	// The damage shows at the first point it is known: the claim fails if
+	// the loader found it before, else the resume fails and kills.
+	want := []string{"of drm-pages-1.img)", "does not match the checksum recorded at dump"}
+	if strings.Contains(err.Error(), "claim inode") {
+		want = append(want, "input/output error")
+	} else {
+		want = append(want, "resume GPU work of pid")
+		if len(drmcoretest.Killed) != 1 || drmcoretest.Killed[0] != os.Getpid() {
+			t.Errorf("killed %v, want this task", drmcoretest.Killed)
+		}
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q lacks %q", err, w)
+		}
+	}
+	waitCounts(t, env, base)
 }

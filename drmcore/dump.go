@@ -3,6 +3,7 @@ package drmcore
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 
@@ -22,6 +23,11 @@ type dumpState struct {
 	dmabufs map[uint64]*images.DmaBuf         // dumped, by inode
 	bos     map[uint64]*images.Bo             // written, by BO id
 	failed  error                             // first dump error
+	// BO contents go into one pages file, indexed in drm-bo-index.img
+	// (both created with the first BO).
+	pages    *os.File
+	pagesEnd uint64
+	index    *images.IndexWriter
 }
 
 func newDumpState() *dumpState {
@@ -181,10 +187,8 @@ func (p *Plugin) dumpFile(obj *uapi.IdentifiedObject) error {
 	if cp.Io != nil && cp.Io.UnreadReplyBo != nil {
 		bos = append(bos, cp.Io.UnreadReplyBo)
 	}
-	for _, st := range bos {
-		if err := p.dumpBO(st); err != nil {
-			return fmt.Errorf("drm file inode %d: %w", ino, err)
-		}
+	if err := p.dumpBOs(bos); err != nil {
+		return fmt.Errorf("drm file inode %d: %w", ino, err)
 	}
 	if err := p.cfg.ImageDir.Write(images.FileName(ino), img); err != nil {
 		return err
@@ -210,7 +214,7 @@ func (p *Plugin) dumpDmaBuf(obj *uapi.IdentifiedObject) error {
 	if err != nil {
 		return fmt.Errorf("dma-buf inode %d: %w", ino, err)
 	}
-	if err := p.dumpBO(st); err != nil {
+	if err := p.dumpBOs([]*uapi.BoState{st}); err != nil {
 		return fmt.Errorf("dma-buf inode %d: %w", ino, err)
 	}
 	if err := p.cfg.ImageDir.Write(images.DmaBufName(ino), img); err != nil {
@@ -221,34 +225,91 @@ func (p *Plugin) dumpDmaBuf(obj *uapi.IdentifiedObject) error {
 	return nil
 }
 
-// dumpBO saves a BO, once however many files and processes share it: the
-// kernel streams its contents straight into the pages image.
-func (p *Plugin) dumpBO(st *uapi.BoState) error {
-	if _, done := p.dump.bos[st.BoId]; done {
+// dumpBOs saves BOs, each once however many files and processes share
+// it: the kernel streams the contents of all that are new in one request
+// straight into the pages file, back to back, and returns checksums of
+// the chunks it wrote; the index records where each BO is and the
+// chunks.
+func (p *Plugin) dumpBOs(states []*uapi.BoState) error {
+	var todo []*uapi.BoState
+	ids := make([]uint64, 0, len(states))
+	seen := map[uint64]bool{}
+	var size uint64
+	for _, st := range states {
+		if _, done := p.dump.bos[st.BoId]; done || seen[st.BoId] {
+			continue
+		}
+		seen[st.BoId] = true
+		todo = append(todo, st)
+		ids = append(ids, st.BoId)
+		size += st.Size
+	}
+	if len(todo) == 0 {
 		return nil
 	}
-	pages := images.PagesName(st.BoId)
-	f, err := p.cfg.ImageDir.Create(pages)
-	if err != nil {
+	if err := p.openContents(); err != nil {
 		return err
 	}
-	reply, err := p.ctl.CheckpointBO(st.BoId, f)
-	if cerr := f.Close(); err == nil && cerr != nil {
-		err = cerr
-	}
+	d := p.dump
+	reply, err := p.ctl.CheckpointBOs(ids, d.pages, d.pagesEnd)
 	if err != nil {
-		return fmt.Errorf("save contents of BO %d: %w", st.BoId, err)
+		return fmt.Errorf("save contents of %d BO(s): %w", len(ids), err)
 	}
-	if reply.Size != st.Size {
-		return fmt.Errorf("BO %d: saved %d bytes of %d", st.BoId, reply.Size, st.Size)
+	if reply.Size != size {
+		return fmt.Errorf("save contents of %d BO(s): the kernel wrote %d bytes, they hold %d", len(ids), reply.Size, size)
 	}
-	img := &images.Bo{Version: images.Version, State: st, PagesFile: pages, ContentSize: reply.Size, Sha256: reply.Sha256}
-	if err := p.cfg.ImageDir.Write(images.BoName(st.BoId), img); err != nil {
-		return err
+	off := d.pagesEnd
+	for _, st := range todo {
+		b := &images.Bo{Version: images.Version, State: st, PagesFile: 0, Offset: off}
+		if err := d.index.AddBo(b); err != nil {
+			return err
+		}
+		d.bos[st.BoId] = b
+		off += st.Size
 	}
-	p.dump.bos[st.BoId] = img
-	p.log.Debugf("saved BO %d: %d bytes", st.BoId, reply.Size)
+	for _, c := range reply.Chunks {
+		if err := d.index.AddChunk(&images.PagesChunk{Version: images.Version, PagesFile: 0, Chunk: c}); err != nil {
+			return err
+		}
+	}
+	d.pagesEnd = off
+	p.log.Debugf("saved %d BO(s): %d bytes in %d chunk(s)", len(ids), size, len(reply.Chunks))
 	return nil
+}
+
+// openContents creates the pages file and the index, once per dump.
+func (p *Plugin) openContents() error {
+	d := p.dump
+	if d.index != nil {
+		return nil
+	}
+	f, err := p.cfg.ImageDir.Create(images.PagesName(1))
+	if err != nil {
+		return err
+	}
+	x, err := p.cfg.ImageDir.CreateIndex(&images.BoIndex{Version: images.Version, Checksum: uapi.ChecksumName, PagesFiles: []string{images.PagesName(1)}})
+	if err != nil {
+		f.Close()
+		return err
+	}
+	d.pages, d.index = f, x
+	return nil
+}
+
+// closeContents finishes the pages file and the index.
+func (p *Plugin) closeContents() error {
+	d := p.dump
+	if d.index == nil {
+		if err := p.openContents(); err != nil { // a dump without BOs has an empty index
+			return err
+		}
+	}
+	err := d.index.Close()
+	if cerr := d.pages.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("write %s: %w", images.PagesName(1), cerr)
+	}
+	d.index, d.pages = nil, nil
+	return err
 }
 
 // checkGraph reports every reference to an object the dump does not hold:
@@ -326,7 +387,11 @@ func (p *Plugin) finiDump(ret int) {
 	slices.Sort(inv.Dmabufs)
 	slices.Sort(inv.Bos)
 	graphErr := p.dump.checkGraph()
-	inv.Complete = ret == 0 && graphErr == nil && p.dump.failed == nil
+	contentsErr := p.closeContents()
+	if contentsErr != nil {
+		p.log.Errorf("BO contents: %v: restore will refuse this dump", contentsErr)
+	}
+	inv.Complete = ret == 0 && graphErr == nil && contentsErr == nil && p.dump.failed == nil
 	if graphErr != nil {
 		p.log.Errorf("%v: restore will refuse this dump", graphErr)
 	}

@@ -2,6 +2,7 @@ package drmcore
 
 import (
 	"fmt"
+	"syscall"
 	"time"
 
 	"drmcr/images"
@@ -27,6 +28,10 @@ type Config struct {
 	ResumeTimeout time.Duration
 	Drivers       []DriverPlugin
 	DmaBuf        DmaBufPlugin
+	// KillTask kills a restored task whose GPU state cannot be resumed
+	// (see ResumeDevicesLate); nil means SIGKILL. Tests that stand in for
+	// the restored task record the call instead.
+	KillTask func(pid int) error
 }
 
 // Settings are the names of the plugin's settings, which ConfigFromEnv
@@ -79,6 +84,9 @@ type Plugin struct {
 
 // New creates the plugin.
 func New(cfg Config) *Plugin {
+	if cfg.KillTask == nil {
+		cfg.KillTask = func(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
+	}
 	p := &Plugin{cfg: cfg, log: cfg.Log, drivers: map[string]DriverPlugin{}}
 	for _, d := range cfg.Drivers {
 		p.drivers[d.Driver()] = d

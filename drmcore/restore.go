@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 
 	"drmcr/images"
@@ -24,11 +25,13 @@ type Images struct {
 	Inventory *images.Inventory
 	Files     []*images.DrmFile
 	DmaBufs   []*images.DmaBuf
-	Bos       []*images.Bo
+	Index     *images.Index
 }
 
 // ReadImages reads the DRM images of a checkpoint. It returns nil, nil if
-// the checkpoint has no GPU state.
+// the checkpoint has no GPU state. The BO index must be consistent and
+// list exactly the inventory's BOs; the pages files are not read here
+// (the kernel checks every byte as it loads them).
 func ReadImages(dir *images.Dir) (*Images, error) {
 	inv := &images.Inventory{}
 	if err := dir.Read(images.InventoryName, inv); err != nil {
@@ -56,16 +59,27 @@ func ReadImages(dir *images.Dir) (*Images, error) {
 		}
 		imgs.DmaBufs = append(imgs.DmaBufs, d)
 	}
-	for _, id := range inv.Bos {
-		b := &images.Bo{}
-		if err := dir.Read(images.BoName(id), b); err != nil {
-			return nil, err
-		}
-		if b.State == nil || b.State.BoId != id {
-			return nil, fmt.Errorf("image %s does not describe BO %d", images.BoName(id), id)
-		}
-		imgs.Bos = append(imgs.Bos, b)
+	x, err := dir.ReadIndex()
+	if err != nil {
+		return nil, err
 	}
+	if problems := x.Check(); len(problems) > 0 {
+		return nil, fmt.Errorf("%s", strings.Join(problems, "; "))
+	}
+	listed := make(map[uint64]bool, len(inv.Bos))
+	for _, id := range inv.Bos {
+		listed[id] = true
+	}
+	for _, b := range x.Bos {
+		if !listed[b.State.BoId] {
+			return nil, fmt.Errorf("%s lists BO %d, which %s does not", images.IndexName, b.State.BoId, images.InventoryName)
+		}
+		delete(listed, b.State.BoId)
+	}
+	for id := range listed {
+		return nil, fmt.Errorf("%s lists BO %d, which %s does not", images.InventoryName, id, images.IndexName)
+	}
+	imgs.Index = x
 	return imgs, nil
 }
 
@@ -91,8 +105,16 @@ func (p *Plugin) initRestore() error {
 		return fmt.Errorf("checkpoint has GPU state but no kernelsimd runs at %s", p.cfg.RuntimeDir)
 	}
 	req := &uapi.SessionOpenRequest{}
-	for _, b := range imgs.Bos {
+	for _, b := range imgs.Index.Bos {
 		req.Bos = append(req.Bos, b.State)
+		req.Contents = append(req.Contents, &uapi.BoContents{BoId: b.State.BoId, PagesFile: b.PagesFile, Offset: b.Offset})
+	}
+	for _, name := range imgs.Index.Header.PagesFiles {
+		req.PagesFiles = append(req.PagesFiles, &uapi.PagesFile{Name: name})
+	}
+	for _, c := range imgs.Index.Chunks {
+		pf := req.PagesFiles[c.PagesFile]
+		pf.Chunks = append(pf.Chunks, c.Chunk)
 	}
 	for _, f := range imgs.Files {
 		drv, ok := p.drivers[f.Driver]
@@ -117,7 +139,7 @@ func (p *Plugin) initRestore() error {
 		return fmt.Errorf("open restore session: %w", err)
 	}
 	p.restore.token = reply.Token
-	if err := p.loadContents(imgs.Bos); err != nil {
+	if err := p.loadContents(req.PagesFiles); err != nil {
 		return err
 	}
 	// Each restored task reconnects where it saw kernelsimd at dump: inside
@@ -147,26 +169,36 @@ func (p *Plugin) initRestore() error {
 		}
 		p.restore.entries = append(p.restore.entries, RestoreEntry{Ino: rd.Inode, Kind: RestoreDmaBuf, SocketPath: socketFor(imgs.DmaBufs[i].Pid, reply.DmabufSockets[i]), Request: pkt})
 	}
-	p.log.Infof("restore session open: %d drm file(s), %d dma-buf(s), %d BO(s) streaming", len(req.Files), len(req.Dmabufs), len(req.Bos))
+	p.log.Infof("restore session open: %d drm file(s), %d dma-buf(s), %d BO(s) loading from %d pages file(s)", len(req.Files), len(req.Dmabufs), len(req.Bos), len(req.PagesFiles))
 	return nil
 }
 
-// loadContents hands every BO's pages image to the kernel, which streams
-// them in the background while criu restores the tasks.
-func (p *Plugin) loadContents(bos []*images.Bo) error {
-	for _, b := range bos {
-		f, err := p.cfg.ImageDir.Open(b.PagesFile)
+// loadContents hands the pages files to the kernel, which loads and
+// checks them in the background while criu forks the tasks and restores
+// their memory; a claim waits for the contents of its BOs. A pages file
+// too short for its chunks fails the restore here, before any task is
+// forked.
+func (p *Plugin) loadContents(files []*uapi.PagesFile) error {
+	for i, pf := range files {
+		f, err := p.cfg.ImageDir.OpenRegular(pf.Name)
 		if err != nil {
-			return fmt.Errorf("BO %d contents: %w", b.State.BoId, err)
+			return fmt.Errorf("BO contents: %w", err)
 		}
-		if st, err := f.Stat(); err == nil && uint64(st.Size()) != b.ContentSize {
+		var need uint64
+		for _, c := range pf.Chunks {
+			need = max(need, c.Offset+c.Length)
+		}
+		if st, err := f.Stat(); err != nil || uint64(st.Size()) < need {
 			f.Close()
-			return fmt.Errorf("BO %d contents: %s has %d bytes, the image says %d", b.State.BoId, b.PagesFile, st.Size(), b.ContentSize)
+			if err != nil {
+				return fmt.Errorf("BO contents: %w", err)
+			}
+			return fmt.Errorf("BO contents: %s has %d bytes, its chunks need %d: the image is truncated", pf.Name, st.Size(), need)
 		}
-		err = p.ctl.LoadBO(p.restore.token, b.State.BoId, b.Sha256, f)
+		err = p.ctl.LoadPages(p.restore.token, uint32(i), f)
 		f.Close()
 		if err != nil {
-			return fmt.Errorf("BO %d contents: %w", b.State.BoId, err)
+			return fmt.Errorf("BO contents: %s: %w", pf.Name, err)
 		}
 	}
 	return nil
@@ -182,9 +214,20 @@ func (p *Plugin) RestoreEntries() []RestoreEntry {
 }
 
 // ResumeDevicesLate lets a restored task's contexts run once the contents
-// of its BOs are in place. pid is criu's (the host's); the kernel knows
-// the task by the credentials of the connections it claimed files on. A
-// task that claimed no drm file is not ours (ErrNotMine).
+// of every BO of the checkpoint are loaded and verified (they load in the
+// background from restore init on, while criu restores the tasks'
+// memory, which it does after their files). pid is criu's (the host's);
+// the kernel knows the task by the credentials of the connections it
+// claimed files on. A task that claimed no drm file is not ours
+// (ErrNotMine).
+//
+// When the contents fail (a BO whose bytes do not match the checksum
+// recorded at dump, a pages file cut short, the resume timeout), the task
+// must not run: criu 4.x ignores this hook's result, so the plugin kills
+// the task. criu is still attached to every task here and fails the
+// restore when it cannot set the dead task's registers
+// (finalize_restore_detach), killing the rest of the tree, before any
+// task runs again.
 func (p *Plugin) ResumeDevicesLate(pid int) error {
 	if p.restore == nil || p.restore.token == nil {
 		return ErrNotMine
@@ -198,7 +241,12 @@ func (p *Plugin) ResumeDevicesLate(pid int) error {
 		return ErrNotMine
 	}
 	if err != nil {
-		return fmt.Errorf("resume GPU work of pid %d: %w", pid, err)
+		err = fmt.Errorf("resume GPU work of pid %d: %w", pid, err)
+		if kerr := p.cfg.KillTask(pid); kerr != nil {
+			return fmt.Errorf("%w; and killing the task to fail the restore failed: %v", err, kerr)
+		}
+		p.log.Errorf("%v: killed pid %d so that criu fails the restore before any task resumes", err, pid)
+		return err
 	}
 	return nil
 }

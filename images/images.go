@@ -16,17 +16,19 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Version is the image format this code writes and reads.
-const Version = 1
+// Version is the image format this code writes and reads. Version 1 kept
+// two files per BO; version 2 packs contents into pages files with an
+// index (drm-bo-index.img).
+const Version = 2
 
 // File names.
 const (
 	InventoryName = "drm-inventory.img"
+	IndexName     = "drm-bo-index.img"
 	filePrefix    = "drm-file-"
 	dmabufPrefix  = "drm-dmabuf-"
-	boPrefix      = "drm-bo-"
+	pagesPrefix   = "drm-pages-"
 	imgSuffix     = ".img"
-	pagesSuffix   = ".pages"
 )
 
 // FileName is the image of the drm file with client inode ino.
@@ -35,11 +37,8 @@ func FileName(ino uint64) string { return filePrefix + strconv.FormatUint(ino, 1
 // DmaBufName is the image of the dma-buf with inode ino.
 func DmaBufName(ino uint64) string { return dmabufPrefix + strconv.FormatUint(ino, 10) + imgSuffix }
 
-// BoName is the image of BO id.
-func BoName(id uint64) string { return boPrefix + strconv.FormatUint(id, 10) + imgSuffix }
-
-// PagesName is the contents of BO id.
-func PagesName(id uint64) string { return boPrefix + strconv.FormatUint(id, 10) + pagesSuffix }
+// PagesName is the n-th pages file (from 1).
+func PagesName(n int) string { return pagesPrefix + strconv.Itoa(n) + imgSuffix }
 
 // ErrNotDRMImage is returned for a file name that is not one of ours.
 var ErrNotDRMImage = errors.New("not a DRM plugin image")
@@ -52,30 +51,38 @@ const (
 	KindInventory
 	KindFile
 	KindDmaBuf
-	KindBo
+	KindIndex
 	KindPages
 )
 
 // KindOf classifies an image by its base name.
 func KindOf(name string) Kind {
 	base := filepath.Base(name)
+	numbered := func(prefix string) bool {
+		if !strings.HasPrefix(base, prefix) || !strings.HasSuffix(base, imgSuffix) {
+			return false
+		}
+		_, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(base, prefix), imgSuffix), 10, 64)
+		return err == nil
+	}
 	switch {
 	case base == InventoryName:
 		return KindInventory
-	case strings.HasPrefix(base, filePrefix) && strings.HasSuffix(base, imgSuffix):
+	case base == IndexName:
+		return KindIndex
+	case numbered(filePrefix):
 		return KindFile
-	case strings.HasPrefix(base, dmabufPrefix) && strings.HasSuffix(base, imgSuffix):
+	case numbered(dmabufPrefix):
 		return KindDmaBuf
-	case strings.HasPrefix(base, boPrefix) && strings.HasSuffix(base, imgSuffix):
-		return KindBo
-	case strings.HasPrefix(base, boPrefix) && strings.HasSuffix(base, pagesSuffix):
+	case numbered(pagesPrefix):
 		return KindPages
 	}
 	return KindUnknown
 }
 
 // NewMessage returns an empty message of the kind, or an error for kinds
-// that are not protobuf images.
+// that are not single protobuf messages (the index is a stream of them,
+// pages files are raw).
 func NewMessage(k Kind) (proto.Message, error) {
 	switch k {
 	case KindInventory:
@@ -84,8 +91,6 @@ func NewMessage(k Kind) (proto.Message, error) {
 		return &DrmFile{}, nil
 	case KindDmaBuf:
 		return &DmaBuf{}, nil
-	case KindBo:
-		return &Bo{}, nil
 	}
 	return nil, ErrNotDRMImage
 }
@@ -95,6 +100,12 @@ type versioned interface {
 	proto.Message
 	GetVersion() uint32
 }
+
+// MaxMessage bounds one metadata message: an image of a drm file or
+// dma-buf, the inventory, a record of the index. A drm file image takes
+// about 60 bytes per handle, so this allows about a million handles in
+// one drm file; the index is a stream of small records and has no limit.
+const MaxMessage = 64 << 20
 
 // Dir is an images directory, opened by fd (CRIU hands plugins one) or by
 // path.
@@ -135,6 +146,28 @@ func (d *Dir) Open(name string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), name), nil
 }
 
+// OpenRegular opens a regular file of the directory for reading, without
+// following a symlink and without blocking on a FIFO or device: pages
+// files are handed to the kernel, whose loader must not hang on one.
+func (d *Dir) OpenRegular(name string) (*os.File, error) {
+	if filepath.Base(name) != name || name == "." || name == ".." {
+		return nil, fmt.Errorf("open image %s: not a file name of the directory", name)
+	}
+	fd, err := unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open image %s: %w", name, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		if err == nil {
+			err = fmt.Errorf("not a regular file (mode %#o)", st.Mode)
+		}
+		return nil, fmt.Errorf("open image %s: %w", name, err)
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
 // Write stores an image message; its version is the caller's to set.
 func (d *Dir) Write(name string, m versioned) error {
 	data, err := proto.Marshal(m)
@@ -166,8 +199,8 @@ func (d *Dir) Read(name string, m versioned) error {
 	if err != nil {
 		return fmt.Errorf("image %s: %w", name, err)
 	}
-	if st.Size() > 64<<20 {
-		return fmt.Errorf("image %s: %d bytes is too large for a metadata image", name, st.Size())
+	if st.Size() > MaxMessage {
+		return fmt.Errorf("image %s: %d bytes is more than the %d a metadata image may have", name, st.Size(), MaxMessage)
 	}
 	data := make([]byte, st.Size())
 	if _, err := f.ReadAt(data, 0); err != nil && st.Size() > 0 {

@@ -4,8 +4,17 @@
 //   drm-inventory.img       Inventory: what the dump holds (written last)
 //   drm-file-<inode>.img    DrmFile: one drm file (render node connection)
 //   drm-dmabuf-<inode>.img  DmaBuf: one dma-buf file
-//   drm-bo-<id>.img         Bo: one buffer object, written once per BO
-//   drm-bo-<id>.pages       the BO's contents, raw, Bo.content_size bytes
+//   drm-bo-index.img        the BO index, a stream of records: one
+//                           BoIndex, then a BoIndexEntry per BO (where its
+//                           contents are) and per checksummed chunk of the
+//                           pages files, as CRIU's pagemap images index
+//                           its pages images
+//   drm-pages-<n>.img       BO contents, raw, packed back to back; each BO
+//                           is saved once however many files share it
+//
+// A record of the index is a little-endian u32 length, then that many
+// bytes of protobuf. The number of image files does not grow with the
+// number of BOs.
 //
 // Driver-neutral state uses kernelsim's checkpoint ABI messages verbatim,
 // the way CRIU's amdgpu plugin stores KFD's CRIU ioctl payloads.
@@ -356,20 +365,141 @@ func (x *DmaBuf) GetPid() int32 {
 	return 0
 }
 
+// BoIndex is the first record of drm-bo-index.img.
+type BoIndex struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Checksum      string                 `protobuf:"bytes,2,opt,name=checksum,proto3" json:"checksum,omitempty"`                       // algorithm of the chunks: "blake3-256"
+	PagesFiles    []string               `protobuf:"bytes,3,rep,name=pages_files,json=pagesFiles,proto3" json:"pages_files,omitempty"` // referred to by position
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BoIndex) Reset() {
+	*x = BoIndex{}
+	mi := &file_images_images_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BoIndex) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BoIndex) ProtoMessage() {}
+
+func (x *BoIndex) ProtoReflect() protoreflect.Message {
+	mi := &file_images_images_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BoIndex.ProtoReflect.Descriptor instead.
+func (*BoIndex) Descriptor() ([]byte, []int) {
+	return file_images_images_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BoIndex) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *BoIndex) GetChecksum() string {
+	if x != nil {
+		return x.Checksum
+	}
+	return ""
+}
+
+func (x *BoIndex) GetPagesFiles() []string {
+	if x != nil {
+		return x.PagesFiles
+	}
+	return nil
+}
+
+// BoIndexEntry is every later record: exactly one of bo and chunk is set.
+type BoIndexEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Bo            *Bo                    `protobuf:"bytes,2,opt,name=bo,proto3" json:"bo,omitempty"`
+	Chunk         *PagesChunk            `protobuf:"bytes,3,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BoIndexEntry) Reset() {
+	*x = BoIndexEntry{}
+	mi := &file_images_images_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BoIndexEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BoIndexEntry) ProtoMessage() {}
+
+func (x *BoIndexEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_images_images_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BoIndexEntry.ProtoReflect.Descriptor instead.
+func (*BoIndexEntry) Descriptor() ([]byte, []int) {
+	return file_images_images_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *BoIndexEntry) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *BoIndexEntry) GetBo() *Bo {
+	if x != nil {
+		return x.Bo
+	}
+	return nil
+}
+
+func (x *BoIndexEntry) GetChunk() *PagesChunk {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
 type Bo struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	State         *uapi.BoState          `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
-	PagesFile     string                 `protobuf:"bytes,3,opt,name=pages_file,json=pagesFile,proto3" json:"pages_file,omitempty"` // drm-bo-<id>.pages
-	ContentSize   uint64                 `protobuf:"varint,4,opt,name=content_size,json=contentSize,proto3" json:"content_size,omitempty"`
-	Sha256        []byte                 `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	PagesFile     uint32                 `protobuf:"varint,6,opt,name=pages_file,json=pagesFile,proto3" json:"pages_file,omitempty"` // index into BoIndex.pages_files
+	Offset        uint64                 `protobuf:"varint,7,opt,name=offset,proto3" json:"offset,omitempty"`                        // where its state.size bytes start
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Bo) Reset() {
 	*x = Bo{}
-	mi := &file_images_images_proto_msgTypes[4]
+	mi := &file_images_images_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -381,7 +511,7 @@ func (x *Bo) String() string {
 func (*Bo) ProtoMessage() {}
 
 func (x *Bo) ProtoReflect() protoreflect.Message {
-	mi := &file_images_images_proto_msgTypes[4]
+	mi := &file_images_images_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -394,7 +524,7 @@ func (x *Bo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bo.ProtoReflect.Descriptor instead.
 func (*Bo) Descriptor() ([]byte, []int) {
-	return file_images_images_proto_rawDescGZIP(), []int{4}
+	return file_images_images_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Bo) GetVersion() uint32 {
@@ -411,23 +541,78 @@ func (x *Bo) GetState() *uapi.BoState {
 	return nil
 }
 
-func (x *Bo) GetPagesFile() string {
+func (x *Bo) GetPagesFile() uint32 {
 	if x != nil {
 		return x.PagesFile
-	}
-	return ""
-}
-
-func (x *Bo) GetContentSize() uint64 {
-	if x != nil {
-		return x.ContentSize
 	}
 	return 0
 }
 
-func (x *Bo) GetSha256() []byte {
+func (x *Bo) GetOffset() uint64 {
 	if x != nil {
-		return x.Sha256
+		return x.Offset
+	}
+	return 0
+}
+
+// PagesChunk is a checksummed extent of a pages file. The chunks of a
+// pages file cover every byte of every BO in it.
+type PagesChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	PagesFile     uint32                 `protobuf:"varint,2,opt,name=pages_file,json=pagesFile,proto3" json:"pages_file,omitempty"`
+	Chunk         *uapi.ContentChunk     `protobuf:"bytes,3,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PagesChunk) Reset() {
+	*x = PagesChunk{}
+	mi := &file_images_images_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PagesChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PagesChunk) ProtoMessage() {}
+
+func (x *PagesChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_images_images_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PagesChunk.ProtoReflect.Descriptor instead.
+func (*PagesChunk) Descriptor() ([]byte, []int) {
+	return file_images_images_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PagesChunk) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *PagesChunk) GetPagesFile() uint32 {
+	if x != nil {
+		return x.PagesFile
+	}
+	return 0
+}
+
+func (x *PagesChunk) GetChunk() *uapi.ContentChunk {
+	if x != nil {
+		return x.Chunk
 	}
 	return nil
 }
@@ -462,14 +647,28 @@ const file_images_images_proto_rawDesc = "" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x13\n" +
 	"\x05bo_id\x18\x03 \x01(\x04R\x04boId\x12\x10\n" +
-	"\x03pid\x18\x04 \x01(\x05R\x03pid\"\xa7\x01\n" +
+	"\x03pid\x18\x04 \x01(\x05R\x03pid\"`\n" +
+	"\aBoIndex\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
+	"\bchecksum\x18\x02 \x01(\tR\bchecksum\x12\x1f\n" +
+	"\vpages_files\x18\x03 \x03(\tR\n" +
+	"pagesFiles\"z\n" +
+	"\fBoIndexEntry\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\x12 \n" +
+	"\x02bo\x18\x02 \x01(\v2\x10.drmcr.images.BoR\x02bo\x12.\n" +
+	"\x05chunk\x18\x03 \x01(\v2\x18.drmcr.images.PagesChunkR\x05chunk\"\x96\x01\n" +
 	"\x02Bo\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12-\n" +
 	"\x05state\x18\x02 \x01(\v2\x17.kernelsim.uapi.BoStateR\x05state\x12\x1d\n" +
 	"\n" +
-	"pages_file\x18\x03 \x01(\tR\tpagesFile\x12!\n" +
-	"\fcontent_size\x18\x04 \x01(\x04R\vcontentSize\x12\x16\n" +
-	"\x06sha256\x18\x05 \x01(\fR\x06sha256B\x0eZ\fdrmcr/imagesb\x06proto3"
+	"pages_file\x18\x06 \x01(\rR\tpagesFile\x12\x16\n" +
+	"\x06offset\x18\a \x01(\x04R\x06offsetJ\x04\b\x03\x10\x04J\x04\b\x04\x10\x05J\x04\b\x05\x10\x06\"y\n" +
+	"\n" +
+	"PagesChunk\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
+	"\n" +
+	"pages_file\x18\x02 \x01(\rR\tpagesFile\x122\n" +
+	"\x05chunk\x18\x03 \x01(\v2\x1c.kernelsim.uapi.ContentChunkR\x05chunkB\x0eZ\fdrmcr/imagesb\x06proto3"
 
 var (
 	file_images_images_proto_rawDescOnce sync.Once
@@ -483,25 +682,32 @@ func file_images_images_proto_rawDescGZIP() []byte {
 	return file_images_images_proto_rawDescData
 }
 
-var file_images_images_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_images_images_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_images_images_proto_goTypes = []any{
 	(*Inventory)(nil),           // 0: drmcr.images.Inventory
 	(*Process)(nil),             // 1: drmcr.images.Process
 	(*DrmFile)(nil),             // 2: drmcr.images.DrmFile
 	(*DmaBuf)(nil),              // 3: drmcr.images.DmaBuf
-	(*Bo)(nil),                  // 4: drmcr.images.Bo
-	(*uapi.FileCheckpoint)(nil), // 5: kernelsim.uapi.FileCheckpoint
-	(*uapi.BoState)(nil),        // 6: kernelsim.uapi.BoState
+	(*BoIndex)(nil),             // 4: drmcr.images.BoIndex
+	(*BoIndexEntry)(nil),        // 5: drmcr.images.BoIndexEntry
+	(*Bo)(nil),                  // 6: drmcr.images.Bo
+	(*PagesChunk)(nil),          // 7: drmcr.images.PagesChunk
+	(*uapi.FileCheckpoint)(nil), // 8: kernelsim.uapi.FileCheckpoint
+	(*uapi.BoState)(nil),        // 9: kernelsim.uapi.BoState
+	(*uapi.ContentChunk)(nil),   // 10: kernelsim.uapi.ContentChunk
 }
 var file_images_images_proto_depIdxs = []int32{
-	1, // 0: drmcr.images.Inventory.processes:type_name -> drmcr.images.Process
-	5, // 1: drmcr.images.DrmFile.state:type_name -> kernelsim.uapi.FileCheckpoint
-	6, // 2: drmcr.images.Bo.state:type_name -> kernelsim.uapi.BoState
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	1,  // 0: drmcr.images.Inventory.processes:type_name -> drmcr.images.Process
+	8,  // 1: drmcr.images.DrmFile.state:type_name -> kernelsim.uapi.FileCheckpoint
+	6,  // 2: drmcr.images.BoIndexEntry.bo:type_name -> drmcr.images.Bo
+	7,  // 3: drmcr.images.BoIndexEntry.chunk:type_name -> drmcr.images.PagesChunk
+	9,  // 4: drmcr.images.Bo.state:type_name -> kernelsim.uapi.BoState
+	10, // 5: drmcr.images.PagesChunk.chunk:type_name -> kernelsim.uapi.ContentChunk
+	6,  // [6:6] is the sub-list for method output_type
+	6,  // [6:6] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_images_images_proto_init() }
@@ -515,7 +721,7 @@ func file_images_images_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_images_images_proto_rawDesc), len(file_images_images_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,6 +1,7 @@
 package images_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -10,7 +11,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"drmcr/images"
-	"drmcr/kernelsim/uapi"
 )
 
 func openDir(t *testing.T) (*images.Dir, string) {
@@ -26,13 +26,12 @@ func openDir(t *testing.T) (*images.Dir, string) {
 
 func TestWriteReadRoundTrip(t *testing.T) {
 	d, _ := openDir(t)
-	in := &images.Bo{Version: images.Version, State: &uapi.BoState{BoId: 7, Size: 4096, Domain: uapi.Domain_DOMAIN_GTT, DmabufInode: 99},
-		PagesFile: images.PagesName(7), ContentSize: 4096, Sha256: []byte{1, 2, 3}}
-	if err := d.Write(images.BoName(7), in); err != nil {
+	in := &images.DmaBuf{Version: images.Version, Inode: 99, BoId: 7, Pid: 12}
+	if err := d.Write(images.DmaBufName(99), in); err != nil {
 		t.Fatal(err)
 	}
-	out := &images.Bo{}
-	if err := d.Read(images.BoName(7), out); err != nil {
+	out := &images.DmaBuf{}
+	if err := d.Read(images.DmaBufName(99), out); err != nil {
 		t.Fatal(err)
 	}
 	if !proto.Equal(in, out) {
@@ -46,8 +45,8 @@ func TestReadChecksVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := d.Read(images.InventoryName, &images.Inventory{})
-	if err == nil || !strings.Contains(err.Error(), "format version 2") {
-		t.Fatalf("reading a version 2 image: %v", err)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("format version %d", images.Version+1)) {
+		t.Fatalf("reading a version %d image: %v", images.Version+1, err)
 	}
 }
 
@@ -76,7 +75,7 @@ func unwrapAll(err error) error {
 
 func TestNamesAndKinds(t *testing.T) {
 	d, path := openDir(t)
-	for _, n := range []string{images.InventoryName, images.FileName(12), images.DmaBufName(13), images.BoName(1), images.PagesName(1), "core-1.img", "drm-other"} {
+	for _, n := range []string{images.InventoryName, images.FileName(12), images.DmaBufName(13), images.IndexName, images.PagesName(1), "core-1.img", "drm-other", "drm-bo-1.pages", "drm-pages-x.img"} {
 		if err := os.WriteFile(filepath.Join(path, n), nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -85,20 +84,21 @@ func TestNamesAndKinds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"drm-bo-1.img", "drm-bo-1.pages", "drm-dmabuf-13.img", "drm-file-12.img", "drm-inventory.img"}
+	want := []string{"drm-bo-index.img", "drm-dmabuf-13.img", "drm-file-12.img", "drm-inventory.img", "drm-pages-1.img"}
 	if !reflect.DeepEqual(names, want) {
 		t.Fatalf("names %v, want %v", names, want)
 	}
 	kinds := map[string]images.Kind{
 		"drm-inventory.img": images.KindInventory, "drm-file-12.img": images.KindFile,
-		"drm-dmabuf-13.img": images.KindDmaBuf, "drm-bo-1.img": images.KindBo,
-		"drm-bo-1.pages": images.KindPages, "core-1.img": images.KindUnknown,
+		"drm-dmabuf-13.img": images.KindDmaBuf, "drm-bo-index.img": images.KindIndex,
+		"drm-pages-1.img": images.KindPages, "core-1.img": images.KindUnknown,
+		"drm-bo-1.img": images.KindUnknown, "drm-file-x.img": images.KindUnknown,
 	}
 	for n, k := range kinds {
 		if got := images.KindOf(filepath.Join("/some/dir", n)); got != k {
 			t.Errorf("KindOf(%s) = %v, want %v", n, got, k)
 		}
-		if _, err := images.NewMessage(k); (err == nil) != (k != images.KindPages && k != images.KindUnknown) {
+		if _, err := images.NewMessage(k); (err == nil) != (k != images.KindPages && k != images.KindIndex && k != images.KindUnknown) {
 			t.Errorf("NewMessage(%v): %v", k, err)
 		}
 	}

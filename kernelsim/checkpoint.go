@@ -2,10 +2,8 @@ package kernelsim
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -318,29 +316,66 @@ func (k *Kernel) CheckpointDmaBuf(ino uint64) (*uapi.BoState, error) {
 	return db.bo.state(), nil
 }
 
-// CheckpointBO writes a BO's contents to w and returns their size and
-// SHA-256. Jobs writing the BO must have been drained by Pause.
-func (k *Kernel) CheckpointBO(id uint64, w io.Writer) (uint64, []byte, error) {
+// CheckpointBOs writes the contents of BOs into the pages file fd, back to
+// back in the given order from offset on, and returns the size written and
+// the checksummed chunks that tile it. Jobs writing the BOs must have been
+// drained by Pause. The caller keeps fd.
+func (k *Kernel) CheckpointBOs(ids []uint64, fd int, offset uint64) (uint64, []*uapi.ContentChunk, error) {
+	if err := regularFile(fd); err != nil {
+		return 0, nil, err
+	}
 	k.mu.Lock()
-	bo, ok := k.bos[id]
-	if ok {
+	bos := make([]*BO, 0, len(ids))
+	seen := make(map[uint64]bool, len(ids))
+	var err error
+	for _, id := range ids {
+		bo, ok := k.bos[id]
+		switch {
+		case seen[id]:
+			err = errnof(syscall.EINVAL, "BO %d listed twice", id)
+		case !ok:
+			err = errnof(syscall.ENOENT, "no BO %d", id)
+		}
+		if err != nil {
+			break
+		}
+		seen[id] = true
 		bo.get()
+		bos = append(bos, bo)
 	}
 	k.mu.Unlock()
-	if !ok {
-		return 0, nil, errnof(syscall.ENOENT, "no BO %d", id)
-	}
 	defer func() {
 		k.mu.Lock()
-		bo.put()
+		for _, bo := range bos {
+			bo.put()
+		}
 		k.mu.Unlock()
 	}()
-	h := sha256.New()
-	n, err := bo.mem.WriteTo(io.MultiWriter(w, h))
 	if err != nil {
-		return uint64(n), nil, fmt.Errorf("BO %d contents: %w", id, err)
+		return 0, nil, err
 	}
-	return uint64(n), h.Sum(nil), nil
+	mems := make([]*Backing, len(bos))
+	for i, bo := range bos {
+		mems[i] = bo.mem
+	}
+	plan, size := planChunks(mems, offset)
+	if offset+size < offset {
+		return 0, nil, errnof(syscall.EINVAL, "offset %d + %d bytes overflows", offset, size)
+	}
+	chunks := make([]*uapi.ContentChunk, len(plan))
+	err = forEachChunk(context.Background(), len(plan), func(_ context.Context, i int, staging []byte) error {
+		c := &plan[i]
+		sum, err := writeChunk(fd, c, staging)
+		if err != nil {
+			return fmt.Errorf("BO %d contents: %w", bos[c.segs[0].boIndex].id, err)
+		}
+		chunks[i] = &uapi.ContentChunk{Offset: c.fileOff, Length: c.length, Checksum: sum}
+		return nil
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	return size, chunks, nil
 }
 
 // errNoDriverState is returned for a blob of another driver or version.

@@ -31,8 +31,9 @@ type image struct {
 	dmabufs []*uapi.RestoreDmaBuf
 	bos     map[uint64]*uapi.BoState
 	order   []uint64
-	sums    map[uint64][]byte
-	dir     string
+	pages   string // the pages file
+	offsets map[uint64]uint64
+	chunks  []*uapi.ContentChunk
 }
 
 func (img *image) addBO(st *uapi.BoState) {
@@ -56,7 +57,7 @@ func (img *image) file(ino uint64) *uapi.FileCheckpoint {
 // and frozen: the caller "kills" the process and resumes them.
 func checkpoint(t testing.TB, c *ctl.Client, devs []*libdrm.Device, dmabufs []int) (*image, []uint64) {
 	t.Helper()
-	img := &image{bos: map[uint64]*uapi.BoState{}, sums: map[uint64][]byte{}, dir: t.TempDir()}
+	img := &image{bos: map[uint64]*uapi.BoState{}, offsets: map[uint64]uint64{}, pages: filepath.Join(t.TempDir(), "pages")}
 	var ids []uint64
 	for _, d := range devs {
 		ids = append(ids, fileID(t, c, d))
@@ -78,15 +79,18 @@ func checkpoint(t testing.TB, c *ctl.Client, devs []*libdrm.Device, dmabufs []in
 		img.addBO(st)
 		img.dmabufs = append(img.dmabufs, &uapi.RestoreDmaBuf{Inode: ino, BoId: st.BoId})
 	}
+	f := must(os.Create(img.pages))
+	defer f.Close()
+	var size uint64
 	for _, id := range img.order {
-		f := must(os.Create(filepath.Join(img.dir, fmt.Sprint(id))))
-		r := must(c.CheckpointBO(id, f))
-		f.Close()
-		if r.Size != img.bos[id].Size {
-			t.Fatalf("BO %d image: %d bytes, BO has %d", id, r.Size, img.bos[id].Size)
-		}
-		img.sums[id] = r.Sha256
+		img.offsets[id] = size
+		size += img.bos[id].Size
 	}
+	r := must(c.CheckpointBOs(img.order, f, 0))
+	if r.Size != size {
+		t.Fatalf("pages file: %d bytes written, the BOs have %d", r.Size, size)
+	}
+	img.chunks = r.Chunks
 	return img, ids
 }
 
@@ -103,6 +107,17 @@ func kill(t testing.TB, c *ctl.Client, ids []uint64, devs []*libdrm.Device, fds 
 	ok(t, c.Resume(ids))
 }
 
+// sessionRequest is the SESSION_OPEN request of the image.
+func (img *image) sessionRequest() *uapi.SessionOpenRequest {
+	req := &uapi.SessionOpenRequest{Files: img.files, Dmabufs: img.dmabufs,
+		PagesFiles: []*uapi.PagesFile{{Name: "pages", Chunks: img.chunks}}}
+	for _, id := range img.order {
+		req.Bos = append(req.Bos, img.bos[id])
+		req.Contents = append(req.Contents, &uapi.BoContents{BoId: id, Offset: img.offsets[id]})
+	}
+	return req
+}
+
 type session struct {
 	t     testing.TB
 	env   *ksimtest.Env
@@ -113,16 +128,10 @@ type session struct {
 
 func openSession(t testing.TB, env *ksimtest.Env, c *ctl.Client, img *image) *session {
 	t.Helper()
-	req := &uapi.SessionOpenRequest{Files: img.files, Dmabufs: img.dmabufs}
-	for _, id := range img.order {
-		req.Bos = append(req.Bos, img.bos[id])
-	}
-	rep := must(c.OpenSession(req))
-	for _, id := range img.order {
-		f := must(os.Open(filepath.Join(img.dir, fmt.Sprint(id))))
-		ok(t, c.LoadBO(rep.Token, id, img.sums[id], f))
-		f.Close()
-	}
+	rep := must(c.OpenSession(img.sessionRequest()))
+	f := must(os.Open(img.pages))
+	ok(t, c.LoadPages(rep.Token, 0, f))
+	f.Close()
 	return &session{t: t, env: env, c: c, img: img, token: rep.Token}
 }
 

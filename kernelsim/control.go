@@ -85,20 +85,30 @@ func (c *controlConn) serveOne(buf []byte) error {
 			err = errnof(syscall.EPROTO, "bad request: %v", err)
 		}
 	}
+	var payload []byte
 	if err == nil {
-		reply, err = c.dispatch(h, buf[uapi.HeaderSize:n], fds)
+		// Large requests and replies travel out of line (memfd).
+		if payload, fds, err = uapi.InlinePayload(&h, buf[uapi.HeaderSize:n], fds); err != nil {
+			err = errnof(syscall.EPROTO, "bad request: %v", err)
+		}
+	}
+	if err == nil {
+		reply, err = c.dispatch(h, payload, fds)
 	}
 	out := uapi.Header{Op: h.Op, Seq: h.Seq}
 	if err != nil {
 		out.Status = -int32(ErrnoOf(err))
 		reply = &uapi.ErrorReply{Message: truncate(err.Error(), 64<<10)}
 	}
-	pkt, merr := uapi.Marshal(out, reply)
+	pkt, oolFD, merr := uapi.MarshalOutOfLine(out, reply)
 	if merr != nil {
 		out.Status = -int32(syscall.EOVERFLOW)
 		pkt, _ = uapi.Marshal(out, &uapi.ErrorReply{Message: merr.Error()})
 	}
-	return c.out.sendPacket(c.rc, pkt, -1)
+	if oolFD >= 0 {
+		defer unix.Close(oolFD)
+	}
+	return c.out.sendPacket(c.rc, pkt, oolFD)
 }
 
 func (c *controlConn) cleanup() {
@@ -138,7 +148,7 @@ func (c *controlConn) dispatch(h uapi.Header, payload []byte, fds []int) (proto.
 		}
 		return fds[0], nil
 	}
-	if h.Op != uapi.OpCheckpointBo && h.Op != uapi.OpSessionLoadBo && h.Op != uapi.OpDebug && len(fds) > 0 {
+	if h.Op != uapi.OpCheckpointBos && h.Op != uapi.OpSessionLoadPages && h.Op != uapi.OpDebug && len(fds) > 0 {
 		uapi.CloseFDs(fds)
 		return nil, errnof(syscall.EINVAL, "unexpected file descriptor")
 	}
@@ -184,8 +194,8 @@ func (c *controlConn) dispatch(h uapi.Header, payload []byte, fds []int) (proto.
 		}
 		st, err := k.CheckpointDmaBuf(r.Inode)
 		return &uapi.CheckpointDmaBufReply{Bo: st}, err
-	case uapi.OpCheckpointBo:
-		var r uapi.CheckpointBoRequest
+	case uapi.OpCheckpointBos:
+		var r uapi.CheckpointBosRequest
 		if err := decode(payload, &r); err != nil {
 			uapi.CloseFDs(fds)
 			return nil, err
@@ -194,10 +204,9 @@ func (c *controlConn) dispatch(h uapi.Header, payload []byte, fds []int) (proto.
 		if err != nil {
 			return nil, err
 		}
-		w := os.NewFile(uintptr(fd), "bo-image")
-		defer w.Close()
-		n, sum, err := k.CheckpointBO(r.BoId, w)
-		return &uapi.CheckpointBoReply{Size: n, Sha256: sum}, err
+		defer unix.Close(fd)
+		n, chunks, err := k.CheckpointBOs(r.BoIds, fd, r.Offset)
+		return &uapi.CheckpointBosReply{Size: n, Chunks: chunks}, err
 	case uapi.OpSessionOpen:
 		var r uapi.SessionOpenRequest
 		if err := decode(payload, &r); err != nil {
@@ -217,8 +226,8 @@ func (c *controlConn) dispatch(h uapi.Header, payload []byte, fds []int) (proto.
 			reply.DmabufSockets = append(reply.DmabufSockets, RenderNodePath(c.s.dir, s.bos[d.BoId].st.Minor))
 		}
 		return reply, nil
-	case uapi.OpSessionLoadBo:
-		var r uapi.SessionLoadBoRequest
+	case uapi.OpSessionLoadPages:
+		var r uapi.SessionLoadPagesRequest
 		if err := decode(payload, &r); err != nil {
 			uapi.CloseFDs(fds)
 			return nil, err
@@ -232,7 +241,7 @@ func (c *controlConn) dispatch(h uapi.Header, payload []byte, fds []int) (proto.
 			unix.Close(fd)
 			return nil, err
 		}
-		return empty, s.LoadBO(r.BoId, os.NewFile(uintptr(fd), "bo-image"), r.Sha256)
+		return empty, s.LoadPages(r.PagesFile, fd)
 	case uapi.OpSessionResume:
 		var r uapi.SessionResumeRequest
 		if err := decode(payload, &r); err != nil {
@@ -259,9 +268,8 @@ func (c *controlConn) dispatch(h uapi.Header, payload []byte, fds []int) (proto.
 		delete(c.sessions, s.token)
 		return empty, s.Close(r.Abort)
 	case uapi.OpDebug:
-		// The view of a busy kernel outgrows a message: a client may pass
-		// a file descriptor, as for CHECKPOINT_BO, that the kernel writes
-		// the JSON to instead of the reply.
+		// A client may pass a file descriptor that the kernel writes the
+		// JSON to instead of the reply (which goes out of line when large).
 		if len(fds) > 1 {
 			uapi.CloseFDs(fds)
 			return nil, errnof(syscall.EINVAL, "%v takes at most one fd, got %d", h.Op, len(fds))
@@ -278,9 +286,6 @@ func (c *controlConn) dispatch(h uapi.Header, payload []byte, fds []int) (proto.
 				return nil, errnof(syscall.EIO, "write debug view: %v", err)
 			}
 			return &uapi.DebugReply{}, nil
-		}
-		if len(js) > uapi.MaxData {
-			return nil, errnof(syscall.EMSGSIZE, "debug view of %d bytes does not fit in a reply: pass a file descriptor to write it to", len(js))
 		}
 		return &uapi.DebugReply{Json: string(js)}, nil
 	}

@@ -95,10 +95,12 @@ func (f *File) Close() {
 
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	// The mappings go all at once: dropping them handle by handle would
+	// cost a pass over them per handle.
+	f.vm = nil
 	for _, h := range f.handles.ids() {
 		f.closeHandle(h)
 	}
-	f.vm = nil
 	for _, id := range f.syncobjs.ids() {
 		s, _ := f.syncobjs.remove(id)
 		s.Release()

@@ -2,96 +2,101 @@ package kernelsim
 
 import (
 	"fmt"
-	"io"
 	"sync"
 	"syscall"
 
+	"drmcr/kernelsim/bomem"
 	"drmcr/kernelsim/dma"
 	"drmcr/kernelsim/uapi"
 )
 
 // Backing is a BO's memory. The GPU engine and pread/pwrite use it
 // concurrently, as a real GPU and CPU mappings would; the lock only keeps
-// each access atomic.
+// each access atomic, and keeps every access out once the memory is
+// released. The memory lives outside the Go heap (package bomem) and goes
+// back to the system when the BO dies.
 type Backing struct {
+	size uint64
 	mu   sync.RWMutex
-	data []byte
+	data []byte // nil once released
 }
 
-func newBacking(size uint64) *Backing { return &Backing{data: make([]byte, size)} }
+func newBacking(size uint64) (*Backing, error) {
+	data, err := bomem.Alloc(size)
+	if err != nil {
+		return nil, errnof(syscall.ENOMEM, "BO memory: %v", err)
+	}
+	return &Backing{size: size, data: data}, nil
+}
+
+// release gives the memory back. Accesses after it fail.
+func (b *Backing) release() {
+	b.mu.Lock()
+	data := b.data
+	b.data = nil
+	b.mu.Unlock()
+	if data != nil {
+		if err := bomem.Free(data); err != nil {
+			panic(err) // a bug in the BO lifetime, not bad input
+		}
+	}
+}
 
 // Size is the length of the memory.
-func (b *Backing) Size() uint64 { return uint64(len(b.data)) }
+func (b *Backing) Size() uint64 { return b.size }
 
+// check bounds-checks an access. Called with b.mu held.
 func (b *Backing) check(n int, off uint64) error {
-	if off > uint64(len(b.data)) || uint64(n) > uint64(len(b.data))-off {
-		return errnof(syscall.EINVAL, "access of %d bytes at offset %d outside a %d-byte BO", n, off, len(b.data))
+	if b.data == nil {
+		return errnof(syscall.ENODEV, "access to the memory of a freed BO")
+	}
+	if off > b.size || uint64(n) > b.size-off {
+		return errnof(syscall.EINVAL, "access of %d bytes at offset %d outside a %d-byte BO", n, off, b.size)
 	}
 	return nil
 }
 
 // ReadAt copies len(p) bytes at off into p.
 func (b *Backing) ReadAt(p []byte, off uint64) error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
 	if err := b.check(len(p), off); err != nil {
 		return err
 	}
-	b.mu.RLock()
 	copy(p, b.data[off:])
-	b.mu.RUnlock()
 	return nil
 }
 
 // WriteAt copies p into the memory at off.
 func (b *Backing) WriteAt(p []byte, off uint64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if err := b.check(len(p), off); err != nil {
 		return err
 	}
-	b.mu.Lock()
 	copy(b.data[off:], p)
-	b.mu.Unlock()
 	return nil
 }
 
-// WriteTo streams the whole memory to w.
-func (b *Backing) WriteTo(w io.Writer) (int64, error) {
-	var done int64
-	for off := uint64(0); off < b.Size(); off += backingChunk {
-		n := min(backingChunk, b.Size()-off)
-		// Write straight from the memory: no copy on the way to the image.
-		b.mu.RLock()
-		m, err := w.Write(b.data[off : off+n])
-		b.mu.RUnlock()
-		done += int64(m)
-		if err != nil {
-			return done, err
-		}
-	}
-	return done, nil
-}
-
-// Fill fills the whole memory from r, which must hold exactly Size
-// bytes, and feeds them to h as well.
-func (b *Backing) Fill(r io.Reader, h io.Writer) error {
-	for off := uint64(0); off < b.Size(); off += backingChunk {
-		n := min(backingChunk, b.Size()-off)
+// with runs fn on the memory's bytes [off, off+n) with the lock held
+// (shared when write is false): the checkpoint and restore paths read and
+// write contents in place.
+func (b *Backing) with(off, n uint64, write bool, fn func([]byte) error) error {
+	if write {
 		b.mu.Lock()
-		m, err := io.ReadFull(r, b.data[off:off+n])
-		h.Write(b.data[off : off+uint64(m)])
-		b.mu.Unlock()
-		if err != nil {
-			return fmt.Errorf("short image: %d of %d bytes: %w", off+uint64(m), b.Size(), err)
-		}
+		defer b.mu.Unlock()
+	} else {
+		b.mu.RLock()
+		defer b.mu.RUnlock()
 	}
-	var extra [1]byte
-	if n, _ := r.Read(extra[:]); n > 0 {
-		return fmt.Errorf("image longer than the %d-byte BO", b.Size())
+	if n > 1<<62 {
+		return errnof(syscall.EINVAL, "access of %d bytes", n)
 	}
-	return nil
+	if err := b.check(int(n), off); err != nil {
+		return err
+	}
+	return fn(b.data[off : off+n])
 }
-
-// backingChunk is the unit in which BO memory is streamed, so that the GPU
-// and CPU accesses are not locked out for a whole large BO.
-const backingChunk = 1 << 20
 
 // BO is a GEM buffer object (drm_gem_object).
 type BO struct {
@@ -180,7 +185,10 @@ func (d *Device) newBO(size uint64, domain uapi.Domain, flags, alignment uint64,
 		return nil, err
 	}
 	if mem == nil {
-		mem = newBacking(size)
+		if mem, err = newBacking(size); err != nil {
+			d.uncharge(domain, size)
+			return nil, err
+		}
 	}
 	k := d.k
 	k.nextBO++
@@ -209,4 +217,5 @@ func (bo *BO) put() {
 		k.acct.unchargeBO(bo.uid, region{minor: bo.dev.cfg.Minor, domain: bo.domain}, bo.size)
 	}
 	bo.resv.Release()
+	bo.mem.release()
 }

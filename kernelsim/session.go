@@ -1,16 +1,19 @@
 package kernelsim
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
+	"maps"
+	"slices"
+	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"drmcr/kernelsim/dma"
 	"drmcr/kernelsim/sched"
@@ -30,14 +33,28 @@ type Session struct {
 	k     *Kernel
 	token string
 
+	// Contents: set up by OpenSession and read-only after it, except what
+	// loadMu guards. ctx ends when the session closes, which stops the
+	// loaders.
+	pages    []*sessionPages
+	ctx      context.Context
+	cancel   context.CancelFunc
+	loadMu   sync.Mutex
+	verified atomic.Bool // every BO's contents are in and matched
+
+	// Set up by OpenSession, read-only after: every BO by dump-time id,
+	// and the BO exported as each dump-time dma-buf inode.
+	bos       map[uint64]*sessionBO
+	dmabufBOs map[uint64]uint64
+
 	// under k.mu
-	bos     map[uint64]*sessionBO // by dump-time BO id
-	shared  map[uint64]*BO        // by dump-time dma-buf inode
-	private map[uint64]*BO        // by dump-time BO id, BOs never exported
+	shared  map[uint64]*BO // by dump-time dma-buf inode
+	private map[uint64]*BO // by dump-time BO id, BOs never exported
 	files   map[uint64]*sessionFile
 	dmabufs map[uint64]*DmaBuf             // by dump-time inode: restored dma-bufs
 	claimed map[int32][]*File              // by claimer pid
 	states  map[*File]*uapi.FileCheckpoint // what each claimed file came from
+	resumed map[*File]bool                 // files ResumeTask let run
 	created []*BO                          // the session's own references
 	closed  bool
 
@@ -82,12 +99,29 @@ func (s *Session) provide(id uint64, fin *dma.Fence) {
 	}
 }
 
+// sessionBO is a BO of the checkpoint: its memory, filled by the loaders
+// before any claim may create the BO on it.
 type sessionBO struct {
 	st      *uapi.BoState
 	mem     *Backing
-	loading bool
-	loaded  chan struct{} // closed when the contents are in (or failed)
-	loadErr error
+	pages   *sessionPages
+	off     uint64 // where its contents start in the pages file
+	adopted bool   // a BO was created on mem, which it now owns (k.mu)
+
+	// under Session.loadMu
+	pending  int           // chunks still to load and verify
+	verified bool          // every chunk is in and matched
+	loaded   chan struct{} // closed once verified, or failed
+	loadErr  error
+}
+
+// sessionPages is a pages file of the checkpoint and its chunks.
+type sessionPages struct {
+	name    string
+	chunks  []chunkPlan
+	sums    [][]byte
+	bos     [][]*sessionBO // the BOs each chunk holds bytes of
+	started bool           // under Session.loadMu
 }
 
 type sessionFile struct {
@@ -105,9 +139,9 @@ func (k *Kernel) OpenSession(req *uapi.SessionOpenRequest) (*Session, error) {
 	}
 	s := &Session{
 		k: k, token: hex.EncodeToString(tok),
-		bos: map[uint64]*sessionBO{}, shared: map[uint64]*BO{}, private: map[uint64]*BO{},
+		bos: map[uint64]*sessionBO{}, shared: map[uint64]*BO{}, private: map[uint64]*BO{}, dmabufBOs: map[uint64]uint64{},
 		files: map[uint64]*sessionFile{}, dmabufs: map[uint64]*DmaBuf{}, claimed: map[int32][]*File{},
-		states: map[*File]*uapi.FileCheckpoint{},
+		states: map[*File]*uapi.FileCheckpoint{}, resumed: map[*File]bool{},
 		fences: map[uint64]*dma.Fence{}, proxies: map[uint64]*dma.Fence{},
 	}
 	type domainKey struct {
@@ -134,6 +168,12 @@ func (k *Kernel) OpenSession(req *uapi.SessionOpenRequest) (*Session, error) {
 			return nil, errnof(syscall.ENOMEM, "the checkpoint's %v BOs on renderD%d need %d bytes, the device has %d", st.Domain, st.Minor, need[key], limit)
 		}
 		s.bos[st.BoId] = &sessionBO{st: st, loaded: make(chan struct{})}
+		if st.DmabufInode != 0 {
+			if other, dup := s.dmabufBOs[st.DmabufInode]; dup {
+				return nil, errnof(syscall.EINVAL, "BOs %d and %d were both exported as dma-buf inode %d", other, st.BoId, st.DmabufInode)
+			}
+			s.dmabufBOs[st.DmabufInode] = st.BoId
+		}
 	}
 	for _, rf := range req.Files {
 		if rf.State == nil {
@@ -157,9 +197,19 @@ func (k *Kernel) OpenSession(req *uapi.SessionOpenRequest) (*Session, error) {
 			return nil, errnof(syscall.EINVAL, "dma-buf inode %d: BO %d not in the session", rd.Inode, rd.BoId)
 		}
 	}
-	for _, sb := range s.bos {
-		sb.mem = newBacking(sb.st.Size)
+	if err := s.setupContents(req); err != nil {
+		return nil, err
 	}
+	for _, sb := range s.bos {
+		mem, err := newBacking(sb.st.Size)
+		if err != nil {
+			s.releaseMemory()
+			return nil, fmt.Errorf("BO %d: %w", sb.st.BoId, err)
+		}
+		sb.mem = mem
+	}
+	s.planLoads()
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	k.mu.Lock()
 	k.sessions[s.token] = s
 	k.mu.Unlock()
@@ -180,43 +230,251 @@ func (k *Kernel) Session(token string) (*Session, error) {
 	return s, nil
 }
 
-// LoadBO streams a BO's contents from r in the background and checks
-// their SHA-256 when they are in. It takes ownership of r.
-func (s *Session) LoadBO(id uint64, r io.ReadCloser, sum []byte) error {
-	k := s.k
-	k.mu.Lock()
-	sb, ok := s.bos[id]
-	if ok && sb.loading {
-		ok = false
+// setupContents records where each BO's contents are and which chunks
+// hold them. A structurally bad request (a BO without contents, a chunk
+// out of order or too large) is refused; a BO whose bytes a chunk with a
+// bad checksum holds, or no chunk covers, fails now and makes every claim
+// that needs it fail, naming it.
+func (s *Session) setupContents(req *uapi.SessionOpenRequest) error {
+	for i, pf := range req.PagesFiles {
+		sp := &sessionPages{name: pf.Name}
+		if sp.name == "" {
+			sp.name = fmt.Sprintf("pages file %d", i)
+		}
+		var end uint64
+		for j, c := range pf.Chunks {
+			switch {
+			case c.Length == 0 || c.Length > contentChunk:
+				return errnof(syscall.EINVAL, "%s: chunk %d has %d bytes (1 to %d)", sp.name, j, c.Length, contentChunk)
+			case c.Offset+c.Length < c.Offset:
+				return errnof(syscall.EINVAL, "%s: chunk %d at offset %d overflows", sp.name, j, c.Offset)
+			case j > 0 && c.Offset < end:
+				return errnof(syscall.EINVAL, "%s: chunk %d at offset %d overlaps or precedes the one before (ending at %d)", sp.name, j, c.Offset, end)
+			}
+			end = c.Offset + c.Length
+			sp.chunks = append(sp.chunks, chunkPlan{fileOff: c.Offset, length: c.Length})
+			sp.sums = append(sp.sums, c.Checksum)
+		}
+		sp.bos = make([][]*sessionBO, len(sp.chunks))
+		s.pages = append(s.pages, sp)
 	}
-	if ok {
-		sb.loading = true
+	for _, bc := range req.Contents {
+		sb, ok := s.bos[bc.BoId]
+		switch {
+		case !ok:
+			return errnof(syscall.EINVAL, "contents of BO %d, which is not in the session", bc.BoId)
+		case sb.pages != nil:
+			return errnof(syscall.EINVAL, "contents of BO %d listed twice", bc.BoId)
+		case int(bc.PagesFile) >= len(s.pages):
+			return errnof(syscall.EINVAL, "BO %d: pages file %d of %d", bc.BoId, bc.PagesFile, len(s.pages))
+		case bc.Offset+sb.st.Size < bc.Offset:
+			return errnof(syscall.EINVAL, "BO %d: offset %d overflows", bc.BoId, bc.Offset)
+		}
+		sb.pages, sb.off = s.pages[bc.PagesFile], bc.Offset
 	}
-	k.mu.Unlock()
-	if !ok {
-		r.Close()
-		return errnof(syscall.EINVAL, "BO %d is not in the session or already loading", id)
+	for id, sb := range s.bos {
+		if sb.pages == nil {
+			return errnof(syscall.EINVAL, "BO %d: no contents listed", id)
+		}
 	}
+	return nil
+}
+
+// planLoads splits each chunk into the pieces of BO memory it holds and
+// counts, for each BO, the chunks it waits for.
+func (s *Session) planLoads() {
+	for _, sb := range s.bos {
+		sp := sb.pages
+		cs := sp.chunks
+		start, end := sb.off, sb.off+sb.st.Size
+		i := sort.Search(len(cs), func(i int) bool { return cs[i].fileOff+cs[i].length > start })
+		pos := start
+		for ; pos < end && i < len(cs) && cs[i].fileOff <= pos; i++ {
+			c := &cs[i]
+			cend := min(end, c.fileOff+c.length)
+			c.segs = append(c.segs, segment{mem: sb.mem, off: pos - start, n: cend - pos, at: pos - c.fileOff})
+			sp.bos[i] = append(sp.bos[i], sb)
+			sb.pending++
+			if len(sp.sums[i]) != uapi.ChecksumSize {
+				s.fail(sb, fmt.Errorf("chunk [%d, %d) has no valid checksum (%d bytes recorded)", c.fileOff, c.fileOff+c.length, len(sp.sums[i])))
+			}
+			pos = cend
+		}
+		if pos < end {
+			next := end
+			if i < len(cs) {
+				next = min(end, cs[i].fileOff)
+			}
+			s.fail(sb, fmt.Errorf("its bytes [%d, %d) are covered by no checksummed chunk", pos-start, next-start))
+		}
+		if sb.pending == 0 && sb.loadErr == nil {
+			// No chunk: a BO of size 0, which no device creates.
+			sb.verified = true
+			close(sb.loaded)
+		}
+	}
+}
+
+// describe names a BO and where its contents are, for messages.
+func (sb *sessionBO) describe() string {
+	return fmt.Sprintf("BO %d (%d bytes at offset %d of %s)", sb.st.BoId, sb.st.Size, sb.off, sb.pages.name)
+}
+
+// fail records why a BO's contents cannot be used, unless they are in
+// already; the first reason wins.
+func (s *Session) fail(sb *sessionBO, err error) {
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	s.failLocked(sb, err)
+}
+
+func (s *Session) failLocked(sb *sessionBO, err error) {
+	if sb.loadErr != nil || sb.readyLocked() {
+		return
+	}
+	sb.loadErr = fmt.Errorf("contents of %s: %w", sb.describe(), err)
+	select {
+	case <-sb.loaded:
+	default:
+		close(sb.loaded)
+	}
+}
+
+// chunkDone accounts for a chunk loaded (err nil) or failed.
+func (s *Session) chunkDone(sp *sessionPages, i int, err error) {
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	c := &sp.chunks[i]
+	for _, sb := range sp.bos[i] {
+		if err != nil {
+			s.failLocked(sb, fmt.Errorf("chunk [%d, %d): %w", c.fileOff, c.fileOff+c.length, err))
+			continue
+		}
+		sb.pending--
+		if sb.pending == 0 && sb.loadErr == nil {
+			sb.verified = true
+			close(sb.loaded)
+		}
+	}
+}
+
+// LoadPages starts loading, in the background, every chunk of pages file
+// i from fd, which it takes over. A BO is ready for claims once all its
+// chunks are in and match their checksums.
+func (s *Session) LoadPages(i uint32, fd int) error {
+	if err := regularFile(fd); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	s.loadMu.Lock()
+	if int(i) >= len(s.pages) || s.pages[i].started {
+		s.loadMu.Unlock()
+		unix.Close(fd)
+		return errnof(syscall.EINVAL, "pages file %d is not in the session or already loading", i)
+	}
+	sp := s.pages[i]
+	sp.started = true
+	s.loadMu.Unlock()
 	go func() {
-		defer close(sb.loaded)
-		defer r.Close()
-		sb.loadErr = loadBacking(sb.mem, r, sum)
-		if sb.loadErr != nil {
-			sb.loadErr = fmt.Errorf("BO %d contents: %w", id, sb.loadErr)
+		defer unix.Close(fd)
+		forEachChunk(s.ctx, len(sp.chunks), func(ctx context.Context, j int, staging []byte) error {
+			if len(sp.bos[j]) == 0 {
+				return nil // holds no BO's bytes
+			}
+			err := loadChunk(fd, &sp.chunks[j], sp.sums[j], staging)
+			s.chunkDone(sp, j, err)
+			return nil
+		})
+		// Chunks left when the session closed never load.
+		for j := range sp.chunks {
+			for _, sb := range sp.bos[j] {
+				s.fail(sb, errnof(syscall.ESTALE, "not loaded: the restore session closed"))
+			}
 		}
 	}()
 	return nil
 }
 
-func loadBacking(mem *Backing, r io.Reader, sum []byte) error {
-	h := sha256.New()
-	if err := mem.Fill(r, h); err != nil {
-		return err
-	}
-	if len(sum) > 0 && !bytes.Equal(h.Sum(nil), sum) {
-		return fmt.Errorf("SHA-256 mismatch")
+// checkContents fails, without waiting, for a BO of ids whose contents
+// are known to be unusable: found damaged already, or in a pages file
+// nobody asked to load (the plugin hands every pages file over before
+// criu forks the tasks that claim).
+func (s *Session) checkContents(ids []uint64) error {
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	for _, id := range ids {
+		sb, ok := s.bos[id]
+		switch {
+		case !ok:
+			return errnof(syscall.EINVAL, "BO %d not in the session", id)
+		case sb.loadErr != nil:
+			return errnof(syscall.EIO, "%v", sb.loadErr)
+		case !sb.pages.started && !sb.verified:
+			return errnof(syscall.EIO, "contents of %s were never loaded: the restore did not pass that pages file", sb.describe())
+		}
 	}
 	return nil
+}
+
+// waitContents waits until the contents of every BO of the session are
+// loaded and verified, and returns the first failure otherwise, naming
+// the BO and its pages file (in BO id order, so the same damage always
+// gives the same message). ctx bounds the wait.
+func (s *Session) waitContents(ctx context.Context) error {
+	if s.verified.Load() {
+		return nil
+	}
+	ids := make([]uint64, 0, len(s.bos))
+	for id := range s.bos {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	if err := s.checkContents(ids); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		sb := s.bos[id]
+		select {
+		case <-sb.loaded:
+		case <-s.ctx.Done():
+			return errnof(syscall.ESTALE, "restore session closed")
+		case <-ctx.Done():
+			return errnof(syscall.ETIMEDOUT, "contents of %s still loading: %v", sb.describe(), ctx.Err())
+		}
+	}
+	// Report the first failure by id, whichever chunk failed first.
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	for _, id := range ids {
+		if err := s.bos[id].loadErr; err != nil {
+			return errnof(syscall.EIO, "%v", err)
+		}
+	}
+	s.verified.Store(true)
+	return nil
+}
+
+// allVerified reports whether every BO's contents are in and verified.
+func (s *Session) allVerified() bool {
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	for _, sb := range s.bos {
+		if !sb.verified {
+			return false
+		}
+	}
+	return true
+}
+
+func (sb *sessionBO) readyLocked() bool { return sb.verified }
+
+// releaseMemory gives back the memory of BOs no claim created.
+func (s *Session) releaseMemory() {
+	for _, sb := range s.bos {
+		if !sb.adopted && sb.mem != nil {
+			sb.mem.release()
+		}
+	}
 }
 
 // boFor returns the restored BO of a dump-time BO id, creating it if this
@@ -235,11 +493,18 @@ func (s *Session) boFor(id uint64) (*BO, error) {
 		bo.get()
 		return bo, nil
 	}
+	// The BO is created on memory its contents may still be loading
+	// into: its file stays frozen and its contexts paused until every
+	// byte of the checkpoint is verified (ResumeTask).
+	if err := s.checkContents([]uint64{id}); err != nil {
+		return nil, err
+	}
 	d := s.k.Device(sb.st.Minor)
 	bo, err := d.newBO(sb.st.Size, sb.st.Domain, sb.st.Flags, sb.st.Alignment, sb.mem)
 	if err != nil {
 		return nil, fmt.Errorf("BO %d: %w", id, err)
 	}
+	sb.adopted = true
 	table[key] = bo
 	s.created = append(s.created, bo) // the session's reference
 	bo.get()
@@ -253,13 +518,8 @@ func (s *Session) dmabufFor(ino uint64) (*DmaBuf, error) {
 	if db, ok := s.dmabufs[ino]; ok {
 		return db, nil
 	}
-	var boID uint64
-	for id, sb := range s.bos {
-		if sb.st.DmabufInode == ino {
-			boID = id
-		}
-	}
-	if boID == 0 {
+	boID, ok := s.dmabufBOs[ino]
+	if !ok {
 		return nil, errnof(syscall.EINVAL, "no BO was exported as dma-buf inode %d", ino)
 	}
 	bo, err := s.boFor(boID)
@@ -281,6 +541,11 @@ func (s *Session) dmabufFor(ino uint64) (*DmaBuf, error) {
 // ClaimDmaBuf returns the client file descriptor of a restored dma-buf; it
 // stays owned by the kernel (send it, do not close it).
 func (s *Session) ClaimDmaBuf(ino uint64) (int, *DmaBuf, error) {
+	if id, ok := s.dmabufBOs[ino]; ok {
+		if err := s.checkContents([]uint64{id}); err != nil {
+			return -1, nil, fmt.Errorf("claim dma-buf inode %d: %w", ino, err)
+		}
+	}
 	k := s.k
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -298,16 +563,26 @@ func (s *Session) ClaimDmaBuf(ino uint64) (int, *DmaBuf, error) {
 // device d, for the task with credentials owner: the same handles, PRIME
 // entries, mappings, contexts with their preempted work, syncobjs and
 // timelines. The file starts paused; ResumeTask lets it run.
+//
+// The claim does not wait for the BOs' contents, which load in the
+// background meanwhile, so that they load while criu restores the tasks'
+// memory (after their files); the file stays frozen until ResumeTask has
+// seen every byte verified. Contents already known to be unusable fail
+// the claim at once, naming the BO and its pages file.
 func (s *Session) ClaimFile(d *Device, ino uint64, owner Cred) (*File, error) {
 	k := s.k
+	// s.files is set up by OpenSession and read-only after.
+	sf, ok := s.files[ino]
+	if !ok {
+		return nil, errnof(syscall.ENOENT, "no file with inode %d in the session", ino)
+	}
+	if err := s.checkContents(fileBOs(sf.st)); err != nil {
+		return nil, fmt.Errorf("claim drm file inode %d: %w", ino, err)
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if s.closed {
 		return nil, errnof(syscall.ESTALE, "restore session closed")
-	}
-	sf, ok := s.files[ino]
-	if !ok {
-		return nil, errnof(syscall.ENOENT, "no file with inode %d in the session", ino)
 	}
 	if sf.claimed != nil {
 		return nil, errnof(syscall.EBUSY, "file inode %d already claimed", ino)
@@ -327,6 +602,23 @@ func (s *Session) ClaimFile(d *Device, ino uint64, owner Cred) (*File, error) {
 	s.states[f] = sf.st
 	s.claimed[owner.PID] = append(s.claimed[owner.PID], f)
 	return f, nil
+}
+
+// fileBOs lists the BOs a file's checkpoint refers to: its handles', the
+// BOs of its queued jobs (which the kernel lists in Bos) and the one an
+// unread reply carries.
+func fileBOs(st *uapi.FileCheckpoint) []uint64 {
+	ids := make([]uint64, 0, len(st.Handles)+len(st.Bos)+1)
+	for _, h := range st.Handles {
+		ids = append(ids, h.BoId)
+	}
+	for _, b := range st.Bos {
+		ids = append(ids, b.BoId)
+	}
+	if b := st.GetIo().GetUnreadReplyBo(); b != nil {
+		ids = append(ids, b.BoId)
+	}
+	return ids
 }
 
 // restoreFile fills a new file from its checkpoint. Called with k.mu held.
@@ -452,58 +744,36 @@ func (s *Session) restoreDriver(f *File, priv *uapi.DriverPrivate) error {
 	return nil
 }
 
-// ResumeTask waits until the contents of every BO the task's claimed files
-// use are in, then lets those files run. A pid that claimed no file gets
-// ESRCH.
+// ResumeTask lets the files a task claimed run, once the contents of
+// every BO of the checkpoint, not only the task's, are loaded and match
+// the checksums recorded at dump: no GPU context of a restore resumes
+// unless all of it is intact. It fails, naming the first damaged BO and
+// its pages file, or when timeout passes first; the files then stay
+// frozen (a restore that fails is aborted, which destroys them). A pid
+// that claimed no file gets ESRCH, without waiting.
 func (s *Session) ResumeTask(pid int32, timeout time.Duration) error {
 	k := s.k
 	k.mu.Lock()
-	files := append([]*File(nil), s.claimed[pid]...)
-	if len(files) == 0 {
-		k.mu.Unlock()
+	claimed := len(s.claimed[pid]) > 0
+	k.mu.Unlock()
+	if !claimed {
 		return errnof(syscall.ESRCH, "pid %d claimed no drm file of this session", pid)
 	}
-	var waits []*sessionBO
-	for _, f := range files {
-		sf := s.fileState(f)
-		for _, h := range sf.Handles {
-			waits = append(waits, s.bos[h.BoId])
-		}
-		for _, b := range sf.Bos {
-			if sb := s.bos[b.BoId]; sb != nil {
-				waits = append(waits, sb)
-			}
-		}
-	}
-	for _, sb := range waits {
-		if !sb.loading { // read under k.mu: LoadBO may run concurrently
-			k.mu.Unlock()
-			return fmt.Errorf("pid %d: contents of BO %d were never loaded", pid, sb.st.BoId)
-		}
-	}
-	k.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	for _, sb := range waits {
-		if err := sb.wait(ctx); err != nil {
-			return fmt.Errorf("pid %d: %w", pid, err)
-		}
+	if err := s.waitContents(ctx); err != nil {
+		return fmt.Errorf("pid %d: %w", pid, err)
 	}
+	k.mu.Lock()
+	files := append([]*File(nil), s.claimed[pid]...)
 	ids := make([]uint64, len(files))
 	for i, f := range files {
 		ids[i] = f.id
+		s.resumed[f] = true
 	}
+	k.mu.Unlock()
 	k.Resume(ids)
 	return nil
-}
-
-func (sb *sessionBO) wait(ctx context.Context) error {
-	select {
-	case <-sb.loaded:
-		return sb.loadErr
-	case <-ctx.Done():
-		return fmt.Errorf("contents of BO %d not loaded in time: %w", sb.st.BoId, ctx.Err())
-	}
 }
 
 // fileState returns the checkpoint a claimed file came from. Called with
@@ -528,6 +798,11 @@ func (s *Session) Close(abort bool) error {
 	}
 	s.closed = true
 	delete(k.sessions, s.token)
+	// Whether all contents are in decides, for a successful close, if
+	// files no task resumed may run (never on damaged contents).
+	verified := !abort && s.allVerified()
+	resumed := maps.Clone(s.resumed)
+	s.cancel()
 	var files []*File
 	for _, fs := range s.claimed {
 		files = append(files, fs...)
@@ -543,6 +818,9 @@ func (s *Session) Close(abort bool) error {
 		bo.put()
 	}
 	s.created = nil
+	// The memory of BOs nobody claimed goes back now; loaders still at it
+	// find it gone and stop.
+	s.releaseMemory()
 	for _, f := range s.fences {
 		f.Put()
 	}
@@ -552,27 +830,41 @@ func (s *Session) Close(abort bool) error {
 		p.Put()
 	}
 	s.fences, s.proxies = nil, nil
-	var ios []IO
+	ios := map[*File]IO{}
 	for _, f := range files {
 		if f.io != nil {
-			ios = append(ios, f.io)
+			ios[f] = f.io
 		}
 	}
 	k.mu.Unlock()
 
+	// destroy closes a claimed file and disconnects its task.
+	destroy := func(f *File) {
+		f.Close()
+		if kill, ok := ios[f].(interface{ Kill() }); ok {
+			kill.Kill()
+		}
+	}
 	if abort {
 		for _, f := range files {
-			f.Close()
-		}
-		for _, fio := range ios {
-			if kill, ok := fio.(interface{ Kill() }); ok {
-				kill.Kill()
-			}
+			destroy(f)
 		}
 	} else {
-		ids := make([]uint64, len(files))
-		for i, f := range files {
-			ids[i] = f.id
+		// Files no ResumeTask let run yet run now, if all contents are
+		// in; files on damaged contents never run.
+		var ids []uint64
+		for _, f := range files {
+			if !resumed[f] {
+				ids = append(ids, f.id)
+			}
+		}
+		if len(ids) > 0 && !verified {
+			for _, f := range files {
+				if !resumed[f] {
+					destroy(f)
+				}
+			}
+			return errnof(syscall.EIO, "restore session closed with BO contents unverified: %d drm file(s) destroyed", len(ids))
 		}
 		k.Resume(ids)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -28,9 +29,9 @@ type versioned interface {
 func imageKind(name, verb string) (images.Kind, error) {
 	switch k := images.KindOf(name); k {
 	case images.KindPages:
-		return k, fmt.Errorf("%s holds a BO's raw contents, not a protobuf image: there is nothing to %s (drmcrit verify checks it against its drm-bo-<id>.img)", filepath.Base(name), verb)
+		return k, fmt.Errorf("%s holds raw BO contents, not a protobuf image: there is nothing to %s (drmcrit verify checks it against the checksums in %s)", filepath.Base(name), verb, images.IndexName)
 	case images.KindUnknown:
-		return k, fmt.Errorf("%s: %w: the kind of an image comes from its name (drm-inventory.img, drm-file-<ino>.img, drm-dmabuf-<ino>.img, drm-bo-<id>.img)", filepath.Base(name), images.ErrNotDRMImage)
+		return k, fmt.Errorf("%s: %w: the kind of an image comes from its name (drm-inventory.img, drm-file-<ino>.img, drm-dmabuf-<ino>.img, %s)", filepath.Base(name), images.ErrNotDRMImage, images.IndexName)
 	default:
 		return k, nil
 	}
@@ -55,19 +56,18 @@ func decodeImage(name string, data []byte, warn func(string)) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := images.NewMessage(k)
+	var js []byte
+	if k == images.KindIndex {
+		js, err = decodeIndex(name, data, warn)
+	} else {
+		var m proto.Message
+		if m, err = images.NewMessage(k); err != nil {
+			return nil, err
+		}
+		js, err = messageJSON(name, data, m, warn)
+	}
 	if err != nil {
 		return nil, err
-	}
-	if err := proto.Unmarshal(data, m); err != nil {
-		return nil, fmt.Errorf("image %s: %w", filepath.Base(name), err)
-	}
-	if v, ok := m.(versioned); ok && v.GetVersion() != images.Version {
-		warn(fmt.Sprintf("image %s: format version %d, this drmcrit reads version %d", filepath.Base(name), v.GetVersion(), images.Version))
-	}
-	js, err := marshalImage(m)
-	if err != nil {
-		return nil, fmt.Errorf("image %s: to JSON: %w", filepath.Base(name), err)
 	}
 	// Check the whole way back, as encode will do it.
 	if again, err := encodeImage(name, js); err != nil || !bytes.Equal(again, data) {
@@ -82,10 +82,17 @@ func encodeImage(name string, js []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if k == images.KindIndex {
+		return encodeIndex(name, js)
+	}
 	m, err := images.NewMessage(k)
 	if err != nil {
 		return nil, err
 	}
+	return encodeMessage(name, js, m)
+}
+
+func encodeMessage(name string, js []byte, m proto.Message) ([]byte, error) {
 	if err := unmarshalImage(js, m); err != nil {
 		return nil, fmt.Errorf("JSON for %s: %w", filepath.Base(name), err)
 	}
@@ -94,6 +101,82 @@ func encodeImage(name string, js []byte) ([]byte, error) {
 		return nil, fmt.Errorf("encode %s: %w", filepath.Base(name), err)
 	}
 	return data, nil
+}
+
+// messageJSON decodes one protobuf message of an image into JSON.
+func messageJSON(name string, data []byte, m proto.Message, warn func(string)) ([]byte, error) {
+	if err := proto.Unmarshal(data, m); err != nil {
+		return nil, fmt.Errorf("image %s: %w", filepath.Base(name), err)
+	}
+	if v, ok := m.(versioned); ok && v.GetVersion() != images.Version {
+		warn(fmt.Sprintf("image %s: format version %d, this drmcrit reads version %d", filepath.Base(name), v.GetVersion(), images.Version))
+	}
+	js, err := marshalImage(m)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: to JSON: %w", filepath.Base(name), err)
+	}
+	return js, nil
+}
+
+// The BO index is a stream of records; its JSON form is one object:
+// {"index": <the BoIndex record>, "entries": [<each BoIndexEntry>, ...]}.
+type indexJSON struct {
+	Index   json.RawMessage   `json:"index"`
+	Entries []json.RawMessage `json:"entries"`
+}
+
+func decodeIndex(name string, data []byte, warn func(string)) ([]byte, error) {
+	recs, err := images.SplitRecords(data)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", filepath.Base(name), err)
+	}
+	if len(recs) == 0 {
+		return nil, fmt.Errorf("image %s: empty", filepath.Base(name))
+	}
+	out := indexJSON{Entries: []json.RawMessage{}}
+	if out.Index, err = messageJSON(name, recs[0], &images.BoIndex{}, warn); err != nil {
+		return nil, err
+	}
+	for i, r := range recs[1:] {
+		e, err := messageJSON(fmt.Sprintf("%s record %d", filepath.Base(name), i+1), r, &images.BoIndexEntry{}, warn)
+		if err != nil {
+			return nil, err
+		}
+		out.Entries = append(out.Entries, e)
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(out); err != nil {
+		return nil, fmt.Errorf("image %s: to JSON: %w", filepath.Base(name), err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+func encodeIndex(name string, js []byte) ([]byte, error) {
+	var in indexJSON
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		return nil, fmt.Errorf("JSON for %s: %w", filepath.Base(name), err)
+	}
+	if in.Index == nil {
+		return nil, fmt.Errorf("JSON for %s: no \"index\"", filepath.Base(name))
+	}
+	hdr, err := encodeMessage(name, in.Index, &images.BoIndex{})
+	if err != nil {
+		return nil, err
+	}
+	recs := [][]byte{hdr}
+	for _, e := range in.Entries {
+		r, err := encodeMessage(name, e, &images.BoIndexEntry{})
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, r)
+	}
+	return images.JoinRecords(recs), nil
 }
 
 // writeOut writes data to path, or to stdout when path is "" or "-".

@@ -177,7 +177,7 @@ func writeTestdata(t *testing.T, src, dst string) {
 	must(t, err)
 	for _, e := range ents {
 		n := e.Name()
-		if !strings.HasSuffix(n, ".img") && !strings.HasSuffix(n, ".pages") {
+		if !strings.HasSuffix(n, ".img") {
 			continue
 		}
 		if strings.HasPrefix(n, "pages-") || strings.HasPrefix(n, "pagemap-") || strings.HasPrefix(n, "mm-") {

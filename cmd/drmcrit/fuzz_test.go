@@ -11,7 +11,7 @@ import (
 )
 
 // imageNames are the DRM image names the fuzzers feed bytes as.
-var imageNames = []string{"drm-inventory.img", "drm-file-1.img", "drm-dmabuf-2.img", "drm-bo-3.img"}
+var imageNames = []string{"drm-inventory.img", "drm-file-1.img", "drm-dmabuf-2.img", "drm-bo-index.img"}
 
 // FuzzDecodeImage: decode never panics, and whatever decodes without a
 // warning encodes back to the same bytes.

@@ -65,7 +65,7 @@ func writeDOT(w io.Writer, v *View) error {
 		if bo.DmabufInode != 0 {
 			extra = fmt.Sprintf("\nkey: dma-buf ino %d", bo.DmabufInode)
 		}
-		node(boNode(bo.BoID), fmt.Sprintf("BO %d\n%s %s\nsha256 %s%s", bo.BoID, sizeStr(bo.Size), bo.Domain, short(bo.Sha256), extra), "shape=ellipse, style=filled, fillcolor=lightyellow")
+		node(boNode(bo.BoID), fmt.Sprintf("BO %d\n%s %s\n%s@%d%s", bo.BoID, sizeStr(bo.Size), bo.Domain, bo.PagesFile, bo.Offset, extra), "shape=ellipse, style=filled, fillcolor=lightyellow")
 	}
 	for _, p := range v.Processes {
 		for _, fd := range p.Fds {

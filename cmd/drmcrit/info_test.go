@@ -34,15 +34,15 @@ func TestInfo(t *testing.T) {
 	wantLines(t, "info", out,
 		"checkpoint "+f.dir+"\n",
 		"CRIU:      no images",
-		"GPU state: complete; DRM image format v1, written by drm_plugin ",
+		"GPU state: complete; DRM image format v2, written by drm_plugin ",
 		"processes: 1 of 1 hold GPU files: 2 drm file fds, 1 dma-buf fd",
 		"drm files: 2 on renderD128 (amdgpu, gpu id 0x10020080, driver blob v1)",
 		"dma-bufs:  1\n",
 		// 8K shared (VRAM) + 4K GTT + two 4K VRAM BOs of the compute job.
-		"BOs:       4 BOs, 20 KiB (VRAM 16 KiB, GTT 4 KiB); 1 shared through dma-bufs; 20 KiB of contents in .pages files",
+		"BOs:       4 BOs, 20 KiB (VRAM 16 KiB, GTT 4 KiB); 1 shared through dma-bufs; contents saved once each in pages files",
 		"contexts:  2 contexts; saved jobs: 1 preempted, 0 queued",
 		"in flight: 0 requests, 0 unread replies",
-		"in 8 DRM images, 20 KiB in 4 .pages files, 0 B in other files",
+		" in 6 DRM images, 20 KiB in 1 pages file, 0 B in other files",
 		"verdict:   OK: drmcrit verify finds no problem",
 	)
 	if n := strings.Count(out, "\n"); n > 24 {
@@ -71,7 +71,7 @@ func TestInfoVerdict(t *testing.T) {
 	wantLines(t, "info", out,
 		"GPU state: INCOMPLETE (restore refuses it)",
 		fmt.Sprintf("verdict:   %d PROBLEMS (drmcrit verify %s lists them all):", nprobs, dir),
-		"open image drm-bo-1000.img: no such file or directory",
+		"inventory: BO 1000 has no record in drm-bo-index.img",
 		fmt.Sprintf("... and %d more", nprobs-maxVerdictLines),
 	)
 }

@@ -27,7 +27,7 @@ const jsonConvention = `JSON conventions (drmcrit decode and drmcrit show --json
     fence ids): parse them as 64-bit integers, not as float64;
   - GPU virtual addresses and flag words (fields named "va" and "flags")
     are hex strings: "0x100000";
-  - byte strings (sha256 digests, the driver blob, packets in flight) are
+  - byte strings (checksums, the driver blob, packets in flight) are
     lowercase hex strings;
   - enums are value names without their type's prefix (DOMAIN_VRAM is
     "VRAM"); a value this drmcrit does not know is a number;

@@ -69,7 +69,21 @@ func TestJSONConvention(t *testing.T) {
 		t.Fatalf("show --json lacks BO %d", f.sharedBo)
 	}
 
-	bo := decodeJSON(t, f.dir, images.BoName(f.sharedBo))
+	index := decodeJSON(t, f.dir, images.IndexName)
+	var bo map[string]any
+	var checksums []string
+	for _, e := range index["entries"].([]any) {
+		entry := e.(map[string]any)
+		if b, ok := entry["bo"].(map[string]any); ok && b["state"].(map[string]any)["bo_id"] == json.Number(fmt.Sprint(f.sharedBo)) {
+			bo = b
+		}
+		if c, ok := entry["chunk"].(map[string]any); ok {
+			checksums = append(checksums, c["chunk"].(map[string]any)["checksum"].(string))
+		}
+	}
+	if bo == nil {
+		t.Fatalf("decode of the index lacks BO %d", f.sharedBo)
+	}
 	st := bo["state"].(map[string]any)
 	for k, want := range map[string]any{
 		"bo_id":        json.Number(fmt.Sprint(f.sharedBo)),
@@ -82,11 +96,16 @@ func TestJSONConvention(t *testing.T) {
 			t.Errorf("decode state.%s = %#v, show says %#v", k, st[k], want)
 		}
 	}
-	if bo["sha256"] != showBo.Sha256 || len(showBo.Sha256) != 64 {
-		t.Errorf("decode sha256 %v, show %q", bo["sha256"], showBo.Sha256)
+	if bo["offset"] != json.Number(fmt.Sprint(showBo.Offset)) {
+		t.Errorf("decode offset %#v, show says %d", bo["offset"], showBo.Offset)
 	}
-	if bo["content_size"] != json.Number(fmt.Sprint(showBo.ContentSize)) {
-		t.Errorf("content_size %#v", bo["content_size"])
+	for _, c := range checksums {
+		if len(c) != 64 || strings.ToLower(c) != c {
+			t.Errorf("chunk checksum %q, want 64 lowercase hex digits", c)
+		}
+	}
+	if len(checksums) == 0 {
+		t.Error("the index has no chunks")
 	}
 
 	file := decodeJSON(t, f.dir, images.FileName(f.inoA))
@@ -129,8 +148,8 @@ func TestJSONConvention(t *testing.T) {
 // TestEncodeRefuses: encode reads exactly the convention and says where
 // the JSON is wrong.
 func TestEncodeRefuses(t *testing.T) {
-	good := `{"version": 1, "state": {"bo_id": 7, "size": 4096, "domain": "VRAM", "flags": "0x3"}, "sha256": "00ff"}`
-	if code, _, errs := runCmd(t, []byte(good), "encode", "drm-bo-7.img"); code != 0 {
+	good := `{"version": 2, "inode": 7, "state": {"file_id": 7, "driver_private": "00ff", "bos": [{"bo_id": 7, "size": 4096, "domain": "VRAM", "flags": "0x3"}]}}`
+	if code, _, errs := runCmd(t, []byte(good), "encode", "drm-file-7.img"); code != 0 {
 		t.Fatalf("encode of good JSON: %d %s", code, errs)
 	}
 	for _, tc := range []struct{ js, msg string }{
@@ -139,19 +158,19 @@ func TestEncodeRefuses(t *testing.T) {
 		{`{"version": -1}`, "version: want an unsigned 32-bit integer"},
 		{`{"version": 1.5}`, "version: want an unsigned 32-bit integer"},
 		{`{"version": "1"}`, `version: want an unsigned 32-bit integer, got "1"`},
-		{`{"state": {"flags": 3}}`, `state.flags: want a 64-bit hex string ("0x1000"), got 3`},
-		{`{"state": {"flags": "0xzz"}}`, "state.flags: want a 64-bit hex string"},
-		{`{"state": {"domain": "DOMAIN_VRAM"}}`, `state.domain: want one of "NONE", "VRAM", "GTT" or a number`},
-		{`{"state": {"bo_idd": 1}}`, `state: unknown field "bo_idd" of BoState`},
-		{`{"sha256": "00FF"}`, "sha256: want a lowercase hex string"},
-		{`{"sha256": "0f0"}`, "sha256: want a lowercase hex string"},
+		{`{"state": {"bos": [{"flags": 3}]}}`, `flags: want a 64-bit hex string ("0x1000"), got 3`},
+		{`{"state": {"bos": [{"flags": "0xzz"}]}}`, "flags: want a 64-bit hex string"},
+		{`{"state": {"bos": [{"domain": "DOMAIN_VRAM"}]}}`, `domain: want one of "NONE", "VRAM", "GTT" or a number`},
+		{`{"state": {"bo_idd": 1}}`, `state: unknown field "bo_idd" of FileCheckpoint`},
+		{`{"state": {"driver_private": "00FF"}}`, "state.driver_private: want a lowercase hex string"},
+		{`{"state": {"driver_private": "0f0"}}`, "state.driver_private: want a lowercase hex string"},
 		{`{"state": null}`, "state: want an object, got null"},
 		{`[]`, "want an object, got ["},
 		{`{"version": 1} {}`, "data after the JSON object"},
 		{`{"version": 1`, "EOF"},
 	} {
-		code, _, errs := runCmd(t, []byte(tc.js), "encode", "drm-bo-7.img")
-		if code != 1 || !strings.Contains(errs, "JSON for drm-bo-7.img: "+tc.msg) {
+		code, _, errs := runCmd(t, []byte(tc.js), "encode", "drm-file-7.img")
+		if code != 1 || !strings.Contains(errs, "JSON for drm-file-7.img: ") || !strings.Contains(errs, tc.msg) {
 			t.Errorf("encode %s: %d %q, want %q", tc.js, code, errs, tc.msg)
 		}
 	}

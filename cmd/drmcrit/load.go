@@ -28,7 +28,8 @@ type checkpoint struct {
 	inv      *images.Inventory
 	files    map[uint64]*images.DrmFile // by inode
 	dmabufs  map[uint64]*images.DmaBuf  // by inode
-	bos      map[uint64]*images.Bo      // by BO id
+	bos      map[uint64]*images.Bo      // by BO id, from the index
+	index    *images.Index              // nil when unreadable
 	names    []string                   // the DRM images in the directory
 	problems []string                   // images that could not be read
 }
@@ -109,17 +110,18 @@ func load(dir string) (*checkpoint, error) {
 		}
 		c.dmabufs[ino] = db
 	}
-	for _, id := range inv.Bos {
-		b := &images.Bo{}
-		if err := d.Read(images.BoName(id), b); err != nil {
-			c.problemf("%v", err)
-			continue
+	if x, err := d.ReadIndex(); err != nil {
+		c.problemf("%v", err)
+	} else {
+		c.index = x
+		for _, b := range x.Bos {
+			if b.State == nil {
+				continue // Check reports it
+			}
+			if _, dup := c.bos[b.State.BoId]; !dup {
+				c.bos[b.State.BoId] = b
+			}
 		}
-		if b.State == nil || b.State.BoId != id {
-			c.problemf("image %s does not describe BO %d", images.BoName(id), id)
-			continue
-		}
-		c.bos[id] = b
 	}
 	return c, nil
 }

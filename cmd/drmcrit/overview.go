@@ -122,12 +122,11 @@ func writeInfo(w io.Writer, c *checkpoint) {
 	}
 	line("dma-bufs", "%d", len(v.DmaBufs))
 
-	var total, contents uint64
+	var total uint64
 	byDomain := map[string]uint64{}
 	shared := 0
 	for _, b := range v.Bos {
 		total += b.Size
-		contents += b.ContentSize
 		byDomain[b.Domain] += b.Size
 		if b.DmabufInode != 0 {
 			shared++
@@ -143,8 +142,8 @@ func writeInfo(w io.Writer, c *checkpoint) {
 	for _, d := range sortedStrings(others) {
 		doms = append(doms, fmt.Sprintf("%s %s", d, humanSize(byDomain[d])))
 	}
-	line("BOs", "%s, %s (%s); %d shared through dma-bufs; %s of contents in .pages files",
-		plural(len(v.Bos), "BO", "BOs"), humanSize(total), strings.Join(doms, ", "), shared, humanSize(contents))
+	line("BOs", "%s, %s (%s); %d shared through dma-bufs; contents saved once each in pages files",
+		plural(len(v.Bos), "BO", "BOs"), humanSize(total), strings.Join(doms, ", "), shared)
 
 	ctxs, guilty, preempted, queued, requests, replies := 0, 0, 0, 0, 0, 0
 	for _, f := range v.Files {
@@ -225,5 +224,5 @@ func diskUsage(dir string) string {
 		}
 	}
 	return fmt.Sprintf("%s in %s, %s in %s, %s in other files",
-		humanSize(meta), plural(nmeta, "DRM image", "DRM images"), humanSize(pages), plural(npages, ".pages file", ".pages files"), humanSize(other))
+		humanSize(meta), plural(nmeta, "DRM image", "DRM images"), humanSize(pages), plural(npages, "pages file", "pages files"), humanSize(other))
 }

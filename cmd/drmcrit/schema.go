@@ -3,22 +3,24 @@ package main
 // jsonHelp documents the JSON that `drmcrit show --json DIR` prints
 // (printed by `drmcrit help json` after jsonConvention; README.md has the
 // same text).
-const jsonHelp = `drmcrit show --json DIR prints one JSON object, schema_version 1, in the
+const jsonHelp = `drmcrit show --json DIR prints one JSON object, schema_version 2, in the
 conventions above.
 
-Compatibility: within schema_version 1 fields are only added, never removed,
-renamed or given another meaning. Digests are the sha256 of a BO's contents
-as recorded at dump. A field the schema below says is omitted in some case
-is left out then, rather than given a zero value.
+Compatibility: within a schema_version fields are only added, never removed,
+renamed or given another meaning. "contents" says where a BO's contents
+are: "<pages file>@<offset>" (version 2 replaced version 1's per-BO
+"sha256" and "content_size": images of format 2 checksum chunks of the
+pages files, see drm-bo-index.img). A field the schema below says is
+omitted in some case is left out then, rather than given a zero value.
 
 {
-  "schema_version": 1,
+  "schema_version": 2,
   "dir": "the checkpoint directory as given",
   "source": "criu" | "inventory",
       // criu: pids, comms and fd numbers from CRIU's images
       // inventory: no (usable) CRIU images; pids and comms from the plugin's
       //   inventory and every "fd" is null
-  "inventory": {"version": 1, "plugin_version": "…", "complete": true},
+  "inventory": {"version": 2, "plugin_version": "…", "complete": true},
   "processes": [{
       "pid": 123, "ppid": 1,           // ppid only with source "criu"
       "comm": "gpuload",
@@ -34,7 +36,7 @@ is left out then, rather than given a zero value.
       "handles": [{
           "handle": 1, "bo_id": 7, "prime": false,
           "size": 262144, "domain": "VRAM" | "GTT" | "NONE", "flags": "0x3",
-          "sha256": "…",               // "" when the BO has no record
+          "contents": "drm-pages-1.img@0", // "" when the BO has no record
           "mappings": [{"va": "0x100000", "size": 8192, "bo_offset": 0, "flags": "0x1"}],
           "shared_with": [Holder]      // every other holder of the same BO
       }],
@@ -66,15 +68,14 @@ is left out then, rather than given a zero value.
   }],
   "dma_bufs": [{
       "inode": 51911, "pid": 123, "bo_id": 7,
-      "size": 262144, "domain": "VRAM", "sha256": "…",
+      "size": 262144, "domain": "VRAM", "contents": "drm-pages-1.img@0",
       "fds": [7]                       // fd numbers in pid, when known
   }],
   "bos": [{
       "bo_id": 7, "size": 262144, "domain": "VRAM", "flags": "0x3",
       "alignment": 0, "minor": 128,
       "dmabuf_inode": 51911,           // the shared key; 0 if never exported
-      "content_size": 262144, "sha256": "…",
-      "pages_file": "drm-bo-7.pages",
+      "pages_file": "drm-pages-1.img", "offset": 0,
       "holders": [Holder]
   }],
   "warnings": ["…"]                    // unreadable images, objects no task holds, …

@@ -49,15 +49,12 @@ func sizeStr(n uint64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-// short is the sha256 prefix show prints.
-func short(digest string) string {
-	if digest == "" {
+// short is where show says a BO's contents are ("?" without a record).
+func short(contents string) string {
+	if contents == "" {
 		return "?"
 	}
-	if len(digest) > 12 {
-		return digest[:12]
-	}
-	return digest
+	return contents
 }
 
 func fdStr(fd *int32) string {
@@ -116,7 +113,7 @@ func writeText(w io.Writer, v *View) {
 				addFile(pn, fd, files[fd.Inode])
 			case KindDmaBuf:
 				d := dmabufs[fd.Inode]
-				pn.add("fd %s → dma-buf ino %d: BO %d (%s, %s, sha256 %s)", fdStr(fd.Fd), d.Inode, d.BoID, sizeStr(d.Size), d.Domain, short(d.Sha256))
+				pn.add("fd %s → dma-buf ino %d: BO %d (%s, %s, in %s)", fdStr(fd.Fd), d.Inode, d.BoID, sizeStr(d.Size), d.Domain, short(d.Contents))
 			}
 		}
 	}
@@ -134,7 +131,7 @@ func addFile(parent *node, fd FdView, f *FileView) {
 		if h.Prime {
 			prime = ", prime"
 		}
-		hn := fn.add("BO handle %d: id %d, %s, %s, flags %s%s, sha256 %s", h.Handle, h.BoID, sizeStr(h.Size), h.Domain, h.Flags, prime, short(h.Sha256))
+		hn := fn.add("BO handle %d: id %d, %s, %s, flags %s%s, in %s", h.Handle, h.BoID, sizeStr(h.Size), h.Domain, h.Flags, prime, short(h.Contents))
 		for _, m := range h.Mappings {
 			hn.add("VA %s +%s (BO offset 0x%x, flags %s)", m.VA, sizeStr(m.Size), m.BoOffset, m.Flags)
 		}

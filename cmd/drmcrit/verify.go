@@ -1,13 +1,7 @@
 package main
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"errors"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 	"sort"
 
 	"drmcr/amdgpu"
@@ -33,8 +27,10 @@ problem (exit status 1 if there is any, 0 otherwise):
     copy of each BO's state matches the BO record;
   - every dma-buf refers to a dumped BO;
   - queued work that waits on another file's job has that job in the dump;
-  - every BO's pages file exists, its size is the record's content size (and
-    the BO's size) and its sha256 is the record's;
+  - the BO index (drm-bo-index.img) lists exactly the inventory's BOs, each
+    once; its checksummed chunks cover every byte of every BO without
+    overlapping; every pages file exists, holds every chunk, and every
+    chunk's bytes match its BLAKE3 checksum (the check a restore makes);
   - driver blobs decode (amdgpu.Decode) and their version is the image's;
   - the processes of the inventory hold exactly the files it lists and, when
     CRIU's images are there, are processes of its pstree.img; CRIU's images
@@ -81,20 +77,30 @@ func verifyCheckpoint(c *checkpoint) []string {
 	for _, n := range c.names {
 		var listed bool
 		switch images.KindOf(n) {
-		case images.KindInventory:
+		case images.KindInventory, images.KindIndex:
 			continue
 		case images.KindFile:
 			listed = anyMatch(listedFiles, images.FileName, n)
 		case images.KindDmaBuf:
 			listed = anyMatch(listedDmabufs, images.DmaBufName, n)
-		case images.KindBo:
-			listed = anyMatch(listedBos, images.BoName, n)
 		case images.KindPages:
 			pages[n] = true
 			continue
 		}
 		if !listed {
 			add("%s: not listed in the inventory", n)
+		}
+	}
+	if c.index != nil {
+		for _, b := range c.index.Bos {
+			if id := b.GetState().GetBoId(); !listedBos[id] {
+				add("%s: BO %d is not listed in the inventory", images.IndexName, id)
+			}
+		}
+		for _, id := range sortedKeys(listedBos) {
+			if _, ok := c.bos[id]; !ok {
+				add("inventory: BO %d has no record in %s", id, images.IndexName)
+			}
 		}
 	}
 
@@ -126,25 +132,22 @@ func verifyCheckpoint(c *checkpoint) []string {
 		probs = append(probs, verifyFile(c, c.files[ino])...)
 	}
 
-	// Contents.
-	for _, id := range sortedKeys(c.bos) {
-		b := c.bos[id]
-		if b.PagesFile != images.PagesName(id) {
-			add("BO %d: pages file is %q, want %s", id, b.PagesFile, images.PagesName(id))
+	// Contents: the index's consistency, then every byte, as a restore
+	// checks it.
+	if c.index != nil {
+		probs = append(probs, c.index.Check()...)
+		for _, n := range c.index.Header.PagesFiles {
+			delete(pages, n)
 		}
-		delete(pages, b.PagesFile)
-		if b.ContentSize != b.State.Size {
-			add("BO %d: content size %d, BO size %d", id, b.ContentSize, b.State.Size)
-		}
-		if len(b.Sha256) != sha256.Size {
-			add("BO %d: sha256 of %d bytes in the record", id, len(b.Sha256))
-		}
-		if p := checkPages(c.dir, b); p != "" {
-			add("BO %d: %s", id, p)
+		if d, err := images.OpenDir(c.dir); err != nil {
+			add("%v", err)
+		} else {
+			probs = append(probs, d.VerifyPages(c.index)...)
+			d.Close()
 		}
 	}
 	for _, n := range sortedStrings(pages) {
-		add("%s: pages file of no BO record", n)
+		add("%s: a pages file the index does not list", n)
 	}
 
 	// Queued work waiting on other files' jobs: those jobs must be in the
@@ -317,34 +320,4 @@ func verifyFile(c *checkpoint, f *images.DrmFile) []string {
 		}
 	}
 	return probs
-}
-
-// checkPages checks a BO's pages file against its record, streaming it.
-func checkPages(dir string, b *images.Bo) string {
-	if b.PagesFile == "" || filepath.Base(b.PagesFile) != b.PagesFile {
-		return fmt.Sprintf("pages file name %q is not a file of the directory", b.PagesFile)
-	}
-	f, err := os.Open(filepath.Join(dir, b.PagesFile))
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Sprintf("pages file %s is missing", b.PagesFile)
-		}
-		return fmt.Sprintf("pages file: %v", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return fmt.Sprintf("pages file: %v", err)
-	}
-	if uint64(st.Size()) != b.ContentSize {
-		return fmt.Sprintf("pages file %s has %d bytes, the record says %d", b.PagesFile, st.Size(), b.ContentSize)
-	}
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return fmt.Sprintf("read pages file %s: %v", b.PagesFile, err)
-	}
-	if sum := h.Sum(nil); !bytes.Equal(sum, b.Sha256) {
-		return fmt.Sprintf("pages file %s has sha256 %x, the record says %x", b.PagesFile, sum, b.Sha256)
-	}
-	return ""
 }

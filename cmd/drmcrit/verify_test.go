@@ -29,11 +29,34 @@ func TestVerifyDamage(t *testing.T) {
 		edit(m)
 		writeImg(t, dir, images.FileName(ino), m)
 	}
+	editIndex := func(dir string, edit func(*images.Index)) {
+		d, err := images.OpenDir(dir)
+		must(t, err)
+		defer d.Close()
+		x, err := d.ReadIndex()
+		must(t, err)
+		edit(x)
+		writeIndex(t, d, x)
+	}
 	editBo := func(dir string, id uint64, edit func(*images.Bo)) {
-		m := &images.Bo{}
-		readImg(t, dir, images.BoName(id), m)
-		edit(m)
-		writeImg(t, dir, images.BoName(id), m)
+		editIndex(dir, func(x *images.Index) {
+			for _, b := range x.Bos {
+				if b.State.BoId == id {
+					edit(b)
+				}
+			}
+		})
+	}
+	dropBo := func(dir string, id uint64) {
+		editIndex(dir, func(x *images.Index) {
+			var keep []*images.Bo
+			for _, b := range x.Bos {
+				if b.State.BoId != id {
+					keep = append(keep, b)
+				}
+			}
+			x.Bos = keep
+		})
 	}
 	editInv := func(dir string, edit func(*images.Inventory)) {
 		m := &images.Inventory{}
@@ -41,7 +64,21 @@ func TestVerifyDamage(t *testing.T) {
 		edit(m)
 		writeImg(t, dir, images.InventoryName, m)
 	}
-	pages := func(dir string, id uint64) string { return filepath.Join(dir, images.PagesName(id)) }
+	pages := func(dir string) string { return filepath.Join(dir, images.PagesName(1)) }
+	offsetOf := func(id uint64) int {
+		d, err := images.OpenDir(f.dir)
+		must(t, err)
+		defer d.Close()
+		x, err := d.ReadIndex()
+		must(t, err)
+		for _, b := range x.Bos {
+			if b.State.BoId == id {
+				return int(b.Offset)
+			}
+		}
+		t.Fatalf("BO %d not in the index", id)
+		return 0
+	}
 	without := func(l []uint64, x uint64) []uint64 {
 		var out []uint64
 		for _, v := range l {
@@ -57,16 +94,24 @@ func TestVerifyDamage(t *testing.T) {
 		damage func(dir string)
 		want   []string
 	}{
-		{"pages deleted", func(dir string) { must(t, os.Remove(pages(dir, shared))) },
-			[]string{fmt.Sprintf("BO %d: pages file drm-bo-%d.pages is missing", shared, shared)}},
-		{"pages truncated", func(dir string) { must(t, os.Truncate(pages(dir, shared), page)) },
-			[]string{fmt.Sprintf("BO %d: pages file drm-bo-%d.pages has %d bytes, the record says %d", shared, shared, page, 2*page)}},
+		{"pages deleted", func(dir string) { must(t, os.Remove(pages(dir))) },
+			[]string{"open image drm-pages-1.img: no such file"}},
+		{"pages truncated", func(dir string) { must(t, os.Truncate(pages(dir), page)) },
+			[]string{"drm-pages-1.img: chunk [0, ", ") is cut short at byte 4096"}},
 		{"pages byte flipped", func(dir string) {
-			b, err := os.ReadFile(pages(dir, shared))
+			b, err := os.ReadFile(pages(dir))
 			must(t, err)
-			b[100] ^= 0x40
-			must(t, os.WriteFile(pages(dir, shared), b, 0o600))
-		}, []string{fmt.Sprintf("BO %d: pages file drm-bo-%d.pages has sha256 ", shared, shared), ", the record says "}},
+			b[offsetOf(shared)+100] ^= 0x40
+			must(t, os.WriteFile(pages(dir), b, 0o600))
+		}, []string{"drm-pages-1.img: chunk [", ") does not match its blake3-256 checksum (BO", fmt.Sprint(shared)}},
+		{"checksum emptied", func(dir string) {
+			editIndex(dir, func(x *images.Index) { x.Chunks[0].Chunk.Checksum = nil })
+		}, []string{"drm-bo-index.img: chunk [0, ", ") of drm-pages-1.img has no checksum"}},
+		{"chunk dropped", func(dir string) {
+			editIndex(dir, func(x *images.Index) { x.Chunks = x.Chunks[1:] })
+		}, []string{"are covered by no checksummed chunk"}},
+		{"stray pages file", func(dir string) { must(t, os.WriteFile(filepath.Join(dir, images.PagesName(2)), nil, 0o600)) },
+			[]string{"drm-pages-2.img: a pages file the index does not list"}},
 		{"wait on an undumped job", func(dir string) {
 			editFile(dir, f.inoA, func(m *images.DrmFile) { m.State.WaitsOnFences = append(m.State.WaitsOnFences, 987654) })
 		}, []string{fmt.Sprintf("drm file inode %d: queued work waits on fence 987654, which no dumped job provides", f.inoA)}},
@@ -82,20 +127,18 @@ func TestVerifyDamage(t *testing.T) {
 				}
 			})
 		}, []string{fmt.Sprintf("drm file inode %d: VA ranges overlap: [0x100000, 0x102000) of handle %d and [0x101000, 0x102000) of handle %d", f.inoA, f.hA1, f.hA2)}},
-		{"BO image missing", func(dir string) { must(t, os.Remove(filepath.Join(dir, images.BoName(f.dstBo)))) },
-			[]string{fmt.Sprintf("open image drm-bo-%d.img: no such file", f.dstBo),
+		{"BO record missing", func(dir string) { dropBo(dir, f.dstBo) },
+			[]string{fmt.Sprintf("inventory: BO %d has no record in drm-bo-index.img", f.dstBo),
 				fmt.Sprintf("handle 3 refers to BO %d, which was not dumped", f.dstBo),
-				fmt.Sprintf("job 5 refers to BO %d, which was not dumped", f.dstBo),
-				fmt.Sprintf("drm-bo-%d.pages: pages file of no BO record", f.dstBo)}},
+				fmt.Sprintf("job 5 refers to BO %d, which was not dumped", f.dstBo)}},
 		{"BO not dumped", func(dir string) {
 			editInv(dir, func(m *images.Inventory) { m.Bos = without(m.Bos, shared) })
-			must(t, os.Remove(filepath.Join(dir, images.BoName(shared))))
-			must(t, os.Remove(pages(dir, shared)))
+			dropBo(dir, shared)
 		}, []string{
 			fmt.Sprintf("drm file inode %d: handle %d refers to BO %d, which was not dumped", f.inoA, f.hA1, shared),
 			fmt.Sprintf("dma-buf inode %d: BO %d was not dumped (no record)", f.inoDmaB, shared)}},
-		{"bad version", func(dir string) { editBo(dir, shared, func(m *images.Bo) { m.Version = 2 }) },
-			[]string{fmt.Sprintf("image drm-bo-%d.img: format version 2, this plugin reads version 1", shared)}},
+		{"bad version", func(dir string) { editBo(dir, shared, func(m *images.Bo) { m.Version = 1 }) },
+			[]string{"image drm-bo-index.img record ", ": format version 1, this plugin reads version 2"}},
 		{"bad inventory version", func(dir string) { editInv(dir, func(m *images.Inventory) { m.Version = 9 }) },
 			[]string{"image drm-inventory.img: format version 9"}},
 		{"incomplete inventory", func(dir string) { editInv(dir, func(m *images.Inventory) { m.Complete = false }) },
@@ -106,6 +149,8 @@ func TestVerifyDamage(t *testing.T) {
 			fmt.Sprintf("inventory: pid %d holds inode %d, which is neither", f.pid, f.inoB)}},
 		{"inventory missing", func(dir string) { must(t, os.Remove(filepath.Join(dir, images.InventoryName))) },
 			[]string{"DRM images without drm-inventory.img: the dump did not finish"}},
+		{"index missing", func(dir string) { must(t, os.Remove(filepath.Join(dir, images.IndexName))) },
+			[]string{"open image drm-bo-index.img: no such file"}},
 		{"shared key twice", func(dir string) {
 			editBo(dir, f.srcBo, func(m *images.Bo) { m.State.DmabufInode = f.inoDmaB })
 		}, []string{fmt.Sprintf("shared key: dma-buf inode %d has 2 BO records (BOs [%d %d])", f.inoDmaB, shared, f.srcBo)}},
@@ -164,4 +209,18 @@ func TestVerifyDamage(t *testing.T) {
 			t.Logf("\n%s%s", out, errs)
 		})
 	}
+}
+
+// writeIndex rewrites a directory's BO index from x.
+func writeIndex(t *testing.T, d *images.Dir, x *images.Index) {
+	t.Helper()
+	w, err := d.CreateIndex(x.Header)
+	must(t, err)
+	for _, b := range x.Bos {
+		must(t, w.AddBo(b))
+	}
+	for _, c := range x.Chunks {
+		must(t, w.AddChunk(c))
+	}
+	must(t, w.Close())
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/hex"
 	"fmt"
 	"sort"
 	"strings"
@@ -15,7 +14,7 @@ import (
 // SchemaVersion is the version of the JSON schema of `drmcrit show
 // --json`. It changes only when a field is removed, renamed or changes
 // meaning; new fields may appear within a version.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // The types below are the JSON schema (see jsonHelp and README.md).
 
@@ -98,7 +97,7 @@ type HandleView struct {
 	Size       uint64        `json:"size"`
 	Domain     string        `json:"domain"`
 	Flags      string        `json:"flags"`
-	Sha256     string        `json:"sha256"`
+	Contents   string        `json:"contents"`
 	Mappings   []MappingView `json:"mappings"`
 	SharedWith []HolderView  `json:"shared_with"`
 }
@@ -154,13 +153,13 @@ type PendingView struct {
 }
 
 type DmaBufView struct {
-	Inode  uint64  `json:"inode"`
-	Pid    int32   `json:"pid"`
-	BoID   uint64  `json:"bo_id"`
-	Size   uint64  `json:"size"`
-	Domain string  `json:"domain"`
-	Sha256 string  `json:"sha256"`
-	Fds    []int32 `json:"fds,omitempty"`
+	Inode    uint64  `json:"inode"`
+	Pid      int32   `json:"pid"`
+	BoID     uint64  `json:"bo_id"`
+	Size     uint64  `json:"size"`
+	Domain   string  `json:"domain"`
+	Contents string  `json:"contents"`
+	Fds      []int32 `json:"fds,omitempty"`
 }
 
 type BoView struct {
@@ -171,10 +170,22 @@ type BoView struct {
 	Alignment   uint64       `json:"alignment"`
 	Minor       uint32       `json:"minor"`
 	DmabufInode uint64       `json:"dmabuf_inode"`
-	ContentSize uint64       `json:"content_size"`
-	Sha256      string       `json:"sha256"`
 	PagesFile   string       `json:"pages_file"`
+	Offset      uint64       `json:"offset"`
 	Holders     []HolderView `json:"holders"`
+}
+
+// pagesFileOf names the pages file of a BO's contents.
+func pagesFileOf(c *checkpoint, b *images.Bo) string {
+	if c.index != nil && int(b.PagesFile) < len(c.index.Header.PagesFiles) {
+		return c.index.Header.PagesFiles[b.PagesFile]
+	}
+	return fmt.Sprintf("pages file %d", b.PagesFile)
+}
+
+// contentsOf says where a BO's contents are: "drm-pages-1.img@4096".
+func contentsOf(c *checkpoint, b *images.Bo) string {
+	return fmt.Sprintf("%s@%d", pagesFileOf(c, b), b.Offset)
 }
 
 func hexU64(v uint64) string { return fmt.Sprintf("0x%x", v) }
@@ -291,7 +302,7 @@ func buildView(c *checkpoint) *View {
 	}
 	digest := func(id uint64) string {
 		if b, ok := c.bos[id]; ok {
-			return hex.EncodeToString(b.Sha256)
+			return contentsOf(c, b)
 		}
 		return ""
 	}
@@ -301,7 +312,7 @@ func buildView(c *checkpoint) *View {
 	}
 	for _, ino := range sortedKeys(c.dmabufs) {
 		d := c.dmabufs[ino]
-		dv := DmaBufView{Inode: ino, Pid: c.shownPid(d.Pid), BoID: d.BoId, Sha256: digest(d.BoId), Fds: fdsOf(ino, d.Pid)}
+		dv := DmaBufView{Inode: ino, Pid: c.shownPid(d.Pid), BoID: d.BoId, Contents: digest(d.BoId), Fds: fdsOf(ino, d.Pid)}
 		if b, ok := c.bos[d.BoId]; ok {
 			dv.Size, dv.Domain = b.State.Size, domainName(b.State.Domain)
 		}
@@ -316,8 +327,7 @@ func buildView(c *checkpoint) *View {
 		}
 		v.Bos = append(v.Bos, BoView{
 			BoID: id, Size: st.Size, Domain: domainName(st.Domain), Flags: hexU64(st.Flags), Alignment: st.Alignment,
-			Minor: st.Minor, DmabufInode: st.DmabufInode, ContentSize: b.ContentSize, Sha256: hex.EncodeToString(b.Sha256),
-			PagesFile: b.PagesFile, Holders: hs,
+			Minor: st.Minor, DmabufInode: st.DmabufInode, PagesFile: pagesFileOf(c, b), Offset: b.Offset, Holders: hs,
 		})
 	}
 	for i := range v.Warnings {
@@ -343,7 +353,7 @@ func fileView(c *checkpoint, f *images.DrmFile, holders map[uint64][]HolderView,
 	handles := append([]*uapi.HandleState(nil), st.GetHandles()...)
 	sort.SliceStable(handles, func(i, j int) bool { return handles[i].Handle < handles[j].Handle })
 	for _, h := range handles {
-		hv := HandleView{Handle: h.Handle, BoID: h.BoId, Prime: h.Prime, Sha256: digest(h.BoId), Mappings: []MappingView{}, SharedWith: []HolderView{}}
+		hv := HandleView{Handle: h.Handle, BoID: h.BoId, Prime: h.Prime, Contents: digest(h.BoId), Mappings: []MappingView{}, SharedWith: []HolderView{}}
 		b := boState[h.BoId]
 		if rec, ok := c.bos[h.BoId]; ok && b == nil {
 			b = rec.State

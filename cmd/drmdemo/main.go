@@ -170,8 +170,8 @@ func (d *demo) summarise(imgDir string) error {
 	}
 	var contents uint64
 	shared := 0
-	for _, b := range imgs.Bos {
-		contents += b.ContentSize
+	for _, b := range imgs.Index.Bos {
+		contents += b.State.Size
 		if b.State.DmabufInode != 0 {
 			shared++
 		}
@@ -193,7 +193,7 @@ func (d *demo) summarise(imgDir string) error {
 		fmt.Printf("  process %d (%s): %d kernelsim file(s)\n", p.Pid, p.Comm, len(p.Inodes))
 	}
 	fmt.Printf("  %d drm file(s), %d dma-buf(s), %d BO(s) (%d shared through dma-bufs), %s of BO contents saved once each\n",
-		len(imgs.Files), len(imgs.DmaBufs), len(imgs.Bos), shared, size(contents))
+		len(imgs.Files), len(imgs.DmaBufs), len(imgs.Index.Bos), shared, size(contents))
 	preempted := 0
 	for _, f := range imgs.Files {
 		if priv, err := decodeJobs(f); err == nil {

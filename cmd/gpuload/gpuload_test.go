@@ -117,7 +117,7 @@ func runScenario(t *testing.T, dir, scenario string, steps int, params ...string
 	return line
 }
 
-var allScenarios = []string{"single", "prodcons", "released", "dmabuf-only", "longrun", "stuck", "pipeline", "handoff"}
+var allScenarios = []string{"single", "prodcons", "released", "dmabuf-only", "longrun", "stuck", "pipeline", "handoff", "many"}
 
 func TestList(t *testing.T) {
 	r := runBin(t, 10*time.Second, "-list")

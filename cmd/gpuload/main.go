@@ -54,6 +54,14 @@ type params struct {
 	stuckFor   time.Duration
 	progress   string
 	result     string
+
+	// many
+	bos        int
+	procs      int
+	boSizes    []uint64
+	shareEvery int
+	anon       uint64
+	waitFor    string
 }
 
 // scenario is one named workload.
@@ -151,6 +159,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&p.stuckFor, "stuck-for", defaultStuckFor, "stuck: how long the job waits for its sw_sync fence")
 	fs.StringVar(&p.progress, "progress", "", "append progress lines (\"step i/N\", then \"done\") to this file")
 	fs.StringVar(&p.result, "result", "", "also write the result line to this file (atomically: temporary file and rename)")
+	fs.IntVar(&p.bos, "bos", 1000, "many: number of BOs in all")
+	fs.IntVar(&p.procs, "procs", 1, "many: number of processes the BOs are spread over")
+	p.boSizes = []uint64{4096}
+	fs.Var(sizesFlag{&p.boSizes}, "bo-sizes", "many: BO sizes, comma-separated, used in turn (K/M/G suffixes)")
+	fs.IntVar(&p.shareEvery, "share-every", 10, "many: every N-th BO of a process is shared with the next process through a dma-buf (0: none)")
+	fs.Var(sizeFlag{&p.anon}, "anon", "many: bytes of anonymous memory the first process holds")
+	fs.StringVar(&p.waitFor, "wait-for", "", "many: once set up, wait until this file exists (instead of the step delay) before reading everything back")
 	fs.StringVar(&role, "role", "", "internal: child process role")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: gpuload -scenario NAME [flags]\n       gpuload -expect NAME [flags]\n       gpuload -list\n")
@@ -292,6 +307,26 @@ func (p *params) validate() error {
 	if p.stuckFor < 0 {
 		return usagef("-stuck-for %v is negative", p.stuckFor)
 	}
+	if p.bos < 0 || p.bos > 1<<24 {
+		return usagef("-bos %d: need 0..%d", p.bos, 1<<24)
+	}
+	if p.procs < 1 || p.procs > 64 {
+		return usagef("-procs %d: need 1..64", p.procs)
+	}
+	if len(p.boSizes) == 0 {
+		return usagef("-bo-sizes: need at least one size")
+	}
+	for _, n := range p.boSizes {
+		if n == 0 || n%4096 != 0 || n > 1<<30 {
+			return usagef("-bo-sizes: %d is not a multiple of 4096 in [4K, 1G]", n)
+		}
+	}
+	if p.shareEvery < 0 {
+		return usagef("-share-every %d is negative", p.shareEvery)
+	}
+	if p.anon%4096 != 0 || p.anon > 1<<40 {
+		return usagef("-anon %d: need a multiple of 4096 up to 1T", p.anon)
+	}
 	return nil
 }
 
@@ -308,6 +343,10 @@ func (p *params) childArgs(role string) []string {
 		"-seed", strconv.FormatUint(p.seed, 10),
 		"-iterations", strconv.FormatUint(p.iterations, 10),
 		"-stuck-for", p.stuckFor.String(),
+		"-bos", strconv.Itoa(p.bos),
+		"-procs", strconv.Itoa(p.procs),
+		"-bo-sizes", sizesFlag{&p.boSizes}.String(),
+		"-share-every", strconv.Itoa(p.shareEvery),
 	}
 }
 

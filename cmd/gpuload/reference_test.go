@@ -105,7 +105,8 @@ func refCompute(src []byte, iters uint64) uint64 {
 }
 
 func testParams(sc string, steps int, size uint64, seed uint64) *params {
-	return &params{scenario: sc, steps: steps, size: size, seed: seed, iterations: 777}
+	return &params{scenario: sc, steps: steps, size: size, seed: seed, iterations: 777,
+		bos: 40, procs: 3, boSizes: []uint64{4096, size}, shareEvery: 4}
 }
 
 // TestExpectMatchesReference runs every scenario's plan through package

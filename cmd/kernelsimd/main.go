@@ -11,9 +11,11 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -193,6 +195,7 @@ func run(args []string) error {
 	maxBOMem := memLimitFlag{Percent: 50}
 	fs.Var(&maxBOMem, strings.TrimPrefix(kernelsim.FlagUIDMaxBOMemory, "-"), "BO memory one uid may hold in each device's VRAM and in each device's GTT, as a size (512M) or a share of the region (50%); 0: no limit")
 	reservedFDs := fs.Int(strings.TrimPrefix(kernelsim.FlagReservedFDs, "-"), 1024, "file descriptors of the daemon that limited users' connections and dma-bufs may not take, kept for root, kernelsimd's user and the daemon itself (0: no reserve)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (go tool pprof) of the time between a SIGUSR1 and the next SIGUSR2 (or the end) to this file")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -228,6 +231,10 @@ func run(args []string) error {
 		}
 		limits.FDs = int(min(rl.Cur, 1<<30)) - *reservedFDs
 	}
+	if *cpuProfile != "" {
+		stop := profileOnSignal(*cpuProfile)
+		defer stop()
+	}
 	k, err := kernelsim.New(kernelsim.Config{Devices: devices, Limits: limits, Log: log.Default()})
 	if err != nil {
 		return err
@@ -250,4 +257,44 @@ func run(args []string) error {
 	srv.Close()
 	k.Shutdown()
 	return nil
+}
+
+// profileOnSignal profiles the CPU between SIGUSR1 and SIGUSR2 into path,
+// so that a benchmark profiles what it measures and not its setup. The
+// returned function ends a profile still running.
+func profileOnSignal(path string) func() {
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGUSR1, syscall.SIGUSR2)
+	var (
+		mu  sync.Mutex
+		out *os.File
+	)
+	stop := func() {
+		if out != nil {
+			pprof.StopCPUProfile()
+			out.Close()
+			out = nil
+		}
+	}
+	go func() {
+		for s := range sig {
+			mu.Lock()
+			stop()
+			if s == syscall.SIGUSR1 {
+				f, err := os.Create(path)
+				if err == nil && pprof.StartCPUProfile(f) == nil {
+					out = f
+				} else if f != nil {
+					f.Close()
+				}
+			}
+			mu.Unlock()
+		}
+	}()
+	return func() {
+		signal.Stop(sig)
+		mu.Lock()
+		stop()
+		mu.Unlock()
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"drmcr/amdgpu"
 	"drmcr/dmabuf"
@@ -44,8 +45,14 @@ func Plugin(t testing.TB, runtimeDir, dir string, pauseTimeout time.Duration) *d
 		Log: Log{t}, ImageDir: d, RuntimeDir: runtimeDir,
 		PauseTimeout: pauseTimeout, ResumeTimeout: 30 * time.Second,
 		Drivers: []drmcore.DriverPlugin{amdgpu.New()}, DmaBuf: dmabuf.New(),
+		// This process stands in for the restored tasks: record, do not
+		// kill.
+		KillTask: func(pid int) error { t.Logf("the plugin kills pid %d", pid); Killed = append(Killed, pid); return nil },
 	})
 }
+
+// Killed lists the pids the plugins of this package asked to kill.
+var Killed []int
 
 // SocketInodes lists the socket fds of this process with their inodes.
 func SocketInodes(t testing.TB) map[int]uint64 {
@@ -129,7 +136,10 @@ func Claim(e drmcore.RestoreEntry) (int, error) {
 	}
 	h, err := uapi.ParseHeader(buf[:n])
 	if err == nil && h.Status < 0 {
-		err = fmt.Errorf("claim inode %d: %w", e.Ino, syscall.Errno(-h.Status))
+		// The daemon's reason, which the C part logs into criu's log.
+		var reason uapi.ErrorReply
+		proto.Unmarshal(buf[uapi.HeaderSize:n], &reason)
+		err = fmt.Errorf("claim inode %d: %w: %s", e.Ino, syscall.Errno(-h.Status), reason.Message)
 	}
 	if err != nil {
 		uapi.CloseFDs(fds)

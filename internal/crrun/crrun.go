@@ -73,6 +73,9 @@ func StartDaemon(bin string, args ...string) (*Daemon, error) {
 	return d, nil
 }
 
+// PID is the daemon's process id.
+func (d *Daemon) PID() int { return d.cmd.Process.Pid }
+
 // Log returns what the daemon printed.
 func (d *Daemon) Log() string {
 	b, _ := os.ReadFile(d.LogPath)
@@ -238,13 +241,20 @@ type Criu struct {
 	Env    []string
 	// Started, if set, is called with criu's pid once it runs.
 	Started func(pid int)
+	// Verbosity is criu's -v level; 0 means 4 (everything, for tests).
+	// Benchmarks use less: at -v4 criu logs every memory area.
+	Verbosity int
 }
 
 // Run runs `criu ACTION -D imgDir --lib LibDir -v4 -o ACTION.log ARGS...`
 // and returns its log.
 func (c Criu) Run(imgDir, action string, args ...string) (string, error) {
 	logName := action + ".log"
-	cmd := exec.Command(c.Bin, append([]string{action, "-D", imgDir, "--lib", c.LibDir, "-v4", "-o", logName}, args...)...)
+	v := c.Verbosity
+	if v == 0 {
+		v = 4
+	}
+	cmd := exec.Command(c.Bin, append([]string{action, "-D", imgDir, "--lib", c.LibDir, "-v" + strconv.Itoa(v), "-o", logName}, args...)...)
 	cmd.Env = append(os.Environ(), c.Env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

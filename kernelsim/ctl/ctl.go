@@ -67,10 +67,11 @@ func (c *Client) CheckpointDmaBuf(ino uint64) (*uapi.BoState, error) {
 	return r.Bo, err
 }
 
-// CheckpointBO has the kernel write a BO's contents into w.
-func (c *Client) CheckpointBO(id uint64, w *os.File) (*uapi.CheckpointBoReply, error) {
-	r := &uapi.CheckpointBoReply{}
-	_, err := c.c.Call(uapi.OpCheckpointBo, &uapi.CheckpointBoRequest{BoId: id}, r, int(w.Fd()))
+// CheckpointBOs has the kernel write the contents of BOs into the pages
+// file f, back to back from offset on, checksummed in chunks.
+func (c *Client) CheckpointBOs(ids []uint64, f *os.File, offset uint64) (*uapi.CheckpointBosReply, error) {
+	r := &uapi.CheckpointBosReply{}
+	_, err := c.c.Call(uapi.OpCheckpointBos, &uapi.CheckpointBosRequest{BoIds: ids, Offset: offset}, r, int(f.Fd()))
 	return r, err
 }
 
@@ -81,9 +82,10 @@ func (c *Client) OpenSession(req *uapi.SessionOpenRequest) (*uapi.SessionOpenRep
 	return r, err
 }
 
-// LoadBO has the kernel stream a BO's contents from r.
-func (c *Client) LoadBO(token []byte, boID uint64, sum []byte, r *os.File) error {
-	_, err := c.c.Call(uapi.OpSessionLoadBo, &uapi.SessionLoadBoRequest{Token: token, BoId: boID, Sha256: sum}, nil, int(r.Fd()))
+// LoadPages has the kernel load, in the background, the contents that
+// lie in pages file i of the session from f.
+func (c *Client) LoadPages(token []byte, i uint32, f *os.File) error {
+	_, err := c.c.Call(uapi.OpSessionLoadPages, &uapi.SessionLoadPagesRequest{Token: token, PagesFile: i}, nil, int(f.Fd()))
 	return err
 }
 

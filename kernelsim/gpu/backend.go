@@ -158,12 +158,12 @@ func (b *Backend) TimedOutJob(j *sched.Job) {
 	<-hj.done
 }
 
-// Preempt asks a long-running job to stop at its next preemption point. A
-// job that is not long-running or contains OpHang is not preemptible.
+// Preempt asks a job to stop at its next preemption point: between
+// commands, within a compute loop, or before a command's results are
+// written (mid-command-buffer preemption); the job resumes from its
+// Progress when it runs again. A job that contains OpHang is not
+// preemptible. A job not started yet stops before its first command.
 func (b *Backend) Preempt(j *sched.Job) bool {
-	if !j.LongRunning {
-		return false
-	}
 	b.mu.Lock()
 	hj := b.jobs[j]
 	b.mu.Unlock()

@@ -13,9 +13,11 @@ type Backend interface {
 	// TimedOutJob stops j on the hardware; when it returns the job no
 	// longer touches its buffers. Used for TDR and to kill jobs on Destroy.
 	TimedOutJob(j *Job)
-	// Preempt asks a long-running job to stop at its next preemption point
-	// and signal its hardware fence with ErrPreempted. It returns false if
-	// the job cannot be preempted.
+	// Preempt asks a job to stop at its next preemption point and signal
+	// its hardware fence with ErrPreempted: a long-running job when its
+	// entity pauses, and any job whose entity is not paused that is in the
+	// way of one that drains for a pause. It returns false if the job
+	// cannot be preempted; the scheduler then waits for it.
 	Preempt(j *Job) bool
 	// FreeJob is called exactly once per job, whatever happened to it.
 	FreeJob(j *Job)

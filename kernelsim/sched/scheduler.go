@@ -166,6 +166,13 @@ func (s *Scheduler) step() (action func(), deadline time.Duration, timed bool) {
 			return func() { s.preempt(j) }, 0, false
 		}
 	}
+	// A draining entity never waits for other entities' work on a shared
+	// ring: their jobs in its way are preempted and requeued, as a GPU
+	// with mid-command-buffer preemption or several rings would do.
+	if j := s.inTheWayOfDrain(); j != nil {
+		j.preemptAsked = true
+		return func() { s.preempt(j) }, 0, false
+	}
 	if j := s.selectJob(); j != nil {
 		return func() { s.dispatch(j) }, 0, false
 	}
@@ -270,9 +277,58 @@ func (s *Scheduler) preempt(j *Job) {
 	}
 }
 
+// draining reports whether a paused entity still has work to drain.
+// Caller holds mu.
+func (e *Entity) draining() bool { return e.paused && !e.parking && !e.destroyed }
+
+// drainReady returns a draining entity whose next job could run now, but
+// for the ring. Caller holds mu.
+func (s *Scheduler) drainReady() *Entity {
+	for _, e := range s.entities {
+		if e.draining() {
+			if j := e.ready(); j != nil && !j.LongRunning {
+				return e
+			}
+		}
+	}
+	return nil
+}
+
+// inTheWayOfDrain returns a running job of an entity that is not paused
+// which a draining entity's work waits behind: any such job while a
+// draining entity's ready job waits for the ring, and otherwise those
+// ahead of a draining entity's jobs on the in-order hardware queue.
+// Caller holds mu.
+func (s *Scheduler) inTheWayOfDrain() *Job {
+	waiting := s.drainReady() != nil
+	last := -1 // the last job of a draining entity on the hardware
+	for i, j := range s.pending {
+		if j.entity.draining() {
+			last = i
+		}
+	}
+	for i, j := range s.pending {
+		if !waiting && i > last {
+			break
+		}
+		if !j.entity.paused && j.state == jobRunning && !j.preemptAsked && !j.notPreemptible && !j.hwDone {
+			return j
+		}
+	}
+	return nil
+}
+
 // selectJob pops the next ready job, serving entities round-robin, if the
-// ring has room. Caller holds mu.
+// ring has room; while an entity drains for a pause, its jobs go first and
+// no other entity's job takes the ring from it. Caller holds mu.
 func (s *Scheduler) selectJob() *Job {
+	if e := s.drainReady(); e != nil {
+		j := e.ready()
+		if s.used+j.Credits > s.cfg.Credits {
+			return nil // preemption of what is in the way frees credits
+		}
+		return s.take(e, j)
+	}
 	n := len(s.entities)
 	for k := range n {
 		idx := (s.rr + k) % n
@@ -282,17 +338,22 @@ func (s *Scheduler) selectJob() *Job {
 			continue
 		}
 		s.rr = idx + 1
-		e.queue = e.queue[1:]
-		j.state = jobDispatching
-		s.used += j.Credits
-		e.inflight++
-		if j.LongRunning {
-			e.lrInFlight++
-		}
-		s.dispatching = e
-		return j
+		return s.take(e, j)
 	}
 	return nil
+}
+
+// take pops e's ready head job j for dispatch. Caller holds mu.
+func (s *Scheduler) take(e *Entity, j *Job) *Job {
+	e.queue = e.queue[1:]
+	j.state = jobDispatching
+	s.used += j.Credits
+	e.inflight++
+	if j.LongRunning {
+		e.lrInFlight++
+	}
+	s.dispatching = e
+	return j
 }
 
 // dispatch hands j to the hardware (drm_sched_run_job_work).

@@ -73,6 +73,9 @@ func (c *Conn) Close() error { return unix.Close(c.fd) }
 // sequence number 0 (or of the first request's) and hangs up: Call
 // returns that error, with the kernel's reason, whether the refusal
 // arrived before or after the request was sent.
+//
+// A request or reply too large for a packet travels out of line (see
+// OpOutOfLine); only the control socket accepts such requests.
 func (c *Conn) Call(op Op, req, reply proto.Message, sendFDs ...int) ([]int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -80,11 +83,14 @@ func (c *Conn) Call(op Op, req, reply proto.Message, sendFDs ...int) ([]int, err
 		c.seq++
 	}
 	seq := c.seq
-	pkt, err := marshalAppend(c.out[:0], Header{Op: op, Seq: seq}, req)
+	pkt, oolFD, err := marshalOutOfLineAppend(c.out[:0], Header{Op: op, Seq: seq}, req)
 	if err != nil {
 		return nil, err
 	}
-	if cap(pkt) <= 4<<10 { // keep small buffers only
+	if oolFD >= 0 {
+		sendFDs = append([]int{oolFD}, sendFDs...)
+		defer unix.Close(oolFD)
+	} else if cap(pkt) <= 4<<10 { // keep small buffers only
 		c.out = pkt
 	}
 	if err := Send(c.fd, pkt, sendFDs...); err != nil {
@@ -122,7 +128,10 @@ func (c *Conn) Call(op Op, req, reply proto.Message, sendFDs ...int) ([]int, err
 			CloseFDs(fds)
 			continue
 		}
-		payload := c.buf[HeaderSize:n]
+		payload, fds, err := InlinePayload(&h, c.buf[HeaderSize:n], fds)
+		if err != nil {
+			return nil, fmt.Errorf("%v: reply: %w", op, err)
+		}
 		if h.Status < 0 {
 			CloseFDs(fds)
 			return nil, errorReply(op, h, payload)

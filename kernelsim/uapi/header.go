@@ -109,10 +109,12 @@ const (
 	OpResume
 	OpCheckpointFile
 	OpCheckpointDmaBuf
-	OpCheckpointBo
+	_ // 0x105: CHECKPOINT_BO (one BO per request), retired
 	OpSessionOpen
-	OpSessionLoadBo
+	_ // 0x107: SESSION_LOAD_BO (one BO per request), retired
 	OpSessionResume
 	OpSessionClose
 	OpDebug
+	OpCheckpointBos
+	OpSessionLoadPages
 )

@@ -192,6 +192,9 @@ func (op Op) String() string {
 	if s, ok := opNames[op]; ok {
 		return s
 	}
+	if op&OpOutOfLine != 0 {
+		return (op &^ OpOutOfLine).String() + "+out-of-line"
+	}
 	return fmt.Sprintf("op(%d)", uint16(op))
 }
 
@@ -206,6 +209,6 @@ var opNames = map[Op]string{
 	OpSwSyncFence: "SW_SYNC_FENCE", OpSwSyncInc: "SW_SYNC_INC", OpClaimFile: "CLAIM_FILE",
 	OpClaimDmaBuf: "CLAIM_DMABUF", OpIdentify: "IDENTIFY", OpPause: "PAUSE", OpResume: "RESUME",
 	OpCheckpointFile: "CHECKPOINT_FILE", OpCheckpointDmaBuf: "CHECKPOINT_DMABUF",
-	OpCheckpointBo: "CHECKPOINT_BO", OpSessionOpen: "SESSION_OPEN", OpSessionLoadBo: "SESSION_LOAD_BO",
+	OpCheckpointBos: "CHECKPOINT_BOS", OpSessionOpen: "SESSION_OPEN", OpSessionLoadPages: "SESSION_LOAD_PAGES",
 	OpSessionResume: "SESSION_RESUME", OpSessionClose: "SESSION_CLOSE", OpDebug: "DEBUG",
 }

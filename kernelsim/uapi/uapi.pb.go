@@ -3383,9 +3383,9 @@ func (x *CheckpointFileRequest) GetFileId() uint64 {
 	return 0
 }
 
-// Debug returns the kernel's debug view as JSON. The view of a busy kernel
-// outgrows a message: a request may carry one fd (SCM_RIGHTS), into which
-// the kernel writes the JSON instead, leaving DebugReply.json empty.
+// Debug returns the kernel's debug view as JSON (out of line when large).
+// A request may instead carry one fd (SCM_RIGHTS), into which the kernel
+// writes the JSON, leaving DebugReply.json empty.
 type DebugRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -3554,28 +3554,34 @@ func (x *CheckpointDmaBufReply) GetBo() *BoState {
 	return nil
 }
 
-// CheckpointBo streams a BO's contents into the fd passed with it.
-type CheckpointBoRequest struct {
+// CheckpointBos streams the contents of BOs into the pages file passed
+// with it: back to back in request order, from offset on (pwrite: the
+// file's own offset is not used), each BO once. The bytes written are
+// checksummed in chunks as they are written; the chunks tile
+// [offset, offset + size) in order. Each chunk holds either whole BOs or
+// a piece of one BO larger than a chunk.
+type CheckpointBosRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	BoId          uint64                 `protobuf:"varint,1,opt,name=bo_id,json=boId,proto3" json:"bo_id,omitempty"`
+	BoIds         []uint64               `protobuf:"varint,1,rep,packed,name=bo_ids,json=boIds,proto3" json:"bo_ids,omitempty"`
+	Offset        uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *CheckpointBoRequest) Reset() {
-	*x = CheckpointBoRequest{}
+func (x *CheckpointBosRequest) Reset() {
+	*x = CheckpointBosRequest{}
 	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *CheckpointBoRequest) String() string {
+func (x *CheckpointBosRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*CheckpointBoRequest) ProtoMessage() {}
+func (*CheckpointBosRequest) ProtoMessage() {}
 
-func (x *CheckpointBoRequest) ProtoReflect() protoreflect.Message {
+func (x *CheckpointBosRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -3587,40 +3593,47 @@ func (x *CheckpointBoRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use CheckpointBoRequest.ProtoReflect.Descriptor instead.
-func (*CheckpointBoRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use CheckpointBosRequest.ProtoReflect.Descriptor instead.
+func (*CheckpointBosRequest) Descriptor() ([]byte, []int) {
 	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{58}
 }
 
-func (x *CheckpointBoRequest) GetBoId() uint64 {
+func (x *CheckpointBosRequest) GetBoIds() []uint64 {
 	if x != nil {
-		return x.BoId
+		return x.BoIds
+	}
+	return nil
+}
+
+func (x *CheckpointBosRequest) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
 	}
 	return 0
 }
 
-type CheckpointBoReply struct {
+type CheckpointBosReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Size          uint64                 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
-	Sha256        []byte                 `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size          uint64                 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"` // bytes written
+	Chunks        []*ContentChunk        `protobuf:"bytes,2,rep,name=chunks,proto3" json:"chunks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *CheckpointBoReply) Reset() {
-	*x = CheckpointBoReply{}
+func (x *CheckpointBosReply) Reset() {
+	*x = CheckpointBosReply{}
 	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *CheckpointBoReply) String() string {
+func (x *CheckpointBosReply) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*CheckpointBoReply) ProtoMessage() {}
+func (*CheckpointBosReply) ProtoMessage() {}
 
-func (x *CheckpointBoReply) ProtoReflect() protoreflect.Message {
+func (x *CheckpointBosReply) ProtoReflect() protoreflect.Message {
 	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -3632,21 +3645,82 @@ func (x *CheckpointBoReply) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use CheckpointBoReply.ProtoReflect.Descriptor instead.
-func (*CheckpointBoReply) Descriptor() ([]byte, []int) {
+// Deprecated: Use CheckpointBosReply.ProtoReflect.Descriptor instead.
+func (*CheckpointBosReply) Descriptor() ([]byte, []int) {
 	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{59}
 }
 
-func (x *CheckpointBoReply) GetSize() uint64 {
+func (x *CheckpointBosReply) GetSize() uint64 {
 	if x != nil {
 		return x.Size
 	}
 	return 0
 }
 
-func (x *CheckpointBoReply) GetSha256() []byte {
+func (x *CheckpointBosReply) GetChunks() []*ContentChunk {
 	if x != nil {
-		return x.Sha256
+		return x.Chunks
+	}
+	return nil
+}
+
+// ContentChunk is a checksummed extent of a pages file.
+type ContentChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Offset        uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length        uint64                 `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
+	Checksum      []byte                 `protobuf:"bytes,3,opt,name=checksum,proto3" json:"checksum,omitempty"` // BLAKE3-256 (32 bytes) of the extent's bytes
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContentChunk) Reset() {
+	*x = ContentChunk{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContentChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContentChunk) ProtoMessage() {}
+
+func (x *ContentChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContentChunk.ProtoReflect.Descriptor instead.
+func (*ContentChunk) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *ContentChunk) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ContentChunk) GetLength() uint64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+func (x *ContentChunk) GetChecksum() []byte {
+	if x != nil {
+		return x.Checksum
 	}
 	return nil
 }
@@ -3661,7 +3735,7 @@ type RestoreFile struct {
 
 func (x *RestoreFile) Reset() {
 	*x = RestoreFile{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[60]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3673,7 +3747,7 @@ func (x *RestoreFile) String() string {
 func (*RestoreFile) ProtoMessage() {}
 
 func (x *RestoreFile) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[60]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3686,7 +3760,7 @@ func (x *RestoreFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreFile.ProtoReflect.Descriptor instead.
 func (*RestoreFile) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{60}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *RestoreFile) GetInode() uint64 {
@@ -3713,7 +3787,7 @@ type RestoreDmaBuf struct {
 
 func (x *RestoreDmaBuf) Reset() {
 	*x = RestoreDmaBuf{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[61]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3725,7 +3799,7 @@ func (x *RestoreDmaBuf) String() string {
 func (*RestoreDmaBuf) ProtoMessage() {}
 
 func (x *RestoreDmaBuf) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[61]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3738,7 +3812,7 @@ func (x *RestoreDmaBuf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreDmaBuf.ProtoReflect.Descriptor instead.
 func (*RestoreDmaBuf) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{61}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *RestoreDmaBuf) GetInode() uint64 {
@@ -3756,17 +3830,21 @@ func (x *RestoreDmaBuf) GetBoId() uint64 {
 }
 
 type SessionOpenRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Bos           []*BoState             `protobuf:"bytes,1,rep,name=bos,proto3" json:"bos,omitempty"` // every BO of the checkpoint, once
-	Files         []*RestoreFile         `protobuf:"bytes,2,rep,name=files,proto3" json:"files,omitempty"`
-	Dmabufs       []*RestoreDmaBuf       `protobuf:"bytes,3,rep,name=dmabufs,proto3" json:"dmabufs,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Bos     []*BoState             `protobuf:"bytes,1,rep,name=bos,proto3" json:"bos,omitempty"` // every BO of the checkpoint, once
+	Files   []*RestoreFile         `protobuf:"bytes,2,rep,name=files,proto3" json:"files,omitempty"`
+	Dmabufs []*RestoreDmaBuf       `protobuf:"bytes,3,rep,name=dmabufs,proto3" json:"dmabufs,omitempty"`
+	// Where each BO's contents are: in one of the pages files, whose
+	// checksummed chunks must cover every byte of every BO.
+	PagesFiles    []*PagesFile  `protobuf:"bytes,4,rep,name=pages_files,json=pagesFiles,proto3" json:"pages_files,omitempty"`
+	Contents      []*BoContents `protobuf:"bytes,5,rep,name=contents,proto3" json:"contents,omitempty"` // one per BO of bos
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SessionOpenRequest) Reset() {
 	*x = SessionOpenRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[62]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3778,7 +3856,7 @@ func (x *SessionOpenRequest) String() string {
 func (*SessionOpenRequest) ProtoMessage() {}
 
 func (x *SessionOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[62]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3791,7 +3869,7 @@ func (x *SessionOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpenRequest.ProtoReflect.Descriptor instead.
 func (*SessionOpenRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{62}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *SessionOpenRequest) GetBos() []*BoState {
@@ -3815,6 +3893,20 @@ func (x *SessionOpenRequest) GetDmabufs() []*RestoreDmaBuf {
 	return nil
 }
 
+func (x *SessionOpenRequest) GetPagesFiles() []*PagesFile {
+	if x != nil {
+		return x.PagesFiles
+	}
+	return nil
+}
+
+func (x *SessionOpenRequest) GetContents() []*BoContents {
+	if x != nil {
+		return x.Contents
+	}
+	return nil
+}
+
 type SessionOpenReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Token []byte                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
@@ -3827,7 +3919,7 @@ type SessionOpenReply struct {
 
 func (x *SessionOpenReply) Reset() {
 	*x = SessionOpenReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[63]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3839,7 +3931,7 @@ func (x *SessionOpenReply) String() string {
 func (*SessionOpenReply) ProtoMessage() {}
 
 func (x *SessionOpenReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[63]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3852,7 +3944,7 @@ func (x *SessionOpenReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpenReply.ProtoReflect.Descriptor instead.
 func (*SessionOpenReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{63}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *SessionOpenReply) GetToken() []byte {
@@ -3876,31 +3968,29 @@ func (x *SessionOpenReply) GetDmabufSockets() []string {
 	return nil
 }
 
-// SessionLoadBo starts streaming a BO's contents from the fd passed with it.
-type SessionLoadBoRequest struct {
+type PagesFile struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Token         []byte                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
-	BoId          uint64                 `protobuf:"varint,2,opt,name=bo_id,json=boId,proto3" json:"bo_id,omitempty"`
-	Sha256        []byte                 `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"` // checked when the stream ends
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"` // the image's name, for messages
+	Chunks        []*ContentChunk        `protobuf:"bytes,2,rep,name=chunks,proto3" json:"chunks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *SessionLoadBoRequest) Reset() {
-	*x = SessionLoadBoRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[64]
+func (x *PagesFile) Reset() {
+	*x = PagesFile{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *SessionLoadBoRequest) String() string {
+func (x *PagesFile) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*SessionLoadBoRequest) ProtoMessage() {}
+func (*PagesFile) ProtoMessage() {}
 
-func (x *SessionLoadBoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[64]
+func (x *PagesFile) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3911,30 +4001,138 @@ func (x *SessionLoadBoRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use SessionLoadBoRequest.ProtoReflect.Descriptor instead.
-func (*SessionLoadBoRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{64}
+// Deprecated: Use PagesFile.ProtoReflect.Descriptor instead.
+func (*PagesFile) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{65}
 }
 
-func (x *SessionLoadBoRequest) GetToken() []byte {
+func (x *PagesFile) GetName() string {
 	if x != nil {
-		return x.Token
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PagesFile) GetChunks() []*ContentChunk {
+	if x != nil {
+		return x.Chunks
 	}
 	return nil
 }
 
-func (x *SessionLoadBoRequest) GetBoId() uint64 {
+type BoContents struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BoId          uint64                 `protobuf:"varint,1,opt,name=bo_id,json=boId,proto3" json:"bo_id,omitempty"`
+	PagesFile     uint32                 `protobuf:"varint,2,opt,name=pages_file,json=pagesFile,proto3" json:"pages_file,omitempty"` // index into SessionOpenRequest.pages_files
+	Offset        uint64                 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`                        // the BO's size bytes start here
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BoContents) Reset() {
+	*x = BoContents{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BoContents) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BoContents) ProtoMessage() {}
+
+func (x *BoContents) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BoContents.ProtoReflect.Descriptor instead.
+func (*BoContents) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *BoContents) GetBoId() uint64 {
 	if x != nil {
 		return x.BoId
 	}
 	return 0
 }
 
-func (x *SessionLoadBoRequest) GetSha256() []byte {
+func (x *BoContents) GetPagesFile() uint32 {
 	if x != nil {
-		return x.Sha256
+		return x.PagesFile
+	}
+	return 0
+}
+
+func (x *BoContents) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+// SessionLoadPages starts loading, in the background, the contents that
+// lie in one pages file, from the fd passed with it. A claim succeeds only
+// once every BO it needs is loaded and matches its chunks' checksums.
+type SessionLoadPagesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         []byte                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	PagesFile     uint32                 `protobuf:"varint,2,opt,name=pages_file,json=pagesFile,proto3" json:"pages_file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionLoadPagesRequest) Reset() {
+	*x = SessionLoadPagesRequest{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionLoadPagesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionLoadPagesRequest) ProtoMessage() {}
+
+func (x *SessionLoadPagesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionLoadPagesRequest.ProtoReflect.Descriptor instead.
+func (*SessionLoadPagesRequest) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *SessionLoadPagesRequest) GetToken() []byte {
+	if x != nil {
+		return x.Token
 	}
 	return nil
+}
+
+func (x *SessionLoadPagesRequest) GetPagesFile() uint32 {
+	if x != nil {
+		return x.PagesFile
+	}
+	return 0
 }
 
 type SessionResumeRequest struct {
@@ -3948,7 +4146,7 @@ type SessionResumeRequest struct {
 
 func (x *SessionResumeRequest) Reset() {
 	*x = SessionResumeRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[65]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3960,7 +4158,7 @@ func (x *SessionResumeRequest) String() string {
 func (*SessionResumeRequest) ProtoMessage() {}
 
 func (x *SessionResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[65]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3973,7 +4171,7 @@ func (x *SessionResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResumeRequest.ProtoReflect.Descriptor instead.
 func (*SessionResumeRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{65}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *SessionResumeRequest) GetToken() []byte {
@@ -4007,7 +4205,7 @@ type SessionCloseRequest struct {
 
 func (x *SessionCloseRequest) Reset() {
 	*x = SessionCloseRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[66]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4019,7 +4217,7 @@ func (x *SessionCloseRequest) String() string {
 func (*SessionCloseRequest) ProtoMessage() {}
 
 func (x *SessionCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[66]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4032,7 +4230,7 @@ func (x *SessionCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionCloseRequest.ProtoReflect.Descriptor instead.
 func (*SessionCloseRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{66}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *SessionCloseRequest) GetToken() []byte {
@@ -4061,7 +4259,7 @@ type ClaimFileRequest struct {
 
 func (x *ClaimFileRequest) Reset() {
 	*x = ClaimFileRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[67]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4073,7 +4271,7 @@ func (x *ClaimFileRequest) String() string {
 func (*ClaimFileRequest) ProtoMessage() {}
 
 func (x *ClaimFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[67]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4086,7 +4284,7 @@ func (x *ClaimFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimFileRequest.ProtoReflect.Descriptor instead.
 func (*ClaimFileRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{67}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ClaimFileRequest) GetToken() []byte {
@@ -4113,7 +4311,7 @@ type ClaimDmaBufRequest struct {
 
 func (x *ClaimDmaBufRequest) Reset() {
 	*x = ClaimDmaBufRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[68]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4125,7 +4323,7 @@ func (x *ClaimDmaBufRequest) String() string {
 func (*ClaimDmaBufRequest) ProtoMessage() {}
 
 func (x *ClaimDmaBufRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[68]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4138,7 +4336,7 @@ func (x *ClaimDmaBufRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimDmaBufRequest.ProtoReflect.Descriptor instead.
 func (*ClaimDmaBufRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{68}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ClaimDmaBufRequest) GetToken() []byte {
@@ -4392,30 +4590,47 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\x17CheckpointDmaBufRequest\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\"@\n" +
 	"\x15CheckpointDmaBufReply\x12'\n" +
-	"\x02bo\x18\x01 \x01(\v2\x17.kernelsim.uapi.BoStateR\x02bo\"*\n" +
-	"\x13CheckpointBoRequest\x12\x13\n" +
-	"\x05bo_id\x18\x01 \x01(\x04R\x04boId\"?\n" +
-	"\x11CheckpointBoReply\x12\x12\n" +
-	"\x04size\x18\x01 \x01(\x04R\x04size\x12\x16\n" +
-	"\x06sha256\x18\x02 \x01(\fR\x06sha256\"Y\n" +
+	"\x02bo\x18\x01 \x01(\v2\x17.kernelsim.uapi.BoStateR\x02bo\"E\n" +
+	"\x14CheckpointBosRequest\x12\x15\n" +
+	"\x06bo_ids\x18\x01 \x03(\x04R\x05boIds\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\"^\n" +
+	"\x12CheckpointBosReply\x12\x12\n" +
+	"\x04size\x18\x01 \x01(\x04R\x04size\x124\n" +
+	"\x06chunks\x18\x02 \x03(\v2\x1c.kernelsim.uapi.ContentChunkR\x06chunks\"Z\n" +
+	"\fContentChunk\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x16\n" +
+	"\x06length\x18\x02 \x01(\x04R\x06length\x12\x1a\n" +
+	"\bchecksum\x18\x03 \x01(\fR\bchecksum\"Y\n" +
 	"\vRestoreFile\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x124\n" +
 	"\x05state\x18\x02 \x01(\v2\x1e.kernelsim.uapi.FileCheckpointR\x05state\":\n" +
 	"\rRestoreDmaBuf\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x13\n" +
-	"\x05bo_id\x18\x02 \x01(\x04R\x04boId\"\xab\x01\n" +
+	"\x05bo_id\x18\x02 \x01(\x04R\x04boId\"\x9f\x02\n" +
 	"\x12SessionOpenRequest\x12)\n" +
 	"\x03bos\x18\x01 \x03(\v2\x17.kernelsim.uapi.BoStateR\x03bos\x121\n" +
 	"\x05files\x18\x02 \x03(\v2\x1b.kernelsim.uapi.RestoreFileR\x05files\x127\n" +
-	"\admabufs\x18\x03 \x03(\v2\x1d.kernelsim.uapi.RestoreDmaBufR\admabufs\"r\n" +
+	"\admabufs\x18\x03 \x03(\v2\x1d.kernelsim.uapi.RestoreDmaBufR\admabufs\x12:\n" +
+	"\vpages_files\x18\x04 \x03(\v2\x19.kernelsim.uapi.PagesFileR\n" +
+	"pagesFiles\x126\n" +
+	"\bcontents\x18\x05 \x03(\v2\x1a.kernelsim.uapi.BoContentsR\bcontents\"r\n" +
 	"\x10SessionOpenReply\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\fR\x05token\x12!\n" +
 	"\ffile_sockets\x18\x02 \x03(\tR\vfileSockets\x12%\n" +
-	"\x0edmabuf_sockets\x18\x03 \x03(\tR\rdmabufSockets\"Y\n" +
-	"\x14SessionLoadBoRequest\x12\x14\n" +
-	"\x05token\x18\x01 \x01(\fR\x05token\x12\x13\n" +
-	"\x05bo_id\x18\x02 \x01(\x04R\x04boId\x12\x16\n" +
-	"\x06sha256\x18\x03 \x01(\fR\x06sha256\"]\n" +
+	"\x0edmabuf_sockets\x18\x03 \x03(\tR\rdmabufSockets\"U\n" +
+	"\tPagesFile\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
+	"\x06chunks\x18\x02 \x03(\v2\x1c.kernelsim.uapi.ContentChunkR\x06chunks\"X\n" +
+	"\n" +
+	"BoContents\x12\x13\n" +
+	"\x05bo_id\x18\x01 \x01(\x04R\x04boId\x12\x1d\n" +
+	"\n" +
+	"pages_file\x18\x02 \x01(\rR\tpagesFile\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\"N\n" +
+	"\x17SessionLoadPagesRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\fR\x05token\x12\x1d\n" +
+	"\n" +
+	"pages_file\x18\x02 \x01(\rR\tpagesFile\"]\n" +
 	"\x14SessionResumeRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\fR\x05token\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12\x1d\n" +
@@ -4454,7 +4669,7 @@ func file_kernelsim_uapi_uapi_proto_rawDescGZIP() []byte {
 }
 
 var file_kernelsim_uapi_uapi_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_kernelsim_uapi_uapi_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
+var file_kernelsim_uapi_uapi_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
 var file_kernelsim_uapi_uapi_proto_goTypes = []any{
 	(Domain)(0),                     // 0: kernelsim.uapi.Domain
 	(ObjectKind)(0),                 // 1: kernelsim.uapi.ObjectKind
@@ -4517,17 +4732,20 @@ var file_kernelsim_uapi_uapi_proto_goTypes = []any{
 	(*DebugReply)(nil),              // 58: kernelsim.uapi.DebugReply
 	(*CheckpointDmaBufRequest)(nil), // 59: kernelsim.uapi.CheckpointDmaBufRequest
 	(*CheckpointDmaBufReply)(nil),   // 60: kernelsim.uapi.CheckpointDmaBufReply
-	(*CheckpointBoRequest)(nil),     // 61: kernelsim.uapi.CheckpointBoRequest
-	(*CheckpointBoReply)(nil),       // 62: kernelsim.uapi.CheckpointBoReply
-	(*RestoreFile)(nil),             // 63: kernelsim.uapi.RestoreFile
-	(*RestoreDmaBuf)(nil),           // 64: kernelsim.uapi.RestoreDmaBuf
-	(*SessionOpenRequest)(nil),      // 65: kernelsim.uapi.SessionOpenRequest
-	(*SessionOpenReply)(nil),        // 66: kernelsim.uapi.SessionOpenReply
-	(*SessionLoadBoRequest)(nil),    // 67: kernelsim.uapi.SessionLoadBoRequest
-	(*SessionResumeRequest)(nil),    // 68: kernelsim.uapi.SessionResumeRequest
-	(*SessionCloseRequest)(nil),     // 69: kernelsim.uapi.SessionCloseRequest
-	(*ClaimFileRequest)(nil),        // 70: kernelsim.uapi.ClaimFileRequest
-	(*ClaimDmaBufRequest)(nil),      // 71: kernelsim.uapi.ClaimDmaBufRequest
+	(*CheckpointBosRequest)(nil),    // 61: kernelsim.uapi.CheckpointBosRequest
+	(*CheckpointBosReply)(nil),      // 62: kernelsim.uapi.CheckpointBosReply
+	(*ContentChunk)(nil),            // 63: kernelsim.uapi.ContentChunk
+	(*RestoreFile)(nil),             // 64: kernelsim.uapi.RestoreFile
+	(*RestoreDmaBuf)(nil),           // 65: kernelsim.uapi.RestoreDmaBuf
+	(*SessionOpenRequest)(nil),      // 66: kernelsim.uapi.SessionOpenRequest
+	(*SessionOpenReply)(nil),        // 67: kernelsim.uapi.SessionOpenReply
+	(*PagesFile)(nil),               // 68: kernelsim.uapi.PagesFile
+	(*BoContents)(nil),              // 69: kernelsim.uapi.BoContents
+	(*SessionLoadPagesRequest)(nil), // 70: kernelsim.uapi.SessionLoadPagesRequest
+	(*SessionResumeRequest)(nil),    // 71: kernelsim.uapi.SessionResumeRequest
+	(*SessionCloseRequest)(nil),     // 72: kernelsim.uapi.SessionCloseRequest
+	(*ClaimFileRequest)(nil),        // 73: kernelsim.uapi.ClaimFileRequest
+	(*ClaimDmaBufRequest)(nil),      // 74: kernelsim.uapi.ClaimDmaBufRequest
 }
 var file_kernelsim_uapi_uapi_proto_depIdxs = []int32{
 	0,  // 0: kernelsim.uapi.GemCreateRequest.domain:type_name -> kernelsim.uapi.Domain
@@ -4550,15 +4768,19 @@ var file_kernelsim_uapi_uapi_proto_depIdxs = []int32{
 	27, // 17: kernelsim.uapi.JobState.commands:type_name -> kernelsim.uapi.Command
 	2,  // 18: kernelsim.uapi.SyncobjState.kind:type_name -> kernelsim.uapi.SyncobjState.Kind
 	46, // 19: kernelsim.uapi.CheckpointDmaBufReply.bo:type_name -> kernelsim.uapi.BoState
-	49, // 20: kernelsim.uapi.RestoreFile.state:type_name -> kernelsim.uapi.FileCheckpoint
-	46, // 21: kernelsim.uapi.SessionOpenRequest.bos:type_name -> kernelsim.uapi.BoState
-	63, // 22: kernelsim.uapi.SessionOpenRequest.files:type_name -> kernelsim.uapi.RestoreFile
-	64, // 23: kernelsim.uapi.SessionOpenRequest.dmabufs:type_name -> kernelsim.uapi.RestoreDmaBuf
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	63, // 20: kernelsim.uapi.CheckpointBosReply.chunks:type_name -> kernelsim.uapi.ContentChunk
+	49, // 21: kernelsim.uapi.RestoreFile.state:type_name -> kernelsim.uapi.FileCheckpoint
+	46, // 22: kernelsim.uapi.SessionOpenRequest.bos:type_name -> kernelsim.uapi.BoState
+	64, // 23: kernelsim.uapi.SessionOpenRequest.files:type_name -> kernelsim.uapi.RestoreFile
+	65, // 24: kernelsim.uapi.SessionOpenRequest.dmabufs:type_name -> kernelsim.uapi.RestoreDmaBuf
+	68, // 25: kernelsim.uapi.SessionOpenRequest.pages_files:type_name -> kernelsim.uapi.PagesFile
+	69, // 26: kernelsim.uapi.SessionOpenRequest.contents:type_name -> kernelsim.uapi.BoContents
+	63, // 27: kernelsim.uapi.PagesFile.chunks:type_name -> kernelsim.uapi.ContentChunk
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_kernelsim_uapi_uapi_proto_init() }
@@ -4572,7 +4794,7 @@ func file_kernelsim_uapi_uapi_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kernelsim_uapi_uapi_proto_rawDesc), len(file_kernelsim_uapi_uapi_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   69,
+			NumMessages:   72,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -250,7 +250,7 @@ func checkImages(t *testing.T, img string, pids []int) string {
 	if err := exec.Command("cp", "-a", img+"/.", bad).Run(); err != nil {
 		t.Fatal(err)
 	}
-	pages, _ := filepath.Glob(filepath.Join(bad, "drm-bo-*.pages"))
+	pages, _ := filepath.Glob(filepath.Join(bad, "drm-pages-*.img"))
 	if len(pages) == 0 {
 		t.Fatal("checkpoint has no BO contents")
 	}
@@ -264,7 +264,7 @@ func checkImages(t *testing.T, img string, pids []int) string {
 	f.WriteAt(b, 0)
 	f.Close()
 	out, code := runDrmcrit(t, "verify", bad)
-	if code != 1 || !strings.Contains(out, "sha256") {
+	if code != 1 || !strings.Contains(out, "does not match its blake3-256 checksum") {
 		t.Errorf("drmcrit verify of damaged contents: exit %d\n%s", code, out)
 	}
 	return show

@@ -1,0 +1,288 @@
+package kernelsim_test
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"drmcr/kernelsim"
+	"drmcr/kernelsim/ctl"
+	"drmcr/kernelsim/ksimtest"
+	"drmcr/kernelsim/libdrm"
+	"drmcr/kernelsim/uapi"
+)
+
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, 7))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// contentsImage checkpoints one file with BOs of a few sizes (one larger
+// than a chunk, so its contents span chunks of their own) and random
+// contents, and kills the file.
+func contentsImage(t *testing.T, env *ksimtest.Env, c *ctl.Client) (img *image, ino uint64, want map[uint32][]byte, big uint64) {
+	t.Helper()
+	d := must(libdrm.Open(kernelsim.RenderNodePath(env.Dir, 128)))
+	want = map[uint32][]byte{}
+	for i, size := range []int{16 << 10, 6 << 20, 4096, 8192} {
+		h := must(d.BOCreate(uint64(size), gtt, 0, 0))
+		want[h] = randomBytes(size, uint64(i))
+		ok(t, d.Write(h, 0, want[h]))
+	}
+	ino = inode(t, d.FD())
+	img, ids := checkpoint(t, c, []*libdrm.Device{d}, nil)
+	if len(img.chunks) < 3 {
+		t.Fatalf("%d chunks for contents larger than a chunk", len(img.chunks))
+	}
+	for _, h := range img.file(ino).Handles {
+		if h.Handle == 2 {
+			big = h.BoId
+		}
+	}
+	kill(t, c, ids, []*libdrm.Device{d}, nil)
+	return img, ino, want, big
+}
+
+// withPages is img with its pages file replaced by a copy that damage
+// changed.
+func withPages(t *testing.T, img *image, damage func(path string)) *image {
+	t.Helper()
+	cp := *img
+	cp.pages = filepath.Join(t.TempDir(), "pages")
+	ok(t, os.WriteFile(cp.pages, must(os.ReadFile(img.pages)), 0o600))
+	damage(cp.pages)
+	return &cp
+}
+
+// TestResumeVerifiesContents: a restored file runs only once every BO of
+// the checkpoint is loaded and matches the checksums recorded at dump;
+// otherwise resuming the task fails naming the BO and the pages file and
+// the file stays frozen until the aborted session destroys it. Contents
+// known to be unusable when the file is claimed (never handed over) fail
+// the claim itself.
+func TestResumeVerifiesContents(t *testing.T) {
+	env := ksimtest.Start(t, twoDevices())
+	c := ctlClient(t, env)
+	base := takeCensus(env.Kernel)
+	img, ino, want, big := contentsImage(t, env, c)
+	backToBaseline(t, env.Kernel, base)
+
+	flip := func(off int64) func(string) {
+		return func(path string) {
+			f := must(os.OpenFile(path, os.O_RDWR, 0))
+			defer f.Close()
+			b := []byte{0}
+			must(f.ReadAt(b, off))
+			b[0] ^= 0x40
+			must(f.WriteAt(b, off))
+		}
+	}
+	bigOff := int64(img.offsets[big])
+	cases := []struct {
+		name       string
+		img        *image
+		edit       func(req *uapi.SessionOpenRequest)
+		noLoad     bool
+		claimFails bool // known before the claim: it must fail
+		want       []string
+	}{
+		{name: "flipped byte", img: withPages(t, img, flip(bigOff+5<<20)),
+			want: []string{"BO " + itoa(big) + " (6291456 bytes at offset", "of pages)", "does not match the checksum recorded at dump"}},
+		{name: "truncated", img: withPages(t, img, func(p string) { ok(t, os.Truncate(p, bigOff+1<<20)) }),
+			want: []string{"BO " + itoa(big), "short contents"}},
+		{name: "empty checksum", img: img, edit: func(req *uapi.SessionOpenRequest) {
+			req.PagesFiles[0].Chunks[len(req.PagesFiles[0].Chunks)-1].Checksum = nil
+		}, want: []string{"has no valid checksum (0 bytes recorded)"}},
+		{name: "gap", img: img, edit: func(req *uapi.SessionOpenRequest) {
+			cs := req.PagesFiles[0].Chunks
+			req.PagesFiles[0].Chunks = append(cs[:1], cs[2:]...)
+		}, want: []string{"are covered by no checksummed chunk"}},
+		{name: "never loaded", img: img, noLoad: true, claimFails: true, want: []string{"were never loaded", "of pages)"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req := tc.img.sessionRequest()
+			if tc.edit != nil {
+				// The request shares chunks with the image: edit copies.
+				pf := &uapi.PagesFile{Name: "pages"}
+				for _, ch := range req.PagesFiles[0].Chunks {
+					pf.Chunks = append(pf.Chunks, proto.Clone(ch).(*uapi.ContentChunk))
+				}
+				req.PagesFiles[0] = pf
+				tc.edit(req)
+			}
+			rep := must(c.OpenSession(req))
+			if !tc.noLoad {
+				f := must(os.Open(tc.img.pages))
+				ok(t, c.LoadPages(rep.Token, 0, f))
+				f.Close()
+			}
+			s := &session{t: t, env: env, c: c, img: tc.img, token: rep.Token}
+			// The failure shows at the first point it is known: the
+			// claim if the damage was found before it, else the resume.
+			fd, err := s.claimRaw(ino)
+			if tc.claimFails && err == nil {
+				t.Fatal("claim of contents never loaded succeeded")
+			}
+			if err == nil {
+				d := libdrm.FromFD(fd)
+				defer d.Close()
+				err = c.ResumeTask(rep.Token, os.Getpid(), 20*time.Second)
+				if err == nil {
+					t.Fatal("resume on damaged contents succeeded")
+				}
+				if f := debugFile(t, env, c, d); !f.Paused {
+					t.Error("the file on damaged contents is not paused")
+				}
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("claim error %q lacks %q", err, w)
+				}
+			}
+			s.close(true)
+			backToBaseline(t, env.Kernel, base)
+		})
+	}
+
+	// The undamaged image restores bit for bit.
+	s := openSession(t, env, c, img)
+	d := s.claim(ino)
+	s.resume()
+	s.close(false)
+	for h, w := range want {
+		if got := readBO(t, d, h, len(w)); !bytes.Equal(got, w) {
+			t.Fatalf("BO handle %d differs after restore", h)
+		}
+	}
+}
+
+func itoa(v uint64) string { return strconv.FormatUint(v, 10) }
+
+// TestClaimWhileLoading: a claim sent right after the loading started,
+// while the loader is still at it in the background, succeeds at once, and
+// resuming the task waits for the contents.
+func TestClaimWhileLoading(t *testing.T) {
+	env := ksimtest.Start(t, twoDevices())
+	c := ctlClient(t, env)
+	img, ino, want, _ := contentsImage(t, env, c)
+	rep := must(c.OpenSession(img.sessionRequest()))
+	s := &session{t: t, env: env, c: c, img: img, token: rep.Token}
+	f := must(os.Open(img.pages))
+	ok(t, c.LoadPages(rep.Token, 0, f))
+	f.Close()
+	d := s.claim(ino)
+	s.resume()
+	s.close(false)
+	for h, w := range want {
+		if got := readBO(t, d, h, len(w)); !bytes.Equal(got, w) {
+			t.Fatalf("BO handle %d differs after restore", h)
+		}
+	}
+}
+
+// TestManyBOsThroughTheSocket: a drm file with more handles than any one
+// packet holds checkpoints and restores through the control socket
+// (CHECKPOINT_FILE's reply and SESSION_OPEN's request go out of line).
+func TestManyBOsThroughTheSocket(t *testing.T) {
+	const n = 12000
+	env := ksimtest.Start(t, twoDevices())
+	c := ctlClient(t, env)
+	d := must(libdrm.Open(kernelsim.RenderNodePath(env.Dir, 128)))
+	for i := range n {
+		h := must(d.BOCreate(4096, gtt, 0, 0))
+		if i%1000 == 0 {
+			ok(t, d.Write(h, 0, pattern(4096, uint32(i))))
+		}
+	}
+	ino := inode(t, d.FD())
+	img, ids := checkpoint(t, c, []*libdrm.Device{d}, nil)
+	if got := len(img.file(ino).Handles); got != n {
+		t.Fatalf("checkpoint has %d handles, want %d", got, n)
+	}
+	if req := img.sessionRequest(); !oversized(t, req) {
+		t.Fatal("the session request fits in a packet: the test does not test out-of-line requests")
+	}
+	kill(t, c, ids, []*libdrm.Device{d}, nil)
+	s := openSession(t, env, c, img)
+	r := s.claim(ino)
+	s.resume()
+	s.close(false)
+	if got := len(debugFile(t, env, c, r).Handles); got != n {
+		t.Fatalf("restored file has %d handles, want %d", got, n)
+	}
+	for i := 0; i < n; i += 1000 {
+		if got := readBO(t, r, uint32(i+1), 4096); !bytes.Equal(got, pattern(4096, uint32(i))) {
+			t.Fatalf("handle %d differs after restore", i+1)
+		}
+	}
+}
+
+func oversized(t *testing.T, req *uapi.SessionOpenRequest) bool {
+	t.Helper()
+	_, err := uapi.Marshal(uapi.Header{Op: uapi.OpSessionOpen}, req)
+	return err != nil
+}
+
+// TestSessionCloseWhileLoading: closing (aborting) a session whose
+// contents are still loading stops the loaders and frees the memory.
+func TestSessionCloseWhileLoading(t *testing.T) {
+	env := ksimtest.Start(t, twoDevices())
+	c := ctlClient(t, env)
+	base := takeCensus(env.Kernel)
+	img, _, _, _ := contentsImage(t, env, c)
+	for range 20 {
+		rep := must(c.OpenSession(img.sessionRequest()))
+		f := must(os.Open(img.pages))
+		ok(t, c.LoadPages(rep.Token, 0, f))
+		f.Close()
+		ok(t, c.CloseSession(rep.Token, true))
+	}
+	backToBaseline(t, env.Kernel, base)
+}
+
+// TestCloseNeverRunsDamagedContents: a session closed as successful with
+// a claimed file that no ResumeTask let run does not let it run on
+// contents that fail their checksums: the file is destroyed and the close
+// reports it.
+func TestCloseNeverRunsDamagedContents(t *testing.T) {
+	env := ksimtest.Start(t, twoDevices())
+	c := ctlClient(t, env)
+	base := takeCensus(env.Kernel)
+	img, ino, _, big := contentsImage(t, env, c)
+	bad := withPages(t, img, func(path string) {
+		f := must(os.OpenFile(path, os.O_RDWR, 0))
+		defer f.Close()
+		must(f.WriteAt([]byte{0xff, 0xfe}, int64(img.offsets[big])+100))
+	})
+	rep := must(c.OpenSession(bad.sessionRequest()))
+	f := must(os.Open(bad.pages))
+	ok(t, c.LoadPages(rep.Token, 0, f))
+	f.Close()
+	s := &session{t: t, env: env, c: c, img: bad, token: rep.Token}
+	if fd, err := s.claimRaw(ino); err == nil {
+		d := libdrm.FromFD(fd)
+		defer d.Close()
+		err := c.CloseSession(rep.Token, false)
+		if err == nil || !strings.Contains(err.Error(), "unverified") {
+			t.Fatalf("close with damaged contents: %v", err)
+		}
+		if _, err := d.BOInfo(1); err == nil {
+			t.Fatal("the file on damaged contents still serves requests")
+		}
+	} else {
+		ok(t, c.CloseSession(rep.Token, true))
+	}
+	backToBaseline(t, env.Kernel, base)
+}
