@@ -130,7 +130,7 @@ type sessionFile struct {
 }
 
 // OpenSession starts a restore: it records every BO, file and dma-buf of
-// the checkpoint and allocates the BOs' memory, into which LoadBO streams
+// the checkpoint and allocates the BOs' memory, into which LoadPages loads
 // contents.
 func (k *Kernel) OpenSession(req *uapi.SessionOpenRequest) (*Session, error) {
 	tok := make([]byte, 16)

@@ -42,7 +42,7 @@ func TestInfo(t *testing.T) {
 		"BOs:       4 BOs, 20 KiB (VRAM 16 KiB, GTT 4 KiB); 1 shared through dma-bufs; contents saved once each in pages files",
 		"contexts:  2 contexts; saved jobs: 1 preempted, 0 queued",
 		"in flight: 0 requests, 0 unread replies",
-		" in 6 DRM images, 20 KiB in 1 pages file, 0 B in other files",
+		" in 5 DRM images, 20 KiB in 1 pages file, 0 B in other files",
 		"verdict:   OK: drmcrit verify finds no problem",
 	)
 	if n := strings.Count(out, "\n"); n > 24 {
@@ -88,7 +88,7 @@ func TestInfoCriu(t *testing.T) {
 	wantLines(t, "info", out,
 		"CRIU:      1 process, 10 threads; image format v2; plugins restore requires: none recorded",
 		"processes: 1 of 1 hold GPU files: 2 drm file fds, 2 dma-buf fds",
-		"drm files: 2 on renderD128 (amdgpu, gpu id 0x10020001, driver blob v1)",
+		"drm files: 2 on renderD128 (amdgpu, gpu id 0x10020080, driver blob v1)",
 		"verdict:   OK",
 	)
 	// The same with criu's record of drm_plugin added to its inventory.
@@ -134,22 +134,22 @@ func TestExplore(t *testing.T) {
 	}
 	wantLines(t, "x ps", out,
 		"    PID   PGID    SID   COMM\n",
-		"  15340  15340  15340   drmcrit.test  [GPU: 2 drm files (renderD128), 2 dma-bufs]\n",
+		"  11183  11183  11183   drmcrit.test  [GPU: 2 drm files (renderD128), 2 dma-bufs]\n",
 	)
 	code, out, errs = runCmd(t, nil, "x", dir, "fds")
 	if code != 0 {
 		t.Fatalf("x fds: %d %s", code, errs)
 	}
 	wantLines(t, "x fds", out,
-		"15340 (drmcrit.test)\n",
+		"11183 (drmcrit.test)\n",
 		"\t      0: /dev/null\n",
 		// The daemon's end of the connection: a socket, nothing more.
-		"\t     11: unix[137285 (137284) /tmp/ksim1164145025/dri/renderD128]\n",
-		"\t      9: unix[137284 (137285)]  [drm file: renderD128 amdgpu, gpu id 0x10020001, 1 BO handle, 0 contexts]\n",
-		"\t     14: unix[136235 (137287)]  [drm file: renderD128 amdgpu, gpu id 0x10020001, 1 BO handle, 1 context]\n",
-		"\t     17: unix[137289 (137288)]  [dma-buf: BO 1, 8 KiB VRAM]\n",
-		"\t     18: unix[137289 (137288)]  [dma-buf: BO 1, 8 KiB VRAM]\n",
-		"\t    251: pipe[135168]\n",
+		"\t     11: unix[1699938 (1699679) /tmp/ksim2544027912/dri/renderD128]\n",
+		"\t      9: unix[1699679 (1699938)]  [drm file: renderD128 amdgpu, gpu id 0x10020080, 1 BO handle, 0 contexts]\n",
+		"\t     14: unix[1699680 (1699940)]  [drm file: renderD128 amdgpu, gpu id 0x10020080, 1 BO handle, 1 context]\n",
+		"\t     19: unix[1699944 (1699943)]  [dma-buf: BO 1, 8 KiB VRAM]\n",
+		"\t     20: unix[1699944 (1699943)]  [dma-buf: BO 1, 8 KiB VRAM]\n",
+		"\t    251: pipe[1699895]\n",
 		"\t    cwd: /",
 		"\t   root: /\n",
 	)
