@@ -111,14 +111,22 @@ func forEachChunk(ctx context.Context, n int, fn func(ctx context.Context, i int
 // writeChunk copies a chunk's bytes to the pages file at its offset and
 // returns their checksum. The bytes are taken under the BOs' locks, so
 // checksum and file agree even if a process outside the dump writes a
-// shared BO meanwhile.
-func writeChunk(fd int, c *chunkPlan, staging []byte) ([]byte, error) {
+// shared BO meanwhile. Writes to the file take turns (writeMu): writers of
+// one file queue on its inode lock in the kernel, spinning, which cost
+// more CPU than the copy itself; this way one worker writes while the
+// others checksum their next chunk.
+func writeChunk(fd int, writeMu *sync.Mutex, c *chunkPlan, staging []byte) ([]byte, error) {
+	write := func(b []byte, off uint64) error {
+		writeMu.Lock()
+		defer writeMu.Unlock()
+		return pwriteAll(fd, b, off)
+	}
 	var sum []byte
 	if len(c.segs) == 1 {
 		s := c.segs[0]
 		err := s.mem.with(s.off, s.n, false, func(b []byte) error {
 			sum = uapi.ContentChecksum(b)
-			return pwriteAll(fd, b, c.fileOff)
+			return write(b, c.fileOff)
 		})
 		return sum, err
 	}
@@ -133,7 +141,7 @@ func writeChunk(fd int, c *chunkPlan, staging []byte) ([]byte, error) {
 		}
 		pos += s.n
 	}
-	return uapi.ContentChecksum(buf), pwriteAll(fd, buf, c.fileOff)
+	return uapi.ContentChecksum(buf), write(buf, c.fileOff)
 }
 
 // errChecksum is the error of a chunk whose bytes do not match.
@@ -144,9 +152,11 @@ var errChecksum = errors.New("does not match the checksum recorded at dump")
 // other goes through the staging buffer, and only what is verified is
 // copied into the BOs.
 func loadChunk(fd int, c *chunkPlan, sum []byte, staging []byte) error {
+	// The lock is taken shared (see Backing.with): chunks of one large BO
+	// load side by side.
 	if len(c.segs) == 1 && c.segs[0].at == 0 && c.segs[0].n == c.length {
 		s := c.segs[0]
-		return s.mem.with(s.off, s.n, true, func(b []byte) error {
+		return s.mem.with(s.off, s.n, false, func(b []byte) error {
 			if err := preadFull(fd, b, c.fileOff); err != nil {
 				return err
 			}
@@ -164,7 +174,7 @@ func loadChunk(fd int, c *chunkPlan, sum []byte, staging []byte) error {
 		return errChecksum
 	}
 	for _, s := range c.segs {
-		if err := s.mem.with(s.off, s.n, true, func(b []byte) error {
+		if err := s.mem.with(s.off, s.n, false, func(b []byte) error {
 			copy(b, buf[s.at:s.at+s.n])
 			return nil
 		}); err != nil {

@@ -80,7 +80,10 @@ func (b *Backing) WriteAt(p []byte, off uint64) error {
 
 // with runs fn on the memory's bytes [off, off+n) with the lock held
 // (shared when write is false): the checkpoint and restore paths read and
-// write contents in place.
+// write contents in place. The restore's loaders write with the lock
+// shared: each writes its own chunk's range, and nothing else touches
+// the memory before its contents are verified; the lock still keeps
+// release out while they are at it.
 func (b *Backing) with(off, n uint64, write bool, fn func([]byte) error) error {
 	if write {
 		b.mu.Lock()

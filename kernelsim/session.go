@@ -454,6 +454,15 @@ func (s *Session) waitContents(ctx context.Context) error {
 	return nil
 }
 
+// Verify waits until the contents of every BO of the session are loaded
+// and match their checksums, or timeout passes; the error names the first
+// BO that does not, and its pages file.
+func (s *Session) Verify(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return s.waitContents(ctx)
+}
+
 // allVerified reports whether every BO's contents are in and verified.
 func (s *Session) allVerified() bool {
 	s.loadMu.Lock()

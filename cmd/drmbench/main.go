@@ -308,6 +308,9 @@ func (c *config) cycle(d *crrun.Daemon, p *proc) (cycleResult, error) {
 	cr.Env = []string{"KERNELSIM_RUNTIME_DIR=" + d.Dir}
 	pids := p.w.Tree()
 	daemonPID := daemonPid(d)
+	// Every measurement starts with no dirty page cache: what the last one
+	// wrote is not written back, and throttled, during this one.
+	syscall.Sync()
 	resetPeak(daemonPID)
 	start := time.Now()
 	if log, err := cr.Run(img, "dump", "-t", strconv.Itoa(p.w.PID)); err != nil {
@@ -319,6 +322,7 @@ func (c *config) cycle(d *crrun.Daemon, p *proc) (cycleResult, error) {
 		return r, err
 	}
 	// Restore right after the dumped tree died, into the same daemon.
+	syscall.Sync()
 	resetPeak(daemonPID)
 	start = time.Now()
 	if log, err := cr.Run(img, "restore", "-d"); err != nil {
@@ -421,6 +425,7 @@ func benchWrite(c *config, t *table) error {
 		if err != nil {
 			return err
 		}
+		syscall.Sync()
 		start := time.Now()
 		for n := uint64(0); n < bytes; n += uint64(len(buf)) {
 			if _, err := f.Write(buf); err != nil {
