@@ -307,6 +307,14 @@ func (p *params) validate() error {
 	if p.stuckFor < 0 {
 		return usagef("-stuck-for %v is negative", p.stuckFor)
 	}
+	if p.scenario == "many" {
+		return p.validateMany()
+	}
+	return nil
+}
+
+// validateMany checks the many scenario's own flags.
+func (p *params) validateMany() error {
 	if p.bos < 0 || p.bos > 1<<24 {
 		return usagef("-bos %d: need 0..%d", p.bos, 1<<24)
 	}
@@ -317,8 +325,8 @@ func (p *params) validate() error {
 		return usagef("-bo-sizes: need at least one size")
 	}
 	for _, n := range p.boSizes {
-		if n == 0 || n%4096 != 0 || n > 1<<30 {
-			return usagef("-bo-sizes: %d is not a multiple of 4096 in [4K, 1G]", n)
+		if n == 0 || n%4096 != 0 || n > kernelsim.MaxBOSize {
+			return usagef("-bo-sizes: %d is not a multiple of 4096 from 4K to %dG", n, uint64(kernelsim.MaxBOSize)>>30)
 		}
 	}
 	if p.shareEvery < 0 {
