@@ -236,6 +236,11 @@ func (p *Plugin) ResumeDevicesLate(pid int) error {
 		return nil
 	}
 	p.restore.resumed[pid] = true
+	// Every task gets here, GPU or not, each one once, the root task of
+	// the tree first; the kernel settles the checksums of the whole
+	// checkpoint before it answers any of them. Killing the root on
+	// damage makes criu fail the restore when it goes to release the
+	// root, the first task it releases: no task ever runs.
 	err := p.ctl.ResumeTask(p.restore.token, pid, p.cfg.ResumeTimeout)
 	if errors.Is(err, syscall.ESRCH) {
 		return ErrNotMine

@@ -441,7 +441,7 @@ func (c *conn) claimFile(req *uapi.ClaimFileRequest) error {
 	if err != nil {
 		return err
 	}
-	f, err := s.ClaimFile(c.dev, req.Inode, c.owner)
+	f, err := s.ClaimFile(c.dev, req.Inode, c.owner, c)
 	if err != nil {
 		return err
 	}
@@ -466,7 +466,7 @@ func (c *conn) claimFile(req *uapi.ClaimFileRequest) error {
 			fd, db := -1, (*DmaBuf)(nil)
 			if io.UnreadReplyDmabufInode != 0 {
 				var err error
-				if fd, db, err = s.ClaimDmaBuf(io.UnreadReplyDmabufInode); err != nil {
+				if fd, db, err = s.ClaimDmaBuf(io.UnreadReplyDmabufInode, c); err != nil {
 					return
 				}
 			}

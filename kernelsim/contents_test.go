@@ -2,11 +2,13 @@ package kernelsim_test
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -138,6 +140,11 @@ func TestResumeVerifiesContents(t *testing.T) {
 			if err == nil {
 				d := libdrm.FromFD(fd)
 				defer d.Close()
+				// A task that claimed nothing (criu asks for the root
+				// task first, GPU or not) learns of the damage too.
+				if err := c.ResumeTask(rep.Token, 1, 20*time.Second); err == nil || errors.Is(err, syscall.ESRCH) {
+					t.Fatalf("resume of a task without files on damaged contents: %v", err)
+				}
 				err = c.ResumeTask(rep.Token, os.Getpid(), 20*time.Second)
 				if err == nil {
 					t.Fatal("resume on damaged contents succeeded")

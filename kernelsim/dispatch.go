@@ -174,7 +174,7 @@ var ioctls = map[uapi.Op]ioctl{
 		if err != nil {
 			return nil, -1, nil, err
 		}
-		fd, db, err := s.ClaimDmaBuf(r.Inode)
+		fd, db, err := s.ClaimDmaBuf(r.Inode, c)
 		return empty, fd, db, err
 	},
 }

@@ -523,7 +523,7 @@ func (s *Session) boFor(id uint64) (*BO, error) {
 // dmabufFor returns the restored dma-buf of a dump-time inode. The session
 // holds a PRIME-table-like reference to it until it closes, so every claim
 // gets the same file. Called with k.mu held.
-func (s *Session) dmabufFor(ino uint64) (*DmaBuf, error) {
+func (s *Session) dmabufFor(ino uint64, where socketMaker) (*DmaBuf, error) {
 	if db, ok := s.dmabufs[ino]; ok {
 		return db, nil
 	}
@@ -538,7 +538,7 @@ func (s *Session) dmabufFor(ino uint64) (*DmaBuf, error) {
 	defer bo.put()
 	db := bo.dmabuf
 	if db == nil {
-		if db, err = s.k.newDmaBuf(bo, nil); err != nil {
+		if db, err = s.k.newDmaBuf(bo, where); err != nil {
 			return nil, err
 		}
 	}
@@ -549,7 +549,7 @@ func (s *Session) dmabufFor(ino uint64) (*DmaBuf, error) {
 
 // ClaimDmaBuf returns the client file descriptor of a restored dma-buf; it
 // stays owned by the kernel (send it, do not close it).
-func (s *Session) ClaimDmaBuf(ino uint64) (int, *DmaBuf, error) {
+func (s *Session) ClaimDmaBuf(ino uint64, where socketMaker) (int, *DmaBuf, error) {
 	if id, ok := s.dmabufBOs[ino]; ok {
 		if err := s.checkContents([]uint64{id}); err != nil {
 			return -1, nil, fmt.Errorf("claim dma-buf inode %d: %w", ino, err)
@@ -561,7 +561,7 @@ func (s *Session) ClaimDmaBuf(ino uint64) (int, *DmaBuf, error) {
 	if s.closed {
 		return -1, nil, errnof(syscall.ESTALE, "restore session closed")
 	}
-	db, err := s.dmabufFor(ino)
+	db, err := s.dmabufFor(ino, where)
 	if err != nil {
 		return -1, nil, err
 	}
@@ -578,7 +578,7 @@ func (s *Session) ClaimDmaBuf(ino uint64) (int, *DmaBuf, error) {
 // memory (after their files); the file stays frozen until ResumeTask has
 // seen every byte verified. Contents already known to be unusable fail
 // the claim at once, naming the BO and its pages file.
-func (s *Session) ClaimFile(d *Device, ino uint64, owner Cred) (*File, error) {
+func (s *Session) ClaimFile(d *Device, ino uint64, owner Cred, where socketMaker) (*File, error) {
 	k := s.k
 	// s.files is set up by OpenSession and read-only after.
 	sf, ok := s.files[ino]
@@ -601,7 +601,7 @@ func (s *Session) ClaimFile(d *Device, ino uint64, owner Cred) (*File, error) {
 	}
 	f := d.openLocked(owner)
 	f.paused = true
-	if err := s.restoreFile(f, sf.st); err != nil {
+	if err := s.restoreFile(f, sf.st, where); err != nil {
 		k.mu.Unlock()
 		f.Close()
 		k.mu.Lock()
@@ -631,7 +631,7 @@ func fileBOs(st *uapi.FileCheckpoint) []uint64 {
 }
 
 // restoreFile fills a new file from its checkpoint. Called with k.mu held.
-func (s *Session) restoreFile(f *File, st *uapi.FileCheckpoint) error {
+func (s *Session) restoreFile(f *File, st *uapi.FileCheckpoint, where socketMaker) error {
 	for _, h := range st.Handles {
 		bo, err := s.boFor(h.BoId)
 		if err != nil {
@@ -645,7 +645,7 @@ func (s *Session) restoreFile(f *File, st *uapi.FileCheckpoint) error {
 			return fmt.Errorf("handle %d: in the PRIME table but BO %d was never exported", h.Handle, h.BoId)
 		}
 		if h.Prime {
-			db, err := s.dmabufFor(s.bos[h.BoId].st.DmabufInode)
+			db, err := s.dmabufFor(s.bos[h.BoId].st.DmabufInode, where)
 			if err != nil {
 				return fmt.Errorf("handle %d: %w", h.Handle, err)
 			}
@@ -759,21 +759,21 @@ func (s *Session) restoreDriver(f *File, priv *uapi.DriverPrivate) error {
 // unless all of it is intact. It fails, naming the first damaged BO and
 // its pages file, or when timeout passes first; the files then stay
 // frozen (a restore that fails is aborted, which destroys them). A pid
-// that claimed no file gets ESRCH, without waiting.
+// that claimed no file gets ESRCH, once the contents are verified too:
+// criu asks for the root task of the tree first, whatever it holds, and
+// the plugin fails the restore there (see drmcore.ResumeDevicesLate).
 func (s *Session) ResumeTask(pid int32, timeout time.Duration) error {
 	k := s.k
-	k.mu.Lock()
-	claimed := len(s.claimed[pid]) > 0
-	k.mu.Unlock()
-	if !claimed {
-		return errnof(syscall.ESRCH, "pid %d claimed no drm file of this session", pid)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := s.waitContents(ctx); err != nil {
 		return fmt.Errorf("pid %d: %w", pid, err)
 	}
 	k.mu.Lock()
+	if len(s.claimed[pid]) == 0 {
+		k.mu.Unlock()
+		return errnof(syscall.ESRCH, "pid %d claimed no drm file of this session", pid)
+	}
 	files := append([]*File(nil), s.claimed[pid]...)
 	ids := make([]uint64, len(files))
 	for i, f := range files {

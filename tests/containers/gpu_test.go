@@ -244,6 +244,26 @@ func TestRuncGPU(t *testing.T) {
 		j.waitIdle(t)
 	})
 
+	// A restored container checkpoints again: what the restore made (the
+	// dma-buf files above all) is in the container's own namespaces.
+	t.Run("prodcons/checkpoint-the-restored", func(t *testing.T) {
+		j := newGPUJob(t, "prodcons")
+		want := j.expected(t)
+		r, b := runcGPU(t, j)
+		id := name(t)
+		c := runContainer(t, r, id, b)
+		j.waitStep(t, 2, runcRunning(c))
+		img, _ := checkpoint(t, c, false)
+		first := restoreContainer(t, r, id+"-1", b, img)
+		j.waitStep(t, 4, runcRunning(first))
+		img2, _ := checkpoint(t, first, false)
+		j.notFinished(t)
+		verify(t, img2)
+		second := restoreContainer(t, r, id+"-2", b, img2)
+		j.waitResult(t, want, runcRunning(second))
+		j.waitIdle(t)
+	})
+
 	t.Run("prodcons/restore-twice", func(t *testing.T) {
 		j := newGPUJob(t, "prodcons")
 		want := j.expected(t)

@@ -6,8 +6,8 @@
 //
 // The bundles are `runc spec` defaults (own pid, network, mount, ipc and
 // uts namespaces; tmpfs /dev; cgroups). criu is the project's wrapper
-// (build/bin/criu, `make criu`), and the plugin directory is the one `make
-// plugin` builds (build/lib/criu), named to criu through a per-test
+// (build/bin/criu, `make criu`), and the plugin directory is built from this
+// checkout by `make plugin` into a temporary directory, named to criu through a per-test
 // configuration file in the org.criu.config annotation. The tests need root,
 // runc, iptables and podman (`make containers`); without them they fail,
 // they never skip.
@@ -75,11 +75,16 @@ func setup() error {
 	if _, err := os.Stat(criuBin); err != nil {
 		return fmt.Errorf("%s missing: run `make criu` first (make test does): %w", criuBin, err)
 	}
+	if tmp, err = os.MkdirTemp("", "drmcr-containers-"); err != nil {
+		return err
+	}
+	// The plugin as this checkout builds it (never a stale build/), unless
+	// DRMCR_PLUGIN_DIR names one to test.
 	pluginDir = os.Getenv("DRMCR_PLUGIN_DIR")
 	if pluginDir == "" {
-		pluginDir = filepath.Join(repo, "build", "lib", "criu")
-		if _, err := os.Stat(pluginDir); err != nil {
-			return fmt.Errorf("plugin directory %s missing: run `make plugin` first (make test does): %w", pluginDir, err)
+		pluginDir = filepath.Join(tmp, "lib")
+		if err := crrun.BuildPlugin(repo, pluginDir); err != nil {
+			return err
 		}
 	}
 	if pluginDir, err = filepath.Abs(pluginDir); err != nil {
@@ -96,9 +101,6 @@ func setup() error {
 	runcBin, _ = exec.LookPath("runc")
 	podmanBin, _ = exec.LookPath("podman")
 
-	if tmp, err = os.MkdirTemp("", "drmcr-containers-"); err != nil {
-		return err
-	}
 	emptyLib = filepath.Join(tmp, "empty-lib")
 	if err := os.Mkdir(emptyLib, 0o755); err != nil {
 		return err
