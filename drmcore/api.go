@@ -34,8 +34,11 @@ func (s Stage) String() string {
 // plugin) must handle it. The adapter turns it into -ENOTSUP.
 var ErrNotMine = errors.New("not a kernelsim file")
 
-// Logger writes into criu's log. Debugf is only shown at criu's -v4.
+// Logger writes into criu's log. Debugf is only shown at criu's -v4;
+// Summaryf is shown at criu's default verbosity, for the one line a dump or
+// restore ends with, as criu's own errors and warnings are.
 type Logger interface {
+	Summaryf(format string, args ...any)
 	Errorf(format string, args ...any)
 	Warnf(format string, args ...any)
 	Infof(format string, args ...any)

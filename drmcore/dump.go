@@ -6,8 +6,10 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"drmcr/images"
+	"drmcr/internal/units"
 	"drmcr/kernelsim/uapi"
 )
 
@@ -402,6 +404,11 @@ func (p *Plugin) finiDump(ret int) {
 		p.log.Errorf("write inventory: %v", err)
 		return
 	}
-	p.log.Infof("GPU checkpoint: %d process(es), %d drm file(s), %d dma-buf(s), %d BO(s), complete=%v",
-		len(inv.Processes), len(inv.Files), len(inv.Dmabufs), len(inv.Bos), inv.Complete)
+	state := "complete"
+	if !inv.Complete {
+		state = "INCOMPLETE: restore will refuse it"
+	}
+	p.log.Summaryf("GPU state dumped: %d process(es), %d drm file(s), %d dma-buf(s), %d BO(s), %s of contents, in %v; %s",
+		len(inv.Processes), len(inv.Files), len(inv.Dmabufs), len(inv.Bos), units.Format(p.dump.pagesEnd),
+		time.Since(p.started).Round(time.Millisecond), state)
 }

@@ -76,6 +76,7 @@ type Plugin struct {
 	log     Logger
 	drivers map[string]DriverPlugin
 	stage   Stage
+	started time.Time   // when the stage began, for its summary
 	ctl     *ctl.Client // nil when no kernelsimd runs: nothing is ours
 
 	dump    *dumpState
@@ -97,7 +98,7 @@ func New(cfg Config) *Plugin {
 // Init starts a stage: it connects to kernelsimd, and for a restore reads
 // the images and opens the restore session.
 func (p *Plugin) Init(stage Stage) error {
-	p.stage = stage
+	p.stage, p.started = stage, time.Now()
 	switch stage {
 	case StageDump, StagePreDump:
 		p.dump = newDumpState()

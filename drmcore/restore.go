@@ -8,8 +8,10 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"drmcr/images"
+	"drmcr/internal/units"
 	"drmcr/kernelsim/uapi"
 )
 
@@ -18,6 +20,9 @@ type restoreState struct {
 	token   []byte
 	entries []RestoreEntry
 	resumed map[int]bool
+	// for the summary
+	files, dmabufs, bos int
+	bytes               uint64
 }
 
 // Images is a checkpoint's DRM images, read and checked.
@@ -169,6 +174,10 @@ func (p *Plugin) initRestore() error {
 		}
 		p.restore.entries = append(p.restore.entries, RestoreEntry{Ino: rd.Inode, Kind: RestoreDmaBuf, SocketPath: socketFor(imgs.DmaBufs[i].Pid, reply.DmabufSockets[i]), Request: pkt})
 	}
+	p.restore.files, p.restore.dmabufs, p.restore.bos = len(req.Files), len(req.Dmabufs), len(req.Bos)
+	for _, b := range req.Bos {
+		p.restore.bytes += b.Size
+	}
 	p.log.Infof("restore session open: %d drm file(s), %d dma-buf(s), %d BO(s) loading from %d pages file(s)", len(req.Files), len(req.Dmabufs), len(req.Bos), len(req.PagesFiles))
 	return nil
 }
@@ -267,7 +276,9 @@ func (p *Plugin) finiRestore(ret int) {
 	}
 	if abort {
 		p.log.Infof("restore failed (%d): destroyed the GPU objects it had created", ret)
-	} else {
-		p.log.Infof("restore session closed")
+		return
 	}
+	r := p.restore
+	p.log.Summaryf("GPU state restored: %d drm file(s), %d dma-buf(s), %d BO(s), %s of contents, in %v",
+		r.files, r.dmabufs, r.bos, units.Format(r.bytes), time.Since(p.started).Round(time.Millisecond))
 }

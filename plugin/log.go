@@ -107,7 +107,10 @@ func (r *relay) logf(level uint32, format string, args []any) {
 	}
 }
 
-func (r *relay) Errorf(format string, args ...any) { r.logf(levelError, format, args) }
-func (r *relay) Warnf(format string, args ...any)  { r.logf(levelWarn, format, args) }
-func (r *relay) Infof(format string, args ...any)  { r.logf(levelInfo, format, args) }
-func (r *relay) Debugf(format string, args ...any) { r.logf(levelDebug, format, args) }
+// Summaryf logs at criu's default level (-v2), the level of its warnings,
+// so that a run's summary shows without -v.
+func (r *relay) Summaryf(format string, args ...any) { r.logf(levelWarn, format, args) }
+func (r *relay) Errorf(format string, args ...any)   { r.logf(levelError, format, args) }
+func (r *relay) Warnf(format string, args ...any)    { r.logf(levelWarn, format, args) }
+func (r *relay) Infof(format string, args ...any)    { r.logf(levelInfo, format, args) }
+func (r *relay) Debugf(format string, args ...any)   { r.logf(levelDebug, format, args) }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"drmcr/images"
+	"drmcr/internal/units"
 )
 
 // This file is `drmcrit info DIR`: a checkpoint on one screen, the way
@@ -31,14 +32,7 @@ func humanSize(n uint64) string {
 	if s := sizeStr(n); n < 1<<10 || !strings.HasSuffix(s, " B") {
 		return s
 	}
-	f, unit := float64(n)/(1<<10), "KiB"
-	for _, u := range []string{"MiB", "GiB", "TiB"} {
-		if f < 1<<10 {
-			break
-		}
-		f, unit = f/(1<<10), u
-	}
-	return fmt.Sprintf("%.1f %s", f, unit)
+	return units.Format(n)
 }
 
 // writeInfo prints the overview of a loaded checkpoint.

@@ -23,6 +23,7 @@ import (
 	"drmcr/drmcore"
 	"drmcr/images"
 	"drmcr/internal/crrun"
+	"drmcr/internal/units"
 )
 
 func main() {
@@ -188,12 +189,12 @@ func (d *demo) summarise(imgDir string) error {
 		}
 		return nil
 	})
-	fmt.Printf("\nCheckpoint in %s (%s in all; %s of it criu's own images):\n", imgDir, size(uint64(total)), size(uint64(criuBytes)))
+	fmt.Printf("\nCheckpoint in %s (%s in all; %s of it criu's own images):\n", imgDir, units.Format(uint64(total)), units.Format(uint64(criuBytes)))
 	for _, p := range imgs.Inventory.Processes {
 		fmt.Printf("  process %d (%s): %d kernelsim file(s)\n", p.Pid, p.Comm, len(p.Inodes))
 	}
 	fmt.Printf("  %d drm file(s), %d dma-buf(s), %d BO(s) (%d shared through dma-bufs), %s of BO contents saved once each\n",
-		len(imgs.Files), len(imgs.DmaBufs), len(imgs.Index.Bos), shared, size(contents))
+		len(imgs.Files), len(imgs.DmaBufs), len(imgs.Index.Bos), shared, units.Format(contents))
 	preempted := 0
 	for _, f := range imgs.Files {
 		if priv, err := decodeJobs(f); err == nil {
@@ -237,16 +238,6 @@ func clearCheckpoint(dir string) error {
 
 func indent(s string) string {
 	return "  " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ")
-}
-
-func size(n uint64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d bytes", n)
 }
 
 // decodeJobs counts the preempted jobs in a drm file's driver blob.

@@ -27,10 +27,11 @@ import (
 // Log is a drmcore.Logger writing to the test log.
 type Log struct{ T testing.TB }
 
-func (l Log) Errorf(f string, a ...any) { l.T.Logf("E: "+f, a...) }
-func (l Log) Warnf(f string, a ...any)  { l.T.Logf("W: "+f, a...) }
-func (l Log) Infof(f string, a ...any)  { l.T.Logf("I: "+f, a...) }
-func (l Log) Debugf(f string, a ...any) { l.T.Logf("D: "+f, a...) }
+func (l Log) Summaryf(f string, a ...any) { l.T.Logf("S: "+f, a...) }
+func (l Log) Errorf(f string, a ...any)   { l.T.Logf("E: "+f, a...) }
+func (l Log) Warnf(f string, a ...any)    { l.T.Logf("W: "+f, a...) }
+func (l Log) Infof(f string, a ...any)    { l.T.Logf("I: "+f, a...) }
+func (l Log) Debugf(f string, a ...any)   { l.T.Logf("D: "+f, a...) }
 
 // Plugin makes the plugin as criu would load it, writing or reading images
 // in dir and talking to the kernelsim at runtimeDir.

@@ -34,3 +34,19 @@ func ParseSize(s string) (uint64, error) {
 	}
 	return n * mult, nil
 }
+
+// Format writes a byte count for people: bytes below 1 KiB, else the
+// largest binary unit below it (KiB, MiB, GiB, TiB) to one decimal.
+func Format(n uint64) string {
+	if n < 1<<10 {
+		return fmt.Sprintf("%d bytes", n)
+	}
+	f, unit := float64(n)/(1<<10), "KiB"
+	for _, u := range []string{"MiB", "GiB", "TiB"} {
+		if f < 1<<10 {
+			break
+		}
+		f, unit = f/(1<<10), u
+	}
+	return fmt.Sprintf("%.1f %s", f, unit)
+}

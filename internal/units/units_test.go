@@ -33,3 +33,14 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+func TestFormat(t *testing.T) {
+	for n, want := range map[uint64]string{
+		0: "0 bytes", 1023: "1023 bytes", 1024: "1.0 KiB", 266240: "260.0 KiB",
+		3 << 20: "3.0 MiB", 1<<30 + 1<<29: "1.5 GiB", 5 << 40: "5.0 TiB", 1<<64 - 1: "16777216.0 TiB",
+	} {
+		if got := Format(n); got != want {
+			t.Errorf("Format(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

@@ -3,6 +3,8 @@ package e2e
 import (
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -223,6 +225,39 @@ func TestRestoreNeedsPlugin(t *testing.T) {
 	}
 	if log, err := restore(t, d, img); err != nil {
 		t.Fatalf("%v\n%s", err, lastLines(log, 40))
+	}
+	if got := result(t, w); got != want {
+		t.Fatalf("got %s, want %s", got, want)
+	}
+}
+
+// TestSummaryAtDefaultVerbosity: at criu's default verbosity a successful
+// dump and restore each leave one line of the plugin's in criu's log,
+// saying what was done.
+func TestSummaryAtDefaultVerbosity(t *testing.T) {
+	d := startDaemon(t)
+	w := startWorkload(t, d, "prodcons")
+	want := expected(t, w)
+	waitStep(t, w, 2)
+	pids := w.Tree()
+	c := criu
+	c.Env = []string{"KERNELSIM_RUNTIME_DIR=" + d.Dir}
+	c.Verbosity = 2 // criu's default
+	img := imagesDir(t)
+	log, err := c.Run(img, "dump", "-t", strconv.Itoa(w.PID))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log)
+	}
+	if lines := pluginLines(log); !regexp.MustCompile(`^drm_plugin: GPU state dumped: 2 process\(es\), 2 drm file\(s\), 1 dma-buf\(s\), 3 BO\(s\), [0-9.]+ KiB of contents, in [0-9.]+m?s; complete\n$`).MatchString(lines) {
+		t.Errorf("the plugin's lines at criu's default verbosity:\n%s", lines)
+	}
+	waitGone(t, pids)
+	log, err = c.Run(img, "restore", "-d")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log)
+	}
+	if lines := pluginLines(log); !regexp.MustCompile(`^drm_plugin: GPU state restored: 2 drm file\(s\), 1 dma-buf\(s\), 3 BO\(s\), [0-9.]+ KiB of contents, in [0-9.]+m?s\n$`).MatchString(lines) {
+		t.Errorf("the plugin's lines at criu's default verbosity:\n%s", lines)
 	}
 	if got := result(t, w); got != want {
 		t.Fatalf("got %s, want %s", got, want)
