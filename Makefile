@@ -152,6 +152,7 @@ e2e: criu containers plugin
 BENCH_ARGS ?=
 bench: criu build
 	$(GO) test -run '^$$' -bench . -benchmem ./kernelsim/... ./drmcore/...
+	$(GO) test -run '^$$' -bench Hook -benchtime 20000x ./tests/criu
 	$(BIN_DIR)/drmbench -criu $(CRIU) -lib $(LIB_DIR) -bin $(BIN_DIR) -dir $(BUILD)/bench $(BENCH_ARGS)
 
 # The whole product in one command: see cmd/drmdemo.
