@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"drmcr/kernelsim"
+	"drmcr/kernelsim/ctl"
 )
 
 // Poll calls cond every 20ms until it holds or timeout passes.
@@ -292,6 +293,25 @@ func BuildPlugin(repo, libDir string, tags ...string) error {
 		"LIB_DIR="+libDir, "PLUGIN_TAGS="+strings.Join(tags, " "))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("make plugin: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// WaitIdle waits until the daemon holds no drm file, BO, dma-buf, job or
+// restore session: whatever a workload had, dumped or restored, is gone
+// once it exited.
+func (d *Daemon) WaitIdle(timeout time.Duration) error {
+	c, err := ctl.Dial(d.Dir)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var st *kernelsim.DebugState
+	if !Poll(timeout, func() bool {
+		st, err = c.Debug()
+		return err == nil && len(st.Files) == 0 && len(st.BOs) == 0 && len(st.DmaBufs) == 0 && st.LiveJobs == 0 && st.Sessions == 0
+	}) {
+		return fmt.Errorf("kernelsimd still holds objects after %v (err %v): %+v", timeout, err, st)
 	}
 	return nil
 }

@@ -20,8 +20,6 @@ import (
 	"time"
 
 	"drmcr/internal/crrun"
-	"drmcr/kernelsim"
-	"drmcr/kernelsim/ctl"
 )
 
 var (
@@ -103,22 +101,12 @@ func startDaemon(t *testing.T, args ...string) *crrun.Daemon {
 	return d
 }
 
-// waitIdle waits until the daemon holds no drm file, BO, dma-buf, job or
-// restore session: whatever the workload had, dumped or restored, is gone
-// once it exited.
+// waitIdle waits until the daemon holds nothing: whatever the workload
+// had, dumped or restored, is gone once it exited.
 func waitIdle(t *testing.T, d *crrun.Daemon) {
 	t.Helper()
-	c, err := ctl.Dial(d.Dir)
-	if err != nil {
+	if err := d.WaitIdle(20 * time.Second); err != nil {
 		t.Fatal(err)
-	}
-	defer c.Close()
-	var st *kernelsim.DebugState
-	if !crrun.Poll(20*time.Second, func() bool {
-		st, err = c.Debug()
-		return err == nil && len(st.Files) == 0 && len(st.BOs) == 0 && len(st.DmaBufs) == 0 && st.LiveJobs == 0 && st.Sessions == 0
-	}) {
-		t.Fatalf("kernelsimd still holds objects (err %v): %+v", err, st)
 	}
 }
 
