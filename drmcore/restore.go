@@ -259,8 +259,7 @@ func (p *Plugin) ResumeDevicesLate(pid int) error {
 		if kerr := p.cfg.KillTask(pid); kerr != nil {
 			return fmt.Errorf("%w; and killing the task to fail the restore failed: %v", err, kerr)
 		}
-		p.log.Errorf("%v: killed pid %d so that criu fails the restore before any task resumes", err, pid)
-		return err
+		return fmt.Errorf("%w: killed pid %d so that criu fails the restore before any task resumes", err, pid)
 	}
 	return nil
 }
