@@ -24,6 +24,8 @@ type dumpState struct {
 	files   map[uint64]*images.DrmFile        // dumped, by inode
 	dmabufs map[uint64]*images.DmaBuf         // dumped, by inode
 	bos     map[uint64]*images.Bo             // written, by BO id
+	seals   []*images.ImageSeal               // of the images written
+	minors  map[uint32]bool                   // devices of the files and BOs
 	failed  error                             // first dump error
 	// BO contents go into one pages file, indexed in drm-bo-index.img
 	// (both created with the first BO).
@@ -36,6 +38,7 @@ func newDumpState() *dumpState {
 	return &dumpState{
 		owner: map[uint64]int32{}, ident: map[uint64]*uapi.IdentifiedObject{},
 		files: map[uint64]*images.DrmFile{}, dmabufs: map[uint64]*images.DmaBuf{}, bos: map[uint64]*images.Bo{},
+		minors: map[uint32]bool{},
 	}
 }
 
@@ -181,10 +184,15 @@ func (p *Plugin) dumpFile(obj *uapi.IdentifiedObject) error {
 	if err != nil {
 		return fmt.Errorf("checkpoint drm file inode %d: %w", ino, err)
 	}
-	img, err := drv.DumpFile(ino, p.dump.owner[ino], cp)
+	owner, held := p.dump.owner[ino]
+	img, err := drv.DumpFile(ino, owner, cp)
 	if err != nil {
 		return fmt.Errorf("%s: drm file inode %d: %w", drv.Driver(), ino, err)
 	}
+	// No task had it in its fd table when criu paused them: criu is
+	// dumping it in flight, in a unix socket's queue.
+	img.InFlight = !held
+	p.dump.minors[cp.Minor] = true
 	bos := cp.Bos
 	if cp.Io != nil && cp.Io.UnreadReplyBo != nil {
 		bos = append(bos, cp.Io.UnreadReplyBo)
@@ -192,7 +200,7 @@ func (p *Plugin) dumpFile(obj *uapi.IdentifiedObject) error {
 	if err := p.dumpBOs(bos); err != nil {
 		return fmt.Errorf("drm file inode %d: %w", ino, err)
 	}
-	if err := p.cfg.ImageDir.Write(images.FileName(ino), img); err != nil {
+	if err := p.writeImage(images.FileName(ino), img); err != nil {
 		return err
 	}
 	p.dump.files[ino] = img
@@ -212,14 +220,16 @@ func (p *Plugin) dumpDmaBuf(obj *uapi.IdentifiedObject) error {
 	if err != nil {
 		return fmt.Errorf("checkpoint dma-buf inode %d: %w", ino, err)
 	}
-	img, err := p.cfg.DmaBuf.DumpDmaBuf(ino, p.dump.owner[ino], st)
+	owner, held := p.dump.owner[ino]
+	img, err := p.cfg.DmaBuf.DumpDmaBuf(ino, owner, st)
 	if err != nil {
 		return fmt.Errorf("dma-buf inode %d: %w", ino, err)
 	}
+	img.InFlight = !held
 	if err := p.dumpBOs([]*uapi.BoState{st}); err != nil {
 		return fmt.Errorf("dma-buf inode %d: %w", ino, err)
 	}
-	if err := p.cfg.ImageDir.Write(images.DmaBufName(ino), img); err != nil {
+	if err := p.writeImage(images.DmaBufName(ino), img); err != nil {
 		return err
 	}
 	p.dump.dmabufs[ino] = img
@@ -267,6 +277,7 @@ func (p *Plugin) dumpBOs(states []*uapi.BoState) error {
 			return err
 		}
 		d.bos[st.BoId] = b
+		d.minors[st.Minor] = true
 		off += st.Size
 	}
 	for _, c := range reply.Chunks {
@@ -307,11 +318,46 @@ func (p *Plugin) closeContents() error {
 		}
 	}
 	err := d.index.Close()
+	if err == nil {
+		d.seals = append(d.seals, d.index.Seal())
+	}
 	if cerr := d.pages.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("write %s: %w", images.PagesName(1), cerr)
 	}
 	d.index, d.pages = nil, nil
 	return err
+}
+
+// writeImage writes an image and keeps its seal for the inventory.
+func (p *Plugin) writeImage(name string, m images.Versioned) error {
+	seal, err := p.cfg.ImageDir.WriteImage(name, m)
+	if err != nil {
+		return err
+	}
+	p.dump.seals = append(p.dump.seals, seal)
+	return nil
+}
+
+// devices describes the devices the dump's files and BOs are on.
+func (p *Plugin) devices() ([]*images.Device, error) {
+	if len(p.dump.minors) == 0 {
+		return nil, nil
+	}
+	all, err := p.ctl.Devices()
+	if err != nil {
+		return nil, fmt.Errorf("list the kernel's devices: %w", err)
+	}
+	var out []*images.Device
+	for _, d := range all {
+		if p.dump.minors[d.Minor] {
+			out = append(out, &images.Device{Minor: d.Minor, Driver: d.Driver, GpuId: d.GpuId})
+			delete(p.dump.minors, d.Minor)
+		}
+	}
+	for m := range p.dump.minors {
+		return nil, fmt.Errorf("the kernel no longer has device renderD%d", m)
+	}
+	return out, nil
 }
 
 // checkGraph reports every reference to an object the dump does not hold:
@@ -393,14 +439,22 @@ func (p *Plugin) finiDump(ret int) {
 	if contentsErr != nil {
 		p.log.Errorf("BO contents: %v: restore will refuse this dump", contentsErr)
 	}
-	inv.Complete = ret == 0 && graphErr == nil && contentsErr == nil && p.dump.failed == nil
+	var devErr error
+	if p.ctl != nil {
+		if inv.Devices, devErr = p.devices(); devErr != nil {
+			p.log.Errorf("%v: restore will refuse this dump", devErr)
+		}
+	}
+	inv.Images = p.dump.seals
+	slices.SortFunc(inv.Images, func(a, b *images.ImageSeal) int { return strings.Compare(a.Name, b.Name) })
+	inv.Complete = ret == 0 && graphErr == nil && contentsErr == nil && devErr == nil && p.dump.failed == nil
 	if graphErr != nil {
 		p.log.Errorf("%v: restore will refuse this dump", graphErr)
 	}
 	if ret != 0 {
 		p.log.Infof("dump failed (%d): inventory marked incomplete", ret)
 	}
-	if err := p.cfg.ImageDir.Write(images.InventoryName, inv); err != nil {
+	if err := p.cfg.ImageDir.WriteInventory(inv); err != nil {
 		p.log.Errorf("write inventory: %v", err)
 		return
 	}

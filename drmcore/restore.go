@@ -3,14 +3,11 @@ package drmcore
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"syscall"
 	"time"
 
-	"drmcr/images"
 	"drmcr/internal/units"
 	"drmcr/kernelsim/uapi"
 )
@@ -25,123 +22,51 @@ type restoreState struct {
 	bytes               uint64
 }
 
-// Images is a checkpoint's DRM images, read and checked.
-type Images struct {
-	Inventory *images.Inventory
-	Files     []*images.DrmFile
-	DmaBufs   []*images.DmaBuf
-	Index     *images.Index
+// subPlugins are the plugin's sub-plugins.
+func (p *Plugin) subPlugins() SubPlugins {
+	return SubPlugins{Drivers: p.cfg.Drivers, DmaBuf: p.cfg.DmaBuf}
 }
 
-// ReadImages reads the DRM images of a checkpoint. It returns nil, nil if
-// the checkpoint has no GPU state. The BO index must be consistent and
-// list exactly the inventory's BOs; the pages files are not read here
-// (the kernel checks every byte as it loads them).
-func ReadImages(dir *images.Dir) (*Images, error) {
-	inv := &images.Inventory{}
-	if err := dir.Read(images.InventoryName, inv); err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			names, lerr := dir.Names()
-			if lerr == nil && len(names) > 0 {
-				return nil, fmt.Errorf("DRM images without %s: the dump did not finish", images.InventoryName)
-			}
-			return nil, nil
-		}
-		return nil, err
-	}
-	imgs := &Images{Inventory: inv}
-	for _, ino := range inv.Files {
-		f := &images.DrmFile{}
-		if err := dir.Read(images.FileName(ino), f); err != nil {
-			return nil, err
-		}
-		imgs.Files = append(imgs.Files, f)
-	}
-	for _, ino := range inv.Dmabufs {
-		d := &images.DmaBuf{}
-		if err := dir.Read(images.DmaBufName(ino), d); err != nil {
-			return nil, err
-		}
-		imgs.DmaBufs = append(imgs.DmaBufs, d)
-	}
-	x, err := dir.ReadIndex()
-	if err != nil {
-		return nil, err
-	}
-	if problems := x.Check(); len(problems) > 0 {
-		return nil, fmt.Errorf("%s", strings.Join(problems, "; "))
-	}
-	listed := make(map[uint64]bool, len(inv.Bos))
-	for _, id := range inv.Bos {
-		listed[id] = true
-	}
-	for _, b := range x.Bos {
-		if !listed[b.State.BoId] {
-			return nil, fmt.Errorf("%s lists BO %d, which %s does not", images.IndexName, b.State.BoId, images.InventoryName)
-		}
-		delete(listed, b.State.BoId)
-	}
-	for id := range listed {
-		return nil, fmt.Errorf("%s lists BO %d, which %s does not", images.InventoryName, id, images.IndexName)
-	}
-	imgs.Index = x
-	return imgs, nil
-}
+// maxLoggedProblems bounds the problems a refused restore writes into
+// criu's log, one line each (drmcrit verify lists them all).
+const maxLoggedProblems = 50
 
-// initRestore reads the images, lets the sub-plugins build the kernel's
-// restore requests, opens the restore session, starts streaming every
-// BO's contents, and prepares what the C part needs in the restored
-// tasks. All of it happens before criu forks them.
+// initRestore reads the images and checks every field of them, lets the
+// sub-plugins build the kernel's restore requests, opens the restore
+// session, starts streaming every BO's contents, and prepares what the C
+// part needs in the restored tasks. All of it happens before criu forks
+// them; nothing is asked of the kernel before every check passed.
 func (p *Plugin) initRestore() error {
 	p.restore = &restoreState{resumed: map[int]bool{}}
-	imgs, err := ReadImages(p.cfg.ImageDir)
+	ck, err := ReadCheckpoint(p.cfg.ImageDir, p.subPlugins())
 	if err != nil {
 		return fmt.Errorf("read GPU images: %w", err)
 	}
-	if imgs == nil {
+	if ck == nil {
 		p.log.Infof("checkpoint has no GPU state")
 		return nil
 	}
-	if !imgs.Inventory.Complete {
-		return fmt.Errorf("the GPU state of this checkpoint is incomplete (its dump failed or missed objects); refusing to restore it")
+	if len(ck.Problems) > 0 {
+		for i, pr := range ck.Problems {
+			if i == maxLoggedProblems {
+				p.log.Errorf("... and %d more problem(s) (drmcrit verify lists them all)", len(ck.Problems)-i)
+				break
+			}
+			p.log.Errorf("GPU image %v", pr)
+		}
+		return fmt.Errorf("refusing to restore the GPU state: %w", ck.Err())
 	}
 	p.connect()
 	if p.ctl == nil {
 		return fmt.Errorf("checkpoint has GPU state but no kernelsimd runs at %s", p.cfg.RuntimeDir)
 	}
-	req := &uapi.SessionOpenRequest{}
-	for _, b := range imgs.Index.Bos {
-		req.Bos = append(req.Bos, b.State)
-		req.Contents = append(req.Contents, &uapi.BoContents{BoId: b.State.BoId, PagesFile: b.PagesFile, Offset: b.Offset})
-	}
-	for _, name := range imgs.Index.Header.PagesFiles {
-		req.PagesFiles = append(req.PagesFiles, &uapi.PagesFile{Name: name})
-	}
-	for _, c := range imgs.Index.Chunks {
-		pf := req.PagesFiles[c.PagesFile]
-		pf.Chunks = append(pf.Chunks, c.Chunk)
-	}
-	for _, f := range imgs.Files {
-		drv, ok := p.drivers[f.Driver]
-		if !ok {
-			return fmt.Errorf("drm file inode %d: no sub-plugin for driver %q", f.Inode, f.Driver)
-		}
-		rf, err := drv.RestoreFile(f)
-		if err != nil {
-			return fmt.Errorf("%s: drm file inode %d: %w", f.Driver, f.Inode, err)
-		}
-		req.Files = append(req.Files, rf)
-	}
-	for _, d := range imgs.DmaBufs {
-		rd, err := p.cfg.DmaBuf.RestoreDmaBuf(d)
-		if err != nil {
-			return fmt.Errorf("dma-buf inode %d: %w", d.Inode, err)
-		}
-		req.Dmabufs = append(req.Dmabufs, rd)
-	}
+	req := ck.Request
 	reply, err := p.ctl.OpenSession(req)
 	if err != nil {
 		return fmt.Errorf("open restore session: %w", err)
+	}
+	if len(reply.FileSockets) != len(req.Files) || len(reply.DmabufSockets) != len(req.Dmabufs) {
+		return fmt.Errorf("open restore session: %d file and %d dma-buf socket(s) for %d and %d", len(reply.FileSockets), len(reply.DmabufSockets), len(req.Files), len(req.Dmabufs))
 	}
 	p.restore.token = reply.Token
 	if err := p.loadContents(req.PagesFiles); err != nil {
@@ -150,7 +75,7 @@ func (p *Plugin) initRestore() error {
 	// Each restored task reconnects where it saw kernelsimd at dump: inside
 	// a container, its own mount of the runtime dir.
 	dirOf := map[int32]string{}
-	for _, proc := range imgs.Inventory.Processes {
+	for _, proc := range ck.Inventory.Processes {
 		dirOf[proc.Pid] = proc.RuntimeDir
 	}
 	socketFor := func(pid int32, daemonPath string) string {
@@ -165,14 +90,14 @@ func (p *Plugin) initRestore() error {
 		if err != nil {
 			return err
 		}
-		p.restore.entries = append(p.restore.entries, RestoreEntry{Ino: rf.Inode, Kind: RestoreDRMFile, SocketPath: socketFor(imgs.Files[i].Pid, reply.FileSockets[i]), Request: pkt})
+		p.restore.entries = append(p.restore.entries, RestoreEntry{Ino: rf.Inode, Kind: RestoreDRMFile, SocketPath: socketFor(ck.FileList[i].Pid, reply.FileSockets[i]), Request: pkt})
 	}
 	for i, rd := range req.Dmabufs {
 		pkt, err := uapi.Marshal(uapi.Header{Op: uapi.OpClaimDmaBuf, Seq: 1}, &uapi.ClaimDmaBufRequest{Token: reply.Token, Inode: rd.Inode})
 		if err != nil {
 			return err
 		}
-		p.restore.entries = append(p.restore.entries, RestoreEntry{Ino: rd.Inode, Kind: RestoreDmaBuf, SocketPath: socketFor(imgs.DmaBufs[i].Pid, reply.DmabufSockets[i]), Request: pkt})
+		p.restore.entries = append(p.restore.entries, RestoreEntry{Ino: rd.Inode, Kind: RestoreDmaBuf, SocketPath: socketFor(ck.DmaBufList[i].Pid, reply.DmabufSockets[i]), Request: pkt})
 	}
 	p.restore.files, p.restore.dmabufs, p.restore.bos = len(req.Files), len(req.Dmabufs), len(req.Bos)
 	for _, b := range req.Bos {

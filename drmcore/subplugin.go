@@ -16,8 +16,15 @@ type DriverPlugin interface {
 	// particular that its driver blob is of a version this sub-plugin
 	// can restore, and makes the file's image.
 	DumpFile(ino uint64, pid int32, cp *uapi.FileCheckpoint) (*images.DrmFile, error)
-	// RestoreFile checks a file image and turns it into the kernel's
-	// restore request for the file.
+	// CheckFile checks every field of the driver's part of a drm file
+	// image (the driver blob: contexts, saved jobs, syncobjs), creating
+	// nothing and reporting every problem. bo gives a BO of the
+	// checkpoint by id, nil for none. The core checks the image's other
+	// fields, and the kernel's checks (kernelsim.CheckRestore) the
+	// objects it creates from them.
+	CheckFile(img *images.DrmFile, bo func(id uint64) *uapi.BoState) []images.Problem
+	// RestoreFile turns a checked file image into the kernel's restore
+	// request for the file.
 	RestoreFile(img *images.DrmFile) (*uapi.RestoreFile, error)
 }
 

@@ -18,8 +18,9 @@ import (
 
 // Version is the image format this code writes and reads. Version 1 kept
 // two files per BO; version 2 packs contents into pages files with an
-// index (drm-bo-index.img).
-const Version = 2
+// index (drm-bo-index.img); version 3 seals every image in the inventory
+// and records the dump's devices and fds in flight.
+const Version = 3
 
 // File names.
 const (
@@ -95,8 +96,8 @@ func NewMessage(k Kind) (proto.Message, error) {
 	return nil, ErrNotDRMImage
 }
 
-// versioned is every image message.
-type versioned interface {
+// Versioned is every image message.
+type Versioned interface {
 	proto.Message
 	GetVersion() uint32
 }
@@ -108,7 +109,7 @@ type versioned interface {
 const MaxMessage = 64 << 20
 
 // Dir is an images directory, opened by fd (CRIU hands plugins one) or by
-// path.
+// path. Every image is opened inside it (see OpenRegular).
 type Dir struct {
 	fd int
 }
@@ -128,52 +129,147 @@ func DirFromFD(fd int) *Dir { return &Dir{fd: fd} }
 // Close closes a directory opened by OpenDir.
 func (d *Dir) Close() error { return unix.Close(d.fd) }
 
-// Create creates (truncating) a file in the directory.
+// checkName refuses anything but a plain file name: an image never lives
+// outside the directory.
+func checkName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return fmt.Errorf("%q is not a file name of the images directory", name)
+	}
+	return nil
+}
+
+// openBeneath opens name in the directory with openat2: beneath it and
+// through no symlink (RESOLVE_BENEATH, RESOLVE_NO_SYMLINKS), or, on a
+// kernel without openat2, with O_NOFOLLOW on the plain name.
+func (d *Dir) openBeneath(name string, flags int, mode uint32) (int, error) {
+	if err := checkName(name); err != nil {
+		return -1, err
+	}
+	flags |= unix.O_CLOEXEC | unix.O_NOFOLLOW
+	for {
+		fd, err := unix.Openat2(d.fd, name, &unix.OpenHow{
+			Flags:   uint64(flags),
+			Mode:    uint64(mode),
+			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+		})
+		switch err {
+		case unix.EINTR, unix.EAGAIN: // EAGAIN: a concurrent rename; retry
+			continue
+		case unix.ENOSYS:
+			for {
+				fd, err = unix.Openat(d.fd, name, flags, mode)
+				if err != unix.EINTR {
+					return fd, err
+				}
+			}
+		}
+		return fd, err
+	}
+}
+
+// Create creates (truncating) a regular file in the directory. It follows
+// no symlink and does not block on a FIFO planted under the name.
 func (d *Dir) Create(name string) (*os.File, error) {
-	fd, err := unix.Openat(d.fd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0o600)
+	fd, err := d.openBeneath(name, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NONBLOCK, 0o600)
+	if err == nil {
+		err = isRegular(fd)
+		if err != nil {
+			unix.Close(fd)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create image %s: %w", name, err)
 	}
 	return os.NewFile(uintptr(fd), name), nil
 }
 
-// Open opens a file of the directory for reading.
-func (d *Dir) Open(name string) (*os.File, error) {
-	fd, err := unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+// OpenRegular opens an image for reading: only inside the directory,
+// through no symlink, only a regular file, and never with an open that
+// can block or act on a device. It looks first (O_PATH), then opens the
+// same file with O_NONBLOCK: a FIFO or device put in an image's place is
+// refused without being opened, so it cannot hang criu or a tool. Every
+// image the plugin and drmcrit read is opened this way.
+func (d *Dir) OpenRegular(name string) (*os.File, error) {
+	f, err := d.openRegular(name)
 	if err != nil {
 		return nil, fmt.Errorf("open image %s: %w", name, err)
+	}
+	return f, nil
+}
+
+func (d *Dir) openRegular(name string) (*os.File, error) {
+	pfd, err := d.openBeneath(name, unix.O_PATH, 0)
+	if err != nil {
+		return nil, err
+	}
+	var before unix.Stat_t
+	err = unix.Fstat(pfd, &before)
+	unix.Close(pfd)
+	if err != nil {
+		return nil, err
+	}
+	if before.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, notRegular(before.Mode)
+	}
+	fd, err := d.openBeneath(name, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if st.Dev != before.Dev || st.Ino != before.Ino || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return nil, errors.New("replaced while being opened")
 	}
 	return os.NewFile(uintptr(fd), name), nil
 }
 
-// OpenRegular opens a regular file of the directory for reading, without
-// following a symlink and without blocking on a FIFO or device: pages
-// files are handed to the kernel, whose loader must not hang on one.
-func (d *Dir) OpenRegular(name string) (*os.File, error) {
-	if filepath.Base(name) != name || name == "." || name == ".." {
-		return nil, fmt.Errorf("open image %s: not a file name of the directory", name)
-	}
-	fd, err := unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open image %s: %w", name, err)
-	}
+func isRegular(fd int) error {
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-		unix.Close(fd)
-		if err == nil {
-			err = fmt.Errorf("not a regular file (mode %#o)", st.Mode)
-		}
-		return nil, fmt.Errorf("open image %s: %w", name, err)
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
 	}
-	return os.NewFile(uintptr(fd), name), nil
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return notRegular(st.Mode)
+	}
+	return nil
+}
+
+func notRegular(mode uint32) error {
+	what := map[uint32]string{
+		unix.S_IFIFO: "a FIFO", unix.S_IFCHR: "a character device", unix.S_IFBLK: "a block device",
+		unix.S_IFDIR: "a directory", unix.S_IFSOCK: "a socket", unix.S_IFLNK: "a symlink",
+	}[mode&unix.S_IFMT]
+	if what == "" {
+		what = fmt.Sprintf("of mode %#o", mode)
+	}
+	return fmt.Errorf("not a regular file (%s)", what)
 }
 
 // Write stores an image message; its version is the caller's to set.
-func (d *Dir) Write(name string, m versioned) error {
+func (d *Dir) Write(name string, m Versioned) error {
+	_, err := d.WriteImage(name, m)
+	return err
+}
+
+// WriteImage stores an image message and returns its seal, which the
+// inventory records.
+func (d *Dir) WriteImage(name string, m Versioned) (*ImageSeal, error) {
 	data, err := proto.Marshal(m)
 	if err != nil {
-		return fmt.Errorf("encode image %s: %w", name, err)
+		return nil, fmt.Errorf("encode image %s: %w", name, err)
 	}
+	if err := d.WriteBytes(name, data); err != nil {
+		return nil, err
+	}
+	return SealOf(name, data), nil
+}
+
+// WriteBytes stores an image's bytes.
+func (d *Dir) WriteBytes(name string, data []byte) error {
 	f, err := d.Create(name)
 	if err != nil {
 		return err
@@ -188,29 +284,53 @@ func (d *Dir) Write(name string, m versioned) error {
 	return nil
 }
 
-// Read loads an image message and checks its version.
-func (d *Dir) Read(name string, m versioned) error {
-	f, err := d.Open(name)
+// ReadBytes reads a metadata image whole: at most MaxMessage bytes.
+func (d *Dir) ReadBytes(name string) ([]byte, error) {
+	f, err := d.OpenRegular(name)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("image %s: %w", name, err)
+		return nil, fmt.Errorf("image %s: %w", name, err)
 	}
 	if st.Size() > MaxMessage {
-		return fmt.Errorf("image %s: %d bytes is more than the %d a metadata image may have", name, st.Size(), MaxMessage)
+		return nil, fmt.Errorf("image %s: %d bytes is more than the %d a metadata image may have", name, st.Size(), MaxMessage)
 	}
 	data := make([]byte, st.Size())
-	if _, err := f.ReadAt(data, 0); err != nil && st.Size() > 0 {
-		return fmt.Errorf("read image %s: %w", name, err)
+	if n, err := f.ReadAt(data, 0); n < len(data) {
+		return nil, fmt.Errorf("read image %s: %w", name, err)
+	}
+	return data, nil
+}
+
+// Read loads an image message and checks its version, not its seal: for
+// tools that edit images. A restore reads with ReadSealed.
+func (d *Dir) Read(name string, m Versioned) error {
+	data, err := d.ReadBytes(name)
+	if err != nil {
+		return err
 	}
 	return Decode(name, data, m)
 }
 
+// ReadSealed loads an image message, checks it against the seal the
+// inventory recorded for it (nil: none) and checks its version. A seal
+// that does not match, or none, is a problem, not an error: the message
+// is still decoded, so that drmcrit can tell what else is wrong with it;
+// a restore refuses the image either way.
+func (d *Dir) ReadSealed(name string, seal *ImageSeal, m Versioned) ([]Problem, error) {
+	data, err := d.ReadBytes(name)
+	if err != nil {
+		return nil, err
+	}
+	probs := CheckSeal(name, seal, uint64(len(data)), Digest(data))
+	return probs, Decode(name, data, m)
+}
+
 // Decode parses an image message and checks its version.
-func Decode(name string, data []byte, m versioned) error {
+func Decode(name string, data []byte, m Versioned) error {
 	if err := proto.Unmarshal(data, m); err != nil {
 		return fmt.Errorf("image %s: %w", name, err)
 	}
@@ -222,10 +342,11 @@ func Decode(name string, data []byte, m versioned) error {
 
 // Names lists the DRM plugin's images in the directory, sorted.
 func (d *Dir) Names() ([]string, error) {
-	f, err := d.Open(".")
+	fd, err := unix.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("list images: %w", err)
 	}
+	f := os.NewFile(uintptr(fd), ".")
 	defer f.Close()
 	names, err := f.Readdirnames(-1)
 	if err != nil {

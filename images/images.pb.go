@@ -1,7 +1,8 @@
 // The images the DRM plugin writes next to CRIU's own, in CRIU's images
 // directory. Every message carries a version that restore checks.
 //
-//   drm-inventory.img       Inventory: what the dump holds (written last)
+//   drm-inventory.img       Inventory: what the dump holds, and the seal
+//                           of every other image (written last)
 //   drm-file-<inode>.img    DrmFile: one drm file (render node connection)
 //   drm-dmabuf-<inode>.img  DmaBuf: one dma-buf file
 //   drm-bo-index.img        the BO index, a stream of records: one
@@ -15,6 +16,12 @@
 // A record of the index is a little-endian u32 length, then that many
 // bytes of protobuf. The number of image files does not grow with the
 // number of BOs.
+//
+// Sealing: the inventory lists every other image but the pages files with
+// its size and BLAKE3-256 digest, and seals itself with a digest of its
+// own encoding without the seal field; the index checksums every chunk of
+// the pages files. A restore checks the seals before it uses anything, so
+// an image edited after the dump is refused.
 //
 // Driver-neutral state uses kernelsim's checkpoint ABI messages verbatim,
 // the way CRIU's amdgpu plugin stores KFD's CRIU ioctl payloads.
@@ -55,6 +62,15 @@ type Inventory struct {
 	// complete when this was written.
 	Complete      bool   `protobuf:"varint,6,opt,name=complete,proto3" json:"complete,omitempty"`
 	PluginVersion string `protobuf:"bytes,7,opt,name=plugin_version,json=pluginVersion,proto3" json:"plugin_version,omitempty"`
+	// The devices the dump's drm files and BOs are on (by minor), as the
+	// kernel described them at dump.
+	Devices []*Device `protobuf:"bytes,8,rep,name=devices,proto3" json:"devices,omitempty"`
+	// The seal: the algorithm, every image of the dump but the pages files
+	// and this one, and a digest of this message's encoding with the seal
+	// field left out (see images.SealInventory).
+	SealAlgorithm string       `protobuf:"bytes,9,opt,name=seal_algorithm,json=sealAlgorithm,proto3" json:"seal_algorithm,omitempty"` // "blake3-256"
+	Images        []*ImageSeal `protobuf:"bytes,10,rep,name=images,proto3" json:"images,omitempty"`
+	Seal          []byte       `protobuf:"bytes,11,opt,name=seal,proto3" json:"seal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -138,6 +154,155 @@ func (x *Inventory) GetPluginVersion() string {
 	return ""
 }
 
+func (x *Inventory) GetDevices() []*Device {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+func (x *Inventory) GetSealAlgorithm() string {
+	if x != nil {
+		return x.SealAlgorithm
+	}
+	return ""
+}
+
+func (x *Inventory) GetImages() []*ImageSeal {
+	if x != nil {
+		return x.Images
+	}
+	return nil
+}
+
+func (x *Inventory) GetSeal() []byte {
+	if x != nil {
+		return x.Seal
+	}
+	return nil
+}
+
+type Device struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Minor         uint32                 `protobuf:"varint,1,opt,name=minor,proto3" json:"minor,omitempty"`
+	Driver        string                 `protobuf:"bytes,2,opt,name=driver,proto3" json:"driver,omitempty"`
+	GpuId         uint32                 `protobuf:"varint,3,opt,name=gpu_id,json=gpuId,proto3" json:"gpu_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Device) Reset() {
+	*x = Device{}
+	mi := &file_images_images_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Device) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Device) ProtoMessage() {}
+
+func (x *Device) ProtoReflect() protoreflect.Message {
+	mi := &file_images_images_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Device.ProtoReflect.Descriptor instead.
+func (*Device) Descriptor() ([]byte, []int) {
+	return file_images_images_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Device) GetMinor() uint32 {
+	if x != nil {
+		return x.Minor
+	}
+	return 0
+}
+
+func (x *Device) GetDriver() string {
+	if x != nil {
+		return x.Driver
+	}
+	return ""
+}
+
+func (x *Device) GetGpuId() uint32 {
+	if x != nil {
+		return x.GpuId
+	}
+	return 0
+}
+
+// ImageSeal is what an image was when the dump wrote it.
+type ImageSeal struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Size          uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Digest        []byte                 `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImageSeal) Reset() {
+	*x = ImageSeal{}
+	mi := &file_images_images_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImageSeal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImageSeal) ProtoMessage() {}
+
+func (x *ImageSeal) ProtoReflect() protoreflect.Message {
+	mi := &file_images_images_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImageSeal.ProtoReflect.Descriptor instead.
+func (*ImageSeal) Descriptor() ([]byte, []int) {
+	return file_images_images_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ImageSeal) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ImageSeal) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ImageSeal) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
 type Process struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The pid as criu's own images (pstree.img) record it: inside the
@@ -155,7 +320,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_images_images_proto_msgTypes[1]
+	mi := &file_images_images_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -167,7 +332,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_images_images_proto_msgTypes[1]
+	mi := &file_images_images_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -180,7 +345,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_images_images_proto_rawDescGZIP(), []int{1}
+	return file_images_images_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Process) GetPid() int32 {
@@ -221,13 +386,16 @@ type DrmFile struct {
 	State         *uapi.FileCheckpoint `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
 	Driver        string               `protobuf:"bytes,5,opt,name=driver,proto3" json:"driver,omitempty"`
 	DriverVersion uint32               `protobuf:"varint,6,opt,name=driver_version,json=driverVersion,proto3" json:"driver_version,omitempty"`
+	// No task held the file when criu paused them: it was an fd in flight
+	// in a unix socket's queue, which criu dumps and restores (pid is 0).
+	InFlight      bool `protobuf:"varint,7,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DrmFile) Reset() {
 	*x = DrmFile{}
-	mi := &file_images_images_proto_msgTypes[2]
+	mi := &file_images_images_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -239,7 +407,7 @@ func (x *DrmFile) String() string {
 func (*DrmFile) ProtoMessage() {}
 
 func (x *DrmFile) ProtoReflect() protoreflect.Message {
-	mi := &file_images_images_proto_msgTypes[2]
+	mi := &file_images_images_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -252,7 +420,7 @@ func (x *DrmFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrmFile.ProtoReflect.Descriptor instead.
 func (*DrmFile) Descriptor() ([]byte, []int) {
-	return file_images_images_proto_rawDescGZIP(), []int{2}
+	return file_images_images_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DrmFile) GetVersion() uint32 {
@@ -297,19 +465,27 @@ func (x *DrmFile) GetDriverVersion() uint32 {
 	return 0
 }
 
+func (x *DrmFile) GetInFlight() bool {
+	if x != nil {
+		return x.InFlight
+	}
+	return false
+}
+
 type DmaBuf struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	Inode         uint64                 `protobuf:"varint,2,opt,name=inode,proto3" json:"inode,omitempty"`
 	BoId          uint64                 `protobuf:"varint,3,opt,name=bo_id,json=boId,proto3" json:"bo_id,omitempty"`
 	Pid           int32                  `protobuf:"varint,4,opt,name=pid,proto3" json:"pid,omitempty"`
+	InFlight      bool                   `protobuf:"varint,5,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"` // as DrmFile.in_flight
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DmaBuf) Reset() {
 	*x = DmaBuf{}
-	mi := &file_images_images_proto_msgTypes[3]
+	mi := &file_images_images_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -321,7 +497,7 @@ func (x *DmaBuf) String() string {
 func (*DmaBuf) ProtoMessage() {}
 
 func (x *DmaBuf) ProtoReflect() protoreflect.Message {
-	mi := &file_images_images_proto_msgTypes[3]
+	mi := &file_images_images_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -334,7 +510,7 @@ func (x *DmaBuf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DmaBuf.ProtoReflect.Descriptor instead.
 func (*DmaBuf) Descriptor() ([]byte, []int) {
-	return file_images_images_proto_rawDescGZIP(), []int{3}
+	return file_images_images_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DmaBuf) GetVersion() uint32 {
@@ -365,6 +541,13 @@ func (x *DmaBuf) GetPid() int32 {
 	return 0
 }
 
+func (x *DmaBuf) GetInFlight() bool {
+	if x != nil {
+		return x.InFlight
+	}
+	return false
+}
+
 // BoIndex is the first record of drm-bo-index.img.
 type BoIndex struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -377,7 +560,7 @@ type BoIndex struct {
 
 func (x *BoIndex) Reset() {
 	*x = BoIndex{}
-	mi := &file_images_images_proto_msgTypes[4]
+	mi := &file_images_images_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -389,7 +572,7 @@ func (x *BoIndex) String() string {
 func (*BoIndex) ProtoMessage() {}
 
 func (x *BoIndex) ProtoReflect() protoreflect.Message {
-	mi := &file_images_images_proto_msgTypes[4]
+	mi := &file_images_images_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -402,7 +585,7 @@ func (x *BoIndex) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BoIndex.ProtoReflect.Descriptor instead.
 func (*BoIndex) Descriptor() ([]byte, []int) {
-	return file_images_images_proto_rawDescGZIP(), []int{4}
+	return file_images_images_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BoIndex) GetVersion() uint32 {
@@ -438,7 +621,7 @@ type BoIndexEntry struct {
 
 func (x *BoIndexEntry) Reset() {
 	*x = BoIndexEntry{}
-	mi := &file_images_images_proto_msgTypes[5]
+	mi := &file_images_images_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -450,7 +633,7 @@ func (x *BoIndexEntry) String() string {
 func (*BoIndexEntry) ProtoMessage() {}
 
 func (x *BoIndexEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_images_images_proto_msgTypes[5]
+	mi := &file_images_images_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -463,7 +646,7 @@ func (x *BoIndexEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BoIndexEntry.ProtoReflect.Descriptor instead.
 func (*BoIndexEntry) Descriptor() ([]byte, []int) {
-	return file_images_images_proto_rawDescGZIP(), []int{5}
+	return file_images_images_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BoIndexEntry) GetVersion() uint32 {
@@ -499,7 +682,7 @@ type Bo struct {
 
 func (x *Bo) Reset() {
 	*x = Bo{}
-	mi := &file_images_images_proto_msgTypes[6]
+	mi := &file_images_images_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -511,7 +694,7 @@ func (x *Bo) String() string {
 func (*Bo) ProtoMessage() {}
 
 func (x *Bo) ProtoReflect() protoreflect.Message {
-	mi := &file_images_images_proto_msgTypes[6]
+	mi := &file_images_images_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -524,7 +707,7 @@ func (x *Bo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bo.ProtoReflect.Descriptor instead.
 func (*Bo) Descriptor() ([]byte, []int) {
-	return file_images_images_proto_rawDescGZIP(), []int{6}
+	return file_images_images_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Bo) GetVersion() uint32 {
@@ -568,7 +751,7 @@ type PagesChunk struct {
 
 func (x *PagesChunk) Reset() {
 	*x = PagesChunk{}
-	mi := &file_images_images_proto_msgTypes[7]
+	mi := &file_images_images_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -580,7 +763,7 @@ func (x *PagesChunk) String() string {
 func (*PagesChunk) ProtoMessage() {}
 
 func (x *PagesChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_images_images_proto_msgTypes[7]
+	mi := &file_images_images_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -593,7 +776,7 @@ func (x *PagesChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagesChunk.ProtoReflect.Descriptor instead.
 func (*PagesChunk) Descriptor() ([]byte, []int) {
-	return file_images_images_proto_rawDescGZIP(), []int{7}
+	return file_images_images_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PagesChunk) GetVersion() uint32 {
@@ -621,7 +804,7 @@ var File_images_images_proto protoreflect.FileDescriptor
 
 const file_images_images_proto_rawDesc = "" +
 	"\n" +
-	"\x13images/images.proto\x12\fdrmcr.images\x1a\x19kernelsim/uapi/uapi.proto\"\xdf\x01\n" +
+	"\x13images/images.proto\x12\fdrmcr.images\x1a\x19kernelsim/uapi/uapi.proto\"\xfb\x02\n" +
 	"\tInventory\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x123\n" +
 	"\tprocesses\x18\x02 \x03(\v2\x15.drmcr.images.ProcessR\tprocesses\x12\x14\n" +
@@ -629,25 +812,40 @@ const file_images_images_proto_rawDesc = "" +
 	"\admabufs\x18\x04 \x03(\x04R\admabufs\x12\x10\n" +
 	"\x03bos\x18\x05 \x03(\x04R\x03bos\x12\x1a\n" +
 	"\bcomplete\x18\x06 \x01(\bR\bcomplete\x12%\n" +
-	"\x0eplugin_version\x18\a \x01(\tR\rpluginVersion\"h\n" +
+	"\x0eplugin_version\x18\a \x01(\tR\rpluginVersion\x12.\n" +
+	"\adevices\x18\b \x03(\v2\x14.drmcr.images.DeviceR\adevices\x12%\n" +
+	"\x0eseal_algorithm\x18\t \x01(\tR\rsealAlgorithm\x12/\n" +
+	"\x06images\x18\n" +
+	" \x03(\v2\x17.drmcr.images.ImageSealR\x06images\x12\x12\n" +
+	"\x04seal\x18\v \x01(\fR\x04seal\"M\n" +
+	"\x06Device\x12\x14\n" +
+	"\x05minor\x18\x01 \x01(\rR\x05minor\x12\x16\n" +
+	"\x06driver\x18\x02 \x01(\tR\x06driver\x12\x15\n" +
+	"\x06gpu_id\x18\x03 \x01(\rR\x05gpuId\"K\n" +
+	"\tImageSeal\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\fR\x06digest\"h\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04comm\x18\x02 \x01(\tR\x04comm\x12\x16\n" +
 	"\x06inodes\x18\x03 \x03(\x04R\x06inodes\x12\x1f\n" +
 	"\vruntime_dir\x18\x04 \x01(\tR\n" +
-	"runtimeDir\"\xc0\x01\n" +
+	"runtimeDir\"\xdd\x01\n" +
 	"\aDrmFile\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x10\n" +
 	"\x03pid\x18\x03 \x01(\x05R\x03pid\x124\n" +
 	"\x05state\x18\x04 \x01(\v2\x1e.kernelsim.uapi.FileCheckpointR\x05state\x12\x16\n" +
 	"\x06driver\x18\x05 \x01(\tR\x06driver\x12%\n" +
-	"\x0edriver_version\x18\x06 \x01(\rR\rdriverVersion\"_\n" +
+	"\x0edriver_version\x18\x06 \x01(\rR\rdriverVersion\x12\x1b\n" +
+	"\tin_flight\x18\a \x01(\bR\binFlight\"|\n" +
 	"\x06DmaBuf\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x13\n" +
 	"\x05bo_id\x18\x03 \x01(\x04R\x04boId\x12\x10\n" +
-	"\x03pid\x18\x04 \x01(\x05R\x03pid\"`\n" +
+	"\x03pid\x18\x04 \x01(\x05R\x03pid\x12\x1b\n" +
+	"\tin_flight\x18\x05 \x01(\bR\binFlight\"`\n" +
 	"\aBoIndex\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
 	"\bchecksum\x18\x02 \x01(\tR\bchecksum\x12\x1f\n" +
@@ -682,32 +880,36 @@ func file_images_images_proto_rawDescGZIP() []byte {
 	return file_images_images_proto_rawDescData
 }
 
-var file_images_images_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_images_images_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_images_images_proto_goTypes = []any{
 	(*Inventory)(nil),           // 0: drmcr.images.Inventory
-	(*Process)(nil),             // 1: drmcr.images.Process
-	(*DrmFile)(nil),             // 2: drmcr.images.DrmFile
-	(*DmaBuf)(nil),              // 3: drmcr.images.DmaBuf
-	(*BoIndex)(nil),             // 4: drmcr.images.BoIndex
-	(*BoIndexEntry)(nil),        // 5: drmcr.images.BoIndexEntry
-	(*Bo)(nil),                  // 6: drmcr.images.Bo
-	(*PagesChunk)(nil),          // 7: drmcr.images.PagesChunk
-	(*uapi.FileCheckpoint)(nil), // 8: kernelsim.uapi.FileCheckpoint
-	(*uapi.BoState)(nil),        // 9: kernelsim.uapi.BoState
-	(*uapi.ContentChunk)(nil),   // 10: kernelsim.uapi.ContentChunk
+	(*Device)(nil),              // 1: drmcr.images.Device
+	(*ImageSeal)(nil),           // 2: drmcr.images.ImageSeal
+	(*Process)(nil),             // 3: drmcr.images.Process
+	(*DrmFile)(nil),             // 4: drmcr.images.DrmFile
+	(*DmaBuf)(nil),              // 5: drmcr.images.DmaBuf
+	(*BoIndex)(nil),             // 6: drmcr.images.BoIndex
+	(*BoIndexEntry)(nil),        // 7: drmcr.images.BoIndexEntry
+	(*Bo)(nil),                  // 8: drmcr.images.Bo
+	(*PagesChunk)(nil),          // 9: drmcr.images.PagesChunk
+	(*uapi.FileCheckpoint)(nil), // 10: kernelsim.uapi.FileCheckpoint
+	(*uapi.BoState)(nil),        // 11: kernelsim.uapi.BoState
+	(*uapi.ContentChunk)(nil),   // 12: kernelsim.uapi.ContentChunk
 }
 var file_images_images_proto_depIdxs = []int32{
-	1,  // 0: drmcr.images.Inventory.processes:type_name -> drmcr.images.Process
-	8,  // 1: drmcr.images.DrmFile.state:type_name -> kernelsim.uapi.FileCheckpoint
-	6,  // 2: drmcr.images.BoIndexEntry.bo:type_name -> drmcr.images.Bo
-	7,  // 3: drmcr.images.BoIndexEntry.chunk:type_name -> drmcr.images.PagesChunk
-	9,  // 4: drmcr.images.Bo.state:type_name -> kernelsim.uapi.BoState
-	10, // 5: drmcr.images.PagesChunk.chunk:type_name -> kernelsim.uapi.ContentChunk
-	6,  // [6:6] is the sub-list for method output_type
-	6,  // [6:6] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	3,  // 0: drmcr.images.Inventory.processes:type_name -> drmcr.images.Process
+	1,  // 1: drmcr.images.Inventory.devices:type_name -> drmcr.images.Device
+	2,  // 2: drmcr.images.Inventory.images:type_name -> drmcr.images.ImageSeal
+	10, // 3: drmcr.images.DrmFile.state:type_name -> kernelsim.uapi.FileCheckpoint
+	8,  // 4: drmcr.images.BoIndexEntry.bo:type_name -> drmcr.images.Bo
+	9,  // 5: drmcr.images.BoIndexEntry.chunk:type_name -> drmcr.images.PagesChunk
+	11, // 6: drmcr.images.Bo.state:type_name -> kernelsim.uapi.BoState
+	12, // 7: drmcr.images.PagesChunk.chunk:type_name -> kernelsim.uapi.ContentChunk
+	8,  // [8:8] is the sub-list for method output_type
+	8,  // [8:8] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_images_images_proto_init() }
@@ -721,7 +923,7 @@ func file_images_images_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_images_images_proto_rawDesc), len(file_images_images_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -6,7 +6,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
+	"math"
 	"os"
 	"runtime"
 	"slices"
@@ -29,9 +31,12 @@ import (
 
 // IndexWriter appends records to the BO index.
 type IndexWriter struct {
-	f   *os.File
-	w   *bufio.Writer
-	buf []byte
+	f    *os.File
+	w    *bufio.Writer
+	buf  []byte
+	sum  hash.Hash // the seal's digest, over every byte written
+	size uint64
+	seal *ImageSeal
 }
 
 // CreateIndex creates the BO index and writes its first record.
@@ -40,7 +45,8 @@ func (d *Dir) CreateIndex(hdr *BoIndex) (*IndexWriter, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &IndexWriter{f: f, w: bufio.NewWriterSize(f, 256<<10), buf: make([]byte, 4, 4096)}
+	w := &IndexWriter{f: f, buf: make([]byte, 4, 4096), sum: newDigest()}
+	w.w = bufio.NewWriterSize(io.MultiWriter(f, w.sum), 256<<10)
 	if err := w.record(hdr); err != nil {
 		f.Close()
 		return nil, err
@@ -68,6 +74,7 @@ func (w *IndexWriter) record(m proto.Message) error {
 	if _, err := w.w.Write(w.buf); err != nil {
 		return fmt.Errorf("write %s: %w", IndexName, err)
 	}
+	w.size += uint64(len(w.buf))
 	return nil
 }
 
@@ -80,8 +87,12 @@ func (w *IndexWriter) Close() error {
 	if err != nil {
 		return fmt.Errorf("write %s: %w", IndexName, err)
 	}
+	w.seal = &ImageSeal{Name: IndexName, Size: w.size, Digest: w.sum.Sum(nil)}
 	return nil
 }
+
+// Seal is the index's seal, once Close succeeded.
+func (w *IndexWriter) Seal() *ImageSeal { return w.seal }
 
 // Index is a BO index as read.
 type Index struct {
@@ -91,14 +102,53 @@ type Index struct {
 }
 
 // ReadIndex reads the directory's BO index and checks every record's
-// version (not the index's consistency: see Check).
+// version, not its seal (for tools that edit it) nor its consistency
+// (Check). A restore reads with ReadIndexSealed.
 func (d *Dir) ReadIndex() (*Index, error) {
-	f, err := d.Open(IndexName)
+	f, err := d.OpenRegular(IndexName)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	return ReadIndexFrom(f)
+}
+
+// ReadIndexSealed reads the directory's BO index in one pass, checking it
+// against the seal the inventory recorded (nil: none) as it goes. A seal
+// that does not match is a problem; the index is still returned for
+// tools that report everything, and a restore refuses it.
+func (d *Dir) ReadIndexSealed(seal *ImageSeal) (*Index, []Problem, error) {
+	f, err := d.OpenRegular(IndexName)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	if seal != nil {
+		// A size that differs is known without reading the file.
+		if st, err := f.Stat(); err == nil && uint64(st.Size()) != seal.Size {
+			probs := CheckSeal(IndexName, seal, uint64(st.Size()), nil)
+			x, err := ReadIndexFrom(f)
+			return x, probs, err
+		}
+	}
+	h := newDigest()
+	cr := &countingReader{r: io.TeeReader(f, h)}
+	x, err := ReadIndexFrom(cr)
+	if err != nil {
+		return nil, nil, err
+	}
+	return x, CheckSeal(IndexName, seal, cr.n, h.Sum(nil)), nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n uint64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += uint64(n)
+	return n, err
 }
 
 // ReadIndexFrom reads a BO index from r.
@@ -122,7 +172,7 @@ func ReadIndexFrom(r io.Reader) (*Index, error) {
 		if _, err := io.ReadFull(br, buf); err != nil {
 			return false, fmt.Errorf("image %s: record %d: %w", IndexName, n, noEOF(err))
 		}
-		return true, Decode(fmt.Sprintf("%s record %d", IndexName, n), buf, m.(versioned))
+		return true, Decode(fmt.Sprintf("%s record %d", IndexName, n), buf, m.(Versioned))
 	}
 	if _, err := next(0, x.Header); err != nil {
 		return nil, err
@@ -174,120 +224,73 @@ func checkVersion(name string, v uint32) error {
 	return nil
 }
 
-// Check reports what makes the index unusable, one line per problem: an
-// unknown checksum algorithm, a pages file that is not one of the
-// directory's pages files, BOs listed twice, references to pages files
-// that do not exist, chunks without a checksum or overlapping, and bytes
-// of a BO that no chunk covers. It reads no pages file.
-func (x *Index) Check() []string {
-	var out []string
-	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
+// Check reports what makes the index itself unusable: an unknown
+// checksum algorithm, a pages file that is not one of the directory's
+// pages files, a BO record without state, with id 0 or listed twice, and
+// references to pages files the index does not list. The chunks and how
+// they cover the BOs are the kernel's to check, as it loads them
+// (kernelsim.CheckRestore); Check reads no pages file.
+func (x *Index) Check() []Problem {
+	var out []Problem
+	add := func(field, format string, args ...any) { out = append(out, Problemf(IndexName, field, format, args...)) }
 	if x.Header.Checksum != uapi.ChecksumName {
-		add("%s: checksum algorithm %q, this plugin knows %q", IndexName, x.Header.Checksum, uapi.ChecksumName)
+		add("checksum", "algorithm %q, this plugin knows %q", x.Header.Checksum, uapi.ChecksumName)
 	}
 	for i, name := range x.Header.PagesFiles {
 		if KindOf(name) != KindPages || name != PagesName(i+1) {
-			add("%s: pages file %d is %q, want %s", IndexName, i, name, PagesName(i+1))
+			add(fmt.Sprintf("pages_files[%d]", i), "%q, want %s: pages files are the directory's drm-pages-<n>.img, in order", name, PagesName(i+1))
 		}
 	}
 	nfiles := uint32(len(x.Header.PagesFiles))
-	chunks := make([][]extent, nfiles)
 	for _, c := range x.Chunks {
-		cc := c.GetChunk()
 		if c.PagesFile >= nfiles {
-			add("%s: chunk at offset %d of pages file %d, which the index does not list", IndexName, cc.GetOffset(), c.PagesFile)
-			continue
-		}
-		name := x.Header.PagesFiles[c.PagesFile]
-		switch {
-		case cc == nil || cc.Length == 0:
-			add("%s: empty chunk in %s", IndexName, name)
-			continue
-		case cc.Offset+cc.Length < cc.Offset:
-			add("%s: chunk at offset %d of %s overflows", IndexName, cc.Offset, name)
-			continue
-		case len(cc.Checksum) == 0:
-			add("%s: chunk [%d, %d) of %s has no checksum", IndexName, cc.Offset, cc.Offset+cc.Length, name)
-		case len(cc.Checksum) != uapi.ChecksumSize:
-			add("%s: chunk [%d, %d) of %s has a checksum of %d bytes, want %d", IndexName, cc.Offset, cc.Offset+cc.Length, name, len(cc.Checksum), uapi.ChecksumSize)
-		}
-		chunks[c.PagesFile] = append(chunks[c.PagesFile], extent{cc.Offset, cc.Offset + cc.Length})
-	}
-	for f, cs := range chunks {
-		sort.Slice(cs, func(i, j int) bool { return cs[i].off < cs[j].off })
-		for i := 1; i < len(cs); i++ {
-			if cs[i].off < cs[i-1].end {
-				add("%s: chunks [%d, %d) and [%d, %d) of %s overlap", IndexName, cs[i-1].off, cs[i-1].end, cs[i].off, cs[i].end, x.Header.PagesFiles[f])
-			}
+			add(fmt.Sprintf("chunk at offset %d of pages file %d", c.GetChunk().GetOffset(), c.PagesFile), "the index lists %d pages file(s)", nfiles)
 		}
 	}
-	seen := map[uint64]bool{}
+	seen := make(map[uint64]bool, len(x.Bos))
 	for _, b := range x.Bos {
 		st := b.GetState()
 		if st == nil {
-			add("%s: a BO record without state", IndexName)
+			add("BO record", "without state")
 			continue
 		}
-		if seen[st.BoId] {
-			add("%s: BO %d listed twice", IndexName, st.BoId)
+		what := fmt.Sprintf("BO %d", st.BoId)
+		switch {
+		case st.BoId == 0:
+			add(what, "BO id 0 is no BO")
+		case seen[st.BoId]:
+			add(what, "listed twice")
 		}
 		seen[st.BoId] = true
 		if b.PagesFile >= nfiles {
-			add("%s: BO %d is in pages file %d, which the index does not list", IndexName, st.BoId, b.PagesFile)
-			continue
-		}
-		end := b.Offset + st.Size
-		if end < b.Offset {
-			add("%s: BO %d at offset %d overflows", IndexName, st.BoId, b.Offset)
-			continue
-		}
-		// The chunks must tile [offset, end) without a gap.
-		cs := chunks[b.PagesFile]
-		pos := b.Offset
-		i := sort.Search(len(cs), func(i int) bool { return cs[i].end > pos })
-		for ; pos < end && i < len(cs) && cs[i].off <= pos; i++ {
-			pos = cs[i].end
-		}
-		if pos < end {
-			add("%s: bytes [%d, %d) of BO %d in %s are covered by no checksummed chunk", IndexName, pos-b.Offset, min(end, nextStart(cs, i))-b.Offset, st.BoId, x.Header.PagesFiles[b.PagesFile])
+			add(what+" pages_file", "%d, the index lists %d pages file(s)", b.PagesFile, nfiles)
 		}
 	}
 	return out
 }
 
-type extent struct{ off, end uint64 }
-
-func nextStart(cs []extent, i int) uint64 {
-	if i < len(cs) {
-		return cs[i].off
-	}
-	return ^uint64(0)
-}
-
-// maxChunk bounds the chunk VerifyPages reads at once; the kernel's own
-// chunks are 4 MiB.
-const maxChunk = 64 << 20
-
 // VerifyPages reads every chunk the index lists and reports, one line per
 // problem, pages files that are missing or too short and chunks whose
 // bytes do not match their checksum, naming the BOs they hold. It reads
 // with a worker per CPU. Problems of the index itself are Check's.
-func (d *Dir) VerifyPages(x *Index) []string {
+func (d *Dir) VerifyPages(x *Index) []Problem {
 	type job struct {
 		f    *os.File
 		name string
 		c    *PagesChunk
 	}
 	var (
-		out  []string
+		out  []Problem
 		jobs []job
 	)
-	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
 	files := make([]*os.File, len(x.Header.PagesFiles))
 	for i, name := range x.Header.PagesFiles {
+		if checkName(name) != nil {
+			continue // Check reports it
+		}
 		f, err := d.OpenRegular(name)
 		if err != nil {
-			add("%v", err)
+			out = append(out, Problemf(name, "", "%v", err))
 			continue
 		}
 		files[i] = f
@@ -299,7 +302,7 @@ func (d *Dir) VerifyPages(x *Index) []string {
 		}
 	}
 	bosIn := x.bosByPagesFile()
-	results := make([]string, len(jobs))
+	results := make([]*Problem, len(jobs))
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range min(runtime.GOMAXPROCS(0), len(jobs)) {
@@ -314,26 +317,28 @@ func (d *Dir) VerifyPages(x *Index) []string {
 				}
 				j := jobs[i]
 				cc := j.c.Chunk
-				if cc.Length > maxChunk {
-					results[i] = fmt.Sprintf("%s: chunk [%d, %d) is larger than %d bytes", j.name, cc.Offset, cc.Offset+cc.Length, maxChunk)
-					continue
+				where := fmt.Sprintf("chunk [%d, %d)", cc.Offset, cc.Offset+cc.Length)
+				if cc.Length > uapi.MaxContentChunk || cc.Offset+cc.Length < cc.Offset || cc.Offset > math.MaxInt64 {
+					continue // Check reports it
 				}
 				buf = slices.Grow(buf[:0], int(cc.Length))[:cc.Length]
 				n, err := j.f.ReadAt(buf, int64(cc.Offset))
 				held := heldBy(bosIn[j.c.PagesFile], cc.Offset, cc.Offset+cc.Length)
 				switch {
 				case uint64(n) < cc.Length:
-					results[i] = fmt.Sprintf("%s: chunk [%d, %d) is cut short at byte %d (%v)%s", j.name, cc.Offset, cc.Offset+cc.Length, cc.Offset+uint64(n), err, held)
+					p := Problemf(j.name, where, "cut short at byte %d (%v)%s", cc.Offset+uint64(n), err, held)
+					results[i] = &p
 				case !bytes.Equal(uapi.ContentChecksum(buf), cc.Checksum):
-					results[i] = fmt.Sprintf("%s: chunk [%d, %d) does not match its %s checksum%s", j.name, cc.Offset, cc.Offset+cc.Length, uapi.ChecksumName, held)
+					p := Problemf(j.name, where, "does not match its %s checksum%s", uapi.ChecksumName, held)
+					results[i] = &p
 				}
 			}
 		}()
 	}
 	wg.Wait()
 	for _, r := range results {
-		if r != "" {
-			out = append(out, r)
+		if r != nil {
+			out = append(out, *r)
 		}
 	}
 	return out

@@ -72,7 +72,7 @@ func TestIndexRoundTripAndVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := d.VerifyPages(x)
-	if len(p) != 1 || !strings.Contains(p[0], "chunk [8192, 20480) does not match its blake3-256 checksum (BOs 9, 4)") {
+	if len(p) != 1 || p[0].String() != "drm-pages-1.img: chunk [8192, 20480): does not match its blake3-256 checksum (BOs 9, 4)" {
 		t.Fatalf("flipped byte: %v", p)
 	}
 	// A truncated pages file.
@@ -80,7 +80,7 @@ func TestIndexRoundTripAndVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	p = d.VerifyPages(x)
-	if len(p) != 2 || !strings.Contains(p[0], "chunk [0, 8192) is cut short at byte 4096") {
+	if len(p) != 2 || !strings.Contains(p[0].String(), "chunk [0, 8192): cut short at byte 4096") {
 		t.Fatalf("truncated pages file: %v", p)
 	}
 }
@@ -89,34 +89,23 @@ func TestIndexCheck(t *testing.T) {
 	cases := []struct {
 		name   string
 		bos    []*images.Bo
-		chunks [][2]uint64
-		sums   map[int][]byte // chunk index -> checksum override
+		chunks []uint32 // pages file of each chunk
 		want   []string
 	}{
-		{"gap", []*images.Bo{bo(1, 8192, 0)}, [][2]uint64{{0, 4096}}, nil,
-			[]string{"bytes [4096, 8192) of BO 1 in drm-pages-1.img are covered by no checksummed chunk"}},
-		{"hole in the middle", []*images.Bo{bo(1, 3*4096, 0)}, [][2]uint64{{0, 4096}, {2 * 4096, 4096}}, nil,
-			[]string{"bytes [4096, 8192) of BO 1"}},
-		{"overlap", []*images.Bo{bo(1, 8192, 0)}, [][2]uint64{{0, 8192}, {4096, 8192}}, nil,
-			[]string{"chunks [0, 8192) and [4096, 12288) of drm-pages-1.img overlap"}},
-		{"twice", []*images.Bo{bo(1, 4096, 0), bo(1, 4096, 0)}, [][2]uint64{{0, 4096}}, nil,
-			[]string{"BO 1 listed twice"}},
-		{"no checksum", []*images.Bo{bo(1, 4096, 0)}, [][2]uint64{{0, 4096}}, map[int][]byte{0: nil},
-			[]string{"chunk [0, 4096) of drm-pages-1.img has no checksum"}},
-		{"short checksum", []*images.Bo{bo(1, 4096, 0)}, [][2]uint64{{0, 4096}}, map[int][]byte{0: {1, 2}},
-			[]string{"has a checksum of 2 bytes, want 32"}},
+		{"twice", []*images.Bo{bo(1, 4096, 0), bo(1, 4096, 0)}, nil, []string{"drm-bo-index.img: BO 1: listed twice"}},
+		{"id 0", []*images.Bo{bo(0, 4096, 0)}, nil, []string{"drm-bo-index.img: BO 0: BO id 0 is no BO"}},
+		{"no state", []*images.Bo{{Version: images.Version}}, nil, []string{"drm-bo-index.img: BO record: without state"}},
+		{"BO in an unlisted pages file", []*images.Bo{{Version: images.Version, State: &uapi.BoState{BoId: 3, Size: 4096}, PagesFile: 1}}, nil,
+			[]string{"drm-bo-index.img: BO 3 pages_file: 1, the index lists 1 pages file(s)"}},
+		{"chunk in an unlisted pages file", nil, []uint32{4}, []string{"chunk at offset 0 of pages file 4: the index lists 1 pages file(s)"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			x := &images.Index{Header: &images.BoIndex{Version: images.Version, Checksum: uapi.ChecksumName, PagesFiles: []string{images.PagesName(1)}}, Bos: tc.bos}
-			for i, c := range tc.chunks {
-				sum := make([]byte, uapi.ChecksumSize)
-				if s, ok := tc.sums[i]; ok {
-					sum = s
-				}
-				x.Chunks = append(x.Chunks, &images.PagesChunk{Version: images.Version, Chunk: &uapi.ContentChunk{Offset: c[0], Length: c[1], Checksum: sum}})
+			for _, f := range tc.chunks {
+				x.Chunks = append(x.Chunks, &images.PagesChunk{Version: images.Version, PagesFile: f, Chunk: &uapi.ContentChunk{Length: 4096, Checksum: make([]byte, 32)}})
 			}
-			got := strings.Join(x.Check(), "\n")
+			got := problems(x.Check())
 			for _, w := range tc.want {
 				if !strings.Contains(got, w) {
 					t.Errorf("Check: %q lacks %q", got, w)
@@ -125,12 +114,20 @@ func TestIndexCheck(t *testing.T) {
 		})
 	}
 	x := &images.Index{Header: &images.BoIndex{Version: images.Version, Checksum: "sha1", PagesFiles: []string{"../etc/passwd"}}}
-	got := strings.Join(x.Check(), "\n")
-	for _, w := range []string{`checksum algorithm "sha1"`, `pages file 0 is "../etc/passwd", want drm-pages-1.img`} {
+	got := problems(x.Check())
+	for _, w := range []string{`drm-bo-index.img: checksum: algorithm "sha1"`, `drm-bo-index.img: pages_files[0]: "../etc/passwd", want drm-pages-1.img`} {
 		if !strings.Contains(got, w) {
 			t.Errorf("Check: %q lacks %q", got, w)
 		}
 	}
+}
+
+func problems(ps []images.Problem) string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.String())
+	}
+	return strings.Join(out, "\n")
 }
 
 func TestReadIndexRejectsBadRecords(t *testing.T) {

@@ -244,8 +244,17 @@ func (f *File) checkpointDriver(bos map[uint64]*BO) (*uapi.DriverPrivate, error)
 				return nil, fmt.Errorf("context %d: queued job without kernel state", c.id)
 			}
 			js := &uapi.JobState{
-				FenceId: j.Finished().ID(), Bos: info.submit, Commands: info.cmds,
+				FenceId: j.Finished().ID(), Bos: slices.Clone(info.submit), Commands: info.cmds,
 				LongRunning: j.LongRunning,
+			}
+			// A handle the task closed after the submit (or reused for
+			// another BO) is recorded as 0: the job holds its BO by id.
+			for i, sb := range js.Bos {
+				if i < len(info.bos) {
+					if bo, ok := f.handles.get(sb.Handle); !ok || bo != info.bos[i] {
+						js.Bos[i] = &uapi.SubmitBo{Handle: 0, Write: sb.Write}
+					}
+				}
 			}
 			// A drained context keeps preempted long-running work and
 			// what was queued behind it, which may wait on parked work
@@ -426,7 +435,12 @@ func (c *Context) restoredJob(js *uapi.JobState, bos []*BO, deps []*dma.Fence) (
 		putDeps()
 		return nil, fmt.Errorf("restored job commands: %w", err)
 	}
-	payload := &gpu.JobPayload{Cmds: cmds, Bufs: bufs, Progress: gpu.Progress{Cmd: int(js.ProgressCmd), Iter: js.ProgressIter, Acc: js.ProgressAcc}}
+	progress := gpu.Progress{Cmd: int(js.ProgressCmd), Iter: js.ProgressIter, Acc: js.ProgressAcc}
+	if err := gpu.CheckProgress(cmds, progress); err != nil {
+		putDeps()
+		return nil, fmt.Errorf("restored job: %w", err)
+	}
+	payload := &gpu.JobPayload{Cmds: cmds, Bufs: bufs, Progress: progress}
 	j, err := c.entity.NewJob(deps, payload, js.LongRunning)
 	if err != nil {
 		return nil, err

@@ -843,7 +843,7 @@ func TestSessionRefusesMoreThanTheDeviceHolds(t *testing.T) {
 		{BoId: 1, Size: 512 << 10, Domain: vram, Minor: 128},
 		{BoId: 2, Size: 768 << 10, Domain: vram, Minor: 128},
 	}})
-	if !errors.Is(err, syscall.ENOMEM) || !strings.Contains(err.Error(), "renderD128") {
+	if !errors.Is(err, syscall.ENOMEM) || !strings.Contains(err.Error(), "BO 2 size: the checkpoint's DOMAIN_VRAM BOs on renderD128 need more than its 1048576 bytes") {
 		t.Fatalf("oversized session: %v", err)
 	}
 	if n := env.Kernel.Counts().Sessions; n != 0 {

@@ -25,7 +25,7 @@ import (
 // contentChunk is the largest chunk. Large enough that the checksum runs
 // on long contiguous buffers (BLAKE3's SIMD paths) and a syscall moves
 // megabytes; small enough that a worker's staging buffer is cheap.
-const contentChunk = 4 << 20
+const contentChunk = uapi.MaxContentChunk
 
 // segment is a range of one BO's memory within a chunk.
 type segment struct {

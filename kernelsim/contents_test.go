@@ -96,6 +96,7 @@ func TestResumeVerifiesContents(t *testing.T) {
 		img        *image
 		edit       func(req *uapi.SessionOpenRequest)
 		noLoad     bool
+		openFails  bool // the request itself is refused
 		claimFails bool // known before the claim: it must fail
 		want       []string
 	}{
@@ -105,11 +106,11 @@ func TestResumeVerifiesContents(t *testing.T) {
 			want: []string{"BO " + itoa(big), "short contents"}},
 		{name: "empty checksum", img: img, edit: func(req *uapi.SessionOpenRequest) {
 			req.PagesFiles[0].Chunks[len(req.PagesFiles[0].Chunks)-1].Checksum = nil
-		}, want: []string{"has no valid checksum (0 bytes recorded)"}},
+		}, openFails: true, want: []string{"pages chunk [", "a checksum of 0 bytes, want 32 (blake3-256): its bytes could not be checked"}},
 		{name: "gap", img: img, edit: func(req *uapi.SessionOpenRequest) {
 			cs := req.PagesFiles[0].Chunks
 			req.PagesFiles[0].Chunks = append(cs[:1], cs[2:]...)
-		}, want: []string{"are covered by no checksummed chunk"}},
+		}, openFails: true, want: []string{"are covered by no checksummed chunk of pages"}},
 		{name: "never loaded", img: img, noLoad: true, claimFails: true, want: []string{"were never loaded", "of pages)"}},
 	}
 	for _, tc := range cases {
@@ -124,7 +125,21 @@ func TestResumeVerifiesContents(t *testing.T) {
 				req.PagesFiles[0] = pf
 				tc.edit(req)
 			}
-			rep := must(c.OpenSession(req))
+			rep, err := c.OpenSession(req)
+			if tc.openFails {
+				// Refused whole, before anything was created.
+				if err == nil || !errors.Is(err, syscall.EINVAL) {
+					t.Fatalf("session of a bad request: %v", err)
+				}
+				for _, w := range tc.want {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("SESSION_OPEN error %q lacks %q", err, w)
+					}
+				}
+				backToBaseline(t, env.Kernel, base)
+				return
+			}
+			ok(t, err)
 			if !tc.noLoad {
 				f := must(os.Open(tc.img.pages))
 				ok(t, c.LoadPages(rep.Token, 0, f))

@@ -267,6 +267,8 @@ func (c *controlConn) dispatch(h uapi.Header, payload []byte, fds []int) (proto.
 		}
 		delete(c.sessions, s.token)
 		return empty, s.Close(r.Abort)
+	case uapi.OpDevices:
+		return &uapi.DevicesReply{Devices: k.DeviceInfos()}, nil
 	case uapi.OpDebug:
 		// A client may pass a file descriptor that the kernel writes the
 		// JSON to instead of the reply (which goes out of line when large).

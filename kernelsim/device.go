@@ -127,3 +127,17 @@ func (d *Device) uncharge(domain uapi.Domain, size uint64) {
 		d.gttUsed -= size
 	}
 }
+
+// info describes the device for the control socket and the restore checks.
+func (d *Device) info() *uapi.DeviceInfo {
+	return &uapi.DeviceInfo{Minor: d.cfg.Minor, Driver: d.drv.name, GpuId: d.cfg.GPUID, VramSize: d.cfg.VRAMSize, GttSize: d.cfg.GTTSize}
+}
+
+// DeviceInfos describes the kernel's devices, in minor order.
+func (k *Kernel) DeviceInfos() []*uapi.DeviceInfo {
+	out := make([]*uapi.DeviceInfo, 0, len(k.devices))
+	for _, d := range k.devices {
+		out = append(out, d.info())
+	}
+	return out
+}

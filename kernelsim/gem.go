@@ -150,7 +150,11 @@ const MaxBOSize = 1 << 36
 // validateCreate checks a create request against the driver's rules and
 // returns the effective alignment.
 func (d *Device) validateCreate(size uint64, domain uapi.Domain, flags, alignment uint64) (uint64, error) {
-	page := uint64(1) << d.drv.pageShift
+	return d.drv.validateCreate(size, domain, flags, alignment)
+}
+
+func (drv *driver) validateCreate(size uint64, domain uapi.Domain, flags, alignment uint64) (uint64, error) {
+	page := uint64(1) << drv.pageShift
 	if size == 0 {
 		return 0, errnof(syscall.EINVAL, "BO size 0")
 	}
@@ -163,8 +167,8 @@ func (d *Device) validateCreate(size uint64, domain uapi.Domain, flags, alignmen
 	if domain != uapi.Domain_DOMAIN_VRAM && domain != uapi.Domain_DOMAIN_GTT {
 		return 0, errnof(syscall.EINVAL, "bad domain %d", domain)
 	}
-	if flags&^d.drv.gemFlags != 0 {
-		return 0, errnof(syscall.EINVAL, "flags %#x not supported by %s (allowed %#x)", flags, d.drv.name, d.drv.gemFlags)
+	if flags&^drv.gemFlags != 0 {
+		return 0, errnof(syscall.EINVAL, "flags %#x not supported by %s (allowed %#x)", flags, drv.name, drv.gemFlags)
 	}
 	if alignment == 0 {
 		alignment = page

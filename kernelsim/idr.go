@@ -2,15 +2,16 @@ package kernelsim
 
 import (
 	"fmt"
-	"math"
 	"slices"
 	"sort"
+
+	"drmcr/kernelsim/uapi"
 )
 
 // maxID is the largest id an idr hands out or takes: the kernel's
 // idr_alloc(idr, ptr, 1, 0, ...) allocates in [1, INT_MAX], and GEM
 // handles, syncobj handles and context ids are positive ints to user space.
-const maxID = math.MaxInt32
+const maxID = uapi.MaxID
 
 // idr hands out the lowest free id starting at 1, like the kernel's
 // idr_alloc(idr, ptr, 1, 0, ...) for GEM handles, and can also take a given

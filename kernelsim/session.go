@@ -129,9 +129,10 @@ type sessionFile struct {
 	claimed *File
 }
 
-// OpenSession starts a restore: it records every BO, file and dma-buf of
-// the checkpoint and allocates the BOs' memory, into which LoadPages loads
-// contents.
+// OpenSession starts a restore: it checks every field of the request
+// (CheckRestore) against the kernel's devices, refusing it whole, then
+// records every BO, file and dma-buf of the checkpoint and allocates the
+// BOs' memory, into which LoadPages loads contents.
 func (k *Kernel) OpenSession(req *uapi.SessionOpenRequest) (*Session, error) {
 	tok := make([]byte, 16)
 	if _, err := rand.Read(tok); err != nil {
@@ -144,58 +145,18 @@ func (k *Kernel) OpenSession(req *uapi.SessionOpenRequest) (*Session, error) {
 		states: map[*File]*uapi.FileCheckpoint{}, resumed: map[*File]bool{},
 		fences: map[uint64]*dma.Fence{}, proxies: map[uint64]*dma.Fence{},
 	}
-	type domainKey struct {
-		minor  uint32
-		domain uapi.Domain
+	// Nothing is created before every field of the request checked out.
+	if probs := CheckRestore(req, k.DeviceInfos()); len(probs) > 0 {
+		return nil, restoreRefusal(probs)
 	}
-	need := map[domainKey]uint64{}
 	for _, st := range req.Bos {
-		if _, dup := s.bos[st.BoId]; dup {
-			return nil, errnof(syscall.EINVAL, "BO %d listed twice", st.BoId)
-		}
-		d := k.Device(st.Minor)
-		if d == nil {
-			return nil, errnof(syscall.ENODEV, "BO %d: no device renderD%d", st.BoId, st.Minor)
-		}
-		if _, err := d.validateCreate(st.Size, st.Domain, st.Flags, st.Alignment); err != nil {
-			return nil, fmt.Errorf("BO %d: %w", st.BoId, err)
-		}
-		// The BOs' memory is allocated now, so refuse up front what the
-		// devices could never hold rather than let the daemon balloon.
-		key := domainKey{st.Minor, st.Domain}
-		need[key] += st.Size
-		if limit := d.domainSize(st.Domain); need[key] > limit {
-			return nil, errnof(syscall.ENOMEM, "the checkpoint's %v BOs on renderD%d need %d bytes, the device has %d", st.Domain, st.Minor, need[key], limit)
-		}
 		s.bos[st.BoId] = &sessionBO{st: st, loaded: make(chan struct{})}
 		if st.DmabufInode != 0 {
-			if other, dup := s.dmabufBOs[st.DmabufInode]; dup {
-				return nil, errnof(syscall.EINVAL, "BOs %d and %d were both exported as dma-buf inode %d", other, st.BoId, st.DmabufInode)
-			}
 			s.dmabufBOs[st.DmabufInode] = st.BoId
 		}
 	}
 	for _, rf := range req.Files {
-		if rf.State == nil {
-			return nil, errnof(syscall.EINVAL, "file inode %d without state", rf.Inode)
-		}
-		if k.Device(rf.State.Minor) == nil {
-			return nil, errnof(syscall.ENODEV, "file inode %d: no device renderD%d", rf.Inode, rf.State.Minor)
-		}
-		for _, h := range rf.State.Handles {
-			if s.bos[h.BoId] == nil {
-				return nil, errnof(syscall.EINVAL, "file inode %d handle %d: BO %d not in the session", rf.Inode, h.Handle, h.BoId)
-			}
-		}
-		if _, dup := s.files[rf.Inode]; dup {
-			return nil, errnof(syscall.EINVAL, "file inode %d listed twice", rf.Inode)
-		}
 		s.files[rf.Inode] = &sessionFile{st: rf.State}
-	}
-	for _, rd := range req.Dmabufs {
-		if s.bos[rd.BoId] == nil {
-			return nil, errnof(syscall.EINVAL, "dma-buf inode %d: BO %d not in the session", rd.Inode, rd.BoId)
-		}
 	}
 	if err := s.setupContents(req); err != nil {
 		return nil, err

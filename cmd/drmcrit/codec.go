@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"google.golang.org/protobuf/proto"
 
@@ -191,12 +192,54 @@ func writeOut(path string, data []byte, stdout io.Writer) error {
 	return nil
 }
 
+// writeImage writes an image into its directory, the way the plugin
+// writes images (no symlink followed, no FIFO opened). Every image of a
+// checkpoint is sealed in its inventory, which a restore checks; an image
+// changed on purpose is re-sealed only when asked (reseal), otherwise
+// note says that restore and verify will refuse it.
+func writeImage(path string, data []byte, reseal bool, note func(string)) error {
+	d, err := images.OpenDir(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	name := filepath.Base(path)
+	if err := d.WriteBytes(name, data); err != nil {
+		return err
+	}
+	if reseal {
+		if err := d.Reseal(name); err != nil {
+			return err
+		}
+		note(fmt.Sprintf("re-sealed %s in %s", name, filepath.Join(filepath.Dir(path), images.InventoryName)))
+		return nil
+	}
+	inv := &images.Inventory{}
+	if err := d.Read(images.InventoryName, inv); err != nil {
+		return nil // not in a checkpoint: nothing is sealed
+	}
+	switch {
+	case name == images.InventoryName:
+		if len(images.CheckInventorySeal(data)) > 0 {
+			note(fmt.Sprintf("%s does not match its own seal: restore and drmcrit verify refuse the checkpoint (encode --reseal re-seals it)", name))
+		}
+	case images.KindOf(name) == images.KindPages:
+	default:
+		s := images.Seals(inv)[name]
+		if len(images.CheckSeal(name, s, uint64(len(data)), images.Digest(data))) > 0 {
+			note(fmt.Sprintf("%s no longer matches its seal in %s: restore and drmcrit verify refuse the checkpoint (encode --reseal re-seals it)", name, images.InventoryName))
+		}
+	}
+	return nil
+}
+
 // readIn reads path, or stdin when path is "" or "-".
 func readIn(path string, stdin io.Reader) ([]byte, error) {
 	if path == "" || path == "-" {
 		return readLimited(stdin, "standard input")
 	}
-	f, err := os.Open(path)
+	// As an image is opened: no FIFO or device (O_NONBLOCK, regular only).
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%s: no such file", path)
@@ -204,5 +247,11 @@ func readIn(path string, stdin io.Reader) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		if err == nil {
+			err = fmt.Errorf("not a regular file (%v)", st.Mode().Type())
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	return readLimited(f, path)
 }

@@ -17,10 +17,13 @@ import (
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/fs"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/inventory"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/pstree"
+	sk_packet "github.com/checkpoint-restore/go-criu/v7/crit/images/sk-packet"
 	sk_unix "github.com/checkpoint-restore/go-criu/v7/crit/images/sk-unix"
 	"github.com/checkpoint-restore/go-criu/v7/magic"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+
+	"drmcr/images"
 )
 
 // This file reads CRIU's own images (pstree, core, ids, fdinfo, files,
@@ -56,7 +59,11 @@ type criuTree struct {
 	procs []*criuProc
 	// byIno maps a unix socket inode to the (pid, fd) pairs holding it.
 	byIno map[uint64][]pidFd
-	inv   criuInventory
+	// inFlight maps the inode of a unix socket sent with SCM_RIGHTS and
+	// still in a socket's receive queue at the dump to that socket's
+	// inode (sk-queues.img).
+	inFlight map[uint64]uint64
+	inv      criuInventory
 }
 
 // criuInventory is what drmcrit tells of CRIU's inventory.img.
@@ -121,14 +128,29 @@ func checkFraming(name string, data []byte) (string, error) {
 	return mname, nil
 }
 
+// openCriuImage opens one of CRIU's images as the plugin's are: inside
+// the directory, a regular file only, through no symlink, and without
+// blocking (a FIFO in its place must not hang drmcrit).
+func openCriuImage(dir, name string) (*os.File, error) {
+	d, err := images.OpenDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("CRIU image %s: %w", name, err)
+	}
+	defer d.Close()
+	f, err := d.OpenRegular(name)
+	if err != nil {
+		return nil, fmt.Errorf("CRIU image %s: %w", name, err)
+	}
+	return f, nil
+}
+
 // readCriuImage reads a CRIU image with crit after checking its framing
 // and that its magic is the expected one. It returns os.ErrNotExist
 // (wrapped) if the file is absent.
 func readCriuImage[T proto.Message](dir, name, wantMagic string, newEntry func() T) ([]T, error) {
-	path := filepath.Join(dir, name)
-	f, err := os.Open(path)
+	f, err := openCriuImage(dir, name)
 	if err != nil {
-		return nil, fmt.Errorf("CRIU image %s: %w", name, err)
+		return nil, err
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxCriuImage+1))
@@ -176,6 +198,9 @@ func readCriuTree(dir string) (*criuTree, error) {
 	t := &criuTree{byIno: map[uint64][]pidFd{}, inv: readCriuInventory(dir)}
 	files, err := readFileTable(dir)
 	if err != nil {
+		return nil, err
+	}
+	if t.inFlight, err = readInFlight(dir, files); err != nil {
 		return nil, err
 	}
 	fdCache := map[uint32][]*fdinfo.FdinfoEntry{}
@@ -232,6 +257,81 @@ func readCriuTree(dir string) (*criuTree, error) {
 	}
 	sort.Slice(t.procs, func(i, j int) bool { return t.procs[i].pid < t.procs[j].pid })
 	return t, nil
+}
+
+// scmRights is SCM_RIGHTS, the type of a control message carrying files.
+const scmRights = 1
+
+// readInFlight reads sk-queues.img, the packets criu found queued in unix
+// sockets, and returns the unix sockets sent with SCM_RIGHTS in them: a
+// drm file or dma-buf in flight at the dump, which no task held, by inode,
+// with the inode of the socket whose queue holds it. Each entry is
+// followed by its packet's bytes, so the image is walked here rather
+// than with crit (whose framing check would not allow them).
+func readInFlight(dir string, files *fileTable) (map[uint64]uint64, error) {
+	const name = "sk-queues.img"
+	out := map[uint64]uint64{}
+	f, err := openCriuImage(dir, name)
+	if errors.Is(err, os.ErrNotExist) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxCriuImage+1))
+	if err != nil {
+		return nil, fmt.Errorf("read CRIU image %s: %w", name, err)
+	}
+	if len(data) > maxCriuImage {
+		return nil, fmt.Errorf("CRIU image %s is larger than %d bytes", name, maxCriuImage)
+	}
+	m := magic.LoadMagic()
+	off := 0
+	for _, want := range []string{"IMG_COMMON", "SK_QUEUES"} {
+		if len(data)-off < 4 {
+			return nil, fmt.Errorf("%s: too short for a CRIU image", name)
+		}
+		v := uint64(binary.LittleEndian.Uint32(data[off:]))
+		off += 4
+		if v != m.ByName[want] {
+			if want == "IMG_COMMON" && v == m.ByName["SK_QUEUES"] {
+				break // an image without the common magic
+			}
+			return nil, fmt.Errorf("%s: magic 0x%08x, want %s", name, v, want)
+		}
+	}
+	for off < len(data) {
+		if len(data)-off < 4 {
+			return nil, fmt.Errorf("%s: truncated entry size at offset %d", name, off)
+		}
+		n := int(binary.LittleEndian.Uint32(data[off:]))
+		off += 4
+		if n > len(data)-off {
+			return nil, fmt.Errorf("%s: entry of %d bytes at offset %d runs past the end", name, n, off-4)
+		}
+		e := &sk_packet.SkPacketEntry{}
+		if err := proto.Unmarshal(data[off:off+n], e); err != nil {
+			return nil, fmt.Errorf("%s: entry at offset %d: %w", name, off-4, err)
+		}
+		off += n
+		if uint64(e.GetLength()) > uint64(len(data)-off) {
+			return nil, fmt.Errorf("%s: packet of %d bytes at offset %d runs past the end", name, e.GetLength(), off)
+		}
+		off += int(e.GetLength())
+		queue := files.sockIno(e.GetIdFor())
+		for _, scm := range e.GetScm() {
+			if scm.GetType() != scmRights {
+				continue
+			}
+			for _, id := range scm.GetRights() {
+				if ino := files.sockIno(id); ino != 0 {
+					out[ino] = queue
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 // fileTable is CRIU's table of open files (files.img, criu >= 3.15),

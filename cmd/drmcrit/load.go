@@ -7,7 +7,9 @@ import (
 	"sort"
 	"strings"
 
+	"drmcr/drmcore"
 	"drmcr/images"
+	"drmcr/subplugins"
 )
 
 // errNoGPU and errNotCheckpoint are the two ways a directory can have
@@ -17,30 +19,28 @@ var (
 	errNotCheckpoint = errors.New("no CRIU or DRM images")
 )
 
-// checkpoint is a checkpoint directory as read, tolerantly: images that
-// cannot be read are left out and named in problems, so that show and
-// graph still print what is there and verify reports every problem.
+// checkpoint is a checkpoint directory as read by drmcore.ReadCheckpoint,
+// the validation a restore runs: images that cannot be read are left out
+// and every problem is in ck.Problems, so that show and graph still print
+// what is there and verify reports every problem, as a restore would
+// refuse it.
 type checkpoint struct {
-	dir      string
-	criu     *criuTree // nil when the directory has no CRIU images
-	criuErr  error     // why the CRIU images could not be used
-	hasCriu  bool      // CRIU images present (even if unreadable)
-	inv      *images.Inventory
-	files    map[uint64]*images.DrmFile // by inode
-	dmabufs  map[uint64]*images.DmaBuf  // by inode
-	bos      map[uint64]*images.Bo      // by BO id, from the index
-	index    *images.Index              // nil when unreadable
-	names    []string                   // the DRM images in the directory
-	problems []string                   // images that could not be read
+	dir     string
+	criu    *criuTree // nil when the directory has no CRIU images
+	criuErr error     // why the CRIU images could not be used
+	hasCriu bool      // CRIU images present (even if unreadable)
+	ck      *drmcore.Checkpoint
+	inv     *images.Inventory
+	files   map[uint64]*images.DrmFile // by inode
+	dmabufs map[uint64]*images.DmaBuf  // by inode
+	bos     map[uint64]*images.Bo      // by BO id, from the index
+	index   *images.Index              // nil when unreadable
+	names   []string                   // the DRM images in the directory
 }
 
-func (c *checkpoint) problemf(format string, args ...any) {
-	c.problems = append(c.problems, fmt.Sprintf(format, args...))
-}
-
-// load reads a checkpoint directory. It fails when the directory cannot
-// be opened, is not a checkpoint, has no GPU state, or its inventory
-// cannot be read; any other unreadable image is a problem of the result.
+// load reads and checks a checkpoint directory. It fails when the
+// directory cannot be opened, is not a checkpoint, has no GPU state, or
+// its inventory cannot be read; any other problem is in c.ck.Problems.
 func load(dir string) (*checkpoint, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
@@ -54,74 +54,22 @@ func load(dir string) (*checkpoint, error) {
 		return nil, err
 	}
 	defer d.Close()
-	names, err := d.Names()
-	if err != nil {
+	hasCriu := hasCriuImages(dir)
+	ck, err := drmcore.ReadCheckpoint(d, subplugins.All())
+	switch {
+	case err != nil:
 		return nil, fmt.Errorf("%s: %w", dir, err)
+	case ck == nil && hasCriu:
+		return nil, fmt.Errorf("%s: %w%s", dir, errNoGPU, criuSummary(dir))
+	case ck == nil:
+		return nil, fmt.Errorf("%w in %s", errNotCheckpoint, dir)
 	}
 	c := &checkpoint{
-		dir: dir, names: names, hasCriu: hasCriuImages(dir),
-		files: map[uint64]*images.DrmFile{}, dmabufs: map[uint64]*images.DmaBuf{}, bos: map[uint64]*images.Bo{},
-	}
-	hasInv := false
-	for _, n := range names {
-		if n == images.InventoryName {
-			hasInv = true
-		}
-	}
-	if !hasInv {
-		switch {
-		case len(names) > 0:
-			return nil, fmt.Errorf("%s: DRM images without %s: the dump did not finish", dir, images.InventoryName)
-		case c.hasCriu:
-			return nil, fmt.Errorf("%s: %w%s", dir, errNoGPU, criuSummary(dir))
-		default:
-			return nil, fmt.Errorf("%w in %s", errNotCheckpoint, dir)
-		}
+		dir: dir, hasCriu: hasCriu, ck: ck, inv: ck.Inventory, names: ck.Names,
+		files: ck.Files, dmabufs: ck.DmaBufs, bos: ck.Bos, index: ck.Index,
 	}
 	if c.hasCriu {
 		c.criu, c.criuErr = readCriuTree(dir)
-	}
-	inv := &images.Inventory{}
-	if err := d.Read(images.InventoryName, inv); err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
-	}
-	c.inv = inv
-	for _, ino := range inv.Files {
-		f := &images.DrmFile{}
-		if err := d.Read(images.FileName(ino), f); err != nil {
-			c.problemf("%v", err)
-			continue
-		}
-		if f.Inode != ino {
-			c.problemf("image %s describes drm file inode %d", images.FileName(ino), f.Inode)
-			continue
-		}
-		c.files[ino] = f
-	}
-	for _, ino := range inv.Dmabufs {
-		db := &images.DmaBuf{}
-		if err := d.Read(images.DmaBufName(ino), db); err != nil {
-			c.problemf("%v", err)
-			continue
-		}
-		if db.Inode != ino {
-			c.problemf("image %s describes dma-buf inode %d", images.DmaBufName(ino), db.Inode)
-			continue
-		}
-		c.dmabufs[ino] = db
-	}
-	if x, err := d.ReadIndex(); err != nil {
-		c.problemf("%v", err)
-	} else {
-		c.index = x
-		for _, b := range x.Bos {
-			if b.State == nil {
-				continue // Check reports it
-			}
-			if _, dup := c.bos[b.State.BoId]; !dup {
-				c.bos[b.State.BoId] = b
-			}
-		}
 	}
 	return c, nil
 }
@@ -147,5 +95,14 @@ func sortedKeys[V any](m map[uint64]V) []uint64 {
 		out = append(out, k)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+func sortedStrings(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
 	return out
 }

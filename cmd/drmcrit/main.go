@@ -5,8 +5,9 @@
 //	drmcrit x DIR ps|fds           CRIU's process tree or fds, GPU files named
 //	drmcrit show [--json] DIR      process → fd → drm file → BOs/contexts, dma-bufs
 //	drmcrit decode [-o OUT] FILE   a DRM image as JSON
-//	drmcrit encode [-i JSON] [-o IMAGE] [NAME]
-//	                               JSON back into an image (kind from NAME or -o)
+//	drmcrit encode [-i JSON] [-o IMAGE [--reseal]] [NAME]
+//	                               JSON back into an image (kind from NAME or -o);
+//	                               --reseal re-seals it in its directory
 //	drmcrit verify DIR             consistency checks, one line per problem
 //	drmcrit graph [-o FILE] DIR    the sharing graph as Graphviz DOT (.svg/.png via dot)
 //	drmcrit help [json|verify]     the JSON schema of show --json, verify's checks
@@ -39,9 +40,10 @@ const usage = `usage:
                                    dma-bufs named
   drmcrit show [--json] DIR        tree of the GPU state: process → fd → drm file → BOs, contexts; dma-bufs
   drmcrit decode [-o OUT] FILE     print a DRM image (drm-*.img) as JSON
-  drmcrit encode [-i JSON] [-o IMAGE] [NAME]
+  drmcrit encode [-i JSON] [-o IMAGE [--reseal]] [NAME]
                                    JSON (stdin or -i) back into an image (stdout or -o);
-                                   the image kind comes from NAME or from -o's file name
+                                   the image kind comes from NAME or from -o's file name;
+                                   --reseal records it in the seals of -o's directory
   drmcrit verify DIR               check the GPU state; one line per problem
   drmcrit graph [-o FILE] DIR      sharing graph as Graphviz DOT (stdout, .dot/.gv);
                                    .svg and .png are rendered with dot
@@ -83,7 +85,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "decode":
 		err = cmdDecode(rest, stdout, stderr)
 	case "encode":
-		err = cmdEncode(rest, stdin, stdout)
+		err = cmdEncode(rest, stdin, stdout, stderr)
 	case "verify":
 		err = cmdVerify(rest, stdout)
 	case "graph":
@@ -153,6 +155,7 @@ func cmdShow(args []string, stdout io.Writer) error {
 		return err
 	}
 	v := buildView(c)
+	v.Problems = append(v.Problems, verifyCheckpoint(c)...)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -237,13 +240,17 @@ func cmdDecode(args []string, stdout, stderr io.Writer) error {
 	return writeOut(*out, js, stdout)
 }
 
-func cmdEncode(args []string, stdin io.Reader, stdout io.Writer) error {
+func cmdEncode(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("encode", flag.ContinueOnError)
 	in := fs.String("i", "", "read the JSON from this file instead of standard input")
 	out := fs.String("o", "", "write the image here instead of standard output")
+	reseal := fs.Bool("reseal", false, "record the new image's seal in the inventory of -o's directory (and re-seal the inventory)")
 	pos, err := parse(fs, args, 0, 1)
 	if err != nil {
 		return err
+	}
+	if *reseal && (*out == "" || *out == "-") {
+		return usageErrorf("encode --reseal: name the image to write with -o: its directory's inventory is re-sealed")
 	}
 	name := *out
 	if len(pos) == 1 {
@@ -263,7 +270,11 @@ func cmdEncode(args []string, stdin io.Reader, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return writeOut(*out, data, stdout)
+	if *out == "" || *out == "-" {
+		_, err := stdout.Write(data)
+		return err
+	}
+	return writeImage(*out, data, *reseal, func(s string) { fmt.Fprintf(stderr, "drmcrit: %s\n", plainText(s)) })
 }
 
 func cmdVerify(args []string, stdout io.Writer) error {

@@ -83,14 +83,28 @@ func holderStr(h HolderView) string {
 	return fmt.Sprintf("%s%s drm file ino %d handle %d", who, fds, h.Inode, h.Handle)
 }
 
+// maxShownProblems bounds the problems show lists under its verdict.
+const maxShownProblems = 10
+
+// verdict says in a few words whether the checkpoint restores.
+func verdict(v *View) string {
+	if len(v.Problems) == 0 {
+		return "OK, restores (drmcrit verify finds no problem)"
+	}
+	return fmt.Sprintf("%s, restore refuses it (drmcrit verify %s lists them)", plural(len(v.Problems), "PROBLEM", "PROBLEMS"), v.Dir)
+}
+
 // writeText prints the view as a tree.
 func writeText(w io.Writer, v *View) {
-	state := "complete"
-	if !v.Inventory.Complete {
-		state = "INCOMPLETE"
+	root := &node{text: fmt.Sprintf("checkpoint %s: %d process(es), %d drm file(s), %d dma-buf(s), %d BO(s) (image version %d, plugin %s); verdict: %s",
+		v.Dir, len(v.Processes), len(v.Files), len(v.DmaBufs), len(v.Bos), v.Inventory.Version, v.Inventory.PluginVersion, verdict(v))}
+	for i, p := range v.Problems {
+		if i == maxShownProblems {
+			root.add("... and %d more problem(s)", len(v.Problems)-i)
+			break
+		}
+		root.add("PROBLEM: %s", p)
 	}
-	root := &node{text: fmt.Sprintf("checkpoint %s: %d process(es), %d drm file(s), %d dma-buf(s), %d BO(s); GPU state %s (image version %d, plugin %s)",
-		v.Dir, len(v.Processes), len(v.Files), len(v.DmaBufs), len(v.Bos), state, v.Inventory.Version, v.Inventory.PluginVersion)}
 	if v.Source == SourceInventory {
 		root.add("note: no usable CRIU images: processes come from the GPU inventory and fd numbers are shown as \"?\"")
 	}
@@ -115,6 +129,34 @@ func writeText(w io.Writer, v *View) {
 				d := dmabufs[fd.Inode]
 				pn.add("fd %s → dma-buf ino %d: BO %d (%s, %s, in %s)", fdStr(fd.Fd), d.Inode, d.BoID, sizeStr(d.Size), d.Domain, short(d.Contents))
 			}
+		}
+	}
+	var flight *node
+	inFlight := func(what string, iv *InFlightView) {
+		if flight == nil {
+			flight = root.add("in flight at the dump (held by no task; criu restores them into the socket queue):")
+		}
+		where := "a unix socket's queue"
+		if iv.QueueInode != 0 {
+			where = fmt.Sprintf("the queue of unix socket ino %d", iv.QueueInode)
+			var hs []string
+			for _, h := range iv.QueueFds {
+				hs = append(hs, fmt.Sprintf("pid %d fd %d", h.Pid, h.Fd))
+			}
+			if hs != nil {
+				where += " (" + strings.Join(hs, ", ") + ")"
+			}
+		}
+		flight.add("%s, in %s", what, where)
+	}
+	for i := range v.Files {
+		if f := &v.Files[i]; f.InFlight != nil {
+			inFlight(fmt.Sprintf("drm file ino %d: %s, driver %s", f.Inode, f.Device, f.Driver), f.InFlight)
+		}
+	}
+	for _, d := range v.DmaBufs {
+		if d.InFlight != nil {
+			inFlight(fmt.Sprintf("dma-buf ino %d: BO %d (%s, %s, in %s)", d.Inode, d.BoID, sizeStr(d.Size), d.Domain, short(d.Contents)), d.InFlight)
 		}
 	}
 	for _, wmsg := range v.Warnings {

@@ -29,6 +29,9 @@ type View struct {
 	DmaBufs       []DmaBufView  `json:"dma_bufs"`
 	Bos           []BoView      `json:"bos"`
 	Warnings      []string      `json:"warnings"`
+	// Problems is drmcrit verify's verdict: every reason a restore
+	// refuses the checkpoint; [] when it restores. Only show sets it.
+	Problems []string `json:"problems"`
 }
 
 // Source values.
@@ -88,6 +91,20 @@ type FileView struct {
 	SwSyncs       []SwSyncView  `json:"sw_syncs"`
 	PendingIO     *PendingView  `json:"pending_io,omitempty"`
 	DriverError   string        `json:"driver_error,omitempty"`
+	InFlight      *InFlightView `json:"in_flight,omitempty"`
+}
+
+// InFlightView says where a file no task held at the dump was: in flight
+// in a unix socket's receive queue (SCM_RIGHTS), where criu restores it.
+type InFlightView struct {
+	QueueInode uint64     `json:"queue_inode,omitempty"` // the socket whose queue holds it, when CRIU's images say
+	QueueFds   []HolderFd `json:"queue_fds,omitempty"`   // who holds that socket
+}
+
+// HolderFd is a task's fd.
+type HolderFd struct {
+	Pid int32 `json:"pid"`
+	Fd  int32 `json:"fd"`
 }
 
 type HandleView struct {
@@ -153,13 +170,14 @@ type PendingView struct {
 }
 
 type DmaBufView struct {
-	Inode    uint64  `json:"inode"`
-	Pid      int32   `json:"pid"`
-	BoID     uint64  `json:"bo_id"`
-	Size     uint64  `json:"size"`
-	Domain   string  `json:"domain"`
-	Contents string  `json:"contents"`
-	Fds      []int32 `json:"fds,omitempty"`
+	Inode    uint64        `json:"inode"`
+	Pid      int32         `json:"pid"`
+	BoID     uint64        `json:"bo_id"`
+	Size     uint64        `json:"size"`
+	Domain   string        `json:"domain"`
+	Contents string        `json:"contents"`
+	Fds      []int32       `json:"fds,omitempty"`
+	InFlight *InFlightView `json:"in_flight,omitempty"`
 }
 
 type BoView struct {
@@ -203,7 +221,7 @@ func buildView(c *checkpoint) *View {
 		SchemaVersion: SchemaVersion, Dir: c.dir,
 		Inventory: InventoryView{Version: c.inv.GetVersion(), PluginVersion: c.inv.GetPluginVersion(), Complete: c.inv.GetComplete()},
 		Processes: []ProcessView{}, Files: []FileView{}, DmaBufs: []DmaBufView{}, Bos: []BoView{},
-		Warnings: append([]string{}, c.problems...),
+		Warnings: []string{}, Problems: []string{},
 	}
 	// Pids below are the ones drmcrit shows (c.shownPid).
 	comms := map[int32]string{}
@@ -271,12 +289,12 @@ func buildView(c *checkpoint) *View {
 	}
 	sort.SliceStable(v.Processes, func(i, j int) bool { return v.Processes[i].Pid < v.Processes[j].Pid })
 	for _, ino := range sortedKeys(c.files) {
-		if !held[ino] {
+		if !held[ino] && !c.files[ino].InFlight {
 			v.Warnings = append(v.Warnings, fmt.Sprintf("drm file inode %d (pid %d) is in no process's fd table", ino, c.shownPid(c.files[ino].Pid)))
 		}
 	}
 	for _, ino := range sortedKeys(c.dmabufs) {
-		if !held[ino] {
+		if !held[ino] && !c.dmabufs[ino].InFlight {
 			v.Warnings = append(v.Warnings, fmt.Sprintf("dma-buf inode %d (pid %d) is in no process's fd table", ino, c.shownPid(c.dmabufs[ino].Pid)))
 		}
 	}
@@ -308,11 +326,18 @@ func buildView(c *checkpoint) *View {
 	}
 
 	for _, ino := range sortedKeys(c.files) {
-		v.Files = append(v.Files, fileView(c, c.files[ino], holders, digest))
+		fv := fileView(c, c.files[ino], holders, digest)
+		if c.files[ino].InFlight {
+			fv.InFlight = c.inFlightView(ino)
+		}
+		v.Files = append(v.Files, fv)
 	}
 	for _, ino := range sortedKeys(c.dmabufs) {
 		d := c.dmabufs[ino]
 		dv := DmaBufView{Inode: ino, Pid: c.shownPid(d.Pid), BoID: d.BoId, Contents: digest(d.BoId), Fds: fdsOf(ino, d.Pid)}
+		if d.InFlight {
+			dv.InFlight = c.inFlightView(ino)
+		}
 		if b, ok := c.bos[d.BoId]; ok {
 			dv.Size, dv.Domain = b.State.Size, domainName(b.State.Domain)
 		}
@@ -335,6 +360,21 @@ func buildView(c *checkpoint) *View {
 	}
 	for i := range v.Files {
 		v.Files[i].DriverError = plainText(v.Files[i].DriverError)
+	}
+	return v
+}
+
+// inFlightView says which socket's queue held a file in flight.
+func (c *checkpoint) inFlightView(ino uint64) *InFlightView {
+	v := &InFlightView{}
+	if c.criu == nil {
+		return v
+	}
+	v.QueueInode = c.criu.inFlight[ino]
+	if v.QueueInode != 0 {
+		for _, h := range c.criu.byIno[v.QueueInode] {
+			v.QueueFds = append(v.QueueFds, HolderFd{Pid: h.pid, Fd: h.fd})
+		}
 	}
 	return v
 }

@@ -24,6 +24,7 @@ import (
 	"drmcr/images"
 	"drmcr/internal/crrun"
 	"drmcr/internal/units"
+	"drmcr/subplugins"
 )
 
 func main() {
@@ -162,12 +163,15 @@ func (d *demo) summarise(imgDir string) error {
 		return err
 	}
 	defer dir.Close()
-	imgs, err := drmcore.ReadImages(dir)
+	imgs, err := drmcore.ReadCheckpoint(dir, subplugins.All())
 	if err != nil {
 		return err
 	}
 	if imgs == nil {
 		return errors.New("the checkpoint has no GPU state")
+	}
+	if err := imgs.Err(); err != nil {
+		return err
 	}
 	var contents uint64
 	shared := 0
@@ -194,9 +198,9 @@ func (d *demo) summarise(imgDir string) error {
 		fmt.Printf("  process %d (%s): %d kernelsim file(s)\n", p.Pid, p.Comm, len(p.Inodes))
 	}
 	fmt.Printf("  %d drm file(s), %d dma-buf(s), %d BO(s) (%d shared through dma-bufs), %s of BO contents saved once each\n",
-		len(imgs.Files), len(imgs.DmaBufs), len(imgs.Index.Bos), shared, units.Format(contents))
+		len(imgs.FileList), len(imgs.DmaBufList), len(imgs.Index.Bos), shared, units.Format(contents))
 	preempted := 0
-	for _, f := range imgs.Files {
+	for _, f := range imgs.FileList {
 		if priv, err := decodeJobs(f); err == nil {
 			preempted += priv
 		}

@@ -17,11 +17,10 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
-	"drmcr/amdgpu"
-	"drmcr/dmabuf"
 	"drmcr/drmcore"
 	"drmcr/images"
 	"drmcr/kernelsim/uapi"
+	"drmcr/subplugins"
 )
 
 // Log is a drmcore.Logger writing to the test log.
@@ -42,10 +41,11 @@ func Plugin(t testing.TB, runtimeDir, dir string, pauseTimeout time.Duration) *d
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
+	subs := subplugins.All()
 	return drmcore.New(drmcore.Config{
 		Log: Log{t}, ImageDir: d, RuntimeDir: runtimeDir,
 		PauseTimeout: pauseTimeout, ResumeTimeout: 30 * time.Second,
-		Drivers: []drmcore.DriverPlugin{amdgpu.New()}, DmaBuf: dmabuf.New(),
+		Drivers: subs.Drivers, DmaBuf: subs.DmaBuf,
 		// This process stands in for the restored tasks: record, do not
 		// kill.
 		KillTask: func(pid int) error { t.Logf("the plugin kills pid %d", pid); Killed = append(Killed, pid); return nil },

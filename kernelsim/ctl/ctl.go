@@ -102,6 +102,13 @@ func (c *Client) CloseSession(token []byte, abort bool) error {
 	return err
 }
 
+// Devices lists the kernel's devices.
+func (c *Client) Devices() ([]*uapi.DeviceInfo, error) {
+	r := &uapi.DevicesReply{}
+	_, err := c.c.Call(uapi.OpDevices, &uapi.DevicesRequest{}, r)
+	return r.Devices, err
+}
+
 // Debug returns the kernel's debug view.
 func (c *Client) Debug() (*kernelsim.DebugState, error) {
 	js, err := c.DebugJSON()

@@ -106,8 +106,8 @@ func (e *Engine) ExecuteAt(ctx context.Context, start time.Duration, cmds []Comm
 	if err := Validate(cmds, len(bufs), sizes); err != nil {
 		return start, err
 	}
-	if p.Cmd < 0 || p.Cmd > len(cmds) || (p.Cmd < len(cmds) && p.Iter > cmds[p.Cmd].Iterations) {
-		return start, fmt.Errorf("gpu: progress %+v outside a %d-command list: %w", *p, len(cmds), ErrInvalid)
+	if err := CheckProgress(cmds, *p); err != nil {
+		return start, err
 	}
 	t := start
 	for p.Cmd < len(cmds) {

@@ -95,3 +95,26 @@ func checkU64(what string, idx int, off uint64, sizes []uint64) error {
 	}
 	return checkRange(what, idx, off, 8, sizes)
 }
+
+// CheckProgress checks where a job stands against its commands: the next
+// command to run is one of them (or the end), and iterations done lie
+// within that command's (Compute's; any other command has none done).
+func CheckProgress(cmds []Command, p Progress) error {
+	if p.Cmd < 0 || p.Cmd > len(cmds) {
+		return fmt.Errorf("gpu: progress at command %d of a %d-command job: %w", p.Cmd, len(cmds), ErrInvalid)
+	}
+	if p.Cmd == len(cmds) {
+		if p.Iter != 0 {
+			return fmt.Errorf("gpu: progress past the last command with %d iterations done: %w", p.Iter, ErrInvalid)
+		}
+		return nil
+	}
+	c := cmds[p.Cmd]
+	if c.Op != OpCompute && p.Iter != 0 {
+		return fmt.Errorf("gpu: progress of %d iterations in command %d (%v), which has none: %w", p.Iter, p.Cmd, c.Op, ErrInvalid)
+	}
+	if p.Iter > c.Iterations {
+		return fmt.Errorf("gpu: progress of %d iterations in command %d (compute of %d): %w", p.Iter, p.Cmd, c.Iterations, ErrInvalid)
+	}
+	return nil
+}

@@ -68,3 +68,12 @@ func root(n guts.Node) []byte {
 	out := guts.WordsToBytes(guts.CompressNode(n))
 	return append([]byte(nil), out[:ChecksumSize]...)
 }
+
+// MaxContentChunk is the largest ContentChunk: the kernel writes chunks of
+// at most this many bytes and refuses larger ones at restore.
+const MaxContentChunk = 4 << 20
+
+// MaxID is the largest GEM handle, context id, syncobj handle or sw_sync
+// timeline: ids are positive ints to user space, as the kernel's
+// idr_alloc(idr, ptr, 1, 0, ...) hands them out in [1, INT_MAX].
+const MaxID = 1<<31 - 1

@@ -117,4 +117,5 @@ const (
 	OpDebug
 	OpCheckpointBos
 	OpSessionLoadPages
+	OpDevices
 )

@@ -210,5 +210,5 @@ var opNames = map[Op]string{
 	OpClaimDmaBuf: "CLAIM_DMABUF", OpIdentify: "IDENTIFY", OpPause: "PAUSE", OpResume: "RESUME",
 	OpCheckpointFile: "CHECKPOINT_FILE", OpCheckpointDmaBuf: "CHECKPOINT_DMABUF",
 	OpCheckpointBos: "CHECKPOINT_BOS", OpSessionOpen: "SESSION_OPEN", OpSessionLoadPages: "SESSION_LOAD_PAGES",
-	OpSessionResume: "SESSION_RESUME", OpSessionClose: "SESSION_CLOSE", OpDebug: "DEBUG",
+	OpSessionResume: "SESSION_RESUME", OpSessionClose: "SESSION_CLOSE", OpDebug: "DEBUG", OpDevices: "DEVICES",
 }

@@ -4353,6 +4353,164 @@ func (x *ClaimDmaBufRequest) GetInode() uint64 {
 	return 0
 }
 
+// Devices lists the kernel's devices: a dump records those its objects are
+// on, and a restore's checks name a device by its minor.
+type DevicesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DevicesRequest) Reset() {
+	*x = DevicesRequest{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DevicesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DevicesRequest) ProtoMessage() {}
+
+func (x *DevicesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DevicesRequest.ProtoReflect.Descriptor instead.
+func (*DevicesRequest) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{72}
+}
+
+type DeviceInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Minor         uint32                 `protobuf:"varint,1,opt,name=minor,proto3" json:"minor,omitempty"`
+	Driver        string                 `protobuf:"bytes,2,opt,name=driver,proto3" json:"driver,omitempty"`
+	GpuId         uint32                 `protobuf:"varint,3,opt,name=gpu_id,json=gpuId,proto3" json:"gpu_id,omitempty"`
+	VramSize      uint64                 `protobuf:"varint,4,opt,name=vram_size,json=vramSize,proto3" json:"vram_size,omitempty"`
+	GttSize       uint64                 `protobuf:"varint,5,opt,name=gtt_size,json=gttSize,proto3" json:"gtt_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceInfo) Reset() {
+	*x = DeviceInfo{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceInfo) ProtoMessage() {}
+
+func (x *DeviceInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceInfo.ProtoReflect.Descriptor instead.
+func (*DeviceInfo) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *DeviceInfo) GetMinor() uint32 {
+	if x != nil {
+		return x.Minor
+	}
+	return 0
+}
+
+func (x *DeviceInfo) GetDriver() string {
+	if x != nil {
+		return x.Driver
+	}
+	return ""
+}
+
+func (x *DeviceInfo) GetGpuId() uint32 {
+	if x != nil {
+		return x.GpuId
+	}
+	return 0
+}
+
+func (x *DeviceInfo) GetVramSize() uint64 {
+	if x != nil {
+		return x.VramSize
+	}
+	return 0
+}
+
+func (x *DeviceInfo) GetGttSize() uint64 {
+	if x != nil {
+		return x.GttSize
+	}
+	return 0
+}
+
+type DevicesReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Devices       []*DeviceInfo          `protobuf:"bytes,1,rep,name=devices,proto3" json:"devices,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DevicesReply) Reset() {
+	*x = DevicesReply{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DevicesReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DevicesReply) ProtoMessage() {}
+
+func (x *DevicesReply) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DevicesReply.ProtoReflect.Descriptor instead.
+func (*DevicesReply) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *DevicesReply) GetDevices() []*DeviceInfo {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
 var File_kernelsim_uapi_uapi_proto protoreflect.FileDescriptor
 
 const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
@@ -4644,7 +4802,17 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\x05inode\x18\x02 \x01(\x04R\x05inode\"@\n" +
 	"\x12ClaimDmaBufRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\fR\x05token\x12\x14\n" +
-	"\x05inode\x18\x02 \x01(\x04R\x05inode*:\n" +
+	"\x05inode\x18\x02 \x01(\x04R\x05inode\"\x10\n" +
+	"\x0eDevicesRequest\"\x89\x01\n" +
+	"\n" +
+	"DeviceInfo\x12\x14\n" +
+	"\x05minor\x18\x01 \x01(\rR\x05minor\x12\x16\n" +
+	"\x06driver\x18\x02 \x01(\tR\x06driver\x12\x15\n" +
+	"\x06gpu_id\x18\x03 \x01(\rR\x05gpuId\x12\x1b\n" +
+	"\tvram_size\x18\x04 \x01(\x04R\bvramSize\x12\x19\n" +
+	"\bgtt_size\x18\x05 \x01(\x04R\agttSize\"D\n" +
+	"\fDevicesReply\x124\n" +
+	"\adevices\x18\x01 \x03(\v2\x1a.kernelsim.uapi.DeviceInfoR\adevices*:\n" +
 	"\x06Domain\x12\x0f\n" +
 	"\vDOMAIN_NONE\x10\x00\x12\x0f\n" +
 	"\vDOMAIN_VRAM\x10\x01\x12\x0e\n" +
@@ -4669,7 +4837,7 @@ func file_kernelsim_uapi_uapi_proto_rawDescGZIP() []byte {
 }
 
 var file_kernelsim_uapi_uapi_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_kernelsim_uapi_uapi_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
+var file_kernelsim_uapi_uapi_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
 var file_kernelsim_uapi_uapi_proto_goTypes = []any{
 	(Domain)(0),                     // 0: kernelsim.uapi.Domain
 	(ObjectKind)(0),                 // 1: kernelsim.uapi.ObjectKind
@@ -4746,6 +4914,9 @@ var file_kernelsim_uapi_uapi_proto_goTypes = []any{
 	(*SessionCloseRequest)(nil),     // 72: kernelsim.uapi.SessionCloseRequest
 	(*ClaimFileRequest)(nil),        // 73: kernelsim.uapi.ClaimFileRequest
 	(*ClaimDmaBufRequest)(nil),      // 74: kernelsim.uapi.ClaimDmaBufRequest
+	(*DevicesRequest)(nil),          // 75: kernelsim.uapi.DevicesRequest
+	(*DeviceInfo)(nil),              // 76: kernelsim.uapi.DeviceInfo
+	(*DevicesReply)(nil),            // 77: kernelsim.uapi.DevicesReply
 }
 var file_kernelsim_uapi_uapi_proto_depIdxs = []int32{
 	0,  // 0: kernelsim.uapi.GemCreateRequest.domain:type_name -> kernelsim.uapi.Domain
@@ -4776,11 +4947,12 @@ var file_kernelsim_uapi_uapi_proto_depIdxs = []int32{
 	68, // 25: kernelsim.uapi.SessionOpenRequest.pages_files:type_name -> kernelsim.uapi.PagesFile
 	69, // 26: kernelsim.uapi.SessionOpenRequest.contents:type_name -> kernelsim.uapi.BoContents
 	63, // 27: kernelsim.uapi.PagesFile.chunks:type_name -> kernelsim.uapi.ContentChunk
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	76, // 28: kernelsim.uapi.DevicesReply.devices:type_name -> kernelsim.uapi.DeviceInfo
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_kernelsim_uapi_uapi_proto_init() }
@@ -4794,7 +4966,7 @@ func file_kernelsim_uapi_uapi_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kernelsim_uapi_uapi_proto_rawDesc), len(file_kernelsim_uapi_uapi_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   72,
+			NumMessages:   75,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -11,11 +11,10 @@ import (
 	"net"
 	"os"
 
-	"drmcr/amdgpu"
-	"drmcr/dmabuf"
 	"drmcr/drmcore"
 	"drmcr/images"
 	"drmcr/plugin"
+	"drmcr/subplugins"
 )
 
 func main() {}
@@ -48,11 +47,12 @@ var newHooks = func(env plugin.Env) (plugin.Hooks, error) {
 	if env.ImageDirFD < 0 {
 		return nil, fmt.Errorf("criu gave no images directory")
 	}
+	subs := subplugins.All()
 	cfg, err := drmcore.ConfigFromEnv(drmcore.Config{
 		Log:      env.Log,
 		ImageDir: images.DirFromFD(env.ImageDirFD),
-		Drivers:  []drmcore.DriverPlugin{amdgpu.New()},
-		DmaBuf:   dmabuf.New(),
+		Drivers:  subs.Drivers,
+		DmaBuf:   subs.DmaBuf,
 	}, env.Getenv)
 	if err != nil {
 		return nil, err

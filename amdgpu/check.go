@@ -1,0 +1,225 @@
+package amdgpu
+
+import (
+	"fmt"
+	"slices"
+
+	"drmcr/images"
+	"drmcr/kernelsim/gpu"
+	"drmcr/kernelsim/uapi"
+)
+
+// CheckFile implements drmcore.DriverPlugin: it checks every field of the
+// driver blob of a drm file image, creating nothing: contexts (ids the
+// kernel's idr takes, each once), their saved jobs (BO ids of the
+// checkpoint, handles of the file on those BOs, commands within their BOs,
+// where the job stands, fences waited on that a job provides), sw_sync
+// timelines and syncobjs (kinds it knows, jobs and timelines that exist),
+// and that the file's summary of its jobs' fences is the blob's. bo gives
+// a BO of the checkpoint by id (nil for none).
+func (*Plugin) CheckFile(img *images.DrmFile, bo func(id uint64) *uapi.BoState) []images.Problem {
+	name := images.FileName(img.Inode)
+	var out []images.Problem
+	add := func(field, format string, args ...any) {
+		out = append(out, images.Problemf(name, field, format, args...))
+	}
+	st := img.State
+	switch {
+	case img.Driver != Driver:
+		add("driver", "%q, not %s", img.Driver, Driver)
+		return out
+	case st == nil:
+		return out // the core reports it
+	case st.Driver != Driver:
+		add("state.driver", "%q, the image says %s", st.Driver, Driver)
+		return out
+	}
+	priv, err := Decode(st.DriverPrivate)
+	if err != nil {
+		add("state.driver_private", "%v", err)
+		return out
+	}
+	if priv.Version != img.DriverVersion {
+		add("driver_version", "%d, the blob's is %d", img.DriverVersion, priv.Version)
+	}
+	const blob = "state.driver_private"
+
+	fileBOs := make(map[uint64]bool, len(st.Bos))
+	for _, b := range st.Bos {
+		fileBOs[b.BoId] = true
+	}
+	handles := make(map[uint32]uint64, len(st.Handles))
+	for _, h := range st.Handles {
+		handles[h.Handle] = h.BoId
+	}
+
+	// Jobs run in order within a context: a job may wait on any job but
+	// itself and those queued after it in its context.
+	jobs := map[uint64]bool{}
+	var jobFences, waits []uint64
+	ctxs := make(map[uint32]bool, len(priv.Contexts))
+	for i, cs := range priv.Contexts {
+		cf := fmt.Sprintf("%s.contexts[%d]", blob, i)
+		if cs.CtxId == 0 || cs.CtxId > uapi.MaxID {
+			add(cf+".ctx_id", "%d is not a context id (1 to %d)", cs.CtxId, uapi.MaxID)
+		} else if ctxs[cs.CtxId] {
+			add(cf+".ctx_id", "context %d is listed twice", cs.CtxId)
+		}
+		ctxs[cs.CtxId] = true
+		if cs.Completed > cs.Submitted {
+			add(cf+".completed", "%d jobs completed of %d submitted", cs.Completed, cs.Submitted)
+		}
+		later := map[uint64]bool{}
+		for _, j := range cs.Jobs {
+			later[j.FenceId] = true
+		}
+		for k, j := range cs.Jobs {
+			jf := fmt.Sprintf("%s.jobs[%d]", cf, k)
+			delete(later, j.FenceId)
+			switch {
+			case j.FenceId == 0:
+				add(jf+".fence_id", "0 is no fence")
+			case jobs[j.FenceId]:
+				add(jf+".fence_id", "fence %d belongs to another job of the file too", j.FenceId)
+			}
+			jobs[j.FenceId] = true
+			jobFences = append(jobFences, j.FenceId)
+			out = append(out, checkJob(name, jf, j, bo, fileBOs, handles)...)
+			for d, dep := range j.DepFenceIds {
+				df := fmt.Sprintf("%s.dep_fence_ids[%d]", jf, d)
+				switch {
+				case dep == j.FenceId:
+					add(df, "the job waits on its own fence %d: it could never run", dep)
+				case later[dep]:
+					add(df, "the job waits on fence %d of a job queued after it in context %d: neither could ever run", dep, cs.CtxId)
+				}
+				waits = append(waits, dep)
+			}
+		}
+	}
+	// The core checks across files that every fence waited on is some
+	// job's: its summary must be the blob's.
+	if !sameSet(jobFences, st.JobFences) {
+		add("state.job_fences", "%v, the blob's jobs have fences %v", st.JobFences, jobFences)
+	}
+	if !sameSet(waits, st.WaitsOnFences) {
+		add("state.waits_on_fences", "%v, the blob's jobs wait on fences %v", st.WaitsOnFences, waits)
+	}
+
+	timelines := make(map[uint32]bool, len(priv.SwSyncs))
+	for i, ts := range priv.SwSyncs {
+		f := fmt.Sprintf("%s.sw_syncs[%d].timeline", blob, i)
+		switch {
+		case ts.Timeline == 0 || ts.Timeline > uapi.MaxID:
+			add(f, "%d is not a timeline id (1 to %d)", ts.Timeline, uapi.MaxID)
+		case timelines[ts.Timeline]:
+			add(f, "timeline %d is listed twice", ts.Timeline)
+		}
+		timelines[ts.Timeline] = true
+	}
+	syncobjs := make(map[uint32]bool, len(priv.Syncobjs))
+	for i, so := range priv.Syncobjs {
+		f := fmt.Sprintf("%s.syncobjs[%d]", blob, i)
+		switch {
+		case so.Handle == 0 || so.Handle > uapi.MaxID:
+			add(f+".handle", "%d is not a syncobj handle (1 to %d)", so.Handle, uapi.MaxID)
+		case syncobjs[so.Handle]:
+			add(f+".handle", "syncobj %d is listed twice", so.Handle)
+		}
+		syncobjs[so.Handle] = true
+		switch so.Kind {
+		case uapi.SyncobjState_EMPTY:
+		case uapi.SyncobjState_SIGNALED:
+			if so.Error > 0 || so.Error < -4095 {
+				add(f+".error", "%d is neither 0 nor a negative errno", so.Error)
+			}
+		case uapi.SyncobjState_JOB:
+			if !jobs[so.FenceId] {
+				add(f+".fence_id", "syncobj %d holds fence %d, which no saved job of the file has", so.Handle, so.FenceId)
+			}
+		case uapi.SyncobjState_SW_SYNC:
+			if !timelines[so.Timeline] {
+				add(f+".timeline", "syncobj %d holds a point of sw_sync timeline %d, which the file does not have", so.Handle, so.Timeline)
+			}
+		default:
+			add(f+".kind", "%d is not a syncobj state this sub-plugin knows", int32(so.Kind))
+		}
+	}
+	return out
+}
+
+// checkJob checks one saved job: its BOs, its commands against them and
+// where it stands.
+func checkJob(name, jf string, j *uapi.JobState, bo func(uint64) *uapi.BoState, fileBOs map[uint64]bool, handles map[uint32]uint64) []images.Problem {
+	var out []images.Problem
+	add := func(field, format string, args ...any) {
+		out = append(out, images.Problemf(name, field, format, args...))
+	}
+	if len(j.Bos) != len(j.BoIds) {
+		add(jf+".bo_ids", "%d BO ids for %d BOs", len(j.BoIds), len(j.Bos))
+		return out
+	}
+	sizes := make([]uint64, len(j.BoIds))
+	known := true
+	for i, id := range j.BoIds {
+		b := bo(id)
+		if b == nil {
+			add(fmt.Sprintf("%s.bo_ids[%d]", jf, i), "BO %d is not a BO of the checkpoint", id)
+			known = false
+			continue
+		}
+		sizes[i] = b.Size
+		if !fileBOs[id] {
+			add(fmt.Sprintf("%s.bo_ids[%d]", jf, i), "BO %d is not in the file's bos", id)
+		}
+		// A handle the task closed since the submit is 0 (the job holds
+		// the BO by id); any other must still be that BO's.
+		if h := j.Bos[i].Handle; h != 0 {
+			if got, ok := handles[h]; !ok {
+				add(fmt.Sprintf("%s.bos[%d].handle", jf, i), "%d is not a handle of the file", h)
+			} else if got != id {
+				add(fmt.Sprintf("%s.bos[%d].handle", jf, i), "handle %d is BO %d's, the job's BO is %d", h, got, id)
+			}
+		}
+	}
+	if len(j.Commands) > gpu.MaxCommands {
+		add(jf+".commands", "%d commands, at most %d", len(j.Commands), gpu.MaxCommands)
+		return out
+	}
+	cmds := make([]gpu.Command, len(j.Commands))
+	for i, c := range j.Commands {
+		cmds[i] = Command(c)
+	}
+	if known {
+		if err := gpu.Validate(cmds, len(sizes), sizes); err != nil {
+			add(jf+".commands", "%v", err)
+		}
+	}
+	p := gpu.Progress{Cmd: int(j.ProgressCmd), Iter: j.ProgressIter, Acc: j.ProgressAcc}
+	if !j.LongRunning && p != (gpu.Progress{}) {
+		add(jf+".progress_cmd", "a job that is not long-running never ran before the dump, but its progress is command %d, iteration %d", p.Cmd, p.Iter)
+	} else if err := gpu.CheckProgress(cmds, p); err != nil {
+		add(jf+".progress_cmd", "%v", err)
+	}
+	return out
+}
+
+// Command is a saved command as the GPU runs it.
+func Command(c *uapi.Command) gpu.Command {
+	return gpu.Command{
+		Op: gpu.Op(c.Op), Dst: int(c.Dst), Src: int(c.Src),
+		DstOff: c.DstOff, SrcOff: c.SrcOff, Len: c.Len,
+		Value: c.Value, Iterations: c.Iterations,
+	}
+}
+
+// sameSet reports whether a and b hold the same values, each as often.
+func sameSet(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}

@@ -1,0 +1,483 @@
+package kernelsim
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+
+	"google.golang.org/protobuf/proto"
+
+	"drmcr/kernelsim/uapi"
+)
+
+// The kernel's checks of a restore request: every field of the objects it
+// would create (devices, BOs, GEM handles, PRIME entries, VA mappings,
+// dma-bufs, the request and reply caught in flight, where the contents
+// are) is checked before anything is created. They are pure functions of
+// the request and a table of devices: SESSION_OPEN runs them against the
+// kernel's own devices, and the plugin and drmcrit run them offline
+// against the devices the dump recorded, so that an image the kernel
+// would refuse is refused before criu forks anything.
+//
+// The driver blob's contents (contexts, jobs, syncobjs) are the driver
+// sub-plugin's to check (see amdgpu.CheckFile); here it only has to
+// decode for its device, and the claim refuses what does not restore.
+
+// RestoreObject is what a RestoreProblem is about.
+type RestoreObject int
+
+const (
+	RestoreDevice RestoreObject = iota // ID: the minor
+	RestoreBO                          // ID: the dump-time BO id
+	RestoreFileObj                     // ID: the drm file's dump-time inode
+	RestoreDmaBufObj                   // ID: the dma-buf's dump-time inode
+	RestorePages                       // ID: the pages file's index
+)
+
+// RestoreProblem is one reason the kernel refuses a restore request.
+type RestoreProblem struct {
+	Object RestoreObject
+	ID     uint64
+	// Field is the field of the object's message: for a file, a path
+	// into its FileCheckpoint ("mappings[2].va"); for a pages file, the
+	// chunk.
+	Field string
+	Msg   string
+	// Errno is what SESSION_OPEN fails with when this is its first
+	// problem: ENODEV for a device the kernel lacks, ENOMEM for BOs more
+	// than a device holds, EINVAL for anything else.
+	Errno syscall.Errno
+}
+
+func (p RestoreProblem) Error() string {
+	var what string
+	switch p.Object {
+	case RestoreDevice:
+		what = fmt.Sprintf("device renderD%d", p.ID)
+	case RestoreBO:
+		what = fmt.Sprintf("BO %d", p.ID)
+	case RestoreFileObj:
+		what = fmt.Sprintf("drm file inode %d", p.ID)
+	case RestoreDmaBufObj:
+		what = fmt.Sprintf("dma-buf inode %d", p.ID)
+	case RestorePages:
+		what = fmt.Sprintf("pages file %d", p.ID)
+	}
+	if p.Field != "" {
+		what += " " + p.Field
+	}
+	return what + ": " + p.Msg
+}
+
+// restoreChecker accumulates problems.
+type restoreChecker struct {
+	out []RestoreProblem
+}
+
+func (c *restoreChecker) add(obj RestoreObject, id uint64, field, format string, args ...any) {
+	c.addErrno(syscall.EINVAL, obj, id, field, format, args...)
+}
+
+func (c *restoreChecker) addErrno(errno syscall.Errno, obj RestoreObject, id uint64, field, format string, args ...any) {
+	c.out = append(c.out, RestoreProblem{Object: obj, ID: id, Field: field, Msg: fmt.Sprintf(format, args...), Errno: errno})
+}
+
+// CheckRestore checks a restore request against a kernel's devices and
+// returns every problem, creating nothing. A device's VRAM and GTT sizes
+// of 0 mean unknown (a check offline, against the devices a dump
+// recorded): the BOs' total is then not checked against them. Its memory
+// grows with the number of objects of the request, not with the values of
+// their ids.
+func CheckRestore(req *uapi.SessionOpenRequest, devices []*uapi.DeviceInfo) []RestoreProblem {
+	c := &restoreChecker{}
+	devs := map[uint32]*uapi.DeviceInfo{}
+	for _, d := range devices {
+		if _, dup := devs[d.Minor]; dup {
+			c.add(RestoreDevice, uint64(d.Minor), "", "listed twice")
+		}
+		if _, ok := drivers[d.Driver]; !ok {
+			c.add(RestoreDevice, uint64(d.Minor), "driver", "%q is not a driver of this kernel (%s)", d.Driver, strings.Join(Drivers(), ", "))
+			continue
+		}
+		devs[d.Minor] = d
+	}
+	minors := func() string {
+		var ms []string
+		for _, d := range devices {
+			ms = append(ms, fmt.Sprintf("renderD%d", d.Minor))
+		}
+		if ms == nil {
+			return "none"
+		}
+		return strings.Join(ms, ", ")
+	}
+	device := func(obj RestoreObject, id uint64, field string, minor uint32) (*uapi.DeviceInfo, *driver) {
+		d, ok := devs[minor]
+		if !ok {
+			c.addErrno(syscall.ENODEV, obj, id, field, "renderD%d is not one of the devices (%s)", minor, minors())
+			return nil, nil
+		}
+		drv := drivers[d.Driver]
+		return d, &drv
+	}
+
+	bos := c.checkBOs(req, device)
+	files := map[uint64]bool{}
+	for i, rf := range req.Files {
+		c.checkFile(i, rf, files, bos, device)
+	}
+	dmabufs := map[uint64]bool{}
+	for i, rd := range req.Dmabufs {
+		id := rd.Inode
+		switch {
+		case rd.Inode == 0:
+			c.add(RestoreDmaBufObj, 0, fmt.Sprintf("(dma-buf %d of the request)", i), "inode 0 is no dma-buf")
+		case dmabufs[rd.Inode]:
+			c.add(RestoreDmaBufObj, id, "", "listed twice")
+		}
+		dmabufs[rd.Inode] = true
+		bo, ok := bos[rd.BoId]
+		switch {
+		case !ok:
+			c.add(RestoreDmaBufObj, id, "bo_id", "BO %d is not a BO of the checkpoint", rd.BoId)
+		case bo.DmabufInode != rd.Inode:
+			c.add(RestoreDmaBufObj, id, "bo_id", "BO %d was exported as dma-buf inode %d, not this one", rd.BoId, bo.DmabufInode)
+		}
+	}
+	c.checkContents(req, bos)
+	return c.out
+}
+
+// checkBOs checks the BO records and returns them by id.
+func (c *restoreChecker) checkBOs(req *uapi.SessionOpenRequest, device func(RestoreObject, uint64, string, uint32) (*uapi.DeviceInfo, *driver)) map[uint64]*uapi.BoState {
+	type region struct {
+		minor  uint32
+		domain uapi.Domain
+	}
+	bos := make(map[uint64]*uapi.BoState, len(req.Bos))
+	exported := map[uint64]uint64{}
+	need := map[region]uint64{}
+	for _, st := range req.Bos {
+		id := st.BoId
+		if id == 0 {
+			c.add(RestoreBO, 0, "bo_id", "0 is no BO id")
+			continue
+		}
+		if _, dup := bos[id]; dup {
+			c.add(RestoreBO, id, "", "listed twice")
+			continue
+		}
+		bos[id] = st
+		if st.DmabufInode != 0 {
+			if other, dup := exported[st.DmabufInode]; dup {
+				c.add(RestoreBO, id, "dmabuf_inode", "%d, the dma-buf of BO %d too: a dma-buf has one BO", st.DmabufInode, other)
+			}
+			exported[st.DmabufInode] = id
+		}
+		d, drv := device(RestoreBO, id, "minor", st.Minor)
+		if d == nil {
+			continue
+		}
+		if _, err := drv.validateCreate(st.Size, st.Domain, st.Flags, st.Alignment); err != nil {
+			c.add(RestoreBO, id, "", "%s cannot create it: %s", d.Driver, errMsg(err))
+			continue
+		}
+		r := region{st.Minor, st.Domain}
+		need[r] += st.Size
+		limit := d.VramSize
+		if st.Domain == uapi.Domain_DOMAIN_GTT {
+			limit = d.GttSize
+		}
+		if limit != 0 && need[r] > limit && need[r]-st.Size <= limit {
+			c.addErrno(syscall.ENOMEM, RestoreBO, id, "size", "the checkpoint's %v BOs on renderD%d need more than its %d bytes", st.Domain, st.Minor, limit)
+		}
+	}
+	return bos
+}
+
+// errMsg is an error's text without its errno.
+func errMsg(err error) string {
+	if e, ok := err.(*Error); ok {
+		return e.Msg
+	}
+	return err.Error()
+}
+
+// checkFile checks one drm file: its device, handles, the copies of its
+// BOs' records, VA mappings, that its driver blob decodes, and the
+// traffic caught in flight.
+func (c *restoreChecker) checkFile(i int, rf *uapi.RestoreFile, files map[uint64]bool, bos map[uint64]*uapi.BoState, device func(RestoreObject, uint64, string, uint32) (*uapi.DeviceInfo, *driver)) {
+	id := rf.Inode
+	add := func(field, format string, args ...any) { c.add(RestoreFileObj, id, field, format, args...) }
+	switch {
+	case id == 0:
+		c.add(RestoreFileObj, 0, fmt.Sprintf("(file %d of the request)", i), "inode 0 is no drm file")
+	case files[id]:
+		add("", "listed twice")
+		return
+	}
+	files[id] = true
+	st := rf.State
+	if st == nil {
+		add("", "no state")
+		return
+	}
+	d, drv := device(RestoreFileObj, id, "minor", st.Minor)
+	if d != nil && st.Driver != d.Driver {
+		add("driver", "%q, but renderD%d is %s", st.Driver, st.Minor, d.Driver)
+	}
+
+	// The file's copies of its BOs' records agree with the records.
+	listed := make(map[uint64]bool, len(st.Bos))
+	for j, b := range st.Bos {
+		f := fmt.Sprintf("bos[%d]", j)
+		rec, ok := bos[b.BoId]
+		switch {
+		case listed[b.BoId]:
+			add(f, "BO %d listed twice", b.BoId)
+		case !ok:
+			add(f, "BO %d is not a BO of the checkpoint", b.BoId)
+		case !proto.Equal(rec, b):
+			add(f, "BO %d (%s) differs from its record (%s)", b.BoId, boDesc(b), boDesc(rec))
+		}
+		listed[b.BoId] = true
+	}
+
+	// GEM handles: ids the kernel's idr takes, each once, on a BO of the
+	// file's.
+	handles := make(map[uint32]*uapi.BoState, len(st.Handles))
+	for j, h := range st.Handles {
+		f := fmt.Sprintf("handles[%d]", j)
+		if h.Handle == 0 || h.Handle > uapi.MaxID {
+			add(f+".handle", "%d is not a GEM handle (1 to %d)", h.Handle, uapi.MaxID)
+			continue
+		}
+		if _, dup := handles[h.Handle]; dup {
+			add(f+".handle", "%d is used twice", h.Handle)
+			continue
+		}
+		bo, ok := bos[h.BoId]
+		switch {
+		case !ok:
+			add(f+".bo_id", "BO %d is not a BO of the checkpoint", h.BoId)
+			continue
+		case !listed[h.BoId]:
+			add(f+".bo_id", "BO %d is not in the file's bos", h.BoId)
+		}
+		if h.Prime && bo.DmabufInode == 0 {
+			add(f+".prime", "handle %d is in the PRIME table, but BO %d was never exported", h.Handle, h.BoId)
+		}
+		handles[h.Handle] = bo
+	}
+
+	if drv != nil {
+		c.checkMappings(id, st.Mappings, handles, drv)
+		if _, err := decodeDriverPrivateFor(st.DriverPrivate, d.Driver, d.Minor); err != nil {
+			add("driver_private", "%v", err)
+		}
+	}
+	if io := st.Io; io != nil {
+		c.checkIO(id, io, bos)
+	}
+}
+
+func boDesc(b *uapi.BoState) string {
+	s := fmt.Sprintf("%d bytes %v flags %#x alignment %d on renderD%d", b.Size, b.Domain, b.Flags, b.Alignment, b.Minor)
+	if b.DmabufInode != 0 {
+		s += fmt.Sprintf(", dma-buf inode %d", b.DmabufInode)
+	}
+	return s
+}
+
+// checkMappings checks VA mappings as VM_MAP would: a handle of the file,
+// page-aligned and non-empty, inside the BO and the address space, and no
+// two overlapping.
+func (c *restoreChecker) checkMappings(id uint64, maps []*uapi.VaMapping, handles map[uint32]*uapi.BoState, drv *driver) {
+	add := func(field, format string, args ...any) { c.add(RestoreFileObj, id, field, format, args...) }
+	page := uint64(1) << drv.pageShift
+	type span struct {
+		i       int
+		va, end uint64
+	}
+	var spans []span
+	for j, m := range maps {
+		f := fmt.Sprintf("mappings[%d]", j)
+		bo, ok := handles[m.Handle]
+		if !ok {
+			add(f+".handle", "%d is not a handle of the file", m.Handle)
+		}
+		switch {
+		case m.Size == 0:
+			add(f+".size", "0: an empty mapping")
+		case m.Va%page != 0:
+			add(f+".va", "%#x is not aligned to the %d-byte page", m.Va, page)
+		case m.BoOffset%page != 0:
+			add(f+".bo_offset", "%#x is not aligned to the %d-byte page", m.BoOffset, page)
+		case m.Size%page != 0:
+			add(f+".size", "%#x is not a multiple of the %d-byte page", m.Size, page)
+		case ok && m.BoOffset >= bo.Size:
+			add(f+".bo_offset", "%#x is past the end of BO %d (%#x bytes)", m.BoOffset, bo.BoId, bo.Size)
+		case ok && m.Size > bo.Size-m.BoOffset:
+			add(f+".size", "%#x bytes from offset %#x do not fit in BO %d (%#x bytes)", m.Size, m.BoOffset, bo.BoId, bo.Size)
+		case m.Va > drv.vaMax || m.Size > drv.vaMax-m.Va:
+			add(f, "[%#x, +%#x) is outside the %s address space (%#x bytes)", m.Va, m.Size, drv.name, drv.vaMax)
+		}
+		if m.Size != 0 && m.Va+m.Size > m.Va { // a wrap is reported above
+			spans = append(spans, span{j, m.Va, m.Va + m.Size})
+		}
+	}
+	sort.Slice(spans, func(a, b int) bool { return spans[a].va < spans[b].va })
+	var reach span // of those before, the one reaching furthest
+	for k, s := range spans {
+		if k > 0 && s.va < reach.end {
+			add(fmt.Sprintf("mappings[%d]", s.i), "[%#x, %#x) overlaps mappings[%d] [%#x, %#x)", s.va, s.end, reach.i, reach.va, reach.end)
+		}
+		if k == 0 || s.end > reach.end {
+			reach = s
+		}
+	}
+}
+
+// checkIO checks the traffic a checkpoint caught in flight: the request is
+// replayed into the restored file and the reply re-sent to the task, so
+// both must be packets this kernel would have read and sent.
+func (c *restoreChecker) checkIO(id uint64, io *uapi.PendingIO, bos map[uint64]*uapi.BoState) {
+	add := func(field, format string, args ...any) { c.add(RestoreFileObj, id, field, format, args...) }
+	if len(io.Request) > 0 {
+		if err := CheckRequestPacket(io.Request); err != nil {
+			add("io.request", "%v", err)
+		}
+	}
+	replyOp := uapi.Op(0)
+	if len(io.UnreadReply) > 0 {
+		op, err := CheckReplyPacket(io.UnreadReply)
+		if err != nil {
+			add("io.unread_reply", "%v", err)
+		}
+		replyOp = op
+	}
+	switch ino, bo := io.UnreadReplyDmabufInode, io.UnreadReplyBo; {
+	case ino == 0 && bo != nil:
+		add("io.unread_reply_bo", "set, but the reply carries no dma-buf")
+	case ino == 0:
+	case len(io.UnreadReply) == 0:
+		add("io.unread_reply_dmabuf_inode", "%d, but there is no unread reply to carry it", ino)
+	case replyOp != 0 && replyOp != uapi.OpPrimeHandleToFd:
+		add("io.unread_reply_dmabuf_inode", "%d, but a %v reply carries no dma-buf", ino, replyOp)
+	case bo == nil:
+		add("io.unread_reply_bo", "missing: the reply carries dma-buf inode %d, of no known BO", ino)
+	default:
+		rec, ok := bos[bo.BoId]
+		switch {
+		case !ok:
+			add("io.unread_reply_bo", "BO %d is not a BO of the checkpoint", bo.BoId)
+		case rec.DmabufInode != ino:
+			add("io.unread_reply_dmabuf_inode", "%d, but BO %d was exported as dma-buf inode %d", ino, bo.BoId, rec.DmabufInode)
+		}
+	}
+}
+
+// checkContents checks where the BOs' contents are: every BO once, in a
+// pages file of the request, its every byte covered by a chunk with a
+// checksum; chunks in file order, non-empty, at most a chunk's size and
+// not overlapping.
+func (c *restoreChecker) checkContents(req *uapi.SessionOpenRequest, bos map[uint64]*uapi.BoState) {
+	type extent struct{ off, end uint64 }
+	files := make([][]extent, len(req.PagesFiles))
+	for i, pf := range req.PagesFiles {
+		var end uint64
+		for j, ch := range pf.Chunks {
+			where := fmt.Sprintf("%s chunk [%d, %d)", pf.Name, ch.Offset, ch.Offset+ch.Length)
+			switch {
+			case ch.Length == 0 || ch.Length > uapi.MaxContentChunk:
+				c.add(RestorePages, uint64(i), where, "%d bytes: a chunk has 1 to %d", ch.Length, uapi.MaxContentChunk)
+				continue
+			case ch.Offset+ch.Length < ch.Offset:
+				c.add(RestorePages, uint64(i), where, "overflows the file offset")
+				continue
+			case j > 0 && ch.Offset < end:
+				c.add(RestorePages, uint64(i), where, "overlaps or precedes the chunk before it, which ends at %d", end)
+				continue
+			case len(ch.Checksum) != uapi.ChecksumSize:
+				c.add(RestorePages, uint64(i), where, "a checksum of %d bytes, want %d (%s): its bytes could not be checked", len(ch.Checksum), uapi.ChecksumSize, uapi.ChecksumName)
+			}
+			end = ch.Offset + ch.Length
+			files[i] = append(files[i], extent{ch.Offset, end})
+		}
+	}
+	placed := make(map[uint64]bool, len(req.Contents))
+	for _, bc := range req.Contents {
+		st, ok := bos[bc.BoId]
+		switch {
+		case !ok:
+			c.add(RestoreBO, bc.BoId, "contents", "of a BO that is not in the checkpoint")
+			continue
+		case placed[bc.BoId]:
+			c.add(RestoreBO, bc.BoId, "contents", "listed twice")
+			continue
+		case int(bc.PagesFile) >= len(req.PagesFiles):
+			c.add(RestoreBO, bc.BoId, "pages_file", "%d, there are %d pages file(s)", bc.PagesFile, len(req.PagesFiles))
+			continue
+		case bc.Offset+st.Size < bc.Offset:
+			c.add(RestoreBO, bc.BoId, "offset", "%d + %d bytes overflows", bc.Offset, st.Size)
+			continue
+		}
+		placed[bc.BoId] = true
+		cs := files[bc.PagesFile]
+		pos, end := bc.Offset, bc.Offset+st.Size
+		k := sort.Search(len(cs), func(k int) bool { return cs[k].end > pos })
+		for ; pos < end && k < len(cs) && cs[k].off <= pos; k++ {
+			pos = cs[k].end
+		}
+		if pos < end {
+			next := end
+			if k < len(cs) {
+				next = min(end, cs[k].off)
+			}
+			c.add(RestoreBO, bc.BoId, "contents", "bytes [%d, %d) of its %d are covered by no checksummed chunk of %s", pos-bc.Offset, next-bc.Offset, st.Size, req.PagesFiles[bc.PagesFile].Name)
+		}
+	}
+	ids := make([]uint64, 0, len(bos))
+	for id := range bos {
+		if !placed[id] {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		c.add(RestoreBO, id, "contents", "not in any pages file")
+	}
+}
+
+// decodeDriverPrivateFor parses a driver blob for a device of driver
+// drvName and checks its version and driver.
+func decodeDriverPrivateFor(blob []byte, drvName string, minor uint32) (*uapi.DriverPrivate, error) {
+	priv := &uapi.DriverPrivate{}
+	if err := proto.Unmarshal(blob, priv); err != nil {
+		return nil, fmt.Errorf("%w: %v", errNoDriverState, err)
+	}
+	if priv.Version != DriverPrivateVersion {
+		return nil, fmt.Errorf("%w: version %d, this kernel reads %d", errNoDriverState, priv.Version, DriverPrivateVersion)
+	}
+	if priv.Driver != drvName {
+		return nil, fmt.Errorf("%w: for driver %q, device renderD%d is %q", errNoDriverState, priv.Driver, minor, drvName)
+	}
+	return priv, nil
+}
+
+// restoreRefusal turns the problems of a request into SESSION_OPEN's
+// error: the first few, and how many there are.
+func restoreRefusal(probs []RestoreProblem) error {
+	const shown = 8
+	var msgs []string
+	for i, p := range probs {
+		if i == shown {
+			msgs = append(msgs, fmt.Sprintf("and %d more", len(probs)-shown))
+			break
+		}
+		msgs = append(msgs, p.Error())
+	}
+	return errnof(probs[0].Errno, "restore refused, %d problem(s): %s", len(probs), strings.Join(msgs, "; "))
+}
