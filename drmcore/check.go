@@ -492,21 +492,21 @@ func (c *checker) imageOf(p kernelsim.RestoreProblem, req *uapi.SessionOpenReque
 		return a + " " + b
 	}
 	switch p.Object {
-	case kernelsim.RestoreDevice:
+	case kernelsim.ObjDevice:
 		return images.Problem{Image: inventory, Field: join(fmt.Sprintf("devices (renderD%d)", p.ID), p.Field), Msg: p.Msg}
-	case kernelsim.RestoreBO:
+	case kernelsim.ObjBO:
 		return images.Problem{Image: images.IndexName, Field: join(fmt.Sprintf("BO %d", p.ID), p.Field), Msg: p.Msg}
-	case kernelsim.RestoreFileObj:
+	case kernelsim.ObjFile:
 		if p.ID == 0 {
 			return images.Problem{Image: inventory, Field: "files", Msg: p.Msg}
 		}
 		return images.Problem{Image: images.FileName(p.ID), Field: "state." + p.Field, Msg: p.Msg}
-	case kernelsim.RestoreDmaBufObj:
+	case kernelsim.ObjDmaBuf:
 		if p.ID == 0 {
 			return images.Problem{Image: inventory, Field: "dmabufs", Msg: p.Msg}
 		}
 		return images.Problem{Image: images.DmaBufName(p.ID), Field: p.Field, Msg: p.Msg}
-	case kernelsim.RestorePages:
+	case kernelsim.ObjPages:
 		return images.Problem{Image: images.IndexName, Field: p.Field, Msg: p.Msg}
 	}
 	return images.Problem{Image: inventory, Field: p.Field, Msg: p.Msg}

@@ -232,7 +232,9 @@ func checkVersion(name string, v uint32) error {
 // (kernelsim.CheckRestore); Check reads no pages file.
 func (x *Index) Check() []Problem {
 	var out []Problem
-	add := func(field, format string, args ...any) { out = append(out, Problemf(IndexName, field, format, args...)) }
+	add := func(field, format string, args ...any) {
+		out = append(out, Problemf(IndexName, field, format, args...))
+	}
 	if x.Header.Checksum != uapi.ChecksumName {
 		add("checksum", "algorithm %q, this plugin knows %q", x.Header.Checksum, uapi.ChecksumName)
 	}

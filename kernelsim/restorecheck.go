@@ -29,11 +29,11 @@ import (
 type RestoreObject int
 
 const (
-	RestoreDevice RestoreObject = iota // ID: the minor
-	RestoreBO                          // ID: the dump-time BO id
-	RestoreFileObj                     // ID: the drm file's dump-time inode
-	RestoreDmaBufObj                   // ID: the dma-buf's dump-time inode
-	RestorePages                       // ID: the pages file's index
+	ObjDevice RestoreObject = iota // ID: the minor
+	ObjBO                          // ID: the dump-time BO id
+	ObjFile                        // ID: the drm file's dump-time inode
+	ObjDmaBuf                      // ID: the dma-buf's dump-time inode
+	ObjPages                       // ID: the pages file's index
 )
 
 // RestoreProblem is one reason the kernel refuses a restore request.
@@ -54,15 +54,15 @@ type RestoreProblem struct {
 func (p RestoreProblem) Error() string {
 	var what string
 	switch p.Object {
-	case RestoreDevice:
+	case ObjDevice:
 		what = fmt.Sprintf("device renderD%d", p.ID)
-	case RestoreBO:
+	case ObjBO:
 		what = fmt.Sprintf("BO %d", p.ID)
-	case RestoreFileObj:
+	case ObjFile:
 		what = fmt.Sprintf("drm file inode %d", p.ID)
-	case RestoreDmaBufObj:
+	case ObjDmaBuf:
 		what = fmt.Sprintf("dma-buf inode %d", p.ID)
-	case RestorePages:
+	case ObjPages:
 		what = fmt.Sprintf("pages file %d", p.ID)
 	}
 	if p.Field != "" {
@@ -95,10 +95,10 @@ func CheckRestore(req *uapi.SessionOpenRequest, devices []*uapi.DeviceInfo) []Re
 	devs := map[uint32]*uapi.DeviceInfo{}
 	for _, d := range devices {
 		if _, dup := devs[d.Minor]; dup {
-			c.add(RestoreDevice, uint64(d.Minor), "", "listed twice")
+			c.add(ObjDevice, uint64(d.Minor), "", "listed twice")
 		}
 		if _, ok := drivers[d.Driver]; !ok {
-			c.add(RestoreDevice, uint64(d.Minor), "driver", "%q is not a driver of this kernel (%s)", d.Driver, strings.Join(Drivers(), ", "))
+			c.add(ObjDevice, uint64(d.Minor), "driver", "%q is not a driver of this kernel (%s)", d.Driver, strings.Join(Drivers(), ", "))
 			continue
 		}
 		devs[d.Minor] = d
@@ -133,17 +133,17 @@ func CheckRestore(req *uapi.SessionOpenRequest, devices []*uapi.DeviceInfo) []Re
 		id := rd.Inode
 		switch {
 		case rd.Inode == 0:
-			c.add(RestoreDmaBufObj, 0, fmt.Sprintf("(dma-buf %d of the request)", i), "inode 0 is no dma-buf")
+			c.add(ObjDmaBuf, 0, fmt.Sprintf("(dma-buf %d of the request)", i), "inode 0 is no dma-buf")
 		case dmabufs[rd.Inode]:
-			c.add(RestoreDmaBufObj, id, "", "listed twice")
+			c.add(ObjDmaBuf, id, "", "listed twice")
 		}
 		dmabufs[rd.Inode] = true
 		bo, ok := bos[rd.BoId]
 		switch {
 		case !ok:
-			c.add(RestoreDmaBufObj, id, "bo_id", "BO %d is not a BO of the checkpoint", rd.BoId)
+			c.add(ObjDmaBuf, id, "bo_id", "BO %d is not a BO of the checkpoint", rd.BoId)
 		case bo.DmabufInode != rd.Inode:
-			c.add(RestoreDmaBufObj, id, "bo_id", "BO %d was exported as dma-buf inode %d, not this one", rd.BoId, bo.DmabufInode)
+			c.add(ObjDmaBuf, id, "bo_id", "BO %d was exported as dma-buf inode %d, not this one", rd.BoId, bo.DmabufInode)
 		}
 	}
 	c.checkContents(req, bos)
@@ -162,26 +162,26 @@ func (c *restoreChecker) checkBOs(req *uapi.SessionOpenRequest, device func(Rest
 	for _, st := range req.Bos {
 		id := st.BoId
 		if id == 0 {
-			c.add(RestoreBO, 0, "bo_id", "0 is no BO id")
+			c.add(ObjBO, 0, "bo_id", "0 is no BO id")
 			continue
 		}
 		if _, dup := bos[id]; dup {
-			c.add(RestoreBO, id, "", "listed twice")
+			c.add(ObjBO, id, "", "listed twice")
 			continue
 		}
 		bos[id] = st
 		if st.DmabufInode != 0 {
 			if other, dup := exported[st.DmabufInode]; dup {
-				c.add(RestoreBO, id, "dmabuf_inode", "%d, the dma-buf of BO %d too: a dma-buf has one BO", st.DmabufInode, other)
+				c.add(ObjBO, id, "dmabuf_inode", "%d, the dma-buf of BO %d too: a dma-buf has one BO", st.DmabufInode, other)
 			}
 			exported[st.DmabufInode] = id
 		}
-		d, drv := device(RestoreBO, id, "minor", st.Minor)
+		d, drv := device(ObjBO, id, "minor", st.Minor)
 		if d == nil {
 			continue
 		}
 		if _, err := drv.validateCreate(st.Size, st.Domain, st.Flags, st.Alignment); err != nil {
-			c.add(RestoreBO, id, "", "%s cannot create it: %s", d.Driver, errMsg(err))
+			c.add(ObjBO, id, "", "%s cannot create it: %s", d.Driver, errMsg(err))
 			continue
 		}
 		r := region{st.Minor, st.Domain}
@@ -191,7 +191,7 @@ func (c *restoreChecker) checkBOs(req *uapi.SessionOpenRequest, device func(Rest
 			limit = d.GttSize
 		}
 		if limit != 0 && need[r] > limit && need[r]-st.Size <= limit {
-			c.addErrno(syscall.ENOMEM, RestoreBO, id, "size", "the checkpoint's %v BOs on renderD%d need more than its %d bytes", st.Domain, st.Minor, limit)
+			c.addErrno(syscall.ENOMEM, ObjBO, id, "size", "the checkpoint's %v BOs on renderD%d need more than its %d bytes", st.Domain, st.Minor, limit)
 		}
 	}
 	return bos
@@ -210,10 +210,10 @@ func errMsg(err error) string {
 // traffic caught in flight.
 func (c *restoreChecker) checkFile(i int, rf *uapi.RestoreFile, files map[uint64]bool, bos map[uint64]*uapi.BoState, device func(RestoreObject, uint64, string, uint32) (*uapi.DeviceInfo, *driver)) {
 	id := rf.Inode
-	add := func(field, format string, args ...any) { c.add(RestoreFileObj, id, field, format, args...) }
+	add := func(field, format string, args ...any) { c.add(ObjFile, id, field, format, args...) }
 	switch {
 	case id == 0:
-		c.add(RestoreFileObj, 0, fmt.Sprintf("(file %d of the request)", i), "inode 0 is no drm file")
+		c.add(ObjFile, 0, fmt.Sprintf("(file %d of the request)", i), "inode 0 is no drm file")
 	case files[id]:
 		add("", "listed twice")
 		return
@@ -224,7 +224,7 @@ func (c *restoreChecker) checkFile(i int, rf *uapi.RestoreFile, files map[uint64
 		add("", "no state")
 		return
 	}
-	d, drv := device(RestoreFileObj, id, "minor", st.Minor)
+	d, drv := device(ObjFile, id, "minor", st.Minor)
 	if d != nil && st.Driver != d.Driver {
 		add("driver", "%q, but renderD%d is %s", st.Driver, st.Minor, d.Driver)
 	}
@@ -295,7 +295,7 @@ func boDesc(b *uapi.BoState) string {
 // page-aligned and non-empty, inside the BO and the address space, and no
 // two overlapping.
 func (c *restoreChecker) checkMappings(id uint64, maps []*uapi.VaMapping, handles map[uint32]*uapi.BoState, drv *driver) {
-	add := func(field, format string, args ...any) { c.add(RestoreFileObj, id, field, format, args...) }
+	add := func(field, format string, args ...any) { c.add(ObjFile, id, field, format, args...) }
 	page := uint64(1) << drv.pageShift
 	type span struct {
 		i       int
@@ -344,7 +344,7 @@ func (c *restoreChecker) checkMappings(id uint64, maps []*uapi.VaMapping, handle
 // replayed into the restored file and the reply re-sent to the task, so
 // both must be packets this kernel would have read and sent.
 func (c *restoreChecker) checkIO(id uint64, io *uapi.PendingIO, bos map[uint64]*uapi.BoState) {
-	add := func(field, format string, args ...any) { c.add(RestoreFileObj, id, field, format, args...) }
+	add := func(field, format string, args ...any) { c.add(ObjFile, id, field, format, args...) }
 	if len(io.Request) > 0 {
 		if err := CheckRequestPacket(io.Request); err != nil {
 			add("io.request", "%v", err)
@@ -392,16 +392,16 @@ func (c *restoreChecker) checkContents(req *uapi.SessionOpenRequest, bos map[uin
 			where := fmt.Sprintf("%s chunk [%d, %d)", pf.Name, ch.Offset, ch.Offset+ch.Length)
 			switch {
 			case ch.Length == 0 || ch.Length > uapi.MaxContentChunk:
-				c.add(RestorePages, uint64(i), where, "%d bytes: a chunk has 1 to %d", ch.Length, uapi.MaxContentChunk)
+				c.add(ObjPages, uint64(i), where, "%d bytes: a chunk has 1 to %d", ch.Length, uapi.MaxContentChunk)
 				continue
 			case ch.Offset+ch.Length < ch.Offset:
-				c.add(RestorePages, uint64(i), where, "overflows the file offset")
+				c.add(ObjPages, uint64(i), where, "overflows the file offset")
 				continue
 			case j > 0 && ch.Offset < end:
-				c.add(RestorePages, uint64(i), where, "overlaps or precedes the chunk before it, which ends at %d", end)
+				c.add(ObjPages, uint64(i), where, "overlaps or precedes the chunk before it, which ends at %d", end)
 				continue
 			case len(ch.Checksum) != uapi.ChecksumSize:
-				c.add(RestorePages, uint64(i), where, "a checksum of %d bytes, want %d (%s): its bytes could not be checked", len(ch.Checksum), uapi.ChecksumSize, uapi.ChecksumName)
+				c.add(ObjPages, uint64(i), where, "a checksum of %d bytes, want %d (%s): its bytes could not be checked", len(ch.Checksum), uapi.ChecksumSize, uapi.ChecksumName)
 			}
 			end = ch.Offset + ch.Length
 			files[i] = append(files[i], extent{ch.Offset, end})
@@ -412,16 +412,16 @@ func (c *restoreChecker) checkContents(req *uapi.SessionOpenRequest, bos map[uin
 		st, ok := bos[bc.BoId]
 		switch {
 		case !ok:
-			c.add(RestoreBO, bc.BoId, "contents", "of a BO that is not in the checkpoint")
+			c.add(ObjBO, bc.BoId, "contents", "of a BO that is not in the checkpoint")
 			continue
 		case placed[bc.BoId]:
-			c.add(RestoreBO, bc.BoId, "contents", "listed twice")
+			c.add(ObjBO, bc.BoId, "contents", "listed twice")
 			continue
 		case int(bc.PagesFile) >= len(req.PagesFiles):
-			c.add(RestoreBO, bc.BoId, "pages_file", "%d, there are %d pages file(s)", bc.PagesFile, len(req.PagesFiles))
+			c.add(ObjBO, bc.BoId, "pages_file", "%d, there are %d pages file(s)", bc.PagesFile, len(req.PagesFiles))
 			continue
 		case bc.Offset+st.Size < bc.Offset:
-			c.add(RestoreBO, bc.BoId, "offset", "%d + %d bytes overflows", bc.Offset, st.Size)
+			c.add(ObjBO, bc.BoId, "offset", "%d + %d bytes overflows", bc.Offset, st.Size)
 			continue
 		}
 		placed[bc.BoId] = true
@@ -436,7 +436,7 @@ func (c *restoreChecker) checkContents(req *uapi.SessionOpenRequest, bos map[uin
 			if k < len(cs) {
 				next = min(end, cs[k].off)
 			}
-			c.add(RestoreBO, bc.BoId, "contents", "bytes [%d, %d) of its %d are covered by no checksummed chunk of %s", pos-bc.Offset, next-bc.Offset, st.Size, req.PagesFiles[bc.PagesFile].Name)
+			c.add(ObjBO, bc.BoId, "contents", "bytes [%d, %d) of its %d are covered by no checksummed chunk of %s", pos-bc.Offset, next-bc.Offset, st.Size, req.PagesFiles[bc.PagesFile].Name)
 		}
 	}
 	ids := make([]uint64, 0, len(bos))
@@ -447,7 +447,7 @@ func (c *restoreChecker) checkContents(req *uapi.SessionOpenRequest, bos map[uin
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
-		c.add(RestoreBO, id, "contents", "not in any pages file")
+		c.add(ObjBO, id, "contents", "not in any pages file")
 	}
 }
 
