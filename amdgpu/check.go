@@ -2,7 +2,6 @@ package amdgpu
 
 import (
 	"fmt"
-	"slices"
 
 	"drmcr/images"
 	"drmcr/kernelsim/gpu"
@@ -44,6 +43,7 @@ func (*Plugin) CheckFile(img *images.DrmFile, bo func(id uint64) *uapi.BoState) 
 	}
 	const blob = "state.driver_private"
 
+	summaryJobs, summaryWaits := setOf(st.JobFences), setOf(st.WaitsOnFences)
 	fileBOs := make(map[uint64]bool, len(st.Bos))
 	for _, b := range st.Bos {
 		fileBOs[b.BoId] = true
@@ -84,6 +84,9 @@ func (*Plugin) CheckFile(img *images.DrmFile, bo func(id uint64) *uapi.BoState) 
 			}
 			jobs[j.FenceId] = true
 			jobFences = append(jobFences, j.FenceId)
+			if j.FenceId != 0 && !summaryJobs[j.FenceId] {
+				add(jf+".fence_id", "fence %d is missing from state.job_fences, the file's list of its saved jobs' fences", j.FenceId)
+			}
 			out = append(out, checkJob(name, jf, j, bo, fileBOs, handles)...)
 			for d, dep := range j.DepFenceIds {
 				df := fmt.Sprintf("%s.dep_fence_ids[%d]", jf, d)
@@ -92,6 +95,8 @@ func (*Plugin) CheckFile(img *images.DrmFile, bo func(id uint64) *uapi.BoState) 
 					add(df, "the job waits on its own fence %d: it could never run", dep)
 				case later[dep]:
 					add(df, "the job waits on fence %d of a job queued after it in context %d: neither could ever run", dep, cs.CtxId)
+				case !summaryWaits[dep]:
+					add(df, "fence %d is missing from state.waits_on_fences, the list of fences the file's saved work waits on, which are checked against the saved jobs of every file", dep)
 				}
 				waits = append(waits, dep)
 			}
@@ -99,11 +104,16 @@ func (*Plugin) CheckFile(img *images.DrmFile, bo func(id uint64) *uapi.BoState) 
 	}
 	// The core checks across files that every fence waited on is some
 	// job's: its summary must be the blob's.
-	if !sameSet(jobFences, st.JobFences) {
-		add("state.job_fences", "%v, the blob's jobs have fences %v", st.JobFences, jobFences)
+	blobJobs, blobWaits := setOf(jobFences), setOf(waits)
+	for i, id := range st.JobFences {
+		if !blobJobs[id] {
+			add(fmt.Sprintf("state.job_fences[%d]", i), "fence %d is no saved job's of the file", id)
+		}
 	}
-	if !sameSet(waits, st.WaitsOnFences) {
-		add("state.waits_on_fences", "%v, the blob's jobs wait on fences %v", st.WaitsOnFences, waits)
+	for i, id := range st.WaitsOnFences {
+		if !blobWaits[id] {
+			add(fmt.Sprintf("state.waits_on_fences[%d]", i), "fence %d is waited on by no saved job of the file", id)
+		}
 	}
 
 	timelines := make(map[uint32]bool, len(priv.SwSyncs))
@@ -213,13 +223,10 @@ func Command(c *uapi.Command) gpu.Command {
 	}
 }
 
-// sameSet reports whether a and b hold the same values, each as often.
-func sameSet(a, b []uint64) bool {
-	if len(a) != len(b) {
-		return false
+func setOf(ids []uint64) map[uint64]bool {
+	m := make(map[uint64]bool, len(ids))
+	for _, id := range ids {
+		m[id] = true
 	}
-	a, b = slices.Clone(a), slices.Clone(b)
-	slices.Sort(a)
-	slices.Sort(b)
-	return slices.Equal(a, b)
+	return m
 }
