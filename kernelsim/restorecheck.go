@@ -407,6 +407,8 @@ func (c *restoreChecker) checkContents(req *uapi.SessionOpenRequest, bos map[uin
 			files[i] = append(files[i], extent{ch.Offset, end})
 		}
 	}
+	type placement struct{ off, end, id uint64 }
+	at := make([][]placement, len(req.PagesFiles))
 	placed := make(map[uint64]bool, len(req.Contents))
 	for _, bc := range req.Contents {
 		st, ok := bos[bc.BoId]
@@ -425,6 +427,7 @@ func (c *restoreChecker) checkContents(req *uapi.SessionOpenRequest, bos map[uin
 			continue
 		}
 		placed[bc.BoId] = true
+		at[bc.PagesFile] = append(at[bc.PagesFile], placement{bc.Offset, bc.Offset + st.Size, bc.BoId})
 		cs := files[bc.PagesFile]
 		pos, end := bc.Offset, bc.Offset+st.Size
 		k := sort.Search(len(cs), func(k int) bool { return cs[k].end > pos })
@@ -437,6 +440,19 @@ func (c *restoreChecker) checkContents(req *uapi.SessionOpenRequest, bos map[uin
 				next = min(end, cs[k].off)
 			}
 			c.add(ObjBO, bc.BoId, "contents", "bytes [%d, %d) of its %d are covered by no checksummed chunk of %s", pos-bc.Offset, next-bc.Offset, st.Size, req.PagesFiles[bc.PagesFile].Name)
+		}
+	}
+	// Each BO is saved once: no two share bytes of a pages file.
+	for i, ps := range at {
+		sort.Slice(ps, func(a, b int) bool { return ps[a].off < ps[b].off })
+		var reach placement
+		for k, p := range ps {
+			if k > 0 && p.off < reach.end {
+				c.add(ObjBO, p.id, "offset", "bytes [%d, %d) of %s are BO %d's too", p.off, min(p.end, reach.end), req.PagesFiles[i].Name, reach.id)
+			}
+			if k == 0 || p.end > reach.end {
+				reach = p
+			}
 		}
 	}
 	ids := make([]uint64, 0, len(bos))

@@ -161,6 +161,8 @@ func TestCheckRestore(t *testing.T) {
 			c.Length = 8192
 			r.PagesFiles[0].Chunks = append(r.PagesFiles[0].Chunks, &uapi.ContentChunk{Offset: 4096, Length: 8192, Checksum: c.Checksum})
 		}, "chunk [4096, 12288): overlaps or precedes the chunk before it, which ends at 8192", syscall.EINVAL},
+		{"BOs sharing bytes of the pages file", func(r *uapi.SessionOpenRequest) { r.Contents[1].Offset = 4096 },
+			"BO 2 offset: bytes [4096, 8192) of drm-pages-1.img are BO 1's too", syscall.EINVAL},
 		{"BO without contents", func(r *uapi.SessionOpenRequest) { r.Contents = r.Contents[:1] },
 			"BO 2 contents: not in any pages file", syscall.EINVAL},
 		{"contents in no pages file", func(r *uapi.SessionOpenRequest) { r.Contents[1].PagesFile = 3 },
