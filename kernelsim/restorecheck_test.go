@@ -124,7 +124,10 @@ func TestCheckRestore(t *testing.T) {
 			file(r).Io.UnreadReplyDmabufInode = 500
 			file(r).Io.UnreadReplyBo = r.Bos[1]
 		}, "io.unread_reply_dmabuf_inode: 500, but a GEM_CREATE reply carries no dma-buf", syscall.EINVAL},
-		{"GEM handle near 2^32", func(r *uapi.SessionOpenRequest) { file(r).Handles[0].Handle = 1<<32 - 2; file(r).Mappings[0].Handle = 1<<32 - 2 },
+		{"GEM handle near 2^32", func(r *uapi.SessionOpenRequest) {
+			file(r).Handles[0].Handle = 1<<32 - 2
+			file(r).Mappings[0].Handle = 1<<32 - 2
+		},
 			"handles[0].handle: 4294967294 is not a GEM handle (1 to 2147483647)", syscall.EINVAL},
 		{"GEM handle 2^31", func(r *uapi.SessionOpenRequest) { file(r).Handles[0].Handle = 1 << 31 },
 			"handles[0].handle: 2147483648 is not a GEM handle", syscall.EINVAL},
