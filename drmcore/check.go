@@ -340,6 +340,11 @@ func (c *checker) readImages() {
 	}
 }
 
+// indexRead says whether the index could be read: without it, the BOs
+// every other image refers to are unknown, and checking references to
+// them would only repeat that problem.
+func (c *checker) indexRead() bool { return c.ck.Index != nil }
+
 // readSealed reads an image against its seal; false if it is unusable.
 func (c *checker) readSealed(name string, m images.Versioned) bool {
 	probs, err := c.dir.ReadSealed(name, c.seals[name], m)
@@ -364,9 +369,8 @@ func (c *checker) file(f *images.DrmFile, bo func(uint64) *uapi.BoState) {
 	if st.Driver != f.Driver {
 		c.add(name, "driver", "%q, the kernel state says %q", f.Driver, st.Driver)
 	}
-	if d := c.devices[st.Minor]; d == nil {
-		c.add(name, "state.minor", "renderD%d is not a device of the dump (%s)", st.Minor, c.deviceList())
-	} else if d.GpuId != st.GpuId {
+	// A device the dump did not record is the kernel's check's.
+	if d := c.devices[st.Minor]; d != nil && d.GpuId != st.GpuId {
 		c.add(name, "state.gpu_id", "%#x, the dump's renderD%d has gpu id %#x", st.GpuId, st.Minor, d.GpuId)
 	}
 	drv := c.subs.driver(f.Driver)
@@ -374,18 +378,9 @@ func (c *checker) file(f *images.DrmFile, bo func(uint64) *uapi.BoState) {
 		c.add(name, "driver", "no sub-plugin for driver %q", f.Driver)
 		return
 	}
-	c.ck.Problems = append(c.ck.Problems, drv.CheckFile(f, bo)...)
-}
-
-func (c *checker) deviceList() string {
-	var ds []string
-	for _, d := range c.ck.Inventory.Devices {
-		ds = append(ds, fmt.Sprintf("renderD%d %s", d.Minor, d.Driver))
+	if c.indexRead() {
+		c.ck.Problems = append(c.ck.Problems, drv.CheckFile(f, bo)...)
 	}
-	if ds == nil {
-		return "none recorded"
-	}
-	return strings.Join(ds, ", ")
 }
 
 // holder checks who held a file at the dump: the process the image names
@@ -449,14 +444,18 @@ func (c *checker) kernel() {
 		}
 	}
 	for _, f := range c.ck.FileList {
-		drv := c.subs.driver(f.Driver)
-		if drv == nil || f.State == nil {
+		if f.State == nil {
 			continue
 		}
-		rf, err := drv.RestoreFile(f)
-		if err != nil {
-			c.add(images.FileName(f.Inode), "", "%s: %v", f.Driver, err)
-			continue
+		// A file no sub-plugin restores (a problem already) still has
+		// its kernel objects checked.
+		rf := &uapi.RestoreFile{Inode: f.Inode, State: f.State}
+		if drv := c.subs.driver(f.Driver); drv != nil {
+			var err error
+			if rf, err = drv.RestoreFile(f); err != nil {
+				c.add(images.FileName(f.Inode), "", "%s: %v", f.Driver, err)
+				rf = &uapi.RestoreFile{Inode: f.Inode, State: f.State}
+			}
 		}
 		req.Files = append(req.Files, rf)
 	}
@@ -474,6 +473,9 @@ func (c *checker) kernel() {
 	}
 	c.ck.Request = req
 
+	if !c.indexRead() {
+		return
+	}
 	var devs []*uapi.DeviceInfo
 	for _, d := range c.ck.Inventory.Devices {
 		devs = append(devs, &uapi.DeviceInfo{Minor: d.Minor, Driver: d.Driver, GpuId: d.GpuId})

@@ -245,7 +245,7 @@ func TestDamagedImagesAreRefused(t *testing.T) {
 		// The core's fields.
 		{"minor 129", func(t *testing.T, dir string) {
 			editFile(t, dir, f.inoA, true, func(m *images.DrmFile) { m.State.Minor = 129 })
-		}, []string{images.FileName(f.inoA) + ": state.minor: renderD129 is not a device of the dump (renderD128 amdgpu)"}},
+		}, []string{images.FileName(f.inoA) + ": state.minor: renderD129 is not one of the devices (renderD128 amdgpu)"}},
 		{"pid of another process", func(t *testing.T, dir string) {
 			editFile(t, dir, f.inoA, true, func(m *images.DrmFile) { m.Pid = 4242 })
 		}, []string{images.FileName(f.inoA) + ": pid: 4242 does not hold it"}},

@@ -320,8 +320,8 @@ func (d *Dir) VerifyPages(x *Index) []Problem {
 				j := jobs[i]
 				cc := j.c.Chunk
 				where := fmt.Sprintf("chunk [%d, %d)", cc.Offset, cc.Offset+cc.Length)
-				if cc.Length > uapi.MaxContentChunk || cc.Offset+cc.Length < cc.Offset || cc.Offset > math.MaxInt64 {
-					continue // Check reports it
+				if cc.Length == 0 || cc.Length > uapi.MaxContentChunk || cc.Offset+cc.Length < cc.Offset || cc.Offset > math.MaxInt64 || len(cc.Checksum) != uapi.ChecksumSize {
+					continue // the kernel's checks report it
 				}
 				buf = slices.Grow(buf[:0], int(cc.Length))[:cc.Length]
 				n, err := j.f.ReadAt(buf, int64(cc.Offset))

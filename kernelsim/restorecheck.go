@@ -106,7 +106,7 @@ func CheckRestore(req *uapi.SessionOpenRequest, devices []*uapi.DeviceInfo) []Re
 	minors := func() string {
 		var ms []string
 		for _, d := range devices {
-			ms = append(ms, fmt.Sprintf("renderD%d", d.Minor))
+			ms = append(ms, fmt.Sprintf("renderD%d %s", d.Minor, d.Driver))
 		}
 		if ms == nil {
 			return "none"

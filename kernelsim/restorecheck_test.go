@@ -74,7 +74,7 @@ func TestCheckRestore(t *testing.T) {
 		errno syscall.Errno
 	}{
 		{"file on minor 129", func(r *uapi.SessionOpenRequest) { file(r).Minor = 129 },
-			"drm file inode 100 minor: renderD129 is not one of the devices (renderD128)", syscall.ENODEV},
+			"drm file inode 100 minor: renderD129 is not one of the devices (renderD128 amdgpu)", syscall.ENODEV},
 		{"BO on minor 129", func(r *uapi.SessionOpenRequest) { r.Bos[0].Minor = 129 },
 			"BO 1 minor: renderD129 is not one of the devices", syscall.ENODEV},
 		{"file of another driver", func(r *uapi.SessionOpenRequest) { file(r).Driver = "xe" },

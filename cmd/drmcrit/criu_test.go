@@ -364,7 +364,7 @@ func TestCriuInventoryPidNotInPstree(t *testing.T) {
 	inv.Processes[0].Pid = 99999999
 	writeImg(t, dir, images.InventoryName, inv)
 	code, out, _ := runCmd(t, nil, "verify", dir)
-	if code != 1 || !strings.Contains(out, "inventory: pid 99999999 (drmcrit.test) is not in CRIU's pstree.img") {
+	if code != 1 || !strings.Contains(out, "drm-inventory.img: processes[0]: pid 99999999 (drmcrit.test) is not in CRIU's pstree.img") {
 		t.Errorf("verify: %d\n%s", code, out)
 	}
 	code, out, _ = runCmd(t, nil, "show", dir)

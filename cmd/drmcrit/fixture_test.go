@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"drmcr/drmcore/drmcoretest"
+	"drmcr/images"
 	"drmcr/kernelsim"
 	"drmcr/kernelsim/gpu"
 	"drmcr/kernelsim/ksimtest"
@@ -200,7 +201,9 @@ func copyDir(t testing.TB, src string) string {
 }
 
 // readImg and writeImg load and store an image message without version
-// checks, for damaging fixtures.
+// checks, for damaging fixtures. writeImg re-seals the image (as
+// drmcrit encode --reseal does), so that the checks of its fields are
+// what finds the damage; writeRaw leaves the seals alone.
 func readImg(t testing.TB, dir, name string, m proto.Message) {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(dir, name))
@@ -210,9 +213,31 @@ func readImg(t testing.TB, dir, name string, m proto.Message) {
 
 func writeImg(t testing.TB, dir, name string, m proto.Message) {
 	t.Helper()
+	if inv, ok := m.(*images.Inventory); ok && inv.Version == images.Version {
+		d, err := images.OpenDir(dir)
+		must(t, err)
+		defer d.Close()
+		must(t, d.WriteInventory(inv))
+		return
+	}
+	writeRaw(t, dir, name, m)
+	reseal(t, dir, name)
+}
+
+func writeRaw(t testing.TB, dir, name string, m proto.Message) {
+	t.Helper()
 	data, err := proto.Marshal(m)
 	must(t, err)
 	must(t, os.WriteFile(filepath.Join(dir, name), data, 0o600))
+}
+
+// reseal records an image's new seal in its directory's inventory.
+func reseal(t testing.TB, dir, name string) {
+	t.Helper()
+	d, err := images.OpenDir(dir)
+	must(t, err)
+	defer d.Close()
+	must(t, d.Reseal(name))
 }
 
 // runCmd runs drmcrit and returns its status, stdout and stderr.

@@ -34,7 +34,7 @@ func TestInfo(t *testing.T) {
 	wantLines(t, "info", out,
 		"checkpoint "+f.dir+"\n",
 		"CRIU:      no images",
-		"GPU state: complete; DRM image format v2, written by drm_plugin ",
+		fmt.Sprintf("GPU state: complete; DRM image format v%d, written by drm_plugin ", images.Version),
 		"processes: 1 of 1 hold GPU files: 2 drm file fds, 1 dma-buf fd",
 		"drm files: 2 on renderD128 (amdgpu, gpu id 0x10020080, driver blob v1)",
 		"dma-bufs:  1\n",
@@ -71,7 +71,7 @@ func TestInfoVerdict(t *testing.T) {
 	wantLines(t, "info", out,
 		"GPU state: INCOMPLETE (restore refuses it)",
 		fmt.Sprintf("verdict:   %d PROBLEMS (drmcrit verify %s lists them all):", nprobs, dir),
-		"inventory: BO 1000 has no record in drm-bo-index.img",
+		"drm-inventory.img: bos: BO 1000 has no record in drm-bo-index.img",
 		fmt.Sprintf("... and %d more", nprobs-maxVerdictLines),
 	)
 }
@@ -86,7 +86,7 @@ func TestInfoCriu(t *testing.T) {
 	}
 	// criu 4.1 writes the plugin list, empty: no plugin registered.
 	wantLines(t, "info", out,
-		"CRIU:      1 process, 10 threads; image format v2; plugins restore requires: none recorded",
+		"CRIU:      1 process, 6 threads; image format v2; plugins restore requires: none recorded",
 		"processes: 1 of 1 hold GPU files: 2 drm file fds, 2 dma-buf fds",
 		"drm files: 2 on renderD128 (amdgpu, gpu id 0x10020080, driver blob v1)",
 		"verdict:   OK",
@@ -134,22 +134,22 @@ func TestExplore(t *testing.T) {
 	}
 	wantLines(t, "x ps", out,
 		"    PID   PGID    SID   COMM\n",
-		"  11183  11183  11183   drmcrit.test  [GPU: 2 drm files (renderD128), 2 dma-bufs]\n",
+		"  23694  23694  23694   drmcrit.test  [GPU: 2 drm files (renderD128), 2 dma-bufs]\n",
 	)
 	code, out, errs = runCmd(t, nil, "x", dir, "fds")
 	if code != 0 {
 		t.Fatalf("x fds: %d %s", code, errs)
 	}
 	wantLines(t, "x fds", out,
-		"11183 (drmcrit.test)\n",
+		"23694 (drmcrit.test)\n",
 		"\t      0: /dev/null\n",
 		// The daemon's end of the connection: a socket, nothing more.
-		"\t     11: unix[1699938 (1699679) /tmp/ksim2544027912/dri/renderD128]\n",
-		"\t      9: unix[1699679 (1699938)]  [drm file: renderD128 amdgpu, gpu id 0x10020080, 1 BO handle, 0 contexts]\n",
-		"\t     14: unix[1699680 (1699940)]  [drm file: renderD128 amdgpu, gpu id 0x10020080, 1 BO handle, 1 context]\n",
-		"\t     19: unix[1699944 (1699943)]  [dma-buf: BO 1, 8 KiB VRAM]\n",
-		"\t     20: unix[1699944 (1699943)]  [dma-buf: BO 1, 8 KiB VRAM]\n",
-		"\t    251: pipe[1699895]\n",
+		"\t     13: unix[9019195 (9019193) /tmp/ksim4175452513/dri/renderD128]\n",
+		"\t     12: unix[9019193 (9019195)]  [drm file: renderD128 amdgpu, gpu id 0x10020080, 1 BO handle, 0 contexts]\n",
+		"\t     14: unix[9019197 (9019198)]  [drm file: renderD128 amdgpu, gpu id 0x10020080, 1 BO handle, 1 context]\n",
+		"\t     16: unix[9019201 (9019200)]  [dma-buf: BO 1, 8 KiB VRAM]\n",
+		"\t     18: unix[9019201 (9019200)]  [dma-buf: BO 1, 8 KiB VRAM]\n",
+		"\t    251: pipe[8978325]\n",
 		"\t    cwd: /",
 		"\t   root: /\n",
 	)
@@ -186,18 +186,14 @@ func TestPlainText(t *testing.T) {
 }
 
 // TestWarningsPlain: an image error carrying protobuf's no-break space
-// reaches show's warnings, verify's problems and info's verdict as plain
-// text.
+// reaches verify's problems (which show prints) and info's verdict as
+// plain text.
 func TestWarningsPlain(t *testing.T) {
 	f := richFixture(t)
 	c, err := load(f.dir)
 	must(t, err)
-	c.problemf("%v", errors.New("image drm-file-1.img: proto:\u00a0cannot\u00a0parse invalid wire-format data"))
-	want := "image drm-file-1.img: proto: cannot parse invalid wire-format data"
-	v := buildView(c)
-	if !strings.Contains(strings.Join(v.Warnings, "\n"), want) {
-		t.Errorf("show warnings %q", v.Warnings)
-	}
+	c.ck.Problems = append(c.ck.Problems, images.Problemf("drm-file-1.img", "", "%v", errors.New("image drm-file-1.img: proto:\u00a0cannot\u00a0parse invalid wire-format data")))
+	want := "drm-file-1.img: image drm-file-1.img: proto: cannot parse invalid wire-format data"
 	probs := verifyCheckpoint(c)
 	if !strings.Contains(strings.Join(probs, "\n"), want) {
 		t.Errorf("verify problems %q", probs)

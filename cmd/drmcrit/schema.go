@@ -20,7 +20,7 @@ omitted in some case is left out then, rather than given a zero value.
       // criu: pids, comms and fd numbers from CRIU's images
       // inventory: no (usable) CRIU images; pids and comms from the plugin's
       //   inventory and every "fd" is null
-  "inventory": {"version": 2, "plugin_version": "…", "complete": true},
+  "inventory": {"version": 3, "plugin_version": "…", "complete": true},
   "processes": [{
       "pid": 123, "ppid": 1,           // ppid only with source "criu"
       "comm": "gpuload",
@@ -64,12 +64,14 @@ omitted in some case is left out then, rather than given a zero value.
       "pending_io": {"request_bytes": 0, "unread_reply_bytes": 40,
                      "unread_reply_dmabuf_inode": 0, "unread_reply_bo_id": 0},
                     // omitted when nothing was in flight
-      "driver_error": "…"              // omitted unless the driver blob is unreadable
+      "driver_error": "…",             // omitted unless the driver blob is unreadable
+      "in_flight": InFlight            // omitted unless no task held it at the dump
   }],
   "dma_bufs": [{
       "inode": 51911, "pid": 123, "bo_id": 7,
       "size": 262144, "domain": "VRAM", "contents": "drm-pages-1.img@0",
-      "fds": [7]                       // fd numbers in pid, when known
+      "fds": [7],                      // fd numbers in pid, when known
+      "in_flight": InFlight            // omitted unless no task held it at the dump
   }],
   "bos": [{
       "bo_id": 7, "size": 262144, "domain": "VRAM", "flags": "0x3",
@@ -78,11 +80,17 @@ omitted in some case is left out then, rather than given a zero value.
       "pages_file": "drm-pages-1.img", "offset": 0,
       "holders": [Holder]
   }],
-  "warnings": ["…"]                    // unreadable images, objects no task holds, …
+  "warnings": ["…"],                   // CRIU images unusable, objects no task holds, …
+  "problems": ["…"]                    // drmcrit verify's verdict: every reason a
+                                       // restore refuses the checkpoint; [] when it restores
 }
 
 Holder = {"kind": "drm_file" | "dma_buf", "inode": 51902, "pid": 123,
           "comm": "gpuload",           // omitted when unknown
           "handle": 1,                 // drm_file only
           "fds": [5]}                  // omitted when unknown
+InFlight = {"queue_inode": 51990,      // the unix socket whose receive queue held it
+                                       // (SCM_RIGHTS), from CRIU's sk-queues.img;
+                                       // omitted without CRIU's images
+            "queue_fds": [{"pid": 123, "fd": 4}]} // who holds that socket; omitted when unknown
 `

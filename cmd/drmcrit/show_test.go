@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"drmcr/images"
 )
 
 // TestShowText: the tree names the files, handles, BOs, sharing, VA
@@ -19,7 +21,7 @@ func TestShowText(t *testing.T) {
 	}
 	t.Logf("\n%s", out)
 	for _, want := range []string{
-		"2 drm file(s), 1 dma-buf(s), 4 BO(s); GPU state complete",
+		fmt.Sprintf("2 drm file(s), 1 dma-buf(s), 4 BO(s) (image version %d, plugin 0.1.0); verdict: OK, restores (drmcrit verify finds no problem)", images.Version),
 		`fd numbers are shown as "?"`,
 		fmt.Sprintf("pid %d (", f.pid),
 		fmt.Sprintf("fd ? → drm file ino %d: renderD128, driver amdgpu", f.inoA),
@@ -207,11 +209,15 @@ func TestShowErrors(t *testing.T) {
 			}
 		}
 	}
-	// A garbled drm file image: show still prints the rest and warns.
+	// A garbled drm file image: show still prints the rest, and its
+	// header gives the verdict: the problems a restore refuses.
 	garbled := copyDir(t, f.dir)
 	must(t, os.WriteFile(filepath.Join(garbled, fmt.Sprintf("drm-file-%d.img", f.inoB)), []byte{0x0a, 0xff, 0x01}, 0o600))
 	code, out, errs := runCmd(t, nil, "show", garbled)
-	if code != 0 || !strings.Contains(out, fmt.Sprintf("warning: image drm-file-%d.img:", f.inoB)) || !strings.Contains(out, fmt.Sprintf("drm file ino %d", f.inoA)) {
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("verdict: 2 PROBLEMS, restore refuses it (drmcrit verify %s lists them)", garbled)) ||
+		!strings.Contains(out, fmt.Sprintf("PROBLEM: drm-file-%d.img: image drm-file-%d.img:", f.inoB, f.inoB)) ||
+		!strings.Contains(out, fmt.Sprintf("PROBLEM: drm-file-%d.img: changed after the dump", f.inoB)) ||
+		!strings.Contains(out, fmt.Sprintf("drm file ino %d", f.inoA)) {
 		t.Errorf("show of a dir with a garbled image: %d %s\n%s", code, errs, out)
 	}
 }

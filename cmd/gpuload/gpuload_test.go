@@ -117,7 +117,7 @@ func runScenario(t *testing.T, dir, scenario string, steps int, params ...string
 	return line
 }
 
-var allScenarios = []string{"single", "prodcons", "released", "dmabuf-only", "longrun", "stuck", "pipeline", "handoff", "many"}
+var allScenarios = []string{"single", "prodcons", "released", "dmabuf-only", "longrun", "stuck", "pipeline", "handoff", "inflight", "many"}
 
 func TestList(t *testing.T) {
 	r := runBin(t, 10*time.Second, "-list")
@@ -343,6 +343,7 @@ func TestPauseResumeMidRun(t *testing.T) {
 		{"released", []string{"-steps", "8", "-size", "64K", "-step-delay", "20ms"}, "step 3/8"},
 		{"dmabuf-only", []string{"-steps", "8", "-size", "64K", "-step-delay", "20ms"}, "step 5/8"},
 		{"handoff", []string{"-steps", "2", "-size", "64K", "-iterations", "5000"}, "step 1/2"},
+		{"inflight", []string{"-steps", "8", "-size", "64K", "-step-delay", "20ms"}, "step 5/8"},
 	} {
 		t.Run(tc.sc, func(t *testing.T) {
 			want := expectLine(t, tc.sc, tc.params...)

@@ -26,6 +26,10 @@ var scenarios = []struct {
 	// The consumer's job waits, in another process, on the producer's
 	// preempted job: it is checkpointed as queued work.
 	{"handoff", nil, 1, "waits on fence"},
+	// Past half-way the shared BO exists only as a dma-buf in flight in
+	// a unix socket's queue, held by no task: criu dumps it from the
+	// queue and restores it there.
+	{"inflight", nil, 25, "in flight at the dump"},
 }
 
 // TestDumpKillRestore: dump each scenario mid-run (criu kills it), restore
