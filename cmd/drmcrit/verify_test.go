@@ -175,13 +175,17 @@ func TestVerifyDamage(t *testing.T) {
 			})
 		}, []string{fmt.Sprintf("%s: state.driver_private.contexts[1].ctx_id: context %d is listed twice", fileB, f.ctxB)}},
 		{"job command offset past its BO", func(dir string) {
-			editBlob(dir, f.inoB, func(priv *uapi.DriverPrivate, _ *uapi.FileCheckpoint) { priv.Contexts[0].Jobs[0].Commands[0].SrcOff = page })
+			editBlob(dir, f.inoB, func(priv *uapi.DriverPrivate, _ *uapi.FileCheckpoint) {
+				priv.Contexts[0].Jobs[0].Commands[0].SrcOff = page
+			})
 		}, []string{fileB + ": state.driver_private.contexts[0].jobs[0].commands: gpu: command 0 (compute): src range [4096,+4096) exceeds buffer 0 of 4096 bytes"}},
 		{"unknown job BO handle", func(dir string) {
 			editBlob(dir, f.inoB, func(priv *uapi.DriverPrivate, _ *uapi.FileCheckpoint) { priv.Contexts[0].Jobs[0].Bos[0].Handle = 99 })
 		}, []string{fileB + ": state.driver_private.contexts[0].jobs[0].bos[0].handle: 99 is not a handle of the file"}},
 		{"job waiting on a fence that does not exist", func(dir string) {
-			editBlob(dir, f.inoB, func(priv *uapi.DriverPrivate, _ *uapi.FileCheckpoint) { priv.Contexts[0].Jobs[0].DepFenceIds = []uint64{987654} })
+			editBlob(dir, f.inoB, func(priv *uapi.DriverPrivate, _ *uapi.FileCheckpoint) {
+				priv.Contexts[0].Jobs[0].DepFenceIds = []uint64{987654}
+			})
 		}, []string{fileB + ": state.driver_private.contexts[0].jobs[0].dep_fence_ids[0]: fence 987654 is missing from state.waits_on_fences"}},
 		{"syncobj pointing at a fence that does not exist", func(dir string) {
 			editBlob(dir, f.inoB, func(priv *uapi.DriverPrivate, _ *uapi.FileCheckpoint) { priv.Syncobjs[0].FenceId = 4242 })
