@@ -172,7 +172,12 @@ func ReadIndexFrom(r io.Reader) (*Index, error) {
 		if _, err := io.ReadFull(br, buf); err != nil {
 			return false, fmt.Errorf("image %s: record %d: %w", IndexName, n, noEOF(err))
 		}
-		return true, Decode(fmt.Sprintf("%s record %d", IndexName, n), buf, m.(Versioned))
+		// The record's name is made only for an error: there is one
+		// record per BO.
+		if err := proto.Unmarshal(buf, m); err != nil {
+			return false, fmt.Errorf("image %s record %d: %w", IndexName, n, err)
+		}
+		return true, checkVersion(n, m.(Versioned).GetVersion())
 	}
 	if _, err := next(0, x.Header); err != nil {
 		return nil, err
@@ -188,12 +193,12 @@ func ReadIndexFrom(r io.Reader) (*Index, error) {
 		}
 		switch {
 		case e.Bo != nil && e.Chunk == nil:
-			if err := checkVersion(fmt.Sprintf("%s record %d", IndexName, n), e.Bo.Version); err != nil {
+			if err := checkVersion(n, e.Bo.Version); err != nil {
 				return nil, err
 			}
 			x.Bos = append(x.Bos, e.Bo)
 		case e.Chunk != nil && e.Bo == nil:
-			if err := checkVersion(fmt.Sprintf("%s record %d", IndexName, n), e.Chunk.Version); err != nil {
+			if err := checkVersion(n, e.Chunk.Version); err != nil {
 				return nil, err
 			}
 			x.Chunks = append(x.Chunks, e.Chunk)
@@ -217,9 +222,10 @@ func noEOF(err error) error {
 	return err
 }
 
-func checkVersion(name string, v uint32) error {
+// checkVersion checks the version of record n of the index.
+func checkVersion(n int, v uint32) error {
 	if v != Version {
-		return fmt.Errorf("image %s: format version %d, this plugin reads version %d", name, v, Version)
+		return fmt.Errorf("image %s record %d: format version %d, this plugin reads version %d", IndexName, n, v, Version)
 	}
 	return nil
 }
@@ -256,16 +262,15 @@ func (x *Index) Check() []Problem {
 			add("BO record", "without state")
 			continue
 		}
-		what := fmt.Sprintf("BO %d", st.BoId)
 		switch {
 		case st.BoId == 0:
-			add(what, "BO id 0 is no BO")
+			add("BO 0", "BO id 0 is no BO")
 		case seen[st.BoId]:
-			add(what, "listed twice")
+			add(fmt.Sprintf("BO %d", st.BoId), "listed twice")
 		}
 		seen[st.BoId] = true
 		if b.PagesFile >= nfiles {
-			add(what+" pages_file", "%d, the index lists %d pages file(s)", b.PagesFile, nfiles)
+			add(fmt.Sprintf("BO %d pages_file", st.BoId), "%d, the index lists %d pages file(s)", b.PagesFile, nfiles)
 		}
 	}
 	return out

@@ -3,6 +3,8 @@ package kernelsim
 import (
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"drmcr/kernelsim/uapi"
 )
 
@@ -20,6 +22,26 @@ func TestIoctlMessagesCoverTheIoctlTable(t *testing.T) {
 	for op := range ioctlMessages {
 		if _, ok := ioctls[op]; !ok {
 			t.Errorf("%v has messages but no handler", op)
+		}
+	}
+}
+
+// TestSameBOComparesEveryField: sameBO compares BoState field by field;
+// a field added to BoState must be added there too.
+func TestSameBOComparesEveryField(t *testing.T) {
+	if n := (&uapi.BoState{}).ProtoReflect().Descriptor().Fields().Len(); n != 7 {
+		t.Fatalf("BoState has %d fields, sameBO compares 7: compare the new ones too", n)
+	}
+	a := &uapi.BoState{BoId: 1, Size: 2, Domain: 1, Flags: 3, Alignment: 4, DmabufInode: 5, Minor: 6}
+	for i, edit := range []func(b *uapi.BoState){
+		func(b *uapi.BoState) { b.BoId++ }, func(b *uapi.BoState) { b.Size++ }, func(b *uapi.BoState) { b.Domain++ },
+		func(b *uapi.BoState) { b.Flags++ }, func(b *uapi.BoState) { b.Alignment++ }, func(b *uapi.BoState) { b.DmabufInode++ },
+		func(b *uapi.BoState) { b.Minor++ },
+	} {
+		b := proto.Clone(a).(*uapi.BoState)
+		edit(b)
+		if sameBO(a, b) {
+			t.Errorf("field %d: a difference is not seen", i)
 		}
 	}
 }

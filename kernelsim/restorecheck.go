@@ -230,17 +230,17 @@ func (c *restoreChecker) checkFile(i int, rf *uapi.RestoreFile, files map[uint64
 	}
 
 	// The file's copies of its BOs' records agree with the records.
+	// Field names are made only for problems: files list every BO.
 	listed := make(map[uint64]bool, len(st.Bos))
 	for j, b := range st.Bos {
-		f := fmt.Sprintf("bos[%d]", j)
 		rec, ok := bos[b.BoId]
 		switch {
 		case listed[b.BoId]:
-			add(f, "BO %d listed twice", b.BoId)
+			add(fmt.Sprintf("bos[%d]", j), "BO %d listed twice", b.BoId)
 		case !ok:
-			add(f, "BO %d is not a BO of the checkpoint", b.BoId)
-		case !proto.Equal(rec, b):
-			add(f, "BO %d (%s) differs from its record (%s)", b.BoId, boDesc(b), boDesc(rec))
+			add(fmt.Sprintf("bos[%d]", j), "BO %d is not a BO of the checkpoint", b.BoId)
+		case !sameBO(rec, b):
+			add(fmt.Sprintf("bos[%d]", j), "BO %d (%s) differs from its record (%s)", b.BoId, boDesc(b), boDesc(rec))
 		}
 		listed[b.BoId] = true
 	}
@@ -249,25 +249,25 @@ func (c *restoreChecker) checkFile(i int, rf *uapi.RestoreFile, files map[uint64
 	// file's.
 	handles := make(map[uint32]*uapi.BoState, len(st.Handles))
 	for j, h := range st.Handles {
-		f := fmt.Sprintf("handles[%d]", j)
+		f := func() string { return fmt.Sprintf("handles[%d]", j) }
 		if h.Handle == 0 || h.Handle > uapi.MaxID {
-			add(f+".handle", "%d is not a GEM handle (1 to %d)", h.Handle, uapi.MaxID)
+			add(f()+".handle", "%d is not a GEM handle (1 to %d)", h.Handle, uapi.MaxID)
 			continue
 		}
 		if _, dup := handles[h.Handle]; dup {
-			add(f+".handle", "%d is used twice", h.Handle)
+			add(f()+".handle", "%d is used twice", h.Handle)
 			continue
 		}
 		bo, ok := bos[h.BoId]
 		switch {
 		case !ok:
-			add(f+".bo_id", "BO %d is not a BO of the checkpoint", h.BoId)
+			add(f()+".bo_id", "BO %d is not a BO of the checkpoint", h.BoId)
 			continue
 		case !listed[h.BoId]:
-			add(f+".bo_id", "BO %d is not in the file's bos", h.BoId)
+			add(f()+".bo_id", "BO %d is not in the file's bos", h.BoId)
 		}
 		if h.Prime && bo.DmabufInode == 0 {
-			add(f+".prime", "handle %d is in the PRIME table, but BO %d was never exported", h.Handle, h.BoId)
+			add(f()+".prime", "handle %d is in the PRIME table, but BO %d was never exported", h.Handle, h.BoId)
 		}
 		handles[h.Handle] = bo
 	}
@@ -281,6 +281,13 @@ func (c *restoreChecker) checkFile(i int, rf *uapi.RestoreFile, files map[uint64
 	if io := st.Io; io != nil {
 		c.checkIO(id, io, bos)
 	}
+}
+
+// sameBO compares two records of a BO field by field (proto.Equal
+// reflects, and files list every one of their BOs).
+func sameBO(a, b *uapi.BoState) bool {
+	return a.BoId == b.BoId && a.Size == b.Size && a.Domain == b.Domain && a.Flags == b.Flags &&
+		a.Alignment == b.Alignment && a.DmabufInode == b.DmabufInode && a.Minor == b.Minor
 }
 
 func boDesc(b *uapi.BoState) string {
@@ -303,26 +310,26 @@ func (c *restoreChecker) checkMappings(id uint64, maps []*uapi.VaMapping, handle
 	}
 	var spans []span
 	for j, m := range maps {
-		f := fmt.Sprintf("mappings[%d]", j)
+		f := func() string { return fmt.Sprintf("mappings[%d]", j) }
 		bo, ok := handles[m.Handle]
 		if !ok {
-			add(f+".handle", "%d is not a handle of the file", m.Handle)
+			add(f()+".handle", "%d is not a handle of the file", m.Handle)
 		}
 		switch {
 		case m.Size == 0:
-			add(f+".size", "0: an empty mapping")
+			add(f()+".size", "0: an empty mapping")
 		case m.Va%page != 0:
-			add(f+".va", "%#x is not aligned to the %d-byte page", m.Va, page)
+			add(f()+".va", "%#x is not aligned to the %d-byte page", m.Va, page)
 		case m.BoOffset%page != 0:
-			add(f+".bo_offset", "%#x is not aligned to the %d-byte page", m.BoOffset, page)
+			add(f()+".bo_offset", "%#x is not aligned to the %d-byte page", m.BoOffset, page)
 		case m.Size%page != 0:
-			add(f+".size", "%#x is not a multiple of the %d-byte page", m.Size, page)
+			add(f()+".size", "%#x is not a multiple of the %d-byte page", m.Size, page)
 		case ok && m.BoOffset >= bo.Size:
-			add(f+".bo_offset", "%#x is past the end of BO %d (%#x bytes)", m.BoOffset, bo.BoId, bo.Size)
+			add(f()+".bo_offset", "%#x is past the end of BO %d (%#x bytes)", m.BoOffset, bo.BoId, bo.Size)
 		case ok && m.Size > bo.Size-m.BoOffset:
-			add(f+".size", "%#x bytes from offset %#x do not fit in BO %d (%#x bytes)", m.Size, m.BoOffset, bo.BoId, bo.Size)
+			add(f()+".size", "%#x bytes from offset %#x do not fit in BO %d (%#x bytes)", m.Size, m.BoOffset, bo.BoId, bo.Size)
 		case m.Va > drv.vaMax || m.Size > drv.vaMax-m.Va:
-			add(f, "[%#x, +%#x) is outside the %s address space (%#x bytes)", m.Va, m.Size, drv.name, drv.vaMax)
+			add(f(), "[%#x, +%#x) is outside the %s address space (%#x bytes)", m.Va, m.Size, drv.name, drv.vaMax)
 		}
 		if m.Size != 0 && m.Va+m.Size > m.Va { // a wrap is reported above
 			spans = append(spans, span{j, m.Va, m.Va + m.Size})
