@@ -225,8 +225,10 @@ func TestCheckRestoreOfferedDevices(t *testing.T) {
 	}
 }
 
-// TestCheckRestoreMemoryDoesNotGrowWithIDs: the checks allocate as much
-// for a handle of 2^31-1 as for a handle of 1.
+// TestCheckRestoreMemoryDoesNotGrowWithIDs: the checks allocate about as
+// much for a handle of 2^31-1 as for a handle of 3 (a map's layout may
+// cost an allocation more or less; memory that grew with the id would be
+// millions).
 func TestCheckRestoreMemoryDoesNotGrowWithIDs(t *testing.T) {
 	allocs := func(h uint32) float64 {
 		r := goodRequest(t)
@@ -234,8 +236,11 @@ func TestCheckRestoreMemoryDoesNotGrowWithIDs(t *testing.T) {
 		r.Files[0].State.Mappings[0].Handle = h
 		return testing.AllocsPerRun(20, func() { kernelsim.CheckRestore(r, oneDevice) })
 	}
-	if small, large := allocs(3), allocs(uapi.MaxID); large > small {
-		t.Errorf("%v allocations for handle 2^31-1, %v for handle 3", large, small)
+	small := allocs(3)
+	for _, h := range []uint32{1 << 16, 1 << 24, uapi.MaxID} {
+		if n := allocs(h); n > small+2 {
+			t.Errorf("%v allocations for handle %d, %v for handle 3", n, h, small)
+		}
 	}
 }
 
