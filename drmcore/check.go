@@ -513,3 +513,62 @@ func (c *checker) imageOf(p kernelsim.RestoreProblem, req *uapi.SessionOpenReque
 	}
 	return images.Problem{Image: inventory, Field: p.Field, Msg: p.Msg}
 }
+
+// DeviceNeeds lists the devices of the checkpoint (the inventory's, in
+// minor order) with the memory its BOs take on each.
+func (ck *Checkpoint) DeviceNeeds() []DeviceNeed {
+	byMinor := map[uint32]*DeviceNeed{}
+	var out []DeviceNeed
+	for _, d := range ck.Inventory.GetDevices() {
+		if byMinor[d.Minor] == nil {
+			out = append(out, DeviceNeed{Device: d})
+			byMinor[d.Minor] = &DeviceNeed{}
+		}
+	}
+	for _, b := range ck.Request.GetBos() {
+		if n := byMinor[b.Minor]; n != nil {
+			switch b.Domain {
+			case uapi.Domain_DOMAIN_VRAM:
+				n.VRAM += b.Size
+			case uapi.Domain_DOMAIN_GTT:
+				n.GTT += b.Size
+			}
+		}
+	}
+	for i := range out {
+		n := byMinor[out[i].Device.Minor]
+		out[i].VRAM, out[i].GTT = n.VRAM, n.GTT
+	}
+	slices.SortFunc(out, func(a, b DeviceNeed) int { return int(int64(a.Device.Minor) - int64(b.Device.Minor)) })
+	return out
+}
+
+// ForDevices makes the checkpoint's restore request fit a kernel whose
+// devices are devices (its DEVICES list), as a restore on another machine
+// needs: it maps the checkpoint's devices onto them (MapDevices, with the
+// explicit entries of DRMCR_DEVICE_MAP), rewrites ck.Request in place for
+// the mapping (kernelsim.RetargetRestore: every BO, file, VA mapping,
+// context and job moves with its file to the new device, gpu ids follow),
+// and runs the kernel's checks on the result against those devices, as
+// SESSION_OPEN runs them again before it creates anything. A device that
+// cannot be mapped is an error (a *DeviceMapError naming each); the
+// problems are the kernel's, with their images and fields. The checkpoint
+// must be without problems (ReadCheckpoint).
+func (ck *Checkpoint) ForDevices(devices []*uapi.DeviceInfo, explicit DeviceMap) (*DeviceMapping, []images.Problem, error) {
+	if len(ck.Problems) > 0 {
+		return nil, nil, ck.Err()
+	}
+	m, err := MapDevices(ck.DeviceNeeds(), devices, explicit)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := kernelsim.RetargetRestore(ck.Request, m.Targets()); err != nil {
+		return nil, nil, err
+	}
+	c := &checker{ck: ck}
+	var probs []images.Problem
+	for _, p := range kernelsim.CheckRestore(ck.Request, devices) {
+		probs = append(probs, c.imageOf(p, ck.Request))
+	}
+	return m, probs, nil
+}

@@ -22,6 +22,16 @@ func TestConfigFromEnv(t *testing.T) {
 	if err != nil || cfg.RuntimeDir != "/tmp/x" || cfg.PauseTimeout != 250*time.Millisecond {
 		t.Fatalf("from env: %+v %v", cfg, err)
 	}
+	env["DRMCR_DEVICE_MAP"] = "renderD128=renderD131"
+	cfg, err = drmcore.ConfigFromEnv(drmcore.Config{}, getenv)
+	if err != nil || len(cfg.DeviceMap) != 1 || cfg.DeviceMap[0].To.Minor != 131 {
+		t.Fatalf("DRMCR_DEVICE_MAP: %+v %v", cfg.DeviceMap, err)
+	}
+	env["DRMCR_DEVICE_MAP"] = "renderD128:renderD131"
+	if _, err := drmcore.ConfigFromEnv(drmcore.Config{}, getenv); err == nil || !strings.Contains(err.Error(), "DRMCR_DEVICE_MAP") {
+		t.Errorf("a bad DRMCR_DEVICE_MAP: %v", err)
+	}
+	delete(env, "DRMCR_DEVICE_MAP")
 	for _, bad := range []string{"5", "-1s", "soon"} {
 		env["DRMCR_RESUME_TIMEOUT"] = bad
 		if _, err := drmcore.ConfigFromEnv(drmcore.Config{}, getenv); err == nil || !strings.Contains(err.Error(), "DRMCR_RESUME_TIMEOUT") {

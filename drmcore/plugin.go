@@ -28,6 +28,10 @@ type Config struct {
 	ResumeTimeout time.Duration
 	Drivers       []DriverPlugin
 	DmaBuf        DmaBufPlugin
+	// DeviceMap maps devices of a checkpoint onto the kernel's explicitly
+	// (DRMCR_DEVICE_MAP); the devices it leaves out are mapped by
+	// default (MapDevices).
+	DeviceMap DeviceMap
 	// KillTask kills a restored task whose GPU state cannot be resumed
 	// (see ResumeDevicesLate); nil means SIGKILL. Tests that stand in for
 	// the restored task record the call instead.
@@ -36,11 +40,12 @@ type Config struct {
 
 // Settings are the names of the plugin's settings, which ConfigFromEnv
 // reads.
-var Settings = []string{"KERNELSIM_RUNTIME_DIR", "DRMCR_PAUSE_TIMEOUT", "DRMCR_RESUME_TIMEOUT"}
+var Settings = []string{"KERNELSIM_RUNTIME_DIR", "DRMCR_PAUSE_TIMEOUT", "DRMCR_RESUME_TIMEOUT", DeviceMapSetting}
 
-// ConfigFromEnv fills RuntimeDir and the timeouts from the environment
-// variables getenv returns: KERNELSIM_RUNTIME_DIR, DRMCR_PAUSE_TIMEOUT and
-// DRMCR_RESUME_TIMEOUT (Go durations, e.g. "5s").
+// ConfigFromEnv fills RuntimeDir, the timeouts and the device map from
+// the environment variables getenv returns: KERNELSIM_RUNTIME_DIR,
+// DRMCR_PAUSE_TIMEOUT and DRMCR_RESUME_TIMEOUT (Go durations, e.g. "5s"),
+// DRMCR_DEVICE_MAP (ParseDeviceMap).
 //
 // getenv reads criu's environment, which the plugin's C part forwards to
 // the helper process (criu's own process title may overwrite the initial
@@ -66,6 +71,11 @@ func ConfigFromEnv(cfg Config, getenv func(string) string) (Config, error) {
 		}
 		*v.dst = d
 	}
+	m, err := ParseDeviceMap(getenv(DeviceMapSetting))
+	if err != nil {
+		return cfg, err
+	}
+	cfg.DeviceMap = m
 	return cfg, nil
 }
 

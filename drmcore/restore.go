@@ -60,6 +60,9 @@ func (p *Plugin) initRestore() error {
 	if p.ctl == nil {
 		return fmt.Errorf("checkpoint has GPU state but no kernelsimd runs at %s", p.cfg.RuntimeDir)
 	}
+	if err := p.mapDevices(ck); err != nil {
+		return err
+	}
 	req := ck.Request
 	reply, err := p.ctl.OpenSession(req)
 	if err != nil {
@@ -104,6 +107,42 @@ func (p *Plugin) initRestore() error {
 		p.restore.bytes += b.Size
 	}
 	p.log.Infof("restore session open: %d drm file(s), %d dma-buf(s), %d BO(s) loading from %d pages file(s)", len(req.Files), len(req.Dmabufs), len(req.Bos), len(req.PagesFiles))
+	return nil
+}
+
+// mapDevices maps the checkpoint's devices onto the kernel's and makes
+// the restore request name the kernel's (Checkpoint.ForDevices), before
+// anything is created. The mapping goes into criu's log at its default
+// verbosity, one line: it says where each device's objects went. A
+// device that cannot be mapped, or a problem the kernel's checks find
+// against its devices, refuses the restore, each named in the log.
+func (p *Plugin) mapDevices(ck *Checkpoint) error {
+	devices, err := p.ctl.Devices()
+	if err != nil {
+		return fmt.Errorf("list kernelsimd's devices: %w", err)
+	}
+	m, probs, err := ck.ForDevices(devices, p.cfg.DeviceMap)
+	var merr *DeviceMapError
+	if errors.As(err, &merr) {
+		for _, pr := range merr.Problems {
+			p.log.Errorf("GPU device %v of the checkpoint: %s", pr.DeviceNeed, pr.Reason)
+		}
+		return fmt.Errorf("refusing to restore the GPU state: %w", err)
+	}
+	if err != nil {
+		return err
+	}
+	p.log.Summaryf("GPU devices: %v", m)
+	if len(probs) > 0 {
+		for i, pr := range probs {
+			if i == maxLoggedProblems {
+				p.log.Errorf("... and %d more problem(s)", len(probs)-i)
+				break
+			}
+			p.log.Errorf("GPU image %v (on this host's devices)", pr)
+		}
+		return fmt.Errorf("refusing to restore the GPU state on this host's devices: %d problem(s), the first: %v", len(probs), probs[0])
+	}
 	return nil
 }
 

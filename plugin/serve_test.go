@@ -430,13 +430,16 @@ func FuzzChannel(f *testing.F) {
 func TestSettings(t *testing.T) {
 	dir := t.TempDir()
 	conf := dir + "/drm_plugin.conf"
-	os.WriteFile(conf, []byte("# settings\n\nKERNELSIM_RUNTIME_DIR = /srv/ksim\nDRMCR_PAUSE_TIMEOUT=9s\n"), 0o644)
+	os.WriteFile(conf, []byte("# settings\n\nKERNELSIM_RUNTIME_DIR = /srv/ksim\nDRMCR_PAUSE_TIMEOUT=9s\nDRMCR_DEVICE_MAP = renderD128=renderD131,0x10020081=renderD130\n"), 0o644)
 	get, err := settings(map[string]string{"DRMCR_CONFIG": conf, "DRMCR_PAUSE_TIMEOUT": "2s"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if get("KERNELSIM_RUNTIME_DIR") != "/srv/ksim" || get("DRMCR_PAUSE_TIMEOUT") != "2s" || get("DRMCR_RESUME_TIMEOUT") != "" {
 		t.Errorf("runtime %q pause %q resume %q", get("KERNELSIM_RUNTIME_DIR"), get("DRMCR_PAUSE_TIMEOUT"), get("DRMCR_RESUME_TIMEOUT"))
+	}
+	if m := get("DRMCR_DEVICE_MAP"); m != "renderD128=renderD131,0x10020081=renderD130" {
+		t.Errorf("device map %q", m)
 	}
 	os.WriteFile(conf, []byte("DRMCR_PAUSE_TIMOUT=9s\n"), 0o644)
 	if _, err := settings(map[string]string{"DRMCR_CONFIG": conf}); err == nil || !strings.Contains(err.Error(), `:1: unknown setting "DRMCR_PAUSE_TIMOUT"`) {

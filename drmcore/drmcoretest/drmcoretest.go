@@ -33,8 +33,9 @@ func (l Log) Infof(f string, a ...any)    { l.T.Logf("I: "+f, a...) }
 func (l Log) Debugf(f string, a ...any)   { l.T.Logf("D: "+f, a...) }
 
 // Plugin makes the plugin as criu would load it, writing or reading images
-// in dir and talking to the kernelsim at runtimeDir.
-func Plugin(t testing.TB, runtimeDir, dir string, pauseTimeout time.Duration) *drmcore.Plugin {
+// in dir and talking to the kernelsim at runtimeDir. opts adjust its
+// configuration (a DRMCR_DEVICE_MAP, say).
+func Plugin(t testing.TB, runtimeDir, dir string, pauseTimeout time.Duration, opts ...func(*drmcore.Config)) *drmcore.Plugin {
 	t.Helper()
 	d, err := images.OpenDir(dir)
 	if err != nil {
@@ -42,14 +43,18 @@ func Plugin(t testing.TB, runtimeDir, dir string, pauseTimeout time.Duration) *d
 	}
 	t.Cleanup(func() { d.Close() })
 	subs := subplugins.All()
-	return drmcore.New(drmcore.Config{
+	cfg := drmcore.Config{
 		Log: Log{t}, ImageDir: d, RuntimeDir: runtimeDir,
 		PauseTimeout: pauseTimeout, ResumeTimeout: 30 * time.Second,
 		Drivers: subs.Drivers, DmaBuf: subs.DmaBuf,
 		// This process stands in for the restored tasks: record, do not
 		// kill.
 		KillTask: func(pid int) error { t.Logf("the plugin kills pid %d", pid); Killed = append(Killed, pid); return nil },
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return drmcore.New(cfg)
 }
 
 // Killed lists the pids the plugins of this package asked to kill.
@@ -226,9 +231,9 @@ func Concurrently(entries []drmcore.RestoreEntry) (map[uint64]int, error) {
 // restored fds by dump-time inode; they are closed when the test ends.
 // failAfterClaims makes criu fail after the claims, so that the exit hook
 // must destroy everything the restore created.
-func Restore(t testing.TB, runtimeDir, dir string, order Order, failAfterClaims bool) (map[uint64]int, error) {
+func Restore(t testing.TB, runtimeDir, dir string, order Order, failAfterClaims bool, opts ...func(*drmcore.Config)) (map[uint64]int, error) {
 	t.Helper()
-	p := Plugin(t, runtimeDir, dir, 5*time.Second)
+	p := Plugin(t, runtimeDir, dir, 5*time.Second, opts...)
 	if err := p.Init(drmcore.StageRestore); err != nil {
 		p.Fini(drmcore.StageRestore, -1)
 		return nil, err
