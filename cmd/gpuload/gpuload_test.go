@@ -117,7 +117,14 @@ func runScenario(t *testing.T, dir, scenario string, steps int, params ...string
 	return line
 }
 
-var allScenarios = []string{"single", "prodcons", "released", "dmabuf-only", "longrun", "stuck", "pipeline", "handoff", "inflight", "many"}
+var allScenarios = []string{"single", "prodcons", "released", "dmabuf-only", "longrun", "stuck", "pipeline", "handoff", "inflight", "crossdev", "many"}
+
+// twoDevices are the devices the scenarios run on: crossdev uses both.
+func twoDevices() kernelsim.Config {
+	second := kernelsim.DefaultDevice()
+	second.Minor = 129
+	return kernelsim.Config{Devices: []kernelsim.DeviceConfig{kernelsim.DefaultDevice(), second}}
+}
 
 func TestList(t *testing.T) {
 	r := runBin(t, 10*time.Second, "-list")
@@ -150,6 +157,7 @@ func TestUsageAndErrors(t *testing.T) {
 		{[]string{"-scenario", "single", "-steps", "-1"}, 2, "-steps -1"},
 		{[]string{"-expect", "single", "-scenario", "stuck"}, 2, "disagree"},
 		{[]string{"-scenario", "single", "-role", "nope"}, 2, `no role "nope"`},
+		{[]string{"-scenario", "crossdev", "-minor2", "2000000"}, 2, "-minor2 2000000 out of range"},
 		{[]string{"-scenario", "single", "-runtime-dir", "/nonexistent-ksim"}, 1, "gpuload: scenario single: open render node"},
 		{[]string{"-scenario", "prodcons", "-runtime-dir", "/nonexistent-ksim"}, 1, "gpuload: scenario prodcons: open render node"},
 	} {
@@ -182,7 +190,7 @@ func waitNoLeaks(t *testing.T, env *ksimtest.Env) {
 }
 
 func TestScenariosInProcess(t *testing.T) {
-	env := ksimtest.Start(t, kernelsim.Config{})
+	env := ksimtest.Start(t, twoDevices())
 	for _, sc := range allScenarios {
 		t.Run(sc, func(t *testing.T) {
 			want := expectLine(t, sc, small...)
@@ -199,7 +207,7 @@ func TestScenariosInProcess(t *testing.T) {
 // order, with larger buffers so that jobs overlap and only implicit sync
 // keeps the order.
 func TestScenariosFirmwareDaemon(t *testing.T) {
-	env := ksimtest.StartDaemon(t, kernelsimdBin, "-device", "driver=xe,minor=128,bandwidth=512M,iter=100us")
+	env := ksimtest.StartDaemon(t, kernelsimdBin, "-device", "driver=xe,minor=128,bandwidth=512M,iter=100us", "-device", "driver=xe,minor=129,bandwidth=512M,iter=100us")
 	params := []string{"-steps", "6", "-size", "1M", "-step-delay", "0", "-iterations", "3000", "-stuck-for", "200ms"}
 	for _, sc := range allScenarios {
 		t.Run(sc, func(t *testing.T) {
@@ -220,6 +228,51 @@ func TestDefaultDaemonMinor(t *testing.T) {
 			t.Errorf("%s: run: %s\nexpect: %s", sc, got, want)
 		}
 	}
+}
+
+// TestCrossdevUsesTwoDevices: mid-run, crossdev's producer has a file on
+// -minor, its consumer a file on -minor2 holding, beside BOs of its own
+// device, the producer's shared BO of the other device through PRIME;
+// its result is prodcons's plan's.
+func TestCrossdevUsesTwoDevices(t *testing.T) {
+	cfg := twoDevices()
+	cfg.Devices[0].Minor, cfg.Devices[1].Minor = 130, 135
+	env := ksimtest.Start(t, cfg)
+	params := []string{"-minor", "130", "-minor2", "135", "-steps", "4", "-size", "16K", "-step-delay", "300ms"}
+	want := expectLine(t, "crossdev", params...)
+	if p := expectLine(t, "prodcons", params...); strings.Fields(p)[2] != strings.Fields(want)[2] {
+		t.Errorf("crossdev's result %s is not prodcons's %s", want, p)
+	}
+	s := startBin(t, env.Dir, append([]string{"-scenario", "crossdev"}, params...)...)
+	s.waitProgress(t, "step 2/4")
+	st := env.Kernel.Debug()
+	boMinor := map[uint64]uint32{}
+	for _, b := range st.BOs {
+		boMinor[b.ID] = b.Minor
+	}
+	files := map[uint32]int{}
+	foreign := 0
+	for _, f := range st.Files {
+		files[f.Minor]++
+		for _, h := range f.Handles {
+			if boMinor[h.BO] != f.Minor {
+				if !h.Prime || f.Minor != 135 || boMinor[h.BO] != 130 {
+					t.Errorf("file %d on renderD%d: handle %+v on a BO of renderD%d", f.ID, f.Minor, h, boMinor[h.BO])
+				}
+				foreign++
+			}
+		}
+	}
+	if files[130] != 1 || files[135] != 1 || foreign != 1 {
+		t.Errorf("files by minor %v, %d handle(s) on another device's BO; want one file on each, one such handle", files, foreign)
+	}
+	if err := s.wait(t); err != nil {
+		t.Fatalf("gpuload: %v; stderr:\n%s", err, s.stderr.String())
+	}
+	if got := strings.TrimSpace(s.stdout.String()); got != want {
+		t.Errorf("run: %s\nexpect: %s", got, want)
+	}
+	waitNoLeaks(t, env)
 }
 
 // started is a gpuload run in the background.

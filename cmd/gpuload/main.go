@@ -46,6 +46,7 @@ type params struct {
 	scenario   string
 	runtimeDir string
 	minor      uint32
+	minor2     uint32 // crossdev: the consumer's device
 	steps      int
 	stepDelay  time.Duration
 	size       uint64
@@ -142,6 +143,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		list   bool
 		role   string
 		minor  uint
+		minor2 uint
 	)
 	fs := flag.NewFlagSet("gpuload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -150,6 +152,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&list, "list", false, "list the scenarios")
 	fs.StringVar(&p.runtimeDir, "runtime-dir", kernelsim.RuntimeDirFromEnv(), "kernelsim runtime directory (default from KERNELSIM_RUNTIME_DIR)")
 	fs.UintVar(&minor, "minor", 128, "render node minor")
+	fs.UintVar(&minor2, "minor2", 0, "crossdev: the consumer's render node minor (0: -minor + 1)")
 	fs.IntVar(&p.steps, "steps", 0, "number of steps (0: the scenario's default)")
 	fs.DurationVar(&p.stepDelay, "step-delay", 0, "sleep between steps (default: the scenario's)")
 	p.size = defaultSize
@@ -225,6 +228,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return fail(usagef("-minor %d out of range", minor))
 	}
 	p.minor = uint32(minor)
+	if minor2 > 1<<20 {
+		return fail(usagef("-minor2 %d out of range", minor2))
+	}
+	p.minor2 = uint32(minor2)
+	if minor2 == 0 {
+		p.minor2 = p.minor + 1
+	}
 	if p.steps == 0 {
 		p.steps = sc.steps
 	}
@@ -345,6 +355,7 @@ func (p *params) childArgs(role string) []string {
 		"-scenario", p.scenario,
 		"-runtime-dir", p.runtimeDir,
 		"-minor", strconv.FormatUint(uint64(p.minor), 10),
+		"-minor2", strconv.FormatUint(uint64(p.minor2), 10),
 		"-steps", strconv.Itoa(p.steps),
 		"-step-delay", p.stepDelay.String(),
 		"-size", strconv.FormatUint(p.size, 10),

@@ -104,13 +104,18 @@ func runProducer(r *runner, shared bufID, producer func(p *params, i int) *job, 
 }
 
 func prodconsConsumerRole(r *runner, parent *peer) error {
+	return prodconsConsume(r, parent, r.p.minor)
+}
+
+// prodconsConsume is the consumer, on the render node of minor.
+func prodconsConsume(r *runner, parent *peer, minor uint32) error {
 	p := r.p
 	fd, err := parent.recvDmaBuf()
 	if err != nil {
 		return err
 	}
 	defer closeFDs([]int{fd})
-	g, err := r.openGPU(gtt(pcAcc, pcAccSize), vram(pcT, p.size))
+	g, err := r.openGPUOn(minor, gtt(pcAcc, pcAccSize), vram(pcT, p.size))
 	if err != nil {
 		return err
 	}

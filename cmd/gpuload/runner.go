@@ -118,7 +118,12 @@ func gtt(id bufID, size uint64) newBuf  { return newBuf{id, size, uapi.Domain_DO
 
 // openGPU opens the render node and creates bufs, in order.
 func (r *runner) openGPU(bufs ...newBuf) (*gpuProc, error) {
-	path := kernelsim.RenderNodePath(r.p.runtimeDir, r.p.minor)
+	return r.openGPUOn(r.p.minor, bufs...)
+}
+
+// openGPUOn is openGPU on the render node of another minor.
+func (r *runner) openGPUOn(minor uint32, bufs ...newBuf) (*gpuProc, error) {
+	path := kernelsim.RenderNodePath(r.p.runtimeDir, minor)
 	dev, err := libdrm.Open(path)
 	if err != nil {
 		return nil, err
