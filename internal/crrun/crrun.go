@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,11 +35,13 @@ func Poll(timeout time.Duration, cond func() bool) bool {
 
 // Daemon is a kernelsimd process with its own runtime directory.
 type Daemon struct {
+	// Dir is the runtime directory, as this process reaches it.
 	Dir     string
 	LogPath string
 	cmd     *exec.Cmd
 	log     *os.File
 	done    chan error
+	own     string // the directory Stop removes
 
 	stopOnce sync.Once
 	stopErr  error
@@ -51,7 +54,7 @@ func StartDaemon(bin string, args ...string) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{Dir: dir, LogPath: filepath.Join(dir, "kernelsimd.log"), done: make(chan error, 1)}
+	d := &Daemon{Dir: dir, LogPath: filepath.Join(dir, "kernelsimd.log"), done: make(chan error, 1), own: dir}
 	if d.log, err = os.Create(d.LogPath); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -87,7 +90,7 @@ func (d *Daemon) Log() string {
 // a stopped daemon does nothing.
 func (d *Daemon) Stop() error {
 	d.stopOnce.Do(func() {
-		defer os.RemoveAll(d.Dir)
+		defer os.RemoveAll(d.own)
 		defer d.log.Close()
 		d.cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -114,19 +117,29 @@ type Workload struct {
 
 // StartWorkload starts gpuload against the daemon. Its files go to dir.
 func StartWorkload(bin string, d *Daemon, dir, scenario string, args ...string) (*Workload, error) {
+	return startWorkload(nil, "", bin, d.Dir, dir, scenario, args...)
+}
+
+// startWorkload starts gpuload with the daemon at runtimeDir, through the
+// command wrap (nsenter, for a host of its own) if any.
+// Its stdio is opened beneath root ("" or a host's /proc/PID/root): a
+// file opened through this process's mounts is on a mount that criu on
+// another host does not find.
+func startWorkload(wrap []string, root, bin, runtimeDir, dir, scenario string, args ...string) (*Workload, error) {
 	w := &Workload{Bin: bin, Scenario: scenario, Args: args, Dir: dir, done: make(chan struct{})}
-	out, err := os.Create(w.Path("gpuload.log"))
+	out, err := os.Create(root + w.Path("gpuload.log"))
 	if err != nil {
 		return nil, err
 	}
 	defer out.Close()
-	devnull, err := os.Open(os.DevNull)
+	devnull, err := os.Open(root + os.DevNull)
 	if err != nil {
 		return nil, err
 	}
 	defer devnull.Close()
-	cmd := exec.Command(bin, append([]string{"-scenario", scenario, "-runtime-dir", d.Dir,
-		"-progress", w.Path("progress"), "-result", w.Path("result")}, args...)...)
+	argv := append(slices.Clone(wrap), bin, "-scenario", scenario, "-runtime-dir", runtimeDir,
+		"-progress", w.Path("progress"), "-result", w.Path("result"))
+	cmd := exec.Command(argv[0], append(argv[1:], args...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -245,6 +258,8 @@ type Criu struct {
 	// Verbosity is criu's -v level; 0 means 4 (everything, for tests).
 	// Benchmarks use less: at -v4 criu logs every memory area.
 	Verbosity int
+	// Wrap runs criu through a command (Host.Wrap: on a host of its own).
+	Wrap []string
 }
 
 // Run runs `criu ACTION -D imgDir --lib LibDir -v4 -o ACTION.log ARGS...`
@@ -255,7 +270,8 @@ func (c Criu) Run(imgDir, action string, args ...string) (string, error) {
 	if v == 0 {
 		v = 4
 	}
-	cmd := exec.Command(c.Bin, append([]string{action, "-D", imgDir, "--lib", c.LibDir, "-v" + strconv.Itoa(v), "-o", logName}, args...)...)
+	argv := append(slices.Clone(c.Wrap), c.Bin, action, "-D", imgDir, "--lib", c.LibDir, "-v"+strconv.Itoa(v), "-o", logName)
+	cmd := exec.Command(argv[0], append(argv[1:], args...)...)
 	cmd.Env = append(os.Environ(), c.Env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
