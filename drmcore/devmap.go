@@ -348,4 +348,3 @@ func describeDevices(ds []*uapi.DeviceInfo) string {
 	}
 	return strings.Join(s, ", ")
 }
-
