@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -20,6 +21,23 @@ type Podman struct {
 	Dir  string
 	runc string
 	criu string // the wrapper that runc runs as criu
+	// Wrap runs every podman command through a command: on a host of
+	// its own (crrun.Host.Wrap), where its containers then run, see the
+	// host's mounts and are checkpointed and restored by a criu there.
+	Wrap []string
+	// StateDir is where podman's commands find Dir, if elsewhere: on
+	// hosts, one path that each host binds its own directory to, as
+	// two machines keep their state at the same path. A checkpoint
+	// archive names some paths of podman's state (conmon's pid file), so
+	// it restores only on a podman whose state is at the same path.
+	StateDir string
+}
+
+func (p *Podman) stateDir() string {
+	if p.StateDir != "" {
+		return p.StateDir
+	}
+	return p.Dir
 }
 
 // NewPodman prepares a podman whose state lives in a new directory under
@@ -55,19 +73,34 @@ func NewPodman(bin, runc, criu string, criuEnv []string) (*Podman, error) {
 
 func (p *Podman) command(args ...string) *exec.Cmd {
 	global := []string{
-		"--root", filepath.Join(p.Dir, "root"),
-		"--runroot", filepath.Join(p.Dir, "run"),
-		"--tmpdir", filepath.Join(p.Dir, "tmp"),
+		"--root", filepath.Join(p.stateDir(), "root"),
+		"--runroot", filepath.Join(p.stateDir(), "run"),
+		"--tmpdir", filepath.Join(p.stateDir(), "tmp"),
 		"--runtime", p.runc,
 		"--runtime-flag", "criu=" + p.criu,
 	}
-	cmd := exec.Command(p.Bin, append(global, args...)...)
+	argv := append(append(slices.Clone(p.Wrap), p.Bin), global...)
+	cmd := exec.Command(argv[0], append(argv[1:], args...)...)
 	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(p.criu)+string(os.PathListSeparator)+os.Getenv("PATH"))
 	return cmd
 }
 
 func (p *Podman) run(args ...string) (string, error) {
 	return runCmd(p.command(args...))
+}
+
+// inspect returns a field of container name (`podman inspect --format`),
+// from podman's standard output only: podman may warn on its standard
+// error.
+func (p *Podman) inspect(name, format string) (string, error) {
+	cmd := p.command("inspect", "--format", format, name)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("%s: %w: %s", strings.Join(cmd.Args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return strings.TrimSpace(string(out)), nil
 }
 
 // Import makes image from a root filesystem tarball (`podman import`): no
@@ -150,10 +183,22 @@ func (p *Podman) Restore(name string) error {
 	return nil
 }
 
+// PodmanRestoreOptions are options of `podman container restore`.
+type PodmanRestoreOptions struct {
+	// Keep: --keep, which keeps criu's restore.log (see CriuLog);
+	// podman deletes it after a successful restore otherwise.
+	Keep bool
+}
+
 // RestoreImport restores an exported checkpoint as a new container name
-// (`podman container restore --import FILE --name NAME`).
-func (p *Podman) RestoreImport(archive, name string) error {
-	if _, err := p.run("container", "restore", "--import", archive, "--name", name); err != nil {
+// (`podman container restore --import FILE --name NAME`), with at most
+// one set of options.
+func (p *Podman) RestoreImport(archive, name string, opts ...PodmanRestoreOptions) error {
+	args := []string{"container", "restore", "--import", archive, "--name", name}
+	if len(opts) > 0 && opts[0].Keep {
+		args = append(args, "--keep")
+	}
+	if _, err := p.run(args...); err != nil {
 		return p.withCriuLog(err, name, "restore.log")
 	}
 	return nil
@@ -169,16 +214,21 @@ func (p *Podman) withCriuLog(err error, name, log string) error {
 }
 
 func (p *Podman) criuLogPath(name, log string) (string, error) {
-	dir, err := p.run("inspect", "--format", "{{.StaticDir}}", name)
+	dir, err := p.inspect(name, "{{.StaticDir}}")
 	if err != nil {
 		return "", err
 	}
-	return filepath.Join(strings.TrimSpace(dir), log), nil
+	// Where this process finds it, if podman's state is bound elsewhere.
+	if rel, err := filepath.Rel(p.stateDir(), dir); err == nil && !strings.HasPrefix(rel, "..") {
+		dir = filepath.Join(p.Dir, rel)
+	}
+	return filepath.Join(dir, log), nil
 }
 
 // CriuLog returns criu's log of the container's last checkpoint
 // ("dump.log", kept only by a checkpoint with Keep or one that failed) or
-// restore ("restore.log"), from the container's directory.
+// restore ("restore.log", kept only by a restore with Keep or one that
+// failed), from the container's directory.
 func (p *Podman) CriuLog(name, log string) (string, error) {
 	path, err := p.criuLogPath(name, log)
 	if err != nil {
@@ -199,8 +249,7 @@ func (p *Podman) Logs(name string) (string, error) {
 
 // Status returns the container's state ("running", "exited", ...).
 func (p *Podman) Status(name string) (string, error) {
-	out, err := p.run("inspect", "--format", "{{.State.Status}}", name)
-	return strings.TrimSpace(out), err
+	return p.inspect(name, "{{.State.Status}}")
 }
 
 // Remove kills and removes container name; a container podman does not
@@ -224,7 +273,7 @@ func (p *Podman) Close() error {
 	if _, err := p.run("rmi", "--all", "--force"); err != nil {
 		errs = append(errs, err)
 	}
-	if err := unmountUnder(p.Dir); err != nil {
+	if err := unmountUnder(p.Wrap, p.stateDir()); err != nil {
 		errs = append(errs, err)
 	}
 	if err := os.RemoveAll(p.Dir); err != nil {
@@ -233,13 +282,20 @@ func (p *Podman) Close() error {
 	return errors.Join(errs...)
 }
 
-// unmountUnder detaches every mount point at or below dir, deepest first.
-func unmountUnder(dir string) error {
+// unmountUnder detaches every mount point at or below dir, deepest first,
+// in this process's mount namespace or, through wrap, a host's.
+func unmountUnder(wrap []string, dir string) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return err
 	}
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	var b []byte
+	if wrap == nil {
+		b, err = os.ReadFile("/proc/self/mountinfo")
+	} else {
+		argv := append(slices.Clone(wrap), "cat", "/proc/self/mountinfo")
+		b, err = exec.Command(argv[0], argv[1:]...).Output()
+	}
 	if err != nil {
 		return err
 	}
@@ -256,6 +312,13 @@ func unmountUnder(dir string) error {
 	}
 	var errs []error
 	for i := len(points) - 1; i >= 0; i-- {
+		if wrap != nil {
+			argv := append(slices.Clone(wrap), "umount", "--lazy", points[i])
+			if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+				errs = append(errs, fmt.Errorf("unmount %s: %w: %s", points[i], err, out))
+			}
+			continue
+		}
 		if err := unix.Unmount(points[i], unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", points[i], err))
 		}

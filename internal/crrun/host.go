@@ -92,6 +92,20 @@ func (h *Host) Command(name string, args ...string) *exec.Cmd {
 	return exec.Command(argv[0], append(argv[1:], args...)...)
 }
 
+// Bind makes dir the host's own at path: a bind mount in the host's mount
+// namespace, which no other host sees, so that two hosts can each keep
+// their state at one path, as two machines do. path is created if
+// missing (an empty directory, on the machine).
+func (h *Host) Bind(dir, path string) error {
+	if err := os.MkdirAll(path, 0o755); err != nil {
+		return fmt.Errorf("host: %w", err)
+	}
+	if out, err := h.Command("mount", "--bind", dir, path).CombinedOutput(); err != nil {
+		return fmt.Errorf("host: mount --bind %s %s: %w: %s", dir, path, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
 // StartWorkload starts gpuload on the host, with the host's kernelsimd at
 // the default runtime directory. Its files go to dir.
 func (h *Host) StartWorkload(bin, dir, scenario string, args ...string) (*Workload, error) {
