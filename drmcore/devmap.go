@@ -145,6 +145,17 @@ func (m *DeviceMapping) Targets() map[uint32]*uapi.DeviceInfo {
 	return out
 }
 
+// Moved says whether a device of the checkpoint goes to a device of
+// another minor or gpu id: the restore is on other devices.
+func (m *DeviceMapping) Moved() bool {
+	for _, a := range m.Assignments {
+		if a.To.Minor != a.Device.Minor || a.To.GpuId != a.Device.GpuId {
+			return true
+		}
+	}
+	return false
+}
+
 // String is the mapping as criu's log shows it: one clause per device,
 // "renderD128 (amdgpu, gpu id 0x1111) -> renderD131 (gpu id 0x2222): why".
 func (m *DeviceMapping) String() string {

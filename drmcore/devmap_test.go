@@ -123,6 +123,19 @@ func TestMapDevicesLog(t *testing.T) {
 	if tg := m.Targets(); len(tg) != 1 || tg[128].Minor != 131 {
 		t.Errorf("targets %v", tg)
 	}
+	if !m.Moved() {
+		t.Error("renderD128 -> renderD131 did not move")
+	}
+	// The same minor with another gpu id is another device too.
+	for _, tc := range []struct {
+		gpuID uint32
+		moved bool
+	}{{0x1111, false}, {0x2222, true}} {
+		m, err := drmcore.MapDevices([]drmcore.DeviceNeed{src(128, "amdgpu", 0x1111, mib, 0)}, []*uapi.DeviceInfo{dst(128, "amdgpu", tc.gpuID, gib, gib)}, nil)
+		if err != nil || m.Moved() != tc.moved {
+			t.Errorf("onto gpu id %#x: moved %v, %v", tc.gpuID, m.Moved(), err)
+		}
+	}
 }
 
 // TestMapDevicesRefuses: a device that cannot be mapped is named, with

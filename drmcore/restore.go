@@ -112,8 +112,9 @@ func (p *Plugin) initRestore() error {
 
 // mapDevices maps the checkpoint's devices onto the kernel's and makes
 // the restore request name the kernel's (Checkpoint.ForDevices), before
-// anything is created. The mapping goes into criu's log at its default
-// verbosity, one line: it says where each device's objects went. A
+// anything is created. The mapping goes into criu's log, one line saying
+// where each device's objects went, at criu's default verbosity when a
+// device moved (or an explicit entry went unused). A
 // device that cannot be mapped, or a problem the kernel's checks find
 // against its devices, refuses the restore, each named in the log.
 func (p *Plugin) mapDevices(ck *Checkpoint) error {
@@ -132,7 +133,12 @@ func (p *Plugin) mapDevices(ck *Checkpoint) error {
 	if err != nil {
 		return err
 	}
-	p.log.Summaryf("GPU devices: %v", m)
+	// On other devices, the mapping is part of the summary a user needs.
+	if m.Moved() || len(m.Unused) > 0 {
+		p.log.Summaryf("GPU devices: %v", m)
+	} else {
+		p.log.Infof("GPU devices: %v", m)
+	}
 	if len(probs) > 0 {
 		for i, pr := range probs {
 			if i == maxLoggedProblems {

@@ -8,7 +8,9 @@
 //	drmcrit encode [-i JSON] [-o IMAGE [--reseal]] [NAME]
 //	                               JSON back into an image (kind from NAME or -o);
 //	                               --reseal re-seals it in its directory
-//	drmcrit verify DIR             consistency checks, one line per problem
+//	drmcrit verify [-target RUNDIR [-device-map MAP]] DIR
+//	                               consistency checks, one line per problem;
+//	                               -target: against a kernelsimd's devices too
 //	drmcrit graph [-o FILE] DIR    the sharing graph as Graphviz DOT (.svg/.png via dot)
 //	drmcrit help [json|verify]     the JSON schema of show --json, verify's checks
 //
@@ -31,6 +33,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"drmcr/drmcore"
 )
 
 const usage = `usage:
@@ -44,7 +48,10 @@ const usage = `usage:
                                    JSON (stdin or -i) back into an image (stdout or -o);
                                    the image kind comes from NAME or from -o's file name;
                                    --reseal records it in the seals of -o's directory
-  drmcrit verify DIR               check the GPU state; one line per problem
+  drmcrit verify [-target RUNDIR [-device-map MAP]] DIR
+                                   check the GPU state; one line per problem;
+                                   -target: and whether it restores on that
+                                   kernelsimd's devices, onto which
   drmcrit graph [-o FILE] DIR      sharing graph as Graphviz DOT (stdout, .dot/.gv);
                                    .svg and .png are rendered with dot
   drmcrit help [json|verify]       the JSON schema of show --json; what verify checks
@@ -279,13 +286,30 @@ func cmdEncode(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 
 func cmdVerify(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	target := fs.String("target", "", "also check against the devices of the kernelsimd at this runtime directory, as a restore there would (map them, then the kernel's checks)")
+	devMap := fs.String("device-map", os.Getenv(drmcore.DeviceMapSetting), "with -target: the restore's DRMCR_DEVICE_MAP (default: $DRMCR_DEVICE_MAP)")
 	pos, err := parse(fs, args, 1, 1)
 	if err != nil {
 		return err
 	}
-	probs, err := verify(pos[0])
+	explicit, err := drmcore.ParseDeviceMap(*devMap)
+	if err != nil {
+		return usageErrorf("verify -device-map: %v", err)
+	}
+	c, err := load(pos[0])
 	if err != nil {
 		return err
+	}
+	probs := verifyCheckpoint(c)
+	if *target != "" {
+		mapping, tprobs, err := verifyTarget(c, *target, explicit)
+		if err != nil {
+			return err
+		}
+		if mapping != "" {
+			fmt.Fprintf(stdout, "%s: on %s: GPU devices: %s\n", filepath.Clean(pos[0]), *target, mapping)
+		}
+		probs = append(probs, tprobs...)
 	}
 	for _, p := range probs {
 		fmt.Fprintf(stdout, "%s: %s\n", filepath.Clean(pos[0]), p)

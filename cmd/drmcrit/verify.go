@@ -1,9 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
+	"drmcr/drmcore"
 	"drmcr/images"
+	"drmcr/kernelsim/ctl"
 )
 
 // verifyChecks documents what verify checks (printed by `drmcrit help
@@ -59,9 +62,56 @@ contents as the kernel does at restore:
   - CRIU's images, when present: readable (pstree, core, ids, fdinfo,
     files); every process of the inventory is in pstree.img.
 
+With -target RUNDIR, verify also checks the checkpoint against the devices
+of the kernelsimd at RUNDIR, as a restore there would before it creates
+anything (drmcore.Checkpoint.ForDevices): each device of the checkpoint is
+mapped onto one of the daemon's of the same driver with enough VRAM and
+GTT for what the checkpoint puts there (-device-map, default
+$DRMCR_DEVICE_MAP, states a mapping as DRMCR_DEVICE_MAP does; the
+plugin's config file is not read), verify prints the mapping, and the
+kernel's checks run against those devices. A device that cannot be
+mapped is a problem naming it and why. Nothing is created.
+
 Image files are opened only inside DIR, only if they are regular files and
 through no symlink, and never with an open that can block.
 `
+
+// verifyTarget checks a loaded checkpoint against the devices of the
+// kernelsimd at runtimeDir, as a restore there would before it creates
+// anything (drmcore.Checkpoint.ForDevices): the devices mapped, then the
+// kernel's checks against them. It returns the mapping (for the log line)
+// and the problems; an error means the daemon could not be asked.
+func verifyTarget(c *checkpoint, runtimeDir string, explicit drmcore.DeviceMap) (string, []string, error) {
+	if len(c.ck.Problems) > 0 {
+		return "", []string{fmt.Sprintf("on %s: not checked against its devices: the checkpoint has problems", runtimeDir)}, nil
+	}
+	cl, err := ctl.Dial(runtimeDir)
+	if err != nil {
+		return "", nil, fmt.Errorf("-target: %w", err)
+	}
+	defer cl.Close()
+	devices, err := cl.Devices()
+	if err != nil {
+		return "", nil, fmt.Errorf("-target %s: list its devices: %w", runtimeDir, err)
+	}
+	m, kprobs, err := c.ck.ForDevices(devices, explicit)
+	var merr *drmcore.DeviceMapError
+	if errors.As(err, &merr) {
+		var probs []string
+		for _, p := range merr.Problems {
+			probs = append(probs, plainText(fmt.Sprintf("on %s: GPU device %v of the checkpoint: %s", runtimeDir, p.DeviceNeed, p.Reason)))
+		}
+		return "", probs, nil
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	var probs []string
+	for _, p := range kprobs {
+		probs = append(probs, plainText(fmt.Sprintf("on %s: %v", runtimeDir, p)))
+	}
+	return m.String(), probs, nil
+}
 
 // verify returns the problems of a checkpoint directory. An error means
 // the directory could not be checked at all (it is then the only problem).
