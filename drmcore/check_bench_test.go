@@ -83,3 +83,33 @@ func BenchmarkReadCheckpoint(b *testing.B) {
 	b.ReportMetric(float64(decoded.Nanoseconds())/float64(b.N*n), "ns/BO-baseline-decode")
 	b.ReportMetric(float64(checked)/float64(decoded), "ratio")
 }
+
+// BenchmarkForDevices measures what a restore on other devices adds before
+// it asks the kernel to create anything (map the devices, retarget the
+// request, the kernel's checks against the new devices) on the checkpoint
+// of BenchmarkReadCheckpoint, against the checks every restore runs
+// (ReadCheckpoint), measured in the same run.
+func BenchmarkForDevices(b *testing.B) {
+	const n = 100000
+	dir := syntheticCheckpoint(b, n)
+	d, err := images.OpenDir(dir)
+	must(b, err)
+	defer d.Close()
+	target := []*uapi.DeviceInfo{{Minor: 128, Driver: "xe", VramSize: 1 << 30, GttSize: 1 << 30},
+		{Minor: 131, Driver: "amdgpu", GpuId: 0x2222, VramSize: 1 << 30, GttSize: 1 << 30}}
+	var mapped, read time.Duration
+	for range b.N {
+		t0 := time.Now()
+		ck, err := drmcore.ReadCheckpoint(d, subplugins.All())
+		must(b, err)
+		t1 := time.Now()
+		m, probs, err := ck.ForDevices(target, nil)
+		read, mapped = read+t1.Sub(t0), mapped+time.Since(t1)
+		if err != nil || len(probs) != 0 || !m.Moved() {
+			b.Fatalf("mapping %v: %v %v", m, probs, err)
+		}
+	}
+	b.ReportMetric(float64(mapped.Nanoseconds())/float64(b.N*n), "ns/BO-mapped")
+	b.ReportMetric(float64(read.Nanoseconds())/float64(b.N*n), "ns/BO-baseline-read-and-check")
+	b.ReportMetric(float64(mapped)/float64(read), "ratio")
+}
