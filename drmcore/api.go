@@ -56,6 +56,9 @@ const (
 	// with status 0 carrying one fd (SCM_RIGHTS), close the connection and
 	// return the received fd.
 	RestoreDmaBuf RestoreKind = 2
+	// RestoreChannel: a reply channel of a drm file, restored as
+	// RestoreDRMFile is (the connected socket is returned).
+	RestoreChannel RestoreKind = 3
 )
 
 // RestoreEntry is everything the C part of the plugin needs, inside a

@@ -22,8 +22,9 @@ import (
 // directories, devices, references between images), the driver
 // sub-plugin (DriverPlugin.CheckFile: its blob), and the kernel
 // (kernelsim.CheckRestore, run here against the devices the dump
-// recorded: BOs, handles, VA mappings, the traffic in flight, where the
-// contents are). Every problem is reported, not only the first.
+// recorded: BOs, handles, VA mappings, reply channels, the traffic in
+// flight, where the contents are). Every problem is reported, not only
+// the first.
 
 // Checkpoint is a checkpoint's DRM images as read, with every problem
 // that makes them unfit to restore. A restore refuses them unless
@@ -31,15 +32,18 @@ import (
 type Checkpoint struct {
 	Inventory *images.Inventory
 	// The images that could be read, in inventory order and by inode.
-	FileList   []*images.DrmFile
-	DmaBufList []*images.DmaBuf
-	Files      map[uint64]*images.DrmFile
-	DmaBufs    map[uint64]*images.DmaBuf
-	Index      *images.Index         // nil when unreadable
-	Bos        map[uint64]*images.Bo // the index's BO records by id
-	Names      []string              // the DRM images in the directory
+	FileList    []*images.DrmFile
+	ChannelList []*images.DrmChannel
+	DmaBufList  []*images.DmaBuf
+	Files       map[uint64]*images.DrmFile
+	Channels    map[uint64]*images.DrmChannel
+	DmaBufs     map[uint64]*images.DmaBuf
+	Index       *images.Index         // nil when unreadable
+	Bos         map[uint64]*images.Bo // the index's BO records by id
+	Names       []string              // the DRM images in the directory
 	// Request is the kernel's restore request the images make, in
-	// FileList and DmaBufList order; it is only whole without problems.
+	// FileList, ChannelList and DmaBufList order; it is only whole
+	// without problems.
 	Request  *uapi.SessionOpenRequest
 	Problems []images.Problem
 }
@@ -90,7 +94,8 @@ func ReadCheckpoint(dir *images.Dir, subs SubPlugins) (*Checkpoint, error) {
 	c := &checker{
 		ck: &Checkpoint{
 			Inventory: inv, Names: names, Problems: probs,
-			Files: map[uint64]*images.DrmFile{}, DmaBufs: map[uint64]*images.DmaBuf{}, Bos: map[uint64]*images.Bo{},
+			Files: map[uint64]*images.DrmFile{}, Channels: map[uint64]*images.DrmChannel{},
+			DmaBufs: map[uint64]*images.DmaBuf{}, Bos: map[uint64]*images.Bo{},
 		},
 		dir: dir, subs: subs, seals: images.Seals(inv),
 	}
@@ -125,9 +130,9 @@ type checker struct {
 	subs  SubPlugins
 	seals map[string]*images.ImageSeal
 	// What the inventory lists, and the processes holding each inode.
-	files, dmabufs, bos map[uint64]bool
-	holders             map[uint64][]int32
-	devices             map[uint32]*images.Device
+	files, channels, dmabufs, bos map[uint64]bool
+	holders                       map[uint64][]int32
+	devices                       map[uint32]*images.Device
 }
 
 func (c *checker) add(image, field, format string, args ...any) {
@@ -157,6 +162,7 @@ func (c *checker) inventory() {
 		return m
 	}
 	c.files, c.dmabufs, c.bos = set("files", inv.Files), set("dmabufs", inv.Dmabufs), set("bos", inv.Bos)
+	c.channels = set("channels", inv.Channels)
 
 	// Seals: each of the images the inventory lists, once; nothing else.
 	sealed := map[string]bool{}
@@ -166,9 +172,10 @@ func (c *checker) inventory() {
 		switch {
 		case sealed[s.Name]:
 			c.add(inventory, f, "%s is sealed twice", s.Name)
-		case filepath.Base(s.Name) != s.Name || (k != images.KindFile && k != images.KindDmaBuf && k != images.KindIndex):
+		case filepath.Base(s.Name) != s.Name || (k != images.KindFile && k != images.KindChannel && k != images.KindDmaBuf && k != images.KindIndex):
 			c.add(inventory, f, "%q is not an image the inventory seals", s.Name)
-		case k == images.KindFile && !c.files[inodeOf(s.Name)], k == images.KindDmaBuf && !c.dmabufs[inodeOf(s.Name)]:
+		case k == images.KindFile && !c.files[inodeOf(s.Name)], k == images.KindDmaBuf && !c.dmabufs[inodeOf(s.Name)],
+			k == images.KindChannel && !c.channels[inodeOf(s.Name)]:
 			c.add(inventory, f, "%s is sealed, but the inventory does not list it", s.Name)
 		}
 		sealed[s.Name] = true
@@ -182,6 +189,10 @@ func (c *checker) inventory() {
 			}
 		case images.KindDmaBuf:
 			if !c.dmabufs[inodeOf(n)] {
+				c.add(n, "", "not listed in the inventory")
+			}
+		case images.KindChannel:
+			if !c.channels[inodeOf(n)] {
 				c.add(n, "", "not listed in the inventory")
 			}
 		}
@@ -222,8 +233,8 @@ func (c *checker) inventory() {
 			case held[ino]:
 				c.add(inventory, fmt.Sprintf("%s.inodes[%d]", f, j), "inode %d is listed twice", ino)
 				continue
-			case !c.files[ino] && !c.dmabufs[ino]:
-				c.add(inventory, fmt.Sprintf("%s.inodes[%d]", f, j), "pid %d holds inode %d, which is neither a dumped drm file nor a dma-buf", p.Pid, ino)
+			case !c.files[ino] && !c.dmabufs[ino] && !c.channels[ino]:
+				c.add(inventory, fmt.Sprintf("%s.inodes[%d]", f, j), "pid %d holds inode %d, which is neither a dumped drm file, reply channel nor dma-buf", p.Pid, ino)
 			}
 			held[ino] = true
 			c.holders[ino] = append(c.holders[ino], p.Pid)
@@ -277,6 +288,22 @@ func (c *checker) readImages() {
 		}
 		c.ck.Files[ino] = f
 		c.ck.FileList = append(c.ck.FileList, f)
+	}
+	for _, ino := range inv.Channels {
+		name := images.ChannelName(ino)
+		ch := &images.DrmChannel{}
+		if !c.readSealed(name, ch) {
+			continue
+		}
+		if ch.Inode != ino {
+			c.add(name, "inode", "%d, the image's name says %d", ch.Inode, ino)
+			continue
+		}
+		if c.ck.Channels[ino] != nil {
+			continue
+		}
+		c.ck.Channels[ino] = ch
+		c.ck.ChannelList = append(c.ck.ChannelList, ch)
 	}
 	for _, ino := range inv.Dmabufs {
 		name := images.DmaBufName(ino)
@@ -334,6 +361,11 @@ func (c *checker) readImages() {
 	}
 	for _, f := range c.ck.FileList {
 		c.file(f, bo)
+	}
+	for _, ch := range c.ck.ChannelList {
+		// A channel in flight in a unix socket's queue has no holder
+		// (pid 0), like a file in flight.
+		c.holder(images.ChannelName(ch.Inode), ch.Inode, ch.Pid, ch.Pid == 0)
 	}
 	for _, d := range c.ck.DmaBufList {
 		c.holder(images.DmaBufName(d.Inode), d.Inode, d.Pid, d.InFlight)
@@ -459,6 +491,9 @@ func (c *checker) kernel() {
 		}
 		req.Files = append(req.Files, rf)
 	}
+	for _, ch := range c.ck.ChannelList {
+		req.Channels = append(req.Channels, &uapi.RestoreChannel{Inode: ch.Inode, FileInode: ch.FileInode, Io: ch.Io})
+	}
 	for _, d := range c.ck.DmaBufList {
 		if c.subs.DmaBuf == nil {
 			c.add(images.DmaBufName(d.Inode), "", "no dma-buf sub-plugin")
@@ -510,6 +545,11 @@ func (c *checker) imageOf(p kernelsim.RestoreProblem, req *uapi.SessionOpenReque
 		return images.Problem{Image: images.DmaBufName(p.ID), Field: p.Field, Msg: p.Msg}
 	case kernelsim.ObjPages:
 		return images.Problem{Image: images.IndexName, Field: p.Field, Msg: p.Msg}
+	case kernelsim.ObjChannel:
+		if p.ID == 0 {
+			return images.Problem{Image: inventory, Field: "channels", Msg: p.Msg}
+		}
+		return images.Problem{Image: images.ChannelName(p.ID), Field: p.Field, Msg: p.Msg}
 	}
 	return images.Problem{Image: inventory, Field: p.Field, Msg: p.Msg}
 }

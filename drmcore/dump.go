@@ -21,7 +21,9 @@ type dumpState struct {
 	owner   map[uint64]int32                  // inode -> pid holding it
 	ident   map[uint64]*uapi.IdentifiedObject // inode -> what it is
 	paused  []uint64                          // file ids paused by us
+	frozen  map[uint64]*uapi.FileCheckpoint   // checkpointed files, by id
 	files   map[uint64]*images.DrmFile        // dumped, by inode
+	chans   map[uint64]*images.DrmChannel     // reply channels dumped, by inode
 	dmabufs map[uint64]*images.DmaBuf         // dumped, by inode
 	bos     map[uint64]*images.Bo             // written, by BO id
 	seals   []*images.ImageSeal               // of the images written
@@ -36,8 +38,9 @@ type dumpState struct {
 
 func newDumpState() *dumpState {
 	return &dumpState{
-		owner: map[uint64]int32{}, ident: map[uint64]*uapi.IdentifiedObject{},
-		files: map[uint64]*images.DrmFile{}, dmabufs: map[uint64]*images.DmaBuf{}, bos: map[uint64]*images.Bo{},
+		owner: map[uint64]int32{}, ident: map[uint64]*uapi.IdentifiedObject{}, frozen: map[uint64]*uapi.FileCheckpoint{},
+		files: map[uint64]*images.DrmFile{}, chans: map[uint64]*images.DrmChannel{},
+		dmabufs: map[uint64]*images.DmaBuf{}, bos: map[uint64]*images.Bo{},
 		minors: map[uint32]bool{},
 	}
 }
@@ -93,13 +96,19 @@ func (p *Plugin) PauseDevices(pid int) error {
 		if _, seen := p.dump.owner[o.Inode]; !seen {
 			p.dump.owner[o.Inode] = vpid
 		}
-		if o.Kind == uapi.ObjectKind_OBJECT_DRM_FILE && !slices.Contains(p.dump.paused, o.FileId) {
+		isFile := o.Kind == uapi.ObjectKind_OBJECT_DRM_FILE || o.Kind == uapi.ObjectKind_OBJECT_DRM_CHANNEL
+		if isFile && !slices.Contains(p.dump.paused, o.FileId) && !slices.Contains(files, o.FileId) {
 			files = append(files, o.FileId)
 		}
 	}
 	p.dump.procs = append(p.dump.procs, proc)
 	if len(files) == 0 {
-		p.log.Infof("%s: %d dma-buf(s), no drm file", name, len(proc.Inodes))
+		kinds := map[uapi.ObjectKind]int{}
+		for _, o := range mine {
+			kinds[o.Kind]++
+		}
+		p.log.Infof("%s: %d drm file(s), %d reply channel(s), %d dma-buf(s); nothing more to pause", name,
+			kinds[uapi.ObjectKind_OBJECT_DRM_FILE], kinds[uapi.ObjectKind_OBJECT_DRM_CHANNEL], kinds[uapi.ObjectKind_OBJECT_DMA_BUF])
 		return nil
 	}
 	p.log.Infof("%s: pausing %d drm file(s) (timeout %v)", name, len(files), p.cfg.PauseTimeout)
@@ -111,8 +120,11 @@ func (p *Plugin) PauseDevices(pid int) error {
 }
 
 // DumpUnixSk checkpoints one kernelsim file: a drm file through its
-// driver's sub-plugin, a dma-buf through the dma-buf sub-plugin. Sockets
-// that are not kernelsim's get ErrNotMine.
+// driver's sub-plugin, a reply channel of a drm file with it, a dma-buf
+// through the dma-buf sub-plugin. fd is criu's copy of the socket: the
+// kernel reads from its receive queue which replies the task has not read
+// yet (without reading them). Sockets that are not kernelsim's get
+// ErrNotMine.
 func (p *Plugin) DumpUnixSk(fd int, ino uint64) error {
 	if p.ctl == nil {
 		return ErrNotMine
@@ -132,7 +144,9 @@ func (p *Plugin) DumpUnixSk(fd int, ino uint64) error {
 	var err error
 	switch obj.Kind {
 	case uapi.ObjectKind_OBJECT_DRM_FILE:
-		err = p.dumpFile(obj)
+		err = p.dumpFile(obj, fd)
+	case uapi.ObjectKind_OBJECT_DRM_CHANNEL:
+		err = p.dumpChannel(obj, fd)
 	case uapi.ObjectKind_OBJECT_DMA_BUF:
 		err = p.dumpDmaBuf(obj)
 	default:
@@ -154,16 +168,22 @@ func (p *Plugin) DumpUnixSk(fd int, ino uint64) error {
 // been dumped.
 func (d *dumpState) allDumped() bool {
 	for ino := range d.ident {
-		_, f := d.files[ino]
-		_, b := d.dmabufs[ino]
-		if !f && !b {
+		if !d.dumped(ino) {
 			return false
 		}
 	}
 	return true
 }
 
-func (p *Plugin) dumpFile(obj *uapi.IdentifiedObject) error {
+// dumped reports whether the kernelsim file of socket inode ino is dumped.
+func (d *dumpState) dumped(ino uint64) bool {
+	_, f := d.files[ino]
+	_, c := d.chans[ino]
+	_, b := d.dmabufs[ino]
+	return f || c || b
+}
+
+func (p *Plugin) dumpFile(obj *uapi.IdentifiedObject, fd int) error {
 	ino := obj.Inode
 	if _, done := p.dump.files[ino]; done {
 		return nil
@@ -172,18 +192,15 @@ func (p *Plugin) dumpFile(obj *uapi.IdentifiedObject) error {
 	if !ok {
 		return fmt.Errorf("drm file inode %d (pid %d) is on a %s device, which no sub-plugin handles", ino, p.dump.owner[ino], obj.Driver)
 	}
-	if !slices.Contains(p.dump.paused, obj.FileId) {
-		// criu did not run PAUSE_DEVICES for the holder (it may have
-		// received the fd meanwhile): pause the file now.
-		if err := p.ctl.Pause([]uint64{obj.FileId}, p.cfg.PauseTimeout); err != nil {
-			return fmt.Errorf("pause drm file inode %d: %w", ino, err)
-		}
-		p.dump.paused = append(p.dump.paused, obj.FileId)
-	}
-	cp, err := p.ctl.CheckpointFile(obj.FileId)
+	cp, err := p.checkpointFile(obj)
 	if err != nil {
-		return fmt.Errorf("checkpoint drm file inode %d: %w", ino, err)
+		return err
 	}
+	io, err := p.checkpointIO(obj, fd)
+	if err != nil {
+		return err
+	}
+	cp.Io = io
 	owner, held := p.dump.owner[ino]
 	img, err := drv.DumpFile(ino, owner, cp)
 	if err != nil {
@@ -193,19 +210,98 @@ func (p *Plugin) dumpFile(obj *uapi.IdentifiedObject) error {
 	// dumping it in flight, in a unix socket's queue.
 	img.InFlight = !held
 	p.dump.minors[cp.Minor] = true
-	bos := cp.Bos
-	if cp.Io != nil && cp.Io.UnreadReplyBo != nil {
-		bos = append(bos, cp.Io.UnreadReplyBo)
-	}
-	if err := p.dumpBOs(bos); err != nil {
+	if err := p.dumpBOs(append(slices.Clone(cp.Bos), unreadBOs(io)...)); err != nil {
 		return fmt.Errorf("drm file inode %d: %w", ino, err)
 	}
 	if err := p.writeImage(images.FileName(ino), img); err != nil {
 		return err
 	}
 	p.dump.files[ino] = img
-	p.log.Infof("dumped drm file inode %d (%s renderD%d, pid %d): %d handles, %d BOs", ino, obj.Driver, obj.Minor, img.Pid, len(cp.Handles), len(cp.Bos))
+	p.log.Infof("dumped drm file inode %d (%s renderD%d, pid %d): %d handles, %d BOs%s", ino, obj.Driver, obj.Minor, img.Pid, len(cp.Handles), len(cp.Bos), inFlight(io))
 	return nil
+}
+
+// dumpChannel saves a reply channel of a drm file: the traffic in flight
+// on it. Its file is checkpointed with it if it was not yet; the file's
+// own socket is dumped by whichever task criu finds it in.
+func (p *Plugin) dumpChannel(obj *uapi.IdentifiedObject, fd int) error {
+	ino := obj.Inode
+	if _, done := p.dump.chans[ino]; done {
+		return nil
+	}
+	if _, err := p.checkpointFile(obj); err != nil {
+		return err
+	}
+	io, err := p.checkpointIO(obj, fd)
+	if err != nil {
+		return err
+	}
+	if err := p.dumpBOs(unreadBOs(io)); err != nil {
+		return fmt.Errorf("reply channel inode %d: %w", ino, err)
+	}
+	img := &images.DrmChannel{Version: images.Version, Inode: ino, FileInode: obj.FileInode, Pid: p.dump.owner[ino], Io: io}
+	if err := p.writeImage(images.ChannelName(ino), img); err != nil {
+		return err
+	}
+	p.dump.chans[ino] = img
+	p.log.Infof("dumped reply channel inode %d of drm file inode %d (pid %d)%s", ino, obj.FileInode, img.Pid, inFlight(io))
+	return nil
+}
+
+// checkpointFile pauses (if criu did not) and checkpoints the drm file of
+// a socket, once per file: the kernel freezes all the file's connections
+// at once.
+func (p *Plugin) checkpointFile(obj *uapi.IdentifiedObject) (*uapi.FileCheckpoint, error) {
+	if cp, ok := p.dump.frozen[obj.FileId]; ok {
+		return cp, nil
+	}
+	if !slices.Contains(p.dump.paused, obj.FileId) {
+		// criu did not run PAUSE_DEVICES for the holder (it may have
+		// received the fd meanwhile): pause the file now.
+		if err := p.ctl.Pause([]uint64{obj.FileId}, p.cfg.PauseTimeout); err != nil {
+			return nil, fmt.Errorf("pause drm file of socket inode %d: %w", obj.Inode, err)
+		}
+		p.dump.paused = append(p.dump.paused, obj.FileId)
+	}
+	cp, err := p.ctl.CheckpointFile(obj.FileId)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint drm file of socket inode %d: %w", obj.Inode, err)
+	}
+	p.dump.frozen[obj.FileId] = cp
+	return cp, nil
+}
+
+// checkpointIO returns the traffic in flight on the connection of socket
+// fd (criu's copy).
+func (p *Plugin) checkpointIO(obj *uapi.IdentifiedObject, fd int) (*uapi.PendingIO, error) {
+	if fd < 0 {
+		return nil, fmt.Errorf("socket inode %d: no descriptor of it to tell which replies are unread", obj.Inode)
+	}
+	io, err := p.ctl.CheckpointIO(obj.FileId, obj.Inode, fd)
+	if err != nil {
+		return nil, fmt.Errorf("requests in flight on socket inode %d (pid %d): %w", obj.Inode, p.dump.owner[obj.Inode], err)
+	}
+	return io, nil
+}
+
+// unreadBOs lists the BOs behind the dma-bufs that unread replies carry.
+func unreadBOs(io *uapi.PendingIO) []*uapi.BoState {
+	var bos []*uapi.BoState
+	for _, r := range io.GetUnreadReplies() {
+		if r.Bo != nil {
+			bos = append(bos, r.Bo)
+		}
+	}
+	return bos
+}
+
+// inFlight describes the traffic in flight for a log line.
+func inFlight(io *uapi.PendingIO) string {
+	n, m := len(io.GetRequests()), len(io.GetUnreadReplies())
+	if n == 0 && m == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", %d request(s) in flight, %d reply(ies) unread", n, m)
 }
 
 func (p *Plugin) dumpDmaBuf(obj *uapi.IdentifiedObject) error {
@@ -366,9 +462,7 @@ func (p *Plugin) devices() ([]*images.Device, error) {
 func (d *dumpState) checkGraph() error {
 	var problems []string
 	for ino, obj := range d.ident {
-		_, f := d.files[ino]
-		_, b := d.dmabufs[ino]
-		if !f && !b {
+		if !d.dumped(ino) {
 			problems = append(problems, fmt.Sprintf("%v inode %d of pid %d was never dumped", obj.Kind, ino, d.owner[ino]))
 		}
 	}
@@ -381,9 +475,20 @@ func (d *dumpState) checkGraph() error {
 		for _, h := range f.State.GetHandles() {
 			need(fmt.Sprintf("drm file inode %d handle %d", ino, h.Handle), h.BoId)
 		}
+		for _, b := range unreadBOs(f.State.GetIo()) {
+			need(fmt.Sprintf("an unread reply on drm file inode %d", ino), b.BoId)
+		}
 	}
 	for ino, db := range d.dmabufs {
 		need(fmt.Sprintf("dma-buf inode %d", ino), db.BoId)
+	}
+	for ino, c := range d.chans {
+		if _, ok := d.files[c.FileInode]; !ok {
+			problems = append(problems, fmt.Sprintf("reply channel inode %d of pid %d belongs to drm file inode %d, which no dumped task holds", ino, c.Pid, c.FileInode))
+		}
+		for _, b := range unreadBOs(c.Io) {
+			need(fmt.Sprintf("an unread reply on reply channel inode %d", ino), b.BoId)
+		}
 	}
 	// Queued work may wait on paused work of other files: the files that
 	// will restore that work must be in the dump too.
@@ -428,6 +533,10 @@ func (p *Plugin) finiDump(ret int) {
 	for ino := range p.dump.dmabufs {
 		inv.Dmabufs = append(inv.Dmabufs, ino)
 	}
+	for ino := range p.dump.chans {
+		inv.Channels = append(inv.Channels, ino)
+	}
+	slices.Sort(inv.Channels)
 	for id := range p.dump.bos {
 		inv.Bos = append(inv.Bos, id)
 	}
@@ -462,7 +571,7 @@ func (p *Plugin) finiDump(ret int) {
 	if !inv.Complete {
 		state = "INCOMPLETE: restore will refuse it"
 	}
-	p.log.Summaryf("GPU state dumped: %d process(es), %d drm file(s), %d dma-buf(s), %d BO(s), %s of contents, in %v; %s",
-		len(inv.Processes), len(inv.Files), len(inv.Dmabufs), len(inv.Bos), units.Format(p.dump.pagesEnd),
+	p.log.Summaryf("GPU state dumped: %d process(es), %d drm file(s)%s, %d dma-buf(s), %d BO(s), %s of contents, in %v; %s",
+		len(inv.Processes), len(inv.Files), channelCount(len(inv.Channels)), len(inv.Dmabufs), len(inv.Bos), units.Format(p.dump.pagesEnd),
 		time.Since(p.started).Round(time.Millisecond), state)
 }

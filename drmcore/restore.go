@@ -18,8 +18,8 @@ type restoreState struct {
 	entries []RestoreEntry
 	resumed map[int]bool
 	// for the summary
-	files, dmabufs, bos int
-	bytes               uint64
+	files, channels, dmabufs, bos int
+	bytes                         uint64
 }
 
 // subPlugins are the plugin's sub-plugins.
@@ -68,8 +68,9 @@ func (p *Plugin) initRestore() error {
 	if err != nil {
 		return fmt.Errorf("open restore session: %w", err)
 	}
-	if len(reply.FileSockets) != len(req.Files) || len(reply.DmabufSockets) != len(req.Dmabufs) {
-		return fmt.Errorf("open restore session: %d file and %d dma-buf socket(s) for %d and %d", len(reply.FileSockets), len(reply.DmabufSockets), len(req.Files), len(req.Dmabufs))
+	if len(reply.FileSockets) != len(req.Files) || len(reply.DmabufSockets) != len(req.Dmabufs) || len(reply.ChannelSockets) != len(req.Channels) {
+		return fmt.Errorf("open restore session: %d file, %d reply channel and %d dma-buf socket(s) for %d, %d and %d",
+			len(reply.FileSockets), len(reply.ChannelSockets), len(reply.DmabufSockets), len(req.Files), len(req.Channels), len(req.Dmabufs))
 	}
 	p.restore.token = reply.Token
 	if err := p.loadContents(req.PagesFiles); err != nil {
@@ -95,6 +96,13 @@ func (p *Plugin) initRestore() error {
 		}
 		p.restore.entries = append(p.restore.entries, RestoreEntry{Ino: rf.Inode, Kind: RestoreDRMFile, SocketPath: socketFor(ck.FileList[i].Pid, reply.FileSockets[i]), Request: pkt})
 	}
+	for i, rc := range req.Channels {
+		pkt, err := uapi.Marshal(uapi.Header{Op: uapi.OpClaimChannel, Seq: 1}, &uapi.ClaimChannelRequest{Token: reply.Token, Inode: rc.Inode})
+		if err != nil {
+			return err
+		}
+		p.restore.entries = append(p.restore.entries, RestoreEntry{Ino: rc.Inode, Kind: RestoreChannel, SocketPath: socketFor(ck.ChannelList[i].Pid, reply.ChannelSockets[i]), Request: pkt})
+	}
 	for i, rd := range req.Dmabufs {
 		pkt, err := uapi.Marshal(uapi.Header{Op: uapi.OpClaimDmaBuf, Seq: 1}, &uapi.ClaimDmaBufRequest{Token: reply.Token, Inode: rd.Inode})
 		if err != nil {
@@ -102,11 +110,11 @@ func (p *Plugin) initRestore() error {
 		}
 		p.restore.entries = append(p.restore.entries, RestoreEntry{Ino: rd.Inode, Kind: RestoreDmaBuf, SocketPath: socketFor(ck.DmaBufList[i].Pid, reply.DmabufSockets[i]), Request: pkt})
 	}
-	p.restore.files, p.restore.dmabufs, p.restore.bos = len(req.Files), len(req.Dmabufs), len(req.Bos)
+	p.restore.files, p.restore.channels, p.restore.dmabufs, p.restore.bos = len(req.Files), len(req.Channels), len(req.Dmabufs), len(req.Bos)
 	for _, b := range req.Bos {
 		p.restore.bytes += b.Size
 	}
-	p.log.Infof("restore session open: %d drm file(s), %d dma-buf(s), %d BO(s) loading from %d pages file(s)", len(req.Files), len(req.Dmabufs), len(req.Bos), len(req.PagesFiles))
+	p.log.Infof("restore session open: %d drm file(s), %d reply channel(s), %d dma-buf(s), %d BO(s) loading from %d pages file(s)", len(req.Files), len(req.Channels), len(req.Dmabufs), len(req.Bos), len(req.PagesFiles))
 	return nil
 }
 
@@ -248,6 +256,14 @@ func (p *Plugin) finiRestore(ret int) {
 		return
 	}
 	r := p.restore
-	p.log.Summaryf("GPU state restored: %d drm file(s), %d dma-buf(s), %d BO(s), %s of contents, in %v",
-		r.files, r.dmabufs, r.bos, units.Format(r.bytes), time.Since(p.started).Round(time.Millisecond))
+	p.log.Summaryf("GPU state restored: %d drm file(s)%s, %d dma-buf(s), %d BO(s), %s of contents, in %v",
+		r.files, channelCount(r.channels), r.dmabufs, r.bos, units.Format(r.bytes), time.Since(p.started).Round(time.Millisecond))
+}
+
+// channelCount is the summary lines' mention of reply channels, if any.
+func channelCount(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d reply channel(s))", n)
 }

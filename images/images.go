@@ -16,17 +16,27 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Version is the image format this code writes and reads. Version 1 kept
-// two files per BO; version 2 packs contents into pages files with an
-// index (drm-bo-index.img); version 3 seals every image in the inventory
-// and records the dump's devices and fds in flight.
-const Version = 3
+// Version is the image format this code writes. Version 1 kept two files
+// per BO; version 2 packs contents into pages files with an index
+// (drm-bo-index.img); version 3 seals every image in the inventory and
+// records the dump's devices and fds in flight; version 4 records any
+// number of requests and replies in flight per connection
+// (PendingIO.requests, unread_replies) and reply channels
+// (drm-channel-<inode>.img), which a reader of version 3 would silently
+// drop.
+const Version = 4
+
+// MinVersion is the oldest image format this code reads: a version 3
+// image reads as a version 4 one without reply channels and with at most
+// one request and one reply in flight per drm file.
+const MinVersion = 3
 
 // File names.
 const (
 	InventoryName = "drm-inventory.img"
 	IndexName     = "drm-bo-index.img"
 	filePrefix    = "drm-file-"
+	channelPrefix = "drm-channel-"
 	dmabufPrefix  = "drm-dmabuf-"
 	pagesPrefix   = "drm-pages-"
 	imgSuffix     = ".img"
@@ -34,6 +44,11 @@ const (
 
 // FileName is the image of the drm file with client inode ino.
 func FileName(ino uint64) string { return filePrefix + strconv.FormatUint(ino, 10) + imgSuffix }
+
+// ChannelName is the image of the reply channel with client inode ino.
+func ChannelName(ino uint64) string {
+	return channelPrefix + strconv.FormatUint(ino, 10) + imgSuffix
+}
 
 // DmaBufName is the image of the dma-buf with inode ino.
 func DmaBufName(ino uint64) string { return dmabufPrefix + strconv.FormatUint(ino, 10) + imgSuffix }
@@ -54,6 +69,7 @@ const (
 	KindDmaBuf
 	KindIndex
 	KindPages
+	KindChannel
 )
 
 // KindOf classifies an image by its base name.
@@ -75,6 +91,8 @@ func KindOf(name string) Kind {
 		return KindFile
 	case numbered(dmabufPrefix):
 		return KindDmaBuf
+	case numbered(channelPrefix):
+		return KindChannel
 	case numbered(pagesPrefix):
 		return KindPages
 	}
@@ -92,6 +110,8 @@ func NewMessage(k Kind) (proto.Message, error) {
 		return &DrmFile{}, nil
 	case KindDmaBuf:
 		return &DmaBuf{}, nil
+	case KindChannel:
+		return &DrmChannel{}, nil
 	}
 	return nil, ErrNotDRMImage
 }
@@ -334,8 +354,8 @@ func Decode(name string, data []byte, m Versioned) error {
 	if err := proto.Unmarshal(data, m); err != nil {
 		return fmt.Errorf("image %s: %w", name, err)
 	}
-	if v := m.GetVersion(); v != Version {
-		return fmt.Errorf("image %s: format version %d, this plugin reads version %d", name, v, Version)
+	if v := m.GetVersion(); v < MinVersion || v > Version {
+		return fmt.Errorf("image %s: format version %d, this plugin reads versions %d to %d", name, v, MinVersion, Version)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@
 //                           of every other image (written last)
 //   drm-file-<inode>.img    DrmFile: one drm file (render node connection)
 //   drm-dmabuf-<inode>.img  DmaBuf: one dma-buf file
+//   drm-channel-<inode>.img DrmChannel: a reply channel of a drm file
 //   drm-bo-index.img        the BO index, a stream of records: one
 //                           BoIndex, then a BoIndexEntry per BO (where its
 //                           contents are) and per checksummed chunk of the
@@ -71,6 +72,7 @@ type Inventory struct {
 	SealAlgorithm string       `protobuf:"bytes,9,opt,name=seal_algorithm,json=sealAlgorithm,proto3" json:"seal_algorithm,omitempty"` // "blake3-256"
 	Images        []*ImageSeal `protobuf:"bytes,10,rep,name=images,proto3" json:"images,omitempty"`
 	Seal          []byte       `protobuf:"bytes,11,opt,name=seal,proto3" json:"seal,omitempty"`
+	Channels      []uint64     `protobuf:"varint,12,rep,packed,name=channels,proto3" json:"channels,omitempty"` // reply channel inodes (format 4)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -178,6 +180,13 @@ func (x *Inventory) GetImages() []*ImageSeal {
 func (x *Inventory) GetSeal() []byte {
 	if x != nil {
 		return x.Seal
+	}
+	return nil
+}
+
+func (x *Inventory) GetChannels() []uint64 {
+	if x != nil {
+		return x.Channels
 	}
 	return nil
 }
@@ -472,6 +481,86 @@ func (x *DrmFile) GetInFlight() bool {
 	return false
 }
 
+// DrmChannel is a reply channel of a drm file: a connection a process
+// sharing the file attached so that its replies reach it alone (see
+// kernelsim's AttachRequest). It belongs to the drm file whose image is
+// drm-file-<file_inode>.img, which the same dump holds.
+type DrmChannel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Inode         uint64                 `protobuf:"varint,2,opt,name=inode,proto3" json:"inode,omitempty"`                          // the channel's client inode at dump: criu's key
+	FileInode     uint64                 `protobuf:"varint,3,opt,name=file_inode,json=fileInode,proto3" json:"file_inode,omitempty"` // its drm file's client inode at dump
+	Pid           int32                  `protobuf:"varint,4,opt,name=pid,proto3" json:"pid,omitempty"`                              // the task that held it
+	Io            *uapi.PendingIO        `protobuf:"bytes,5,opt,name=io,proto3" json:"io,omitempty"`                                 // its traffic in flight
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrmChannel) Reset() {
+	*x = DrmChannel{}
+	mi := &file_images_images_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrmChannel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrmChannel) ProtoMessage() {}
+
+func (x *DrmChannel) ProtoReflect() protoreflect.Message {
+	mi := &file_images_images_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrmChannel.ProtoReflect.Descriptor instead.
+func (*DrmChannel) Descriptor() ([]byte, []int) {
+	return file_images_images_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DrmChannel) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *DrmChannel) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *DrmChannel) GetFileInode() uint64 {
+	if x != nil {
+		return x.FileInode
+	}
+	return 0
+}
+
+func (x *DrmChannel) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *DrmChannel) GetIo() *uapi.PendingIO {
+	if x != nil {
+		return x.Io
+	}
+	return nil
+}
+
 type DmaBuf struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
@@ -485,7 +574,7 @@ type DmaBuf struct {
 
 func (x *DmaBuf) Reset() {
 	*x = DmaBuf{}
-	mi := &file_images_images_proto_msgTypes[5]
+	mi := &file_images_images_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +586,7 @@ func (x *DmaBuf) String() string {
 func (*DmaBuf) ProtoMessage() {}
 
 func (x *DmaBuf) ProtoReflect() protoreflect.Message {
-	mi := &file_images_images_proto_msgTypes[5]
+	mi := &file_images_images_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +599,7 @@ func (x *DmaBuf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DmaBuf.ProtoReflect.Descriptor instead.
 func (*DmaBuf) Descriptor() ([]byte, []int) {
-	return file_images_images_proto_rawDescGZIP(), []int{5}
+	return file_images_images_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DmaBuf) GetVersion() uint32 {
@@ -560,7 +649,7 @@ type BoIndex struct {
 
 func (x *BoIndex) Reset() {
 	*x = BoIndex{}
-	mi := &file_images_images_proto_msgTypes[6]
+	mi := &file_images_images_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -572,7 +661,7 @@ func (x *BoIndex) String() string {
 func (*BoIndex) ProtoMessage() {}
 
 func (x *BoIndex) ProtoReflect() protoreflect.Message {
-	mi := &file_images_images_proto_msgTypes[6]
+	mi := &file_images_images_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -585,7 +674,7 @@ func (x *BoIndex) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BoIndex.ProtoReflect.Descriptor instead.
 func (*BoIndex) Descriptor() ([]byte, []int) {
-	return file_images_images_proto_rawDescGZIP(), []int{6}
+	return file_images_images_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BoIndex) GetVersion() uint32 {
@@ -621,7 +710,7 @@ type BoIndexEntry struct {
 
 func (x *BoIndexEntry) Reset() {
 	*x = BoIndexEntry{}
-	mi := &file_images_images_proto_msgTypes[7]
+	mi := &file_images_images_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +722,7 @@ func (x *BoIndexEntry) String() string {
 func (*BoIndexEntry) ProtoMessage() {}
 
 func (x *BoIndexEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_images_images_proto_msgTypes[7]
+	mi := &file_images_images_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +735,7 @@ func (x *BoIndexEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BoIndexEntry.ProtoReflect.Descriptor instead.
 func (*BoIndexEntry) Descriptor() ([]byte, []int) {
-	return file_images_images_proto_rawDescGZIP(), []int{7}
+	return file_images_images_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BoIndexEntry) GetVersion() uint32 {
@@ -682,7 +771,7 @@ type Bo struct {
 
 func (x *Bo) Reset() {
 	*x = Bo{}
-	mi := &file_images_images_proto_msgTypes[8]
+	mi := &file_images_images_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +783,7 @@ func (x *Bo) String() string {
 func (*Bo) ProtoMessage() {}
 
 func (x *Bo) ProtoReflect() protoreflect.Message {
-	mi := &file_images_images_proto_msgTypes[8]
+	mi := &file_images_images_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +796,7 @@ func (x *Bo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bo.ProtoReflect.Descriptor instead.
 func (*Bo) Descriptor() ([]byte, []int) {
-	return file_images_images_proto_rawDescGZIP(), []int{8}
+	return file_images_images_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Bo) GetVersion() uint32 {
@@ -751,7 +840,7 @@ type PagesChunk struct {
 
 func (x *PagesChunk) Reset() {
 	*x = PagesChunk{}
-	mi := &file_images_images_proto_msgTypes[9]
+	mi := &file_images_images_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -763,7 +852,7 @@ func (x *PagesChunk) String() string {
 func (*PagesChunk) ProtoMessage() {}
 
 func (x *PagesChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_images_images_proto_msgTypes[9]
+	mi := &file_images_images_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -776,7 +865,7 @@ func (x *PagesChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagesChunk.ProtoReflect.Descriptor instead.
 func (*PagesChunk) Descriptor() ([]byte, []int) {
-	return file_images_images_proto_rawDescGZIP(), []int{9}
+	return file_images_images_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PagesChunk) GetVersion() uint32 {
@@ -804,7 +893,7 @@ var File_images_images_proto protoreflect.FileDescriptor
 
 const file_images_images_proto_rawDesc = "" +
 	"\n" +
-	"\x13images/images.proto\x12\fdrmcr.images\x1a\x19kernelsim/uapi/uapi.proto\"\xfb\x02\n" +
+	"\x13images/images.proto\x12\fdrmcr.images\x1a\x19kernelsim/uapi/uapi.proto\"\x97\x03\n" +
 	"\tInventory\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x123\n" +
 	"\tprocesses\x18\x02 \x03(\v2\x15.drmcr.images.ProcessR\tprocesses\x12\x14\n" +
@@ -817,7 +906,8 @@ const file_images_images_proto_rawDesc = "" +
 	"\x0eseal_algorithm\x18\t \x01(\tR\rsealAlgorithm\x12/\n" +
 	"\x06images\x18\n" +
 	" \x03(\v2\x17.drmcr.images.ImageSealR\x06images\x12\x12\n" +
-	"\x04seal\x18\v \x01(\fR\x04seal\"M\n" +
+	"\x04seal\x18\v \x01(\fR\x04seal\x12\x1a\n" +
+	"\bchannels\x18\f \x03(\x04R\bchannels\"M\n" +
 	"\x06Device\x12\x14\n" +
 	"\x05minor\x18\x01 \x01(\rR\x05minor\x12\x16\n" +
 	"\x06driver\x18\x02 \x01(\tR\x06driver\x12\x15\n" +
@@ -839,7 +929,15 @@ const file_images_images_proto_rawDesc = "" +
 	"\x05state\x18\x04 \x01(\v2\x1e.kernelsim.uapi.FileCheckpointR\x05state\x12\x16\n" +
 	"\x06driver\x18\x05 \x01(\tR\x06driver\x12%\n" +
 	"\x0edriver_version\x18\x06 \x01(\rR\rdriverVersion\x12\x1b\n" +
-	"\tin_flight\x18\a \x01(\bR\binFlight\"|\n" +
+	"\tin_flight\x18\a \x01(\bR\binFlight\"\x98\x01\n" +
+	"\n" +
+	"DrmChannel\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
+	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x1d\n" +
+	"\n" +
+	"file_inode\x18\x03 \x01(\x04R\tfileInode\x12\x10\n" +
+	"\x03pid\x18\x04 \x01(\x05R\x03pid\x12)\n" +
+	"\x02io\x18\x05 \x01(\v2\x19.kernelsim.uapi.PendingIOR\x02io\"|\n" +
 	"\x06DmaBuf\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x13\n" +
@@ -880,36 +978,39 @@ func file_images_images_proto_rawDescGZIP() []byte {
 	return file_images_images_proto_rawDescData
 }
 
-var file_images_images_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_images_images_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_images_images_proto_goTypes = []any{
 	(*Inventory)(nil),           // 0: drmcr.images.Inventory
 	(*Device)(nil),              // 1: drmcr.images.Device
 	(*ImageSeal)(nil),           // 2: drmcr.images.ImageSeal
 	(*Process)(nil),             // 3: drmcr.images.Process
 	(*DrmFile)(nil),             // 4: drmcr.images.DrmFile
-	(*DmaBuf)(nil),              // 5: drmcr.images.DmaBuf
-	(*BoIndex)(nil),             // 6: drmcr.images.BoIndex
-	(*BoIndexEntry)(nil),        // 7: drmcr.images.BoIndexEntry
-	(*Bo)(nil),                  // 8: drmcr.images.Bo
-	(*PagesChunk)(nil),          // 9: drmcr.images.PagesChunk
-	(*uapi.FileCheckpoint)(nil), // 10: kernelsim.uapi.FileCheckpoint
-	(*uapi.BoState)(nil),        // 11: kernelsim.uapi.BoState
-	(*uapi.ContentChunk)(nil),   // 12: kernelsim.uapi.ContentChunk
+	(*DrmChannel)(nil),          // 5: drmcr.images.DrmChannel
+	(*DmaBuf)(nil),              // 6: drmcr.images.DmaBuf
+	(*BoIndex)(nil),             // 7: drmcr.images.BoIndex
+	(*BoIndexEntry)(nil),        // 8: drmcr.images.BoIndexEntry
+	(*Bo)(nil),                  // 9: drmcr.images.Bo
+	(*PagesChunk)(nil),          // 10: drmcr.images.PagesChunk
+	(*uapi.FileCheckpoint)(nil), // 11: kernelsim.uapi.FileCheckpoint
+	(*uapi.PendingIO)(nil),      // 12: kernelsim.uapi.PendingIO
+	(*uapi.BoState)(nil),        // 13: kernelsim.uapi.BoState
+	(*uapi.ContentChunk)(nil),   // 14: kernelsim.uapi.ContentChunk
 }
 var file_images_images_proto_depIdxs = []int32{
 	3,  // 0: drmcr.images.Inventory.processes:type_name -> drmcr.images.Process
 	1,  // 1: drmcr.images.Inventory.devices:type_name -> drmcr.images.Device
 	2,  // 2: drmcr.images.Inventory.images:type_name -> drmcr.images.ImageSeal
-	10, // 3: drmcr.images.DrmFile.state:type_name -> kernelsim.uapi.FileCheckpoint
-	8,  // 4: drmcr.images.BoIndexEntry.bo:type_name -> drmcr.images.Bo
-	9,  // 5: drmcr.images.BoIndexEntry.chunk:type_name -> drmcr.images.PagesChunk
-	11, // 6: drmcr.images.Bo.state:type_name -> kernelsim.uapi.BoState
-	12, // 7: drmcr.images.PagesChunk.chunk:type_name -> kernelsim.uapi.ContentChunk
-	8,  // [8:8] is the sub-list for method output_type
-	8,  // [8:8] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	11, // 3: drmcr.images.DrmFile.state:type_name -> kernelsim.uapi.FileCheckpoint
+	12, // 4: drmcr.images.DrmChannel.io:type_name -> kernelsim.uapi.PendingIO
+	9,  // 5: drmcr.images.BoIndexEntry.bo:type_name -> drmcr.images.Bo
+	10, // 6: drmcr.images.BoIndexEntry.chunk:type_name -> drmcr.images.PagesChunk
+	13, // 7: drmcr.images.Bo.state:type_name -> kernelsim.uapi.BoState
+	14, // 8: drmcr.images.PagesChunk.chunk:type_name -> kernelsim.uapi.ContentChunk
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_images_images_proto_init() }
@@ -923,7 +1024,7 @@ func file_images_images_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_images_images_proto_rawDesc), len(file_images_images_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

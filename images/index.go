@@ -224,8 +224,8 @@ func noEOF(err error) error {
 
 // checkVersion checks the version of record n of the index.
 func checkVersion(n int, v uint32) error {
-	if v != Version {
-		return fmt.Errorf("image %s record %d: format version %d, this plugin reads version %d", IndexName, n, v, Version)
+	if v < MinVersion || v > Version {
+		return fmt.Errorf("image %s record %d: format version %d, this plugin reads versions %d to %d", IndexName, n, v, MinVersion, Version)
 	}
 	return nil
 }

@@ -9,8 +9,9 @@ import "context"
 // it after restore.
 type Blocker interface {
 	// Release is called before the wait; cancel ends the wait early, for
-	// a caller that is gone.
-	Release(cancel context.CancelFunc)
+	// a caller that is gone. An error (a limit on waiting requests)
+	// fails the request instead of waiting.
+	Release(cancel context.CancelFunc) error
 	// Reacquire is called after it; it may wait for a checkpoint in
 	// progress to let go.
 	Reacquire()
@@ -31,7 +32,9 @@ func blockingWait(ctx context.Context, wait func(context.Context) error) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	b.Release(cancel)
+	if err := b.Release(cancel); err != nil {
+		return err
+	}
 	defer b.Reacquire()
 	return wait(ctx)
 }

@@ -22,22 +22,50 @@ import (
 // kernel writes and reads.
 const DriverPrivateVersion = 1
 
-// IO is the connection serving a file, as the checkpoint code sees it.
+// IO is a connection serving a file, as the checkpoint code sees it: the
+// file's own socket, or a reply channel attached to it.
 type IO interface {
-	// Freeze stops the connection taking requests and returns what is
-	// caught mid-flight on it.
-	Freeze() (*uapi.PendingIO, error)
+	// Freeze stops the connection at request boundaries and captures the
+	// traffic in flight on it.
+	Freeze() error
+	// Pending returns what Freeze captured; sock is the client's end of
+	// the connection, whose receive queue tells which replies are unread.
+	Pending(sock int) (*uapi.PendingIO, error)
 	// Thaw undoes Freeze.
 	Thaw()
+	// Kill disconnects the client.
+	Kill()
 }
 
-// attachIO is called by the server when it starts serving f.
-func (f *File) attachIO(io IO, clientIno uint64) {
-	k := f.k
-	k.mu.Lock()
-	f.io = io
-	f.clientIno = clientIno
-	k.mu.Unlock()
+// fileIO is a connection serving a file.
+type fileIO struct {
+	io        IO
+	clientIno uint64 // the client's end of the connection
+	channel   bool   // a reply channel (else the file's own socket)
+}
+
+// attachIO records a connection that serves f. Called with k.mu held.
+func (f *File) attachIO(io IO, clientIno uint64, channel bool) {
+	f.ios = append(f.ios, fileIO{io: io, clientIno: clientIno, channel: channel})
+	if !channel {
+		f.clientIno = clientIno
+	}
+}
+
+// detachIO forgets a connection that served f. Called with k.mu held.
+func (f *File) detachIO(io IO) {
+	f.ios = slices.DeleteFunc(f.ios, func(e fileIO) bool { return e.io == io })
+}
+
+// channelOf returns the connection of f with client inode ino. Called
+// with k.mu held.
+func (f *File) ioOf(ino uint64) (fileIO, bool) {
+	for _, e := range f.ios {
+		if e.clientIno == ino {
+			return e, true
+		}
+	}
+	return fileIO{}, false
 }
 
 // Pause stops the files' contexts taking new work (submitters wait), runs
@@ -110,19 +138,20 @@ func (k *Kernel) Resume(fileIDs []uint64) {
 		f := k.files[id]
 		var (
 			ctxs []*Context
-			fio  IO
+			ios  []fileIO
 		)
 		if f != nil {
 			f.paused = false
+			f.frozen = false
 			ctxs = f.contextList()
-			fio = f.io
+			ios = slices.Clone(f.ios)
 		}
 		k.mu.Unlock()
 		for _, c := range ctxs {
 			c.resume()
 		}
-		if fio != nil {
-			fio.Thaw()
+		for _, e := range ios {
+			e.io.Thaw()
 		}
 	}
 }
@@ -151,9 +180,10 @@ func (f *File) contextList() []*Context {
 	return out
 }
 
-// CheckpointFile captures a paused file: driver-neutral state, the driver
-// blob, and the request traffic caught on its connection, which stays
-// frozen until Resume.
+// CheckpointFile captures a paused file: driver-neutral state and the
+// driver blob. Every connection serving the file (its own socket and its
+// reply channels) is frozen, and stays frozen until Resume; CheckpointIO
+// then returns the traffic caught in flight on each.
 func (k *Kernel) CheckpointFile(id uint64) (*uapi.FileCheckpoint, error) {
 	k.mu.Lock()
 	f, ok := k.files[id]
@@ -165,13 +195,23 @@ func (k *Kernel) CheckpointFile(id uint64) (*uapi.FileCheckpoint, error) {
 		k.mu.Unlock()
 		return nil, errnof(syscall.EBUSY, "drm file %d is not paused", id)
 	}
-	fio := f.io
+	if f.frozen {
+		k.mu.Unlock()
+		return nil, errnof(syscall.EBUSY, "drm file %d is already frozen by a checkpoint", id)
+	}
+	// No channel attaches while the file is frozen (see conn.attach).
+	f.frozen = true
+	ios := slices.Clone(f.ios)
 	k.mu.Unlock()
 
-	var pending *uapi.PendingIO
-	if fio != nil {
-		var err error
-		if pending, err = fio.Freeze(); err != nil {
+	for i, e := range ios {
+		if err := e.io.Freeze(); err != nil {
+			for _, done := range ios[:i] {
+				done.io.Thaw()
+			}
+			k.mu.Lock()
+			f.frozen = false
+			k.mu.Unlock()
 			return nil, fmt.Errorf("drm file %d: %w", id, err)
 		}
 	}
@@ -180,7 +220,7 @@ func (k *Kernel) CheckpointFile(id uint64) (*uapi.FileCheckpoint, error) {
 	defer k.mu.Unlock()
 	cp := &uapi.FileCheckpoint{
 		FileId: f.id, Minor: f.dev.cfg.Minor, Driver: f.dev.drv.name,
-		GpuId: f.dev.cfg.GPUID, OwnerPid: f.owner.PID, Io: pending,
+		GpuId: f.dev.cfg.GPUID, OwnerPid: f.owner.PID,
 	}
 	bos := map[uint64]*BO{}
 	for _, h := range f.handles.ids() {
@@ -205,13 +245,6 @@ func (k *Kernel) CheckpointFile(id uint64) (*uapi.FileCheckpoint, error) {
 	if cp.DriverPrivate, err = proto.Marshal(priv); err != nil {
 		return nil, fmt.Errorf("drm file %d: driver state: %w", id, err)
 	}
-	if pending != nil && pending.UnreadReplyDmabufInode != 0 {
-		db, ok := k.dmabufs[pending.UnreadReplyDmabufInode]
-		if !ok {
-			return nil, fmt.Errorf("drm file %d: unread reply carries dma-buf inode %d, which is gone", id, pending.UnreadReplyDmabufInode)
-		}
-		pending.UnreadReplyBo = db.bo.state()
-	}
 	ids := make([]uint64, 0, len(bos))
 	for id := range bos {
 		ids = append(ids, id)
@@ -221,6 +254,47 @@ func (k *Kernel) CheckpointFile(id uint64) (*uapi.FileCheckpoint, error) {
 		cp.Bos = append(cp.Bos, bos[id].state())
 	}
 	return cp, nil
+}
+
+// CheckpointIO returns the traffic caught in flight on one connection of a
+// drm file that CheckpointFile froze: requests waiting or not started, and
+// replies the client has not read (with the BO of each dma-buf they
+// carry). ino is the client inode of the connection and sock the client's
+// end of it (criu's copy); the caller keeps sock.
+func (k *Kernel) CheckpointIO(fileID, ino uint64, sock int) (*uapi.PendingIO, error) {
+	k.mu.Lock()
+	f, ok := k.files[fileID]
+	var e fileIO
+	if ok {
+		e, ok = f.ioOf(ino)
+	}
+	frozen := f != nil && f.frozen
+	k.mu.Unlock()
+	switch {
+	case f == nil:
+		return nil, errnof(syscall.ENOENT, "no drm file %d", fileID)
+	case !ok:
+		return nil, errnof(syscall.ENOENT, "drm file %d has no connection with client inode %d", fileID, ino)
+	case !frozen:
+		return nil, errnof(syscall.EBUSY, "drm file %d is not frozen by a checkpoint", fileID)
+	}
+	p, err := e.io.Pending(sock)
+	if err != nil {
+		return nil, fmt.Errorf("drm file %d, connection inode %d: %w", fileID, ino, err)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, r := range p.UnreadReplies {
+		if r.DmabufInode == 0 {
+			continue
+		}
+		db, ok := k.dmabufs[r.DmabufInode]
+		if !ok {
+			return nil, fmt.Errorf("drm file %d: an unread reply carries dma-buf inode %d, which is gone", fileID, r.DmabufInode)
+		}
+		r.Bo = db.bo.state()
+	}
+	return p, nil
 }
 
 // checkpointDriver builds the driver blob: contexts with their preempted

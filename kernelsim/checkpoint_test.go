@@ -27,13 +27,14 @@ import (
 // the plugin would store it: files by client inode, dma-bufs by inode, BO
 // states and contents.
 type image struct {
-	files   []*uapi.RestoreFile
-	dmabufs []*uapi.RestoreDmaBuf
-	bos     map[uint64]*uapi.BoState
-	order   []uint64
-	pages   string // the pages file
-	offsets map[uint64]uint64
-	chunks  []*uapi.ContentChunk
+	files    []*uapi.RestoreFile
+	channels []*uapi.RestoreChannel
+	dmabufs  []*uapi.RestoreDmaBuf
+	bos      map[uint64]*uapi.BoState
+	order    []uint64
+	pages    string // the pages file
+	offsets  map[uint64]uint64
+	chunks   []*uapi.ContentChunk
 }
 
 func (img *image) addBO(st *uapi.BoState) {
@@ -65,12 +66,15 @@ func checkpoint(t testing.TB, c *ctl.Client, devs []*libdrm.Device, dmabufs []in
 	ok(t, c.Pause(ids, 10*time.Second))
 	for i, d := range devs {
 		cp := must(c.CheckpointFile(ids[i]))
+		cp.Io = must(c.CheckpointIO(ids[i], inode(t, d.FD()), d.FD()))
 		img.files = append(img.files, &uapi.RestoreFile{Inode: inode(t, d.FD()), State: cp})
 		for _, b := range cp.Bos {
 			img.addBO(b)
 		}
-		if cp.Io != nil && cp.Io.UnreadReplyBo != nil {
-			img.addBO(cp.Io.UnreadReplyBo)
+		for _, r := range cp.Io.UnreadReplies {
+			if r.Bo != nil {
+				img.addBO(r.Bo)
+			}
 		}
 	}
 	for _, fd := range dmabufs {
@@ -109,7 +113,7 @@ func kill(t testing.TB, c *ctl.Client, ids []uint64, devs []*libdrm.Device, fds 
 
 // sessionRequest is the SESSION_OPEN request of the image.
 func (img *image) sessionRequest() *uapi.SessionOpenRequest {
-	req := &uapi.SessionOpenRequest{Files: img.files, Dmabufs: img.dmabufs,
+	req := &uapi.SessionOpenRequest{Files: img.files, Channels: img.channels, Dmabufs: img.dmabufs,
 		PagesFiles: []*uapi.PagesFile{{Name: "pages", Chunks: img.chunks}}}
 	for _, id := range img.order {
 		req.Bos = append(req.Bos, img.bos[id])
@@ -139,16 +143,25 @@ func openSession(t testing.TB, env *ksimtest.Env, c *ctl.Client, img *image) *se
 // to the render node, send CLAIM_FILE as the first request and read the
 // reply. It returns the socket.
 func (s *session) claimRaw(ino uint64) (int, error) {
-	st := s.img.file(ino)
+	pkt, _ := uapi.Marshal(uapi.Header{Op: uapi.OpClaimFile, Seq: 1}, &uapi.ClaimFileRequest{Token: s.token, Inode: ino})
+	return s.claimWith(s.img.file(ino).Minor, ino, pkt)
+}
+
+// claimChannelRaw is claimRaw for a reply channel of file fileIno.
+func (s *session) claimChannelRaw(ino, fileIno uint64) (int, error) {
+	pkt, _ := uapi.Marshal(uapi.Header{Op: uapi.OpClaimChannel, Seq: 1}, &uapi.ClaimChannelRequest{Token: s.token, Inode: ino})
+	return s.claimWith(s.img.file(fileIno).Minor, ino, pkt)
+}
+
+func (s *session) claimWith(minor uint32, ino uint64, pkt []byte) (int, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, err
 	}
-	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: kernelsim.RenderNodePath(s.env.Dir, st.Minor)}); err != nil {
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: kernelsim.RenderNodePath(s.env.Dir, minor)}); err != nil {
 		unix.Close(fd)
 		return -1, err
 	}
-	pkt, _ := uapi.Marshal(uapi.Header{Op: uapi.OpClaimFile, Seq: 1}, &uapi.ClaimFileRequest{Token: s.token, Inode: ino})
 	if err := uapi.Send(fd, pkt); err != nil {
 		unix.Close(fd)
 		return -1, err
@@ -661,7 +674,7 @@ func TestCheckpointInFlightRequests(t *testing.T) {
 		// The request may still be queued in the socket or blocked in the
 		// kernel; either way the checkpoint records it.
 		img, ids := checkpoint(t, c, []*libdrm.Device{d}, nil)
-		if io := img.file(ino).Io; io == nil || !bytes.Equal(io.Request, pkt) {
+		if io := img.file(ino).Io; len(io.GetRequests()) != 1 || !bytes.Equal(io.Requests[0].Packet, pkt) {
 			t.Fatalf("pending request not recorded: %v", img.file(ino).Io)
 		}
 		kill(t, c, ids, []*libdrm.Device{d}, nil)
@@ -711,7 +724,7 @@ func TestCheckpointInFlightRequests(t *testing.T) {
 		}()
 		select {
 		case img := <-done:
-			if io := img.file(ino).Io; io == nil || !bytes.Equal(io.Request, pkt) {
+			if io := img.file(ino).Io; len(io.GetRequests()) != 1 || !bytes.Equal(io.Requests[0].Packet, pkt) {
 				t.Fatalf("blocked wait not recorded: %v", img.file(ino).Io)
 			}
 		case <-time.After(20 * time.Second):
@@ -734,7 +747,7 @@ func TestCheckpointInFlightRequests(t *testing.T) {
 		})
 		img, ids := checkpoint(t, c, []*libdrm.Device{d}, nil)
 		io := img.file(ino).Io
-		if io == nil || len(io.UnreadReply) == 0 || len(io.Request) != 0 {
+		if len(io.GetUnreadReplies()) != 1 || len(io.GetRequests()) != 0 {
 			t.Fatalf("unread reply not recorded: %v", io)
 		}
 		kill(t, c, ids, []*libdrm.Device{d}, nil)

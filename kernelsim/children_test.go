@@ -22,6 +22,8 @@ func runChild(role string) int {
 		err = childCtlIdentify()
 	case "flood":
 		err = childFlood()
+	case "shared-fd":
+		err = childSharedFD()
 	default:
 		fmt.Fprintf(os.Stderr, "unknown child role %q\n", role)
 		return 2

@@ -1,63 +1,109 @@
 package kernelsim
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"drmcr/kernelsim/uapi"
 )
 
-// conn serves one render-node connection, which is one drm file.
+// conn serves one render-node connection: a drm file's own socket, or a
+// reply channel attached to it (see AttachRequest).
 //
-// The protocol is synchronous per drm file: a client sends one request and
-// reads its reply before sending the next (the client library enforces
-// this). That is what lets a checkpoint capture the traffic in flight
-// exactly: at most one request received and not yet answered, or one
-// reply sent and not yet read.
+// Requests on a connection run concurrently, as ioctls on one fd do on
+// Linux. One goroutine at a time reads the socket (the reader) and runs
+// each request it reads itself, so a connection used by one thread at a
+// time costs what a synchronous server would. A request that must wait
+// (a submit to a paused context, a fence or syncobj wait) hands the
+// reader's role to a new goroutine before it waits, and ends its own
+// goroutine once answered: a connection holds a goroutine for its reader
+// and one per waiting request, never a thread (every socket waits in the
+// netpoller). Replies go out on the connection a request came on, in the
+// order they are ready; they are matched to requests by sequence number.
 //
-// The socket is non-blocking and waited on through Go's netpoller: a
-// connection waiting for its client holds a parked goroutine, no thread.
+// A checkpoint freezes a connection at request boundaries (Freeze): no
+// request starts or goes on, every request is either finished (its reply
+// sent or queued) or waiting before it took any effect, and no reply goes
+// out. That is what lets it capture the traffic in flight exactly:
+// requests waiting or not started (replayed after restore), and replies
+// the client has not read (re-sent after restore), whichever threads and
+// processes they belong to.
 type conn struct {
 	s         *Server
-	sock      *os.File // the accepted socket
+	sock      *os.File // the accepted socket, non-blocking
+	fd        int      // sock's descriptor, open until release
 	rc        syscall.RawConn
 	diag      *diagSock // sock_diag of the client's network namespace
 	dev       *Device
 	owner     Cred
 	clientIno uint64
-	ctx       context.Context // of every request: it carries blocker
-	blocker   connBlocker
 
-	// mu is held while a request is handled, except in replayable
-	// blocking waits (see Blocker); a checkpoint takes it to freeze the
-	// connection at a request boundary.
-	mu         sync.Mutex
-	cond       *sync.Cond
-	f          *File
-	frozen     bool
-	dead       bool
-	requests   uint64
-	cur        []byte // the request being handled, while in a blocking wait
-	blocked    bool
-	replay     []byte // a request to handle before reading the socket again
-	lastReply  []byte
-	lastDmaBuf uint64 // inode of the dma-buf lastReply carried
-	afterReply func() // runs once the current reply is sent
+	mu       sync.Mutex
+	cond     *sync.Cond // frozen, active, outq and dead changes
+	f        *File
+	channel  bool // attached to f as a reply channel (else f's own socket)
+	frozen   bool // requests neither start nor go on
+	holding  bool // replies are not sent (a checkpoint froze the connection)
+	capture  *captured
+	dead     bool
+	requests uint64     // received so far
+	active   int        // requests running outside replayable waits
+	waiting  []*request // in replayable waits, in arrival order
+	held     []*request // received and not started, in arrival order
+	refs     int        // goroutines serving: the reader, waiting requests, the sender
+	outq     []outReply
+	sending  bool
+	sent     []outReply // sent and perhaps not read: a suffix of these is unread
+	sentLen  int        // bytes of sent
+	unpruned int        // replies sent since sent was last pruned
 
-	// Used by serve() alone, made once per connection.
+	// Used by the reader alone.
 	rx      received
 	tryRead func(fd uintptr) bool
-	out     packetOut
 }
+
+// request is one request received on a connection. It is the context its
+// ioctl runs under: it carries the request as the ioctl's Blocker.
+type request struct {
+	c        *conn
+	n        uint64 // arrival number
+	pkt      []byte
+	fds      []int
+	reader   bool               // run by the connection's reader
+	detached bool               // the reader's role passed on while it waited
+	charged  bool               // a wait charged to the connection's user
+	cancel   context.CancelFunc // ends its wait, while it waits
+	after    func()             // runs once its reply is sent (claims)
+}
+
+// outReply is a reply waiting to be sent, or sent and perhaps unread.
+type outReply struct {
+	pkt    []byte
+	fd     int    // a descriptor it carries (owned, closed once sent), or -1
+	dmabuf uint64 // inode of the dma-buf that fd is, 0 if none
+}
+
+// captured is the traffic a checkpoint froze on a connection.
+type captured struct {
+	requests []*request // waiting or not started, in arrival order
+	outq     []outReply // ready and not sent
+	sent     []outReply // sent: a suffix of these the client has not read
+}
+
+// How many replies are sent between two prunes of conn.sent.
+const pruneEvery = 64
 
 // newConn serves the accepted non-blocking socket fd, which it owns from
 // then on, as a new drm file of d.
@@ -67,68 +113,167 @@ func newConn(s *Server, fd int, d *Device, owner Cred, clientIno uint64, diag *d
 	if err != nil {
 		return nil, fmt.Errorf("render-node socket: %w", err)
 	}
-	c := &conn{s: s, sock: sock, rc: rc, diag: diag, dev: d, owner: owner, clientIno: clientIno}
+	c := &conn{s: s, sock: sock, fd: fd, rc: rc, diag: diag, dev: d, owner: owner, clientIno: clientIno}
 	c.cond = sync.NewCond(&c.mu)
-	c.blocker.c = c
-	c.ctx = WithBlocker(context.Background(), &c.blocker)
 	c.tryRead = c.read
 	c.f = d.Open(owner)
-	c.f.attachIO(c, clientIno)
+	s.k.mu.Lock()
+	c.f.attachIO(c, clientIno, false)
+	s.k.mu.Unlock()
 	return c, nil
 }
 
-// release frees what the connection holds once nobody serves it.
-func (c *conn) release() {
-	c.mu.Lock()
-	f := c.f
-	c.dead = true
+// start runs the connection's reader; the server's done is called once
+// nothing serves the connection any more.
+func (c *conn) start() {
+	c.refs = 1
+	go c.serve()
+}
+
+// exit ends a goroutine serving the connection; the last one out of a
+// dead connection releases it. Called with c.mu held; unlocks it.
+func (c *conn) exit() {
+	c.refs--
+	last := c.refs == 0 && c.dead
 	c.mu.Unlock()
-	f.Close()
+	if last {
+		c.release()
+	}
+}
+
+// release frees what the connection holds once nobody serves it. The
+// file's own socket takes the file with it (and its channels: their
+// clients see the connection reset, as the file is gone); a channel just
+// leaves its file.
+func (c *conn) release() {
+	k := c.s.k
+	k.mu.Lock()
+	f := c.f
+	f.detachIO(c)
+	var others []IO
+	if !c.channel {
+		for _, e := range f.ios {
+			others = append(others, e.io)
+		}
+	}
+	k.mu.Unlock()
+	for _, o := range others {
+		o.Kill()
+	}
+	if !c.channel {
+		f.Close()
+	}
+	c.mu.Lock()
+	for _, r := range c.outq {
+		closeFD(r.fd)
+	}
+	c.outq = nil
+	for _, r := range c.held {
+		uapi.CloseFDs(r.fds)
+	}
+	c.held = nil
+	c.mu.Unlock()
 	c.sock.Close()
 	c.s.diag.release(c.diag)
 	c.s.k.acct.unchargeConn(c.owner.UID)
+	c.s.connDone(c)
+}
+
+func closeFD(fd int) {
+	if fd >= 0 {
+		unix.Close(fd)
+	}
 }
 
 // bufs holds request buffers: a connection needs one only while it reads.
 var bufs = sync.Pool{New: func() any { b := make([]byte, uapi.MaxMessage); return &b }}
 
+// serve is the reader: it reads requests and runs them, until the
+// connection dies or a request it runs waits (a new reader then goes on).
 func (c *conn) serve() {
-	defer c.release()
+	var spare *request // the last request run here to its end
 	for {
+		r := c.next(spare)
+		if r == nil {
+			return // c.next exited
+		}
+		c.handle(r)
 		c.mu.Lock()
-		for c.frozen && !c.dead {
+		c.done()
+		if r.detached {
+			c.exit()
+			return
+		}
+		c.mu.Unlock()
+		spare = r // nothing refers to it any more
+	}
+}
+
+// done accounts for a request that ran to its end. Called with c.mu held.
+func (c *conn) done() {
+	c.active--
+	if c.active == 0 {
+		c.cond.Broadcast()
+	}
+}
+
+// next returns the next request to run, counted active; or it exits the
+// goroutine (see exit) and returns nil once the connection is dead. A
+// request read from the socket reuses spare's memory.
+func (c *conn) next(spare *request) *request {
+	c.mu.Lock()
+	for {
+		// A client that does not read its replies stops being read: what
+		// the kernel holds for it stays bounded.
+		for !c.dead && (c.frozen || len(c.outq) > 0) {
 			c.cond.Wait()
 		}
 		if c.dead {
-			c.mu.Unlock()
-			return
+			c.exit()
+			return nil
 		}
-		if req := c.replay; req != nil {
-			c.replay = nil
-			c.handle(req, nil)
+		if len(c.held) > 0 {
+			r := c.held[0]
+			c.held = c.held[1:]
+			r.reader = true
+			c.active++
 			c.mu.Unlock()
-			continue
+			return r
 		}
 		c.mu.Unlock()
-
-		if err := c.next(); err != nil {
-			return // the socket was closed
+		if err := c.rc.Read(c.tryRead); err != nil {
+			c.mu.Lock()
+			c.hangupLocked() // the socket was closed
+			continue
 		}
+		// c.mu is held.
 		if !c.rx.ok {
 			continue // the connection's state changed
 		}
-		// c.mu is held.
-		req, fds, err := c.rx.req, c.rx.fds, c.rx.err
+		rx := c.rx
 		c.rx = received{}
-		if err == nil {
-			c.handle(req, fds)
-		} else if bad := (*Error)(nil); errors.As(err, &bad) {
-			c.replyError(nil, bad)
-		} else {
+		var bad *Error
+		switch {
+		case rx.err == nil:
+			c.requests++
+			r := spare
+			if r == nil {
+				r = &request{}
+			}
+			*r = request{c: c, n: c.requests, pkt: append(r.pkt[:0], rx.req...), fds: rx.fds, reader: true}
+			bufs.Put(rx.buf)
+			c.active++
 			c.mu.Unlock()
-			return // the client hung up
+			return r
+		case errors.As(rx.err, &bad):
+			bufs.Put(rx.buf)
+			c.mu.Unlock()
+			c.replyError(nil, bad)
+			c.mu.Lock()
+		default:
+			bufs.Put(rx.buf)
+			c.hangupLocked() // the client hung up
 		}
-		c.mu.Unlock()
 	}
 }
 
@@ -138,19 +283,15 @@ type received struct {
 	req []byte
 	fds []int
 	err error
+	buf *[]byte // the pooled buffer req is in
 }
 
-// next waits without c.mu until the socket holds a request, which it
-// leaves in c.rx with c.mu held, or until the connection is frozen, has a
-// request to replay or is killed. It waits without the lock so that a
-// checkpoint finds a request still queued in the socket.
-func (c *conn) next() error { return c.rc.Read(c.tryRead) }
-
-// read is next's attempt at reading.
+// read is next's attempt at reading a request, which it leaves in c.rx
+// with c.mu held; with c.mu held and c.rx empty, it gives up waiting
+// because the connection's state changed.
 func (c *conn) read(fd uintptr) bool {
 	c.mu.Lock()
-	if c.frozen || c.replay != nil || c.dead {
-		c.mu.Unlock()
+	if c.frozen || c.dead || len(c.held) > 0 || len(c.outq) > 0 {
 		return true
 	}
 	buf := bufs.Get().(*[]byte)
@@ -160,12 +301,28 @@ func (c *conn) read(fd uintptr) bool {
 		c.mu.Unlock()
 		return false
 	}
-	c.rx = received{ok: true, fds: fds, err: err}
+	c.rx = received{ok: true, fds: fds, err: err, buf: buf}
 	if err == nil {
-		c.rx.req = append([]byte(nil), (*buf)[:n]...)
+		c.rx.req = (*buf)[:n] // next copies it and puts buf back
 	}
-	bufs.Put(buf)
-	return true // with c.mu held
+	return true
+}
+
+// hangupLocked marks the connection dead: the client hung up or the
+// connection was killed. Waiting requests are cancelled, as a fatal signal
+// interrupts an ioctl on Linux, so that the file is released at once.
+// Called with c.mu held.
+func (c *conn) hangupLocked() {
+	if c.dead {
+		return
+	}
+	c.dead = true
+	for _, r := range c.waiting {
+		if r.cancel != nil {
+			r.cancel()
+		}
+	}
+	c.cond.Broadcast()
 }
 
 // recvRequest reads one request packet. A packet the kernel must answer
@@ -194,75 +351,150 @@ func recvRequest(fd int, buf []byte) (int, []int, error) {
 	return 0, nil, io.EOF
 }
 
-// handle runs one request and sends its reply. Called with c.mu held.
-func (c *conn) handle(req []byte, fds []int) {
-	c.requests++
+// handle runs one request and sends its reply.
+func (c *conn) handle(r *request) {
+	req, fds := r.pkt, r.fds
+	r.fds = nil
 	h, err := uapi.ParseHeader(req)
 	if err != nil {
 		uapi.CloseFDs(fds)
 		c.replyError(nil, errnof(syscall.EPROTO, "bad request: %v", err))
 		return
 	}
-	c.cur = req
-	reply, replyFD, db, err := c.dispatch(c.ctx, h, req[uapi.HeaderSize:], fds)
-	c.cur = nil
+	reply, replyFD, db, err := c.dispatch(r, h, req[uapi.HeaderSize:], fds)
+	after := r.after
 	if err != nil {
+		closeFD(replyFD)
 		c.replyError(&h, err)
 		return
 	}
 	pkt, err := uapi.Marshal(uapi.Header{Op: h.Op, Seq: h.Seq}, reply)
 	if err != nil {
+		closeFD(replyFD)
 		c.replyError(&h, errnof(syscall.EOVERFLOW, "%v", err))
 		return
 	}
-	c.send(pkt, replyFD, db)
-	if c.afterReply != nil {
-		c.afterReply()
-		c.afterReply = nil
-	}
-}
-
-func (c *conn) send(pkt []byte, fd int, db *DmaBuf) {
-	if c.out.sendPacket(c.rc, pkt, fd) != nil {
-		return // the client is gone; serve() notices
-	}
-	c.lastReply = pkt
-	c.lastDmaBuf = 0
+	var ino uint64
 	if db != nil {
-		c.lastDmaBuf = db.ino
+		ino = db.ino
+	}
+	c.reply(outReply{pkt: pkt, fd: replyFD, dmabuf: ino})
+	if after != nil {
+		after()
 	}
 }
 
-// packetOut sends packets on a non-blocking socket; while the peer's
-// receive queue is full it waits in the netpoller, not in a thread. It is
-// reused from packet to packet, so that sending allocates nothing.
-type packetOut struct {
-	send func(fd uintptr) bool // trySend, made once
-	pkt  []byte
-	fd   int
-	err  error
+// reply sends r, or queues it behind the replies not sent yet: while the
+// client's socket is full, or a checkpoint holds the connection. It takes
+// r.fd over.
+func (c *conn) reply(r outReply) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead {
+		closeFD(r.fd)
+		return
+	}
+	if len(c.outq) == 0 && !c.holding {
+		switch err := c.sendLocked(&r); err {
+		case nil:
+			return
+		case unix.EAGAIN:
+		default:
+			closeFD(r.fd)
+			return // the client is gone; the reader notices
+		}
+	}
+	c.outq = append(c.outq, r)
+	c.startSenderLocked()
 }
 
-func (o *packetOut) sendPacket(rc syscall.RawConn, pkt []byte, fd int) error {
-	if o.send == nil {
-		o.send = o.trySend
-	}
-	o.pkt, o.fd = pkt, fd
-	err := rc.Write(o.send)
-	if err == nil {
-		err = o.err
-	}
-	o.pkt, o.err = nil, nil
-	return err
-}
-
-func (o *packetOut) trySend(fd uintptr) bool {
-	if o.fd >= 0 {
-		o.err = uapi.SendNonblock(int(fd), o.pkt, o.fd)
+// sendLocked tries to send r without waiting; a reply sent is remembered
+// until it is known to be read (see pruneSentLocked). Called with c.mu
+// held.
+func (c *conn) sendLocked(r *outReply) error {
+	var err error
+	if r.fd >= 0 {
+		err = uapi.SendNonblock(c.fd, r.pkt, r.fd)
 	} else {
-		o.err = uapi.SendNonblock(int(fd), o.pkt)
+		err = uapi.SendNonblock(c.fd, r.pkt)
 	}
-	return o.err != unix.EAGAIN
+	if err != nil {
+		return err
+	}
+	closeFD(r.fd)
+	r.fd = -1
+	c.sent = append(c.sent, *r)
+	c.sentLen += len(r.pkt)
+	if c.unpruned++; c.unpruned >= pruneEvery || c.sentLen > 1<<20 {
+		c.pruneSentLocked()
+	}
+	return nil
+}
+
+// pruneSentLocked forgets the sent replies the client has certainly read.
+// SIOCOUTQ of the kernel's end is what the client has not read yet: the
+// true sizes of those packets, each larger than its bytes, so the
+// shortest suffix of sent holding that many bytes holds every unread
+// reply. Called with c.mu held.
+func (c *conn) pruneSentLocked() {
+	c.unpruned = 0
+	// A raw syscall, as sendmsg's (see uapi.SendNonblock): it cannot block.
+	var outq int32
+	if _, _, e := syscall.RawSyscall(syscall.SYS_IOCTL, uintptr(c.fd), unix.SIOCOUTQ, uintptr(unsafe.Pointer(&outq))); e != 0 {
+		return
+	}
+	keep, n := len(c.sent), 0
+	for keep > 0 && n < int(outq) {
+		keep--
+		n += len(c.sent[keep].pkt)
+	}
+	if keep == 0 {
+		return
+	}
+	clear(c.sent[:keep])
+	c.sent = append(c.sent[:0], c.sent[keep:]...)
+	c.sentLen = n
+}
+
+// startSenderLocked starts the goroutine that sends queued replies, once
+// the client's socket has room. Called with c.mu held.
+func (c *conn) startSenderLocked() {
+	if c.sending || c.holding || c.dead || len(c.outq) == 0 {
+		return
+	}
+	c.sending = true
+	c.refs++
+	go c.sender()
+}
+
+func (c *conn) sender() {
+	err := c.rc.Write(func(uintptr) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for !c.dead && !c.holding && len(c.outq) > 0 {
+			r := &c.outq[0]
+			switch err := c.sendLocked(r); err {
+			case nil:
+			case unix.EAGAIN:
+				return false // wait for room
+			default:
+				closeFD(r.fd)
+				c.hangupLocked()
+				return true
+			}
+			c.outq[0] = outReply{}
+			c.outq = c.outq[1:]
+		}
+		c.cond.Broadcast() // the reader waits for the queue to empty
+		return true
+	})
+	c.mu.Lock()
+	if err != nil {
+		c.hangupLocked()
+	}
+	c.sending = false
+	c.startSenderLocked() // a checkpoint let go meanwhile
+	c.exit()
 }
 
 func (c *conn) replyError(h *uapi.Header, err error) {
@@ -275,7 +507,7 @@ func (c *conn) replyError(h *uapi.Header, err error) {
 	if merr != nil {
 		return
 	}
-	c.send(pkt, -1, nil)
+	c.reply(outReply{pkt: pkt, fd: -1})
 }
 
 func truncate(s string, n int) string {
@@ -285,195 +517,335 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// connBlocker releases the connection during replayable waits. While a
-// wait lasts it watches the socket: a client that hangs up (or is killed,
-// or the connection is killed) cancels the wait, as a fatal signal
-// interrupts an ioctl on Linux, so its file is released at once instead of
-// pinning the file and the goroutine serving it. The watcher waits in the
-// netpoller; Reacquire stops it with a read deadline in the past.
-//
-// A connection handles one request at a time, so it has one connBlocker,
-// used under c.mu.
-type connBlocker struct {
-	c       *conn
-	watched chan struct{} // closed when the watcher is gone
+// Context of the ioctl: a request is its own context, carrying itself as
+// the Blocker, so that running a request allocates no context.
+
+func (r *request) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (r *request) Done() <-chan struct{}       { return nil }
+func (r *request) Err() error                  { return nil }
+func (r *request) Value(key any) any {
+	if key == (blockerKey{}) {
+		return r
+	}
+	return nil
 }
 
-func (b *connBlocker) Release(hangup context.CancelFunc) {
-	c := b.c
-	c.blocked = true
-	watched := make(chan struct{})
-	b.watched = watched
-	go func() {
-		defer close(watched)
-		if c.watchHangup() {
-			hangup()
-		}
-	}()
+// Release implements Blocker: the request waits without holding the
+// connection, and the reader's role goes to a new goroutine so that the
+// connection's other requests go on. A request that waits is charged to
+// the connection's user (Limits.Waits).
+func (r *request) Release(cancel context.CancelFunc) error {
+	c := r.c
+	if err := c.s.k.acct.chargeWait(c.owner); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.f.waiting.Add(1)
+	r.charged = true
+	r.cancel = cancel
+	c.active--
+	c.waiting = append(c.waiting, r)
+	if c.dead {
+		cancel()
+	}
+	if r.reader {
+		r.reader, r.detached = false, true
+		c.refs++
+		go c.serve()
+	}
+	c.cond.Broadcast()
 	c.mu.Unlock()
+	return nil
 }
 
-// stopWatch is a read deadline that has passed: it wakes the watcher.
-var stopWatch = time.Unix(1, 0)
-
-func (b *connBlocker) Reacquire() {
-	c := b.c
-	// Stop the watcher; it has returned already if it saw a hang-up.
-	c.sock.SetReadDeadline(stopWatch)
-	<-b.watched
-	c.sock.SetReadDeadline(time.Time{})
+// Reacquire implements Blocker: after its wait the request goes on once
+// no checkpoint holds the connection.
+func (r *request) Reacquire() {
+	c := r.c
 	c.mu.Lock()
 	for c.frozen && !c.dead {
 		c.cond.Wait()
 	}
-	c.blocked = false
-}
-
-// watchHangup waits until the client hangs up or the connection is shut
-// down, which it reports, or until Reacquire stops it.
-func (c *conn) watchHangup() bool {
-	hup := false
-	err := c.rc.Read(func(fd uintptr) bool {
-		hup = hungUp(int(fd))
-		return hup
-	})
-	return hup || (err != nil && !errors.Is(err, os.ErrDeadlineExceeded))
-}
-
-// hungUp reports whether the peer of socket fd hung up, or the socket was
-// shut down.
-func hungUp(fd int) bool {
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
-	if _, err := unix.Poll(pfd, 0); err != nil {
-		return err != unix.EINTR
+	if i := slices.Index(c.waiting, r); i >= 0 {
+		c.waiting = slices.Delete(c.waiting, i, i+1)
 	}
-	return pfd[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0
+	c.f.waiting.Add(-1)
+	r.cancel = nil
+	c.active++
+	c.mu.Unlock()
+	if r.charged {
+		r.charged = false
+		c.s.k.acct.unchargeWait(c.owner.UID)
+	}
 }
 
-// Freeze implements IO: it stops the connection at a request boundary and
-// returns the traffic caught in flight.
-func (c *conn) Freeze() (*uapi.PendingIO, error) {
+// ClientInode implements IO.
+func (c *conn) ClientInode() uint64 { return c.clientIno }
+
+// Channel implements IO.
+func (c *conn) Channel() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.frozen {
-		return nil, errnof(syscall.EBUSY, "connection already frozen by a checkpoint")
-	}
-	pending := &uapi.PendingIO{}
-	switch {
-	case c.cur != nil:
-		pending.Request = c.cur // a request blocked before taking effect
-	case c.replay != nil:
-		pending.Request = c.replay
-	}
-	var ferr error
-	if err := c.rc.Control(func(fd uintptr) { ferr = c.pending(int(fd), pending) }); err != nil {
-		return nil, errnof(syscall.ECONNRESET, "pid %d's connection is closed: %v", c.owner.PID, err)
-	}
-	if ferr != nil {
-		return nil, ferr
-	}
-	c.frozen = true
-	return pending, nil
+	return c.channel
 }
 
-// pending adds the request queued in socket fd, and the reply the client
-// has not read, to p. Called with c.mu held.
-func (c *conn) pending(fd int, p *uapi.PendingIO) error {
-	inq, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
-	if err != nil {
-		return fmt.Errorf("SIOCINQ: %w", err)
+// Freeze implements IO: it stops the connection at request boundaries and
+// captures the traffic in flight. It waits for the requests that are
+// running outside waits to finish or to start waiting, and reads the
+// requests queued in the socket.
+func (c *conn) Freeze() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.capture != nil {
+		return errnof(syscall.EBUSY, "connection already frozen by a checkpoint")
 	}
-	if inq > 0 {
-		if p.Request != nil {
-			return errnof(syscall.EPROTO, "pid %d sent a request while another is pending: pipelined requests cannot be checkpointed", c.owner.PID)
-		}
-		buf := bufs.Get().(*[]byte)
-		defer bufs.Put(buf)
-		n, fds, err := uapi.Recv(fd, *buf, unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		uapi.CloseFDs(fds)
-		if err != nil {
-			return fmt.Errorf("peek request: %w", err)
-		}
-		if len(fds) > 0 {
-			return errnof(syscall.EAGAIN, "a request carrying a file descriptor is in flight; retry the checkpoint")
-		}
-		if n < inq {
-			return errnof(syscall.EPROTO, "pid %d has pipelined requests: cannot be checkpointed", c.owner.PID)
-		}
-		p.Request = append([]byte(nil), (*buf)[:n]...)
+	wasFrozen := c.frozen
+	c.frozen, c.holding = true, true
+	for c.active > 0 && !c.dead {
+		c.cond.Wait()
 	}
-	outq, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
-	if err != nil {
-		return fmt.Errorf("SIOCOUTQ: %w", err)
+	undo := func(err error) error {
+		c.frozen, c.holding = wasFrozen, false
+		c.cond.Broadcast()
+		c.startSenderLocked()
+		return err
 	}
-	if outq > 0 && c.lastReply != nil {
-		p.UnreadReply = c.lastReply
-		p.UnreadReplyDmabufInode = c.lastDmaBuf
+	if c.dead {
+		return undo(errnof(syscall.ECONNRESET, "pid %d's connection is closed", c.owner.PID))
 	}
+	if err := c.drainLocked(); err != nil {
+		return undo(err)
+	}
+	cp := &captured{outq: slices.Clone(c.outq), sent: slices.Clone(c.sent)}
+	cp.requests = append(slices.Clone(c.waiting), c.held...)
+	slices.SortFunc(cp.requests, func(a, b *request) int { return cmp.Compare(a.n, b.n) })
+	for _, r := range cp.requests {
+		if len(r.fds) > 0 {
+			return undo(errnof(syscall.EAGAIN, "pid %d has a request carrying a file descriptor in flight; retry the checkpoint", c.owner.PID))
+		}
+	}
+	c.capture = cp
 	return nil
 }
 
-// Thaw implements IO.
+// drainLocked reads the requests queued in the socket into c.held, to
+// run after the freeze or to replay after restore. Called with c.mu held
+// by Freeze, while the reader cannot read.
+func (c *conn) drainLocked() error {
+	buf := bufs.Get().(*[]byte)
+	defer bufs.Put(buf)
+	for {
+		n, fds, err := recvRequest(c.fd, *buf)
+		var bad *Error
+		switch {
+		case err == unix.EAGAIN:
+			return nil
+		case err == nil:
+		case errors.As(err, &bad):
+			// Answered, with its error, once the connection goes on (after
+			// restore too): an empty packet as good as any.
+			n, fds = 0, nil
+		case err == io.EOF:
+			return nil // the reader notices
+		default:
+			return fmt.Errorf("read queued requests: %w", err)
+		}
+		c.requests++
+		c.held = append(c.held, &request{c: c, n: c.requests, pkt: append([]byte(nil), (*buf)[:n]...), fds: fds})
+	}
+}
+
+// Pending implements IO: the traffic a checkpoint froze on the connection.
+// sock is the client's end of the socket (criu's copy of it), whose
+// receive queue tells which replies the client has not read: SIOCINQ of a
+// SOCK_SEQPACKET socket is the bytes of every packet queued, which is the
+// bytes of a suffix of the replies sent.
+func (c *conn) Pending(sock int) (*uapi.PendingIO, error) {
+	if ino, err := sockIno(sock); err != nil || ino != c.clientIno {
+		return nil, errnof(syscall.EINVAL, "the socket passed is not the client's end of the connection (inode %d)", c.clientIno)
+	}
+	inq, err := unix.IoctlGetInt(sock, unix.SIOCINQ)
+	if err != nil {
+		return nil, fmt.Errorf("SIOCINQ: %w", err)
+	}
+	c.mu.Lock()
+	cp := c.capture
+	c.mu.Unlock()
+	if cp == nil {
+		return nil, errnof(syscall.EBUSY, "the connection is not frozen by a checkpoint")
+	}
+	p := &uapi.PendingIO{}
+	for _, r := range cp.requests {
+		p.Requests = append(p.Requests, &uapi.PendingRequest{Packet: slices.Clone(r.pkt)})
+	}
+	first, n := len(cp.sent), 0
+	for first > 0 && n < inq {
+		first--
+		n += len(cp.sent[first].pkt)
+	}
+	if n != inq {
+		return nil, errnof(syscall.EPROTO, "pid %d's socket holds %d bytes of replies, which no run of the last replies sent adds up to", c.owner.PID, inq)
+	}
+	for _, r := range slices.Concat(cp.sent[first:], cp.outq) {
+		p.UnreadReplies = append(p.UnreadReplies, &uapi.UnreadReply{Packet: r.pkt, DmabufInode: r.dmabuf})
+	}
+	return p, nil
+}
+
+// Thaw implements IO: the connection goes on (and a claimed connection
+// starts running requests).
 func (c *conn) Thaw() {
 	c.mu.Lock()
-	c.frozen = false
+	c.frozen, c.holding, c.capture = false, false, nil
 	c.cond.Broadcast()
+	c.startSenderLocked()
 	c.mu.Unlock()
 }
 
-// Kill disconnects the client: its file is closed by serve().
+// Kill implements IO: it disconnects the client.
 func (c *conn) Kill() {
 	c.mu.Lock()
-	c.dead = true
-	c.cond.Broadcast()
+	c.hangupLocked()
 	c.mu.Unlock()
-	// Wakes serve() or a hang-up watcher waiting on the socket.
+	// Wakes the reader and the sender waiting on the socket.
 	c.rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RDWR) })
 }
 
-// claimFile binds the connection to a restored file. Called with c.mu held,
-// as the first request of the connection.
-func (c *conn) claimFile(req *uapi.ClaimFileRequest) error {
-	if c.requests != 1 {
-		return errnof(syscall.EINVAL, "CLAIM_FILE must be the first request of a connection")
-	}
-	s, err := c.s.k.Session(hex.EncodeToString(req.Token))
+// adopt binds the connection, as its first request, to the file find
+// returns (called with k.mu held): a file a session restored (claims) or
+// an existing one (ATTACH). The file the connection was opened with goes.
+// frozen keeps the connection from running requests until thawed.
+func (c *conn) adopt(find func() (*File, error), channel, frozen bool) (*File, error) {
+	k := c.s.k
+	c.mu.Lock()
+	k.mu.Lock()
+	f, err := find()
 	if err != nil {
-		return err
-	}
-	f, err := s.ClaimFile(c.dev, req.Inode, c.owner, c)
-	if err != nil {
-		return err
+		k.mu.Unlock()
+		c.mu.Unlock()
+		return nil, err
 	}
 	old := c.f
-	c.f = f
-	f.attachIO(c, c.clientIno)
-	old.Close()
-
-	k := c.s.k
-	k.mu.Lock()
-	st := s.fileState(f)
-	k.mu.Unlock()
-	c.frozen = true // until the session resumes the task
-	if st.Io != nil && len(st.Io.Request) > 0 {
-		c.replay = st.Io.Request
+	c.f, c.channel = f, channel
+	if frozen {
+		c.frozen = true
 	}
-	if st.Io != nil && len(st.Io.UnreadReply) > 0 {
-		// The reply the task had not read yet goes right behind the
-		// claim's reply, which the plugin reads in the task.
-		io := st.Io
-		c.afterReply = func() {
+	old.detachIO(c)
+	f.attachIO(c, c.clientIno, channel)
+	k.mu.Unlock()
+	c.mu.Unlock()
+	old.Close()
+	return f, nil
+}
+
+// claim binds the connection to the drm file (or, channel, to the reply
+// channel of a drm file) that a restore session recreates for dump-time
+// inode ino. The connection stays frozen until the session resumes the
+// task; then the requests the checkpoint caught in flight on it run. The
+// replies the task had not read go right behind the claim's own reply,
+// which the plugin reads in the task.
+func (c *conn) claim(r *request, token []byte, ino uint64, channel bool) error {
+	s, err := c.s.k.Session(hex.EncodeToString(token))
+	if err != nil {
+		return err
+	}
+	var (
+		f  *File
+		io *uapi.PendingIO
+	)
+	if channel {
+		f, io, err = s.ClaimChannel(c.dev, ino, c.owner, c)
+	} else {
+		f, io, err = s.ClaimFile(c.dev, ino, c.owner, c)
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := c.adopt(func() (*File, error) { return f, nil }, channel, true); err != nil {
+		return err
+	}
+	r.after = c.restoreTraffic(s, io)
+	return nil
+}
+
+// attach makes the connection a reply channel of the drm file whose
+// client socket fd is (ATTACH); it closes fd.
+func (c *conn) attach(fd int) (uint64, error) {
+	ino, err := sockIno(fd)
+	unix.Close(fd)
+	if err != nil {
+		return 0, errnof(syscall.EINVAL, "ATTACH: %v", err)
+	}
+	f, err := c.adopt(func() (*File, error) {
+		for _, f := range c.s.k.files {
+			if f.closed || f.clientIno != ino {
+				continue
+			}
+			switch {
+			case f.dev != c.dev:
+				return nil, errnof(syscall.EXDEV, "ATTACH: drm file %d is on renderD%d, the channel on renderD%d", f.id, f.dev.cfg.Minor, c.dev.cfg.Minor)
+			case f.frozen:
+				return nil, errnof(syscall.EAGAIN, "ATTACH: drm file %d is being checkpointed; attach once that is done", f.id)
+			}
+			return f, nil
+		}
+		return nil, errnof(syscall.EINVAL, "ATTACH: socket inode %d is not a drm file of this kernel", ino)
+	}, true, false)
+	if err != nil {
+		return 0, err
+	}
+	return f.id, nil
+}
+
+// restoreTraffic queues the requests of a restored connection's traffic
+// to run once it thaws, and returns what sends its unread replies (after
+// the claim's own reply). Called by the reader, running the claim.
+func (c *conn) restoreTraffic(s *Session, io *uapi.PendingIO) func() {
+	reqs, replies := pendingLists(io)
+	c.mu.Lock()
+	for _, pkt := range reqs {
+		c.requests++
+		c.held = append(c.held, &request{c: c, n: c.requests, pkt: pkt})
+	}
+	c.mu.Unlock()
+	if len(replies) == 0 {
+		return nil
+	}
+	return func() {
+		for _, r := range replies {
 			fd, db := -1, (*DmaBuf)(nil)
-			if io.UnreadReplyDmabufInode != 0 {
+			if r.DmabufInode != 0 {
 				var err error
-				if fd, db, err = s.ClaimDmaBuf(io.UnreadReplyDmabufInode, c); err != nil {
-					return
+				if fd, db, err = s.ClaimDmaBuf(r.DmabufInode, c); err != nil {
+					c.s.k.log.Printf("restored reply of pid %d: %v", c.owner.PID, err)
+					continue
 				}
 			}
-			c.send(io.UnreadReply, fd, db)
+			var ino uint64
+			if db != nil {
+				ino = db.ino
+			}
+			c.reply(outReply{pkt: r.Packet, fd: fd, dmabuf: ino})
 		}
 	}
-	return nil
+}
+
+// pendingLists returns the requests and unread replies of io, reading the
+// single request and reply of format 2 images too.
+func pendingLists(io *uapi.PendingIO) ([][]byte, []*uapi.UnreadReply) {
+	var reqs [][]byte
+	if len(io.GetRequest()) > 0 {
+		reqs = append(reqs, io.GetRequest())
+	}
+	for _, r := range io.GetRequests() {
+		reqs = append(reqs, r.GetPacket())
+	}
+	var replies []*uapi.UnreadReply
+	if len(io.GetUnreadReply()) > 0 {
+		replies = append(replies, &uapi.UnreadReply{Packet: io.UnreadReply, DmabufInode: io.UnreadReplyDmabufInode, Bo: io.UnreadReplyBo})
+	}
+	replies = append(replies, io.GetUnreadReplies()...)
+	return reqs, replies
 }
 
 // socketpair implements socketMaker: a new dma-buf's file is made in the

@@ -148,7 +148,7 @@ func (c *controlConn) dispatch(h uapi.Header, payload []byte, fds []int) (proto.
 		}
 		return fds[0], nil
 	}
-	if h.Op != uapi.OpCheckpointBos && h.Op != uapi.OpSessionLoadPages && h.Op != uapi.OpDebug && len(fds) > 0 {
+	if h.Op != uapi.OpCheckpointBos && h.Op != uapi.OpSessionLoadPages && h.Op != uapi.OpDebug && h.Op != uapi.OpCheckpointIo && len(fds) > 0 {
 		uapi.CloseFDs(fds)
 		return nil, errnof(syscall.EINVAL, "unexpected file descriptor")
 	}
@@ -187,6 +187,18 @@ func (c *controlConn) dispatch(h uapi.Header, payload []byte, fds []int) (proto.
 			return nil, err
 		}
 		return k.CheckpointFile(r.FileId)
+	case uapi.OpCheckpointIo:
+		var r uapi.CheckpointIoRequest
+		if err := decode(payload, &r); err != nil {
+			uapi.CloseFDs(fds)
+			return nil, err
+		}
+		fd, err := takeFD()
+		if err != nil {
+			return nil, err
+		}
+		defer unix.Close(fd)
+		return k.CheckpointIO(r.FileId, r.Inode, fd)
 	case uapi.OpCheckpointDmaBuf:
 		var r uapi.CheckpointDmaBufRequest
 		if err := decode(payload, &r); err != nil {
@@ -224,6 +236,9 @@ func (c *controlConn) dispatch(h uapi.Header, payload []byte, fds []int) (proto.
 		}
 		for _, d := range r.Dmabufs {
 			reply.DmabufSockets = append(reply.DmabufSockets, RenderNodePath(c.s.dir, s.bos[d.BoId].st.Minor))
+		}
+		for _, ch := range r.Channels {
+			reply.ChannelSockets = append(reply.ChannelSockets, RenderNodePath(c.s.dir, s.files[ch.FileInode].st.Minor))
 		}
 		return reply, nil
 	case uapi.OpSessionLoadPages:
@@ -300,9 +315,14 @@ func (s *Server) identify(inodes []uint64) []*uapi.IdentifiedObject {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	byIno := map[uint64]*File{}
+	channel := map[uint64]bool{}
 	for _, f := range k.files {
-		if f.clientIno != 0 && !f.closed {
-			byIno[f.clientIno] = f
+		if f.closed {
+			continue
+		}
+		for _, e := range f.ios {
+			byIno[e.clientIno] = f
+			channel[e.clientIno] = e.channel
 		}
 	}
 	out := make([]*uapi.IdentifiedObject, 0, len(inodes))
@@ -310,6 +330,10 @@ func (s *Server) identify(inodes []uint64) []*uapi.IdentifiedObject {
 		obj := &uapi.IdentifiedObject{Inode: ino}
 		if f, ok := byIno[ino]; ok {
 			obj.Kind = uapi.ObjectKind_OBJECT_DRM_FILE
+			if channel[ino] {
+				obj.Kind = uapi.ObjectKind_OBJECT_DRM_CHANNEL
+				obj.FileInode = f.clientIno
+			}
 			obj.FileId = f.id
 			obj.Minor = f.dev.cfg.Minor
 			obj.Driver = f.dev.drv.name
@@ -325,4 +349,36 @@ func (s *Server) identify(inodes []uint64) []*uapi.IdentifiedObject {
 		out = append(out, obj)
 	}
 	return out
+}
+
+// packetOut sends packets on a non-blocking socket; while the peer's
+// receive queue is full it waits in the netpoller, not in a thread. It is
+// reused from packet to packet, so that sending allocates nothing.
+type packetOut struct {
+	send func(fd uintptr) bool // trySend, made once
+	pkt  []byte
+	fd   int
+	err  error
+}
+
+func (o *packetOut) sendPacket(rc syscall.RawConn, pkt []byte, fd int) error {
+	if o.send == nil {
+		o.send = o.trySend
+	}
+	o.pkt, o.fd = pkt, fd
+	err := rc.Write(o.send)
+	if err == nil {
+		err = o.err
+	}
+	o.pkt, o.err = nil, nil
+	return err
+}
+
+func (o *packetOut) trySend(fd uintptr) bool {
+	if o.fd >= 0 {
+		o.err = uapi.SendNonblock(int(fd), o.pkt, o.fd)
+	} else {
+		o.err = uapi.SendNonblock(int(fd), o.pkt)
+	}
+	return o.err != unix.EAGAIN
 }

@@ -41,6 +41,8 @@ type DebugFile struct {
 	PID       int32          `json:"pid"`
 	UID       uint32         `json:"uid"`
 	ClientIno uint64         `json:"client_inode"`
+	Channels  []uint64       `json:"channels"` // client inodes of its reply channels
+	Waiting   int            `json:"waiting"`  // requests waiting in the kernel
 	Paused    bool           `json:"paused"`
 	Handles   []DebugHandle  `json:"handles"`
 	Mappings  []DebugMapping `json:"mappings"`
@@ -125,7 +127,13 @@ func (k *Kernel) Debug() *DebugState {
 	for _, id := range fileIDs {
 		f := k.files[id]
 		df := DebugFile{ID: f.id, Minor: f.dev.cfg.Minor, PID: f.owner.PID, UID: f.owner.UID, ClientIno: f.clientIno, Paused: f.paused,
-			Handles: []DebugHandle{}, Mappings: []DebugMapping{}, Contexts: []DebugContext{}}
+			Handles: []DebugHandle{}, Mappings: []DebugMapping{}, Contexts: []DebugContext{}, Channels: []uint64{}}
+		df.Waiting = int(f.waiting.Load())
+		for _, e := range f.ios {
+			if e.channel {
+				df.Channels = append(df.Channels, e.clientIno)
+			}
+		}
 		for _, h := range f.handles.ids() {
 			bo, _ := f.handles.get(h)
 			_, prime := f.prime[h]

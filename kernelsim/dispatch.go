@@ -11,17 +11,17 @@ import (
 	"drmcr/kernelsim/uapi"
 )
 
-// ioctl is one render-node request handler. fds are the descriptors that
-// came with the request; the handler owns them. A reply fd is owned by the
-// kernel (it is sent, not closed).
-type ioctl func(ctx context.Context, c *conn, payload []byte, fds []int) (reply proto.Message, fd int, db *DmaBuf, err error)
+// ioctl is one render-node request handler; the request is its context
+// (see request). fds are the descriptors that came with the request; the
+// handler owns them. A reply fd is the caller's (it is sent, then closed).
+type ioctl func(r *request, payload []byte, fds []int) (reply proto.Message, fd int, db *DmaBuf, err error)
 
 // unary adapts a handler taking a decoded request and no descriptors.
 func unary[R any, PR interface {
 	*R
 	proto.Message
 }](fn func(ctx context.Context, f *File, req PR) (proto.Message, error)) ioctl {
-	return func(ctx context.Context, c *conn, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
+	return func(r *request, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
 		if err := noFDs(fds); err != nil {
 			return nil, -1, nil, err
 		}
@@ -29,7 +29,7 @@ func unary[R any, PR interface {
 		if err := proto.Unmarshal(payload, req); err != nil {
 			return nil, -1, nil, errnof(syscall.EINVAL, "malformed request: %v", err)
 		}
-		reply, err := fn(ctx, c.f, req)
+		reply, err := fn(r, r.c.f, req)
 		return reply, -1, nil, err
 	}
 }
@@ -90,7 +90,7 @@ var ioctls = map[uapi.Op]ioctl{
 	uapi.OpVmUnmap: unary(func(_ context.Context, f *File, r *uapi.VmUnmapRequest) (proto.Message, error) {
 		return empty, f.VMUnmap(r.Va)
 	}),
-	uapi.OpPrimeHandleToFd: func(_ context.Context, c *conn, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
+	uapi.OpPrimeHandleToFd: func(rq *request, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
 		if err := noFDs(fds); err != nil {
 			return nil, -1, nil, err
 		}
@@ -98,15 +98,15 @@ var ioctls = map[uapi.Op]ioctl{
 		if err := proto.Unmarshal(payload, &r); err != nil {
 			return nil, -1, nil, errnof(syscall.EINVAL, "malformed request: %v", err)
 		}
-		fd, db, err := c.f.PrimeHandleToFD(r.Handle)
+		fd, db, err := rq.c.f.PrimeHandleToFD(r.Handle, rq.c)
 		return empty, fd, db, err
 	},
-	uapi.OpPrimeFdToHandle: func(_ context.Context, c *conn, _ []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
+	uapi.OpPrimeFdToHandle: func(rq *request, _ []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
 		if len(fds) != 1 {
 			closeFDs(fds)
 			return nil, -1, nil, errnof(syscall.EINVAL, "PRIME import needs exactly one fd, got %d", len(fds))
 		}
-		h, err := c.f.PrimeFDToHandle(fds[0])
+		h, err := rq.c.f.PrimeFDToHandle(fds[0])
 		return &uapi.PrimeFdToHandleReply{Handle: h}, -1, nil, err
 	},
 	uapi.OpCtxCreate: unary(func(_ context.Context, f *File, r *uapi.CtxCreateRequest) (proto.Message, error) {
@@ -152,17 +152,21 @@ var ioctls = map[uapi.Op]ioctl{
 	uapi.OpSwSyncInc: unary(func(_ context.Context, f *File, r *uapi.SwSyncIncRequest) (proto.Message, error) {
 		return empty, f.SwSyncInc(r.Timeline, r.Inc)
 	}),
-	uapi.OpClaimFile: func(_ context.Context, c *conn, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
-		if err := noFDs(fds); err != nil {
+	uapi.OpClaimFile: func(rq *request, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
+		var r uapi.ClaimFileRequest
+		if err := firstRequest(rq, payload, fds, &r); err != nil {
 			return nil, -1, nil, err
 		}
-		var r uapi.ClaimFileRequest
-		if err := proto.Unmarshal(payload, &r); err != nil {
-			return nil, -1, nil, errnof(syscall.EINVAL, "malformed request: %v", err)
-		}
-		return empty, -1, nil, c.claimFile(&r)
+		return empty, -1, nil, rq.c.claim(rq, r.Token, r.Inode, false)
 	},
-	uapi.OpClaimDmaBuf: func(_ context.Context, c *conn, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
+	uapi.OpClaimChannel: func(rq *request, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
+		var r uapi.ClaimChannelRequest
+		if err := firstRequest(rq, payload, fds, &r); err != nil {
+			return nil, -1, nil, err
+		}
+		return empty, -1, nil, rq.c.claim(rq, r.Token, r.Inode, true)
+	},
+	uapi.OpClaimDmaBuf: func(rq *request, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
 		if err := noFDs(fds); err != nil {
 			return nil, -1, nil, err
 		}
@@ -170,21 +174,53 @@ var ioctls = map[uapi.Op]ioctl{
 		if err := proto.Unmarshal(payload, &r); err != nil {
 			return nil, -1, nil, errnof(syscall.EINVAL, "malformed request: %v", err)
 		}
-		s, err := c.s.k.Session(hex.EncodeToString(r.Token))
+		s, err := rq.c.s.k.Session(hex.EncodeToString(r.Token))
 		if err != nil {
 			return nil, -1, nil, err
 		}
-		fd, db, err := s.ClaimDmaBuf(r.Inode, c)
+		fd, db, err := s.ClaimDmaBuf(r.Inode, rq.c)
 		return empty, fd, db, err
+	},
+	uapi.OpAttach: func(rq *request, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
+		if rq.n != 1 {
+			closeFDs(fds)
+			return nil, -1, nil, errnof(syscall.EINVAL, "ATTACH must be the first request of a connection")
+		}
+		if len(fds) != 1 {
+			closeFDs(fds)
+			return nil, -1, nil, errnof(syscall.EINVAL, "ATTACH needs exactly one fd, the drm file's, got %d", len(fds))
+		}
+		var r uapi.AttachRequest
+		if err := proto.Unmarshal(payload, &r); err != nil {
+			closeFDs(fds)
+			return nil, -1, nil, errnof(syscall.EINVAL, "malformed request: %v", err)
+		}
+		id, err := rq.c.attach(fds[0])
+		return &uapi.AttachReply{FileId: id}, -1, nil, err
 	},
 }
 
-// dispatch runs one request. Called with c.mu held.
-func (c *conn) dispatch(ctx context.Context, h uapi.Header, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
+// firstRequest checks that a claim is the connection's first request and
+// decodes it.
+func firstRequest(rq *request, payload []byte, fds []int, m proto.Message) error {
+	if err := noFDs(fds); err != nil {
+		return err
+	}
+	if rq.n != 1 {
+		return errnof(syscall.EINVAL, "a claim must be the first request of a connection")
+	}
+	if err := proto.Unmarshal(payload, m); err != nil {
+		return errnof(syscall.EINVAL, "malformed request: %v", err)
+	}
+	return nil
+}
+
+// dispatch runs one request.
+func (c *conn) dispatch(r *request, h uapi.Header, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
 	fn, ok := ioctls[h.Op]
 	if !ok {
 		closeFDs(fds)
 		return nil, -1, nil, errnof(syscall.ENOTTY, "unknown request %v", h.Op)
 	}
-	return fn(ctx, c, payload, fds)
+	return fn(r, payload, fds)
 }

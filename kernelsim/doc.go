@@ -9,16 +9,30 @@
 // SOCK_SEQPACKET socket, each connection is one drm file, each request one
 // ioctl (package uapi), and a dma-buf is a socket the kernel passes with
 // SCM_RIGHTS, so that the same dma-buf is always the same open file with
-// the same inode, as on Linux.
+// the same inode, as on Linux. Requests on one drm file run concurrently,
+// as ioctls on one fd do: a connection's reader runs each request it
+// reads, and a request that waits (a fence or syncobj wait, a submit to a
+// paused context) goes on waiting in a goroutine of its own while the
+// reader reads on. A process that shares a drm file with others attaches
+// a connection of its own to it, a reply channel (uapi.OpAttach), so that
+// replies reach the process that asked.
 //
 // Locking: Kernel.mu (like the old struct_mutex) protects the object graph:
 // handles, PRIME tables, reference counts, mappings. BO contents have their
-// own lock; jobs run without Kernel.mu.
+// own lock; jobs run without Kernel.mu. Waits hold no lock of the kernel
+// or of the connection.
 //
-// Lock order, outer first: Server.mu, conn.mu (held while a request is
-// handled, outside replayable waits), Kernel.mu, accounting.mu (the
-// per-user limits), rateLog.mu (the log). The scheduler's locks come
-// before Kernel.mu: it calls back into the kernel (to free jobs) with them
-// held, which is why Debug reads scheduler state without Kernel.mu.
-// sockDiag.mu and each diagSock.mu are taken with no other lock.
+// Lock order, outer first: Server.mu, conn.mu (a connection's state: its
+// requests running and waiting, its replies queued and sent; held only
+// briefly, never across an ioctl), Kernel.mu, accounting.mu (the per-user
+// limits), rateLog.mu (the log). A Context's mu (the pause gate) comes
+// before Kernel.mu (Submit takes both); a checkpoint takes it under
+// Kernel.mu only once the file is paused, when no submit holds it (Pause
+// takes it to set the gate). The scheduler's locks come before
+// Kernel.mu: it calls back into the kernel (to free jobs) with them held,
+// which is why Debug reads scheduler state without Kernel.mu. A syncobj's
+// and a fence's locks are leaves: their callbacks run after they are
+// released, and a syncobj wait's own lock (syncobjWait.mu) is taken
+// alone or under none but those callbacks. sockDiag.mu and each
+// diagSock.mu are taken with no other lock.
 package kernelsim

@@ -3,6 +3,7 @@ package kernelsim
 import (
 	"context"
 	"sort"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,16 +26,19 @@ type File struct {
 	owner Cred
 
 	// under k.mu
-	clientIno uint64 // inode of the client's socket, 0 when not served
-	io        IO     // the connection serving the file, if any
-	handles   *idr[*BO]
-	prime     map[uint32]*DmaBuf
-	vm        []*Mapping // sorted by VA
-	contexts  *idr[*Context]
-	syncobjs  *idr[*dma.Syncobj]
-	swsync    *idr[*dma.SwSyncTimeline]
-	paused    bool
-	closed    bool
+	clientIno uint64   // inode of the client's end of the file's own socket, 0 when not served
+	ios       []fileIO // the connections serving the file: its own socket, reply channels
+	frozen    bool     // its connections are frozen by a checkpoint
+
+	waiting  atomic.Int32 // requests waiting in the kernel (debug view)
+	handles  *idr[*BO]
+	prime    map[uint32]*DmaBuf
+	vm       []*Mapping // sorted by VA
+	contexts *idr[*Context]
+	syncobjs *idr[*dma.Syncobj]
+	swsync   *idr[*dma.SwSyncTimeline]
+	paused   bool
+	closed   bool
 }
 
 // Open creates a drm file on the device.
@@ -154,13 +158,17 @@ func (f *File) GemCreate(size uint64, domain uapi.Domain, flags, alignment uint6
 	return h, nil
 }
 
-// GemClose drops a handle (DRM_IOCTL_GEM_CLOSE).
+// GemClose drops a handle (DRM_IOCTL_GEM_CLOSE). An unknown handle is
+// EINVAL, as drm_gem_handle_delete returns (lookups elsewhere are ENOENT).
 func (f *File) GemClose(handle uint32) error {
 	k := f.k
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if _, err := f.lookup(handle); err != nil {
-		return err
+	if f.closed {
+		return errnof(syscall.EBADF, "file closed")
+	}
+	if _, ok := f.handles.get(handle); !ok {
+		return errnof(syscall.EINVAL, "no GEM handle %d", handle)
 	}
 	f.closeHandle(handle)
 	return nil

@@ -94,9 +94,9 @@ func TestGemHandlesLowestFreePerFile(t *testing.T) {
 	must(b.BOInfo(1))
 	_, err := a.BOInfo(1)
 	wantErrno(t, err, syscall.ENOENT)
-	wantErrno(t, a.BOClose(1), syscall.ENOENT)
-	wantErrno(t, a.BOClose(0), syscall.ENOENT)
-	wantErrno(t, a.BOClose(1000), syscall.ENOENT)
+	wantErrno(t, a.BOClose(1), syscall.EINVAL)
+	wantErrno(t, a.BOClose(0), syscall.EINVAL)
+	wantErrno(t, a.BOClose(1000), syscall.EINVAL)
 	_, err = a.BOInfo(0)
 	wantErrno(t, err, syscall.ENOENT)
 	// Distinct BOs behind the handles.

@@ -25,6 +25,12 @@ type Limits struct {
 	// BOMemory is the most BO memory one uid may hold in each memory
 	// region (a device's VRAM or GTT), like dmem.max.
 	BOMemory MemLimit
+	// Waits is the most requests one uid may have waiting in the kernel
+	// at once (a fence or syncobj wait, a submit to a paused context): each
+	// holds a goroutine of the daemon while it waits, as each holds a
+	// thread of its caller on Linux. The request over the limit fails with
+	// EAGAIN instead of waiting.
+	Waits int
 	// FDs is the most file descriptors the daemon holds for the objects
 	// of all limited users together (a connection holds one, a dma-buf
 	// two), so that they cannot use up the daemon's descriptors and lock
@@ -71,6 +77,7 @@ const (
 	FlagUIDMaxDmaBufs  = "-uid-max-dmabufs"
 	FlagUIDMaxBOMemory = "-uid-max-bo-memory"
 	FlagReservedFDs    = "-reserved-fds"
+	FlagUIDMaxWaits    = "-uid-max-waits"
 )
 
 // accounting charges users' objects against Limits. Its lock is a leaf:
@@ -86,8 +93,8 @@ type accounting struct {
 }
 
 type usage struct {
-	conns, dmabufs int
-	bo             map[region]uint64
+	conns, dmabufs, waits int
+	bo                    map[region]uint64
 }
 
 // region is a memory region in the sense of dmem: one domain of one device.
@@ -116,7 +123,7 @@ func (a *accounting) user(uid uint32) *usage {
 
 // drop forgets a user who holds nothing. Called with a.mu held.
 func (a *accounting) drop(uid uint32) {
-	if u := a.users[uid]; u != nil && u.conns == 0 && u.dmabufs == 0 && len(u.bo) == 0 {
+	if u := a.users[uid]; u != nil && u.conns == 0 && u.dmabufs == 0 && u.waits == 0 && len(u.bo) == 0 {
 		delete(a.users, uid)
 	}
 }
@@ -159,6 +166,36 @@ func (a *accounting) unchargeConn(uid uint32) {
 	a.mu.Lock()
 	a.user(uid).conns--
 	a.fds--
+	a.drop(uid)
+	a.mu.Unlock()
+}
+
+// chargeWait accounts a request of who that is about to wait, or refuses
+// it.
+func (a *accounting) chargeWait(who Cred) error {
+	if a.exempt[who.UID] {
+		return nil
+	}
+	a.mu.Lock()
+	u := a.user(who.UID)
+	if a.lim.Waits > 0 && u.waits >= a.lim.Waits {
+		n := u.waits
+		a.drop(who.UID)
+		a.mu.Unlock()
+		return a.logged(who, "a waiting request", errnof(syscall.EAGAIN,
+			"uid %d has %d requests waiting in kernelsimd, its limit (kernelsimd %s)", who.UID, n, FlagUIDMaxWaits))
+	}
+	u.waits++
+	a.mu.Unlock()
+	return nil
+}
+
+func (a *accounting) unchargeWait(uid uint32) {
+	if a.exempt[uid] {
+		return
+	}
+	a.mu.Lock()
+	a.user(uid).waits--
 	a.drop(uid)
 	a.mu.Unlock()
 }
@@ -255,6 +292,7 @@ type UserUsage struct {
 	UID      uint32 `json:"uid"`
 	Conns    int    `json:"connections"`
 	DmaBufs  int    `json:"dmabufs"`
+	Waits    int    `json:"waiting_requests"`
 	BOMemory uint64 `json:"bo_memory"` // over all regions
 }
 
@@ -265,7 +303,7 @@ func (k *Kernel) Usage() []UserUsage {
 	defer a.mu.Unlock()
 	out := make([]UserUsage, 0, len(a.users))
 	for uid, u := range a.users {
-		uu := UserUsage{UID: uid, Conns: u.conns, DmaBufs: u.dmabufs}
+		uu := UserUsage{UID: uid, Conns: u.conns, DmaBufs: u.dmabufs, Waits: u.waits}
 		for _, n := range u.bo {
 			uu.BOMemory += n
 		}

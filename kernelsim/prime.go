@@ -201,11 +201,14 @@ func (f *File) primeHandle(db *DmaBuf) (uint32, bool) {
 	return 0, false
 }
 
-// PrimeHandleToFD exports a handle (DRM_IOCTL_PRIME_HANDLE_TO_FD). It returns
-// the dma-buf's client file descriptor, owned by the kernel: the caller
-// sends it and must not close it. Exporting the same BO again returns the
-// same file.
-func (f *File) PrimeHandleToFD(handle uint32) (fd int, db *DmaBuf, err error) {
+// PrimeHandleToFD exports a handle (DRM_IOCTL_PRIME_HANDLE_TO_FD) and
+// returns a new descriptor of the dma-buf's client file, the caller's to
+// send and close: the kernel's own copy may go meanwhile (a concurrent
+// GEM_CLOSE drops the PRIME entry holding it), as the fd an ioctl installs
+// is the caller's. Exporting the same BO again returns the same file. A
+// new dma-buf's file is made where says (the exporting client's network
+// namespace; nil: the daemon's).
+func (f *File) PrimeHandleToFD(handle uint32, where socketMaker) (fd int, db *DmaBuf, err error) {
 	k := f.k
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -221,14 +224,13 @@ func (f *File) PrimeHandleToFD(handle uint32) (fd int, db *DmaBuf, err error) {
 		if err := k.acct.chargeDmaBuf(f.owner); err != nil {
 			return -1, nil, err
 		}
-		where, _ := f.io.(socketMaker)
 		if db, err = k.newDmaBuf(bo, where); err != nil {
 			k.acct.unchargeDmaBuf(f.owner.UID)
 			return -1, nil, err
 		}
 		db.charged, db.uid = true, f.owner.UID
 		f.addPrime(handle, db, -1)
-		return db.clientFD, db, nil
+		return dupClientFD(db)
 	}
 	if _, ok := f.prime[handle]; !ok {
 		f.addPrime(handle, db, -1)
@@ -238,7 +240,17 @@ func (f *File) PrimeHandleToFD(handle uint32) (fd int, db *DmaBuf, err error) {
 		// which holds the file; not reaching it is a kernel bug.
 		return -1, nil, errnof(syscall.EBUSY, "dma-buf %d of BO %d has no file to return", db.id, bo.id)
 	}
-	return db.clientFD, db, nil
+	return dupClientFD(db)
+}
+
+// dupClientFD returns a new descriptor of db's client file. Called with
+// k.mu held (which keeps the kernel's copy open).
+func dupClientFD(db *DmaBuf) (int, *DmaBuf, error) {
+	fd, err := unix.FcntlInt(uintptr(db.clientFD), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, nil, errnof(syscall.EMFILE, "dma-buf %d: dup: %v", db.id, err)
+	}
+	return fd, db, nil
 }
 
 // PrimeFDToHandle imports a dma-buf (DRM_IOCTL_PRIME_FD_TO_HANDLE) and takes

@@ -14,8 +14,8 @@ import (
 
 // The kernel's checks of a restore request: every field of the objects it
 // would create (devices, BOs, GEM handles, PRIME entries, VA mappings,
-// dma-bufs, the request and reply caught in flight, where the contents
-// are) is checked before anything is created. They are pure functions of
+// dma-bufs, reply channels, the requests and replies caught in flight,
+// where the contents are) is checked before anything is created. They are pure functions of
 // the request and a table of devices: SESSION_OPEN runs them against the
 // kernel's own devices, and the plugin and drmcrit run them offline
 // against the devices the dump recorded, so that an image the kernel
@@ -29,11 +29,12 @@ import (
 type RestoreObject int
 
 const (
-	ObjDevice RestoreObject = iota // ID: the minor
-	ObjBO                          // ID: the dump-time BO id
-	ObjFile                        // ID: the drm file's dump-time inode
-	ObjDmaBuf                      // ID: the dma-buf's dump-time inode
-	ObjPages                       // ID: the pages file's index
+	ObjDevice  RestoreObject = iota // ID: the minor
+	ObjBO                           // ID: the dump-time BO id
+	ObjFile                         // ID: the drm file's dump-time inode
+	ObjDmaBuf                       // ID: the dma-buf's dump-time inode
+	ObjPages                        // ID: the pages file's index
+	ObjChannel                      // ID: the reply channel's dump-time inode
 )
 
 // RestoreProblem is one reason the kernel refuses a restore request.
@@ -64,6 +65,8 @@ func (p RestoreProblem) Error() string {
 		what = fmt.Sprintf("dma-buf inode %d", p.ID)
 	case ObjPages:
 		what = fmt.Sprintf("pages file %d", p.ID)
+	case ObjChannel:
+		what = fmt.Sprintf("reply channel inode %d", p.ID)
 	}
 	if p.Field != "" {
 		what += " " + p.Field
@@ -127,6 +130,23 @@ func CheckRestore(req *uapi.SessionOpenRequest, devices []*uapi.DeviceInfo) []Re
 	files := map[uint64]bool{}
 	for i, rf := range req.Files {
 		c.checkFile(i, rf, files, bos, device)
+	}
+	channels := map[uint64]bool{}
+	for i, rc := range req.Channels {
+		id := rc.Inode
+		switch {
+		case rc.Inode == 0:
+			c.add(ObjChannel, 0, fmt.Sprintf("(channel %d of the request)", i), "inode 0 is no socket")
+		case channels[rc.Inode] || files[rc.Inode]:
+			c.add(ObjChannel, id, "", "listed twice")
+		}
+		channels[rc.Inode] = true
+		if !files[rc.FileInode] {
+			c.add(ObjChannel, id, "file_inode", "%d is not a drm file of the checkpoint", rc.FileInode)
+		}
+		if rc.Io != nil {
+			c.checkIO(ObjChannel, id, rc.Io, bos)
+		}
 	}
 	dmabufs := map[uint64]bool{}
 	for i, rd := range req.Dmabufs {
@@ -279,7 +299,7 @@ func (c *restoreChecker) checkFile(i int, rf *uapi.RestoreFile, files map[uint64
 		}
 	}
 	if io := st.Io; io != nil {
-		c.checkIO(id, io, bos)
+		c.checkIO(ObjFile, id, io, bos)
 	}
 }
 
@@ -347,41 +367,70 @@ func (c *restoreChecker) checkMappings(id uint64, maps []*uapi.VaMapping, handle
 	}
 }
 
-// checkIO checks the traffic a checkpoint caught in flight: the request is
-// replayed into the restored file and the reply re-sent to the task, so
-// both must be packets this kernel would have read and sent.
-func (c *restoreChecker) checkIO(id uint64, io *uapi.PendingIO, bos map[uint64]*uapi.BoState) {
-	add := func(field, format string, args ...any) { c.add(ObjFile, id, field, format, args...) }
+// checkIO checks the traffic a checkpoint caught in flight on a
+// connection (a drm file's own socket, obj ObjFile, or a reply channel):
+// the requests are replayed into the restored file and the replies
+// re-sent to the task, so each must be a packet this kernel would have
+// read or sent, and a reply carrying a dma-buf must name the BO exported
+// as it. Format 3 images hold at most one of each in the single fields;
+// format 4 lists them; an image holds one form or the other.
+func (c *restoreChecker) checkIO(obj RestoreObject, id uint64, io *uapi.PendingIO, bos map[uint64]*uapi.BoState) {
+	add := func(field, format string, args ...any) { c.add(obj, id, field, format, args...) }
+	single := len(io.Request) > 0 || len(io.UnreadReply) > 0 || io.UnreadReplyDmabufInode != 0 || io.UnreadReplyBo != nil
+	if single && (len(io.Requests) > 0 || len(io.UnreadReplies) > 0) {
+		add("io", "holds both the single request and reply of format 3 and the lists of format 4")
+	}
 	if len(io.Request) > 0 {
 		if err := CheckRequestPacket(io.Request); err != nil {
 			add("io.request", "%v", err)
 		}
 	}
+	for i, r := range io.Requests {
+		if err := CheckRequestPacket(r.GetPacket()); err != nil {
+			add(fmt.Sprintf("io.requests[%d]", i), "%v", err)
+		}
+	}
+	if len(io.UnreadReply) > 0 || io.UnreadReplyDmabufInode != 0 || io.UnreadReplyBo != nil {
+		c.checkReply(add, "io.unread_reply", "io.unread_reply_dmabuf_inode", "io.unread_reply_bo",
+			io.UnreadReply, io.UnreadReplyDmabufInode, io.UnreadReplyBo, bos)
+	}
+	for i, r := range io.UnreadReplies {
+		f := fmt.Sprintf("io.unread_replies[%d]", i)
+		c.checkReply(add, f+".packet", f+".dmabuf_inode", f+".bo", r.GetPacket(), r.GetDmabufInode(), r.GetBo(), bos)
+	}
+}
+
+// checkReply checks one unread reply: its packet, and the dma-buf (inode
+// ino of BO bo) it carries, if any.
+func (c *restoreChecker) checkReply(add func(field, format string, args ...any), fPkt, fIno, fBO string,
+	pkt []byte, ino uint64, bo *uapi.BoState, bos map[uint64]*uapi.BoState) {
 	replyOp := uapi.Op(0)
-	if len(io.UnreadReply) > 0 {
-		op, err := CheckReplyPacket(io.UnreadReply)
+	if len(pkt) > 0 {
+		op, err := CheckReplyPacket(pkt)
 		if err != nil {
-			add("io.unread_reply", "%v", err)
+			add(fPkt, "%v", err)
 		}
 		replyOp = op
 	}
-	switch ino, bo := io.UnreadReplyDmabufInode, io.UnreadReplyBo; {
+	switch {
 	case ino == 0 && bo != nil:
-		add("io.unread_reply_bo", "set, but the reply carries no dma-buf")
+		add(fBO, "set, but the reply carries no dma-buf")
+	case len(pkt) == 0 && ino != 0:
+		add(fIno, "%d, but there is no unread reply to carry it", ino)
+	case len(pkt) == 0:
+		add(fPkt, "empty: no reply to send again")
 	case ino == 0:
-	case len(io.UnreadReply) == 0:
-		add("io.unread_reply_dmabuf_inode", "%d, but there is no unread reply to carry it", ino)
 	case replyOp != 0 && replyOp != uapi.OpPrimeHandleToFd:
-		add("io.unread_reply_dmabuf_inode", "%d, but a %v reply carries no dma-buf", ino, replyOp)
+		add(fIno, "%d, but a %v reply carries no dma-buf", ino, replyOp)
 	case bo == nil:
-		add("io.unread_reply_bo", "missing: the reply carries dma-buf inode %d, of no known BO", ino)
+		add(fBO, "missing: the reply carries dma-buf inode %d, of no known BO", ino)
 	default:
 		rec, ok := bos[bo.BoId]
 		switch {
 		case !ok:
-			add("io.unread_reply_bo", "BO %d is not a BO of the checkpoint", bo.BoId)
+			add(fBO, "BO %d is not a BO of the checkpoint", bo.BoId)
 		case rec.DmabufInode != ino:
-			add("io.unread_reply_dmabuf_inode", "%d, but BO %d was exported as dma-buf inode %d", ino, bo.BoId, rec.DmabufInode)
+			add(fIno, "%d, but BO %d was exported as dma-buf inode %d", ino, bo.BoId, rec.DmabufInode)
 		}
 	}
 }

@@ -255,12 +255,32 @@ func (s *Server) startConn(fd int, d *Device, owner Cred) {
 		s.refuse(fd, what, owner, err)
 		return
 	}
-	if !s.spawn(func() { s.conns[c] = struct{}{} }, func() { delete(s.conns, c) }, c.serve) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
 		closing := errnof(syscall.ESHUTDOWN, "kernelsimd is shutting down")
 		s.k.log.Printf("refused %s connection of pid %d uid %d: %v", what, owner.PID, owner.UID, closing)
-		c.rc.Control(func(fd uintptr) { sendRefusal(int(fd), closing) })
+		sendRefusal(c.fd, closing)
+		c.mu.Lock()
+		c.dead = true
+		c.mu.Unlock()
 		c.release()
+		return
 	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	c.start()
+}
+
+// connDone is called once nothing serves c any more.
+func (s *Server) connDone(c *conn) {
+	s.mu.Lock()
+	if _, ok := s.conns[c]; ok {
+		delete(s.conns, c)
+		s.wg.Done()
+	}
+	s.mu.Unlock()
 }
 
 // spawn runs serve in a goroutine that Close waits for, registered with

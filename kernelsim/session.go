@@ -48,15 +48,15 @@ type Session struct {
 	dmabufBOs map[uint64]uint64
 
 	// under k.mu
-	shared  map[uint64]*BO // by dump-time dma-buf inode
-	private map[uint64]*BO // by dump-time BO id, BOs never exported
-	files   map[uint64]*sessionFile
-	dmabufs map[uint64]*DmaBuf             // by dump-time inode: restored dma-bufs
-	claimed map[int32][]*File              // by claimer pid
-	states  map[*File]*uapi.FileCheckpoint // what each claimed file came from
-	resumed map[*File]bool                 // files ResumeTask let run
-	created []*BO                          // the session's own references
-	closed  bool
+	shared   map[uint64]*BO // by dump-time dma-buf inode
+	private  map[uint64]*BO // by dump-time BO id, BOs never exported
+	files    map[uint64]*sessionFile
+	channels map[uint64]*sessionChannel // by dump-time inode
+	dmabufs  map[uint64]*DmaBuf         // by dump-time inode: restored dma-bufs
+	claimed  map[int32][]*File          // by claimer pid (of the file or one of its channels)
+	resumed  map[*File]bool             // files ResumeTask let run
+	created  []*BO                      // the session's own references
+	closed   bool
 
 	// Restored jobs may wait on jobs of files claimed later: a wait on a
 	// dump-time fence id is a proxy fence until the job that provides it
@@ -126,7 +126,14 @@ type sessionPages struct {
 
 type sessionFile struct {
 	st      *uapi.FileCheckpoint
-	claimed *File
+	created *File // restored by the first claim of it or of a channel (k.mu)
+	claimed bool  // its own socket was claimed (k.mu)
+}
+
+// sessionChannel is a reply channel of a file of the checkpoint.
+type sessionChannel struct {
+	st      *uapi.RestoreChannel
+	claimed bool // (k.mu)
 }
 
 // OpenSession starts a restore: it checks every field of the request
@@ -141,8 +148,8 @@ func (k *Kernel) OpenSession(req *uapi.SessionOpenRequest) (*Session, error) {
 	s := &Session{
 		k: k, token: hex.EncodeToString(tok),
 		bos: map[uint64]*sessionBO{}, shared: map[uint64]*BO{}, private: map[uint64]*BO{}, dmabufBOs: map[uint64]uint64{},
-		files: map[uint64]*sessionFile{}, dmabufs: map[uint64]*DmaBuf{}, claimed: map[int32][]*File{},
-		states: map[*File]*uapi.FileCheckpoint{}, resumed: map[*File]bool{},
+		files: map[uint64]*sessionFile{}, channels: map[uint64]*sessionChannel{}, dmabufs: map[uint64]*DmaBuf{},
+		claimed: map[int32][]*File{}, resumed: map[*File]bool{},
 		fences: map[uint64]*dma.Fence{}, proxies: map[uint64]*dma.Fence{},
 	}
 	// Nothing is created before every field of the request checked out.
@@ -157,6 +164,9 @@ func (k *Kernel) OpenSession(req *uapi.SessionOpenRequest) (*Session, error) {
 	}
 	for _, rf := range req.Files {
 		s.files[rf.Inode] = &sessionFile{st: rf.State}
+	}
+	for _, rc := range req.Channels {
+		s.channels[rc.Inode] = &sessionChannel{st: rc}
 	}
 	if err := s.setupContents(req); err != nil {
 		return nil, err
@@ -508,8 +518,8 @@ func (s *Session) dmabufFor(ino uint64, where socketMaker) (*DmaBuf, error) {
 	return db, nil
 }
 
-// ClaimDmaBuf returns the client file descriptor of a restored dma-buf; it
-// stays owned by the kernel (send it, do not close it).
+// ClaimDmaBuf returns a new descriptor of the client file of a restored
+// dma-buf, the caller's to send and close.
 func (s *Session) ClaimDmaBuf(ino uint64, where socketMaker) (int, *DmaBuf, error) {
 	if id, ok := s.dmabufBOs[ino]; ok {
 		if err := s.checkContents([]uint64{id}); err != nil {
@@ -526,57 +536,109 @@ func (s *Session) ClaimDmaBuf(ino uint64, where socketMaker) (int, *DmaBuf, erro
 	if err != nil {
 		return -1, nil, err
 	}
-	return db.clientFD, db, nil
+	return dupClientFD(db)
 }
 
 // ClaimFile recreates the drm file checkpointed with client inode ino on
-// device d, for the task with credentials owner: the same handles, PRIME
+// device d, for the task with credentials owner, and returns it with the
+// traffic that was in flight on its socket: the same handles, PRIME
 // entries, mappings, contexts with their preempted work, syncobjs and
-// timelines. The file starts paused; ResumeTask lets it run.
+// timelines. The file starts paused; ResumeTask lets it run. A reply
+// channel of the file claimed first has created it already.
 //
 // The claim does not wait for the BOs' contents, which load in the
 // background meanwhile, so that they load while criu restores the tasks'
 // memory (after their files); the file stays frozen until ResumeTask has
 // seen every byte verified. Contents already known to be unusable fail
 // the claim at once, naming the BO and its pages file.
-func (s *Session) ClaimFile(d *Device, ino uint64, owner Cred, where socketMaker) (*File, error) {
-	k := s.k
+func (s *Session) ClaimFile(d *Device, ino uint64, owner Cred, where socketMaker) (*File, *uapi.PendingIO, error) {
 	// s.files is set up by OpenSession and read-only after.
 	sf, ok := s.files[ino]
 	if !ok {
-		return nil, errnof(syscall.ENOENT, "no file with inode %d in the session", ino)
+		return nil, nil, errnof(syscall.ENOENT, "no file with inode %d in the session", ino)
 	}
 	if err := s.checkContents(fileBOs(sf.st)); err != nil {
-		return nil, fmt.Errorf("claim drm file inode %d: %w", ino, err)
+		return nil, nil, fmt.Errorf("claim drm file inode %d: %w", ino, err)
 	}
+	k := s.k
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if sf.claimed {
+		return nil, nil, errnof(syscall.EBUSY, "file inode %d already claimed", ino)
+	}
+	f, err := s.fileFor(ino, sf, d, owner, where)
+	if err != nil {
+		return nil, nil, err
+	}
+	sf.claimed = true
+	return f, sf.st.GetIo(), nil
+}
+
+// ClaimChannel recreates reply channel ino of a checkpointed drm file: it
+// returns the file, restored by whichever claim of it or of its channels
+// comes first, and the traffic that was in flight on the channel.
+func (s *Session) ClaimChannel(d *Device, ino uint64, owner Cred, where socketMaker) (*File, *uapi.PendingIO, error) {
+	// s.channels and s.files are read-only after OpenSession.
+	sc, ok := s.channels[ino]
+	if !ok {
+		return nil, nil, errnof(syscall.ENOENT, "no reply channel with inode %d in the session", ino)
+	}
+	sf := s.files[sc.st.FileInode]
+	ids := fileBOs(sf.st)
+	for _, r := range sc.st.GetIo().GetUnreadReplies() {
+		if r.Bo != nil {
+			ids = append(ids, r.Bo.BoId)
+		}
+	}
+	if err := s.checkContents(ids); err != nil {
+		return nil, nil, fmt.Errorf("claim reply channel inode %d: %w", ino, err)
+	}
+	k := s.k
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if sc.claimed {
+		return nil, nil, errnof(syscall.EBUSY, "reply channel inode %d already claimed", ino)
+	}
+	f, err := s.fileFor(sc.st.FileInode, sf, d, owner, where)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reply channel inode %d: %w", ino, err)
+	}
+	sc.claimed = true
+	return f, sc.st.GetIo(), nil
+}
+
+// fileFor returns the restored file of dump-time inode ino, restoring it
+// if this is the first claim that needs it; the claimer owner is recorded
+// as one of the file's tasks either way. Called with k.mu held.
+func (s *Session) fileFor(ino uint64, sf *sessionFile, d *Device, owner Cred, where socketMaker) (*File, error) {
+	k := s.k
 	if s.closed {
 		return nil, errnof(syscall.ESTALE, "restore session closed")
-	}
-	if sf.claimed != nil {
-		return nil, errnof(syscall.EBUSY, "file inode %d already claimed", ino)
 	}
 	if sf.st.Minor != d.cfg.Minor {
 		return nil, errnof(syscall.EXDEV, "file inode %d was on renderD%d, claimed on renderD%d", ino, sf.st.Minor, d.cfg.Minor)
 	}
-	f := d.openLocked(owner)
-	f.paused = true
-	if err := s.restoreFile(f, sf.st, where); err != nil {
-		k.mu.Unlock()
-		f.Close()
-		k.mu.Lock()
-		return nil, fmt.Errorf("restore file inode %d: %w", ino, err)
+	f := sf.created
+	if f == nil {
+		f = d.openLocked(owner)
+		f.paused = true
+		if err := s.restoreFile(f, sf.st, where); err != nil {
+			k.mu.Unlock()
+			f.Close()
+			k.mu.Lock()
+			return nil, fmt.Errorf("restore file inode %d: %w", ino, err)
+		}
+		sf.created = f
 	}
-	sf.claimed = f
-	s.states[f] = sf.st
-	s.claimed[owner.PID] = append(s.claimed[owner.PID], f)
+	if !slices.Contains(s.claimed[owner.PID], f) {
+		s.claimed[owner.PID] = append(s.claimed[owner.PID], f)
+	}
 	return f, nil
 }
 
 // fileBOs lists the BOs a file's checkpoint refers to: its handles', the
-// BOs of its queued jobs (which the kernel lists in Bos) and the one an
-// unread reply carries.
+// BOs of its queued jobs (which the kernel lists in Bos) and those the
+// replies unread on its socket carry.
 func fileBOs(st *uapi.FileCheckpoint) []uint64 {
 	ids := make([]uint64, 0, len(st.Handles)+len(st.Bos)+1)
 	for _, h := range st.Handles {
@@ -587,6 +649,11 @@ func fileBOs(st *uapi.FileCheckpoint) []uint64 {
 	}
 	if b := st.GetIo().GetUnreadReplyBo(); b != nil {
 		ids = append(ids, b.BoId)
+	}
+	for _, r := range st.GetIo().GetUnreadReplies() {
+		if r.Bo != nil {
+			ids = append(ids, r.Bo.BoId)
+		}
 	}
 	return ids
 }
@@ -746,15 +813,6 @@ func (s *Session) ResumeTask(pid int32, timeout time.Duration) error {
 	return nil
 }
 
-// fileState returns the checkpoint a claimed file came from. Called with
-// k.mu held.
-func (s *Session) fileState(f *File) *uapi.FileCheckpoint {
-	if st, ok := s.states[f]; ok {
-		return st
-	}
-	return &uapi.FileCheckpoint{}
-}
-
 // Close ends the session. abort destroys everything the session created:
 // claimed files are closed (their connections shut down) and the BOs and
 // dma-bufs go with their last references. Otherwise claimed files that
@@ -775,7 +833,11 @@ func (s *Session) Close(abort bool) error {
 	s.cancel()
 	var files []*File
 	for _, fs := range s.claimed {
-		files = append(files, fs...)
+		for _, f := range fs {
+			if !slices.Contains(files, f) {
+				files = append(files, f)
+			}
+		}
 	}
 	for _, db := range s.dmabufs {
 		db.primeRefs--
@@ -800,19 +862,19 @@ func (s *Session) Close(abort bool) error {
 		p.Put()
 	}
 	s.fences, s.proxies = nil, nil
-	ios := map[*File]IO{}
+	ios := map[*File][]IO{}
 	for _, f := range files {
-		if f.io != nil {
-			ios[f] = f.io
+		for _, e := range f.ios {
+			ios[f] = append(ios[f], e.io)
 		}
 	}
 	k.mu.Unlock()
 
-	// destroy closes a claimed file and disconnects its task.
+	// destroy closes a claimed file and disconnects its tasks.
 	destroy := func(f *File) {
 		f.Close()
-		if kill, ok := ios[f].(interface{ Kill() }); ok {
-			kill.Kill()
+		for _, io := range ios[f] {
+			io.Kill()
 		}
 	}
 	if abort {

@@ -2,6 +2,7 @@ package kernelsim
 
 import (
 	"context"
+	"sync"
 	"syscall"
 	"time"
 
@@ -43,14 +44,17 @@ func (f *File) syncobj(h uint32) (*dma.Syncobj, error) {
 	return s, nil
 }
 
-// SyncobjDestroy drops a syncobj handle.
+// SyncobjDestroy drops a syncobj handle. An unknown handle is EINVAL, as
+// in drm_syncobj_destroy (lookups elsewhere are ENOENT). A wait that uses
+// the syncobj goes on with what it found there (it holds its own
+// reference on Linux).
 func (f *File) SyncobjDestroy(h uint32) error {
 	k := f.k
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	s, ok := f.syncobjs.remove(h)
 	if !ok {
-		return errnof(syscall.ENOENT, "no syncobj %d", h)
+		return errnof(syscall.EINVAL, "no syncobj %d", h)
 	}
 	s.Release()
 	return nil
@@ -95,13 +99,19 @@ func (f *File) SyncobjQuery(h uint32) (*uapi.SyncobjQueryReply, error) {
 	return r, nil
 }
 
-// SyncobjWait waits for all (or the first of) the syncobjs' fences. With
-// waitForSubmit an empty syncobj is waited on until a fence arrives;
-// without it, an empty syncobj is an error (EINVAL), as in Linux. It
-// returns the index of the first signalled syncobj.
+// SyncobjWait waits for all (or any) of the syncobjs' fences, like
+// DRM_IOCTL_SYNCOBJ_WAIT. The fences are those the syncobjs hold at the
+// call; with waitForSubmit a syncobj without one is waited on until a
+// fence is attached (the first one attached counts, even if replaced or
+// reset meanwhile); without it, a syncobj without a fence is EINVAL.
+//
+// The index it returns is Linux's first_signaled: for a wait for any, the
+// lowest index whose fence has signalled when the waiter looks (at the
+// call, or when woken); for a wait for all, the lowest index already
+// signalled at the call, or ^0 if none was.
 func (f *File) SyncobjWait(ctx context.Context, handles []uint32, timeout time.Duration, all, waitForSubmit bool) (uint32, error) {
-	if len(handles) == 0 || len(handles) > 256 {
-		return 0, errnof(syscall.EINVAL, "wait on %d syncobjs", len(handles))
+	if len(handles) == 0 {
+		return 0, errnof(syscall.EINVAL, "wait on no syncobj")
 	}
 	objs := make([]*dma.Syncobj, len(handles))
 	for i, h := range handles {
@@ -111,23 +121,23 @@ func (f *File) SyncobjWait(ctx context.Context, handles []uint32, timeout time.D
 		}
 		objs[i] = s
 	}
-	// Like drm_syncobj_array_wait_timeout, first_signaled is the lowest
-	// index among the fences already signalled at the call, if enough
-	// are; otherwise the first to signal.
-	var first uint32
-	signaled := 0
+	// w.fences[i] is what syncobj i is waited on for: its fence at the
+	// call, or the first one attached later.
+	w := &syncobjWait{fences: make([]*dma.Fence, len(objs)), wake: make(chan struct{}, 1)}
+	defer w.release()
+	first, signaled := ^uint32(0), 0
 	for i, s := range objs {
 		fence := s.Fence()
 		if fence == nil && !waitForSubmit {
 			return 0, errnof(syscall.EINVAL, "syncobj %d has no fence", handles[i])
 		}
+		w.fences[i] = fence
 		if fence != nil && fence.Signaled() {
 			if signaled == 0 {
 				first = uint32(i)
 			}
 			signaled++
 		}
-		fence.Put()
 	}
 	if signaled == len(objs) || (!all && signaled > 0) {
 		return first, nil
@@ -138,36 +148,20 @@ func (f *File) SyncobjWait(ctx context.Context, handles []uint32, timeout time.D
 		defer cancel()
 	}
 	err := blockingWait(ctx, func(ctx context.Context) error {
-		done := make(chan int, len(objs))
-		wctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		for i, s := range objs {
-			go func() {
-				fence, err := s.WaitForSubmit(wctx)
-				if err != nil {
-					return
-				}
-				defer fence.Put()
-				if fence.Wait(wctx) == nil {
-					done <- i
-				}
-			}()
-		}
-		need := 1
-		if all {
-			need = len(objs)
-		}
-		for n := 0; n < need; n++ {
-			select {
-			case i := <-done:
-				if n == 0 && signaled == 0 {
+		w.arm(objs)
+		for {
+			if i, done := w.check(all); done {
+				if !all {
 					first = uint32(i)
 				}
+				return nil
+			}
+			select {
+			case <-w.wake:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
 		}
-		return nil
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -176,6 +170,114 @@ func (f *File) SyncobjWait(ctx context.Context, handles []uint32, timeout time.D
 		return 0, err
 	}
 	return first, nil
+}
+
+// syncobjWait is the state of one SyncobjWait: the fences waited on, and
+// the callbacks that wake the waiter when one signals or arrives.
+type syncobjWait struct {
+	wake chan struct{}
+
+	mu       sync.Mutex
+	fences   []*dma.Fence // each with a reference
+	cbs      []fenceCallback
+	cancels  []func() // OnSubmit registrations
+	released bool
+}
+
+type fenceCallback struct {
+	fence *dma.Fence
+	cb    *dma.Callback
+}
+
+func (w *syncobjWait) notify(*dma.Fence) {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// arm registers the callbacks: on each fence, and on each syncobj without
+// one, for the first fence attached.
+func (w *syncobjWait) arm(objs []*dma.Syncobj) {
+	for i, s := range objs {
+		w.mu.Lock()
+		fence := w.fences[i]
+		w.mu.Unlock()
+		if fence != nil {
+			w.watch(fence)
+			continue
+		}
+		cancel := s.OnSubmit(func(got *dma.Fence) {
+			w.mu.Lock()
+			if w.fences[i] != nil || w.released {
+				w.mu.Unlock()
+				got.Put() // released, or somehow attached twice
+				return
+			}
+			w.fences[i] = got
+			w.mu.Unlock()
+			w.watch(got)
+		})
+		w.mu.Lock()
+		w.cancels = append(w.cancels, cancel)
+		w.mu.Unlock()
+	}
+}
+
+// watch wakes the waiter when fence signals.
+func (w *syncobjWait) watch(fence *dma.Fence) {
+	cb, ok := fence.AddRemovableCallback(w.notify)
+	if !ok {
+		w.notify(fence) // signalled already
+		return
+	}
+	w.mu.Lock()
+	if w.released {
+		w.mu.Unlock()
+		fence.RemoveCallback(cb)
+		return
+	}
+	w.cbs = append(w.cbs, fenceCallback{fence, cb})
+	w.mu.Unlock()
+}
+
+// check reports whether the wait is over: for any, the lowest index
+// signalled; for all, whether every fence has.
+func (w *syncobjWait) check(all bool) (int, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for i, fence := range w.fences {
+		if fence == nil || !fence.Signaled() {
+			continue
+		}
+		if !all {
+			return i, true
+		}
+		n++
+	}
+	return 0, n == len(w.fences)
+}
+
+// release drops the callbacks and the fences' references.
+func (w *syncobjWait) release() {
+	w.mu.Lock()
+	w.released = true
+	cancels, cbs := w.cancels, w.cbs
+	w.cancels, w.cbs = nil, nil
+	w.mu.Unlock()
+	for _, cancel := range cancels {
+		cancel()
+	}
+	for _, c := range cbs {
+		c.fence.RemoveCallback(c.cb)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i, fence := range w.fences {
+		fence.Put()
+		w.fences[i] = nil
+	}
 }
 
 // SwSyncCreate creates a sw_sync timeline, a fence source driven by the

@@ -227,7 +227,7 @@ func (s *server) sendRestoreEntries(entries []drmcore.RestoreEntry) error {
 			return fmt.Errorf("entry %d: inode %d is not a u32 socket inode", i, e.Ino)
 		case seen[e.Ino]:
 			return fmt.Errorf("entry %d: inode %d listed twice", i, e.Ino)
-		case e.Kind != drmcore.RestoreDRMFile && e.Kind != drmcore.RestoreDmaBuf:
+		case e.Kind != drmcore.RestoreDRMFile && e.Kind != drmcore.RestoreDmaBuf && e.Kind != drmcore.RestoreChannel:
 			return fmt.Errorf("entry %d (ino %d): unknown kind %d", i, e.Ino, e.Kind)
 		case e.SocketPath == "":
 			return fmt.Errorf("entry %d (ino %d): empty socket path", i, e.Ino)

@@ -109,8 +109,8 @@ func messageJSON(name string, data []byte, m proto.Message, warn func(string)) (
 	if err := proto.Unmarshal(data, m); err != nil {
 		return nil, fmt.Errorf("image %s: %w", filepath.Base(name), err)
 	}
-	if v, ok := m.(versioned); ok && v.GetVersion() != images.Version {
-		warn(fmt.Sprintf("image %s: format version %d, this drmcrit reads version %d", filepath.Base(name), v.GetVersion(), images.Version))
+	if v, ok := m.(versioned); ok && (v.GetVersion() < images.MinVersion || v.GetVersion() > images.Version) {
+		warn(fmt.Sprintf("image %s: format version %d, this drmcrit reads versions %d to %d", filepath.Base(name), v.GetVersion(), images.MinVersion, images.Version))
 	}
 	js, err := marshalImage(m)
 	if err != nil {

@@ -109,7 +109,7 @@ func TestDecodeErrors(t *testing.T) {
 	b.Version = 7
 	writeImg(t, dir, dmabuf, b)
 	code, out, errs := runCmd(t, nil, "decode", filepath.Join(dir, dmabuf))
-	if code != 0 || !strings.Contains(errs, fmt.Sprintf("format version 7, this drmcrit reads version %d", images.Version)) || !strings.Contains(out, `7`) {
+	if code != 0 || !strings.Contains(errs, fmt.Sprintf("format version 7, this drmcrit reads versions %d to %d", images.MinVersion, images.Version)) || !strings.Contains(out, `7`) {
 		t.Errorf("decode v7: %d %q", code, errs)
 	}
 	// Unknown fields: decoded with a warning that encode will not

@@ -25,17 +25,18 @@ var (
 // what is there and verify reports every problem, as a restore would
 // refuse it.
 type checkpoint struct {
-	dir     string
-	criu    *criuTree // nil when the directory has no CRIU images
-	criuErr error     // why the CRIU images could not be used
-	hasCriu bool      // CRIU images present (even if unreadable)
-	ck      *drmcore.Checkpoint
-	inv     *images.Inventory
-	files   map[uint64]*images.DrmFile // by inode
-	dmabufs map[uint64]*images.DmaBuf  // by inode
-	bos     map[uint64]*images.Bo      // by BO id, from the index
-	index   *images.Index              // nil when unreadable
-	names   []string                   // the DRM images in the directory
+	dir      string
+	criu     *criuTree // nil when the directory has no CRIU images
+	criuErr  error     // why the CRIU images could not be used
+	hasCriu  bool      // CRIU images present (even if unreadable)
+	ck       *drmcore.Checkpoint
+	inv      *images.Inventory
+	files    map[uint64]*images.DrmFile    // by inode
+	channels map[uint64]*images.DrmChannel // reply channels, by inode
+	dmabufs  map[uint64]*images.DmaBuf     // by inode
+	bos      map[uint64]*images.Bo         // by BO id, from the index
+	index    *images.Index                 // nil when unreadable
+	names    []string                      // the DRM images in the directory
 }
 
 // load reads and checks a checkpoint directory. It fails when the
@@ -66,7 +67,7 @@ func load(dir string) (*checkpoint, error) {
 	}
 	c := &checkpoint{
 		dir: dir, hasCriu: hasCriu, ck: ck, inv: ck.Inventory, names: ck.Names,
-		files: ck.Files, dmabufs: ck.DmaBufs, bos: ck.Bos, index: ck.Index,
+		files: ck.Files, channels: ck.Channels, dmabufs: ck.DmaBufs, bos: ck.Bos, index: ck.Index,
 	}
 	if c.hasCriu {
 		c.criu, c.criuErr = readCriuTree(dir)

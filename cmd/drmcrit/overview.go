@@ -155,12 +155,14 @@ func writeInfo(w io.Writer, c *checkpoint) {
 			}
 		}
 		if p := f.PendingIO; p != nil {
-			if p.RequestBytes > 0 {
-				requests++
-			}
-			if p.UnreadReplyBytes > 0 {
-				replies++
-			}
+			requests += len(p.Requests)
+			replies += len(p.UnreadReplies)
+		}
+	}
+	for _, ch := range v.Channels {
+		if p := ch.PendingIO; p != nil {
+			requests += len(p.Requests)
+			replies += len(p.UnreadReplies)
 		}
 	}
 	s := fmt.Sprintf("%s; saved jobs: %d preempted, %d queued", plural(ctxs, "context", "contexts"), preempted, queued)

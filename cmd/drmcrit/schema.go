@@ -24,9 +24,9 @@ omitted in some case is left out then, rather than given a zero value.
   "processes": [{
       "pid": 123, "ppid": 1,           // ppid only with source "criu"
       "comm": "gpuload",
-      "fds": [{"fd": 5 | null, "kind": "drm_file" | "dma_buf", "inode": 51902}]
+      "fds": [{"fd": 5 | null, "kind": "drm_file" | "reply_channel" | "dma_buf", "inode": 51902}]
         // only the fds that hold the plugin's objects; "inode" keys
-        // drm_files[].inode or dma_bufs[].inode
+        // drm_files[].inode, reply_channels[].inode or dma_bufs[].inode
   }],
   "drm_files": [{
       "inode": 51902,                  // client socket inode at dump (image key)
@@ -61,11 +61,17 @@ omitted in some case is left out then, rather than given a zero value.
                     "error": 0, "fence_id": 44, "timeline": 1, "point": 2}],
                     // error, fence_id, timeline, point omitted when 0
       "sw_syncs": [{"timeline": 1, "value": 0}],
-      "pending_io": {"request_bytes": 0, "unread_reply_bytes": 40,
-                     "unread_reply_dmabuf_inode": 0, "unread_reply_bo_id": 0},
-                    // omitted when nothing was in flight
+      "pending_io": Pending,           // traffic in flight on the file's own
+                                       // socket; omitted when there was none
       "driver_error": "…",             // omitted unless the driver blob is unreadable
       "in_flight": InFlight            // omitted unless no task held it at the dump
+  }],
+  "reply_channels": [{                 // connections a process sharing a drm
+                                       // file attached, so its replies reach it
+      "inode": 51920, "pid": 124,      // client socket inode at dump, holder
+      "file_inode": 51902,             // its drm file: drm_files[].inode
+      "fds": [6],                      // fd numbers in pid, when known
+      "pending_io": Pending            // omitted when nothing was in flight
   }],
   "dma_bufs": [{
       "inode": 51911, "pid": 123, "bo_id": 7,
@@ -93,4 +99,14 @@ InFlight = {"queue_inode": 51990,      // the unix socket whose receive queue he
                                        // (SCM_RIGHTS), from CRIU's sk-queues.img;
                                        // omitted without CRIU's images
             "queue_fds": [{"pid": 123, "fd": 4}]} // who holds that socket; omitted when unknown
+
+Pending = {                            // replayed / sent again at restore, in order
+    "requests": [Packet],              // received, not answered: waiting or not started
+    "unread_replies": [Packet],        // sent (or ready), not read by the client
+    "request_bytes": 120, "unread_reply_bytes": 40,   // totals
+    "unread_reply_dmabuf_inode": 0, "unread_reply_bo_id": 0}  // the first reply's
+
+Packet = {"op": "SUBMIT", "seq": 12, "bytes": 60,
+          "status": -22,               // replies only; omitted when 0
+          "dmabuf_inode": 51911, "bo_id": 7}  // a reply carrying a dma-buf
 `

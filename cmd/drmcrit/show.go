@@ -96,8 +96,12 @@ func verdict(v *View) string {
 
 // writeText prints the view as a tree.
 func writeText(w io.Writer, v *View) {
-	root := &node{text: fmt.Sprintf("checkpoint %s: %d process(es), %d drm file(s), %d dma-buf(s), %d BO(s) (image version %d, plugin %s); verdict: %s",
-		v.Dir, len(v.Processes), len(v.Files), len(v.DmaBufs), len(v.Bos), v.Inventory.Version, v.Inventory.PluginVersion, verdict(v))}
+	nChannels := ""
+	if len(v.Channels) > 0 {
+		nChannels = fmt.Sprintf(", %d reply channel(s)", len(v.Channels))
+	}
+	root := &node{text: fmt.Sprintf("checkpoint %s: %d process(es), %d drm file(s)%s, %d dma-buf(s), %d BO(s) (image version %d, plugin %s); verdict: %s",
+		v.Dir, len(v.Processes), len(v.Files), nChannels, len(v.DmaBufs), len(v.Bos), v.Inventory.Version, v.Inventory.PluginVersion, verdict(v))}
 	for i, p := range v.Problems {
 		if i == maxShownProblems {
 			root.add("... and %d more problem(s)", len(v.Problems)-i)
@@ -116,6 +120,10 @@ func writeText(w io.Writer, v *View) {
 	for i := range v.DmaBufs {
 		dmabufs[v.DmaBufs[i].Inode] = &v.DmaBufs[i]
 	}
+	channels := map[uint64]*ChannelView{}
+	for i := range v.Channels {
+		channels[v.Channels[i].Inode] = &v.Channels[i]
+	}
 	for _, p := range v.Processes {
 		pn := root.add("pid %d (%s)", p.Pid, p.Comm)
 		if len(p.Fds) == 0 {
@@ -128,6 +136,10 @@ func writeText(w io.Writer, v *View) {
 			case KindDmaBuf:
 				d := dmabufs[fd.Inode]
 				pn.add("fd %s → dma-buf ino %d: BO %d (%s, %s, in %s)", fdStr(fd.Fd), d.Inode, d.BoID, sizeStr(d.Size), d.Domain, short(d.Contents))
+			case KindChannel:
+				ch := channels[fd.Inode]
+				cn := pn.add("fd %s → reply channel ino %d of drm file ino %d", fdStr(fd.Fd), ch.Inode, ch.FileInode)
+				addPending(cn, ch.PendingIO)
 			}
 		}
 	}
@@ -163,6 +175,28 @@ func writeText(w io.Writer, v *View) {
 		root.add("warning: %s", wmsg)
 	}
 	root.write(w, "", true, true)
+}
+
+// addPending lists the traffic in flight on a connection.
+func addPending(parent *node, p *PendingView) {
+	if p == nil {
+		return
+	}
+	n := parent.add("in flight: %s to replay, %s to send again", plural(len(p.Requests), "request", "requests"),
+		plural(len(p.UnreadReplies), "unread reply", "unread replies"))
+	for _, r := range p.Requests {
+		n.add("request %s seq %d (%d bytes)", r.Op, r.Seq, r.Bytes)
+	}
+	for _, r := range p.UnreadReplies {
+		s := fmt.Sprintf("unread reply %s seq %d (%d bytes", r.Op, r.Seq, r.Bytes)
+		if r.Status < 0 {
+			s += fmt.Sprintf(", error %d", r.Status)
+		}
+		if r.DmabufInode != 0 {
+			s += fmt.Sprintf(", dma-buf ino %d of BO %d", r.DmabufInode, r.BoID)
+		}
+		n.add("%s)", s)
+	}
 }
 
 func addFile(parent *node, fd FdView, f *FileView) {
@@ -231,9 +265,7 @@ func addFile(parent *node, fd FdView, f *FileView) {
 	for _, s := range f.SwSyncs {
 		fn.add("sw_sync timeline %d: value %d", s.Timeline, s.Value)
 	}
-	if p := f.PendingIO; p != nil {
-		fn.add("pending I/O: request %d bytes, unread reply %d bytes", p.RequestBytes, p.UnreadReplyBytes)
-	}
+	addPending(fn, f.PendingIO)
 	if f.DriverError != "" {
 		fn.add("driver state unreadable: %s", f.DriverError)
 	}

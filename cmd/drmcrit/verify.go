@@ -22,12 +22,14 @@ contents as the kernel does at restore:
     every other image but the pages files with its size and digest; an
     image changed after the dump, or not sealed, is refused
     (drmcrit encode --reseal re-seals an image edited on purpose);
-  - the inventory (the core's fields): complete; files, dma-bufs and BOs
-    listed once, with non-zero ids; every DRM image of the directory listed;
+  - the inventory (the core's fields): complete; files, reply channels,
+    dma-bufs and BOs listed once, with non-zero ids; every DRM image of the
+    directory listed;
     processes with valid, unique pids and runtime directories a socket path
     fits in, holding only dumped files; the devices of the dump;
-  - drm file and dma-buf images (the core's fields): they exist, are regular
-    files, decode, have this format version and the inode of their name;
+  - drm file, reply channel and dma-buf images (the core's fields): they
+    exist, are regular files, decode, have this format version and the
+    inode of their name;
     the process they name holds them, or none does and they were in flight
     in a unix socket's queue (then CRIU's sk-queues.img must hold them);
     each drm file is on a device of the dump with its gpu id and driver, and
@@ -51,8 +53,10 @@ contents as the kernel does at restore:
     them; VA mappings page-aligned, non-empty, inside their BO and the
     address space, not overlapping; the blob decodes for the device; a
     request caught in flight is a well-formed render-node request and an
-    unread reply a well-formed reply (with the dma-buf it carries); every
-    dma-buf's BO was exported as it;
+    unread reply a well-formed reply (with the dma-buf it carries), on a
+    drm file's socket or a reply channel, in one form (the lists of format
+    4 or the single fields of format 3); every reply channel belongs to a
+    drm file of the checkpoint; every dma-buf's BO was exported as it;
   - the BO index: a known checksum algorithm, pages files named in order,
     each BO once with its contents in a pages file, every byte covered by a
     checksummed chunk of at most 4 MiB, chunks in order and not

@@ -243,7 +243,7 @@ func TestVerifyDamage(t *testing.T) {
 			fmt.Sprintf("%s: state.handles[0].bo_id: BO %d is not a BO of the checkpoint", fileA, shared),
 			fmt.Sprintf("%s: bo_id: BO %d is not a BO of the checkpoint", images.DmaBufName(f.inoDmaB), shared)}},
 		{"bad version", func(dir string) { editBo(dir, shared, func(m *images.Bo) { m.Version = 1 }) },
-			[]string{"drm-bo-index.img: image drm-bo-index.img record ", fmt.Sprintf(": format version 1, this plugin reads version %d", images.Version)}},
+			[]string{"drm-bo-index.img: image drm-bo-index.img record ", fmt.Sprintf(": format version 1, this plugin reads versions %d to %d", images.MinVersion, images.Version)}},
 		{"bad inventory version", func(dir string) {
 			m := &images.Inventory{}
 			readImg(t, dir, images.InventoryName, m)

@@ -26,6 +26,7 @@ type View struct {
 	Inventory     InventoryView `json:"inventory"`
 	Processes     []ProcessView `json:"processes"`
 	Files         []FileView    `json:"drm_files"`
+	Channels      []ChannelView `json:"reply_channels"`
 	DmaBufs       []DmaBufView  `json:"dma_bufs"`
 	Bos           []BoView      `json:"bos"`
 	Warnings      []string      `json:"warnings"`
@@ -56,13 +57,14 @@ type ProcessView struct {
 // FdView is one GPU fd of a process; Fd is null when unknown.
 type FdView struct {
 	Fd    *int32 `json:"fd"`
-	Kind  string `json:"kind"` // KindDrmFile or KindDmaBuf
+	Kind  string `json:"kind"` // KindDrmFile, KindChannel or KindDmaBuf
 	Inode uint64 `json:"inode"`
 }
 
 // Object kinds.
 const (
 	KindDrmFile = "drm_file"
+	KindChannel = "reply_channel"
 	KindDmaBuf  = "dma_buf"
 )
 
@@ -162,11 +164,37 @@ type SwSyncView struct {
 	Value    uint64 `json:"value"`
 }
 
+// PendingView is the traffic in flight on a connection at dump: requests
+// to replay and replies to send again at restore, in order. The *_bytes
+// fields are totals; unread_reply_dmabuf_inode and unread_reply_bo_id
+// are the first unread reply's.
 type PendingView struct {
-	RequestBytes           int    `json:"request_bytes"`
-	UnreadReplyBytes       int    `json:"unread_reply_bytes"`
-	UnreadReplyDmabufInode uint64 `json:"unread_reply_dmabuf_inode,omitempty"`
-	UnreadReplyBoID        uint64 `json:"unread_reply_bo_id,omitempty"`
+	RequestBytes           int          `json:"request_bytes"`
+	UnreadReplyBytes       int          `json:"unread_reply_bytes"`
+	UnreadReplyDmabufInode uint64       `json:"unread_reply_dmabuf_inode,omitempty"`
+	UnreadReplyBoID        uint64       `json:"unread_reply_bo_id,omitempty"`
+	Requests               []PacketView `json:"requests"`
+	UnreadReplies          []PacketView `json:"unread_replies"`
+}
+
+// PacketView is one request or reply in flight.
+type PacketView struct {
+	Op          string `json:"op"`
+	Seq         uint32 `json:"seq"`
+	Status      int32  `json:"status,omitempty"` // replies: 0 or a negative errno
+	Bytes       int    `json:"bytes"`
+	DmabufInode uint64 `json:"dmabuf_inode,omitempty"` // a reply carrying a dma-buf
+	BoID        uint64 `json:"bo_id,omitempty"`
+}
+
+// ChannelView is a reply channel: a connection a process attached to a
+// drm file it shares with others, so that its replies reach it alone.
+type ChannelView struct {
+	Inode     uint64       `json:"inode"`
+	Pid       int32        `json:"pid"`
+	FileInode uint64       `json:"file_inode"`
+	Fds       []int32      `json:"fds,omitempty"`
+	PendingIO *PendingView `json:"pending_io,omitempty"`
 }
 
 type DmaBufView struct {
@@ -220,7 +248,7 @@ func buildView(c *checkpoint) *View {
 	v := &View{
 		SchemaVersion: SchemaVersion, Dir: c.dir,
 		Inventory: InventoryView{Version: c.inv.GetVersion(), PluginVersion: c.inv.GetPluginVersion(), Complete: c.inv.GetComplete()},
-		Processes: []ProcessView{}, Files: []FileView{}, DmaBufs: []DmaBufView{}, Bos: []BoView{},
+		Processes: []ProcessView{}, Files: []FileView{}, Channels: []ChannelView{}, DmaBufs: []DmaBufView{}, Bos: []BoView{},
 		Warnings: []string{}, Problems: []string{},
 	}
 	// Pids below are the ones drmcrit shows (c.shownPid).
@@ -242,6 +270,9 @@ func buildView(c *checkpoint) *View {
 		}
 		if _, ok := c.dmabufs[ino]; ok {
 			return KindDmaBuf
+		}
+		if _, ok := c.channels[ino]; ok {
+			return KindChannel
 		}
 		return ""
 	}
@@ -298,6 +329,11 @@ func buildView(c *checkpoint) *View {
 			v.Warnings = append(v.Warnings, fmt.Sprintf("dma-buf inode %d (pid %d) is in no process's fd table", ino, c.shownPid(c.dmabufs[ino].Pid)))
 		}
 	}
+	for _, ino := range sortedKeys(c.channels) {
+		if !held[ino] {
+			v.Warnings = append(v.Warnings, fmt.Sprintf("reply channel inode %d (pid %d) is in no process's fd table", ino, c.shownPid(c.channels[ino].Pid)))
+		}
+	}
 	fdsOf := func(ino uint64, recorded int32) []int32 {
 		out := append([]int32(nil), fds[ino][c.shownPid(recorded)]...)
 		sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
@@ -331,6 +367,11 @@ func buildView(c *checkpoint) *View {
 			fv.InFlight = c.inFlightView(ino)
 		}
 		v.Files = append(v.Files, fv)
+	}
+	for _, ino := range sortedKeys(c.channels) {
+		ch := c.channels[ino]
+		v.Channels = append(v.Channels, ChannelView{Inode: ino, Pid: c.shownPid(ch.Pid), FileInode: ch.FileInode,
+			Fds: fdsOf(ino, ch.Pid), PendingIO: pendingView(ch.Io)})
 	}
 	for _, ino := range sortedKeys(c.dmabufs) {
 		d := c.dmabufs[ino]
@@ -379,6 +420,49 @@ func (c *checkpoint) inFlightView(ino uint64) *InFlightView {
 	return v
 }
 
+// pendingView describes the traffic in flight on a connection; nil when
+// there was none. Format 2's single request and reply count as the first.
+func pendingView(io *uapi.PendingIO) *PendingView {
+	var reqs [][]byte
+	if len(io.GetRequest()) > 0 {
+		reqs = append(reqs, io.GetRequest())
+	}
+	for _, r := range io.GetRequests() {
+		reqs = append(reqs, r.GetPacket())
+	}
+	replies := io.GetUnreadReplies()
+	if len(io.GetUnreadReply()) > 0 {
+		replies = append([]*uapi.UnreadReply{{Packet: io.UnreadReply, DmabufInode: io.UnreadReplyDmabufInode, Bo: io.UnreadReplyBo}}, replies...)
+	}
+	if len(reqs) == 0 && len(replies) == 0 {
+		return nil
+	}
+	pv := &PendingView{Requests: []PacketView{}, UnreadReplies: []PacketView{}}
+	for _, pkt := range reqs {
+		pv.Requests = append(pv.Requests, packetView(pkt))
+		pv.RequestBytes += len(pkt)
+	}
+	for i, r := range replies {
+		p := packetView(r.GetPacket())
+		p.DmabufInode, p.BoID = r.GetDmabufInode(), r.GetBo().GetBoId()
+		if i == 0 {
+			pv.UnreadReplyDmabufInode, pv.UnreadReplyBoID = p.DmabufInode, p.BoID
+		}
+		pv.UnreadReplies = append(pv.UnreadReplies, p)
+		pv.UnreadReplyBytes += len(r.GetPacket())
+	}
+	return pv
+}
+
+// packetView names a packet by its header ("?" when it has none).
+func packetView(pkt []byte) PacketView {
+	p := PacketView{Op: "?", Bytes: len(pkt)}
+	if h, err := uapi.ParseHeader(pkt); err == nil {
+		p.Op, p.Seq, p.Status = h.Op.String(), h.Seq, h.Status
+	}
+	return p
+}
+
 func fileView(c *checkpoint, f *images.DrmFile, holders map[uint64][]HolderView, digest func(uint64) string) FileView {
 	st := f.State
 	fv := FileView{
@@ -414,10 +498,7 @@ func fileView(c *checkpoint, f *images.DrmFile, holders map[uint64][]HolderView,
 		}
 		fv.Handles = append(fv.Handles, hv)
 	}
-	if io := st.GetIo(); io != nil && (len(io.Request) > 0 || len(io.UnreadReply) > 0) {
-		fv.PendingIO = &PendingView{RequestBytes: len(io.Request), UnreadReplyBytes: len(io.UnreadReply),
-			UnreadReplyDmabufInode: io.UnreadReplyDmabufInode, UnreadReplyBoID: io.GetUnreadReplyBo().GetBoId()}
-	}
+	fv.PendingIO = pendingView(st.GetIo())
 	if f.Driver != amdgpu.Driver {
 		fv.DriverError = fmt.Sprintf("no decoder for driver %q", f.Driver)
 		return fv

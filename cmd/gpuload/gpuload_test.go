@@ -117,7 +117,7 @@ func runScenario(t *testing.T, dir, scenario string, steps int, params ...string
 	return line
 }
 
-var allScenarios = []string{"single", "prodcons", "released", "dmabuf-only", "longrun", "stuck", "pipeline", "handoff", "inflight", "crossdev", "many"}
+var allScenarios = []string{"single", "prodcons", "released", "dmabuf-only", "longrun", "stuck", "pipeline", "handoff", "inflight", "threads", "forked", "crossdev", "many"}
 
 // twoDevices are the devices the scenarios run on: crossdev uses both.
 func twoDevices() kernelsim.Config {
@@ -397,6 +397,8 @@ func TestPauseResumeMidRun(t *testing.T) {
 		{"dmabuf-only", []string{"-steps", "8", "-size", "64K", "-step-delay", "20ms"}, "step 5/8"},
 		{"handoff", []string{"-steps", "2", "-size", "64K", "-iterations", "5000"}, "step 1/2"},
 		{"inflight", []string{"-steps", "8", "-size", "64K", "-step-delay", "20ms"}, "step 5/8"},
+		{"threads", []string{"-steps", "8", "-size", "64K", "-step-delay", "20ms"}, "step 3/8"},
+		{"forked", []string{"-steps", "8", "-size", "64K", "-step-delay", "20ms"}, "step 3/8"},
 	} {
 		t.Run(tc.sc, func(t *testing.T) {
 			want := expectLine(t, tc.sc, tc.params...)
@@ -544,6 +546,8 @@ func TestKillMidRunReleasesEverything(t *testing.T) {
 		{"dmabuf-only", []string{"-steps", "100", "-size", "1M", "-step-delay", "0"}, "step 70/100"},
 		{"pipeline", []string{"-steps", "2", "-size", "64K", "-iterations", "100000"}, "step 1/2"},
 		{"handoff", []string{"-steps", "2", "-size", "64K", "-iterations", "100000"}, "step 1/2"},
+		{"threads", []string{"-steps", "100", "-size", "1M", "-step-delay", "0"}, "step 5/100"},
+		{"forked", []string{"-steps", "100", "-size", "1M", "-step-delay", "0"}, "step 5/100"},
 	} {
 		t.Run(tc.sc, func(t *testing.T) {
 			s := startBinGroup(t, env.Dir, append([]string{"-scenario", tc.sc}, tc.params...)...)

@@ -203,11 +203,12 @@ type child struct {
 }
 
 // spawn re-executes this program in a child role, with one end of a new
-// socketpair as its fd 3, stdin on /dev/null and our stdout and stderr.
+// socketpair as its fd 3, stdin on /dev/null and our stdout and stderr;
+// inherit are the descriptors it gets as fd 4, 5, ... (as fork shares them).
 // It uses fork+exec directly (os.StartProcess would keep a pidfd, one
 // more kind of file for the checkpoint to handle) and the child is reaped
 // by wait.
-func (r *runner) spawn(role string) (*child, error) {
+func (r *runner) spawn(role string, inherit ...int) (*child, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("spawn %s: socketpair: %w", role, err)
@@ -222,6 +223,9 @@ func (r *runner) spawn(role string) (*child, error) {
 	attr := &syscall.ProcAttr{
 		Env:   os.Environ(),
 		Files: []uintptr{uintptr(devnull), 1, 2, uintptr(fds[1])},
+	}
+	for _, fd := range inherit { // fd 4 on: as fork would leave them
+		attr.Files = append(attr.Files, uintptr(fd))
 	}
 	pid, err := syscall.ForkExec("/proc/self/exe", argv, attr)
 	unix.Close(devnull)

@@ -63,6 +63,9 @@ type params struct {
 	shareEvery int
 	anon       uint64
 	waitFor    string
+
+	// threads
+	threads int
 }
 
 // scenario is one named workload.
@@ -158,7 +161,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	p.size = defaultSize
 	fs.Var(sizeFlag{&p.size}, "size", "size in `bytes` of the scenario's main buffers (K/M/G suffixes): a multiple of 4096 from 16K to 64G (the largest BO kernelsim creates); a scenario holds up to two of them in VRAM at once (released: two and 8K), so the device needs that much VRAM (the default device has 1G), and -expect that much host memory")
 	fs.Uint64Var(&p.seed, "seed", 1, "seed of all generated data")
-	fs.Uint64Var(&p.iterations, "iterations", 0, fmt.Sprintf("longrun, pipeline, handoff: compute iterations per step (0: the scenario's default, %d for longrun, %d for pipeline, %d for handoff)", defaultIterations, pipelineIterations, handoffIterations))
+	fs.Uint64Var(&p.iterations, "iterations", 0, fmt.Sprintf("longrun, pipeline, handoff, threads, forked: compute iterations per step (0: the scenario's default, %d for longrun, %d for pipeline, %d for handoff, %d for threads and forked)", defaultIterations, pipelineIterations, handoffIterations, thIterations))
 	fs.DurationVar(&p.stuckFor, "stuck-for", defaultStuckFor, "stuck: how long the job waits for its sw_sync fence")
 	fs.StringVar(&p.progress, "progress", "", "append progress lines (\"step i/N\", then \"done\") to this file")
 	fs.StringVar(&p.result, "result", "", "also write the result line to this file (atomically: temporary file and rename)")
@@ -168,6 +171,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Var(sizesFlag{&p.boSizes}, "bo-sizes", "many: BO sizes, comma-separated, used in turn (K/M/G suffixes)")
 	fs.IntVar(&p.shareEvery, "share-every", 10, "many: every N-th BO of a process is shared with the next process through a dma-buf (0: none)")
 	fs.Var(sizeFlag{&p.anon}, "anon", "many: bytes of anonymous memory the first process holds")
+	fs.IntVar(&p.threads, "threads", 4, "threads: worker threads sharing the drm file (1..64)")
 	fs.StringVar(&p.waitFor, "wait-for", "", "many: once set up, wait until this file exists (instead of the step delay) before reading everything back")
 	fs.StringVar(&role, "role", "", "internal: child process role")
 	fs.Usage = func() {
@@ -317,8 +321,13 @@ func (p *params) validate() error {
 	if p.stuckFor < 0 {
 		return usagef("-stuck-for %v is negative", p.stuckFor)
 	}
-	if p.scenario == "many" {
+	switch p.scenario {
+	case "many":
 		return p.validateMany()
+	case "threads":
+		if p.threads < 1 || p.threads > 64 {
+			return usagef("-threads %d: need 1..64", p.threads)
+		}
 	}
 	return nil
 }
@@ -366,6 +375,7 @@ func (p *params) childArgs(role string) []string {
 		"-procs", strconv.Itoa(p.procs),
 		"-bo-sizes", sizesFlag{&p.boSizes}.String(),
 		"-share-every", strconv.Itoa(p.shareEvery),
+		"-threads", strconv.Itoa(p.threads),
 	}
 }
 

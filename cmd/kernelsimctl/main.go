@@ -111,7 +111,11 @@ func printDebug(w io.Writer, st *kernelsim.DebugState) {
 			if f.Minor != d.Minor {
 				continue
 			}
-			fmt.Fprintf(w, "  file %d pid %d uid %d client-inode %d paused=%v\n", f.ID, f.PID, f.UID, f.ClientIno, f.Paused)
+			fmt.Fprintf(w, "  file %d pid %d uid %d client-inode %d paused=%v waiting=%d", f.ID, f.PID, f.UID, f.ClientIno, f.Paused, f.Waiting)
+			if len(f.Channels) > 0 {
+				fmt.Fprintf(w, " channels %v", f.Channels)
+			}
+			fmt.Fprintln(w)
 			for _, h := range f.Handles {
 				prime := ""
 				if h.Prime {
@@ -156,7 +160,7 @@ func printDebug(w io.Writer, st *kernelsim.DebugState) {
 	if len(st.Users) > 0 {
 		fmt.Fprintf(w, "limited users:\n")
 		for _, u := range st.Users {
-			fmt.Fprintf(w, "  uid %d: %d connections, %d dma-bufs, %d bytes of BOs\n", u.UID, u.Conns, u.DmaBufs, u.BOMemory)
+			fmt.Fprintf(w, "  uid %d: %d connections, %d dma-bufs, %d requests waiting, %d bytes of BOs\n", u.UID, u.Conns, u.DmaBufs, u.Waits, u.BOMemory)
 		}
 	}
 	fmt.Fprintf(w, "fences: %d live, restore sessions: %d\n", len(st.Fences), st.Sessions)

@@ -192,6 +192,7 @@ func run(args []string) error {
 	quiet := fs.Bool("q", false, "do not print the ready line")
 	maxConns := fs.Int(strings.TrimPrefix(kernelsim.FlagUIDMaxConns, "-"), 1024, "render-node connections one uid may have open (0: no limit; root and kernelsimd's user are exempt)")
 	maxDmaBufs := fs.Int(strings.TrimPrefix(kernelsim.FlagUIDMaxDmaBufs, "-"), 4096, "dma-bufs one uid's exports may keep alive (0: no limit)")
+	maxWaits := fs.Int(strings.TrimPrefix(kernelsim.FlagUIDMaxWaits, "-"), 4096, "requests one uid may have waiting at once (fence and syncobj waits, submits to paused contexts; 0: no limit)")
 	maxBOMem := memLimitFlag{Percent: 50}
 	fs.Var(&maxBOMem, strings.TrimPrefix(kernelsim.FlagUIDMaxBOMemory, "-"), "BO memory one uid may hold in each device's VRAM and in each device's GTT, as a size (512M) or a share of the region (50%); 0: no limit")
 	reservedFDs := fs.Int(strings.TrimPrefix(kernelsim.FlagReservedFDs, "-"), 1024, "file descriptors of the daemon that limited users' connections and dma-bufs may not take, kept for root, kernelsimd's user and the daemon itself (0: no reserve)")
@@ -215,10 +216,11 @@ func run(args []string) error {
 	limits := kernelsim.Limits{
 		Conns:    *maxConns,
 		DmaBufs:  *maxDmaBufs,
+		Waits:    *maxWaits,
 		BOMemory: kernelsim.MemLimit(maxBOMem),
 		Exempt:   []uint32{0, uint32(os.Getuid())},
 	}
-	if *maxConns < 0 || *maxDmaBufs < 0 || *reservedFDs < 0 {
+	if *maxConns < 0 || *maxDmaBufs < 0 || *maxWaits < 0 || *reservedFDs < 0 {
 		return usageError{fmt.Errorf("limits must not be negative"), false}
 	}
 	if *reservedFDs > 0 {

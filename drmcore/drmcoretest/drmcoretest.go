@@ -80,8 +80,9 @@ func SocketInodes(t testing.TB) map[int]uint64 {
 }
 
 // Dump runs the dump hooks as criu does for task pid: init, PAUSE_DEVICES,
-// DUMP_UNIX_SK for each socket inode (the plugin only needs the inode, so
-// the task may be another process), then the exit hook with the dump's
+// DUMP_UNIX_SK for each socket inode with a copy of the task's socket (the
+// task may be another process: its socket is copied with pidfd_getfd, as
+// criu's parasite would hand it over), then the exit hook with the dump's
 // outcome. It returns the first failing hook's error: the dump failed.
 func Dump(t testing.TB, p *drmcore.Plugin, pid int, inodes []uint64) error {
 	t.Helper()
@@ -93,11 +94,22 @@ func Dump(t testing.TB, p *drmcore.Plugin, pid int, inodes []uint64) error {
 		err = nil // criu goes on: a task without GPU state
 	}
 	if err == nil {
+		socks, serr := taskSockets(pid)
+		if serr != nil {
+			t.Fatal(serr)
+		}
 		for _, ino := range inodes {
-			if derr := p.DumpUnixSk(-1, ino); derr != nil && !errors.Is(derr, drmcore.ErrNotMine) {
+			fd, ok := socks[ino]
+			if !ok {
+				fd = -1
+			}
+			if derr := p.DumpUnixSk(fd, ino); derr != nil && !errors.Is(derr, drmcore.ErrNotMine) {
 				err = derr
 				break
 			}
+		}
+		for _, fd := range socks {
+			unix.Close(fd)
 		}
 	}
 	ret := 0
@@ -106,6 +118,41 @@ func Dump(t testing.TB, p *drmcore.Plugin, pid int, inodes []uint64) error {
 	}
 	p.Fini(drmcore.StageDump, ret)
 	return err
+}
+
+// taskSockets returns a copy of each socket of task pid, by inode.
+func taskSockets(pid int) (map[uint64]int, error) {
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	defer unix.Close(pidfd)
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return nil, err
+	}
+	out := map[uint64]int{}
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		fd, err := unix.PidfdGetfd(pidfd, n, 0)
+		if err != nil {
+			continue // closed meanwhile
+		}
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+			unix.Close(fd)
+			continue
+		}
+		if _, dup := out[st.Ino]; dup {
+			unix.Close(fd)
+			continue
+		}
+		out[st.Ino] = fd
+	}
+	return out, nil
 }
 
 // DumpSelf checkpoints this test process into a new directory.
@@ -151,7 +198,7 @@ func Claim(e drmcore.RestoreEntry) (int, error) {
 		uapi.CloseFDs(fds)
 		return fail(err)
 	}
-	if e.Kind == drmcore.RestoreDRMFile {
+	if e.Kind == drmcore.RestoreDRMFile || e.Kind == drmcore.RestoreChannel {
 		uapi.CloseFDs(fds)
 		return fd, nil
 	}

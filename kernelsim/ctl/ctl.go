@@ -75,6 +75,16 @@ func (c *Client) CheckpointBOs(ids []uint64, f *os.File, offset uint64) (*uapi.C
 	return r, err
 }
 
+// CheckpointIO returns the traffic in flight on one connection of a drm
+// file that CheckpointFile froze: ino is the client inode of the
+// connection, sock the client's end of it (criu's copy), which the kernel
+// only inspects.
+func (c *Client) CheckpointIO(fileID, ino uint64, sock int) (*uapi.PendingIO, error) {
+	r := &uapi.PendingIO{}
+	_, err := c.c.Call(uapi.OpCheckpointIo, &uapi.CheckpointIoRequest{FileId: fileID, Inode: ino}, r, sock)
+	return r, err
+}
+
 // OpenSession starts a restore session.
 func (c *Client) OpenSession(req *uapi.SessionOpenRequest) (*uapi.SessionOpenReply, error) {
 	r := &uapi.SessionOpenReply{}

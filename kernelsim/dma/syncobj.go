@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -24,7 +25,11 @@ type Syncobj struct {
 	fence     *Fence
 	submitted chan struct{} // closed while a fence is attached or after release
 	released  bool
+	waiters   []*submitWaiter // OnSubmit's, until a fence is attached
 }
+
+// submitWaiter is an OnSubmit registration.
+type submitWaiter struct{ fn func(*Fence) }
 
 // NewSyncobj returns an empty syncobj.
 func NewSyncobj() *Syncobj {
@@ -50,8 +55,44 @@ func (s *Syncobj) Replace(f *Fence) {
 	case f == nil && old != nil:
 		s.submitted = make(chan struct{})
 	}
+	var ws []*submitWaiter
+	if f != nil {
+		ws, s.waiters = s.waiters, nil
+	}
 	s.mu.Unlock()
 	old.Put()
+	for _, w := range ws {
+		w.fn(f.Get())
+	}
+}
+
+// OnSubmit arranges for fn to get the first fence attached to the syncobj
+// from now on (the one attached now, if any), with a reference for fn to
+// drop, as drm_syncobj_fence_add_wait captures it at attach time: a fence
+// replaced or reset before the waiter looks is still the one it gets.
+// cancel unregisters fn; fn never runs after a Release.
+func (s *Syncobj) OnSubmit(fn func(*Fence)) (cancel func()) {
+	s.mu.Lock()
+	if s.released {
+		s.mu.Unlock()
+		return func() {}
+	}
+	if s.fence != nil {
+		f := s.fence.Get()
+		s.mu.Unlock()
+		fn(f)
+		return func() {}
+	}
+	w := &submitWaiter{fn: fn}
+	s.waiters = append(s.waiters, w)
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		if i := slices.Index(s.waiters, w); i >= 0 {
+			s.waiters = slices.Delete(s.waiters, i, i+1)
+		}
+		s.mu.Unlock()
+	}
 }
 
 // Fence returns the attached fence with a reference, or nil.
@@ -118,6 +159,7 @@ func (s *Syncobj) Release() {
 		return
 	}
 	s.released = true
+	s.waiters = nil
 	old := s.fence
 	s.fence = nil
 	if old == nil {

@@ -2,12 +2,18 @@
 // like libdrm: open a render node, create and share buffer objects, map
 // them into the GPU address space, and submit command lists to contexts.
 //
-// A Device is safe for concurrent use; requests on one Device are
-// serialised, as the protocol requires.
+// A Device is safe for concurrent use: its requests run concurrently in
+// the kernel, as ioctls on one fd do on Linux (a thread waiting in
+// SyncobjWait does not hold up another thread's Submit). A process that
+// shares a render-node fd with others (a child that inherited it, or a
+// process that received it over a socket) wraps it with FromSharedFD.
 package libdrm
 
 import (
+	"errors"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -52,9 +58,49 @@ func OpenMinor(minor uint32) (*Device, error) {
 	return Open(kernelsim.RenderNodePath(kernelsim.RuntimeDirFromEnv(), minor))
 }
 
-// FromFD wraps a connected render-node socket, such as one the CRIU plugin
-// restored. The Device owns fd.
+// FromFD wraps a connected render-node socket that this process alone
+// uses, such as one it connected itself or one the CRIU plugin restored.
+// The Device owns fd. For a socket other processes use too, see
+// FromSharedFD.
 func FromFD(fd int) *Device { return &Device{c: uapi.NewConn(fd)} }
+
+// FromSharedFD wraps a render-node socket that other processes may hold
+// and use at the same time: one inherited from a parent (fork), or
+// received over a unix socket. The kernel answers a request on the socket
+// it came on, and a reply that another process read could not reach its
+// caller; so the Device sends its requests on a reply channel of its own,
+// a new connection to the same render node that joins the same drm file
+// (uapi.OpAttach), made on first use. The Device owns fd.
+func FromSharedFD(fd int) *Device {
+	return &Device{c: uapi.NewSharedConn(fd, func() (int, error) { return dialSameNode(fd) })}
+}
+
+// dialSameNode connects a new socket to the render node of drm file fd:
+// at the path the daemon's socket is bound to, or, where this process
+// sees the daemon's runtime directory elsewhere (a container's mount of
+// it), at the same node under KERNELSIM_RUNTIME_DIR (or the default). A
+// drm file being checkpointed takes no channel (EAGAIN): it is tried
+// again until the checkpoint is done.
+func dialSameNode(fd int) (int, error) {
+	sa, err := unix.Getpeername(fd)
+	if err != nil {
+		return -1, fmt.Errorf("render node of fd %d: %w", fd, err)
+	}
+	ua, ok := sa.(*unix.SockaddrUnix)
+	if !ok || !strings.HasPrefix(filepath.Base(ua.Name), "renderD") {
+		return -1, fmt.Errorf("fd %d is not connected to a render node (peer %v)", fd, sa)
+	}
+	paths := []string{ua.Name, filepath.Join(kernelsim.RuntimeDirFromEnv(), "dri", filepath.Base(ua.Name))}
+	var errs []error
+	for _, p := range paths {
+		ch, err := uapi.DialSocket(p)
+		if err == nil {
+			return ch, nil
+		}
+		errs = append(errs, err)
+	}
+	return -1, errors.Join(errs...)
+}
 
 // FD returns the drm file's descriptor.
 func (d *Device) FD() int { return d.c.FD() }

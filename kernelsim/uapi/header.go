@@ -12,6 +12,12 @@
 //	offset 12 i32 status  0 in requests; 0 or a negative errno in replies
 //
 // File descriptors (dma-bufs) travel as SCM_RIGHTS on the same packet.
+//
+// Any number of requests may be in flight on one connection; the kernel
+// answers each on the connection it came on, in the order the replies are
+// ready, and the client matches them by seq. Only one process may read a
+// connection: a process sharing a drm file with others attaches a
+// connection of its own to it (OpAttach, a reply channel).
 package uapi
 
 import (
@@ -100,6 +106,11 @@ const (
 	// Sent by a restored task as the first request of a new connection.
 	OpClaimFile
 	OpClaimDmaBuf
+	// The first request of a connection that joins an existing drm file
+	// as a reply channel (see AttachRequest).
+	OpAttach
+	// Sent by a restored task to recreate a reply channel.
+	OpClaimChannel
 )
 
 // Requests on the control socket.
@@ -118,4 +129,5 @@ const (
 	OpCheckpointBos
 	OpSessionLoadPages
 	OpDevices
+	OpCheckpointIo
 )

@@ -207,7 +207,7 @@ var opNames = map[Op]string{
 	OpSyncobjDestroy: "SYNCOBJ_DESTROY", OpSyncobjWait: "SYNCOBJ_WAIT", OpSyncobjReset: "SYNCOBJ_RESET",
 	OpSyncobjSignal: "SYNCOBJ_SIGNAL", OpSyncobjQuery: "SYNCOBJ_QUERY", OpSwSyncCreate: "SW_SYNC_CREATE",
 	OpSwSyncFence: "SW_SYNC_FENCE", OpSwSyncInc: "SW_SYNC_INC", OpClaimFile: "CLAIM_FILE",
-	OpClaimDmaBuf: "CLAIM_DMABUF", OpIdentify: "IDENTIFY", OpPause: "PAUSE", OpResume: "RESUME",
+	OpClaimDmaBuf: "CLAIM_DMABUF", OpAttach: "ATTACH", OpClaimChannel: "CLAIM_CHANNEL", OpCheckpointIo: "CHECKPOINT_IO", OpIdentify: "IDENTIFY", OpPause: "PAUSE", OpResume: "RESUME",
 	OpCheckpointFile: "CHECKPOINT_FILE", OpCheckpointDmaBuf: "CHECKPOINT_DMABUF",
 	OpCheckpointBos: "CHECKPOINT_BOS", OpSessionOpen: "SESSION_OPEN", OpSessionLoadPages: "SESSION_LOAD_PAGES",
 	OpSessionResume: "SESSION_RESUME", OpSessionClose: "SESSION_CLOSE", OpDebug: "DEBUG", OpDevices: "DEVICES",

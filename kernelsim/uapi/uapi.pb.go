@@ -82,6 +82,9 @@ const (
 	ObjectKind_OBJECT_UNKNOWN  ObjectKind = 0
 	ObjectKind_OBJECT_DRM_FILE ObjectKind = 1
 	ObjectKind_OBJECT_DMA_BUF  ObjectKind = 2
+	// A reply channel attached to a drm file (see AttachRequest): file_id
+	// is its file, file_inode the client inode of the file's own socket.
+	ObjectKind_OBJECT_DRM_CHANNEL ObjectKind = 3
 )
 
 // Enum value maps for ObjectKind.
@@ -90,11 +93,13 @@ var (
 		0: "OBJECT_UNKNOWN",
 		1: "OBJECT_DRM_FILE",
 		2: "OBJECT_DMA_BUF",
+		3: "OBJECT_DRM_CHANNEL",
 	}
 	ObjectKind_value = map[string]int32{
-		"OBJECT_UNKNOWN":  0,
-		"OBJECT_DRM_FILE": 1,
-		"OBJECT_DMA_BUF":  2,
+		"OBJECT_UNKNOWN":     0,
+		"OBJECT_DRM_FILE":    1,
+		"OBJECT_DMA_BUF":     2,
+		"OBJECT_DRM_CHANNEL": 3,
 	}
 )
 
@@ -174,7 +179,7 @@ func (x SyncobjState_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SyncobjState_Kind.Descriptor instead.
 func (SyncobjState_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{51, 0}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{55, 0}
 }
 
 // ErrorReply is the payload of any reply whose status is negative.
@@ -2208,6 +2213,94 @@ func (x *SwSyncIncRequest) GetInc() uint64 {
 	return 0
 }
 
+// Attach joins the connection it is sent on, as its first request, to the
+// drm file whose socket the request carries (SCM_RIGHTS): from then on the
+// connection is a reply channel of that file, and requests sent on it run
+// on that file and are answered on it. A process sharing a drm file with
+// others (a forked child, a receiver of the fd) attaches a channel of its
+// own, so that it never reads another process's replies. Holding the
+// file's socket is the authority to attach, as holding the fd is the
+// authority to call ioctls on Linux.
+type AttachRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachRequest) Reset() {
+	*x = AttachRequest{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachRequest) ProtoMessage() {}
+
+func (x *AttachRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachRequest.ProtoReflect.Descriptor instead.
+func (*AttachRequest) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{38}
+}
+
+type AttachReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FileId        uint64                 `protobuf:"varint,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"` // the drm file joined, as in the debug view
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachReply) Reset() {
+	*x = AttachReply{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachReply) ProtoMessage() {}
+
+func (x *AttachReply) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachReply.ProtoReflect.Descriptor instead.
+func (*AttachReply) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *AttachReply) GetFileId() uint64 {
+	if x != nil {
+		return x.FileId
+	}
+	return 0
+}
+
 // Identify tells which of the given client-side socket inodes are kernelsim
 // files, without touching the sockets.
 type IdentifyRequest struct {
@@ -2219,7 +2312,7 @@ type IdentifyRequest struct {
 
 func (x *IdentifyRequest) Reset() {
 	*x = IdentifyRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[38]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2231,7 +2324,7 @@ func (x *IdentifyRequest) String() string {
 func (*IdentifyRequest) ProtoMessage() {}
 
 func (x *IdentifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[38]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2244,7 +2337,7 @@ func (x *IdentifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentifyRequest.ProtoReflect.Descriptor instead.
 func (*IdentifyRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{38}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *IdentifyRequest) GetInodes() []uint64 {
@@ -2264,13 +2357,14 @@ type IdentifiedObject struct {
 	Driver        string                 `protobuf:"bytes,6,opt,name=driver,proto3" json:"driver,omitempty"`
 	OwnerPid      int32                  `protobuf:"varint,7,opt,name=owner_pid,json=ownerPid,proto3" json:"owner_pid,omitempty"`
 	SocketPath    string                 `protobuf:"bytes,8,opt,name=socket_path,json=socketPath,proto3" json:"socket_path,omitempty"` // the render node's socket
+	FileInode     uint64                 `protobuf:"varint,9,opt,name=file_inode,json=fileInode,proto3" json:"file_inode,omitempty"`   // channel: the client inode of its file's socket
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *IdentifiedObject) Reset() {
 	*x = IdentifiedObject{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[39]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2282,7 +2376,7 @@ func (x *IdentifiedObject) String() string {
 func (*IdentifiedObject) ProtoMessage() {}
 
 func (x *IdentifiedObject) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[39]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2295,7 +2389,7 @@ func (x *IdentifiedObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentifiedObject.ProtoReflect.Descriptor instead.
 func (*IdentifiedObject) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{39}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *IdentifiedObject) GetInode() uint64 {
@@ -2354,6 +2448,13 @@ func (x *IdentifiedObject) GetSocketPath() string {
 	return ""
 }
 
+func (x *IdentifiedObject) GetFileInode() uint64 {
+	if x != nil {
+		return x.FileInode
+	}
+	return 0
+}
+
 type IdentifyReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Objects       []*IdentifiedObject    `protobuf:"bytes,1,rep,name=objects,proto3" json:"objects,omitempty"`
@@ -2363,7 +2464,7 @@ type IdentifyReply struct {
 
 func (x *IdentifyReply) Reset() {
 	*x = IdentifyReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[40]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2375,7 +2476,7 @@ func (x *IdentifyReply) String() string {
 func (*IdentifyReply) ProtoMessage() {}
 
 func (x *IdentifyReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[40]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2388,7 +2489,7 @@ func (x *IdentifyReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentifyReply.ProtoReflect.Descriptor instead.
 func (*IdentifyReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{40}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *IdentifyReply) GetObjects() []*IdentifiedObject {
@@ -2408,7 +2509,7 @@ type PauseRequest struct {
 
 func (x *PauseRequest) Reset() {
 	*x = PauseRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[41]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2420,7 +2521,7 @@ func (x *PauseRequest) String() string {
 func (*PauseRequest) ProtoMessage() {}
 
 func (x *PauseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[41]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2433,7 +2534,7 @@ func (x *PauseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRequest.ProtoReflect.Descriptor instead.
 func (*PauseRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{41}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *PauseRequest) GetFileIds() []uint64 {
@@ -2459,7 +2560,7 @@ type ResumeRequest struct {
 
 func (x *ResumeRequest) Reset() {
 	*x = ResumeRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[42]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2471,7 +2572,7 @@ func (x *ResumeRequest) String() string {
 func (*ResumeRequest) ProtoMessage() {}
 
 func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[42]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2484,7 +2585,7 @@ func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{42}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ResumeRequest) GetFileIds() []uint64 {
@@ -2509,7 +2610,7 @@ type BoState struct {
 
 func (x *BoState) Reset() {
 	*x = BoState{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[43]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2521,7 +2622,7 @@ func (x *BoState) String() string {
 func (*BoState) ProtoMessage() {}
 
 func (x *BoState) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[43]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2534,7 +2635,7 @@ func (x *BoState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BoState.ProtoReflect.Descriptor instead.
 func (*BoState) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{43}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *BoState) GetBoId() uint64 {
@@ -2597,7 +2698,7 @@ type HandleState struct {
 
 func (x *HandleState) Reset() {
 	*x = HandleState{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[44]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2609,7 +2710,7 @@ func (x *HandleState) String() string {
 func (*HandleState) ProtoMessage() {}
 
 func (x *HandleState) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[44]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2622,7 +2723,7 @@ func (x *HandleState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandleState.ProtoReflect.Descriptor instead.
 func (*HandleState) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{44}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *HandleState) GetHandle() uint32 {
@@ -2659,7 +2760,7 @@ type VaMapping struct {
 
 func (x *VaMapping) Reset() {
 	*x = VaMapping{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[45]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2671,7 +2772,7 @@ func (x *VaMapping) String() string {
 func (*VaMapping) ProtoMessage() {}
 
 func (x *VaMapping) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[45]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2684,7 +2785,7 @@ func (x *VaMapping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VaMapping.ProtoReflect.Descriptor instead.
 func (*VaMapping) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{45}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *VaMapping) GetHandle() uint32 {
@@ -2748,7 +2849,7 @@ type FileCheckpoint struct {
 
 func (x *FileCheckpoint) Reset() {
 	*x = FileCheckpoint{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[46]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2760,7 +2861,7 @@ func (x *FileCheckpoint) String() string {
 func (*FileCheckpoint) ProtoMessage() {}
 
 func (x *FileCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[46]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2773,7 +2874,7 @@ func (x *FileCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileCheckpoint.ProtoReflect.Descriptor instead.
 func (*FileCheckpoint) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{46}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *FileCheckpoint) GetFileId() uint64 {
@@ -2860,22 +2961,47 @@ func (x *FileCheckpoint) GetWaitsOnFences() []uint64 {
 	return nil
 }
 
-// PendingIO is the request/reply traffic caught mid-flight on the file's
-// socket: a request received (or blocked, e.g. a submit on a paused
-// context) but not answered yet, and a reply sent but not yet read.
+// PendingIO is the request/reply traffic caught in flight on one
+// connection of a drm file (the file's own socket, or a reply channel
+// attached to it) when a checkpoint froze it. Restore puts the unread
+// replies back in front of the connection's receive queue, in order, right
+// after the claim's own reply, and replays each request once the task
+// resumes, in order: every request the client sent and has not seen
+// answered is answered exactly once.
+//
+// Packets are complete protocol messages (header + payload, at most
+// MaxMessage bytes, magic and version as in header.go): a request's header
+// carries a render-node op (never CLAIM_FILE, CLAIM_DMABUF, CLAIM_CHANNEL
+// or ATTACH, which are only ever first requests of a connection) and its
+// status is 0; a reply's seq is never 0 (0 is the kernel's refusal of a
+// connection). A request that carries file descriptors is never recorded:
+// the checkpoint fails with EAGAIN instead (retry it).
 type PendingIO struct {
-	state                  protoimpl.MessageState `protogen:"open.v1"`
-	Request                []byte                 `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`                                                                  // complete packet, replayed after restore
-	UnreadReply            []byte                 `protobuf:"bytes,2,opt,name=unread_reply,json=unreadReply,proto3" json:"unread_reply,omitempty"`                                       // complete packet, re-sent after restore
-	UnreadReplyDmabufInode uint64                 `protobuf:"varint,3,opt,name=unread_reply_dmabuf_inode,json=unreadReplyDmabufInode,proto3" json:"unread_reply_dmabuf_inode,omitempty"` // the dma-buf fd that reply carries
-	UnreadReplyBo          *BoState               `protobuf:"bytes,4,opt,name=unread_reply_bo,json=unreadReplyBo,proto3" json:"unread_reply_bo,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Format 2 images: at most one request and one reply per drm file.
+	// Read (as requests[0] and unread_replies[0]), never written.
+	Request                []byte   `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	UnreadReply            []byte   `protobuf:"bytes,2,opt,name=unread_reply,json=unreadReply,proto3" json:"unread_reply,omitempty"`
+	UnreadReplyDmabufInode uint64   `protobuf:"varint,3,opt,name=unread_reply_dmabuf_inode,json=unreadReplyDmabufInode,proto3" json:"unread_reply_dmabuf_inode,omitempty"`
+	UnreadReplyBo          *BoState `protobuf:"bytes,4,opt,name=unread_reply_bo,json=unreadReplyBo,proto3" json:"unread_reply_bo,omitempty"`
+	// Requests received and not answered, in the order the kernel received
+	// them: blocked in a wait that precedes any effect (a submit to a paused
+	// context, a fence or syncobj wait), or not started yet. Requests that
+	// had taken effect were finished before the checkpoint, so their replies
+	// are below.
+	Requests []*PendingRequest `protobuf:"bytes,5,rep,name=requests,proto3" json:"requests,omitempty"`
+	// Replies the kernel sent (or had ready to send) that the client had
+	// not read, oldest first. The kernel counts them from the bytes queued
+	// in the client's socket (SIOCINQ on the socket criu hands the plugin),
+	// which are always a suffix of what it sent.
+	UnreadReplies []*UnreadReply `protobuf:"bytes,6,rep,name=unread_replies,json=unreadReplies,proto3" json:"unread_replies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PendingIO) Reset() {
 	*x = PendingIO{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[47]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2887,7 +3013,7 @@ func (x *PendingIO) String() string {
 func (*PendingIO) ProtoMessage() {}
 
 func (x *PendingIO) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[47]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2900,7 +3026,7 @@ func (x *PendingIO) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingIO.ProtoReflect.Descriptor instead.
 func (*PendingIO) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{47}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *PendingIO) GetRequest() []byte {
@@ -2931,6 +3057,124 @@ func (x *PendingIO) GetUnreadReplyBo() *BoState {
 	return nil
 }
 
+func (x *PendingIO) GetRequests() []*PendingRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+func (x *PendingIO) GetUnreadReplies() []*UnreadReply {
+	if x != nil {
+		return x.UnreadReplies
+	}
+	return nil
+}
+
+type PendingRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Packet        []byte                 `protobuf:"bytes,1,opt,name=packet,proto3" json:"packet,omitempty"` // complete request packet
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PendingRequest) Reset() {
+	*x = PendingRequest{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PendingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PendingRequest) ProtoMessage() {}
+
+func (x *PendingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PendingRequest.ProtoReflect.Descriptor instead.
+func (*PendingRequest) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *PendingRequest) GetPacket() []byte {
+	if x != nil {
+		return x.Packet
+	}
+	return nil
+}
+
+type UnreadReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Packet        []byte                 `protobuf:"bytes,1,opt,name=packet,proto3" json:"packet,omitempty"`                               // complete reply packet
+	DmabufInode   uint64                 `protobuf:"varint,2,opt,name=dmabuf_inode,json=dmabufInode,proto3" json:"dmabuf_inode,omitempty"` // the dma-buf fd it carries (PRIME export), 0 if none
+	Bo            *BoState               `protobuf:"bytes,3,opt,name=bo,proto3" json:"bo,omitempty"`                                       // the BO behind that dma-buf (set iff dmabuf_inode is)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnreadReply) Reset() {
+	*x = UnreadReply{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnreadReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnreadReply) ProtoMessage() {}
+
+func (x *UnreadReply) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnreadReply.ProtoReflect.Descriptor instead.
+func (*UnreadReply) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *UnreadReply) GetPacket() []byte {
+	if x != nil {
+		return x.Packet
+	}
+	return nil
+}
+
+func (x *UnreadReply) GetDmabufInode() uint64 {
+	if x != nil {
+		return x.DmabufInode
+	}
+	return 0
+}
+
+func (x *UnreadReply) GetBo() *BoState {
+	if x != nil {
+		return x.Bo
+	}
+	return nil
+}
+
 // DriverPrivate is the driver blob of a FileCheckpoint: contexts, their
 // preempted work, syncobjs and sw_sync timelines.
 type DriverPrivate struct {
@@ -2946,7 +3190,7 @@ type DriverPrivate struct {
 
 func (x *DriverPrivate) Reset() {
 	*x = DriverPrivate{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[48]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2958,7 +3202,7 @@ func (x *DriverPrivate) String() string {
 func (*DriverPrivate) ProtoMessage() {}
 
 func (x *DriverPrivate) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[48]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2971,7 +3215,7 @@ func (x *DriverPrivate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DriverPrivate.ProtoReflect.Descriptor instead.
 func (*DriverPrivate) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{48}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *DriverPrivate) GetVersion() uint32 {
@@ -3023,7 +3267,7 @@ type ContextState struct {
 
 func (x *ContextState) Reset() {
 	*x = ContextState{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[49]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3035,7 +3279,7 @@ func (x *ContextState) String() string {
 func (*ContextState) ProtoMessage() {}
 
 func (x *ContextState) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[49]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3048,7 +3292,7 @@ func (x *ContextState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContextState.ProtoReflect.Descriptor instead.
 func (*ContextState) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{49}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ContextState) GetCtxId() uint32 {
@@ -3112,7 +3356,7 @@ type JobState struct {
 
 func (x *JobState) Reset() {
 	*x = JobState{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[50]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3124,7 +3368,7 @@ func (x *JobState) String() string {
 func (*JobState) ProtoMessage() {}
 
 func (x *JobState) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[50]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3137,7 +3381,7 @@ func (x *JobState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobState.ProtoReflect.Descriptor instead.
 func (*JobState) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{50}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *JobState) GetFenceId() uint64 {
@@ -3217,7 +3461,7 @@ type SyncobjState struct {
 
 func (x *SyncobjState) Reset() {
 	*x = SyncobjState{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[51]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3229,7 +3473,7 @@ func (x *SyncobjState) String() string {
 func (*SyncobjState) ProtoMessage() {}
 
 func (x *SyncobjState) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[51]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3242,7 +3486,7 @@ func (x *SyncobjState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncobjState.ProtoReflect.Descriptor instead.
 func (*SyncobjState) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{51}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SyncobjState) GetHandle() uint32 {
@@ -3297,7 +3541,7 @@ type SwSyncState struct {
 
 func (x *SwSyncState) Reset() {
 	*x = SwSyncState{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[52]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3309,7 +3553,7 @@ func (x *SwSyncState) String() string {
 func (*SwSyncState) ProtoMessage() {}
 
 func (x *SwSyncState) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[52]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3322,7 +3566,7 @@ func (x *SwSyncState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwSyncState.ProtoReflect.Descriptor instead.
 func (*SwSyncState) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{52}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *SwSyncState) GetTimeline() uint32 {
@@ -3348,7 +3592,7 @@ type CheckpointFileRequest struct {
 
 func (x *CheckpointFileRequest) Reset() {
 	*x = CheckpointFileRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[53]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3360,7 +3604,7 @@ func (x *CheckpointFileRequest) String() string {
 func (*CheckpointFileRequest) ProtoMessage() {}
 
 func (x *CheckpointFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[53]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3373,12 +3617,70 @@ func (x *CheckpointFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointFileRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointFileRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{53}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *CheckpointFileRequest) GetFileId() uint64 {
 	if x != nil {
 		return x.FileId
+	}
+	return 0
+}
+
+// CheckpointIo returns the traffic in flight on one connection of a drm
+// file that CheckpointFile froze: the file's own socket or one of its
+// reply channels, named by its client inode. The request carries the
+// client's end of that socket (the fd criu passes to DUMP_UNIX_SK): the
+// kernel reads how many reply bytes are still queued there (SIOCINQ, which
+// reads nothing out) to tell which replies the client has not read.
+type CheckpointIoRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FileId        uint64                 `protobuf:"varint,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	Inode         uint64                 `protobuf:"varint,2,opt,name=inode,proto3" json:"inode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointIoRequest) Reset() {
+	*x = CheckpointIoRequest{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointIoRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointIoRequest) ProtoMessage() {}
+
+func (x *CheckpointIoRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointIoRequest.ProtoReflect.Descriptor instead.
+func (*CheckpointIoRequest) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *CheckpointIoRequest) GetFileId() uint64 {
+	if x != nil {
+		return x.FileId
+	}
+	return 0
+}
+
+func (x *CheckpointIoRequest) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
 	}
 	return 0
 }
@@ -3394,7 +3696,7 @@ type DebugRequest struct {
 
 func (x *DebugRequest) Reset() {
 	*x = DebugRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[54]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3406,7 +3708,7 @@ func (x *DebugRequest) String() string {
 func (*DebugRequest) ProtoMessage() {}
 
 func (x *DebugRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[54]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3419,7 +3721,7 @@ func (x *DebugRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DebugRequest.ProtoReflect.Descriptor instead.
 func (*DebugRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{54}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{59}
 }
 
 type DebugReply struct {
@@ -3431,7 +3733,7 @@ type DebugReply struct {
 
 func (x *DebugReply) Reset() {
 	*x = DebugReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[55]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3443,7 +3745,7 @@ func (x *DebugReply) String() string {
 func (*DebugReply) ProtoMessage() {}
 
 func (x *DebugReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[55]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3456,7 +3758,7 @@ func (x *DebugReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DebugReply.ProtoReflect.Descriptor instead.
 func (*DebugReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{55}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *DebugReply) GetJson() string {
@@ -3475,7 +3777,7 @@ type CheckpointDmaBufRequest struct {
 
 func (x *CheckpointDmaBufRequest) Reset() {
 	*x = CheckpointDmaBufRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[56]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3487,7 +3789,7 @@ func (x *CheckpointDmaBufRequest) String() string {
 func (*CheckpointDmaBufRequest) ProtoMessage() {}
 
 func (x *CheckpointDmaBufRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[56]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3500,7 +3802,7 @@ func (x *CheckpointDmaBufRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointDmaBufRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointDmaBufRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{56}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *CheckpointDmaBufRequest) GetInode() uint64 {
@@ -3519,7 +3821,7 @@ type CheckpointDmaBufReply struct {
 
 func (x *CheckpointDmaBufReply) Reset() {
 	*x = CheckpointDmaBufReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[57]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3531,7 +3833,7 @@ func (x *CheckpointDmaBufReply) String() string {
 func (*CheckpointDmaBufReply) ProtoMessage() {}
 
 func (x *CheckpointDmaBufReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[57]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3544,7 +3846,7 @@ func (x *CheckpointDmaBufReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointDmaBufReply.ProtoReflect.Descriptor instead.
 func (*CheckpointDmaBufReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{57}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *CheckpointDmaBufReply) GetBo() *BoState {
@@ -3570,7 +3872,7 @@ type CheckpointBosRequest struct {
 
 func (x *CheckpointBosRequest) Reset() {
 	*x = CheckpointBosRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[58]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3582,7 +3884,7 @@ func (x *CheckpointBosRequest) String() string {
 func (*CheckpointBosRequest) ProtoMessage() {}
 
 func (x *CheckpointBosRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[58]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3595,7 +3897,7 @@ func (x *CheckpointBosRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointBosRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointBosRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{58}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *CheckpointBosRequest) GetBoIds() []uint64 {
@@ -3622,7 +3924,7 @@ type CheckpointBosReply struct {
 
 func (x *CheckpointBosReply) Reset() {
 	*x = CheckpointBosReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[59]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3634,7 +3936,7 @@ func (x *CheckpointBosReply) String() string {
 func (*CheckpointBosReply) ProtoMessage() {}
 
 func (x *CheckpointBosReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[59]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3647,7 +3949,7 @@ func (x *CheckpointBosReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointBosReply.ProtoReflect.Descriptor instead.
 func (*CheckpointBosReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{59}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *CheckpointBosReply) GetSize() uint64 {
@@ -3676,7 +3978,7 @@ type ContentChunk struct {
 
 func (x *ContentChunk) Reset() {
 	*x = ContentChunk{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[60]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3688,7 +3990,7 @@ func (x *ContentChunk) String() string {
 func (*ContentChunk) ProtoMessage() {}
 
 func (x *ContentChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[60]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3701,7 +4003,7 @@ func (x *ContentChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContentChunk.ProtoReflect.Descriptor instead.
 func (*ContentChunk) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{60}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ContentChunk) GetOffset() uint64 {
@@ -3735,7 +4037,7 @@ type RestoreFile struct {
 
 func (x *RestoreFile) Reset() {
 	*x = RestoreFile{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[61]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3747,7 +4049,7 @@ func (x *RestoreFile) String() string {
 func (*RestoreFile) ProtoMessage() {}
 
 func (x *RestoreFile) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[61]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3760,7 +4062,7 @@ func (x *RestoreFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreFile.ProtoReflect.Descriptor instead.
 func (*RestoreFile) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{61}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *RestoreFile) GetInode() uint64 {
@@ -3787,7 +4089,7 @@ type RestoreDmaBuf struct {
 
 func (x *RestoreDmaBuf) Reset() {
 	*x = RestoreDmaBuf{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[62]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3799,7 +4101,7 @@ func (x *RestoreDmaBuf) String() string {
 func (*RestoreDmaBuf) ProtoMessage() {}
 
 func (x *RestoreDmaBuf) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[62]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3812,7 +4114,7 @@ func (x *RestoreDmaBuf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreDmaBuf.ProtoReflect.Descriptor instead.
 func (*RestoreDmaBuf) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{62}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *RestoreDmaBuf) GetInode() uint64 {
@@ -3829,6 +4131,69 @@ func (x *RestoreDmaBuf) GetBoId() uint64 {
 	return 0
 }
 
+// RestoreChannel is a reply channel of a drm file: claimed by the task
+// that held it, it joins the restored file, whichever of the file and its
+// channels is claimed first.
+type RestoreChannel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Inode         uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"`                          // dump-time client inode of the channel
+	FileInode     uint64                 `protobuf:"varint,2,opt,name=file_inode,json=fileInode,proto3" json:"file_inode,omitempty"` // dump-time client inode of its file (RestoreFile.inode)
+	Io            *PendingIO             `protobuf:"bytes,3,opt,name=io,proto3" json:"io,omitempty"`                                 // its traffic in flight
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreChannel) Reset() {
+	*x = RestoreChannel{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreChannel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreChannel) ProtoMessage() {}
+
+func (x *RestoreChannel) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreChannel.ProtoReflect.Descriptor instead.
+func (*RestoreChannel) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *RestoreChannel) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *RestoreChannel) GetFileInode() uint64 {
+	if x != nil {
+		return x.FileInode
+	}
+	return 0
+}
+
+func (x *RestoreChannel) GetIo() *PendingIO {
+	if x != nil {
+		return x.Io
+	}
+	return nil
+}
+
 type SessionOpenRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Bos     []*BoState             `protobuf:"bytes,1,rep,name=bos,proto3" json:"bos,omitempty"` // every BO of the checkpoint, once
@@ -3836,15 +4201,16 @@ type SessionOpenRequest struct {
 	Dmabufs []*RestoreDmaBuf       `protobuf:"bytes,3,rep,name=dmabufs,proto3" json:"dmabufs,omitempty"`
 	// Where each BO's contents are: in one of the pages files, whose
 	// checksummed chunks must cover every byte of every BO.
-	PagesFiles    []*PagesFile  `protobuf:"bytes,4,rep,name=pages_files,json=pagesFiles,proto3" json:"pages_files,omitempty"`
-	Contents      []*BoContents `protobuf:"bytes,5,rep,name=contents,proto3" json:"contents,omitempty"` // one per BO of bos
+	PagesFiles    []*PagesFile      `protobuf:"bytes,4,rep,name=pages_files,json=pagesFiles,proto3" json:"pages_files,omitempty"`
+	Contents      []*BoContents     `protobuf:"bytes,5,rep,name=contents,proto3" json:"contents,omitempty"` // one per BO of bos
+	Channels      []*RestoreChannel `protobuf:"bytes,6,rep,name=channels,proto3" json:"channels,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SessionOpenRequest) Reset() {
 	*x = SessionOpenRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[63]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3856,7 +4222,7 @@ func (x *SessionOpenRequest) String() string {
 func (*SessionOpenRequest) ProtoMessage() {}
 
 func (x *SessionOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[63]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3869,7 +4235,7 @@ func (x *SessionOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpenRequest.ProtoReflect.Descriptor instead.
 func (*SessionOpenRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{63}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *SessionOpenRequest) GetBos() []*BoState {
@@ -3907,19 +4273,27 @@ func (x *SessionOpenRequest) GetContents() []*BoContents {
 	return nil
 }
 
+func (x *SessionOpenRequest) GetChannels() []*RestoreChannel {
+	if x != nil {
+		return x.Channels
+	}
+	return nil
+}
+
 type SessionOpenReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Token []byte                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
 	// socket path for each file and dma-buf, in request order
-	FileSockets   []string `protobuf:"bytes,2,rep,name=file_sockets,json=fileSockets,proto3" json:"file_sockets,omitempty"`
-	DmabufSockets []string `protobuf:"bytes,3,rep,name=dmabuf_sockets,json=dmabufSockets,proto3" json:"dmabuf_sockets,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FileSockets    []string `protobuf:"bytes,2,rep,name=file_sockets,json=fileSockets,proto3" json:"file_sockets,omitempty"`
+	DmabufSockets  []string `protobuf:"bytes,3,rep,name=dmabuf_sockets,json=dmabufSockets,proto3" json:"dmabuf_sockets,omitempty"`
+	ChannelSockets []string `protobuf:"bytes,4,rep,name=channel_sockets,json=channelSockets,proto3" json:"channel_sockets,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SessionOpenReply) Reset() {
 	*x = SessionOpenReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[64]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3931,7 +4305,7 @@ func (x *SessionOpenReply) String() string {
 func (*SessionOpenReply) ProtoMessage() {}
 
 func (x *SessionOpenReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[64]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3944,7 +4318,7 @@ func (x *SessionOpenReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpenReply.ProtoReflect.Descriptor instead.
 func (*SessionOpenReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{64}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *SessionOpenReply) GetToken() []byte {
@@ -3968,6 +4342,13 @@ func (x *SessionOpenReply) GetDmabufSockets() []string {
 	return nil
 }
 
+func (x *SessionOpenReply) GetChannelSockets() []string {
+	if x != nil {
+		return x.ChannelSockets
+	}
+	return nil
+}
+
 type PagesFile struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"` // the image's name, for messages
@@ -3978,7 +4359,7 @@ type PagesFile struct {
 
 func (x *PagesFile) Reset() {
 	*x = PagesFile{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[65]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3990,7 +4371,7 @@ func (x *PagesFile) String() string {
 func (*PagesFile) ProtoMessage() {}
 
 func (x *PagesFile) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[65]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4003,7 +4384,7 @@ func (x *PagesFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagesFile.ProtoReflect.Descriptor instead.
 func (*PagesFile) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{65}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *PagesFile) GetName() string {
@@ -4031,7 +4412,7 @@ type BoContents struct {
 
 func (x *BoContents) Reset() {
 	*x = BoContents{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[66]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4043,7 +4424,7 @@ func (x *BoContents) String() string {
 func (*BoContents) ProtoMessage() {}
 
 func (x *BoContents) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[66]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4056,7 +4437,7 @@ func (x *BoContents) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BoContents.ProtoReflect.Descriptor instead.
 func (*BoContents) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{66}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *BoContents) GetBoId() uint64 {
@@ -4093,7 +4474,7 @@ type SessionLoadPagesRequest struct {
 
 func (x *SessionLoadPagesRequest) Reset() {
 	*x = SessionLoadPagesRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[67]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4105,7 +4486,7 @@ func (x *SessionLoadPagesRequest) String() string {
 func (*SessionLoadPagesRequest) ProtoMessage() {}
 
 func (x *SessionLoadPagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[67]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4118,7 +4499,7 @@ func (x *SessionLoadPagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionLoadPagesRequest.ProtoReflect.Descriptor instead.
 func (*SessionLoadPagesRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{67}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *SessionLoadPagesRequest) GetToken() []byte {
@@ -4146,7 +4527,7 @@ type SessionResumeRequest struct {
 
 func (x *SessionResumeRequest) Reset() {
 	*x = SessionResumeRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[68]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4158,7 +4539,7 @@ func (x *SessionResumeRequest) String() string {
 func (*SessionResumeRequest) ProtoMessage() {}
 
 func (x *SessionResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[68]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4171,7 +4552,7 @@ func (x *SessionResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResumeRequest.ProtoReflect.Descriptor instead.
 func (*SessionResumeRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{68}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *SessionResumeRequest) GetToken() []byte {
@@ -4205,7 +4586,7 @@ type SessionCloseRequest struct {
 
 func (x *SessionCloseRequest) Reset() {
 	*x = SessionCloseRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[69]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4217,7 +4598,7 @@ func (x *SessionCloseRequest) String() string {
 func (*SessionCloseRequest) ProtoMessage() {}
 
 func (x *SessionCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[69]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4230,7 +4611,7 @@ func (x *SessionCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionCloseRequest.ProtoReflect.Descriptor instead.
 func (*SessionCloseRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{69}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *SessionCloseRequest) GetToken() []byte {
@@ -4259,7 +4640,7 @@ type ClaimFileRequest struct {
 
 func (x *ClaimFileRequest) Reset() {
 	*x = ClaimFileRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[70]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4271,7 +4652,7 @@ func (x *ClaimFileRequest) String() string {
 func (*ClaimFileRequest) ProtoMessage() {}
 
 func (x *ClaimFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[70]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4284,7 +4665,7 @@ func (x *ClaimFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimFileRequest.ProtoReflect.Descriptor instead.
 func (*ClaimFileRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{70}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ClaimFileRequest) GetToken() []byte {
@@ -4311,7 +4692,7 @@ type ClaimDmaBufRequest struct {
 
 func (x *ClaimDmaBufRequest) Reset() {
 	*x = ClaimDmaBufRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[71]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4323,7 +4704,7 @@ func (x *ClaimDmaBufRequest) String() string {
 func (*ClaimDmaBufRequest) ProtoMessage() {}
 
 func (x *ClaimDmaBufRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[71]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4336,7 +4717,7 @@ func (x *ClaimDmaBufRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimDmaBufRequest.ProtoReflect.Descriptor instead.
 func (*ClaimDmaBufRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{71}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ClaimDmaBufRequest) GetToken() []byte {
@@ -4353,6 +4734,58 @@ func (x *ClaimDmaBufRequest) GetInode() uint64 {
 	return 0
 }
 
+type ClaimChannelRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         []byte                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Inode         uint64                 `protobuf:"varint,2,opt,name=inode,proto3" json:"inode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimChannelRequest) Reset() {
+	*x = ClaimChannelRequest{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimChannelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimChannelRequest) ProtoMessage() {}
+
+func (x *ClaimChannelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimChannelRequest.ProtoReflect.Descriptor instead.
+func (*ClaimChannelRequest) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *ClaimChannelRequest) GetToken() []byte {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *ClaimChannelRequest) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
 // Devices lists the kernel's devices: a dump records those its objects are
 // on, and a restore's checks name a device by its minor.
 type DevicesRequest struct {
@@ -4363,7 +4796,7 @@ type DevicesRequest struct {
 
 func (x *DevicesRequest) Reset() {
 	*x = DevicesRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[72]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4375,7 +4808,7 @@ func (x *DevicesRequest) String() string {
 func (*DevicesRequest) ProtoMessage() {}
 
 func (x *DevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[72]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4388,7 +4821,7 @@ func (x *DevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DevicesRequest.ProtoReflect.Descriptor instead.
 func (*DevicesRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{72}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{79}
 }
 
 type DeviceInfo struct {
@@ -4404,7 +4837,7 @@ type DeviceInfo struct {
 
 func (x *DeviceInfo) Reset() {
 	*x = DeviceInfo{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[73]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4416,7 +4849,7 @@ func (x *DeviceInfo) String() string {
 func (*DeviceInfo) ProtoMessage() {}
 
 func (x *DeviceInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[73]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4429,7 +4862,7 @@ func (x *DeviceInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceInfo.ProtoReflect.Descriptor instead.
 func (*DeviceInfo) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{73}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *DeviceInfo) GetMinor() uint32 {
@@ -4476,7 +4909,7 @@ type DevicesReply struct {
 
 func (x *DevicesReply) Reset() {
 	*x = DevicesReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[74]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4488,7 +4921,7 @@ func (x *DevicesReply) String() string {
 func (*DevicesReply) ProtoMessage() {}
 
 func (x *DevicesReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[74]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4501,7 +4934,7 @@ func (x *DevicesReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DevicesReply.ProtoReflect.Descriptor instead.
 func (*DevicesReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{74}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *DevicesReply) GetDevices() []*DeviceInfo {
@@ -4642,9 +5075,12 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\asyncobj\x18\x03 \x01(\rR\asyncobj\"@\n" +
 	"\x10SwSyncIncRequest\x12\x1a\n" +
 	"\btimeline\x18\x01 \x01(\rR\btimeline\x12\x10\n" +
-	"\x03inc\x18\x02 \x01(\x04R\x03inc\")\n" +
+	"\x03inc\x18\x02 \x01(\x04R\x03inc\"\x0f\n" +
+	"\rAttachRequest\"&\n" +
+	"\vAttachReply\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\x04R\x06fileId\")\n" +
 	"\x0fIdentifyRequest\x12\x16\n" +
-	"\x06inodes\x18\x01 \x03(\x04R\x06inodes\"\xfa\x01\n" +
+	"\x06inodes\x18\x01 \x03(\x04R\x06inodes\"\x99\x02\n" +
 	"\x10IdentifiedObject\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12.\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1a.kernelsim.uapi.ObjectKindR\x04kind\x12\x17\n" +
@@ -4654,7 +5090,9 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\x06driver\x18\x06 \x01(\tR\x06driver\x12\x1b\n" +
 	"\towner_pid\x18\a \x01(\x05R\bownerPid\x12\x1f\n" +
 	"\vsocket_path\x18\b \x01(\tR\n" +
-	"socketPath\"K\n" +
+	"socketPath\x12\x1d\n" +
+	"\n" +
+	"file_inode\x18\t \x01(\x04R\tfileInode\"K\n" +
 	"\rIdentifyReply\x12:\n" +
 	"\aobjects\x18\x01 \x03(\v2 .kernelsim.uapi.IdentifiedObjectR\aobjects\"H\n" +
 	"\fPauseRequest\x12\x19\n" +
@@ -4695,12 +5133,20 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	" \x01(\x05R\bownerPid\x12\x1d\n" +
 	"\n" +
 	"job_fences\x18\v \x03(\x04R\tjobFences\x12&\n" +
-	"\x0fwaits_on_fences\x18\f \x03(\x04R\rwaitsOnFences\"\xc4\x01\n" +
+	"\x0fwaits_on_fences\x18\f \x03(\x04R\rwaitsOnFences\"\xc4\x02\n" +
 	"\tPendingIO\x12\x18\n" +
 	"\arequest\x18\x01 \x01(\fR\arequest\x12!\n" +
 	"\funread_reply\x18\x02 \x01(\fR\vunreadReply\x129\n" +
 	"\x19unread_reply_dmabuf_inode\x18\x03 \x01(\x04R\x16unreadReplyDmabufInode\x12?\n" +
-	"\x0funread_reply_bo\x18\x04 \x01(\v2\x17.kernelsim.uapi.BoStateR\runreadReplyBo\"\xed\x01\n" +
+	"\x0funread_reply_bo\x18\x04 \x01(\v2\x17.kernelsim.uapi.BoStateR\runreadReplyBo\x12:\n" +
+	"\brequests\x18\x05 \x03(\v2\x1e.kernelsim.uapi.PendingRequestR\brequests\x12B\n" +
+	"\x0eunread_replies\x18\x06 \x03(\v2\x1b.kernelsim.uapi.UnreadReplyR\runreadReplies\"(\n" +
+	"\x0ePendingRequest\x12\x16\n" +
+	"\x06packet\x18\x01 \x01(\fR\x06packet\"q\n" +
+	"\vUnreadReply\x12\x16\n" +
+	"\x06packet\x18\x01 \x01(\fR\x06packet\x12!\n" +
+	"\fdmabuf_inode\x18\x02 \x01(\x04R\vdmabufInode\x12'\n" +
+	"\x02bo\x18\x03 \x01(\v2\x17.kernelsim.uapi.BoStateR\x02bo\"\xed\x01\n" +
 	"\rDriverPrivate\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x16\n" +
 	"\x06driver\x18\x02 \x01(\tR\x06driver\x128\n" +
@@ -4740,7 +5186,10 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\btimeline\x18\x01 \x01(\rR\btimeline\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value\"0\n" +
 	"\x15CheckpointFileRequest\x12\x17\n" +
-	"\afile_id\x18\x01 \x01(\x04R\x06fileId\"\x0e\n" +
+	"\afile_id\x18\x01 \x01(\x04R\x06fileId\"D\n" +
+	"\x13CheckpointIoRequest\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\x04R\x06fileId\x12\x14\n" +
+	"\x05inode\x18\x02 \x01(\x04R\x05inode\"\x0e\n" +
 	"\fDebugRequest\" \n" +
 	"\n" +
 	"DebugReply\x12\x12\n" +
@@ -4764,18 +5213,25 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\x05state\x18\x02 \x01(\v2\x1e.kernelsim.uapi.FileCheckpointR\x05state\":\n" +
 	"\rRestoreDmaBuf\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x13\n" +
-	"\x05bo_id\x18\x02 \x01(\x04R\x04boId\"\x9f\x02\n" +
+	"\x05bo_id\x18\x02 \x01(\x04R\x04boId\"p\n" +
+	"\x0eRestoreChannel\x12\x14\n" +
+	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x1d\n" +
+	"\n" +
+	"file_inode\x18\x02 \x01(\x04R\tfileInode\x12)\n" +
+	"\x02io\x18\x03 \x01(\v2\x19.kernelsim.uapi.PendingIOR\x02io\"\xdb\x02\n" +
 	"\x12SessionOpenRequest\x12)\n" +
 	"\x03bos\x18\x01 \x03(\v2\x17.kernelsim.uapi.BoStateR\x03bos\x121\n" +
 	"\x05files\x18\x02 \x03(\v2\x1b.kernelsim.uapi.RestoreFileR\x05files\x127\n" +
 	"\admabufs\x18\x03 \x03(\v2\x1d.kernelsim.uapi.RestoreDmaBufR\admabufs\x12:\n" +
 	"\vpages_files\x18\x04 \x03(\v2\x19.kernelsim.uapi.PagesFileR\n" +
 	"pagesFiles\x126\n" +
-	"\bcontents\x18\x05 \x03(\v2\x1a.kernelsim.uapi.BoContentsR\bcontents\"r\n" +
+	"\bcontents\x18\x05 \x03(\v2\x1a.kernelsim.uapi.BoContentsR\bcontents\x12:\n" +
+	"\bchannels\x18\x06 \x03(\v2\x1e.kernelsim.uapi.RestoreChannelR\bchannels\"\x9b\x01\n" +
 	"\x10SessionOpenReply\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\fR\x05token\x12!\n" +
 	"\ffile_sockets\x18\x02 \x03(\tR\vfileSockets\x12%\n" +
-	"\x0edmabuf_sockets\x18\x03 \x03(\tR\rdmabufSockets\"U\n" +
+	"\x0edmabuf_sockets\x18\x03 \x03(\tR\rdmabufSockets\x12'\n" +
+	"\x0fchannel_sockets\x18\x04 \x03(\tR\x0echannelSockets\"U\n" +
 	"\tPagesFile\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\x06chunks\x18\x02 \x03(\v2\x1c.kernelsim.uapi.ContentChunkR\x06chunks\"X\n" +
@@ -4802,6 +5258,9 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\x05inode\x18\x02 \x01(\x04R\x05inode\"@\n" +
 	"\x12ClaimDmaBufRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\fR\x05token\x12\x14\n" +
+	"\x05inode\x18\x02 \x01(\x04R\x05inode\"A\n" +
+	"\x13ClaimChannelRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\fR\x05token\x12\x14\n" +
 	"\x05inode\x18\x02 \x01(\x04R\x05inode\"\x10\n" +
 	"\x0eDevicesRequest\"\x89\x01\n" +
 	"\n" +
@@ -4817,12 +5276,13 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\vDOMAIN_NONE\x10\x00\x12\x0f\n" +
 	"\vDOMAIN_VRAM\x10\x01\x12\x0e\n" +
 	"\n" +
-	"DOMAIN_GTT\x10\x02*I\n" +
+	"DOMAIN_GTT\x10\x02*a\n" +
 	"\n" +
 	"ObjectKind\x12\x12\n" +
 	"\x0eOBJECT_UNKNOWN\x10\x00\x12\x13\n" +
 	"\x0fOBJECT_DRM_FILE\x10\x01\x12\x12\n" +
-	"\x0eOBJECT_DMA_BUF\x10\x02B\x16Z\x14drmcr/kernelsim/uapib\x06proto3"
+	"\x0eOBJECT_DMA_BUF\x10\x02\x12\x16\n" +
+	"\x12OBJECT_DRM_CHANNEL\x10\x03B\x16Z\x14drmcr/kernelsim/uapib\x06proto3"
 
 var (
 	file_kernelsim_uapi_uapi_proto_rawDescOnce sync.Once
@@ -4837,7 +5297,7 @@ func file_kernelsim_uapi_uapi_proto_rawDescGZIP() []byte {
 }
 
 var file_kernelsim_uapi_uapi_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_kernelsim_uapi_uapi_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
+var file_kernelsim_uapi_uapi_proto_msgTypes = make([]protoimpl.MessageInfo, 82)
 var file_kernelsim_uapi_uapi_proto_goTypes = []any{
 	(Domain)(0),                     // 0: kernelsim.uapi.Domain
 	(ObjectKind)(0),                 // 1: kernelsim.uapi.ObjectKind
@@ -4880,43 +5340,50 @@ var file_kernelsim_uapi_uapi_proto_goTypes = []any{
 	(*SwSyncCreateReply)(nil),       // 38: kernelsim.uapi.SwSyncCreateReply
 	(*SwSyncFenceRequest)(nil),      // 39: kernelsim.uapi.SwSyncFenceRequest
 	(*SwSyncIncRequest)(nil),        // 40: kernelsim.uapi.SwSyncIncRequest
-	(*IdentifyRequest)(nil),         // 41: kernelsim.uapi.IdentifyRequest
-	(*IdentifiedObject)(nil),        // 42: kernelsim.uapi.IdentifiedObject
-	(*IdentifyReply)(nil),           // 43: kernelsim.uapi.IdentifyReply
-	(*PauseRequest)(nil),            // 44: kernelsim.uapi.PauseRequest
-	(*ResumeRequest)(nil),           // 45: kernelsim.uapi.ResumeRequest
-	(*BoState)(nil),                 // 46: kernelsim.uapi.BoState
-	(*HandleState)(nil),             // 47: kernelsim.uapi.HandleState
-	(*VaMapping)(nil),               // 48: kernelsim.uapi.VaMapping
-	(*FileCheckpoint)(nil),          // 49: kernelsim.uapi.FileCheckpoint
-	(*PendingIO)(nil),               // 50: kernelsim.uapi.PendingIO
-	(*DriverPrivate)(nil),           // 51: kernelsim.uapi.DriverPrivate
-	(*ContextState)(nil),            // 52: kernelsim.uapi.ContextState
-	(*JobState)(nil),                // 53: kernelsim.uapi.JobState
-	(*SyncobjState)(nil),            // 54: kernelsim.uapi.SyncobjState
-	(*SwSyncState)(nil),             // 55: kernelsim.uapi.SwSyncState
-	(*CheckpointFileRequest)(nil),   // 56: kernelsim.uapi.CheckpointFileRequest
-	(*DebugRequest)(nil),            // 57: kernelsim.uapi.DebugRequest
-	(*DebugReply)(nil),              // 58: kernelsim.uapi.DebugReply
-	(*CheckpointDmaBufRequest)(nil), // 59: kernelsim.uapi.CheckpointDmaBufRequest
-	(*CheckpointDmaBufReply)(nil),   // 60: kernelsim.uapi.CheckpointDmaBufReply
-	(*CheckpointBosRequest)(nil),    // 61: kernelsim.uapi.CheckpointBosRequest
-	(*CheckpointBosReply)(nil),      // 62: kernelsim.uapi.CheckpointBosReply
-	(*ContentChunk)(nil),            // 63: kernelsim.uapi.ContentChunk
-	(*RestoreFile)(nil),             // 64: kernelsim.uapi.RestoreFile
-	(*RestoreDmaBuf)(nil),           // 65: kernelsim.uapi.RestoreDmaBuf
-	(*SessionOpenRequest)(nil),      // 66: kernelsim.uapi.SessionOpenRequest
-	(*SessionOpenReply)(nil),        // 67: kernelsim.uapi.SessionOpenReply
-	(*PagesFile)(nil),               // 68: kernelsim.uapi.PagesFile
-	(*BoContents)(nil),              // 69: kernelsim.uapi.BoContents
-	(*SessionLoadPagesRequest)(nil), // 70: kernelsim.uapi.SessionLoadPagesRequest
-	(*SessionResumeRequest)(nil),    // 71: kernelsim.uapi.SessionResumeRequest
-	(*SessionCloseRequest)(nil),     // 72: kernelsim.uapi.SessionCloseRequest
-	(*ClaimFileRequest)(nil),        // 73: kernelsim.uapi.ClaimFileRequest
-	(*ClaimDmaBufRequest)(nil),      // 74: kernelsim.uapi.ClaimDmaBufRequest
-	(*DevicesRequest)(nil),          // 75: kernelsim.uapi.DevicesRequest
-	(*DeviceInfo)(nil),              // 76: kernelsim.uapi.DeviceInfo
-	(*DevicesReply)(nil),            // 77: kernelsim.uapi.DevicesReply
+	(*AttachRequest)(nil),           // 41: kernelsim.uapi.AttachRequest
+	(*AttachReply)(nil),             // 42: kernelsim.uapi.AttachReply
+	(*IdentifyRequest)(nil),         // 43: kernelsim.uapi.IdentifyRequest
+	(*IdentifiedObject)(nil),        // 44: kernelsim.uapi.IdentifiedObject
+	(*IdentifyReply)(nil),           // 45: kernelsim.uapi.IdentifyReply
+	(*PauseRequest)(nil),            // 46: kernelsim.uapi.PauseRequest
+	(*ResumeRequest)(nil),           // 47: kernelsim.uapi.ResumeRequest
+	(*BoState)(nil),                 // 48: kernelsim.uapi.BoState
+	(*HandleState)(nil),             // 49: kernelsim.uapi.HandleState
+	(*VaMapping)(nil),               // 50: kernelsim.uapi.VaMapping
+	(*FileCheckpoint)(nil),          // 51: kernelsim.uapi.FileCheckpoint
+	(*PendingIO)(nil),               // 52: kernelsim.uapi.PendingIO
+	(*PendingRequest)(nil),          // 53: kernelsim.uapi.PendingRequest
+	(*UnreadReply)(nil),             // 54: kernelsim.uapi.UnreadReply
+	(*DriverPrivate)(nil),           // 55: kernelsim.uapi.DriverPrivate
+	(*ContextState)(nil),            // 56: kernelsim.uapi.ContextState
+	(*JobState)(nil),                // 57: kernelsim.uapi.JobState
+	(*SyncobjState)(nil),            // 58: kernelsim.uapi.SyncobjState
+	(*SwSyncState)(nil),             // 59: kernelsim.uapi.SwSyncState
+	(*CheckpointFileRequest)(nil),   // 60: kernelsim.uapi.CheckpointFileRequest
+	(*CheckpointIoRequest)(nil),     // 61: kernelsim.uapi.CheckpointIoRequest
+	(*DebugRequest)(nil),            // 62: kernelsim.uapi.DebugRequest
+	(*DebugReply)(nil),              // 63: kernelsim.uapi.DebugReply
+	(*CheckpointDmaBufRequest)(nil), // 64: kernelsim.uapi.CheckpointDmaBufRequest
+	(*CheckpointDmaBufReply)(nil),   // 65: kernelsim.uapi.CheckpointDmaBufReply
+	(*CheckpointBosRequest)(nil),    // 66: kernelsim.uapi.CheckpointBosRequest
+	(*CheckpointBosReply)(nil),      // 67: kernelsim.uapi.CheckpointBosReply
+	(*ContentChunk)(nil),            // 68: kernelsim.uapi.ContentChunk
+	(*RestoreFile)(nil),             // 69: kernelsim.uapi.RestoreFile
+	(*RestoreDmaBuf)(nil),           // 70: kernelsim.uapi.RestoreDmaBuf
+	(*RestoreChannel)(nil),          // 71: kernelsim.uapi.RestoreChannel
+	(*SessionOpenRequest)(nil),      // 72: kernelsim.uapi.SessionOpenRequest
+	(*SessionOpenReply)(nil),        // 73: kernelsim.uapi.SessionOpenReply
+	(*PagesFile)(nil),               // 74: kernelsim.uapi.PagesFile
+	(*BoContents)(nil),              // 75: kernelsim.uapi.BoContents
+	(*SessionLoadPagesRequest)(nil), // 76: kernelsim.uapi.SessionLoadPagesRequest
+	(*SessionResumeRequest)(nil),    // 77: kernelsim.uapi.SessionResumeRequest
+	(*SessionCloseRequest)(nil),     // 78: kernelsim.uapi.SessionCloseRequest
+	(*ClaimFileRequest)(nil),        // 79: kernelsim.uapi.ClaimFileRequest
+	(*ClaimDmaBufRequest)(nil),      // 80: kernelsim.uapi.ClaimDmaBufRequest
+	(*ClaimChannelRequest)(nil),     // 81: kernelsim.uapi.ClaimChannelRequest
+	(*DevicesRequest)(nil),          // 82: kernelsim.uapi.DevicesRequest
+	(*DeviceInfo)(nil),              // 83: kernelsim.uapi.DeviceInfo
+	(*DevicesReply)(nil),            // 84: kernelsim.uapi.DevicesReply
 }
 var file_kernelsim_uapi_uapi_proto_depIdxs = []int32{
 	0,  // 0: kernelsim.uapi.GemCreateRequest.domain:type_name -> kernelsim.uapi.Domain
@@ -4924,35 +5391,40 @@ var file_kernelsim_uapi_uapi_proto_depIdxs = []int32{
 	28, // 2: kernelsim.uapi.SubmitRequest.bos:type_name -> kernelsim.uapi.SubmitBo
 	27, // 3: kernelsim.uapi.SubmitRequest.commands:type_name -> kernelsim.uapi.Command
 	1,  // 4: kernelsim.uapi.IdentifiedObject.kind:type_name -> kernelsim.uapi.ObjectKind
-	42, // 5: kernelsim.uapi.IdentifyReply.objects:type_name -> kernelsim.uapi.IdentifiedObject
+	44, // 5: kernelsim.uapi.IdentifyReply.objects:type_name -> kernelsim.uapi.IdentifiedObject
 	0,  // 6: kernelsim.uapi.BoState.domain:type_name -> kernelsim.uapi.Domain
-	47, // 7: kernelsim.uapi.FileCheckpoint.handles:type_name -> kernelsim.uapi.HandleState
-	46, // 8: kernelsim.uapi.FileCheckpoint.bos:type_name -> kernelsim.uapi.BoState
-	48, // 9: kernelsim.uapi.FileCheckpoint.mappings:type_name -> kernelsim.uapi.VaMapping
-	50, // 10: kernelsim.uapi.FileCheckpoint.io:type_name -> kernelsim.uapi.PendingIO
-	46, // 11: kernelsim.uapi.PendingIO.unread_reply_bo:type_name -> kernelsim.uapi.BoState
-	52, // 12: kernelsim.uapi.DriverPrivate.contexts:type_name -> kernelsim.uapi.ContextState
-	54, // 13: kernelsim.uapi.DriverPrivate.syncobjs:type_name -> kernelsim.uapi.SyncobjState
-	55, // 14: kernelsim.uapi.DriverPrivate.sw_syncs:type_name -> kernelsim.uapi.SwSyncState
-	53, // 15: kernelsim.uapi.ContextState.jobs:type_name -> kernelsim.uapi.JobState
-	28, // 16: kernelsim.uapi.JobState.bos:type_name -> kernelsim.uapi.SubmitBo
-	27, // 17: kernelsim.uapi.JobState.commands:type_name -> kernelsim.uapi.Command
-	2,  // 18: kernelsim.uapi.SyncobjState.kind:type_name -> kernelsim.uapi.SyncobjState.Kind
-	46, // 19: kernelsim.uapi.CheckpointDmaBufReply.bo:type_name -> kernelsim.uapi.BoState
-	63, // 20: kernelsim.uapi.CheckpointBosReply.chunks:type_name -> kernelsim.uapi.ContentChunk
-	49, // 21: kernelsim.uapi.RestoreFile.state:type_name -> kernelsim.uapi.FileCheckpoint
-	46, // 22: kernelsim.uapi.SessionOpenRequest.bos:type_name -> kernelsim.uapi.BoState
-	64, // 23: kernelsim.uapi.SessionOpenRequest.files:type_name -> kernelsim.uapi.RestoreFile
-	65, // 24: kernelsim.uapi.SessionOpenRequest.dmabufs:type_name -> kernelsim.uapi.RestoreDmaBuf
-	68, // 25: kernelsim.uapi.SessionOpenRequest.pages_files:type_name -> kernelsim.uapi.PagesFile
-	69, // 26: kernelsim.uapi.SessionOpenRequest.contents:type_name -> kernelsim.uapi.BoContents
-	63, // 27: kernelsim.uapi.PagesFile.chunks:type_name -> kernelsim.uapi.ContentChunk
-	76, // 28: kernelsim.uapi.DevicesReply.devices:type_name -> kernelsim.uapi.DeviceInfo
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	49, // 7: kernelsim.uapi.FileCheckpoint.handles:type_name -> kernelsim.uapi.HandleState
+	48, // 8: kernelsim.uapi.FileCheckpoint.bos:type_name -> kernelsim.uapi.BoState
+	50, // 9: kernelsim.uapi.FileCheckpoint.mappings:type_name -> kernelsim.uapi.VaMapping
+	52, // 10: kernelsim.uapi.FileCheckpoint.io:type_name -> kernelsim.uapi.PendingIO
+	48, // 11: kernelsim.uapi.PendingIO.unread_reply_bo:type_name -> kernelsim.uapi.BoState
+	53, // 12: kernelsim.uapi.PendingIO.requests:type_name -> kernelsim.uapi.PendingRequest
+	54, // 13: kernelsim.uapi.PendingIO.unread_replies:type_name -> kernelsim.uapi.UnreadReply
+	48, // 14: kernelsim.uapi.UnreadReply.bo:type_name -> kernelsim.uapi.BoState
+	56, // 15: kernelsim.uapi.DriverPrivate.contexts:type_name -> kernelsim.uapi.ContextState
+	58, // 16: kernelsim.uapi.DriverPrivate.syncobjs:type_name -> kernelsim.uapi.SyncobjState
+	59, // 17: kernelsim.uapi.DriverPrivate.sw_syncs:type_name -> kernelsim.uapi.SwSyncState
+	57, // 18: kernelsim.uapi.ContextState.jobs:type_name -> kernelsim.uapi.JobState
+	28, // 19: kernelsim.uapi.JobState.bos:type_name -> kernelsim.uapi.SubmitBo
+	27, // 20: kernelsim.uapi.JobState.commands:type_name -> kernelsim.uapi.Command
+	2,  // 21: kernelsim.uapi.SyncobjState.kind:type_name -> kernelsim.uapi.SyncobjState.Kind
+	48, // 22: kernelsim.uapi.CheckpointDmaBufReply.bo:type_name -> kernelsim.uapi.BoState
+	68, // 23: kernelsim.uapi.CheckpointBosReply.chunks:type_name -> kernelsim.uapi.ContentChunk
+	51, // 24: kernelsim.uapi.RestoreFile.state:type_name -> kernelsim.uapi.FileCheckpoint
+	52, // 25: kernelsim.uapi.RestoreChannel.io:type_name -> kernelsim.uapi.PendingIO
+	48, // 26: kernelsim.uapi.SessionOpenRequest.bos:type_name -> kernelsim.uapi.BoState
+	69, // 27: kernelsim.uapi.SessionOpenRequest.files:type_name -> kernelsim.uapi.RestoreFile
+	70, // 28: kernelsim.uapi.SessionOpenRequest.dmabufs:type_name -> kernelsim.uapi.RestoreDmaBuf
+	74, // 29: kernelsim.uapi.SessionOpenRequest.pages_files:type_name -> kernelsim.uapi.PagesFile
+	75, // 30: kernelsim.uapi.SessionOpenRequest.contents:type_name -> kernelsim.uapi.BoContents
+	71, // 31: kernelsim.uapi.SessionOpenRequest.channels:type_name -> kernelsim.uapi.RestoreChannel
+	68, // 32: kernelsim.uapi.PagesFile.chunks:type_name -> kernelsim.uapi.ContentChunk
+	83, // 33: kernelsim.uapi.DevicesReply.devices:type_name -> kernelsim.uapi.DeviceInfo
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_kernelsim_uapi_uapi_proto_init() }
@@ -4966,7 +5438,7 @@ func file_kernelsim_uapi_uapi_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kernelsim_uapi_uapi_proto_rawDesc), len(file_kernelsim_uapi_uapi_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   75,
+			NumMessages:   82,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

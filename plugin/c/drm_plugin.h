@@ -79,6 +79,7 @@ void drm_helper_stop(void);
 enum drm_restore_kind {
 	DRM_RESTORE_DRM_FILE = 1,
 	DRM_RESTORE_DMA_BUF = 2,
+	DRM_RESTORE_DRM_CHANNEL = 3, /* a reply channel of a drm file: restored as a drm file is */
 };
 
 /* Add one entry (copies path and req). 0 or a negative errno. */

@@ -12,7 +12,7 @@
  * kernelsimd's runtime dir), send its request, read one reply, check its
  * header (kernelsim/uapi: u32 magic "KSIM" at 0, u16 version at 4, u32 seq
  * at 8, i32 status at 12), and return
- *   DRM_FILE: the connected socket itself;
+ *   DRM_FILE, DRM_CHANNEL: the connected socket itself;
  *   DMA_BUF:  the one fd the reply carried (SCM_RIGHTS); the socket is closed.
  * A refusal is logged with the daemon's reason.
  */
@@ -79,7 +79,7 @@ int drm_restore_table_add(uint64_t ino, int kind, const char *path, size_t path_
 
 	if (ino == 0 || ino > UINT32_MAX)
 		return -EINVAL; /* criu names sockets by a u32 inode */
-	if (kind != DRM_RESTORE_DRM_FILE && kind != DRM_RESTORE_DMA_BUF)
+	if (kind != DRM_RESTORE_DRM_FILE && kind != DRM_RESTORE_DMA_BUF && kind != DRM_RESTORE_DRM_CHANNEL)
 		return -EINVAL;
 	/* a pathname socket needs its NUL; an abstract one (leading NUL) may
 	 * use all of sun_path */
@@ -366,10 +366,11 @@ int drm_restore_unix_sk(int id)
 		goto err;
 	}
 
-	if (e->kind == DRM_RESTORE_DRM_FILE) {
+	if (e->kind == DRM_RESTORE_DRM_FILE || e->kind == DRM_RESTORE_DRM_CHANNEL) {
 		if (fd >= 0)
 			close(fd);
-		drm_log(DRM_CRIU_LOG_DEBUG, "RESTORE_UNIX_SK(ino %u): drm file restored as fd %d", ino, sk);
+		drm_log(DRM_CRIU_LOG_DEBUG, "RESTORE_UNIX_SK(ino %u): %s restored as fd %d", ino,
+			e->kind == DRM_RESTORE_DRM_FILE ? "drm file" : "reply channel", sk);
 		return sk;
 	}
 

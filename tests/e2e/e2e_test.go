@@ -30,6 +30,13 @@ var scenarios = []struct {
 	// a unix socket's queue, held by no task: criu dumps it from the
 	// queue and restores it there.
 	{"inflight", nil, 25, "in flight at the dump"},
+	// Threads of one process share a drm file: at the dump some wait in
+	// the kernel (for submission, for jobs) while others submit; every
+	// request caught in flight is replayed after restore.
+	{"threads", nil, 3, "request SYNCOBJ_WAIT"},
+	// A child uses the drm fd it inherited at the same time as its parent,
+	// through a reply channel of its own.
+	{"forked", nil, 3, "reply channel"},
 }
 
 // TestDumpKillRestore: dump each scenario mid-run (criu kills it), restore
@@ -72,7 +79,7 @@ func TestDumpKillRestore(t *testing.T) {
 // finishes correctly: every paused context resumed, and requests caught in
 // flight were answered.
 func TestLeaveRunning(t *testing.T) {
-	for _, name := range []string{"single", "prodcons", "longrun"} {
+	for _, name := range []string{"single", "prodcons", "longrun", "threads", "forked"} {
 		t.Run(name, func(t *testing.T) {
 			d := startDaemon(t)
 			w := startWorkload(t, d, name)
