@@ -66,6 +66,14 @@ func TestCheckRestore(t *testing.T) {
 	if p := kernelsim.CheckRestore(goodRequest(t), oneDevice); len(p) != 0 {
 		t.Fatalf("problems in a good request: %v", p)
 	}
+	withChannel := goodRequest(t)
+	withChannel.Channels = []*uapi.RestoreChannel{{Inode: 200, FileInode: 100, Io: &uapi.PendingIO{
+		Requests:      []*uapi.PendingRequest{{Packet: withChannel.Files[0].State.Io.Request}},
+		UnreadReplies: []*uapi.UnreadReply{{Packet: packet(t, uapi.Header{Op: uapi.OpPrimeHandleToFd, Seq: 9}, &uapi.Empty{}), DmabufInode: 500, Bo: withChannel.Bos[1]}},
+	}}}
+	if p := kernelsim.CheckRestore(withChannel, oneDevice); len(p) != 0 {
+		t.Fatalf("problems in a good request with a reply channel: %v", p)
+	}
 	file := func(r *uapi.SessionOpenRequest) *uapi.FileCheckpoint { return r.Files[0].State }
 	for _, tc := range []struct {
 		name  string
@@ -124,6 +132,34 @@ func TestCheckRestore(t *testing.T) {
 			file(r).Io.UnreadReplyDmabufInode = 500
 			file(r).Io.UnreadReplyBo = r.Bos[1]
 		}, "io.unread_reply_dmabuf_inode: 500, but a GEM_CREATE reply carries no dma-buf", syscall.EINVAL},
+		{"format 3 and format 4 in flight at once", func(r *uapi.SessionOpenRequest) {
+			file(r).Io.Requests = []*uapi.PendingRequest{{Packet: file(r).Io.Request}}
+		}, "drm file inode 100 io: holds both the single request and reply of format 3 and the lists of format 4", syscall.EINVAL},
+		{"garbage request in a list", func(r *uapi.SessionOpenRequest) {
+			good := file(r).Io.Request
+			file(r).Io = &uapi.PendingIO{Requests: []*uapi.PendingRequest{{Packet: good}, {Packet: []byte("garbage")}}}
+		}, "drm file inode 100 io.requests[1]: not a packet", syscall.EINVAL},
+		{"ATTACH in flight", func(r *uapi.SessionOpenRequest) {
+			file(r).Io = &uapi.PendingIO{Requests: []*uapi.PendingRequest{{Packet: packet(t, uapi.Header{Op: uapi.OpAttach, Seq: 3}, &uapi.AttachRequest{})}}}
+		}, "io.requests[0]: ATTACH is not a render-node request a task can have in flight", syscall.EINVAL},
+		{"second unread reply carrying another BO's dma-buf", func(r *uapi.SessionOpenRequest) {
+			file(r).Io = &uapi.PendingIO{UnreadReplies: []*uapi.UnreadReply{
+				{Packet: packet(t, uapi.Header{Op: uapi.OpGemCreate, Seq: 1}, &uapi.GemCreateReply{Handle: 3})},
+				{Packet: packet(t, uapi.Header{Op: uapi.OpPrimeHandleToFd, Seq: 2}, &uapi.Empty{}), DmabufInode: 500, Bo: r.Bos[0]},
+			}}
+		}, "io.unread_replies[1].dmabuf_inode: 500, but BO 1 was exported as dma-buf inode 0", syscall.EINVAL},
+		{"empty unread reply in a list", func(r *uapi.SessionOpenRequest) {
+			file(r).Io = &uapi.PendingIO{UnreadReplies: []*uapi.UnreadReply{{}}}
+		}, "io.unread_replies[0].packet: empty: no reply to send again", syscall.EINVAL},
+		{"channel of no file", func(r *uapi.SessionOpenRequest) {
+			r.Channels = []*uapi.RestoreChannel{{Inode: 200, FileInode: 101}}
+		}, "reply channel inode 200 file_inode: 101 is not a drm file of the checkpoint", syscall.EINVAL},
+		{"channel with a file's inode", func(r *uapi.SessionOpenRequest) {
+			r.Channels = []*uapi.RestoreChannel{{Inode: 100, FileInode: 100}}
+		}, "reply channel inode 100: listed twice", syscall.EINVAL},
+		{"channel's request garbled", func(r *uapi.SessionOpenRequest) {
+			r.Channels = []*uapi.RestoreChannel{{Inode: 200, FileInode: 100, Io: &uapi.PendingIO{Requests: []*uapi.PendingRequest{{Packet: []byte("KSIM")}}}}}
+		}, "reply channel inode 200 io.requests[0]: not a packet", syscall.EINVAL},
 		{"GEM handle near 2^32", func(r *uapi.SessionOpenRequest) {
 			file(r).Handles[0].Handle = 1<<32 - 2
 			file(r).Mappings[0].Handle = 1<<32 - 2

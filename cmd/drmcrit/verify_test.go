@@ -255,7 +255,7 @@ func TestVerifyDamage(t *testing.T) {
 		{"inventory misses a file", func(dir string) {
 			editInv(dir, func(m *images.Inventory) { m.Files = without(m.Files, f.inoB) })
 		}, []string{fileB + ": not listed in the inventory",
-			fmt.Sprintf("pid %d holds inode %d, which is neither a dumped drm file nor a dma-buf", f.pid, f.inoB)}},
+			fmt.Sprintf("pid %d holds inode %d, which is neither a dumped drm file, reply channel nor dma-buf", f.pid, f.inoB)}},
 		{"inventory missing", func(dir string) { must(t, os.Remove(filepath.Join(dir, images.InventoryName))) },
 			[]string{"DRM images without drm-inventory.img: the dump did not finish"}},
 		{"index missing", func(dir string) { must(t, os.Remove(filepath.Join(dir, images.IndexName))) },
