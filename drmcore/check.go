@@ -101,6 +101,7 @@ func ReadCheckpoint(dir *images.Dir, subs SubPlugins) (*Checkpoint, error) {
 	}
 	c.inventory()
 	c.readImages()
+	c.mappings()
 	c.fences()
 	c.kernel()
 	return c.ck, nil
@@ -432,6 +433,44 @@ func (c *checker) holder(name string, ino uint64, pid int32, inFlight bool) {
 	}
 }
 
+// mappings checks the processes' CPU mappings against the index: each a
+// range of whole pages within a BO whose record says criu saved its
+// memory (cpu_mapped), and every such BO mapped by some process: its
+// memory comes back only through a mapping.
+func (c *checker) mappings() {
+	if !c.indexRead() {
+		return
+	}
+	const page = 4096
+	mapped := map[uint64]bool{}
+	for i, p := range c.ck.Inventory.Processes {
+		for j, m := range p.Mappings {
+			f := fmt.Sprintf("processes[%d].mappings[%d]", i, j)
+			b := c.ck.Bos[m.BoId]
+			switch {
+			case b == nil:
+				c.add(inventory, f+".bo_id", "BO %d has no record in %s", m.BoId, images.IndexName)
+			case !b.CpuMapped:
+				c.add(inventory, f+".bo_id", "BO %d's record in %s says its contents are in a pages file, not criu's memory images", m.BoId, images.IndexName)
+			case m.End <= m.Start || m.Start%page != 0 || m.End%page != 0:
+				c.add(inventory, f, "[%#x, %#x) is not a range of whole pages", m.Start, m.End)
+			case m.Offset%page != 0 || m.Offset > b.State.Size || m.End-m.Start > b.State.Size-m.Offset:
+				c.add(inventory, f+".offset", "[%#x, +%#x) at offset %d does not fit in the %d bytes of BO %d", m.Start, m.End-m.Start, m.Offset, b.State.Size, m.BoId)
+			case m.Prot&^7 != 0:
+				c.add(inventory, f+".prot", "%#x is not a combination of PROT_READ, PROT_WRITE and PROT_EXEC", m.Prot)
+			case m.MemfdInode == 0:
+				c.add(inventory, f+".memfd_inode", "0: criu's images name the memory by it")
+			}
+			mapped[m.BoId] = true
+		}
+	}
+	for _, id := range c.ck.Inventory.Bos {
+		if b := c.ck.Bos[id]; b != nil && b.CpuMapped && !mapped[id] {
+			c.add(images.IndexName, fmt.Sprintf("BO %d cpu_mapped", id), "true, but no process of the inventory maps it: its memory would not come back")
+		}
+	}
+}
+
 // fences checks, across files, that every fence saved work waits on is a
 // saved job's, and that no two jobs have the same fence.
 func (c *checker) fences() {
@@ -463,6 +502,12 @@ func (c *checker) kernel() {
 				continue // reported by Check
 			}
 			req.Bos = append(req.Bos, b.State)
+			if b.CpuMapped {
+				// criu restores the memory; the kernel checks it
+				// against these chunks when the plugin hands it over.
+				req.Contents = append(req.Contents, &uapi.BoContents{BoId: b.State.BoId, Mapped: true, Chunks: b.MappedChunks})
+				continue
+			}
 			req.Contents = append(req.Contents, &uapi.BoContents{BoId: b.State.BoId, PagesFile: b.PagesFile, Offset: b.Offset})
 		}
 		for _, name := range x.Header.PagesFiles {

@@ -29,6 +29,12 @@ type dumpState struct {
 	seals   []*images.ImageSeal               // of the images written
 	minors  map[uint32]bool                   // devices of the files and BOs
 	failed  error                             // first dump error
+	// Every task criu paused (its pids), whose BO mappings are scanned
+	// once the tree is frozen (mappings.go), and the BOs they map.
+	pids        []int
+	mapsScanned bool
+	mapped      map[uint64]*uapi.BoState
+	mappedBytes uint64
 	// BO contents go into one pages file, indexed in drm-bo-index.img
 	// (both created with the first BO).
 	pages    *os.File
@@ -42,6 +48,7 @@ func newDumpState() *dumpState {
 		files: map[uint64]*images.DrmFile{}, chans: map[uint64]*images.DrmChannel{},
 		dmabufs: map[uint64]*images.DmaBuf{}, bos: map[uint64]*images.Bo{},
 		minors: map[uint32]bool{},
+		mapped: map[uint64]*uapi.BoState{},
 	}
 }
 
@@ -56,6 +63,11 @@ func newDumpState() *dumpState {
 func (p *Plugin) PauseDevices(pid int) error {
 	if p.ctl == nil {
 		return ErrNotMine
+	}
+	// Any task may map a BO, with or without a kernelsim file: its
+	// mappings are read once the tree is frozen.
+	if !slices.Contains(p.dump.pids, pid) {
+		p.dump.pids = append(p.dump.pids, pid)
 	}
 	inodes, err := socketInodes(pid)
 	if err != nil {
@@ -141,13 +153,16 @@ func (p *Plugin) DumpUnixSk(fd int, ino uint64) error {
 		obj = objs[0]
 		p.dump.ident[ino] = obj
 	}
-	var err error
-	switch obj.Kind {
-	case uapi.ObjectKind_OBJECT_DRM_FILE:
+	// criu asks for sockets once every task is frozen: the mappings are
+	// final, and their BOs must be known before any BO is saved.
+	err := p.scanMappings()
+	switch {
+	case err != nil:
+	case obj.Kind == uapi.ObjectKind_OBJECT_DRM_FILE:
 		err = p.dumpFile(obj, fd)
-	case uapi.ObjectKind_OBJECT_DRM_CHANNEL:
+	case obj.Kind == uapi.ObjectKind_OBJECT_DRM_CHANNEL:
 		err = p.dumpChannel(obj, fd)
-	case uapi.ObjectKind_OBJECT_DMA_BUF:
+	case obj.Kind == uapi.ObjectKind_OBJECT_DMA_BUF:
 		err = p.dumpDmaBuf(obj)
 	default:
 		return ErrNotMine
@@ -490,6 +505,7 @@ func (d *dumpState) checkGraph() error {
 			need(fmt.Sprintf("an unread reply on reply channel inode %d", ino), b.BoId)
 		}
 	}
+	d.checkMappings(need)
 	// Queued work may wait on paused work of other files: the files that
 	// will restore that work must be in the dump too.
 	provided := map[uint64]bool{}
@@ -515,6 +531,14 @@ func (d *dumpState) checkGraph() error {
 func (p *Plugin) finiDump(ret int) {
 	if p.dump == nil {
 		return
+	}
+	if ret == 0 && p.stage == StageDump && p.dump.failed == nil {
+		// A tree without kernelsim files may still map BOs; the tasks
+		// are still frozen here, and the GPU still paused.
+		if err := p.scanMappings(); err != nil {
+			p.dump.failed = err
+			p.log.Errorf("CPU mappings of BOs: %v: restore will refuse this dump", err)
+		}
 	}
 	if p.ctl != nil && len(p.dump.paused) > 0 {
 		if err := p.ctl.Resume(p.dump.paused); err != nil {
@@ -571,7 +595,11 @@ func (p *Plugin) finiDump(ret int) {
 	if !inv.Complete {
 		state = "INCOMPLETE: restore will refuse it"
 	}
-	p.log.Summaryf("GPU state dumped: %d process(es), %d drm file(s)%s, %d dma-buf(s), %d BO(s), %s of contents, in %v; %s",
-		len(inv.Processes), len(inv.Files), channelCount(len(inv.Channels)), len(inv.Dmabufs), len(inv.Bos), units.Format(p.dump.pagesEnd),
+	mapped := ""
+	if n := len(p.dump.mapped); n > 0 {
+		mapped = fmt.Sprintf(" (%d mapped: %s of memory in criu's images)", n, units.Format(p.dump.mappedBytes))
+	}
+	p.log.Summaryf("GPU state dumped: %d process(es), %d drm file(s)%s, %d dma-buf(s), %d BO(s)%s, %s of contents, in %v; %s",
+		len(inv.Processes), len(inv.Files), channelCount(len(inv.Channels)), len(inv.Dmabufs), len(inv.Bos), mapped, units.Format(p.dump.pagesEnd),
 		time.Since(p.started).Round(time.Millisecond), state)
 }

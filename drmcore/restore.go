@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"drmcr/images"
 	"drmcr/internal/units"
 	"drmcr/kernelsim/uapi"
 )
@@ -17,6 +18,12 @@ type restoreState struct {
 	token   []byte
 	entries []RestoreEntry
 	resumed map[int]bool
+	// CPU mappings by pid (as the images name tasks) and the mapped BOs,
+	// whose memory criu restores: adopted at the first
+	// RESUME_DEVICES_LATE (adoptMappings).
+	mappings map[int32][]*images.CpuMapping
+	mapped   map[uint64]bool
+	adopted  bool
 	// for the summary
 	files, channels, dmabufs, bos int
 	bytes                         uint64
@@ -37,7 +44,7 @@ const maxLoggedProblems = 50
 // part needs in the restored tasks. All of it happens before criu forks
 // them; nothing is asked of the kernel before every check passed.
 func (p *Plugin) initRestore() error {
-	p.restore = &restoreState{resumed: map[int]bool{}}
+	p.restore = &restoreState{resumed: map[int]bool{}, mappings: map[int32][]*images.CpuMapping{}, mapped: map[uint64]bool{}}
 	ck, err := ReadCheckpoint(p.cfg.ImageDir, p.subPlugins())
 	if err != nil {
 		return fmt.Errorf("read GPU images: %w", err)
@@ -64,6 +71,16 @@ func (p *Plugin) initRestore() error {
 		return err
 	}
 	req := ck.Request
+	for _, bc := range req.Contents {
+		if bc.Mapped {
+			p.restore.mapped[bc.BoId] = true
+		}
+	}
+	for _, proc := range ck.Inventory.Processes {
+		if len(proc.Mappings) > 0 {
+			p.restore.mappings[proc.Pid] = proc.Mappings
+		}
+	}
 	reply, err := p.ctl.OpenSession(req)
 	if err != nil {
 		return fmt.Errorf("open restore session: %w", err)
@@ -227,8 +244,17 @@ func (p *Plugin) ResumeDevicesLate(pid int) error {
 	// the tree first; the kernel settles the checksums of the whole
 	// checkpoint before it answers any of them. Killing the root on
 	// damage makes criu fail the restore when it goes to release the
-	// root, the first task it releases: no task ever runs.
-	err := p.ctl.ResumeTask(p.restore.token, pid, p.cfg.ResumeTimeout)
+	// root, the first task it releases: no task ever runs. Every task's
+	// memory is restored by now: the first call hands the kernel the
+	// memory of the mapped BOs.
+	var err error
+	if !p.restore.adopted && len(p.restore.mapped) > 0 {
+		p.restore.adopted = true
+		err = p.adoptMappings(pid)
+	}
+	if err == nil {
+		err = p.ctl.ResumeTask(p.restore.token, pid, p.cfg.ResumeTimeout)
+	}
 	if errors.Is(err, syscall.ESRCH) {
 		return ErrNotMine
 	}
@@ -256,8 +282,12 @@ func (p *Plugin) finiRestore(ret int) {
 		return
 	}
 	r := p.restore
-	p.log.Summaryf("GPU state restored: %d drm file(s)%s, %d dma-buf(s), %d BO(s), %s of contents, in %v",
-		r.files, channelCount(r.channels), r.dmabufs, r.bos, units.Format(r.bytes), time.Since(p.started).Round(time.Millisecond))
+	mapped := ""
+	if n := len(r.mapped); n > 0 {
+		mapped = fmt.Sprintf(" (%d mapped: their memory restored by criu)", n)
+	}
+	p.log.Summaryf("GPU state restored: %d drm file(s)%s, %d dma-buf(s), %d BO(s)%s, %s of contents, in %v",
+		r.files, channelCount(r.channels), r.dmabufs, r.bos, mapped, units.Format(r.bytes), time.Since(p.started).Round(time.Millisecond))
 }
 
 // channelCount is the summary lines' mention of reply channels, if any.

@@ -31,6 +31,12 @@ const Version = 4
 // one request and one reply in flight per drm file.
 const MinVersion = 3
 
+// MappedBoVersion is the version of the BO index records of BOs whose
+// memory criu saves (Bo.cpu_mapped): above every version a plugin that
+// predates them reads (4), so that such a plugin, which would look for
+// their contents in a pages file, refuses them.
+const MappedBoVersion = 5
+
 // File names.
 const (
 	InventoryName = "drm-inventory.img"

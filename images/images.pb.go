@@ -12,7 +12,10 @@
 //                           pages files, as CRIU's pagemap images index
 //                           its pages images
 //   drm-pages-<n>.img       BO contents, raw, packed back to back; each BO
-//                           is saved once however many files share it
+//                           is saved once however many files share it.
+//                           A BO a dumped process maps is not in them:
+//                           criu saves its memory with the process's
+//                           (Bo.cpu_mapped)
 //
 // A record of the index is a little-endian u32 length, then that many
 // bytes of protobuf. The number of image files does not grow with the
@@ -322,7 +325,10 @@ type Process struct {
 	// Where the task reached kernelsimd's runtime directory, when it saw a
 	// filesystem of its own (a container's bind mount); empty when it saw
 	// the host's, and restore then uses the daemon's directory of the time.
-	RuntimeDir    string `protobuf:"bytes,4,opt,name=runtime_dir,json=runtimeDir,proto3" json:"runtime_dir,omitempty"`
+	RuntimeDir string `protobuf:"bytes,4,opt,name=runtime_dir,json=runtimeDir,proto3" json:"runtime_dir,omitempty"`
+	// Its CPU mappings of BOs, by address. A process that holds no
+	// kernelsim file but maps a BO is listed for them alone.
+	Mappings      []*CpuMapping `protobuf:"bytes,5,rep,name=mappings,proto3" json:"mappings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -385,6 +391,110 @@ func (x *Process) GetRuntimeDir() string {
 	return ""
 }
 
+func (x *Process) GetMappings() []*CpuMapping {
+	if x != nil {
+		return x.Mappings
+	}
+	return nil
+}
+
+// CpuMapping is a mapping of a BO's memory (GEM_MMAP, or a dma-buf's
+// mmap) in a process's address space, as /proc/PID/maps showed it at
+// dump. criu saves and restores it itself, as a mapping of a memfd; at
+// restore the plugin checks that it came back the same and makes its
+// memory the restored BO's.
+type CpuMapping struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Start         uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`   // address of the first byte
+	End           uint64                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`       // address after the last
+	Offset        uint64                 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"` // where start is in the BO, in bytes
+	Prot          uint32                 `protobuf:"varint,4,opt,name=prot,proto3" json:"prot,omitempty"`     // PROT_READ | PROT_WRITE | PROT_EXEC
+	Shared        bool                   `protobuf:"varint,5,opt,name=shared,proto3" json:"shared,omitempty"` // MAP_SHARED (false: MAP_PRIVATE, copy-on-write)
+	BoId          uint64                 `protobuf:"varint,6,opt,name=bo_id,json=boId,proto3" json:"bo_id,omitempty"`
+	MemfdInode    uint64                 `protobuf:"varint,7,opt,name=memfd_inode,json=memfdInode,proto3" json:"memfd_inode,omitempty"` // the BO memory's memfd at dump
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CpuMapping) Reset() {
+	*x = CpuMapping{}
+	mi := &file_images_images_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CpuMapping) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CpuMapping) ProtoMessage() {}
+
+func (x *CpuMapping) ProtoReflect() protoreflect.Message {
+	mi := &file_images_images_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CpuMapping.ProtoReflect.Descriptor instead.
+func (*CpuMapping) Descriptor() ([]byte, []int) {
+	return file_images_images_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CpuMapping) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *CpuMapping) GetEnd() uint64 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
+func (x *CpuMapping) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *CpuMapping) GetProt() uint32 {
+	if x != nil {
+		return x.Prot
+	}
+	return 0
+}
+
+func (x *CpuMapping) GetShared() bool {
+	if x != nil {
+		return x.Shared
+	}
+	return false
+}
+
+func (x *CpuMapping) GetBoId() uint64 {
+	if x != nil {
+		return x.BoId
+	}
+	return 0
+}
+
+func (x *CpuMapping) GetMemfdInode() uint64 {
+	if x != nil {
+		return x.MemfdInode
+	}
+	return 0
+}
+
 type DrmFile struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Version uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
@@ -404,7 +514,7 @@ type DrmFile struct {
 
 func (x *DrmFile) Reset() {
 	*x = DrmFile{}
-	mi := &file_images_images_proto_msgTypes[4]
+	mi := &file_images_images_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -416,7 +526,7 @@ func (x *DrmFile) String() string {
 func (*DrmFile) ProtoMessage() {}
 
 func (x *DrmFile) ProtoReflect() protoreflect.Message {
-	mi := &file_images_images_proto_msgTypes[4]
+	mi := &file_images_images_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -429,7 +539,7 @@ func (x *DrmFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrmFile.ProtoReflect.Descriptor instead.
 func (*DrmFile) Descriptor() ([]byte, []int) {
-	return file_images_images_proto_rawDescGZIP(), []int{4}
+	return file_images_images_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DrmFile) GetVersion() uint32 {
@@ -498,7 +608,7 @@ type DrmChannel struct {
 
 func (x *DrmChannel) Reset() {
 	*x = DrmChannel{}
-	mi := &file_images_images_proto_msgTypes[5]
+	mi := &file_images_images_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +620,7 @@ func (x *DrmChannel) String() string {
 func (*DrmChannel) ProtoMessage() {}
 
 func (x *DrmChannel) ProtoReflect() protoreflect.Message {
-	mi := &file_images_images_proto_msgTypes[5]
+	mi := &file_images_images_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +633,7 @@ func (x *DrmChannel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrmChannel.ProtoReflect.Descriptor instead.
 func (*DrmChannel) Descriptor() ([]byte, []int) {
-	return file_images_images_proto_rawDescGZIP(), []int{5}
+	return file_images_images_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DrmChannel) GetVersion() uint32 {
@@ -574,7 +684,7 @@ type DmaBuf struct {
 
 func (x *DmaBuf) Reset() {
 	*x = DmaBuf{}
-	mi := &file_images_images_proto_msgTypes[6]
+	mi := &file_images_images_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -586,7 +696,7 @@ func (x *DmaBuf) String() string {
 func (*DmaBuf) ProtoMessage() {}
 
 func (x *DmaBuf) ProtoReflect() protoreflect.Message {
-	mi := &file_images_images_proto_msgTypes[6]
+	mi := &file_images_images_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -599,7 +709,7 @@ func (x *DmaBuf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DmaBuf.ProtoReflect.Descriptor instead.
 func (*DmaBuf) Descriptor() ([]byte, []int) {
-	return file_images_images_proto_rawDescGZIP(), []int{6}
+	return file_images_images_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DmaBuf) GetVersion() uint32 {
@@ -649,7 +759,7 @@ type BoIndex struct {
 
 func (x *BoIndex) Reset() {
 	*x = BoIndex{}
-	mi := &file_images_images_proto_msgTypes[7]
+	mi := &file_images_images_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +771,7 @@ func (x *BoIndex) String() string {
 func (*BoIndex) ProtoMessage() {}
 
 func (x *BoIndex) ProtoReflect() protoreflect.Message {
-	mi := &file_images_images_proto_msgTypes[7]
+	mi := &file_images_images_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +784,7 @@ func (x *BoIndex) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BoIndex.ProtoReflect.Descriptor instead.
 func (*BoIndex) Descriptor() ([]byte, []int) {
-	return file_images_images_proto_rawDescGZIP(), []int{7}
+	return file_images_images_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BoIndex) GetVersion() uint32 {
@@ -710,7 +820,7 @@ type BoIndexEntry struct {
 
 func (x *BoIndexEntry) Reset() {
 	*x = BoIndexEntry{}
-	mi := &file_images_images_proto_msgTypes[8]
+	mi := &file_images_images_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +832,7 @@ func (x *BoIndexEntry) String() string {
 func (*BoIndexEntry) ProtoMessage() {}
 
 func (x *BoIndexEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_images_images_proto_msgTypes[8]
+	mi := &file_images_images_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +845,7 @@ func (x *BoIndexEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BoIndexEntry.ProtoReflect.Descriptor instead.
 func (*BoIndexEntry) Descriptor() ([]byte, []int) {
-	return file_images_images_proto_rawDescGZIP(), []int{8}
+	return file_images_images_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BoIndexEntry) GetVersion() uint32 {
@@ -760,18 +870,25 @@ func (x *BoIndexEntry) GetChunk() *PagesChunk {
 }
 
 type Bo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	State         *uapi.BoState          `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
-	PagesFile     uint32                 `protobuf:"varint,6,opt,name=pages_file,json=pagesFile,proto3" json:"pages_file,omitempty"` // index into BoIndex.pages_files
-	Offset        uint64                 `protobuf:"varint,7,opt,name=offset,proto3" json:"offset,omitempty"`                        // where its state.size bytes start
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Version   uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	State     *uapi.BoState          `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	PagesFile uint32                 `protobuf:"varint,6,opt,name=pages_file,json=pagesFile,proto3" json:"pages_file,omitempty"` // index into BoIndex.pages_files
+	Offset    uint64                 `protobuf:"varint,7,opt,name=offset,proto3" json:"offset,omitempty"`                        // where its state.size bytes start
+	// A dumped process mapped the BO (Process.mappings): criu saved its
+	// memory itself, once, without the pages never written, and restores
+	// it as the mapping's memory. pages_file and offset are unused;
+	// mapped_chunks (relative to the BO, bo_id set) tile it and are what
+	// the restored memory must match.
+	CpuMapped     bool                 `protobuf:"varint,8,opt,name=cpu_mapped,json=cpuMapped,proto3" json:"cpu_mapped,omitempty"`
+	MappedChunks  []*uapi.ContentChunk `protobuf:"bytes,9,rep,name=mapped_chunks,json=mappedChunks,proto3" json:"mapped_chunks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Bo) Reset() {
 	*x = Bo{}
-	mi := &file_images_images_proto_msgTypes[9]
+	mi := &file_images_images_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +900,7 @@ func (x *Bo) String() string {
 func (*Bo) ProtoMessage() {}
 
 func (x *Bo) ProtoReflect() protoreflect.Message {
-	mi := &file_images_images_proto_msgTypes[9]
+	mi := &file_images_images_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +913,7 @@ func (x *Bo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bo.ProtoReflect.Descriptor instead.
 func (*Bo) Descriptor() ([]byte, []int) {
-	return file_images_images_proto_rawDescGZIP(), []int{9}
+	return file_images_images_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Bo) GetVersion() uint32 {
@@ -827,6 +944,20 @@ func (x *Bo) GetOffset() uint64 {
 	return 0
 }
 
+func (x *Bo) GetCpuMapped() bool {
+	if x != nil {
+		return x.CpuMapped
+	}
+	return false
+}
+
+func (x *Bo) GetMappedChunks() []*uapi.ContentChunk {
+	if x != nil {
+		return x.MappedChunks
+	}
+	return nil
+}
+
 // PagesChunk is a checksummed extent of a pages file. The chunks of a
 // pages file cover every byte of every BO in it.
 type PagesChunk struct {
@@ -840,7 +971,7 @@ type PagesChunk struct {
 
 func (x *PagesChunk) Reset() {
 	*x = PagesChunk{}
-	mi := &file_images_images_proto_msgTypes[10]
+	mi := &file_images_images_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -852,7 +983,7 @@ func (x *PagesChunk) String() string {
 func (*PagesChunk) ProtoMessage() {}
 
 func (x *PagesChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_images_images_proto_msgTypes[10]
+	mi := &file_images_images_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -865,7 +996,7 @@ func (x *PagesChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagesChunk.ProtoReflect.Descriptor instead.
 func (*PagesChunk) Descriptor() ([]byte, []int) {
-	return file_images_images_proto_rawDescGZIP(), []int{10}
+	return file_images_images_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PagesChunk) GetVersion() uint32 {
@@ -915,13 +1046,24 @@ const file_images_images_proto_rawDesc = "" +
 	"\tImageSeal\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
-	"\x06digest\x18\x03 \x01(\fR\x06digest\"h\n" +
+	"\x06digest\x18\x03 \x01(\fR\x06digest\"\x9e\x01\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04comm\x18\x02 \x01(\tR\x04comm\x12\x16\n" +
 	"\x06inodes\x18\x03 \x03(\x04R\x06inodes\x12\x1f\n" +
 	"\vruntime_dir\x18\x04 \x01(\tR\n" +
-	"runtimeDir\"\xdd\x01\n" +
+	"runtimeDir\x124\n" +
+	"\bmappings\x18\x05 \x03(\v2\x18.drmcr.images.CpuMappingR\bmappings\"\xae\x01\n" +
+	"\n" +
+	"CpuMapping\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\x04R\x03end\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x12\n" +
+	"\x04prot\x18\x04 \x01(\rR\x04prot\x12\x16\n" +
+	"\x06shared\x18\x05 \x01(\bR\x06shared\x12\x13\n" +
+	"\x05bo_id\x18\x06 \x01(\x04R\x04boId\x12\x1f\n" +
+	"\vmemfd_inode\x18\a \x01(\x04R\n" +
+	"memfdInode\"\xdd\x01\n" +
 	"\aDrmFile\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x10\n" +
@@ -952,13 +1094,16 @@ const file_images_images_proto_rawDesc = "" +
 	"\fBoIndexEntry\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12 \n" +
 	"\x02bo\x18\x02 \x01(\v2\x10.drmcr.images.BoR\x02bo\x12.\n" +
-	"\x05chunk\x18\x03 \x01(\v2\x18.drmcr.images.PagesChunkR\x05chunk\"\x96\x01\n" +
+	"\x05chunk\x18\x03 \x01(\v2\x18.drmcr.images.PagesChunkR\x05chunk\"\xf8\x01\n" +
 	"\x02Bo\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12-\n" +
 	"\x05state\x18\x02 \x01(\v2\x17.kernelsim.uapi.BoStateR\x05state\x12\x1d\n" +
 	"\n" +
 	"pages_file\x18\x06 \x01(\rR\tpagesFile\x12\x16\n" +
-	"\x06offset\x18\a \x01(\x04R\x06offsetJ\x04\b\x03\x10\x04J\x04\b\x04\x10\x05J\x04\b\x05\x10\x06\"y\n" +
+	"\x06offset\x18\a \x01(\x04R\x06offset\x12\x1d\n" +
+	"\n" +
+	"cpu_mapped\x18\b \x01(\bR\tcpuMapped\x12A\n" +
+	"\rmapped_chunks\x18\t \x03(\v2\x1c.kernelsim.uapi.ContentChunkR\fmappedChunksJ\x04\b\x03\x10\x04J\x04\b\x04\x10\x05J\x04\b\x05\x10\x06\"y\n" +
 	"\n" +
 	"PagesChunk\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
@@ -978,39 +1123,42 @@ func file_images_images_proto_rawDescGZIP() []byte {
 	return file_images_images_proto_rawDescData
 }
 
-var file_images_images_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_images_images_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_images_images_proto_goTypes = []any{
 	(*Inventory)(nil),           // 0: drmcr.images.Inventory
 	(*Device)(nil),              // 1: drmcr.images.Device
 	(*ImageSeal)(nil),           // 2: drmcr.images.ImageSeal
 	(*Process)(nil),             // 3: drmcr.images.Process
-	(*DrmFile)(nil),             // 4: drmcr.images.DrmFile
-	(*DrmChannel)(nil),          // 5: drmcr.images.DrmChannel
-	(*DmaBuf)(nil),              // 6: drmcr.images.DmaBuf
-	(*BoIndex)(nil),             // 7: drmcr.images.BoIndex
-	(*BoIndexEntry)(nil),        // 8: drmcr.images.BoIndexEntry
-	(*Bo)(nil),                  // 9: drmcr.images.Bo
-	(*PagesChunk)(nil),          // 10: drmcr.images.PagesChunk
-	(*uapi.FileCheckpoint)(nil), // 11: kernelsim.uapi.FileCheckpoint
-	(*uapi.PendingIO)(nil),      // 12: kernelsim.uapi.PendingIO
-	(*uapi.BoState)(nil),        // 13: kernelsim.uapi.BoState
-	(*uapi.ContentChunk)(nil),   // 14: kernelsim.uapi.ContentChunk
+	(*CpuMapping)(nil),          // 4: drmcr.images.CpuMapping
+	(*DrmFile)(nil),             // 5: drmcr.images.DrmFile
+	(*DrmChannel)(nil),          // 6: drmcr.images.DrmChannel
+	(*DmaBuf)(nil),              // 7: drmcr.images.DmaBuf
+	(*BoIndex)(nil),             // 8: drmcr.images.BoIndex
+	(*BoIndexEntry)(nil),        // 9: drmcr.images.BoIndexEntry
+	(*Bo)(nil),                  // 10: drmcr.images.Bo
+	(*PagesChunk)(nil),          // 11: drmcr.images.PagesChunk
+	(*uapi.FileCheckpoint)(nil), // 12: kernelsim.uapi.FileCheckpoint
+	(*uapi.PendingIO)(nil),      // 13: kernelsim.uapi.PendingIO
+	(*uapi.BoState)(nil),        // 14: kernelsim.uapi.BoState
+	(*uapi.ContentChunk)(nil),   // 15: kernelsim.uapi.ContentChunk
 }
 var file_images_images_proto_depIdxs = []int32{
 	3,  // 0: drmcr.images.Inventory.processes:type_name -> drmcr.images.Process
 	1,  // 1: drmcr.images.Inventory.devices:type_name -> drmcr.images.Device
 	2,  // 2: drmcr.images.Inventory.images:type_name -> drmcr.images.ImageSeal
-	11, // 3: drmcr.images.DrmFile.state:type_name -> kernelsim.uapi.FileCheckpoint
-	12, // 4: drmcr.images.DrmChannel.io:type_name -> kernelsim.uapi.PendingIO
-	9,  // 5: drmcr.images.BoIndexEntry.bo:type_name -> drmcr.images.Bo
-	10, // 6: drmcr.images.BoIndexEntry.chunk:type_name -> drmcr.images.PagesChunk
-	13, // 7: drmcr.images.Bo.state:type_name -> kernelsim.uapi.BoState
-	14, // 8: drmcr.images.PagesChunk.chunk:type_name -> kernelsim.uapi.ContentChunk
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	4,  // 3: drmcr.images.Process.mappings:type_name -> drmcr.images.CpuMapping
+	12, // 4: drmcr.images.DrmFile.state:type_name -> kernelsim.uapi.FileCheckpoint
+	13, // 5: drmcr.images.DrmChannel.io:type_name -> kernelsim.uapi.PendingIO
+	10, // 6: drmcr.images.BoIndexEntry.bo:type_name -> drmcr.images.Bo
+	11, // 7: drmcr.images.BoIndexEntry.chunk:type_name -> drmcr.images.PagesChunk
+	14, // 8: drmcr.images.Bo.state:type_name -> kernelsim.uapi.BoState
+	15, // 9: drmcr.images.Bo.mapped_chunks:type_name -> kernelsim.uapi.ContentChunk
+	15, // 10: drmcr.images.PagesChunk.chunk:type_name -> kernelsim.uapi.ContentChunk
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_images_images_proto_init() }
@@ -1024,7 +1172,7 @@ func file_images_images_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_images_images_proto_rawDesc), len(file_images_images_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

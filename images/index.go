@@ -193,7 +193,11 @@ func ReadIndexFrom(r io.Reader) (*Index, error) {
 		}
 		switch {
 		case e.Bo != nil && e.Chunk == nil:
-			if err := checkVersion(n, e.Bo.Version); err != nil {
+			if e.Bo.CpuMapped {
+				if e.Bo.Version != MappedBoVersion {
+					return nil, fmt.Errorf("image %s record %d: a mapped BO's record of format version %d, this plugin reads version %d", IndexName, n, e.Bo.Version, MappedBoVersion)
+				}
+			} else if err := checkVersion(n, e.Bo.Version); err != nil {
 				return nil, err
 			}
 			x.Bos = append(x.Bos, e.Bo)
@@ -269,6 +273,12 @@ func (x *Index) Check() []Problem {
 			add(fmt.Sprintf("BO %d", st.BoId), "listed twice")
 		}
 		seen[st.BoId] = true
+		if b.CpuMapped {
+			continue // its chunks are the kernel's to check, as a pages file's
+		}
+		if len(b.MappedChunks) > 0 {
+			add(fmt.Sprintf("BO %d mapped_chunks", st.BoId), "set, but the BO is not mapped (cpu_mapped false)")
+		}
 		if b.PagesFile >= nfiles {
 			add(fmt.Sprintf("BO %d pages_file", st.BoId), "%d, the index lists %d pages file(s)", b.PagesFile, nfiles)
 		}
@@ -359,7 +369,7 @@ type boExtent struct {
 func (x *Index) bosByPagesFile() map[uint32][]boExtent {
 	m := map[uint32][]boExtent{}
 	for _, b := range x.Bos {
-		if st := b.GetState(); st != nil {
+		if st := b.GetState(); st != nil && !b.CpuMapped {
 			m[b.PagesFile] = append(m[b.PagesFile], boExtent{b.Offset, b.Offset + st.Size, st.BoId})
 		}
 	}

@@ -388,14 +388,22 @@ func (f *File) checkpointDriver(bos map[uint64]*BO) (*uapi.DriverPrivate, error)
 	return priv, nil
 }
 
-// CheckpointDmaBuf describes the BO behind a dma-buf inode.
+// CheckpointDmaBuf describes the BO behind a dma-buf inode. It fails with
+// EAGAIN while a request on the dma-buf is unanswered.
 func (k *Kernel) CheckpointDmaBuf(ino uint64) (*uapi.BoState, error) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	db, ok := k.dmabufs[ino]
+	k.mu.Unlock()
 	if !ok {
 		return nil, errnof(syscall.ENOENT, "no dma-buf with inode %d", ino)
 	}
+	db.reqMu.Lock()
+	defer db.reqMu.Unlock()
+	if err := db.checkIdle(); err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	return db.bo.state(), nil
 }
 
@@ -407,33 +415,8 @@ func (k *Kernel) CheckpointBOs(ids []uint64, fd int, offset uint64) (uint64, []*
 	if err := regularFile(fd); err != nil {
 		return 0, nil, err
 	}
-	k.mu.Lock()
-	bos := make([]*BO, 0, len(ids))
-	seen := make(map[uint64]bool, len(ids))
-	var err error
-	for _, id := range ids {
-		bo, ok := k.bos[id]
-		switch {
-		case seen[id]:
-			err = errnof(syscall.EINVAL, "BO %d listed twice", id)
-		case !ok:
-			err = errnof(syscall.ENOENT, "no BO %d", id)
-		}
-		if err != nil {
-			break
-		}
-		seen[id] = true
-		bo.get()
-		bos = append(bos, bo)
-	}
-	k.mu.Unlock()
-	defer func() {
-		k.mu.Lock()
-		for _, bo := range bos {
-			bo.put()
-		}
-		k.mu.Unlock()
-	}()
+	bos, release, err := k.getBOs(ids)
+	defer release()
 	if err != nil {
 		return 0, nil, err
 	}

@@ -35,6 +35,7 @@ type image struct {
 	pages    string // the pages file
 	offsets  map[uint64]uint64
 	chunks   []*uapi.ContentChunk
+	mapped   map[uint64][]*uapi.ContentChunk // BOs whose memory criu restores
 }
 
 func (img *image) addBO(st *uapi.BoState) {
@@ -117,6 +118,10 @@ func (img *image) sessionRequest() *uapi.SessionOpenRequest {
 		PagesFiles: []*uapi.PagesFile{{Name: "pages", Chunks: img.chunks}}}
 	for _, id := range img.order {
 		req.Bos = append(req.Bos, img.bos[id])
+		if chunks, ok := img.mapped[id]; ok {
+			req.Contents = append(req.Contents, &uapi.BoContents{BoId: id, Mapped: true, Chunks: chunks})
+			continue
+		}
 		req.Contents = append(req.Contents, &uapi.BoContents{BoId: id, Offset: img.offsets[id]})
 	}
 	return req

@@ -24,6 +24,8 @@ func runChild(role string) int {
 		err = childFlood()
 	case "shared-fd":
 		err = childSharedFD()
+	case "map-hold":
+		err = childMapHold()
 	default:
 		fmt.Fprintf(os.Stderr, "unknown child role %q\n", role)
 		return 2

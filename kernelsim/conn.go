@@ -93,6 +93,7 @@ type outReply struct {
 	pkt    []byte
 	fd     int    // a descriptor it carries (owned, closed once sent), or -1
 	dmabuf uint64 // inode of the dma-buf that fd is, 0 if none
+	memfd  bool   // fd is a file of a BO's memory (GEM_MMAP): never re-sent
 }
 
 // captured is the traffic a checkpoint froze on a connection.
@@ -378,7 +379,7 @@ func (c *conn) handle(r *request) {
 	if db != nil {
 		ino = db.ino
 	}
-	c.reply(outReply{pkt: pkt, fd: replyFD, dmabuf: ino})
+	c.reply(outReply{pkt: pkt, fd: replyFD, dmabuf: ino, memfd: h.Op == uapi.OpGemMmap && replyFD >= 0})
 	if after != nil {
 		after()
 	}
@@ -687,6 +688,12 @@ func (c *conn) Pending(sock int) (*uapi.PendingIO, error) {
 		return nil, errnof(syscall.EPROTO, "pid %d's socket holds %d bytes of replies, which no run of the last replies sent adds up to", c.owner.PID, inq)
 	}
 	for _, r := range slices.Concat(cp.sent[first:], cp.outq) {
+		if r.memfd {
+			// The file of the BO's memory it carries could not be sent
+			// again as the same memory: the restored BO's memfd is
+			// criu's, made after the claims.
+			return nil, errnof(syscall.EAGAIN, "pid %d has not read a GEM_MMAP reply, which carries a file; retry the checkpoint", c.owner.PID)
+		}
 		p.UnreadReplies = append(p.UnreadReplies, &uapi.UnreadReply{Packet: r.pkt, DmabufInode: r.dmabuf})
 	}
 	return p, nil

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"drmcr/kernelsim/bomem"
 	"drmcr/kernelsim/uapi"
 )
 
@@ -122,7 +123,7 @@ func writeChunk(fd int, writeMu *sync.Mutex, c *chunkPlan, staging []byte) ([]by
 		return pwriteAll(fd, b, off)
 	}
 	var sum []byte
-	if len(c.segs) == 1 {
+	if len(c.segs) == 1 && c.segs[0].mem.sharedMem() == nil {
 		s := c.segs[0]
 		err := s.mem.with(s.off, s.n, false, func(b []byte) error {
 			sum = uapi.ContentChecksum(b)
@@ -133,10 +134,7 @@ func writeChunk(fd int, writeMu *sync.Mutex, c *chunkPlan, staging []byte) ([]by
 	buf := staging[:c.length]
 	pos := uint64(0)
 	for _, s := range c.segs {
-		if err := s.mem.with(s.off, s.n, false, func(b []byte) error {
-			copy(buf[pos:], b)
-			return nil
-		}); err != nil {
+		if err := s.mem.copyOut(s.off, buf[pos:pos+s.n]); err != nil {
 			return nil, err
 		}
 		pos += s.n
@@ -231,4 +229,176 @@ func regularFile(fd int) error {
 		return errnof(syscall.EINVAL, "a pages file must be a regular file (mode %#o)", st.Mode)
 	}
 	return nil
+}
+
+// ChecksumBOs checksums the contents of BOs without writing them
+// anywhere, in chunks of at most contentChunk bytes relative to each BO
+// (ContentChunk.bo_id set), in request order: for BOs whose contents
+// criu saves itself, as the memory of a dumped process's mapping. Holes
+// of a mapped BO's memory are checksummed as zeros without being read,
+// which would allocate them. Jobs writing the BOs must have been drained
+// by Pause.
+func (k *Kernel) ChecksumBOs(ids []uint64) ([]*uapi.ContentChunk, error) {
+	bos, release, err := k.getBOs(ids)
+	defer release()
+	if err != nil {
+		return nil, err
+	}
+	var chunks []*uapi.ContentChunk
+	var mems []*Backing
+	for _, bo := range bos {
+		for off := uint64(0); off < bo.size; off += contentChunk {
+			chunks = append(chunks, &uapi.ContentChunk{BoId: bo.id, Offset: off, Length: min(contentChunk, bo.size-off)})
+			mems = append(mems, bo.mem)
+		}
+	}
+	err = forEachChunk(context.Background(), len(chunks), func(_ context.Context, i int, staging []byte) error {
+		c := chunks[i]
+		sum, err := mems[i].checksum(c.Offset, c.Length, staging)
+		if err != nil {
+			return fmt.Errorf("BO %d contents: %w", c.BoId, err)
+		}
+		c.Checksum = sum
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return chunks, nil
+}
+
+// getBOs references the BOs of ids, each listed once; release drops the
+// references (call it whatever the error).
+func (k *Kernel) getBOs(ids []uint64) ([]*BO, func(), error) {
+	k.mu.Lock()
+	bos := make([]*BO, 0, len(ids))
+	seen := make(map[uint64]bool, len(ids))
+	var err error
+	for _, id := range ids {
+		bo, ok := k.bos[id]
+		switch {
+		case seen[id]:
+			err = errnof(syscall.EINVAL, "BO %d listed twice", id)
+		case !ok:
+			err = errnof(syscall.ENOENT, "no BO %d", id)
+		}
+		if err != nil {
+			break
+		}
+		seen[id] = true
+		bo.get()
+		bos = append(bos, bo)
+	}
+	k.mu.Unlock()
+	release := func() {
+		k.mu.Lock()
+		for _, bo := range bos {
+			bo.put()
+		}
+		k.mu.Unlock()
+	}
+	return bos, release, err
+}
+
+// checksum returns the checksum of the memory's bytes [off, off+n), at
+// most contentChunk of them. Holes of shared memory count as zeros and
+// are not touched; staging holds a chunk that mixes data and holes.
+func (b *Backing) checksum(off, n uint64, staging []byte) ([]byte, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if err := b.check(int(n), off); err != nil {
+		return nil, err
+	}
+	if b.shared == nil {
+		return uapi.ContentChecksum(b.data[off : off+n]), nil
+	}
+	var data, holes bool
+	if err := b.shared.Extents(off, n, func(_, _ uint64, d bool) error {
+		data, holes = data || d, holes || !d
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	switch {
+	case !holes:
+		return uapi.ContentChecksum(b.data[off : off+n]), nil
+	case !data:
+		return zeroChecksum(n), nil
+	}
+	buf := staging[:n]
+	if err := b.copyOutLocked(off, buf); err != nil {
+		return nil, err
+	}
+	return uapi.ContentChecksum(buf), nil
+}
+
+// copyOut copies the memory's bytes from off into dst. Holes of shared
+// memory are copied as zeros without being touched.
+func (b *Backing) copyOut(off uint64, dst []byte) error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if err := b.check(len(dst), off); err != nil {
+		return err
+	}
+	return b.copyOutLocked(off, dst)
+}
+
+// copyOutLocked is copyOut with b.mu held and the range checked.
+func (b *Backing) copyOutLocked(off uint64, dst []byte) error {
+	n := uint64(len(dst))
+	if b.shared == nil {
+		copy(dst, b.data[off:off+n])
+		return nil
+	}
+	return b.shared.Extents(off, n, func(o, l uint64, data bool) error {
+		d := dst[o-off : o-off+l]
+		if data {
+			copy(d, b.data[o:o+l])
+		} else {
+			clear(d)
+		}
+		return nil
+	})
+}
+
+// fileChecksum is the checksum of bytes [off, off+n) of shared memory,
+// at most contentChunk of them, read from its file (pread) rather than
+// through a mapping; holes count as zeros and are not read.
+func fileChecksum(mem *bomem.Shared, off, n uint64, staging []byte) ([]byte, error) {
+	buf := staging[:n]
+	data := false
+	err := mem.Extents(off, n, func(o, l uint64, isData bool) error {
+		d := buf[o-off : o-off+l]
+		if !isData {
+			clear(d)
+			return nil
+		}
+		data = true
+		return preadFull(mem.FD(), d, o)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !data {
+		return zeroChecksum(n), nil
+	}
+	return uapi.ContentChecksum(buf), nil
+}
+
+var (
+	zeroSumsMu sync.Mutex
+	zeroSums   = map[uint64][]byte{}
+	zeroChunk  = make([]byte, contentChunk)
+)
+
+// zeroChecksum is the checksum of n zero bytes (n <= contentChunk).
+func zeroChecksum(n uint64) []byte {
+	zeroSumsMu.Lock()
+	defer zeroSumsMu.Unlock()
+	if s, ok := zeroSums[n]; ok {
+		return s
+	}
+	s := uapi.ContentChecksum(zeroChunk[:n])
+	zeroSums[n] = s
+	return s
 }

@@ -148,7 +148,7 @@ func (c *controlConn) dispatch(h uapi.Header, payload []byte, fds []int) (proto.
 		}
 		return fds[0], nil
 	}
-	if h.Op != uapi.OpCheckpointBos && h.Op != uapi.OpSessionLoadPages && h.Op != uapi.OpDebug && h.Op != uapi.OpCheckpointIo && len(fds) > 0 {
+	if h.Op != uapi.OpCheckpointBos && h.Op != uapi.OpSessionLoadPages && h.Op != uapi.OpSessionAdoptMemory && h.Op != uapi.OpDebug && h.Op != uapi.OpCheckpointIo && len(fds) > 0 {
 		uapi.CloseFDs(fds)
 		return nil, errnof(syscall.EINVAL, "unexpected file descriptor")
 	}
@@ -159,6 +159,12 @@ func (c *controlConn) dispatch(h uapi.Header, payload []byte, fds []int) (proto.
 			return nil, err
 		}
 		return &uapi.IdentifyReply{Objects: c.s.identify(r.Inodes)}, nil
+	case uapi.OpIdentifyMemory:
+		var r uapi.IdentifyMemoryRequest
+		if err := decode(payload, &r); err != nil {
+			return nil, err
+		}
+		return &uapi.IdentifyMemoryReply{Files: k.identifyMemory(r.Files)}, nil
 	case uapi.OpPause:
 		var r uapi.PauseRequest
 		if err := decode(payload, &r); err != nil {
@@ -212,6 +218,13 @@ func (c *controlConn) dispatch(h uapi.Header, payload []byte, fds []int) (proto.
 			uapi.CloseFDs(fds)
 			return nil, err
 		}
+		if r.ChecksumOnly {
+			if err := noFDs(fds); err != nil {
+				return nil, err
+			}
+			chunks, err := k.ChecksumBOs(r.BoIds)
+			return &uapi.CheckpointBosReply{Chunks: chunks}, err
+		}
 		fd, err := takeFD()
 		if err != nil {
 			return nil, err
@@ -257,6 +270,22 @@ func (c *controlConn) dispatch(h uapi.Header, payload []byte, fds []int) (proto.
 			return nil, err
 		}
 		return empty, s.LoadPages(r.PagesFile, fd)
+	case uapi.OpSessionAdoptMemory:
+		var r uapi.SessionAdoptMemoryRequest
+		if err := decode(payload, &r); err != nil {
+			uapi.CloseFDs(fds)
+			return nil, err
+		}
+		fd, err := takeFD()
+		if err != nil {
+			return nil, err
+		}
+		s, err := c.session(r.Token)
+		if err != nil {
+			unix.Close(fd)
+			return nil, err
+		}
+		return empty, s.AdoptMemory(r.BoId, fd, r.Holders)
 	case uapi.OpSessionResume:
 		var r uapi.SessionResumeRequest
 		if err := decode(payload, &r); err != nil {

@@ -81,6 +81,19 @@ type DebugBO struct {
 	Refs   int             `json:"refs"`
 	DmaBuf uint64          `json:"dmabuf_inode,omitempty"`
 	Resv   []dma.ResvEntry `json:"resv"`
+	// CPU mappings: set once a client mapped the BO.
+	CPU *DebugCPUMaps `json:"cpu_mappings,omitempty"`
+}
+
+// DebugCPUMaps is what the kernel knows of a BO's CPU mappings.
+type DebugCPUMaps struct {
+	MemfdInode uint64 `json:"memfd_inode"`
+	Handed     uint64 `json:"files_handed_out"`
+	// Referenced: the BO holds a reference for its mappings (some
+	// process still holds a file of its memory).
+	Referenced bool `json:"referenced"`
+	// Restored tasks mapping it, by pid (see AdoptMemory).
+	Holders []int32 `json:"restored_holders"`
 }
 
 // DebugJob is a job the kernel still holds: queued, running, preempted,
@@ -159,6 +172,13 @@ func (k *Kernel) Debug() *DebugState {
 		db := DebugBO{ID: bo.id, Minor: bo.dev.cfg.Minor, Size: bo.size, Domain: bo.domain.String(), Flags: bo.flags, Refs: bo.refs}
 		if bo.dmabuf != nil {
 			db.DmaBuf = bo.dmabuf.ino
+		}
+		if m := bo.maps; m != nil {
+			db.CPU = &DebugCPUMaps{MemfdInode: m.key.ino, Handed: m.handed, Referenced: m.ref, Holders: []int32{}}
+			for pid := range m.holders {
+				db.CPU.Holders = append(db.CPU.Holders, pid)
+			}
+			slices.Sort(db.CPU.Holders)
 		}
 		st.BOs = append(st.BOs, db)
 		resvs = append(resvs, bo.resv)

@@ -101,6 +101,20 @@ var ioctls = map[uapi.Op]ioctl{
 		fd, db, err := rq.c.f.PrimeHandleToFD(r.Handle, rq.c)
 		return empty, fd, db, err
 	},
+	uapi.OpGemMmap: func(rq *request, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
+		if err := noFDs(fds); err != nil {
+			return nil, -1, nil, err
+		}
+		var r uapi.GemMmapRequest
+		if err := proto.Unmarshal(payload, &r); err != nil {
+			return nil, -1, nil, errnof(syscall.EINVAL, "malformed request: %v", err)
+		}
+		fd, reply, err := rq.c.f.GemMmap(r.Handle)
+		if err != nil {
+			return nil, -1, nil, err
+		}
+		return reply, fd, nil, nil
+	},
 	uapi.OpPrimeFdToHandle: func(rq *request, _ []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
 		if len(fds) != 1 {
 			closeFDs(fds)

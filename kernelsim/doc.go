@@ -17,6 +17,17 @@
 // a connection of its own to it, a reply channel (uapi.OpAttach), so that
 // replies reach the process that asked.
 //
+// CPU mappings (mmap.go): a client maps a BO through its drm file
+// (GEM_MMAP) or a dma-buf (DMABUF_MMAP); the BO's memory becomes a sealed
+// memfd that the GPU and every mapping share, and the mappings keep the
+// BO alive. Coherency goes through fences, as on real hardware: a job's
+// writes are visible through a mapping once its fence has signalled; CPU
+// writes through a mapping are seen by jobs submitted after them, and the
+// CPU must not touch memory a queued or running job writes (or write
+// memory one reads). A VRAM BO is write-combined on real hardware (slow
+// CPU reads, writes fenced before the GPU reads them), a GTT BO cached;
+// the simulation is coherent for both.
+//
 // Locking: Kernel.mu (like the old struct_mutex) protects the object graph:
 // handles, PRIME tables, reference counts, mappings. BO contents have their
 // own lock; jobs run without Kernel.mu. Waits hold no lock of the kernel
@@ -24,7 +35,8 @@
 //
 // Lock order, outer first: Server.mu, conn.mu (a connection's state: its
 // requests running and waiting, its replies queued and sent; held only
-// briefly, never across an ioctl), Kernel.mu, accounting.mu (the per-user
+// briefly, never across an ioctl), DmaBuf.reqMu (a request on a dma-buf's
+// socket), Kernel.mu, Session.loadMu, Backing.mu (a BO's memory), accounting.mu (the per-user
 // limits), rateLog.mu (the log). A Context's mu (the pause gate) comes
 // before Kernel.mu (Submit takes both); a checkpoint takes it under
 // Kernel.mu only once the file is paused, when no submit holds it (Pause

@@ -15,10 +15,19 @@ import (
 // each access atomic, and keeps every access out once the memory is
 // released. The memory lives outside the Go heap (package bomem) and goes
 // back to the system when the BO dies.
+//
+// A BO that a client maps (GEM_MMAP, a dma-buf's mmap) has its memory
+// moved into a memfd the first time (share), which the client maps too;
+// nothing outside the lock ever holds data, so the move is invisible to
+// the rest of the kernel. A restored BO whose contents criu restores as a
+// process's mapping starts without memory (pending) until the restore
+// session adopts that mapping's memfd.
 type Backing struct {
-	size uint64
-	mu   sync.RWMutex
-	data []byte // nil once released
+	size    uint64
+	mu      sync.RWMutex
+	data    []byte        // nil once released, or while pending
+	shared  *bomem.Shared // the memfd data lives in, once shared
+	pending bool          // restored memory not adopted yet
 }
 
 func newBacking(size uint64) (*Backing, error) {
@@ -29,17 +38,72 @@ func newBacking(size uint64) (*Backing, error) {
 	return &Backing{size: size, data: data}, nil
 }
 
+// newPendingBacking is memory that a restore session adopts later.
+func newPendingBacking(size uint64) *Backing {
+	return &Backing{size: size, pending: true}
+}
+
 // release gives the memory back. Accesses after it fail.
 func (b *Backing) release() {
 	b.mu.Lock()
-	data := b.data
-	b.data = nil
+	data, shared := b.data, b.shared
+	b.data, b.shared, b.pending = nil, nil, false
 	b.mu.Unlock()
-	if data != nil {
-		if err := bomem.Free(data); err != nil {
-			panic(err) // a bug in the BO lifetime, not bad input
-		}
+	var err error
+	switch {
+	case shared != nil:
+		err = shared.Free()
+	case data != nil:
+		err = bomem.Free(data)
 	}
+	if err != nil {
+		panic(err) // a bug in the BO lifetime, not bad input
+	}
+}
+
+// share moves the memory into a memfd, once, and returns it; the pages
+// never written stay holes. The lock keeps every access out meanwhile.
+func (b *Backing) share() (*bomem.Shared, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.shared != nil {
+		return b.shared, nil
+	}
+	if b.data == nil {
+		return nil, b.check(0, 0)
+	}
+	s, err := bomem.NewShared(memfdName, b.size, b.data)
+	if err != nil {
+		return nil, errnof(syscall.ENOMEM, "move BO memory into a memfd: %v", err)
+	}
+	if err := bomem.Free(b.data); err != nil {
+		panic(err)
+	}
+	b.data, b.shared = s.Bytes(), s
+	return s, nil
+}
+
+// memfdName is the name of BO memfds, as /proc/PID/maps shows them
+// ("/memfd:kernelsim-bo (deleted)").
+const memfdName = "kernelsim-bo"
+
+// adopt makes s, restored memory whose contents are verified, the
+// memory of a pending Backing.
+func (b *Backing) adopt(s *bomem.Shared) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.pending {
+		return errnof(syscall.EINVAL, "BO memory is not waiting for restored memory")
+	}
+	b.data, b.shared, b.pending = s.Bytes(), s, false
+	return nil
+}
+
+// sharedMem returns the memfd of shared memory, or nil.
+func (b *Backing) sharedMem() *bomem.Shared {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.shared
 }
 
 // Size is the length of the memory.
@@ -48,6 +112,9 @@ func (b *Backing) Size() uint64 { return b.size }
 // check bounds-checks an access. Called with b.mu held.
 func (b *Backing) check(n int, off uint64) error {
 	if b.data == nil {
+		if b.pending {
+			return errnof(syscall.EAGAIN, "access to the memory of a BO that is still being restored")
+		}
 		return errnof(syscall.ENODEV, "access to the memory of a freed BO")
 	}
 	if off > b.size || uint64(n) > b.size-off {
@@ -113,8 +180,9 @@ type BO struct {
 	resv      *dma.Resv
 
 	// under k.mu
-	refs   int     // handles, jobs, and one for a live dma-buf
-	dmabuf *DmaBuf // obj->dma_buf: its export, while that is alive
+	refs   int      // handles, jobs, one for a live dma-buf, one for CPU mappings
+	dmabuf *DmaBuf  // obj->dma_buf: its export, while that is alive
+	maps   *cpuMaps // once a client mapped it (mmap.go)
 
 	charged bool   // the size is charged to uid (see Limits)
 	uid     uint32 // who created it
@@ -224,5 +292,6 @@ func (bo *BO) put() {
 		k.acct.unchargeBO(bo.uid, region{minor: bo.dev.cfg.Minor, domain: bo.domain}, bo.size)
 	}
 	bo.resv.Release()
+	k.untrackMaps(bo)
 	bo.mem.release()
 }

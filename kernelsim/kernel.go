@@ -70,6 +70,8 @@ type Kernel struct {
 	dmabufs  map[uint64]*DmaBuf // by client-side inode
 	sessions map[string]*Session
 	jobs     map[*sched.Job]*jobInfo
+	memfds   map[memKey]*BO // BO memory that clients map, by file
+	maps     *mapWatch      // started with the first mapped BO
 	nextFile uint64
 	nextBO   uint64
 	nextBuf  uint64
@@ -94,6 +96,7 @@ func New(cfg Config) (*Kernel, error) {
 		dmabufs:  make(map[uint64]*DmaBuf),
 		sessions: make(map[string]*Session),
 		jobs:     make(map[*sched.Job]*jobInfo),
+		memfds:   make(map[memKey]*BO),
 	}
 	if err := k.addDevices(cfg.Devices); err != nil {
 		for _, d := range k.devices {
@@ -168,4 +171,5 @@ func (k *Kernel) Shutdown() {
 	for _, d := range k.devices {
 		d.fini()
 	}
+	k.stopMapWatch()
 }

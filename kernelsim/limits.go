@@ -33,8 +33,8 @@ type Limits struct {
 	Waits int
 	// FDs is the most file descriptors the daemon holds for the objects
 	// of all limited users together (a connection holds one, a dma-buf
-	// two), so that they cannot use up the daemon's descriptors and lock
-	// out the exempt users.
+	// two, a BO a client mapped one), so that they cannot use up the
+	// daemon's descriptors and lock out the exempt users.
 	FDs int
 	// Exempt users are not limited (kernelsimd: root and its own user).
 	Exempt []uint32
@@ -249,6 +249,29 @@ func (a *accounting) unchargeDmaBuf(uid uint32) {
 	a.user(uid).dmabufs--
 	a.fds -= 2
 	a.drop(uid)
+	a.mu.Unlock()
+}
+
+// chargeMemfd accounts the descriptor the daemon keeps for a BO's memory
+// once a client maps it, or refuses it.
+func (a *accounting) chargeMemfd(who Cred) error {
+	if a.exempt[who.UID] {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.takeFDs(1) {
+		return a.logged(who, "a BO mapping", a.refuseFDs(a.fds))
+	}
+	return nil
+}
+
+func (a *accounting) unchargeMemfd(uid uint32) {
+	if a.exempt[uid] {
+		return
+	}
+	a.mu.Lock()
+	a.fds--
 	a.mu.Unlock()
 }
 

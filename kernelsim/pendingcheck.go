@@ -17,6 +17,7 @@ import (
 var ioctlMessages = map[uapi.Op]struct {
 	req, reply func() proto.Message
 	fdIn       bool // the request carries a file descriptor
+	fdOut      bool // the reply carries a file of its own (never re-sent)
 }{
 	uapi.OpVersion:         {req: func() proto.Message { return &uapi.VersionRequest{} }, reply: func() proto.Message { return &uapi.VersionReply{} }},
 	uapi.OpGemCreate:       {req: func() proto.Message { return &uapi.GemCreateRequest{} }, reply: func() proto.Message { return &uapi.GemCreateReply{} }},
@@ -42,6 +43,10 @@ var ioctlMessages = map[uapi.Op]struct {
 	uapi.OpSwSyncCreate:    {req: func() proto.Message { return &uapi.SwSyncCreateRequest{} }, reply: func() proto.Message { return &uapi.SwSyncCreateReply{} }},
 	uapi.OpSwSyncFence:     {req: func() proto.Message { return &uapi.SwSyncFenceRequest{} }, reply: emptyMsg},
 	uapi.OpSwSyncInc:       {req: func() proto.Message { return &uapi.SwSyncIncRequest{} }, reply: emptyMsg},
+	// A GEM_MMAP request in flight is replayed; its reply, which carries
+	// the file of the BO's memory, is never caught unread (the dump fails
+	// with EAGAIN).
+	uapi.OpGemMmap: {req: func() proto.Message { return &uapi.GemMmapRequest{} }, reply: func() proto.Message { return &uapi.GemMmapReply{} }, fdOut: true},
 }
 
 func emptyMsg() proto.Message         { return &uapi.Empty{} }
@@ -90,6 +95,8 @@ func CheckReplyPacket(pkt []byte) (uapi.Op, error) {
 		return 0, fmt.Errorf("answers %v, which is not a render-node request", h.Op)
 	case h.Status > 0 || h.Status < -4095:
 		return h.Op, fmt.Errorf("status %d is neither 0 nor a negative errno", h.Status)
+	case m.fdOut && h.Status == 0:
+		return h.Op, fmt.Errorf("a %v reply carries a file, which a checkpoint never holds unread", h.Op)
 	}
 	reply := m.reply()
 	if h.Status < 0 {

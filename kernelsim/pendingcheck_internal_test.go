@@ -45,3 +45,26 @@ func TestSameBOComparesEveryField(t *testing.T) {
 		}
 	}
 }
+
+// TestGemMmapInFlight: a GEM_MMAP request caught in flight is replayed
+// (it carries no file), its reply never re-sent (it carries one).
+func TestGemMmapInFlight(t *testing.T) {
+	req, err := uapi.Marshal(uapi.Header{Op: uapi.OpGemMmap, Seq: 3}, &uapi.GemMmapRequest{Handle: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckRequestPacket(req); err != nil {
+		t.Errorf("GEM_MMAP request: %v", err)
+	}
+	reply, err := uapi.Marshal(uapi.Header{Op: uapi.OpGemMmap, Seq: 3}, &uapi.GemMmapReply{Size: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CheckReplyPacket(reply); err == nil {
+		t.Error("an unread GEM_MMAP reply, which carries a file, passes")
+	}
+	errReply, _ := uapi.Marshal(uapi.Header{Op: uapi.OpGemMmap, Seq: 3, Status: -2}, &uapi.ErrorReply{Message: "no handle"})
+	if _, err := CheckReplyPacket(errReply); err != nil {
+		t.Errorf("a GEM_MMAP error reply: %v", err)
+	}
+}

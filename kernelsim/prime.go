@@ -3,9 +3,12 @@ package kernelsim
 import (
 	"fmt"
 	"os"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"drmcr/kernelsim/uapi"
 )
 
 // DmaBuf is an exported BO (struct dma_buf). Its file is one end of a
@@ -23,6 +26,10 @@ type DmaBuf struct {
 	ino uint64
 
 	server *os.File // the kernel's end, in Go's netpoller
+	// reqMu is held while a request on the dma-buf's socket is read and
+	// answered, so that a checkpoint finds each either still queued or
+	// answered. Taken before k.mu.
+	reqMu sync.Mutex
 
 	charged bool   // counted against uid's dma-bufs (see Limits)
 	uid     uint32 // who exported it
@@ -99,12 +106,12 @@ func (k *Kernel) newDmaBuf(bo *BO, where socketMaker) (*DmaBuf, error) {
 	return db, nil
 }
 
-// watchDmaBuf waits for the last client copy of the dma-buf to close, then
-// releases it (dma_buf_release). Anything a client writes into a dma-buf
-// socket is discarded.
+// watchDmaBuf answers the requests on the dma-buf's socket (DMABUF_MMAP)
+// and waits for the last client copy of the dma-buf to close, then
+// releases it (dma_buf_release).
 func (k *Kernel) watchDmaBuf(db *DmaBuf) {
 	if rc, err := db.server.SyscallConn(); err == nil {
-		rc.Read(func(fd uintptr) bool { return dmaBufClosed(int(fd)) })
+		rc.Read(func(fd uintptr) bool { return k.serveDmaBuf(db, int(fd)) })
 	}
 	k.mu.Lock()
 	k.releaseDmaBuf(db)
@@ -112,10 +119,10 @@ func (k *Kernel) watchDmaBuf(db *DmaBuf) {
 	db.server.Close()
 }
 
-// dmaBufClosed discards what clients wrote into the kernel's end of a
-// dma-buf and reports whether every client copy is closed.
-func dmaBufClosed(fd int) bool {
-	var buf [256]byte
+// serveDmaBuf answers the requests clients wrote into the kernel's end of
+// a dma-buf and reports whether every client copy is closed.
+func (k *Kernel) serveDmaBuf(db *DmaBuf, fd int) bool {
+	var buf [512]byte
 	for {
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
 		if _, err := unix.Poll(pfd, 0); err != nil && err != unix.EINTR {
@@ -127,8 +134,90 @@ func dmaBufClosed(fd int) bool {
 		case pfd[0].Revents&unix.POLLIN == 0:
 			return false
 		}
-		unix.Recvfrom(fd, buf[:], unix.MSG_DONTWAIT)
+		db.reqMu.Lock()
+		n, fds, err := uapi.RecvNonblock(fd, buf[:], 0)
+		if err == nil {
+			k.dmaBufRequest(db, buf[:n], fds)
+		}
+		db.reqMu.Unlock()
 	}
+}
+
+// dmaBufRequest answers one request on a dma-buf's socket: DMABUF_MMAP,
+// answered on the reply socket that comes with it. Anything else has
+// nowhere to be answered and is discarded.
+func (k *Kernel) dmaBufRequest(db *DmaBuf, req []byte, fds []int) {
+	defer uapi.CloseFDs(fds)
+	h, err := uapi.ParseHeader(req)
+	if err != nil || h.Op != uapi.OpDmaBufMmap || len(fds) != 1 {
+		return
+	}
+	replyTo := fds[0]
+	if _, err := sockIno(replyTo); err != nil {
+		return
+	}
+	// Who asks: the process that made the reply socket.
+	var who Cred
+	if uc, err := unix.GetsockoptUcred(replyTo, unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+		who = Cred{PID: uc.Pid, UID: uc.Uid, GID: uc.Gid}
+	}
+	out := uapi.Header{Op: h.Op, Seq: h.Seq}
+	memfd, reply, err := k.dmaBufMmap(db, who)
+	var pkt []byte
+	if err == nil {
+		pkt, err = uapi.Marshal(out, reply)
+	}
+	if err != nil {
+		out.Status = -int32(ErrnoOf(err))
+		pkt, _ = uapi.Marshal(out, &uapi.ErrorReply{Message: truncate(err.Error(), 4096)})
+		uapi.SendNonblock(replyTo, pkt)
+		return
+	}
+	defer unix.Close(memfd)
+	// A fresh socket's queue is empty: this cannot block.
+	uapi.SendNonblock(replyTo, pkt, memfd)
+}
+
+// dmaBufMmap hands out a file of a dma-buf's BO memory.
+func (k *Kernel) dmaBufMmap(db *DmaBuf, who Cred) (int, *uapi.GemMmapReply, error) {
+	k.mu.Lock()
+	if db.released {
+		k.mu.Unlock()
+		return -1, nil, errnof(syscall.ENODEV, "dma-buf released")
+	}
+	bo := db.bo
+	bo.get()
+	k.mu.Unlock()
+	defer func() {
+		k.mu.Lock()
+		bo.put()
+		k.mu.Unlock()
+	}()
+	return k.mmapFile(bo, who)
+}
+
+// checkIdle fails while a request on the dma-buf's socket is
+// unanswered: a checkpoint then could not tell whether its reply would
+// come. Called with db.reqMu held.
+func (db *DmaBuf) checkIdle() error {
+	var inq int
+	var qerr error
+	rc, err := db.server.SyscallConn()
+	if err != nil {
+		return errnof(syscall.ENODEV, "dma-buf inode %d is closed: %v", db.ino, err)
+	}
+	if err := rc.Control(func(fd uintptr) {
+		inq, qerr = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+	}); err != nil {
+		return errnof(syscall.ENODEV, "dma-buf inode %d is closed: %v", db.ino, err)
+	}
+	if qerr != nil {
+		return fmt.Errorf("dma-buf inode %d: SIOCINQ: %w", db.ino, qerr)
+	}
+	if inq > 0 {
+		return errnof(syscall.EAGAIN, "a DMABUF_MMAP request on dma-buf inode %d is in flight; retry the checkpoint", db.ino)
+	}
+	return nil
 }
 
 // releaseDmaBuf drops the dma-buf's reference to its BO. Called with k.mu

@@ -438,7 +438,8 @@ func (c *restoreChecker) checkReply(add func(field, format string, args ...any),
 // checkContents checks where the BOs' contents are: every BO once, in a
 // pages file of the request, its every byte covered by a chunk with a
 // checksum; chunks in file order, non-empty, at most a chunk's size and
-// not overlapping.
+// not overlapping. A mapped BO's contents (criu restores them) have
+// chunks of their own, relative to the BO, that tile it.
 func (c *restoreChecker) checkContents(req *uapi.SessionOpenRequest, bos map[uint64]*uapi.BoState) {
 	type extent struct{ off, end uint64 }
 	files := make([][]extent, len(req.PagesFiles))
@@ -475,6 +476,15 @@ func (c *restoreChecker) checkContents(req *uapi.SessionOpenRequest, bos map[uin
 		case placed[bc.BoId]:
 			c.add(ObjBO, bc.BoId, "contents", "listed twice")
 			continue
+		case bc.Mapped:
+			// criu restores the memory; its chunks must tile the BO.
+			placed[bc.BoId] = true
+			if msg := mappedChunksProblem(st, bc.Chunks); msg != "" {
+				c.add(ObjBO, bc.BoId, "contents.chunks", "%s", msg)
+			}
+			continue
+		case len(bc.Chunks) > 0:
+			c.add(ObjBO, bc.BoId, "contents.chunks", "set, but the BO's contents are in a pages file (mapped is false)")
 		case int(bc.PagesFile) >= len(req.PagesFiles):
 			c.add(ObjBO, bc.BoId, "pages_file", "%d, there are %d pages file(s)", bc.PagesFile, len(req.PagesFiles))
 			continue
@@ -521,6 +531,28 @@ func (c *restoreChecker) checkContents(req *uapi.SessionOpenRequest, bos map[uin
 	for _, id := range ids {
 		c.add(ObjBO, id, "contents", "not in any pages file")
 	}
+}
+
+// mappedChunksProblem says what is wrong with the chunks of a mapped BO
+// (relative to the BO: of that BO, tiling it in order, each of 1 to
+// MaxContentChunk bytes with a checksum), "" if nothing.
+func mappedChunksProblem(st *uapi.BoState, chunks []*uapi.ContentChunk) string {
+	var pos uint64
+	for i, ch := range chunks {
+		switch {
+		case ch.BoId != st.BoId:
+			return fmt.Sprintf("chunk %d is of BO %d", i, ch.BoId)
+		case ch.Offset != pos || ch.Length == 0 || ch.Length > uapi.MaxContentChunk || ch.Length > st.Size-pos:
+			return fmt.Sprintf("chunk %d [%d, +%d) does not follow the one before (ending at %d) within the BO's %d bytes, in chunks of 1 to %d", i, ch.Offset, ch.Length, pos, st.Size, uapi.MaxContentChunk)
+		case len(ch.Checksum) != uapi.ChecksumSize:
+			return fmt.Sprintf("chunk %d has a checksum of %d bytes, want %d (%s): its bytes could not be checked", i, len(ch.Checksum), uapi.ChecksumSize, uapi.ChecksumName)
+		}
+		pos += ch.Length
+	}
+	if pos != st.Size {
+		return fmt.Sprintf("bytes [%d, %d) of the BO are covered by no checksummed chunk", pos, st.Size)
+	}
+	return ""
 }
 
 // decodeDriverPrivateFor parses a driver blob for a device of driver

@@ -1,9 +1,11 @@
 package kernelsim
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -15,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"drmcr/kernelsim/bomem"
 	"drmcr/kernelsim/dma"
 	"drmcr/kernelsim/sched"
 	"drmcr/kernelsim/uapi"
@@ -107,10 +110,15 @@ type sessionBO struct {
 	pages   *sessionPages
 	off     uint64 // where its contents start in the pages file
 	adopted bool   // a BO was created on mem, which it now owns (k.mu)
+	// Mapped BOs: criu restores the contents as a mapping's memory, and
+	// AdoptMemory checks it against chunks (relative to the BO).
+	mapped bool
+	chunks []*uapi.ContentChunk
 
 	// under Session.loadMu
 	pending  int           // chunks still to load and verify
 	verified bool          // every chunk is in and matched
+	adopting bool          // AdoptMemory was called
 	loaded   chan struct{} // closed once verified, or failed
 	loadErr  error
 }
@@ -172,6 +180,10 @@ func (k *Kernel) OpenSession(req *uapi.SessionOpenRequest) (*Session, error) {
 		return nil, err
 	}
 	for _, sb := range s.bos {
+		if sb.mapped {
+			sb.mem = newPendingBacking(sb.st.Size) // criu restores it
+			continue
+		}
 		mem, err := newBacking(sb.st.Size)
 		if err != nil {
 			s.releaseMemory()
@@ -234,8 +246,12 @@ func (s *Session) setupContents(req *uapi.SessionOpenRequest) error {
 		switch {
 		case !ok:
 			return errnof(syscall.EINVAL, "contents of BO %d, which is not in the session", bc.BoId)
-		case sb.pages != nil:
+		case sb.pages != nil || sb.mapped:
 			return errnof(syscall.EINVAL, "contents of BO %d listed twice", bc.BoId)
+		case bc.Mapped:
+			// CheckRestore checked its chunks.
+			sb.mapped, sb.chunks, sb.pending = true, bc.Chunks, len(bc.Chunks)
+			continue
 		case int(bc.PagesFile) >= len(s.pages):
 			return errnof(syscall.EINVAL, "BO %d: pages file %d of %d", bc.BoId, bc.PagesFile, len(s.pages))
 		case bc.Offset+sb.st.Size < bc.Offset:
@@ -244,7 +260,7 @@ func (s *Session) setupContents(req *uapi.SessionOpenRequest) error {
 		sb.pages, sb.off = s.pages[bc.PagesFile], bc.Offset
 	}
 	for id, sb := range s.bos {
-		if sb.pages == nil {
+		if sb.pages == nil && !sb.mapped {
 			return errnof(syscall.EINVAL, "BO %d: no contents listed", id)
 		}
 	}
@@ -255,6 +271,9 @@ func (s *Session) setupContents(req *uapi.SessionOpenRequest) error {
 // counts, for each BO, the chunks it waits for.
 func (s *Session) planLoads() {
 	for _, sb := range s.bos {
+		if sb.mapped {
+			continue // AdoptMemory checks it
+		}
 		sp := sb.pages
 		cs := sp.chunks
 		start, end := sb.off, sb.off+sb.st.Size
@@ -288,6 +307,9 @@ func (s *Session) planLoads() {
 
 // describe names a BO and where its contents are, for messages.
 func (sb *sessionBO) describe() string {
+	if sb.mapped {
+		return fmt.Sprintf("BO %d (%d bytes, the memory of a restored mapping, in criu's images)", sb.st.BoId, sb.st.Size)
+	}
 	return fmt.Sprintf("BO %d (%d bytes at offset %d of %s)", sb.st.BoId, sb.st.Size, sb.off, sb.pages.name)
 }
 
@@ -380,6 +402,7 @@ func (s *Session) checkContents(ids []uint64) error {
 			return errnof(syscall.EINVAL, "BO %d not in the session", id)
 		case sb.loadErr != nil:
 			return errnof(syscall.EIO, "%v", sb.loadErr)
+		case sb.mapped:
 		case !sb.pages.started && !sb.verified:
 			return errnof(syscall.EIO, "contents of %s were never loaded: the restore did not pass that pages file", sb.describe())
 		}
@@ -901,4 +924,100 @@ func (s *Session) Close(abort bool) error {
 		k.Resume(ids)
 	}
 	return nil
+}
+
+// AdoptMemory makes fd, the memfd criu restored as the memory of a mapped
+// BO (one the restored tasks map), that BO's memory once its bytes match
+// the checksums recorded at dump, creating the BO if no claim did (a BO
+// only mappings referred to at dump). holders are the restored tasks
+// that map it: the BO lives on while any of them does. fd is taken over.
+// A failure also fails the BO's contents, so that ResumeTask refuses to
+// let the restore run.
+func (s *Session) AdoptMemory(id uint64, fd int, holders []int32) error {
+	sb, ok := s.bos[id]
+	if !ok || !sb.mapped {
+		unix.Close(fd)
+		return errnof(syscall.EINVAL, "BO %d is not a mapped BO of the session", id)
+	}
+	s.loadMu.Lock()
+	busy := sb.adopting || sb.loadErr != nil
+	sb.adopting = true
+	s.loadMu.Unlock()
+	if busy {
+		unix.Close(fd)
+		return errnof(syscall.EBUSY, "the memory of BO %d was handed over already", id)
+	}
+	mem, err := bomem.AdoptShared(fd, sb.st.Size)
+	if err != nil {
+		return s.failAdopt(sb, errnof(syscall.EINVAL, "%v", err))
+	}
+	k := s.k
+	dev, ino := mem.Inode()
+	k.mu.Lock()
+	other, taken := k.memfds[memKey{dev, ino}]
+	k.mu.Unlock()
+	if taken {
+		mem.Free()
+		return s.failAdopt(sb, errnof(syscall.EBUSY, "memfd inode %d is the memory of BO %d already", ino, other.id))
+	}
+	if err := s.verifyMapped(sb, mem); err != nil {
+		mem.Free()
+		return s.failAdopt(sb, err)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if s.closed {
+		mem.Free()
+		return errnof(syscall.ESTALE, "restore session closed")
+	}
+	if err := sb.mem.adopt(mem); err != nil {
+		mem.Free()
+		return err
+	}
+	bo, err := s.boFor(id)
+	if err == nil {
+		if _, err = k.trackMapsLocked(bo, mem, nil); err == nil {
+			err = k.holdRestored(bo, holders)
+		}
+		bo.put()
+	}
+	if err != nil {
+		return s.failAdopt(sb, err)
+	}
+	s.loadMu.Lock()
+	sb.pending, sb.verified = 0, true
+	close(sb.loaded)
+	s.loadMu.Unlock()
+	return nil
+}
+
+// failAdopt fails a mapped BO's contents and returns why, naming it.
+func (s *Session) failAdopt(sb *sessionBO, err error) error {
+	errno := ErrnoOf(err)
+	if e, ok := err.(*Error); ok {
+		err = errors.New(e.Msg) // the errno goes on the result, once
+	}
+	s.fail(sb, err)
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	return &Error{Errno: errno, Msg: sb.loadErr.Error()}
+}
+
+// verifyMapped checks restored memory against a mapped BO's chunks, a
+// worker per CPU. Holes (pages criu did not restore: never written) are
+// checked as zeros without being touched, and data is read with pread:
+// the kernel's mapping of the memfd is new, and reading through it would
+// fault in every page one by one.
+func (s *Session) verifyMapped(sb *sessionBO, mem *bomem.Shared) error {
+	return forEachChunk(s.ctx, len(sb.chunks), func(_ context.Context, i int, staging []byte) error {
+		c := sb.chunks[i]
+		sum, err := fileChecksum(mem, c.Offset, c.Length, staging)
+		if err != nil {
+			return fmt.Errorf("chunk [%d, %d): %w", c.Offset, c.Offset+c.Length, err)
+		}
+		if !bytes.Equal(sum, c.Checksum) {
+			return errnof(syscall.EIO, "chunk [%d, %d): %v", c.Offset, c.Offset+c.Length, errChecksum)
+		}
+		return nil
+	})
 }

@@ -77,7 +77,7 @@ func run(args []string, out io.Writer) error {
 	fs.IntVar(&c.sharedBos, "shared-bos", 200000, "BOs of the multi-process benchmark")
 	fs.IntVar(&c.procs, "procs", 8, "processes of the multi-process benchmark")
 	fs.IntVar(&c.shareEvery, "share-every", 25, "every N-th BO of a process of the multi-process benchmark is shared with the next through a dma-buf (kernelsimd keeps two descriptors per dma-buf: mind its RLIMIT_NOFILE)")
-	fs.StringVar(&only, "only", "", "comma-separated subset of: write, throughput, perbo, shared")
+	fs.StringVar(&only, "only", "", "comma-separated subset of: write, throughput, mapped, perbo, shared")
 	fs.StringVar(&c.profile, "cpuprofile", "", "directory for kernelsimd CPU profiles, one per benchmark")
 	fs.BoolVar(&c.keep, "keep", false, "keep the last checkpoint of each benchmark")
 	if err := fs.Parse(args); err != nil {
@@ -125,7 +125,7 @@ func run(args []string, out io.Writer) error {
 		name string
 		fn   func(*config, *table) error
 	}{
-		{"write", benchWrite}, {"throughput", benchThroughput}, {"perbo", benchPerBO}, {"shared", benchShared},
+		{"write", benchWrite}, {"throughput", benchThroughput}, {"mapped", benchMapped}, {"perbo", benchPerBO}, {"shared", benchShared},
 	} {
 		if len(c.only) > 0 && !c.only[b.name] {
 			continue
@@ -294,6 +294,7 @@ type cycleResult struct {
 	dump, restore         float64
 	dumpPeak, restorePeak uint64
 	liveBOBytes           uint64
+	imageBytes            uint64 // the checkpoint's size on disk
 }
 
 func (c *config) cycle(d *crrun.Daemon, p *proc) (cycleResult, error) {
@@ -321,6 +322,7 @@ func (c *config) cycle(d *crrun.Daemon, p *proc) (cycleResult, error) {
 	}
 	r.dump = time.Since(start).Seconds()
 	r.dumpPeak = peakRSS(daemonPID)
+	r.imageBytes = diskUsage(img)
 	if err := crrun.WaitGone(pids, time.Minute); err != nil {
 		return r, err
 	}
@@ -337,6 +339,23 @@ func (c *config) cycle(d *crrun.Daemon, p *proc) (cycleResult, error) {
 		r.liveBOBytes = liveBOBytes(d)
 	}
 	return r, nil
+}
+
+// diskUsage is the space the files under dir take on disk (holes not
+// counted).
+func diskUsage(dir string) uint64 {
+	var n uint64
+	filepath.WalkDir(dir, func(path string, e os.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return nil
+		}
+		var st syscall.Stat_t
+		if syscall.Stat(path, &st) == nil {
+			n += uint64(st.Blocks) * 512
+		}
+		return nil
+	})
+	return n
 }
 
 func tail(s string, n int) string {
@@ -521,6 +540,77 @@ func benchThroughput(c *config, t *table) error {
 	if peak > 0 {
 		over := int64(peak) - int64(live)
 		t.add("kernelsimd peak RSS during dumps and restores (same daemon)", mib(peak), mib(live)+" of live BOs", float64(peak)/float64(max(live, 1)), "≤ live + 64 MiB", over <= 64<<20)
+	}
+	return nil
+}
+
+// benchMapped: dump and restore of N GiB of BOs that the process maps
+// (criu saves their memory as the mappings', the plugin only their
+// checksums; restore adopts criu's memory and checks it) against the
+// same BOs unmapped (the plugin streams them into its pages file and
+// back), in one run, interleaved.
+func benchMapped(c *config, t *table) error {
+	bytes := uint64(c.gib * (1 << 30))
+	nbos := int((bytes + c.boSize - 1) / c.boSize)
+	gib := float64(uint64(nbos)*c.boSize) / (1 << 30)
+	mem := 4*uint64(nbos)*c.boSize + 256<<20
+	d, err := c.daemon("mapped", mem, mem)
+	if err != nil {
+		return err
+	}
+	defer d.Stop()
+	size := strconv.FormatUint(c.boSize, 10)
+	sparse := strconv.FormatUint(c.boSize/16, 10)
+	args := []string{"-bos", strconv.Itoa(nbos), "-bo-sizes", size}
+	type side struct {
+		p               *proc
+		dump, rest, img []float64
+	}
+	var sides [4]side // unmapped, mapped, then both with 1/16 of each BO written
+	for i, extra := range [][]string{nil, {"-map"}, {"-fill", sparse}, {"-fill", sparse, "-map"}} {
+		if sides[i].p, err = c.start(d, fmt.Sprint("mapped bench ", extra), append(append([]string{}, args...), extra...)...); err != nil {
+			return err
+		}
+	}
+	c.profileDaemon(d, true)
+	defer c.profileDaemon(d, false)
+	for range c.pairs {
+		for i := range sides {
+			r, err := c.cycle(d, sides[i].p)
+			if err != nil {
+				return err
+			}
+			sides[i].dump = append(sides[i].dump, r.dump)
+			sides[i].rest = append(sides[i].rest, r.restore)
+			sides[i].img = append(sides[i].img, float64(r.imageBytes))
+		}
+	}
+	c.profileDaemon(d, false)
+	for i := range sides {
+		if err := sides[i].p.finish(); err != nil {
+			return err
+		}
+	}
+	ratio := func(a, b []float64) float64 {
+		var rs []float64
+		for k := range a {
+			rs = append(rs, a[k]/b[k])
+		}
+		return median(rs)
+	}
+	for _, v := range []struct {
+		name   string
+		m, u   side
+		target float64
+	}{
+		{fmt.Sprintf("%.3g GiB of %s BOs mapped by the process vs the same BOs unmapped", gib, sizeName(c.boSize)), sides[1], sides[0], 1.5},
+		{"the same with 1/16 of each BO ever written", sides[3], sides[2], 1.0},
+	} {
+		rd, rr := ratio(v.m.dump, v.u.dump), ratio(v.m.rest, v.u.rest)
+		tgt := fmt.Sprintf("≤ %.2f (time)", v.target)
+		t.add("dump: "+v.name, gibps(gib, median(v.m.dump)), gibps(gib, median(v.u.dump)), rd, tgt, rd <= v.target)
+		t.add("restore: "+v.name, gibps(gib, median(v.m.rest)), gibps(gib, median(v.u.rest)), rr, tgt, rr <= v.target)
+		t.add("checkpoint size: "+v.name, mib(uint64(median(v.m.img))), mib(uint64(median(v.u.img))), median(v.m.img)/median(v.u.img), "", true)
 	}
 	return nil
 }

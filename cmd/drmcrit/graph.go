@@ -25,7 +25,8 @@ func dotQuote(s string) string {
 }
 
 // writeDOT prints the sharing graph: processes hold drm files and
-// dma-bufs by fd, drm files hold BOs by handle, dma-bufs carry a BO.
+// dma-bufs by fd and map BOs, drm files hold BOs by handle, dma-bufs
+// carry a BO.
 func writeDOT(w io.Writer, v *View) error {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "digraph drm_checkpoint {\n")
@@ -65,7 +66,11 @@ func writeDOT(w io.Writer, v *View) error {
 		if bo.DmabufInode != 0 {
 			extra = fmt.Sprintf("\nkey: dma-buf ino %d", bo.DmabufInode)
 		}
-		node(boNode(bo.BoID), fmt.Sprintf("BO %d\n%s %s\n%s@%d%s", bo.BoID, sizeStr(bo.Size), bo.Domain, bo.PagesFile, bo.Offset, extra), "shape=ellipse, style=filled, fillcolor=lightyellow")
+		where := fmt.Sprintf("%s@%d", bo.PagesFile, bo.Offset)
+		if bo.CPUMapped {
+			where = "mapped: in criu's images"
+		}
+		node(boNode(bo.BoID), fmt.Sprintf("BO %d\n%s %s\n%s%s", bo.BoID, sizeStr(bo.Size), bo.Domain, where, extra), "shape=ellipse, style=filled, fillcolor=lightyellow")
 	}
 	for _, p := range v.Processes {
 		for _, fd := range p.Fds {
@@ -82,6 +87,14 @@ func writeDOT(w io.Writer, v *View) error {
 				node(boNode(h.BoID), fmt.Sprintf("BO %d\n(no record)", h.BoID), "shape=ellipse, style=dashed, color=red")
 			}
 			edge(fileNode(f.Inode), boNode(h.BoID), "handle "+strconv.FormatUint(uint64(h.Handle), 10), "")
+		}
+	}
+	for _, p := range v.Processes {
+		for _, m := range p.CPUMappings {
+			if !nodes[boNode(m.BoID)] {
+				node(boNode(m.BoID), fmt.Sprintf("BO %d\n(no record)", m.BoID), "shape=ellipse, style=dashed, color=red")
+			}
+			edge(procNode(p.Pid), boNode(m.BoID), "mapped at "+m.Start, "style=dotted")
 		}
 	}
 	for _, d := range v.DmaBufs {

@@ -24,9 +24,14 @@ omitted in some case is left out then, rather than given a zero value.
   "processes": [{
       "pid": 123, "ppid": 1,           // ppid only with source "criu"
       "comm": "gpuload",
-      "fds": [{"fd": 5 | null, "kind": "drm_file" | "reply_channel" | "dma_buf", "inode": 51902}]
+      "fds": [{"fd": 5 | null, "kind": "drm_file" | "reply_channel" | "dma_buf", "inode": 51902}],
         // only the fds that hold the plugin's objects; "inode" keys
         // drm_files[].inode, reply_channels[].inode or dma_bufs[].inode
+      "cpu_mappings": [{               // BO memory mapped in the process, by address
+          "start": "0x7f3a1c000000", "end": "0x7f3a1c040000", "size": 262144,
+          "bo_offset": 0, "prot": "rw-", "shared": true,
+          "bo_id": 7, "memfd_inode": 88213  // the BO memory's memfd at dump
+      }]
   }],
   "drm_files": [{
       "inode": 51902,                  // client socket inode at dump (image key)
@@ -36,7 +41,9 @@ omitted in some case is left out then, rather than given a zero value.
       "handles": [{
           "handle": 1, "bo_id": 7, "prime": false,
           "size": 262144, "domain": "VRAM" | "GTT" | "NONE", "flags": "0x3",
-          "contents": "drm-pages-1.img@0", // "" when the BO has no record
+          "contents": "drm-pages-1.img@0", // "" when the BO has no record;
+                                       // "criu's memory images (mapped)" when a
+                                       // process mapped it (criu saved it)
           "mappings": [{"va": "0x100000", "size": 8192, "bo_offset": 0, "flags": "0x1"}],
           "shared_with": [Holder]      // every other holder of the same BO
       }],
@@ -84,6 +91,9 @@ omitted in some case is left out then, rather than given a zero value.
       "alignment": 0, "minor": 128,
       "dmabuf_inode": 51911,           // the shared key; 0 if never exported
       "pages_file": "drm-pages-1.img", "offset": 0,
+      "cpu_mapped": false,             // true: a process mapped it; its contents
+                                       // are in criu's memory images and
+                                       // pages_file is ""
       "holders": [Holder]
   }],
   "warnings": ["…"],                   // CRIU images unusable, objects no task holds, …
@@ -91,10 +101,13 @@ omitted in some case is left out then, rather than given a zero value.
                                        // restore refuses the checkpoint; [] when it restores
 }
 
-Holder = {"kind": "drm_file" | "dma_buf", "inode": 51902, "pid": 123,
+Holder = {"kind": "drm_file" | "dma_buf" | "cpu_mapping",
+          "inode": 51902,              // cpu_mapping: the memfd's
+          "pid": 123,
           "comm": "gpuload",           // omitted when unknown
           "handle": 1,                 // drm_file only
-          "fds": [5]}                  // omitted when unknown
+          "fds": [5],                  // omitted when unknown
+          "address": "0x7f3a1c000000"} // cpu_mapping only
 InFlight = {"queue_inode": 51990,      // the unix socket whose receive queue held it
                                        // (SCM_RIGHTS), from CRIU's sk-queues.img;
                                        // omitted without CRIU's images

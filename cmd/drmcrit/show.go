@@ -77,8 +77,11 @@ func holderStr(h HolderView) string {
 		}
 		fds = " fd " + strings.Join(s, ",")
 	}
-	if h.Kind == KindDmaBuf {
+	switch h.Kind {
+	case KindDmaBuf:
 		return fmt.Sprintf("%s%s dma-buf ino %d", who, fds, h.Inode)
+	case KindMapping:
+		return fmt.Sprintf("%s CPU mapping at %s", who, h.Address)
 	}
 	return fmt.Sprintf("%s%s drm file ino %d handle %d", who, fds, h.Inode, h.Handle)
 }
@@ -124,9 +127,13 @@ func writeText(w io.Writer, v *View) {
 	for i := range v.Channels {
 		channels[v.Channels[i].Inode] = &v.Channels[i]
 	}
+	bos := map[uint64]*BoView{}
+	for i := range v.Bos {
+		bos[v.Bos[i].BoID] = &v.Bos[i]
+	}
 	for _, p := range v.Processes {
 		pn := root.add("pid %d (%s)", p.Pid, p.Comm)
-		if len(p.Fds) == 0 {
+		if len(p.Fds) == 0 && len(p.CPUMappings) == 0 {
 			pn.text += ": no GPU files"
 		}
 		for _, fd := range p.Fds {
@@ -141,6 +148,17 @@ func writeText(w io.Writer, v *View) {
 				cn := pn.add("fd %s → reply channel ino %d of drm file ino %d", fdStr(fd.Fd), ch.Inode, ch.FileInode)
 				addPending(cn, ch.PendingIO)
 			}
+		}
+		for _, m := range p.CPUMappings {
+			what := fmt.Sprintf("BO %d", m.BoID)
+			if b := bos[m.BoID]; b != nil {
+				what += fmt.Sprintf(" (%s, %s)", sizeStr(b.Size), b.Domain)
+			}
+			sharing := "private"
+			if m.Shared {
+				sharing = "shared"
+			}
+			pn.add("%s mapped at %s +%s (BO offset 0x%x, %s, %s, memfd ino %d)", what, m.Start, sizeStr(m.Size), m.BoOffset, m.Prot, sharing, m.MemfdInode)
 		}
 	}
 	var flight *node

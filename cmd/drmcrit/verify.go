@@ -61,8 +61,16 @@ contents as the kernel does at restore:
     each BO once with its contents in a pages file, every byte covered by a
     checksummed chunk of at most 4 MiB, chunks in order and not
     overlapping; every pages file of the directory listed;
+  - CPU mappings (the core's check of the inventory against the index):
+    every mapping of a process is a range of whole pages within a BO whose
+    record says criu saved its memory (cpu_mapped: then its chunks, relative
+    to the BO, tile it and it is in no pages file), and every such BO is
+    mapped by some process;
   - contents: every pages file exists, is a regular file and holds every
-    chunk, and every chunk's bytes match its BLAKE3 checksum;
+    chunk, and every chunk's bytes match its BLAKE3 checksum; when CRIU's
+    images are there, the memory criu saved for each mapped BO
+    (pagemap-shmem-<memfd inode>.img and its pages image, pages it did not
+    save reading as zeros) matches the BO's checksums;
   - CRIU's images, when present: readable (pstree, core, ids, fdinfo,
     files); every process of the inventory is in pstree.img.
 
@@ -167,6 +175,7 @@ func verifyCheckpoint(c *checkpoint) []string {
 			d.Close()
 		}
 	}
+	probs = append(probs, verifyMapped(c)...)
 	for i := range probs {
 		probs[i] = plainText(probs[i])
 	}

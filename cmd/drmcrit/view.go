@@ -52,6 +52,21 @@ type ProcessView struct {
 	Ppid *int32   `json:"ppid,omitempty"`
 	Comm string   `json:"comm"`
 	Fds  []FdView `json:"fds"`
+	// CPU mappings of BOs in the process's address space, by address.
+	CPUMappings []CPUMappingView `json:"cpu_mappings"`
+}
+
+// CPUMappingView is a mapping of a BO's memory in a process (GEM_MMAP or
+// a dma-buf's mmap), which criu saves and restores as memory.
+type CPUMappingView struct {
+	Start      string `json:"start"` // address, "0x…"
+	End        string `json:"end"`
+	Size       uint64 `json:"size"`
+	BoOffset   uint64 `json:"bo_offset"`
+	Prot       string `json:"prot"` // "rw-"
+	Shared     bool   `json:"shared"`
+	BoID       uint64 `json:"bo_id"`
+	MemfdInode uint64 `json:"memfd_inode"`
 }
 
 // FdView is one GPU fd of a process; Fd is null when unknown.
@@ -66,16 +81,19 @@ const (
 	KindDrmFile = "drm_file"
 	KindChannel = "reply_channel"
 	KindDmaBuf  = "dma_buf"
+	KindMapping = "cpu_mapping"
 )
 
-// HolderView is one holder of a BO: a drm file handle or a dma-buf.
+// HolderView is one holder of a BO: a drm file handle, a dma-buf or a
+// CPU mapping.
 type HolderView struct {
-	Kind   string  `json:"kind"`
-	Inode  uint64  `json:"inode"`
-	Pid    int32   `json:"pid"`
-	Comm   string  `json:"comm,omitempty"`
-	Handle uint32  `json:"handle,omitempty"` // drm_file only
-	Fds    []int32 `json:"fds,omitempty"`    // fd numbers in pid, when known
+	Kind    string  `json:"kind"`
+	Inode   uint64  `json:"inode"` // cpu_mapping: the memfd's
+	Pid     int32   `json:"pid"`
+	Comm    string  `json:"comm,omitempty"`
+	Handle  uint32  `json:"handle,omitempty"`  // drm_file only
+	Fds     []int32 `json:"fds,omitempty"`     // fd numbers in pid, when known
+	Address string  `json:"address,omitempty"` // cpu_mapping only
 }
 
 type FileView struct {
@@ -209,16 +227,19 @@ type DmaBufView struct {
 }
 
 type BoView struct {
-	BoID        uint64       `json:"bo_id"`
-	Size        uint64       `json:"size"`
-	Domain      string       `json:"domain"`
-	Flags       string       `json:"flags"`
-	Alignment   uint64       `json:"alignment"`
-	Minor       uint32       `json:"minor"`
-	DmabufInode uint64       `json:"dmabuf_inode"`
-	PagesFile   string       `json:"pages_file"`
-	Offset      uint64       `json:"offset"`
-	Holders     []HolderView `json:"holders"`
+	BoID        uint64 `json:"bo_id"`
+	Size        uint64 `json:"size"`
+	Domain      string `json:"domain"`
+	Flags       string `json:"flags"`
+	Alignment   uint64 `json:"alignment"`
+	Minor       uint32 `json:"minor"`
+	DmabufInode uint64 `json:"dmabuf_inode"`
+	PagesFile   string `json:"pages_file"` // "" when cpu_mapped
+	Offset      uint64 `json:"offset"`
+	// CPUMapped: a dumped process mapped the BO; its contents are in
+	// criu's memory images, not in a pages file.
+	CPUMapped bool         `json:"cpu_mapped"`
+	Holders   []HolderView `json:"holders"`
 }
 
 // pagesFileOf names the pages file of a BO's contents.
@@ -229,9 +250,30 @@ func pagesFileOf(c *checkpoint, b *images.Bo) string {
 	return fmt.Sprintf("pages file %d", b.PagesFile)
 }
 
-// contentsOf says where a BO's contents are: "drm-pages-1.img@4096".
+// contentsOf says where a BO's contents are: "drm-pages-1.img@4096", or
+// criu's memory images for a mapped BO.
 func contentsOf(c *checkpoint, b *images.Bo) string {
+	if b.CpuMapped {
+		return mappedContents
+	}
 	return fmt.Sprintf("%s@%d", pagesFileOf(c, b), b.Offset)
+}
+
+const mappedContents = "criu's memory images (mapped)"
+
+// protStr prints PROT_* bits as /proc/PID/maps does.
+func protStr(p uint32) string {
+	b := []byte("---")
+	if p&1 != 0 {
+		b[0] = 'r'
+	}
+	if p&2 != 0 {
+		b[1] = 'w'
+	}
+	if p&4 != 0 {
+		b[2] = 'x'
+	}
+	return string(b)
 }
 
 func hexU64(v uint64) string { return fmt.Sprintf("0x%x", v) }
@@ -318,6 +360,18 @@ func buildView(c *checkpoint) *View {
 			v.Processes = append(v.Processes, pv)
 		}
 	}
+	mappings := map[int32][]*images.CpuMapping{} // by shown pid
+	for _, p := range c.inv.GetProcesses() {
+		mappings[c.shownPid(p.Pid)] = append(mappings[c.shownPid(p.Pid)], p.Mappings...)
+	}
+	for i := range v.Processes {
+		pv := &v.Processes[i]
+		pv.CPUMappings = []CPUMappingView{}
+		for _, m := range mappings[pv.Pid] {
+			pv.CPUMappings = append(pv.CPUMappings, CPUMappingView{Start: hexU64(m.Start), End: hexU64(m.End), Size: m.End - m.Start,
+				BoOffset: m.Offset, Prot: protStr(m.Prot), Shared: m.Shared, BoID: m.BoId, MemfdInode: m.MemfdInode})
+		}
+	}
 	sort.SliceStable(v.Processes, func(i, j int) bool { return v.Processes[i].Pid < v.Processes[j].Pid })
 	for _, ino := range sortedKeys(c.files) {
 		if !held[ino] && !c.files[ino].InFlight {
@@ -353,6 +407,11 @@ func buildView(c *checkpoint) *View {
 		d := c.dmabufs[ino]
 		pid := c.shownPid(d.Pid)
 		holders[d.BoId] = append(holders[d.BoId], HolderView{Kind: KindDmaBuf, Inode: ino, Pid: pid, Comm: comms[pid], Fds: fdsOf(ino, d.Pid)})
+	}
+	for _, pv := range v.Processes {
+		for _, m := range pv.CPUMappings {
+			holders[m.BoID] = append(holders[m.BoID], HolderView{Kind: KindMapping, Inode: m.MemfdInode, Pid: pv.Pid, Comm: pv.Comm, Address: m.Start})
+		}
 	}
 	digest := func(id uint64) string {
 		if b, ok := c.bos[id]; ok {
@@ -393,8 +452,11 @@ func buildView(c *checkpoint) *View {
 		}
 		v.Bos = append(v.Bos, BoView{
 			BoID: id, Size: st.Size, Domain: domainName(st.Domain), Flags: hexU64(st.Flags), Alignment: st.Alignment,
-			Minor: st.Minor, DmabufInode: st.DmabufInode, PagesFile: pagesFileOf(c, b), Offset: b.Offset, Holders: hs,
+			Minor: st.Minor, DmabufInode: st.DmabufInode, PagesFile: pagesFileOf(c, b), Offset: b.Offset, CPUMapped: b.CpuMapped, Holders: hs,
 		})
+		if b.CpuMapped {
+			v.Bos[len(v.Bos)-1].PagesFile = ""
+		}
 	}
 	for i := range v.Warnings {
 		v.Warnings[i] = plainText(v.Warnings[i])

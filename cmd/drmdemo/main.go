@@ -1,10 +1,11 @@
 // Command drmdemo shows the whole product in one run: it starts
-// kernelsimd, runs a multi-process gpuload scenario that shares a dma-buf
-// and runs a long-running GPU job, checkpoints it mid-run with real criu
-// and the DRM plugin, kills it, restores it, waits for it to finish and
-// checks its result against the one an uninterrupted run gives. It prints
-// what was checkpointed and exits non-zero on any mismatch. `make demo`
-// runs it.
+// kernelsimd, runs a multi-process gpuload scenario that shares a dma-buf,
+// runs a long-running GPU job and reads and writes BO memory through CPU
+// mappings (one BO kept by its mapping alone), checkpoints it mid-run
+// with real criu and the DRM plugin, kills it, restores it, waits for it
+// to finish and checks its result against the one an uninterrupted run
+// gives. It prints what was checkpointed and exits non-zero on any
+// mismatch. `make demo` runs it.
 package main
 
 import (
@@ -52,7 +53,7 @@ func run() error {
 	flag.StringVar(&d.criu.Bin, "criu", "build/bin/criu", "criu binary or wrapper (make criu)")
 	flag.StringVar(&d.criu.LibDir, "lib", "build/lib/criu", "directory holding drm_plugin.so")
 	flag.StringVar(&d.bin, "bin", "build/bin", "directory holding kernelsimd, gpuload and drmcrit")
-	flag.StringVar(&d.scenario, "scenario", "pipeline", "gpuload scenario to checkpoint")
+	flag.StringVar(&d.scenario, "scenario", "mapped", "gpuload scenario to checkpoint")
 	flag.IntVar(&d.step, "step", 2, "checkpoint once the workload reports this step")
 	flag.StringVar(&d.keep, "keep", "", "keep the checkpoint in this directory (default: a temporary one, removed)")
 	flag.Parse()
@@ -173,10 +174,15 @@ func (d *demo) summarise(imgDir string) error {
 	if err := imgs.Err(); err != nil {
 		return err
 	}
-	var contents uint64
-	shared := 0
+	var contents, mappedBytes uint64
+	shared, mapped := 0, 0
 	for _, b := range imgs.Index.Bos {
-		contents += b.State.Size
+		if b.CpuMapped {
+			mapped++
+			mappedBytes += b.State.Size
+		} else {
+			contents += b.State.Size
+		}
 		if b.State.DmabufInode != 0 {
 			shared++
 		}
@@ -195,10 +201,14 @@ func (d *demo) summarise(imgDir string) error {
 	})
 	fmt.Printf("\nCheckpoint in %s (%s in all; %s of it criu's own images):\n", imgDir, units.Format(uint64(total)), units.Format(uint64(criuBytes)))
 	for _, p := range imgs.Inventory.Processes {
-		fmt.Printf("  process %d (%s): %d kernelsim file(s)\n", p.Pid, p.Comm, len(p.Inodes))
+		fmt.Printf("  process %d (%s): %d kernelsim file(s), %d CPU mapping(s) of BOs\n", p.Pid, p.Comm, len(p.Inodes), len(p.Mappings))
 	}
-	fmt.Printf("  %d drm file(s), %d dma-buf(s), %d BO(s) (%d shared through dma-bufs), %s of BO contents saved once each\n",
+	fmt.Printf("  %d drm file(s), %d dma-buf(s), %d BO(s) (%d shared through dma-bufs), %s of BO contents saved once each by the plugin\n",
 		len(imgs.FileList), len(imgs.DmaBufList), len(imgs.Index.Bos), shared, units.Format(contents))
+	if mapped > 0 {
+		fmt.Printf("  %d BO(s) mapped by the processes (%s): their memory saved once by criu, as the mappings' memory, with checksums in the plugin's index\n",
+			mapped, units.Format(mappedBytes))
+	}
 	preempted := 0
 	for _, f := range imgs.FileList {
 		if priv, err := decodeJobs(f); err == nil {

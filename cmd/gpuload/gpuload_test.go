@@ -117,7 +117,7 @@ func runScenario(t *testing.T, dir, scenario string, steps int, params ...string
 	return line
 }
 
-var allScenarios = []string{"single", "prodcons", "released", "dmabuf-only", "longrun", "stuck", "pipeline", "handoff", "inflight", "threads", "forked", "crossdev", "many"}
+var allScenarios = []string{"single", "prodcons", "released", "dmabuf-only", "longrun", "stuck", "pipeline", "handoff", "inflight", "threads", "forked", "crossdev", "mapped", "many"}
 
 // twoDevices are the devices the scenarios run on: crossdev uses both.
 func twoDevices() kernelsim.Config {
@@ -548,6 +548,8 @@ func TestKillMidRunReleasesEverything(t *testing.T) {
 		{"handoff", []string{"-steps", "2", "-size", "64K", "-iterations", "100000"}, "step 1/2"},
 		{"threads", []string{"-steps", "100", "-size", "1M", "-step-delay", "0"}, "step 5/100"},
 		{"forked", []string{"-steps", "100", "-size", "1M", "-step-delay", "0"}, "step 5/100"},
+		// BOs kept by mappings alone, in two processes.
+		{"mapped", []string{"-steps", "2", "-size", "64K", "-iterations", "100000"}, "step 1/2"},
 	} {
 		t.Run(tc.sc, func(t *testing.T) {
 			s := startBinGroup(t, env.Dir, append([]string{"-scenario", tc.sc}, tc.params...)...)
@@ -653,4 +655,24 @@ func TestSizeLimits(t *testing.T) {
 	if !strings.Contains(r.stderr, "from 16K to 64G") || !strings.Contains(r.stderr, "VRAM") {
 		t.Errorf("-h does not document -size's limits:\n%s", r.stderr)
 	}
+}
+
+// TestManyMapped: many with its BOs mapped into the processes gives the
+// result it gives without.
+func TestManyMapped(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{})
+	params := []string{"-bos", "12", "-procs", "3", "-bo-sizes", "4K,64K", "-share-every", "2", "-step-delay", "0"}
+	want := expectLine(t, "many", params...)
+	if got := runScenario(t, env.Dir, "many", 1, append(params, "-map")...); got != want {
+		t.Errorf("run with -map: %s\nexpect: %s", got, want)
+	}
+	// Partly filled BOs: the rest reads as zeros, mapped or not.
+	params = append(params, "-fill", "8K")
+	want = expectLine(t, "many", params...)
+	for _, extra := range [][]string{nil, {"-map"}} {
+		if got := runScenario(t, env.Dir, "many", 1, append(params, extra...)...); got != want {
+			t.Errorf("run with -fill 8K %v: %s\nexpect: %s", extra, got, want)
+		}
+	}
+	waitNoLeaks(t, env)
 }

@@ -61,6 +61,8 @@ type params struct {
 	procs      int
 	boSizes    []uint64
 	shareEvery int
+	mapBOs     bool
+	fill       uint64
 	anon       uint64
 	waitFor    string
 
@@ -161,7 +163,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	p.size = defaultSize
 	fs.Var(sizeFlag{&p.size}, "size", "size in `bytes` of the scenario's main buffers (K/M/G suffixes): a multiple of 4096 from 16K to 64G (the largest BO kernelsim creates); a scenario holds up to two of them in VRAM at once (released: two and 8K), so the device needs that much VRAM (the default device has 1G), and -expect that much host memory")
 	fs.Uint64Var(&p.seed, "seed", 1, "seed of all generated data")
-	fs.Uint64Var(&p.iterations, "iterations", 0, fmt.Sprintf("longrun, pipeline, handoff, threads, forked: compute iterations per step (0: the scenario's default, %d for longrun, %d for pipeline, %d for handoff, %d for threads and forked)", defaultIterations, pipelineIterations, handoffIterations, thIterations))
+	fs.Uint64Var(&p.iterations, "iterations", 0, fmt.Sprintf("longrun, pipeline, handoff, threads, forked, mapped: compute iterations per step (0: the scenario's default, %d for longrun, %d for pipeline and mapped, %d for handoff, %d for threads and forked)", defaultIterations, pipelineIterations, handoffIterations, thIterations))
 	fs.DurationVar(&p.stuckFor, "stuck-for", defaultStuckFor, "stuck: how long the job waits for its sw_sync fence")
 	fs.StringVar(&p.progress, "progress", "", "append progress lines (\"step i/N\", then \"done\") to this file")
 	fs.StringVar(&p.result, "result", "", "also write the result line to this file (atomically: temporary file and rename)")
@@ -170,6 +172,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	p.boSizes = []uint64{4096}
 	fs.Var(sizesFlag{&p.boSizes}, "bo-sizes", "many: BO sizes, comma-separated, used in turn (K/M/G suffixes)")
 	fs.IntVar(&p.shareEvery, "share-every", 10, "many: every N-th BO of a process is shared with the next process through a dma-buf (0: none)")
+	fs.BoolVar(&p.mapBOs, "map", false, "many: each process maps its own BOs into its address space (GEM_MMAP) before filling them, and reads them back through the mappings")
+	fs.Var(sizeFlag{&p.fill}, "fill", "many: the GPU fills only the first `bytes` of each BO, the rest never written (0: all of it)")
 	fs.Var(sizeFlag{&p.anon}, "anon", "many: bytes of anonymous memory the first process holds")
 	fs.IntVar(&p.threads, "threads", 4, "threads: worker threads sharing the drm file (1..64)")
 	fs.StringVar(&p.waitFor, "wait-for", "", "many: once set up, wait until this file exists (instead of the step delay) before reading everything back")
@@ -348,6 +352,9 @@ func (p *params) validateMany() error {
 			return usagef("-bo-sizes: %d is not a multiple of 4096 from 4K to %dG", n, uint64(kernelsim.MaxBOSize)>>30)
 		}
 	}
+	if p.fill%4096 != 0 {
+		return usagef("-fill %d: need a multiple of 4096", p.fill)
+	}
 	if p.shareEvery < 0 {
 		return usagef("-share-every %d is negative", p.shareEvery)
 	}
@@ -376,6 +383,8 @@ func (p *params) childArgs(role string) []string {
 		"-bo-sizes", sizesFlag{&p.boSizes}.String(),
 		"-share-every", strconv.Itoa(p.shareEvery),
 		"-threads", strconv.Itoa(p.threads),
+		"-map=" + strconv.FormatBool(p.mapBOs),
+		"-fill", strconv.FormatUint(p.fill, 10),
 	}
 }
 

@@ -24,7 +24,10 @@ import (
 // the parent) to process i+1 (mod -procs), imported and mapped there, and
 // every fd is closed again: the sharing lives on in the kernel's PRIME
 // tables only, as a runtime that imports and closes does. The parent also
-// holds -anon bytes of anonymous memory filled with a pattern.
+// holds -anon bytes of anonymous memory filled with a pattern. -fill N
+// fills only the first N bytes of each BO. With -map
+// each process maps its own BOs into its address space before the GPU
+// fills them, and reads them back through the mappings.
 //
 // Once set up it reports "step 0/N" and waits (-wait-for FILE, or the step
 // delay): that is when a harness checkpoints it, as often as it likes.
@@ -55,6 +58,14 @@ func (m manyPlan) count() int {
 
 func (m manyPlan) size(j int) uint64 { return m.p.boSizes[j%len(m.p.boSizes)] }
 
+// filled is how many bytes of BO j the GPU fills (-fill), from its start.
+func (m manyPlan) filled(j int) uint64 {
+	if m.p.fill == 0 {
+		return m.size(j)
+	}
+	return min(m.p.fill, m.size(j))
+}
+
 func (m manyPlan) seed(j int) uint64 { return stepSeed(m.p.seed, m.proc<<24|j, 21) }
 
 // shared reports whether BO j of the process goes to the next process.
@@ -73,7 +84,7 @@ func (m manyPlan) fillJob(from, to int) *job {
 	}
 	jb := newJob(fmt.Sprintf("fill-%d-%d", from, to), ids...)
 	for j := from; j < to; j++ {
-		jb.randfill(bufID(j), 0, m.size(j), m.seed(j))
+		jb.randfill(bufID(j), 0, m.filled(j), m.seed(j))
 	}
 	return jb
 }
@@ -123,6 +134,7 @@ type manyProc struct {
 	own  int // BOs 0..own-1 are its own; the rest are imported
 	next int // next bufID
 	va   uint64
+	maps map[bufID][]byte // -map: the own BOs' CPU mappings
 }
 
 func (r *runner) manyProc(proc int) (*manyProc, error) {
@@ -130,7 +142,7 @@ func (r *runner) manyProc(proc int) (*manyProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &manyProc{r: r, m: manyPlan{r.p, proc}, g: g, va: manyVABase}, nil
+	return &manyProc{r: r, m: manyPlan{r.p, proc}, g: g, va: manyVABase, maps: map[bufID][]byte{}}, nil
 }
 
 // create makes, fills and maps the process's own BOs.
@@ -152,6 +164,13 @@ func (mp *manyProc) create() error {
 		}
 		if err := mp.adopt(bufID(j), h, m.size(j)); err != nil {
 			return err
+		}
+		if m.p.mapBOs {
+			mm, err := g.dev.Map(h, 0, 0, unix.PROT_READ|unix.PROT_WRITE)
+			if err != nil {
+				return fmt.Errorf("map BO %d of %d: %w", j, n, err)
+			}
+			mp.maps[bufID(j)] = mm.Data
 		}
 	}
 	mp.own, mp.next = n, n
@@ -231,6 +250,11 @@ func (mp *manyProc) digest() ([]byte, error) {
 	for j := range mp.next {
 		id := bufID(j)
 		size := mp.g.sizes[id]
+		if m, ok := mp.maps[id]; ok {
+			// The fills were waited for: the GPU's writes are in.
+			h.Write(m)
+			continue
+		}
 		if uint64(cap(buf)) < size {
 			buf = make([]byte, size)
 		}

@@ -195,7 +195,7 @@ func run(args []string) error {
 	maxWaits := fs.Int(strings.TrimPrefix(kernelsim.FlagUIDMaxWaits, "-"), 4096, "requests one uid may have waiting at once (fence and syncobj waits, submits to paused contexts; 0: no limit)")
 	maxBOMem := memLimitFlag{Percent: 50}
 	fs.Var(&maxBOMem, strings.TrimPrefix(kernelsim.FlagUIDMaxBOMemory, "-"), "BO memory one uid may hold in each device's VRAM and in each device's GTT, as a size (512M) or a share of the region (50%); 0: no limit")
-	reservedFDs := fs.Int(strings.TrimPrefix(kernelsim.FlagReservedFDs, "-"), 1024, "file descriptors of the daemon that limited users' connections and dma-bufs may not take, kept for root, kernelsimd's user and the daemon itself (0: no reserve)")
+	reservedFDs := fs.Int(strings.TrimPrefix(kernelsim.FlagReservedFDs, "-"), 1024, "file descriptors of the daemon that limited users' connections, dma-bufs and mapped BOs may not take, kept for root, kernelsimd's user and the daemon itself (0: no reserve)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (go tool pprof) of the time between a SIGUSR1 and the next SIGUSR2 (or the end) to this file")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -85,6 +85,30 @@ func (c *Client) CheckpointIO(fileID, ino uint64, sock int) (*uapi.PendingIO, er
 	return r, err
 }
 
+// IdentifyMemory tells which files (device and inode, as
+// /proc/PID/maps shows them) are the memory of BOs.
+func (c *Client) IdentifyMemory(files []*uapi.MemoryRef) ([]*uapi.IdentifiedMemory, error) {
+	r := &uapi.IdentifyMemoryReply{}
+	_, err := c.c.Call(uapi.OpIdentifyMemory, &uapi.IdentifyMemoryRequest{Files: files}, r)
+	return r.Files, err
+}
+
+// ChecksumBOs has the kernel checksum the contents of BOs, each on its
+// own in chunks, writing nothing (criu saves them as mapped memory).
+func (c *Client) ChecksumBOs(ids []uint64) ([]*uapi.ContentChunk, error) {
+	r := &uapi.CheckpointBosReply{}
+	_, err := c.c.Call(uapi.OpCheckpointBos, &uapi.CheckpointBosRequest{BoIds: ids, ChecksumOnly: true}, r)
+	return r.Chunks, err
+}
+
+// AdoptMemory hands the kernel the memfd criu restored for a mapped BO
+// of the session (f, which the caller keeps), and the restored tasks
+// that map it.
+func (c *Client) AdoptMemory(token []byte, boID uint64, f *os.File, holders []int32) error {
+	_, err := c.c.Call(uapi.OpSessionAdoptMemory, &uapi.SessionAdoptMemoryRequest{Token: token, BoId: boID, Holders: holders}, nil, int(f.Fd()))
+	return err
+}
+
 // OpenSession starts a restore session.
 func (c *Client) OpenSession(req *uapi.SessionOpenRequest) (*uapi.SessionOpenReply, error) {
 	r := &uapi.SessionOpenReply{}

@@ -55,6 +55,10 @@ type DaemonOptions struct {
 	Cred *syscall.Credential
 	// Log receives the daemon's standard error, as well as the test's.
 	Log io.Writer
+	// UserNS runs the daemon in a user namespace of its own, the test's
+	// uid and gid mapped to themselves (for limits that are set per user
+	// namespace, such as /proc/sys/user/max_inotify_watches).
+	UserNS bool
 }
 
 // StartDaemonWith is StartDaemon with options.
@@ -68,6 +72,12 @@ func StartDaemonWith(t testing.TB, path string, opts DaemonOptions, args ...stri
 	}
 	// Never outlive the test process, whatever happens to it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: opts.Cred}
+	if opts.UserNS {
+		uid, gid := os.Getuid(), os.Getgid()
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWUSER
+		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}}
+		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}}
+	}
 	if opts.Cred != nil {
 		if err := os.Chown(dir, int(opts.Cred.Uid), int(opts.Cred.Gid)); err != nil {
 			t.Fatal(err)

@@ -111,7 +111,11 @@ const (
 	OpAttach
 	// Sent by a restored task to recreate a reply channel.
 	OpClaimChannel
+	OpGemMmap
 )
+
+// OpDmaBufMmap is the request a dma-buf's own socket takes.
+const OpDmaBufMmap Op = 0x80
 
 // Requests on the control socket.
 const (
@@ -130,4 +134,6 @@ const (
 	OpSessionLoadPages
 	OpDevices
 	OpCheckpointIo
+	OpIdentifyMemory
+	OpSessionAdoptMemory
 )

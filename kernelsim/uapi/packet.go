@@ -211,4 +211,6 @@ var opNames = map[Op]string{
 	OpCheckpointFile: "CHECKPOINT_FILE", OpCheckpointDmaBuf: "CHECKPOINT_DMABUF",
 	OpCheckpointBos: "CHECKPOINT_BOS", OpSessionOpen: "SESSION_OPEN", OpSessionLoadPages: "SESSION_LOAD_PAGES",
 	OpSessionResume: "SESSION_RESUME", OpSessionClose: "SESSION_CLOSE", OpDebug: "DEBUG", OpDevices: "DEVICES",
+	OpGemMmap: "GEM_MMAP", OpDmaBufMmap: "DMABUF_MMAP", OpIdentifyMemory: "IDENTIFY_MEMORY",
+	OpSessionAdoptMemory: "SESSION_ADOPT_MEMORY",
 }

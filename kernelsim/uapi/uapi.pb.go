@@ -179,7 +179,7 @@ func (x SyncobjState_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SyncobjState_Kind.Descriptor instead.
 func (SyncobjState_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{55, 0}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{62, 0}
 }
 
 // ErrorReply is the payload of any reply whose status is negative.
@@ -1183,6 +1183,160 @@ func (x *PrimeFdToHandleReply) GetHandle() uint32 {
 	return 0
 }
 
+// GemMmap (drm_gem_mmap): the reply carries a file (SCM_RIGHTS) whose
+// memory is the BO's, which the client maps MAP_SHARED at any page offset
+// below size: the GPU and every mapping of the BO share it. The file is
+// the client's own open file description; the BO lives on while any
+// process holds it, open or mapped, after its handles and dma-bufs are
+// gone. Coherency follows fences: see kernelsim's package doc.
+type GemMmapRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Handle        uint32                 `protobuf:"varint,1,opt,name=handle,proto3" json:"handle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GemMmapRequest) Reset() {
+	*x = GemMmapRequest{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GemMmapRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GemMmapRequest) ProtoMessage() {}
+
+func (x *GemMmapRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GemMmapRequest.ProtoReflect.Descriptor instead.
+func (*GemMmapRequest) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GemMmapRequest) GetHandle() uint32 {
+	if x != nil {
+		return x.Handle
+	}
+	return 0
+}
+
+type GemMmapReply struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Size   uint64                 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
+	Domain Domain                 `protobuf:"varint,2,opt,name=domain,proto3,enum=kernelsim.uapi.Domain" json:"domain,omitempty"`
+	// A VRAM BO is mapped write-combined on real hardware (CPU reads are
+	// slow, writes must be fenced before the GPU reads them), GTT cached.
+	WriteCombined bool `protobuf:"varint,3,opt,name=write_combined,json=writeCombined,proto3" json:"write_combined,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GemMmapReply) Reset() {
+	*x = GemMmapReply{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GemMmapReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GemMmapReply) ProtoMessage() {}
+
+func (x *GemMmapReply) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GemMmapReply.ProtoReflect.Descriptor instead.
+func (*GemMmapReply) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GemMmapReply) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *GemMmapReply) GetDomain() Domain {
+	if x != nil {
+		return x.Domain
+	}
+	return Domain_DOMAIN_NONE
+}
+
+func (x *GemMmapReply) GetWriteCombined() bool {
+	if x != nil {
+		return x.WriteCombined
+	}
+	return false
+}
+
+// DmaBufMmap (dma_buf_mmap) is the one request a dma-buf file takes. It
+// is sent on the dma-buf's own socket and carries one file descriptor
+// (SCM_RIGHTS): a socket on which the kernel sends the reply (a
+// GemMmapReply with the file, as for GemMmap) and which it then closes.
+// Every holder of a dma-buf shares its socket, so replies cannot go back
+// on it.
+type DmaBufMmapRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DmaBufMmapRequest) Reset() {
+	*x = DmaBufMmapRequest{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DmaBufMmapRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DmaBufMmapRequest) ProtoMessage() {}
+
+func (x *DmaBufMmapRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DmaBufMmapRequest.ProtoReflect.Descriptor instead.
+func (*DmaBufMmapRequest) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{21}
+}
+
 type CtxCreateRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Priority      int32                  `protobuf:"varint,1,opt,name=priority,proto3" json:"priority,omitempty"`
@@ -1192,7 +1346,7 @@ type CtxCreateRequest struct {
 
 func (x *CtxCreateRequest) Reset() {
 	*x = CtxCreateRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[19]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1358,7 @@ func (x *CtxCreateRequest) String() string {
 func (*CtxCreateRequest) ProtoMessage() {}
 
 func (x *CtxCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[19]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1371,7 @@ func (x *CtxCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CtxCreateRequest.ProtoReflect.Descriptor instead.
 func (*CtxCreateRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{19}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CtxCreateRequest) GetPriority() int32 {
@@ -1236,7 +1390,7 @@ type CtxCreateReply struct {
 
 func (x *CtxCreateReply) Reset() {
 	*x = CtxCreateReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[20]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1402,7 @@ func (x *CtxCreateReply) String() string {
 func (*CtxCreateReply) ProtoMessage() {}
 
 func (x *CtxCreateReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[20]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1415,7 @@ func (x *CtxCreateReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CtxCreateReply.ProtoReflect.Descriptor instead.
 func (*CtxCreateReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{20}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CtxCreateReply) GetCtxId() uint32 {
@@ -1280,7 +1434,7 @@ type CtxDestroyRequest struct {
 
 func (x *CtxDestroyRequest) Reset() {
 	*x = CtxDestroyRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[21]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1292,7 +1446,7 @@ func (x *CtxDestroyRequest) String() string {
 func (*CtxDestroyRequest) ProtoMessage() {}
 
 func (x *CtxDestroyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[21]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1305,7 +1459,7 @@ func (x *CtxDestroyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CtxDestroyRequest.ProtoReflect.Descriptor instead.
 func (*CtxDestroyRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{21}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CtxDestroyRequest) GetCtxId() uint32 {
@@ -1324,7 +1478,7 @@ type CtxQueryRequest struct {
 
 func (x *CtxQueryRequest) Reset() {
 	*x = CtxQueryRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[22]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1336,7 +1490,7 @@ func (x *CtxQueryRequest) String() string {
 func (*CtxQueryRequest) ProtoMessage() {}
 
 func (x *CtxQueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[22]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1349,7 +1503,7 @@ func (x *CtxQueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CtxQueryRequest.ProtoReflect.Descriptor instead.
 func (*CtxQueryRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{22}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CtxQueryRequest) GetCtxId() uint32 {
@@ -1370,7 +1524,7 @@ type CtxQueryReply struct {
 
 func (x *CtxQueryReply) Reset() {
 	*x = CtxQueryReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[23]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1536,7 @@ func (x *CtxQueryReply) String() string {
 func (*CtxQueryReply) ProtoMessage() {}
 
 func (x *CtxQueryReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[23]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1549,7 @@ func (x *CtxQueryReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CtxQueryReply.ProtoReflect.Descriptor instead.
 func (*CtxQueryReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{23}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CtxQueryReply) GetGuilty() bool {
@@ -1436,7 +1590,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[24]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +1602,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[24]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +1615,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{24}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Command) GetOp() uint32 {
@@ -1530,7 +1684,7 @@ type SubmitBo struct {
 
 func (x *SubmitBo) Reset() {
 	*x = SubmitBo{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[25]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1542,7 +1696,7 @@ func (x *SubmitBo) String() string {
 func (*SubmitBo) ProtoMessage() {}
 
 func (x *SubmitBo) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[25]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1555,7 +1709,7 @@ func (x *SubmitBo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitBo.ProtoReflect.Descriptor instead.
 func (*SubmitBo) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{25}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SubmitBo) GetHandle() uint32 {
@@ -1586,7 +1740,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[26]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1598,7 +1752,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[26]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1611,7 +1765,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{26}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SubmitRequest) GetCtxId() uint32 {
@@ -1666,7 +1820,7 @@ type SubmitReply struct {
 
 func (x *SubmitReply) Reset() {
 	*x = SubmitReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[27]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1678,7 +1832,7 @@ func (x *SubmitReply) String() string {
 func (*SubmitReply) ProtoMessage() {}
 
 func (x *SubmitReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[27]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1691,7 +1845,7 @@ func (x *SubmitReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitReply.ProtoReflect.Descriptor instead.
 func (*SubmitReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{27}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SubmitReply) GetFenceId() uint64 {
@@ -1717,7 +1871,7 @@ type SyncobjCreateRequest struct {
 
 func (x *SyncobjCreateRequest) Reset() {
 	*x = SyncobjCreateRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[28]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1729,7 +1883,7 @@ func (x *SyncobjCreateRequest) String() string {
 func (*SyncobjCreateRequest) ProtoMessage() {}
 
 func (x *SyncobjCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[28]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1742,7 +1896,7 @@ func (x *SyncobjCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncobjCreateRequest.ProtoReflect.Descriptor instead.
 func (*SyncobjCreateRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{28}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SyncobjCreateRequest) GetSignaled() bool {
@@ -1761,7 +1915,7 @@ type SyncobjCreateReply struct {
 
 func (x *SyncobjCreateReply) Reset() {
 	*x = SyncobjCreateReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[29]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1773,7 +1927,7 @@ func (x *SyncobjCreateReply) String() string {
 func (*SyncobjCreateReply) ProtoMessage() {}
 
 func (x *SyncobjCreateReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[29]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1786,7 +1940,7 @@ func (x *SyncobjCreateReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncobjCreateReply.ProtoReflect.Descriptor instead.
 func (*SyncobjCreateReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{29}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SyncobjCreateReply) GetHandle() uint32 {
@@ -1805,7 +1959,7 @@ type SyncobjHandleRequest struct {
 
 func (x *SyncobjHandleRequest) Reset() {
 	*x = SyncobjHandleRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[30]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +1971,7 @@ func (x *SyncobjHandleRequest) String() string {
 func (*SyncobjHandleRequest) ProtoMessage() {}
 
 func (x *SyncobjHandleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[30]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +1984,7 @@ func (x *SyncobjHandleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncobjHandleRequest.ProtoReflect.Descriptor instead.
 func (*SyncobjHandleRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{30}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SyncobjHandleRequest) GetHandle() uint32 {
@@ -1852,7 +2006,7 @@ type SyncobjWaitRequest struct {
 
 func (x *SyncobjWaitRequest) Reset() {
 	*x = SyncobjWaitRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[31]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1864,7 +2018,7 @@ func (x *SyncobjWaitRequest) String() string {
 func (*SyncobjWaitRequest) ProtoMessage() {}
 
 func (x *SyncobjWaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[31]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1877,7 +2031,7 @@ func (x *SyncobjWaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncobjWaitRequest.ProtoReflect.Descriptor instead.
 func (*SyncobjWaitRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{31}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SyncobjWaitRequest) GetHandles() []uint32 {
@@ -1917,7 +2071,7 @@ type SyncobjWaitReply struct {
 
 func (x *SyncobjWaitReply) Reset() {
 	*x = SyncobjWaitReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[32]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1929,7 +2083,7 @@ func (x *SyncobjWaitReply) String() string {
 func (*SyncobjWaitReply) ProtoMessage() {}
 
 func (x *SyncobjWaitReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[32]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1942,7 +2096,7 @@ func (x *SyncobjWaitReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncobjWaitReply.ProtoReflect.Descriptor instead.
 func (*SyncobjWaitReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{32}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SyncobjWaitReply) GetFirstSignaled() uint32 {
@@ -1964,7 +2118,7 @@ type SyncobjQueryReply struct {
 
 func (x *SyncobjQueryReply) Reset() {
 	*x = SyncobjQueryReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[33]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1976,7 +2130,7 @@ func (x *SyncobjQueryReply) String() string {
 func (*SyncobjQueryReply) ProtoMessage() {}
 
 func (x *SyncobjQueryReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[33]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1989,7 +2143,7 @@ func (x *SyncobjQueryReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncobjQueryReply.ProtoReflect.Descriptor instead.
 func (*SyncobjQueryReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{33}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SyncobjQueryReply) GetHasFence() bool {
@@ -2029,7 +2183,7 @@ type SwSyncCreateRequest struct {
 
 func (x *SwSyncCreateRequest) Reset() {
 	*x = SwSyncCreateRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[34]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2041,7 +2195,7 @@ func (x *SwSyncCreateRequest) String() string {
 func (*SwSyncCreateRequest) ProtoMessage() {}
 
 func (x *SwSyncCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[34]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2054,7 +2208,7 @@ func (x *SwSyncCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwSyncCreateRequest.ProtoReflect.Descriptor instead.
 func (*SwSyncCreateRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{34}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{37}
 }
 
 type SwSyncCreateReply struct {
@@ -2066,7 +2220,7 @@ type SwSyncCreateReply struct {
 
 func (x *SwSyncCreateReply) Reset() {
 	*x = SwSyncCreateReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[35]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2078,7 +2232,7 @@ func (x *SwSyncCreateReply) String() string {
 func (*SwSyncCreateReply) ProtoMessage() {}
 
 func (x *SwSyncCreateReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[35]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2091,7 +2245,7 @@ func (x *SwSyncCreateReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwSyncCreateReply.ProtoReflect.Descriptor instead.
 func (*SwSyncCreateReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{35}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SwSyncCreateReply) GetTimeline() uint32 {
@@ -2112,7 +2266,7 @@ type SwSyncFenceRequest struct {
 
 func (x *SwSyncFenceRequest) Reset() {
 	*x = SwSyncFenceRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[36]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2124,7 +2278,7 @@ func (x *SwSyncFenceRequest) String() string {
 func (*SwSyncFenceRequest) ProtoMessage() {}
 
 func (x *SwSyncFenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[36]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2137,7 +2291,7 @@ func (x *SwSyncFenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwSyncFenceRequest.ProtoReflect.Descriptor instead.
 func (*SwSyncFenceRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{36}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SwSyncFenceRequest) GetTimeline() uint32 {
@@ -2171,7 +2325,7 @@ type SwSyncIncRequest struct {
 
 func (x *SwSyncIncRequest) Reset() {
 	*x = SwSyncIncRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[37]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2183,7 +2337,7 @@ func (x *SwSyncIncRequest) String() string {
 func (*SwSyncIncRequest) ProtoMessage() {}
 
 func (x *SwSyncIncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[37]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2196,7 +2350,7 @@ func (x *SwSyncIncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwSyncIncRequest.ProtoReflect.Descriptor instead.
 func (*SwSyncIncRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{37}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SwSyncIncRequest) GetTimeline() uint32 {
@@ -2229,7 +2383,7 @@ type AttachRequest struct {
 
 func (x *AttachRequest) Reset() {
 	*x = AttachRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[38]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2241,7 +2395,7 @@ func (x *AttachRequest) String() string {
 func (*AttachRequest) ProtoMessage() {}
 
 func (x *AttachRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[38]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2254,7 +2408,7 @@ func (x *AttachRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachRequest.ProtoReflect.Descriptor instead.
 func (*AttachRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{38}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{41}
 }
 
 type AttachReply struct {
@@ -2266,7 +2420,7 @@ type AttachReply struct {
 
 func (x *AttachReply) Reset() {
 	*x = AttachReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[39]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2278,7 +2432,7 @@ func (x *AttachReply) String() string {
 func (*AttachReply) ProtoMessage() {}
 
 func (x *AttachReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[39]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2291,7 +2445,7 @@ func (x *AttachReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachReply.ProtoReflect.Descriptor instead.
 func (*AttachReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{39}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AttachReply) GetFileId() uint64 {
@@ -2312,7 +2466,7 @@ type IdentifyRequest struct {
 
 func (x *IdentifyRequest) Reset() {
 	*x = IdentifyRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[40]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2324,7 +2478,7 @@ func (x *IdentifyRequest) String() string {
 func (*IdentifyRequest) ProtoMessage() {}
 
 func (x *IdentifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[40]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2337,7 +2491,7 @@ func (x *IdentifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentifyRequest.ProtoReflect.Descriptor instead.
 func (*IdentifyRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{40}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *IdentifyRequest) GetInodes() []uint64 {
@@ -2364,7 +2518,7 @@ type IdentifiedObject struct {
 
 func (x *IdentifiedObject) Reset() {
 	*x = IdentifiedObject{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[41]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2376,7 +2530,7 @@ func (x *IdentifiedObject) String() string {
 func (*IdentifiedObject) ProtoMessage() {}
 
 func (x *IdentifiedObject) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[41]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2389,7 +2543,7 @@ func (x *IdentifiedObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentifiedObject.ProtoReflect.Descriptor instead.
 func (*IdentifiedObject) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{41}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *IdentifiedObject) GetInode() uint64 {
@@ -2464,7 +2618,7 @@ type IdentifyReply struct {
 
 func (x *IdentifyReply) Reset() {
 	*x = IdentifyReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[42]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2476,7 +2630,7 @@ func (x *IdentifyReply) String() string {
 func (*IdentifyReply) ProtoMessage() {}
 
 func (x *IdentifyReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[42]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2489,12 +2643,214 @@ func (x *IdentifyReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentifyReply.ProtoReflect.Descriptor instead.
 func (*IdentifyReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{42}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *IdentifyReply) GetObjects() []*IdentifiedObject {
 	if x != nil {
 		return x.Objects
+	}
+	return nil
+}
+
+// IdentifyMemory tells which of the given files (device and inode, as
+// /proc/PID/maps shows a mapping's) are the memory of BOs, and which.
+type MemoryRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dev           uint64                 `protobuf:"varint,1,opt,name=dev,proto3" json:"dev,omitempty"` // st_dev, in the kernel's encoding (makedev)
+	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemoryRef) Reset() {
+	*x = MemoryRef{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemoryRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemoryRef) ProtoMessage() {}
+
+func (x *MemoryRef) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemoryRef.ProtoReflect.Descriptor instead.
+func (*MemoryRef) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *MemoryRef) GetDev() uint64 {
+	if x != nil {
+		return x.Dev
+	}
+	return 0
+}
+
+func (x *MemoryRef) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+type IdentifyMemoryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Files         []*MemoryRef           `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdentifyMemoryRequest) Reset() {
+	*x = IdentifyMemoryRequest{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdentifyMemoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdentifyMemoryRequest) ProtoMessage() {}
+
+func (x *IdentifyMemoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdentifyMemoryRequest.ProtoReflect.Descriptor instead.
+func (*IdentifyMemoryRequest) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *IdentifyMemoryRequest) GetFiles() []*MemoryRef {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+type IdentifiedMemory struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dev           uint64                 `protobuf:"varint,1,opt,name=dev,proto3" json:"dev,omitempty"`
+	Ino           uint64                 `protobuf:"varint,2,opt,name=ino,proto3" json:"ino,omitempty"`
+	Bo            *BoState               `protobuf:"bytes,3,opt,name=bo,proto3" json:"bo,omitempty"` // unset: not a BO's memory
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdentifiedMemory) Reset() {
+	*x = IdentifiedMemory{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdentifiedMemory) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdentifiedMemory) ProtoMessage() {}
+
+func (x *IdentifiedMemory) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdentifiedMemory.ProtoReflect.Descriptor instead.
+func (*IdentifiedMemory) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *IdentifiedMemory) GetDev() uint64 {
+	if x != nil {
+		return x.Dev
+	}
+	return 0
+}
+
+func (x *IdentifiedMemory) GetIno() uint64 {
+	if x != nil {
+		return x.Ino
+	}
+	return 0
+}
+
+func (x *IdentifiedMemory) GetBo() *BoState {
+	if x != nil {
+		return x.Bo
+	}
+	return nil
+}
+
+type IdentifyMemoryReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Files         []*IdentifiedMemory    `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdentifyMemoryReply) Reset() {
+	*x = IdentifyMemoryReply{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdentifyMemoryReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdentifyMemoryReply) ProtoMessage() {}
+
+func (x *IdentifyMemoryReply) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdentifyMemoryReply.ProtoReflect.Descriptor instead.
+func (*IdentifyMemoryReply) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *IdentifyMemoryReply) GetFiles() []*IdentifiedMemory {
+	if x != nil {
+		return x.Files
 	}
 	return nil
 }
@@ -2509,7 +2865,7 @@ type PauseRequest struct {
 
 func (x *PauseRequest) Reset() {
 	*x = PauseRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[43]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2521,7 +2877,7 @@ func (x *PauseRequest) String() string {
 func (*PauseRequest) ProtoMessage() {}
 
 func (x *PauseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[43]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2534,7 +2890,7 @@ func (x *PauseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRequest.ProtoReflect.Descriptor instead.
 func (*PauseRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{43}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *PauseRequest) GetFileIds() []uint64 {
@@ -2560,7 +2916,7 @@ type ResumeRequest struct {
 
 func (x *ResumeRequest) Reset() {
 	*x = ResumeRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[44]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2572,7 +2928,7 @@ func (x *ResumeRequest) String() string {
 func (*ResumeRequest) ProtoMessage() {}
 
 func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[44]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2585,7 +2941,7 @@ func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{44}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ResumeRequest) GetFileIds() []uint64 {
@@ -2610,7 +2966,7 @@ type BoState struct {
 
 func (x *BoState) Reset() {
 	*x = BoState{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[45]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2622,7 +2978,7 @@ func (x *BoState) String() string {
 func (*BoState) ProtoMessage() {}
 
 func (x *BoState) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[45]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2635,7 +2991,7 @@ func (x *BoState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BoState.ProtoReflect.Descriptor instead.
 func (*BoState) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{45}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *BoState) GetBoId() uint64 {
@@ -2698,7 +3054,7 @@ type HandleState struct {
 
 func (x *HandleState) Reset() {
 	*x = HandleState{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[46]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2710,7 +3066,7 @@ func (x *HandleState) String() string {
 func (*HandleState) ProtoMessage() {}
 
 func (x *HandleState) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[46]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2723,7 +3079,7 @@ func (x *HandleState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandleState.ProtoReflect.Descriptor instead.
 func (*HandleState) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{46}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *HandleState) GetHandle() uint32 {
@@ -2760,7 +3116,7 @@ type VaMapping struct {
 
 func (x *VaMapping) Reset() {
 	*x = VaMapping{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[47]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2772,7 +3128,7 @@ func (x *VaMapping) String() string {
 func (*VaMapping) ProtoMessage() {}
 
 func (x *VaMapping) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[47]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2785,7 +3141,7 @@ func (x *VaMapping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VaMapping.ProtoReflect.Descriptor instead.
 func (*VaMapping) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{47}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *VaMapping) GetHandle() uint32 {
@@ -2849,7 +3205,7 @@ type FileCheckpoint struct {
 
 func (x *FileCheckpoint) Reset() {
 	*x = FileCheckpoint{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[48]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2861,7 +3217,7 @@ func (x *FileCheckpoint) String() string {
 func (*FileCheckpoint) ProtoMessage() {}
 
 func (x *FileCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[48]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2874,7 +3230,7 @@ func (x *FileCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileCheckpoint.ProtoReflect.Descriptor instead.
 func (*FileCheckpoint) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{48}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *FileCheckpoint) GetFileId() uint64 {
@@ -3001,7 +3357,7 @@ type PendingIO struct {
 
 func (x *PendingIO) Reset() {
 	*x = PendingIO{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[49]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3013,7 +3369,7 @@ func (x *PendingIO) String() string {
 func (*PendingIO) ProtoMessage() {}
 
 func (x *PendingIO) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[49]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3026,7 +3382,7 @@ func (x *PendingIO) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingIO.ProtoReflect.Descriptor instead.
 func (*PendingIO) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{49}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *PendingIO) GetRequest() []byte {
@@ -3080,7 +3436,7 @@ type PendingRequest struct {
 
 func (x *PendingRequest) Reset() {
 	*x = PendingRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[50]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3092,7 +3448,7 @@ func (x *PendingRequest) String() string {
 func (*PendingRequest) ProtoMessage() {}
 
 func (x *PendingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[50]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3105,7 +3461,7 @@ func (x *PendingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingRequest.ProtoReflect.Descriptor instead.
 func (*PendingRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{50}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *PendingRequest) GetPacket() []byte {
@@ -3126,7 +3482,7 @@ type UnreadReply struct {
 
 func (x *UnreadReply) Reset() {
 	*x = UnreadReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[51]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3138,7 +3494,7 @@ func (x *UnreadReply) String() string {
 func (*UnreadReply) ProtoMessage() {}
 
 func (x *UnreadReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[51]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3151,7 +3507,7 @@ func (x *UnreadReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnreadReply.ProtoReflect.Descriptor instead.
 func (*UnreadReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{51}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *UnreadReply) GetPacket() []byte {
@@ -3190,7 +3546,7 @@ type DriverPrivate struct {
 
 func (x *DriverPrivate) Reset() {
 	*x = DriverPrivate{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[52]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3202,7 +3558,7 @@ func (x *DriverPrivate) String() string {
 func (*DriverPrivate) ProtoMessage() {}
 
 func (x *DriverPrivate) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[52]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3215,7 +3571,7 @@ func (x *DriverPrivate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DriverPrivate.ProtoReflect.Descriptor instead.
 func (*DriverPrivate) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{52}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *DriverPrivate) GetVersion() uint32 {
@@ -3267,7 +3623,7 @@ type ContextState struct {
 
 func (x *ContextState) Reset() {
 	*x = ContextState{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[53]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3279,7 +3635,7 @@ func (x *ContextState) String() string {
 func (*ContextState) ProtoMessage() {}
 
 func (x *ContextState) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[53]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3292,7 +3648,7 @@ func (x *ContextState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContextState.ProtoReflect.Descriptor instead.
 func (*ContextState) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{53}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ContextState) GetCtxId() uint32 {
@@ -3356,7 +3712,7 @@ type JobState struct {
 
 func (x *JobState) Reset() {
 	*x = JobState{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[54]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3368,7 +3724,7 @@ func (x *JobState) String() string {
 func (*JobState) ProtoMessage() {}
 
 func (x *JobState) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[54]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3381,7 +3737,7 @@ func (x *JobState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobState.ProtoReflect.Descriptor instead.
 func (*JobState) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{54}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *JobState) GetFenceId() uint64 {
@@ -3461,7 +3817,7 @@ type SyncobjState struct {
 
 func (x *SyncobjState) Reset() {
 	*x = SyncobjState{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[55]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3473,7 +3829,7 @@ func (x *SyncobjState) String() string {
 func (*SyncobjState) ProtoMessage() {}
 
 func (x *SyncobjState) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[55]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3486,7 +3842,7 @@ func (x *SyncobjState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncobjState.ProtoReflect.Descriptor instead.
 func (*SyncobjState) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{55}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *SyncobjState) GetHandle() uint32 {
@@ -3541,7 +3897,7 @@ type SwSyncState struct {
 
 func (x *SwSyncState) Reset() {
 	*x = SwSyncState{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[56]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3553,7 +3909,7 @@ func (x *SwSyncState) String() string {
 func (*SwSyncState) ProtoMessage() {}
 
 func (x *SwSyncState) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[56]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3566,7 +3922,7 @@ func (x *SwSyncState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwSyncState.ProtoReflect.Descriptor instead.
 func (*SwSyncState) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{56}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *SwSyncState) GetTimeline() uint32 {
@@ -3592,7 +3948,7 @@ type CheckpointFileRequest struct {
 
 func (x *CheckpointFileRequest) Reset() {
 	*x = CheckpointFileRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[57]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3604,7 +3960,7 @@ func (x *CheckpointFileRequest) String() string {
 func (*CheckpointFileRequest) ProtoMessage() {}
 
 func (x *CheckpointFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[57]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3617,7 +3973,7 @@ func (x *CheckpointFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointFileRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointFileRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{57}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *CheckpointFileRequest) GetFileId() uint64 {
@@ -3643,7 +3999,7 @@ type CheckpointIoRequest struct {
 
 func (x *CheckpointIoRequest) Reset() {
 	*x = CheckpointIoRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[58]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3655,7 +4011,7 @@ func (x *CheckpointIoRequest) String() string {
 func (*CheckpointIoRequest) ProtoMessage() {}
 
 func (x *CheckpointIoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[58]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3668,7 +4024,7 @@ func (x *CheckpointIoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointIoRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointIoRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{58}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *CheckpointIoRequest) GetFileId() uint64 {
@@ -3696,7 +4052,7 @@ type DebugRequest struct {
 
 func (x *DebugRequest) Reset() {
 	*x = DebugRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[59]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3708,7 +4064,7 @@ func (x *DebugRequest) String() string {
 func (*DebugRequest) ProtoMessage() {}
 
 func (x *DebugRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[59]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3721,7 +4077,7 @@ func (x *DebugRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DebugRequest.ProtoReflect.Descriptor instead.
 func (*DebugRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{59}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{66}
 }
 
 type DebugReply struct {
@@ -3733,7 +4089,7 @@ type DebugReply struct {
 
 func (x *DebugReply) Reset() {
 	*x = DebugReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[60]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3745,7 +4101,7 @@ func (x *DebugReply) String() string {
 func (*DebugReply) ProtoMessage() {}
 
 func (x *DebugReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[60]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3758,7 +4114,7 @@ func (x *DebugReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DebugReply.ProtoReflect.Descriptor instead.
 func (*DebugReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{60}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *DebugReply) GetJson() string {
@@ -3777,7 +4133,7 @@ type CheckpointDmaBufRequest struct {
 
 func (x *CheckpointDmaBufRequest) Reset() {
 	*x = CheckpointDmaBufRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[61]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3789,7 +4145,7 @@ func (x *CheckpointDmaBufRequest) String() string {
 func (*CheckpointDmaBufRequest) ProtoMessage() {}
 
 func (x *CheckpointDmaBufRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[61]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3802,7 +4158,7 @@ func (x *CheckpointDmaBufRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointDmaBufRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointDmaBufRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{61}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *CheckpointDmaBufRequest) GetInode() uint64 {
@@ -3821,7 +4177,7 @@ type CheckpointDmaBufReply struct {
 
 func (x *CheckpointDmaBufReply) Reset() {
 	*x = CheckpointDmaBufReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[62]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3833,7 +4189,7 @@ func (x *CheckpointDmaBufReply) String() string {
 func (*CheckpointDmaBufReply) ProtoMessage() {}
 
 func (x *CheckpointDmaBufReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[62]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3846,7 +4202,7 @@ func (x *CheckpointDmaBufReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointDmaBufReply.ProtoReflect.Descriptor instead.
 func (*CheckpointDmaBufReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{62}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *CheckpointDmaBufReply) GetBo() *BoState {
@@ -3862,17 +4218,25 @@ func (x *CheckpointDmaBufReply) GetBo() *BoState {
 // checksummed in chunks as they are written; the chunks tile
 // [offset, offset + size) in order. Each chunk holds either whole BOs or
 // a piece of one BO larger than a chunk.
+//
+// With checksum_only no file is passed and nothing is written: the reply
+// has the checksums of each BO's bytes on their own, in chunks relative
+// to the BO (ContentChunk.bo_id set), for BOs whose contents criu saves
+// itself as the memory of a process's mapping. Holes of a BO's memory
+// (pages nobody ever wrote) are checksummed as zeros without being
+// touched.
 type CheckpointBosRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	BoIds         []uint64               `protobuf:"varint,1,rep,packed,name=bo_ids,json=boIds,proto3" json:"bo_ids,omitempty"`
 	Offset        uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	ChecksumOnly  bool                   `protobuf:"varint,3,opt,name=checksum_only,json=checksumOnly,proto3" json:"checksum_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckpointBosRequest) Reset() {
 	*x = CheckpointBosRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[63]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3884,7 +4248,7 @@ func (x *CheckpointBosRequest) String() string {
 func (*CheckpointBosRequest) ProtoMessage() {}
 
 func (x *CheckpointBosRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[63]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3897,7 +4261,7 @@ func (x *CheckpointBosRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointBosRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointBosRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{63}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *CheckpointBosRequest) GetBoIds() []uint64 {
@@ -3914,6 +4278,13 @@ func (x *CheckpointBosRequest) GetOffset() uint64 {
 	return 0
 }
 
+func (x *CheckpointBosRequest) GetChecksumOnly() bool {
+	if x != nil {
+		return x.ChecksumOnly
+	}
+	return false
+}
+
 type CheckpointBosReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Size          uint64                 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"` // bytes written
@@ -3924,7 +4295,7 @@ type CheckpointBosReply struct {
 
 func (x *CheckpointBosReply) Reset() {
 	*x = CheckpointBosReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[64]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3936,7 +4307,7 @@ func (x *CheckpointBosReply) String() string {
 func (*CheckpointBosReply) ProtoMessage() {}
 
 func (x *CheckpointBosReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[64]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3949,7 +4320,7 @@ func (x *CheckpointBosReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointBosReply.ProtoReflect.Descriptor instead.
 func (*CheckpointBosReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{64}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *CheckpointBosReply) GetSize() uint64 {
@@ -3968,17 +4339,20 @@ func (x *CheckpointBosReply) GetChunks() []*ContentChunk {
 
 // ContentChunk is a checksummed extent of a pages file.
 type ContentChunk struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Offset        uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
-	Length        uint64                 `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
-	Checksum      []byte                 `protobuf:"bytes,3,opt,name=checksum,proto3" json:"checksum,omitempty"` // BLAKE3-256 (32 bytes) of the extent's bytes
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Offset   uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length   uint64                 `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
+	Checksum []byte                 `protobuf:"bytes,3,opt,name=checksum,proto3" json:"checksum,omitempty"` // BLAKE3-256 (32 bytes) of the extent's bytes
+	// Set when the extent is of this BO's memory (offset from its start)
+	// rather than of a pages file.
+	BoId          uint64 `protobuf:"varint,4,opt,name=bo_id,json=boId,proto3" json:"bo_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ContentChunk) Reset() {
 	*x = ContentChunk{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[65]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3990,7 +4364,7 @@ func (x *ContentChunk) String() string {
 func (*ContentChunk) ProtoMessage() {}
 
 func (x *ContentChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[65]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4003,7 +4377,7 @@ func (x *ContentChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContentChunk.ProtoReflect.Descriptor instead.
 func (*ContentChunk) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{65}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ContentChunk) GetOffset() uint64 {
@@ -4027,6 +4401,13 @@ func (x *ContentChunk) GetChecksum() []byte {
 	return nil
 }
 
+func (x *ContentChunk) GetBoId() uint64 {
+	if x != nil {
+		return x.BoId
+	}
+	return 0
+}
+
 type RestoreFile struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Inode         uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"` // dump-time client inode: the key criu restores by
@@ -4037,7 +4418,7 @@ type RestoreFile struct {
 
 func (x *RestoreFile) Reset() {
 	*x = RestoreFile{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[66]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4049,7 +4430,7 @@ func (x *RestoreFile) String() string {
 func (*RestoreFile) ProtoMessage() {}
 
 func (x *RestoreFile) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[66]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4062,7 +4443,7 @@ func (x *RestoreFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreFile.ProtoReflect.Descriptor instead.
 func (*RestoreFile) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{66}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *RestoreFile) GetInode() uint64 {
@@ -4089,7 +4470,7 @@ type RestoreDmaBuf struct {
 
 func (x *RestoreDmaBuf) Reset() {
 	*x = RestoreDmaBuf{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[67]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4101,7 +4482,7 @@ func (x *RestoreDmaBuf) String() string {
 func (*RestoreDmaBuf) ProtoMessage() {}
 
 func (x *RestoreDmaBuf) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[67]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4114,7 +4495,7 @@ func (x *RestoreDmaBuf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreDmaBuf.ProtoReflect.Descriptor instead.
 func (*RestoreDmaBuf) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{67}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *RestoreDmaBuf) GetInode() uint64 {
@@ -4145,7 +4526,7 @@ type RestoreChannel struct {
 
 func (x *RestoreChannel) Reset() {
 	*x = RestoreChannel{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[68]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4157,7 +4538,7 @@ func (x *RestoreChannel) String() string {
 func (*RestoreChannel) ProtoMessage() {}
 
 func (x *RestoreChannel) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[68]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4170,7 +4551,7 @@ func (x *RestoreChannel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreChannel.ProtoReflect.Descriptor instead.
 func (*RestoreChannel) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{68}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *RestoreChannel) GetInode() uint64 {
@@ -4210,7 +4591,7 @@ type SessionOpenRequest struct {
 
 func (x *SessionOpenRequest) Reset() {
 	*x = SessionOpenRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[69]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4222,7 +4603,7 @@ func (x *SessionOpenRequest) String() string {
 func (*SessionOpenRequest) ProtoMessage() {}
 
 func (x *SessionOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[69]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4235,7 +4616,7 @@ func (x *SessionOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpenRequest.ProtoReflect.Descriptor instead.
 func (*SessionOpenRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{69}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *SessionOpenRequest) GetBos() []*BoState {
@@ -4293,7 +4674,7 @@ type SessionOpenReply struct {
 
 func (x *SessionOpenReply) Reset() {
 	*x = SessionOpenReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[70]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4305,7 +4686,7 @@ func (x *SessionOpenReply) String() string {
 func (*SessionOpenReply) ProtoMessage() {}
 
 func (x *SessionOpenReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[70]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4318,7 +4699,7 @@ func (x *SessionOpenReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpenReply.ProtoReflect.Descriptor instead.
 func (*SessionOpenReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{70}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *SessionOpenReply) GetToken() []byte {
@@ -4359,7 +4740,7 @@ type PagesFile struct {
 
 func (x *PagesFile) Reset() {
 	*x = PagesFile{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[71]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4371,7 +4752,7 @@ func (x *PagesFile) String() string {
 func (*PagesFile) ProtoMessage() {}
 
 func (x *PagesFile) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[71]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4384,7 +4765,7 @@ func (x *PagesFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagesFile.ProtoReflect.Descriptor instead.
 func (*PagesFile) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{71}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *PagesFile) GetName() string {
@@ -4402,17 +4783,23 @@ func (x *PagesFile) GetChunks() []*ContentChunk {
 }
 
 type BoContents struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	BoId          uint64                 `protobuf:"varint,1,opt,name=bo_id,json=boId,proto3" json:"bo_id,omitempty"`
-	PagesFile     uint32                 `protobuf:"varint,2,opt,name=pages_file,json=pagesFile,proto3" json:"pages_file,omitempty"` // index into SessionOpenRequest.pages_files
-	Offset        uint64                 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`                        // the BO's size bytes start here
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	BoId      uint64                 `protobuf:"varint,1,opt,name=bo_id,json=boId,proto3" json:"bo_id,omitempty"`
+	PagesFile uint32                 `protobuf:"varint,2,opt,name=pages_file,json=pagesFile,proto3" json:"pages_file,omitempty"` // index into SessionOpenRequest.pages_files
+	Offset    uint64                 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`                        // the BO's size bytes start here
+	// The BO was mapped by a dumped process: criu restores its contents
+	// as that mapping's memory, which SessionAdoptMemory hands over, and
+	// chunks (relative to the BO, tiling it) are what they must match.
+	// pages_file and offset are unused.
+	Mapped        bool            `protobuf:"varint,4,opt,name=mapped,proto3" json:"mapped,omitempty"`
+	Chunks        []*ContentChunk `protobuf:"bytes,5,rep,name=chunks,proto3" json:"chunks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BoContents) Reset() {
 	*x = BoContents{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[72]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4424,7 +4811,7 @@ func (x *BoContents) String() string {
 func (*BoContents) ProtoMessage() {}
 
 func (x *BoContents) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[72]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4437,7 +4824,7 @@ func (x *BoContents) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BoContents.ProtoReflect.Descriptor instead.
 func (*BoContents) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{72}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *BoContents) GetBoId() uint64 {
@@ -4461,6 +4848,20 @@ func (x *BoContents) GetOffset() uint64 {
 	return 0
 }
 
+func (x *BoContents) GetMapped() bool {
+	if x != nil {
+		return x.Mapped
+	}
+	return false
+}
+
+func (x *BoContents) GetChunks() []*ContentChunk {
+	if x != nil {
+		return x.Chunks
+	}
+	return nil
+}
+
 // SessionLoadPages starts loading, in the background, the contents that
 // lie in one pages file, from the fd passed with it. A claim succeeds only
 // once every BO it needs is loaded and matches its chunks' checksums.
@@ -4474,7 +4875,7 @@ type SessionLoadPagesRequest struct {
 
 func (x *SessionLoadPagesRequest) Reset() {
 	*x = SessionLoadPagesRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[73]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4486,7 +4887,7 @@ func (x *SessionLoadPagesRequest) String() string {
 func (*SessionLoadPagesRequest) ProtoMessage() {}
 
 func (x *SessionLoadPagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[73]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4499,7 +4900,7 @@ func (x *SessionLoadPagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionLoadPagesRequest.ProtoReflect.Descriptor instead.
 func (*SessionLoadPagesRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{73}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *SessionLoadPagesRequest) GetToken() []byte {
@@ -4516,6 +4917,73 @@ func (x *SessionLoadPagesRequest) GetPagesFile() uint32 {
 	return 0
 }
 
+// SessionAdoptMemory hands the kernel the memory criu restored for a
+// mapped BO (BoContents.mapped): a memfd (SCM_RIGHTS) that the restored
+// tasks map, opened through /proc/PID/map_files. The kernel checks it
+// against the BO's chunks and makes it the BO's memory. holders are the
+// restored tasks that map it (pids in the kernel's pid namespace): the
+// BO lives on while any of them does, or any process holds a file of it
+// handed out later.
+type SessionAdoptMemoryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         []byte                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	BoId          uint64                 `protobuf:"varint,2,opt,name=bo_id,json=boId,proto3" json:"bo_id,omitempty"`
+	Holders       []int32                `protobuf:"varint,3,rep,packed,name=holders,proto3" json:"holders,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionAdoptMemoryRequest) Reset() {
+	*x = SessionAdoptMemoryRequest{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionAdoptMemoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionAdoptMemoryRequest) ProtoMessage() {}
+
+func (x *SessionAdoptMemoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionAdoptMemoryRequest.ProtoReflect.Descriptor instead.
+func (*SessionAdoptMemoryRequest) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *SessionAdoptMemoryRequest) GetToken() []byte {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *SessionAdoptMemoryRequest) GetBoId() uint64 {
+	if x != nil {
+		return x.BoId
+	}
+	return 0
+}
+
+func (x *SessionAdoptMemoryRequest) GetHolders() []int32 {
+	if x != nil {
+		return x.Holders
+	}
+	return nil
+}
+
 type SessionResumeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Token         []byte                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
@@ -4527,7 +4995,7 @@ type SessionResumeRequest struct {
 
 func (x *SessionResumeRequest) Reset() {
 	*x = SessionResumeRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[74]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4539,7 +5007,7 @@ func (x *SessionResumeRequest) String() string {
 func (*SessionResumeRequest) ProtoMessage() {}
 
 func (x *SessionResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[74]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4552,7 +5020,7 @@ func (x *SessionResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResumeRequest.ProtoReflect.Descriptor instead.
 func (*SessionResumeRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{74}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *SessionResumeRequest) GetToken() []byte {
@@ -4586,7 +5054,7 @@ type SessionCloseRequest struct {
 
 func (x *SessionCloseRequest) Reset() {
 	*x = SessionCloseRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[75]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4598,7 +5066,7 @@ func (x *SessionCloseRequest) String() string {
 func (*SessionCloseRequest) ProtoMessage() {}
 
 func (x *SessionCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[75]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4611,7 +5079,7 @@ func (x *SessionCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionCloseRequest.ProtoReflect.Descriptor instead.
 func (*SessionCloseRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{75}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *SessionCloseRequest) GetToken() []byte {
@@ -4640,7 +5108,7 @@ type ClaimFileRequest struct {
 
 func (x *ClaimFileRequest) Reset() {
 	*x = ClaimFileRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[76]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4652,7 +5120,7 @@ func (x *ClaimFileRequest) String() string {
 func (*ClaimFileRequest) ProtoMessage() {}
 
 func (x *ClaimFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[76]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4665,7 +5133,7 @@ func (x *ClaimFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimFileRequest.ProtoReflect.Descriptor instead.
 func (*ClaimFileRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{76}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ClaimFileRequest) GetToken() []byte {
@@ -4692,7 +5160,7 @@ type ClaimDmaBufRequest struct {
 
 func (x *ClaimDmaBufRequest) Reset() {
 	*x = ClaimDmaBufRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[77]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4704,7 +5172,7 @@ func (x *ClaimDmaBufRequest) String() string {
 func (*ClaimDmaBufRequest) ProtoMessage() {}
 
 func (x *ClaimDmaBufRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[77]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4717,7 +5185,7 @@ func (x *ClaimDmaBufRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimDmaBufRequest.ProtoReflect.Descriptor instead.
 func (*ClaimDmaBufRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{77}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *ClaimDmaBufRequest) GetToken() []byte {
@@ -4744,7 +5212,7 @@ type ClaimChannelRequest struct {
 
 func (x *ClaimChannelRequest) Reset() {
 	*x = ClaimChannelRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[78]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4756,7 +5224,7 @@ func (x *ClaimChannelRequest) String() string {
 func (*ClaimChannelRequest) ProtoMessage() {}
 
 func (x *ClaimChannelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[78]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4769,7 +5237,7 @@ func (x *ClaimChannelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimChannelRequest.ProtoReflect.Descriptor instead.
 func (*ClaimChannelRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{78}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *ClaimChannelRequest) GetToken() []byte {
@@ -4796,7 +5264,7 @@ type DevicesRequest struct {
 
 func (x *DevicesRequest) Reset() {
 	*x = DevicesRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[79]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4808,7 +5276,7 @@ func (x *DevicesRequest) String() string {
 func (*DevicesRequest) ProtoMessage() {}
 
 func (x *DevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[79]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4821,7 +5289,7 @@ func (x *DevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DevicesRequest.ProtoReflect.Descriptor instead.
 func (*DevicesRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{79}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{87}
 }
 
 type DeviceInfo struct {
@@ -4837,7 +5305,7 @@ type DeviceInfo struct {
 
 func (x *DeviceInfo) Reset() {
 	*x = DeviceInfo{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[80]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4849,7 +5317,7 @@ func (x *DeviceInfo) String() string {
 func (*DeviceInfo) ProtoMessage() {}
 
 func (x *DeviceInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[80]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4862,7 +5330,7 @@ func (x *DeviceInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceInfo.ProtoReflect.Descriptor instead.
 func (*DeviceInfo) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{80}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *DeviceInfo) GetMinor() uint32 {
@@ -4909,7 +5377,7 @@ type DevicesReply struct {
 
 func (x *DevicesReply) Reset() {
 	*x = DevicesReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[81]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4921,7 +5389,7 @@ func (x *DevicesReply) String() string {
 func (*DevicesReply) ProtoMessage() {}
 
 func (x *DevicesReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[81]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4934,7 +5402,7 @@ func (x *DevicesReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DevicesReply.ProtoReflect.Descriptor instead.
 func (*DevicesReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{81}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *DevicesReply) GetDevices() []*DeviceInfo {
@@ -5009,7 +5477,14 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\x06handle\x18\x01 \x01(\rR\x06handle\"\x18\n" +
 	"\x16PrimeFdToHandleRequest\".\n" +
 	"\x14PrimeFdToHandleReply\x12\x16\n" +
-	"\x06handle\x18\x01 \x01(\rR\x06handle\".\n" +
+	"\x06handle\x18\x01 \x01(\rR\x06handle\"(\n" +
+	"\x0eGemMmapRequest\x12\x16\n" +
+	"\x06handle\x18\x01 \x01(\rR\x06handle\"y\n" +
+	"\fGemMmapReply\x12\x12\n" +
+	"\x04size\x18\x01 \x01(\x04R\x04size\x12.\n" +
+	"\x06domain\x18\x02 \x01(\x0e2\x16.kernelsim.uapi.DomainR\x06domain\x12%\n" +
+	"\x0ewrite_combined\x18\x03 \x01(\bR\rwriteCombined\"\x13\n" +
+	"\x11DmaBufMmapRequest\".\n" +
 	"\x10CtxCreateRequest\x12\x1a\n" +
 	"\bpriority\x18\x01 \x01(\x05R\bpriority\"'\n" +
 	"\x0eCtxCreateReply\x12\x15\n" +
@@ -5094,7 +5569,18 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\n" +
 	"file_inode\x18\t \x01(\x04R\tfileInode\"K\n" +
 	"\rIdentifyReply\x12:\n" +
-	"\aobjects\x18\x01 \x03(\v2 .kernelsim.uapi.IdentifiedObjectR\aobjects\"H\n" +
+	"\aobjects\x18\x01 \x03(\v2 .kernelsim.uapi.IdentifiedObjectR\aobjects\"/\n" +
+	"\tMemoryRef\x12\x10\n" +
+	"\x03dev\x18\x01 \x01(\x04R\x03dev\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\"H\n" +
+	"\x15IdentifyMemoryRequest\x12/\n" +
+	"\x05files\x18\x01 \x03(\v2\x19.kernelsim.uapi.MemoryRefR\x05files\"_\n" +
+	"\x10IdentifiedMemory\x12\x10\n" +
+	"\x03dev\x18\x01 \x01(\x04R\x03dev\x12\x10\n" +
+	"\x03ino\x18\x02 \x01(\x04R\x03ino\x12'\n" +
+	"\x02bo\x18\x03 \x01(\v2\x17.kernelsim.uapi.BoStateR\x02bo\"M\n" +
+	"\x13IdentifyMemoryReply\x126\n" +
+	"\x05files\x18\x01 \x03(\v2 .kernelsim.uapi.IdentifiedMemoryR\x05files\"H\n" +
 	"\fPauseRequest\x12\x19\n" +
 	"\bfile_ids\x18\x01 \x03(\x04R\afileIds\x12\x1d\n" +
 	"\n" +
@@ -5197,17 +5683,19 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\x17CheckpointDmaBufRequest\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\"@\n" +
 	"\x15CheckpointDmaBufReply\x12'\n" +
-	"\x02bo\x18\x01 \x01(\v2\x17.kernelsim.uapi.BoStateR\x02bo\"E\n" +
+	"\x02bo\x18\x01 \x01(\v2\x17.kernelsim.uapi.BoStateR\x02bo\"j\n" +
 	"\x14CheckpointBosRequest\x12\x15\n" +
 	"\x06bo_ids\x18\x01 \x03(\x04R\x05boIds\x12\x16\n" +
-	"\x06offset\x18\x02 \x01(\x04R\x06offset\"^\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12#\n" +
+	"\rchecksum_only\x18\x03 \x01(\bR\fchecksumOnly\"^\n" +
 	"\x12CheckpointBosReply\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x04R\x04size\x124\n" +
-	"\x06chunks\x18\x02 \x03(\v2\x1c.kernelsim.uapi.ContentChunkR\x06chunks\"Z\n" +
+	"\x06chunks\x18\x02 \x03(\v2\x1c.kernelsim.uapi.ContentChunkR\x06chunks\"o\n" +
 	"\fContentChunk\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x16\n" +
 	"\x06length\x18\x02 \x01(\x04R\x06length\x12\x1a\n" +
-	"\bchecksum\x18\x03 \x01(\fR\bchecksum\"Y\n" +
+	"\bchecksum\x18\x03 \x01(\fR\bchecksum\x12\x13\n" +
+	"\x05bo_id\x18\x04 \x01(\x04R\x04boId\"Y\n" +
 	"\vRestoreFile\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x124\n" +
 	"\x05state\x18\x02 \x01(\v2\x1e.kernelsim.uapi.FileCheckpointR\x05state\":\n" +
@@ -5234,17 +5722,23 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\x0fchannel_sockets\x18\x04 \x03(\tR\x0echannelSockets\"U\n" +
 	"\tPagesFile\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
-	"\x06chunks\x18\x02 \x03(\v2\x1c.kernelsim.uapi.ContentChunkR\x06chunks\"X\n" +
+	"\x06chunks\x18\x02 \x03(\v2\x1c.kernelsim.uapi.ContentChunkR\x06chunks\"\xa6\x01\n" +
 	"\n" +
 	"BoContents\x12\x13\n" +
 	"\x05bo_id\x18\x01 \x01(\x04R\x04boId\x12\x1d\n" +
 	"\n" +
 	"pages_file\x18\x02 \x01(\rR\tpagesFile\x12\x16\n" +
-	"\x06offset\x18\x03 \x01(\x04R\x06offset\"N\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x16\n" +
+	"\x06mapped\x18\x04 \x01(\bR\x06mapped\x124\n" +
+	"\x06chunks\x18\x05 \x03(\v2\x1c.kernelsim.uapi.ContentChunkR\x06chunks\"N\n" +
 	"\x17SessionLoadPagesRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\fR\x05token\x12\x1d\n" +
 	"\n" +
-	"pages_file\x18\x02 \x01(\rR\tpagesFile\"]\n" +
+	"pages_file\x18\x02 \x01(\rR\tpagesFile\"`\n" +
+	"\x19SessionAdoptMemoryRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\fR\x05token\x12\x13\n" +
+	"\x05bo_id\x18\x02 \x01(\x04R\x04boId\x12\x18\n" +
+	"\aholders\x18\x03 \x03(\x05R\aholders\"]\n" +
 	"\x14SessionResumeRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\fR\x05token\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12\x1d\n" +
@@ -5297,134 +5791,147 @@ func file_kernelsim_uapi_uapi_proto_rawDescGZIP() []byte {
 }
 
 var file_kernelsim_uapi_uapi_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_kernelsim_uapi_uapi_proto_msgTypes = make([]protoimpl.MessageInfo, 82)
+var file_kernelsim_uapi_uapi_proto_msgTypes = make([]protoimpl.MessageInfo, 90)
 var file_kernelsim_uapi_uapi_proto_goTypes = []any{
-	(Domain)(0),                     // 0: kernelsim.uapi.Domain
-	(ObjectKind)(0),                 // 1: kernelsim.uapi.ObjectKind
-	(SyncobjState_Kind)(0),          // 2: kernelsim.uapi.SyncobjState.Kind
-	(*ErrorReply)(nil),              // 3: kernelsim.uapi.ErrorReply
-	(*VersionRequest)(nil),          // 4: kernelsim.uapi.VersionRequest
-	(*VersionReply)(nil),            // 5: kernelsim.uapi.VersionReply
-	(*GemCreateRequest)(nil),        // 6: kernelsim.uapi.GemCreateRequest
-	(*GemCreateReply)(nil),          // 7: kernelsim.uapi.GemCreateReply
-	(*GemCloseRequest)(nil),         // 8: kernelsim.uapi.GemCloseRequest
-	(*Empty)(nil),                   // 9: kernelsim.uapi.Empty
-	(*GemInfoRequest)(nil),          // 10: kernelsim.uapi.GemInfoRequest
-	(*GemInfoReply)(nil),            // 11: kernelsim.uapi.GemInfoReply
-	(*GemPwriteRequest)(nil),        // 12: kernelsim.uapi.GemPwriteRequest
-	(*GemPreadRequest)(nil),         // 13: kernelsim.uapi.GemPreadRequest
-	(*GemPreadReply)(nil),           // 14: kernelsim.uapi.GemPreadReply
-	(*GemWaitIdleRequest)(nil),      // 15: kernelsim.uapi.GemWaitIdleRequest
-	(*GemWaitIdleReply)(nil),        // 16: kernelsim.uapi.GemWaitIdleReply
-	(*VmMapRequest)(nil),            // 17: kernelsim.uapi.VmMapRequest
-	(*VmUnmapRequest)(nil),          // 18: kernelsim.uapi.VmUnmapRequest
-	(*PrimeHandleToFdRequest)(nil),  // 19: kernelsim.uapi.PrimeHandleToFdRequest
-	(*PrimeFdToHandleRequest)(nil),  // 20: kernelsim.uapi.PrimeFdToHandleRequest
-	(*PrimeFdToHandleReply)(nil),    // 21: kernelsim.uapi.PrimeFdToHandleReply
-	(*CtxCreateRequest)(nil),        // 22: kernelsim.uapi.CtxCreateRequest
-	(*CtxCreateReply)(nil),          // 23: kernelsim.uapi.CtxCreateReply
-	(*CtxDestroyRequest)(nil),       // 24: kernelsim.uapi.CtxDestroyRequest
-	(*CtxQueryRequest)(nil),         // 25: kernelsim.uapi.CtxQueryRequest
-	(*CtxQueryReply)(nil),           // 26: kernelsim.uapi.CtxQueryReply
-	(*Command)(nil),                 // 27: kernelsim.uapi.Command
-	(*SubmitBo)(nil),                // 28: kernelsim.uapi.SubmitBo
-	(*SubmitRequest)(nil),           // 29: kernelsim.uapi.SubmitRequest
-	(*SubmitReply)(nil),             // 30: kernelsim.uapi.SubmitReply
-	(*SyncobjCreateRequest)(nil),    // 31: kernelsim.uapi.SyncobjCreateRequest
-	(*SyncobjCreateReply)(nil),      // 32: kernelsim.uapi.SyncobjCreateReply
-	(*SyncobjHandleRequest)(nil),    // 33: kernelsim.uapi.SyncobjHandleRequest
-	(*SyncobjWaitRequest)(nil),      // 34: kernelsim.uapi.SyncobjWaitRequest
-	(*SyncobjWaitReply)(nil),        // 35: kernelsim.uapi.SyncobjWaitReply
-	(*SyncobjQueryReply)(nil),       // 36: kernelsim.uapi.SyncobjQueryReply
-	(*SwSyncCreateRequest)(nil),     // 37: kernelsim.uapi.SwSyncCreateRequest
-	(*SwSyncCreateReply)(nil),       // 38: kernelsim.uapi.SwSyncCreateReply
-	(*SwSyncFenceRequest)(nil),      // 39: kernelsim.uapi.SwSyncFenceRequest
-	(*SwSyncIncRequest)(nil),        // 40: kernelsim.uapi.SwSyncIncRequest
-	(*AttachRequest)(nil),           // 41: kernelsim.uapi.AttachRequest
-	(*AttachReply)(nil),             // 42: kernelsim.uapi.AttachReply
-	(*IdentifyRequest)(nil),         // 43: kernelsim.uapi.IdentifyRequest
-	(*IdentifiedObject)(nil),        // 44: kernelsim.uapi.IdentifiedObject
-	(*IdentifyReply)(nil),           // 45: kernelsim.uapi.IdentifyReply
-	(*PauseRequest)(nil),            // 46: kernelsim.uapi.PauseRequest
-	(*ResumeRequest)(nil),           // 47: kernelsim.uapi.ResumeRequest
-	(*BoState)(nil),                 // 48: kernelsim.uapi.BoState
-	(*HandleState)(nil),             // 49: kernelsim.uapi.HandleState
-	(*VaMapping)(nil),               // 50: kernelsim.uapi.VaMapping
-	(*FileCheckpoint)(nil),          // 51: kernelsim.uapi.FileCheckpoint
-	(*PendingIO)(nil),               // 52: kernelsim.uapi.PendingIO
-	(*PendingRequest)(nil),          // 53: kernelsim.uapi.PendingRequest
-	(*UnreadReply)(nil),             // 54: kernelsim.uapi.UnreadReply
-	(*DriverPrivate)(nil),           // 55: kernelsim.uapi.DriverPrivate
-	(*ContextState)(nil),            // 56: kernelsim.uapi.ContextState
-	(*JobState)(nil),                // 57: kernelsim.uapi.JobState
-	(*SyncobjState)(nil),            // 58: kernelsim.uapi.SyncobjState
-	(*SwSyncState)(nil),             // 59: kernelsim.uapi.SwSyncState
-	(*CheckpointFileRequest)(nil),   // 60: kernelsim.uapi.CheckpointFileRequest
-	(*CheckpointIoRequest)(nil),     // 61: kernelsim.uapi.CheckpointIoRequest
-	(*DebugRequest)(nil),            // 62: kernelsim.uapi.DebugRequest
-	(*DebugReply)(nil),              // 63: kernelsim.uapi.DebugReply
-	(*CheckpointDmaBufRequest)(nil), // 64: kernelsim.uapi.CheckpointDmaBufRequest
-	(*CheckpointDmaBufReply)(nil),   // 65: kernelsim.uapi.CheckpointDmaBufReply
-	(*CheckpointBosRequest)(nil),    // 66: kernelsim.uapi.CheckpointBosRequest
-	(*CheckpointBosReply)(nil),      // 67: kernelsim.uapi.CheckpointBosReply
-	(*ContentChunk)(nil),            // 68: kernelsim.uapi.ContentChunk
-	(*RestoreFile)(nil),             // 69: kernelsim.uapi.RestoreFile
-	(*RestoreDmaBuf)(nil),           // 70: kernelsim.uapi.RestoreDmaBuf
-	(*RestoreChannel)(nil),          // 71: kernelsim.uapi.RestoreChannel
-	(*SessionOpenRequest)(nil),      // 72: kernelsim.uapi.SessionOpenRequest
-	(*SessionOpenReply)(nil),        // 73: kernelsim.uapi.SessionOpenReply
-	(*PagesFile)(nil),               // 74: kernelsim.uapi.PagesFile
-	(*BoContents)(nil),              // 75: kernelsim.uapi.BoContents
-	(*SessionLoadPagesRequest)(nil), // 76: kernelsim.uapi.SessionLoadPagesRequest
-	(*SessionResumeRequest)(nil),    // 77: kernelsim.uapi.SessionResumeRequest
-	(*SessionCloseRequest)(nil),     // 78: kernelsim.uapi.SessionCloseRequest
-	(*ClaimFileRequest)(nil),        // 79: kernelsim.uapi.ClaimFileRequest
-	(*ClaimDmaBufRequest)(nil),      // 80: kernelsim.uapi.ClaimDmaBufRequest
-	(*ClaimChannelRequest)(nil),     // 81: kernelsim.uapi.ClaimChannelRequest
-	(*DevicesRequest)(nil),          // 82: kernelsim.uapi.DevicesRequest
-	(*DeviceInfo)(nil),              // 83: kernelsim.uapi.DeviceInfo
-	(*DevicesReply)(nil),            // 84: kernelsim.uapi.DevicesReply
+	(Domain)(0),                       // 0: kernelsim.uapi.Domain
+	(ObjectKind)(0),                   // 1: kernelsim.uapi.ObjectKind
+	(SyncobjState_Kind)(0),            // 2: kernelsim.uapi.SyncobjState.Kind
+	(*ErrorReply)(nil),                // 3: kernelsim.uapi.ErrorReply
+	(*VersionRequest)(nil),            // 4: kernelsim.uapi.VersionRequest
+	(*VersionReply)(nil),              // 5: kernelsim.uapi.VersionReply
+	(*GemCreateRequest)(nil),          // 6: kernelsim.uapi.GemCreateRequest
+	(*GemCreateReply)(nil),            // 7: kernelsim.uapi.GemCreateReply
+	(*GemCloseRequest)(nil),           // 8: kernelsim.uapi.GemCloseRequest
+	(*Empty)(nil),                     // 9: kernelsim.uapi.Empty
+	(*GemInfoRequest)(nil),            // 10: kernelsim.uapi.GemInfoRequest
+	(*GemInfoReply)(nil),              // 11: kernelsim.uapi.GemInfoReply
+	(*GemPwriteRequest)(nil),          // 12: kernelsim.uapi.GemPwriteRequest
+	(*GemPreadRequest)(nil),           // 13: kernelsim.uapi.GemPreadRequest
+	(*GemPreadReply)(nil),             // 14: kernelsim.uapi.GemPreadReply
+	(*GemWaitIdleRequest)(nil),        // 15: kernelsim.uapi.GemWaitIdleRequest
+	(*GemWaitIdleReply)(nil),          // 16: kernelsim.uapi.GemWaitIdleReply
+	(*VmMapRequest)(nil),              // 17: kernelsim.uapi.VmMapRequest
+	(*VmUnmapRequest)(nil),            // 18: kernelsim.uapi.VmUnmapRequest
+	(*PrimeHandleToFdRequest)(nil),    // 19: kernelsim.uapi.PrimeHandleToFdRequest
+	(*PrimeFdToHandleRequest)(nil),    // 20: kernelsim.uapi.PrimeFdToHandleRequest
+	(*PrimeFdToHandleReply)(nil),      // 21: kernelsim.uapi.PrimeFdToHandleReply
+	(*GemMmapRequest)(nil),            // 22: kernelsim.uapi.GemMmapRequest
+	(*GemMmapReply)(nil),              // 23: kernelsim.uapi.GemMmapReply
+	(*DmaBufMmapRequest)(nil),         // 24: kernelsim.uapi.DmaBufMmapRequest
+	(*CtxCreateRequest)(nil),          // 25: kernelsim.uapi.CtxCreateRequest
+	(*CtxCreateReply)(nil),            // 26: kernelsim.uapi.CtxCreateReply
+	(*CtxDestroyRequest)(nil),         // 27: kernelsim.uapi.CtxDestroyRequest
+	(*CtxQueryRequest)(nil),           // 28: kernelsim.uapi.CtxQueryRequest
+	(*CtxQueryReply)(nil),             // 29: kernelsim.uapi.CtxQueryReply
+	(*Command)(nil),                   // 30: kernelsim.uapi.Command
+	(*SubmitBo)(nil),                  // 31: kernelsim.uapi.SubmitBo
+	(*SubmitRequest)(nil),             // 32: kernelsim.uapi.SubmitRequest
+	(*SubmitReply)(nil),               // 33: kernelsim.uapi.SubmitReply
+	(*SyncobjCreateRequest)(nil),      // 34: kernelsim.uapi.SyncobjCreateRequest
+	(*SyncobjCreateReply)(nil),        // 35: kernelsim.uapi.SyncobjCreateReply
+	(*SyncobjHandleRequest)(nil),      // 36: kernelsim.uapi.SyncobjHandleRequest
+	(*SyncobjWaitRequest)(nil),        // 37: kernelsim.uapi.SyncobjWaitRequest
+	(*SyncobjWaitReply)(nil),          // 38: kernelsim.uapi.SyncobjWaitReply
+	(*SyncobjQueryReply)(nil),         // 39: kernelsim.uapi.SyncobjQueryReply
+	(*SwSyncCreateRequest)(nil),       // 40: kernelsim.uapi.SwSyncCreateRequest
+	(*SwSyncCreateReply)(nil),         // 41: kernelsim.uapi.SwSyncCreateReply
+	(*SwSyncFenceRequest)(nil),        // 42: kernelsim.uapi.SwSyncFenceRequest
+	(*SwSyncIncRequest)(nil),          // 43: kernelsim.uapi.SwSyncIncRequest
+	(*AttachRequest)(nil),             // 44: kernelsim.uapi.AttachRequest
+	(*AttachReply)(nil),               // 45: kernelsim.uapi.AttachReply
+	(*IdentifyRequest)(nil),           // 46: kernelsim.uapi.IdentifyRequest
+	(*IdentifiedObject)(nil),          // 47: kernelsim.uapi.IdentifiedObject
+	(*IdentifyReply)(nil),             // 48: kernelsim.uapi.IdentifyReply
+	(*MemoryRef)(nil),                 // 49: kernelsim.uapi.MemoryRef
+	(*IdentifyMemoryRequest)(nil),     // 50: kernelsim.uapi.IdentifyMemoryRequest
+	(*IdentifiedMemory)(nil),          // 51: kernelsim.uapi.IdentifiedMemory
+	(*IdentifyMemoryReply)(nil),       // 52: kernelsim.uapi.IdentifyMemoryReply
+	(*PauseRequest)(nil),              // 53: kernelsim.uapi.PauseRequest
+	(*ResumeRequest)(nil),             // 54: kernelsim.uapi.ResumeRequest
+	(*BoState)(nil),                   // 55: kernelsim.uapi.BoState
+	(*HandleState)(nil),               // 56: kernelsim.uapi.HandleState
+	(*VaMapping)(nil),                 // 57: kernelsim.uapi.VaMapping
+	(*FileCheckpoint)(nil),            // 58: kernelsim.uapi.FileCheckpoint
+	(*PendingIO)(nil),                 // 59: kernelsim.uapi.PendingIO
+	(*PendingRequest)(nil),            // 60: kernelsim.uapi.PendingRequest
+	(*UnreadReply)(nil),               // 61: kernelsim.uapi.UnreadReply
+	(*DriverPrivate)(nil),             // 62: kernelsim.uapi.DriverPrivate
+	(*ContextState)(nil),              // 63: kernelsim.uapi.ContextState
+	(*JobState)(nil),                  // 64: kernelsim.uapi.JobState
+	(*SyncobjState)(nil),              // 65: kernelsim.uapi.SyncobjState
+	(*SwSyncState)(nil),               // 66: kernelsim.uapi.SwSyncState
+	(*CheckpointFileRequest)(nil),     // 67: kernelsim.uapi.CheckpointFileRequest
+	(*CheckpointIoRequest)(nil),       // 68: kernelsim.uapi.CheckpointIoRequest
+	(*DebugRequest)(nil),              // 69: kernelsim.uapi.DebugRequest
+	(*DebugReply)(nil),                // 70: kernelsim.uapi.DebugReply
+	(*CheckpointDmaBufRequest)(nil),   // 71: kernelsim.uapi.CheckpointDmaBufRequest
+	(*CheckpointDmaBufReply)(nil),     // 72: kernelsim.uapi.CheckpointDmaBufReply
+	(*CheckpointBosRequest)(nil),      // 73: kernelsim.uapi.CheckpointBosRequest
+	(*CheckpointBosReply)(nil),        // 74: kernelsim.uapi.CheckpointBosReply
+	(*ContentChunk)(nil),              // 75: kernelsim.uapi.ContentChunk
+	(*RestoreFile)(nil),               // 76: kernelsim.uapi.RestoreFile
+	(*RestoreDmaBuf)(nil),             // 77: kernelsim.uapi.RestoreDmaBuf
+	(*RestoreChannel)(nil),            // 78: kernelsim.uapi.RestoreChannel
+	(*SessionOpenRequest)(nil),        // 79: kernelsim.uapi.SessionOpenRequest
+	(*SessionOpenReply)(nil),          // 80: kernelsim.uapi.SessionOpenReply
+	(*PagesFile)(nil),                 // 81: kernelsim.uapi.PagesFile
+	(*BoContents)(nil),                // 82: kernelsim.uapi.BoContents
+	(*SessionLoadPagesRequest)(nil),   // 83: kernelsim.uapi.SessionLoadPagesRequest
+	(*SessionAdoptMemoryRequest)(nil), // 84: kernelsim.uapi.SessionAdoptMemoryRequest
+	(*SessionResumeRequest)(nil),      // 85: kernelsim.uapi.SessionResumeRequest
+	(*SessionCloseRequest)(nil),       // 86: kernelsim.uapi.SessionCloseRequest
+	(*ClaimFileRequest)(nil),          // 87: kernelsim.uapi.ClaimFileRequest
+	(*ClaimDmaBufRequest)(nil),        // 88: kernelsim.uapi.ClaimDmaBufRequest
+	(*ClaimChannelRequest)(nil),       // 89: kernelsim.uapi.ClaimChannelRequest
+	(*DevicesRequest)(nil),            // 90: kernelsim.uapi.DevicesRequest
+	(*DeviceInfo)(nil),                // 91: kernelsim.uapi.DeviceInfo
+	(*DevicesReply)(nil),              // 92: kernelsim.uapi.DevicesReply
 }
 var file_kernelsim_uapi_uapi_proto_depIdxs = []int32{
 	0,  // 0: kernelsim.uapi.GemCreateRequest.domain:type_name -> kernelsim.uapi.Domain
 	0,  // 1: kernelsim.uapi.GemInfoReply.domain:type_name -> kernelsim.uapi.Domain
-	28, // 2: kernelsim.uapi.SubmitRequest.bos:type_name -> kernelsim.uapi.SubmitBo
-	27, // 3: kernelsim.uapi.SubmitRequest.commands:type_name -> kernelsim.uapi.Command
-	1,  // 4: kernelsim.uapi.IdentifiedObject.kind:type_name -> kernelsim.uapi.ObjectKind
-	44, // 5: kernelsim.uapi.IdentifyReply.objects:type_name -> kernelsim.uapi.IdentifiedObject
-	0,  // 6: kernelsim.uapi.BoState.domain:type_name -> kernelsim.uapi.Domain
-	49, // 7: kernelsim.uapi.FileCheckpoint.handles:type_name -> kernelsim.uapi.HandleState
-	48, // 8: kernelsim.uapi.FileCheckpoint.bos:type_name -> kernelsim.uapi.BoState
-	50, // 9: kernelsim.uapi.FileCheckpoint.mappings:type_name -> kernelsim.uapi.VaMapping
-	52, // 10: kernelsim.uapi.FileCheckpoint.io:type_name -> kernelsim.uapi.PendingIO
-	48, // 11: kernelsim.uapi.PendingIO.unread_reply_bo:type_name -> kernelsim.uapi.BoState
-	53, // 12: kernelsim.uapi.PendingIO.requests:type_name -> kernelsim.uapi.PendingRequest
-	54, // 13: kernelsim.uapi.PendingIO.unread_replies:type_name -> kernelsim.uapi.UnreadReply
-	48, // 14: kernelsim.uapi.UnreadReply.bo:type_name -> kernelsim.uapi.BoState
-	56, // 15: kernelsim.uapi.DriverPrivate.contexts:type_name -> kernelsim.uapi.ContextState
-	58, // 16: kernelsim.uapi.DriverPrivate.syncobjs:type_name -> kernelsim.uapi.SyncobjState
-	59, // 17: kernelsim.uapi.DriverPrivate.sw_syncs:type_name -> kernelsim.uapi.SwSyncState
-	57, // 18: kernelsim.uapi.ContextState.jobs:type_name -> kernelsim.uapi.JobState
-	28, // 19: kernelsim.uapi.JobState.bos:type_name -> kernelsim.uapi.SubmitBo
-	27, // 20: kernelsim.uapi.JobState.commands:type_name -> kernelsim.uapi.Command
-	2,  // 21: kernelsim.uapi.SyncobjState.kind:type_name -> kernelsim.uapi.SyncobjState.Kind
-	48, // 22: kernelsim.uapi.CheckpointDmaBufReply.bo:type_name -> kernelsim.uapi.BoState
-	68, // 23: kernelsim.uapi.CheckpointBosReply.chunks:type_name -> kernelsim.uapi.ContentChunk
-	51, // 24: kernelsim.uapi.RestoreFile.state:type_name -> kernelsim.uapi.FileCheckpoint
-	52, // 25: kernelsim.uapi.RestoreChannel.io:type_name -> kernelsim.uapi.PendingIO
-	48, // 26: kernelsim.uapi.SessionOpenRequest.bos:type_name -> kernelsim.uapi.BoState
-	69, // 27: kernelsim.uapi.SessionOpenRequest.files:type_name -> kernelsim.uapi.RestoreFile
-	70, // 28: kernelsim.uapi.SessionOpenRequest.dmabufs:type_name -> kernelsim.uapi.RestoreDmaBuf
-	74, // 29: kernelsim.uapi.SessionOpenRequest.pages_files:type_name -> kernelsim.uapi.PagesFile
-	75, // 30: kernelsim.uapi.SessionOpenRequest.contents:type_name -> kernelsim.uapi.BoContents
-	71, // 31: kernelsim.uapi.SessionOpenRequest.channels:type_name -> kernelsim.uapi.RestoreChannel
-	68, // 32: kernelsim.uapi.PagesFile.chunks:type_name -> kernelsim.uapi.ContentChunk
-	83, // 33: kernelsim.uapi.DevicesReply.devices:type_name -> kernelsim.uapi.DeviceInfo
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	0,  // 2: kernelsim.uapi.GemMmapReply.domain:type_name -> kernelsim.uapi.Domain
+	31, // 3: kernelsim.uapi.SubmitRequest.bos:type_name -> kernelsim.uapi.SubmitBo
+	30, // 4: kernelsim.uapi.SubmitRequest.commands:type_name -> kernelsim.uapi.Command
+	1,  // 5: kernelsim.uapi.IdentifiedObject.kind:type_name -> kernelsim.uapi.ObjectKind
+	47, // 6: kernelsim.uapi.IdentifyReply.objects:type_name -> kernelsim.uapi.IdentifiedObject
+	49, // 7: kernelsim.uapi.IdentifyMemoryRequest.files:type_name -> kernelsim.uapi.MemoryRef
+	55, // 8: kernelsim.uapi.IdentifiedMemory.bo:type_name -> kernelsim.uapi.BoState
+	51, // 9: kernelsim.uapi.IdentifyMemoryReply.files:type_name -> kernelsim.uapi.IdentifiedMemory
+	0,  // 10: kernelsim.uapi.BoState.domain:type_name -> kernelsim.uapi.Domain
+	56, // 11: kernelsim.uapi.FileCheckpoint.handles:type_name -> kernelsim.uapi.HandleState
+	55, // 12: kernelsim.uapi.FileCheckpoint.bos:type_name -> kernelsim.uapi.BoState
+	57, // 13: kernelsim.uapi.FileCheckpoint.mappings:type_name -> kernelsim.uapi.VaMapping
+	59, // 14: kernelsim.uapi.FileCheckpoint.io:type_name -> kernelsim.uapi.PendingIO
+	55, // 15: kernelsim.uapi.PendingIO.unread_reply_bo:type_name -> kernelsim.uapi.BoState
+	60, // 16: kernelsim.uapi.PendingIO.requests:type_name -> kernelsim.uapi.PendingRequest
+	61, // 17: kernelsim.uapi.PendingIO.unread_replies:type_name -> kernelsim.uapi.UnreadReply
+	55, // 18: kernelsim.uapi.UnreadReply.bo:type_name -> kernelsim.uapi.BoState
+	63, // 19: kernelsim.uapi.DriverPrivate.contexts:type_name -> kernelsim.uapi.ContextState
+	65, // 20: kernelsim.uapi.DriverPrivate.syncobjs:type_name -> kernelsim.uapi.SyncobjState
+	66, // 21: kernelsim.uapi.DriverPrivate.sw_syncs:type_name -> kernelsim.uapi.SwSyncState
+	64, // 22: kernelsim.uapi.ContextState.jobs:type_name -> kernelsim.uapi.JobState
+	31, // 23: kernelsim.uapi.JobState.bos:type_name -> kernelsim.uapi.SubmitBo
+	30, // 24: kernelsim.uapi.JobState.commands:type_name -> kernelsim.uapi.Command
+	2,  // 25: kernelsim.uapi.SyncobjState.kind:type_name -> kernelsim.uapi.SyncobjState.Kind
+	55, // 26: kernelsim.uapi.CheckpointDmaBufReply.bo:type_name -> kernelsim.uapi.BoState
+	75, // 27: kernelsim.uapi.CheckpointBosReply.chunks:type_name -> kernelsim.uapi.ContentChunk
+	58, // 28: kernelsim.uapi.RestoreFile.state:type_name -> kernelsim.uapi.FileCheckpoint
+	59, // 29: kernelsim.uapi.RestoreChannel.io:type_name -> kernelsim.uapi.PendingIO
+	55, // 30: kernelsim.uapi.SessionOpenRequest.bos:type_name -> kernelsim.uapi.BoState
+	76, // 31: kernelsim.uapi.SessionOpenRequest.files:type_name -> kernelsim.uapi.RestoreFile
+	77, // 32: kernelsim.uapi.SessionOpenRequest.dmabufs:type_name -> kernelsim.uapi.RestoreDmaBuf
+	81, // 33: kernelsim.uapi.SessionOpenRequest.pages_files:type_name -> kernelsim.uapi.PagesFile
+	82, // 34: kernelsim.uapi.SessionOpenRequest.contents:type_name -> kernelsim.uapi.BoContents
+	78, // 35: kernelsim.uapi.SessionOpenRequest.channels:type_name -> kernelsim.uapi.RestoreChannel
+	75, // 36: kernelsim.uapi.PagesFile.chunks:type_name -> kernelsim.uapi.ContentChunk
+	75, // 37: kernelsim.uapi.BoContents.chunks:type_name -> kernelsim.uapi.ContentChunk
+	91, // 38: kernelsim.uapi.DevicesReply.devices:type_name -> kernelsim.uapi.DeviceInfo
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_kernelsim_uapi_uapi_proto_init() }
@@ -5438,7 +5945,7 @@ func file_kernelsim_uapi_uapi_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kernelsim_uapi_uapi_proto_rawDesc), len(file_kernelsim_uapi_uapi_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   82,
+			NumMessages:   90,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -37,6 +37,9 @@ var scenarios = []struct {
 	// A child uses the drm fd it inherited at the same time as its parent,
 	// through a reply channel of its own.
 	{"forked", nil, 3, "reply channel"},
+	// BOs mapped by both processes, one only through its mapping, and a
+	// long-running job preempted mid-loop.
+	{"mapped", nil, 2, "mapped at"},
 }
 
 // TestDumpKillRestore: dump each scenario mid-run (criu kills it), restore
@@ -79,7 +82,7 @@ func TestDumpKillRestore(t *testing.T) {
 // finishes correctly: every paused context resumed, and requests caught in
 // flight were answered.
 func TestLeaveRunning(t *testing.T) {
-	for _, name := range []string{"single", "prodcons", "longrun", "threads", "forked"} {
+	for _, name := range []string{"single", "prodcons", "longrun", "threads", "forked", "mapped"} {
 		t.Run(name, func(t *testing.T) {
 			d := startDaemon(t)
 			w := startWorkload(t, d, name)
