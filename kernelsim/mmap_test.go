@@ -283,7 +283,8 @@ func TestCheckpointRefusesUnreadMmapReply(t *testing.T) {
 		return err == nil && n > 0
 	})
 	ok(t, c.Pause([]uint64{id}, 10*time.Second))
-	_, err := c.CheckpointFile(id)
+	must(c.CheckpointFile(id))
+	_, err := c.CheckpointIO(id, inode(t, d.FD()), d.FD())
 	wantErrno(t, err, syscall.EAGAIN)
 	ok(t, c.Resume([]uint64{id}))
 	_, _, fds := (&raw{t: t, fd: d.FD()}).recv()
