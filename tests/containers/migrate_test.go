@@ -8,6 +8,7 @@ import (
 
 	"drmcr/internal/containers"
 	"drmcr/internal/crrun"
+	"drmcr/internal/crrun/crruntest"
 )
 
 // Moving a container to another machine: each host is a kernelsimd in a
@@ -17,24 +18,7 @@ import (
 
 // startHost starts a host whose kernelsimd has the given devices.
 func startHost(t *testing.T, devices ...string) *crrun.Host {
-	t.Helper()
-	var args []string
-	for _, d := range devices {
-		args = append(args, "-device", d)
-	}
-	h, err := crrun.StartHost(kernelsimd, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("kernelsimd log (%s):\n%s", h.MountNS, h.Log())
-		}
-		if err := h.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	return h
+	return crruntest.StartHost(t, kernelsimd, devices...)
 }
 
 // hostPodmanState is where a host's podman keeps its state (short: podman

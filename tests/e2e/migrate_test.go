@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"drmcr/internal/crrun"
+	"drmcr/internal/crrun/crruntest"
 )
 
 // Restoring on another machine. Each host is a kernelsimd in a mount
@@ -19,27 +20,9 @@ import (
 // checkpoint moves from one host to the other as a copy of the images
 // directory.
 
-// startHost starts a host whose kernelsimd has the given devices
-// (kernelsimd -device specs).
+// startHost starts a host whose kernelsimd has the given devices.
 func startHost(t *testing.T, devices ...string) *crrun.Host {
-	t.Helper()
-	var args []string
-	for _, d := range devices {
-		args = append(args, "-device", d)
-	}
-	h, err := crrun.StartHost(kernelsimd, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("kernelsimd log (%s):\n%s", h.MountNS, h.Log())
-		}
-		if err := h.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	return h
+	return crruntest.StartHost(t, kernelsimd, devices...)
 }
 
 // onHost is criu on host h with env added to its environment, at criu's
