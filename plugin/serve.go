@@ -160,6 +160,7 @@ func (s *server) dispatch(f frame) (rc int32) {
 			s.hooks.Fini(drmcore.Stage(binary.LittleEndian.Uint32(p)), int(int32(binary.LittleEndian.Uint32(p[4:]))))
 			s.hooks = nil
 		}
+		s.logPeakRSS()
 		return 0
 	}
 	return s.errno(fmt.Errorf("unknown request"), what)
@@ -271,4 +272,13 @@ func (s *server) errno(err error, what string) int32 {
 		return -int32(en)
 	}
 	return -int32(syscall.EIO)
+}
+
+// logPeakRSS logs the helper's peak resident memory, the plugin's side of
+// what a checkpoint costs in memory beside criu's own (drmbench reads it).
+func (s *server) logPeakRSS() {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+		s.log.Infof("helper process peak RSS %d KiB", ru.Maxrss)
+	}
 }

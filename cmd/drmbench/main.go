@@ -19,6 +19,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -49,6 +50,8 @@ type config struct {
 	// measureLive: cycles count the daemon's live BO bytes (a debug view:
 	// costly with many BOs, so only where memory is reported).
 	measureLive bool
+	// logs, if set, is given criu's log of every dump and restore.
+	logs func(log string)
 }
 
 func main() {
@@ -317,8 +320,12 @@ func (c *config) cycle(d *crrun.Daemon, p *proc) (cycleResult, error) {
 	syscall.Sync()
 	resetPeak(daemonPID)
 	start := time.Now()
-	if log, err := cr.Run(img, "dump", "-t", strconv.Itoa(p.w.PID)); err != nil {
+	log, err := cr.Run(img, "dump", "-t", strconv.Itoa(p.w.PID))
+	if err != nil {
 		return r, fmt.Errorf("dump %s: %w\n%s", p.name, err, tail(log, 30))
+	}
+	if c.logs != nil {
+		c.logs(log)
 	}
 	r.dump = time.Since(start).Seconds()
 	r.dumpPeak = peakRSS(daemonPID)
@@ -330,8 +337,12 @@ func (c *config) cycle(d *crrun.Daemon, p *proc) (cycleResult, error) {
 	syscall.Sync()
 	resetPeak(daemonPID)
 	start = time.Now()
-	if log, err := cr.Run(img, "restore", "-d"); err != nil {
+	log, err = cr.Run(img, "restore", "-d")
+	if err != nil {
 		return r, fmt.Errorf("restore %s: %w\n%s", p.name, err, tail(log, 30))
+	}
+	if c.logs != nil {
+		c.logs(log)
 	}
 	r.restore = time.Since(start).Seconds()
 	r.restorePeak = peakRSS(daemonPID)
@@ -340,6 +351,45 @@ func (c *config) cycle(d *crrun.Daemon, p *proc) (cycleResult, error) {
 	}
 	return r, nil
 }
+
+// memoryUse is the peak resident memory of criu and of the plugin's
+// helper over one dump and restore, in KiB.
+type memoryUse struct{ criu, helper uint64 }
+
+// helperRSS matches the line the helper logs at exit.
+var helperRSS = regexp.MustCompile(`helper process peak RSS (\d+) KiB`)
+
+// memoryCycle runs one cycle with criu at info level and returns the
+// largest peak RSS of criu (its rusage) and of the helper (its exit line)
+// over the dump and the restore.
+func (c *config) memoryCycle(d *crrun.Daemon, p *proc) (memoryUse, error) {
+	var m memoryUse
+	saved := c.criu
+	defer func() { c.criu = saved }()
+	c.criu.Verbosity = 3
+	c.criu.Finished = func(st *os.ProcessState) {
+		if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
+			m.criu = max(m.criu, uint64(ru.Maxrss))
+		}
+	}
+	c.logs = func(log string) {
+		for _, sm := range helperRSS.FindAllStringSubmatch(log, -1) {
+			if n, err := strconv.ParseUint(sm[1], 10, 64); err == nil {
+				m.helper = max(m.helper, n)
+			}
+		}
+	}
+	defer func() { c.logs = nil }()
+	if _, err := c.cycle(d, p); err != nil {
+		return m, err
+	}
+	if m.criu == 0 || m.helper == 0 {
+		return m, fmt.Errorf("%s: no peak RSS of criu (%d KiB) or of the plugin's helper (%d KiB) found", p.name, m.criu, m.helper)
+	}
+	return m, nil
+}
+
+func kib(n uint64) string { return fmt.Sprintf("%d MiB", n>>10) }
 
 // diskUsage is the space the files under dir take on disk (holes not
 // counted).
@@ -528,6 +578,17 @@ func benchThroughput(c *config, t *table) error {
 		}
 	}
 	c.profileDaemon(d, false)
+	// Memory, outside the timed cycles (criu logs at info level here):
+	// criu's peak RSS must not grow with the BO bytes, which never pass
+	// through criu; the plugin's helper is reported beside it.
+	anonMem, err := c.memoryCycle(d, anon)
+	if err != nil {
+		return err
+	}
+	bosMem, err := c.memoryCycle(d, bos)
+	if err != nil {
+		return err
+	}
 	for _, p := range []*proc{anon, bos, both} {
 		if err := p.finish(); err != nil {
 			return err
@@ -537,6 +598,9 @@ func benchThroughput(c *config, t *table) error {
 	t.add("dump: "+what+" vs the same bytes of anonymous memory", gibps(gib, median(dumpB)), gibps(gib, median(dumpA)), median(ratioDump), "≤ 1.00 (time)", median(ratioDump) <= 1.0)
 	t.add("restore: "+what+" vs the same bytes of anonymous memory", gibps(gib, median(restB)), gibps(gib, median(restA)), median(ratioRest), "≤ 1.00 (time)", median(ratioRest) <= 1.0)
 	t.add(fmt.Sprintf("restore: %.3g GiB anon + %.3g GiB BOs in one process vs the slower alone", gib, gib), secs(median(restC)), secs(max(median(restA), median(restB))), median(ratioBoth), "≤ 1.20", median(ratioBoth) <= 1.2)
+	growth := int64(bosMem.criu) - int64(anonMem.criu)
+	t.add(fmt.Sprintf("criu peak RSS, dump + restore of %.3g GiB of BOs vs of the same bytes of anonymous memory", gib), kib(bosMem.criu), kib(anonMem.criu), float64(bosMem.criu)/float64(max(anonMem.criu, 1)), "growth < 64 MiB", growth < 64<<10)
+	t.add("the plugin's helper process, peak RSS over the same dump and restore", kib(bosMem.helper), "", math.NaN(), "", true)
 	if peak > 0 {
 		over := int64(peak) - int64(live)
 		t.add("kernelsimd peak RSS during dumps and restores (same daemon)", mib(peak), mib(live)+" of live BOs", float64(peak)/float64(max(live, 1)), "≤ live + 64 MiB", over <= 64<<20)

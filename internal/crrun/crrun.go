@@ -255,6 +255,9 @@ type Criu struct {
 	Env    []string
 	// Started, if set, is called with criu's pid once it runs.
 	Started func(pid int)
+	// Finished, if set, is called with criu's exit state (its rusage:
+	// drmbench reads criu's peak RSS there).
+	Finished func(*os.ProcessState)
 	// Verbosity is criu's -v level; 0 means 4 (everything, for tests).
 	// Benchmarks use less: at -v4 criu logs every memory area.
 	Verbosity int
@@ -281,6 +284,9 @@ func (c Criu) Run(imgDir, action string, args ...string) (string, error) {
 			c.Started(cmd.Process.Pid)
 		}
 		err = cmd.Wait()
+		if c.Finished != nil && cmd.ProcessState != nil {
+			c.Finished(cmd.ProcessState)
+		}
 	}
 	log, _ := os.ReadFile(filepath.Join(imgDir, logName))
 	if err != nil {
