@@ -258,7 +258,7 @@ func TestServeDump(t *testing.T) {
 	}
 	// Debug lines are not even sent at criu's info level.
 	rc, logs, _ = s.call(frameExit, append(u32(uint32(drmcore.StageDump)), u32(0)...))
-	if rc != 0 || len(logs) != 1 || logs[0] != "3 hook fini dump 0" {
+	if rc != 0 || len(logs) != 2 || logs[0] != "3 hook fini dump 0" || !strings.HasPrefix(logs[1], "3 helper process peak RSS ") {
 		t.Errorf("exit: rc %d logs %q", rc, logs)
 	}
 	if err := <-s.done; err != nil {
