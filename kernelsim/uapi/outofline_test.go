@@ -2,7 +2,9 @@ package uapi
 
 import (
 	"bytes"
+	"errors"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -53,5 +55,25 @@ func TestInlinePayloadRefusesAPipe(t *testing.T) {
 	h := Header{Op: OpIdentify | OpOutOfLine}
 	if _, _, err := InlinePayload(&h, nil, []int{p[0]}); err == nil || !strings.Contains(err.Error(), "not a memfd") {
 		t.Fatalf("a pipe as payload: %v", err)
+	}
+}
+
+// TestOutOfLinePayloadLimit: an out-of-line payload larger than
+// MaxOutOfLine is refused with EMSGSIZE before it is read, so a peer
+// cannot make the reader allocate without bound (the memfd is sparse:
+// it costs the test no memory).
+func TestOutOfLinePayloadLimit(t *testing.T) {
+	fd, err := unix.MemfdCreate("too-big", unix.MFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Ftruncate(fd, MaxOutOfLine+1); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	h := Header{Op: OpIdentify | OpOutOfLine}
+	_, _, err = InlinePayload(&h, nil, []int{fd})
+	if !errors.Is(err, syscall.EMSGSIZE) || !strings.Contains(err.Error(), "exceed the out-of-line limit of 1073741824") {
+		t.Fatalf("a payload of MaxOutOfLine+1 bytes: %v", err)
 	}
 }
