@@ -66,6 +66,9 @@ func storm(t *testing.T, dir string, shared int, dur time.Duration) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		var out strings.Builder
 		cmd.Stdout, cmd.Stderr = &out, &out
+		// Wait returns once the client is dead even if something else
+		// still holds its output pipe (a run hung once in Wait).
+		cmd.WaitDelay = 10 * time.Second
 		ok(t, cmd.Start())
 		return cmd
 	}

@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,9 +243,27 @@ static int drm_plugin_dump_unix_sk(int fd, int id)
 	return forward(DRM_CH_DUMP_UNIX_SK, (uint32_t)id, fd);
 }
 
+/*
+ * criu 4.x ignores this hook's result, so a restore that cannot go on must
+ * kill the task: criu then fails to detach from it and fails the restore
+ * before any task runs (the Go side does the same on damaged contents).
+ * Here that is the helper lost during a restore: the GPU state of the
+ * restore was never checked to be complete.
+ */
 static int drm_plugin_resume_devices_late(int pid)
 {
-	return forward(DRM_CH_RESUME_DEVICES_LATE, (uint32_t)pid, -1);
+	int rc = forward(DRM_CH_RESUME_DEVICES_LATE, (uint32_t)pid, -1);
+
+	if (rc < 0 && cur_stage == DRM_CRIU_STAGE_RESTORE && drm_helper_lost()) {
+		if (kill(pid, SIGKILL) == 0)
+			drm_log(DRM_CRIU_LOG_ERROR,
+				"RESUME_DEVICES_LATE(pid %d): the GPU state was not checked: killed pid %d so that criu fails the restore before any task resumes",
+				pid, pid);
+		else
+			drm_log(DRM_CRIU_LOG_ERROR, "RESUME_DEVICES_LATE(pid %d): killing the task to fail the restore: errno %d",
+				pid, errno);
+	}
+	return rc;
 }
 
 /* Compile-time checks of the hooks against the ABI signatures. */
