@@ -220,9 +220,9 @@ func (d *Dir) Reseal(name string) error {
 	}
 	if name != InventoryName {
 		switch KindOf(name) {
-		case KindFile, KindDmaBuf, KindIndex:
+		case KindFile, KindChannel, KindDmaBuf, KindIndex:
 		default:
-			return fmt.Errorf("reseal %s: only drm-file, drm-dmabuf and index images are sealed in the inventory (pages files are checked chunk by chunk by the index)", name)
+			return fmt.Errorf("reseal %s: only drm-file, drm-channel, drm-dmabuf and index images are sealed in the inventory (pages files are checked chunk by chunk by the index)", name)
 		}
 		s, err := d.SealFile(name)
 		if err != nil {

@@ -81,6 +81,40 @@ func TestSelfConsistentEditIsRefused(t *testing.T) {
 	}
 }
 
+// TestChannelImageReseal: a reply channel image is sealed like a file's,
+// refused once edited, and accepted once re-sealed on purpose.
+func TestChannelImageReseal(t *testing.T) {
+	d, _, _ := sealedDir(t)
+	name := images.ChannelName(13)
+	c := &images.DrmChannel{Version: images.Version, Inode: 13, FileInode: 12, Pid: 6}
+	s, err := d.WriteImage(name, c)
+	must(t, err)
+	inv := &images.Inventory{}
+	must(t, d.Read(images.InventoryName, inv))
+	inv.Channels = []uint64{13}
+	inv.Images = append(inv.Images, s)
+	must(t, d.WriteInventory(inv))
+	read := func() []images.Problem {
+		inv, _, err := d.ReadInventory()
+		must(t, err)
+		p, err := d.ReadSealed(name, images.Seals(inv)[name], &images.DrmChannel{})
+		must(t, err)
+		return p
+	}
+	if p := read(); len(p) != 0 {
+		t.Fatalf("sealed channel image: %v", p)
+	}
+	c.Pid = 7
+	must(t, d.Write(name, c))
+	if p := problems(read()); !strings.Contains(p, name+": changed after the dump") {
+		t.Fatalf("edited channel image: %q", p)
+	}
+	must(t, d.Reseal(name))
+	if p := read(); len(p) != 0 {
+		t.Fatalf("re-sealed channel image: %v", p)
+	}
+}
+
 func TestSealNamesWhatDiffers(t *testing.T) {
 	d, path, _ := sealedDir(t)
 	// A longer image: its size differs, known before reading it.
