@@ -467,10 +467,12 @@ func TestRestoreAdoptsMappedMemory(t *testing.T) {
 	fa, ma := restoredMemfd(t, contents[a])
 	fc, _ := restoredMemfd(t, contents[c])
 	holder, stop := startHolder(t, fa)
-	ok(t, cc.AdoptMemory(s.token, a, os.NewFile(uintptr(fa), "a"), []int32{int32(holder)}))
-	ok(t, cc.AdoptMemory(s.token, c, os.NewFile(uintptr(fc), "c"), []int32{int32(holder)}))
-	unix.Close(fa)
-	unix.Close(fc)
+	// Each fd is closed through its *os.File only (see adopt below).
+	filA, filC := os.NewFile(uintptr(fa), "a"), os.NewFile(uintptr(fc), "c")
+	ok(t, cc.AdoptMemory(s.token, a, filA, []int32{int32(holder)}))
+	ok(t, cc.AdoptMemory(s.token, c, filC, []int32{int32(holder)}))
+	filA.Close()
+	filC.Close()
 	s.resume()
 	s.close(false)
 
@@ -520,19 +522,25 @@ func TestAdoptRefusesDamagedOrForeignMemory(t *testing.T) {
 	cc := ctlClient(t, env)
 	s := openSession(t, env, cc, img)
 	s.claim(ino)
+	// adopt hands fd to AdoptMemory and closes it through its *os.File
+	// only (an fd also closed directly would be closed again by the
+	// File's finalizer, maybe as someone else's).
+	adopt := func(id uint64, fd int) error {
+		f := os.NewFile(uintptr(fd), "memfd")
+		defer f.Close()
+		return cc.AdoptMemory(s.token, id, f, nil)
+	}
 
 	damaged := bytes.Clone(contents[a])
 	damaged[4100] ^= 0xff
 	fa, _ := restoredMemfd(t, damaged)
-	err := cc.AdoptMemory(s.token, a, os.NewFile(uintptr(fa), "a"), nil)
-	unix.Close(fa)
+	err := adopt(a, fa)
 	wantErrno(t, err, syscall.EIO)
 	if !strings.Contains(err.Error(), fmt.Sprintf("BO %d", a)) || !strings.Contains(err.Error(), "does not match the checksum recorded at dump") {
 		t.Fatalf("damaged memory: %v", err)
 	}
 	fa, _ = restoredMemfd(t, contents[a])
-	wantErrno(t, cc.AdoptMemory(s.token, a, os.NewFile(uintptr(fa), "a"), nil), syscall.EBUSY)
-	unix.Close(fa)
+	wantErrno(t, adopt(a, fa), syscall.EBUSY)
 	err = cc.ResumeTask(s.token, os.Getpid(), 5*time.Second)
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("BO %d", a)) {
 		t.Fatalf("resume on damaged mapped memory: %v", err)
@@ -545,15 +553,13 @@ func TestAdoptRefusesDamagedOrForeignMemory(t *testing.T) {
 		}
 	}
 	fp, _ := restoredMemfd(t, make([]byte, 8192))
-	wantErrno(t, cc.AdoptMemory(s.token, plain, os.NewFile(uintptr(fp), "b"), nil), syscall.EINVAL)
-	unix.Close(fp)
+	wantErrno(t, adopt(plain, fp), syscall.EINVAL)
 
 	// C's memory is a live BO's: refused.
 	other := env.Open(t, 128)
 	h := must(other.BOCreate(16<<10, gtt, 0, 0))
 	fo := mmapFD(t, other, h)
-	wantErrno(t, cc.AdoptMemory(s.token, c, os.NewFile(uintptr(fo), "c"), nil), syscall.EBUSY)
-	unix.Close(fo)
+	wantErrno(t, adopt(c, fo), syscall.EBUSY)
 	other.Close()
 	s.close(true)
 	backToBaseline(t, env.Kernel, base)
