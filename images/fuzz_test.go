@@ -1,0 +1,149 @@
+package images_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"drmcr/images"
+	"drmcr/kernelsim/uapi"
+)
+
+// The seed corpora (testdata/fuzz) come from real checkpoints: see
+// internal/fuzzing's TestSeedCheckpoints.
+
+// message is what every image message is.
+type message interface {
+	proto.Message
+	GetVersion() uint32
+}
+
+// decodeKinds are the image messages FuzzDecode feeds bytes to.
+var decodeKinds = []struct {
+	name string
+	new  func() message
+}{
+	{images.InventoryName, func() message { return &images.Inventory{} }},
+	{images.FileName(1), func() message { return &images.DrmFile{} }},
+	{images.DmaBufName(2), func() message { return &images.DmaBuf{} }},
+}
+
+// FuzzDecode: any bytes as an inventory, drm file or dma-buf image decode
+// or fail naming the image, never panic; reading them from a directory
+// gives the same verdict; what decodes is of this format's version and
+// survives a round trip.
+func FuzzDecode(f *testing.F) {
+	f.Add(byte(0), []byte{})
+	f.Add(byte(1), []byte{0x08, 0x02})
+	f.Add(byte(2), []byte{0x08, 0x03})
+	dir := f.TempDir()
+	d, err := images.OpenDir(dir)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { d.Close() })
+	f.Fuzz(func(t *testing.T, kind byte, data []byte) {
+		k := decodeKinds[int(kind)%len(decodeKinds)]
+		m := k.new()
+		err := images.Decode(k.name, data, m)
+		if err != nil {
+			if !strings.Contains(err.Error(), k.name) {
+				t.Fatalf("error does not name the image: %v", err)
+			}
+		} else if m.GetVersion() != images.Version {
+			t.Fatalf("decoded version %d", m.GetVersion())
+		}
+		if err := os.WriteFile(filepath.Join(dir, k.name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if rerr := d.Read(k.name, k.new()); (rerr == nil) != (err == nil) {
+			t.Fatalf("Decode says %v, Dir.Read says %v", err, rerr)
+		}
+		if err != nil {
+			return
+		}
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		back := k.new()
+		if err := images.Decode(k.name, b, back); err != nil || !proto.Equal(m, back) {
+			t.Fatalf("round trip: %v", err)
+		}
+	})
+}
+
+// FuzzIndex: any bytes as the BO index, with any pages file, are read,
+// checked and verified without a panic. The record stream splits and
+// joins back byte for byte; and an index that Check and VerifyPages find
+// nothing wrong with really describes the pages file: every chunk's bytes
+// match their checksum and every BO's bytes lie in its chunks.
+func FuzzIndex(f *testing.F) {
+	f.Add([]byte{}, []byte{})
+	f.Add([]byte{2, 0, 0, 0, 0x08, 0x02}, []byte{})
+	f.Fuzz(func(t *testing.T, index, pages []byte) {
+		recs, serr := images.SplitRecords(index)
+		if serr == nil && !bytes.Equal(images.JoinRecords(recs), index) {
+			t.Fatal("the records do not join back into the index")
+		}
+		x, err := images.ReadIndexFrom(bytes.NewReader(index))
+		if err != nil {
+			if !strings.Contains(err.Error(), images.IndexName) {
+				t.Fatalf("error does not name the index: %v", err)
+			}
+			return
+		}
+		if serr != nil || len(recs) != 1+len(x.Bos)+len(x.Chunks) {
+			t.Fatalf("the index reads as %d BOs and %d chunks, but splits into %d records (%v)", len(x.Bos), len(x.Chunks), len(recs), serr)
+		}
+		problems := x.Check()
+		dir := t.TempDir()
+		for name, b := range map[string][]byte{images.IndexName: index, images.PagesName(1): pages} {
+			if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		d, err := images.OpenDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		if _, err := d.ReadIndex(); err != nil {
+			t.Fatalf("ReadIndexFrom read it, Dir.ReadIndex says %v", err)
+		}
+		problems = append(problems, d.VerifyPages(x)...)
+		if len(problems) > 0 {
+			return
+		}
+		// Nothing wrong: check that independently.
+		type extent struct{ off, end uint64 }
+		var cover []extent
+		for _, c := range x.Chunks {
+			cc := c.Chunk
+			if c.PagesFile != 0 || cc.Offset+cc.Length > uint64(len(pages)) {
+				t.Fatalf("chunk %v of pages file %d passed, pages file 1 has %d bytes", cc, c.PagesFile, len(pages))
+			}
+			if !bytes.Equal(uapi.ContentChecksum(pages[cc.Offset:cc.Offset+cc.Length]), cc.Checksum) {
+				t.Fatalf("chunk %v passed with a wrong checksum", cc)
+			}
+			cover = append(cover, extent{cc.Offset, cc.Offset + cc.Length})
+		}
+		sort.Slice(cover, func(i, j int) bool { return cover[i].off < cover[j].off })
+		for _, b := range x.Bos {
+			pos, end := b.Offset, b.Offset+b.State.Size
+			for _, c := range cover {
+				if c.off <= pos && pos < c.end {
+					pos = c.end
+				}
+			}
+			if pos < end {
+				t.Fatalf("BO %d: bytes from %d on are in no chunk, yet the index passed", b.State.BoId, pos-b.Offset)
+			}
+		}
+	})
+}

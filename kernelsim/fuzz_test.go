@@ -1,0 +1,1178 @@
+package kernelsim_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"log"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"drmcr/internal/fuzzing"
+	"drmcr/kernelsim"
+	"drmcr/kernelsim/gpu"
+	"drmcr/kernelsim/ksimtest"
+	"drmcr/kernelsim/libdrm"
+	"drmcr/kernelsim/uapi"
+)
+
+// The fuzz targets of the daemon's serving code. Each drives a kernel
+// served in-process on real sockets, as kernelsimd serves its clients,
+// and checks what a client can see: every request gets one well-formed
+// reply (an error has a negative errno and a message, a success decodes
+// as the op's reply and carries descriptors only where the op returns
+// one), the connection stays usable, descriptors passed to the kernel are
+// not kept, a bystander's data is untouched, and once the fuzzed
+// clients are gone every object and byte of BO memory is back to the
+// baseline. A panic anywhere in the kernel fails the target: the daemon
+// must never go down on any input.
+//
+// Seeds: requests and sequences written here, and the seed corpora in
+// testdata/fuzz made from real checkpoints (internal/fuzzing).
+
+// fuzzConfig is the fuzzed kernel: an amdgpu at renderD128 with the
+// default gpu id (the device of the seed checkpoints) and an xe at
+// renderD129, small, with short timeouts so that hung and endless jobs
+// end soon; refusals are not logged.
+func fuzzConfig() kernelsim.Config {
+	a := kernelsim.DefaultDevice()
+	a.VRAMSize, a.GTTSize = 16<<20, 16<<20
+	a.JobTimeout = 100 * time.Millisecond
+	a.IterTime = time.Microsecond
+	x := a
+	x.Driver, x.Minor, x.GPUID = "xe", 129, 0
+	return kernelsim.Config{Devices: []kernelsim.DeviceConfig{a, x}, Log: log.New(io.Discard, "", 0)}
+}
+
+// maxWait bounds the waits of fuzzed requests: a wait forever on a fence
+// nobody signals is the kernel working as asked, not a hang.
+const maxWait = 20 * time.Millisecond
+
+// fuzzCensus is a census plus the BO memory each device has charged.
+type fuzzCensus struct {
+	census
+	used [4]uint64 // VRAM and GTT of renderD128, then of renderD129
+}
+
+func takeFuzzCensus(k *kernelsim.Kernel) fuzzCensus {
+	c := fuzzCensus{census: takeCensus(k)}
+	for i, d := range k.Debug().Devices {
+		if i < 2 {
+			c.used[2*i], c.used[2*i+1] = d.VRAMUsed, d.GTTUsed
+		}
+	}
+	return c
+}
+
+// backToFuzzBaseline waits until every object and byte of BO memory the
+// fuzzed clients made is gone.
+func backToFuzzBaseline(t *testing.T, k *kernelsim.Kernel, base fuzzCensus) {
+	t.Helper()
+	var now fuzzCensus
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if now = takeFuzzCensus(k); now == base {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leaked: now %+v, baseline %+v", now, base)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// bystander is a client the fuzzed ones must not disturb: a BO of known
+// contents and an exported dma-buf, whose fd fuzzed requests may send.
+type bystander struct {
+	d      *libdrm.Device
+	h      uint32
+	dmabuf int
+}
+
+func newBystander(f *testing.F, env *ksimtest.Env) *bystander {
+	d := env.Open(f, 129)
+	h := must(d.BOCreate(4096, vram, 0, 0))
+	ok(f, d.Write(h, 0, pattern(4096, 0xc0ffee)))
+	fd := must(d.ExportDmaBuf(must(d.BOCreate(4096, gtt, 0, 0))))
+	f.Cleanup(func() { unix.Close(fd) })
+	return &bystander{d: d, h: h, dmabuf: fd}
+}
+
+func (b *bystander) check(t *testing.T) {
+	t.Helper()
+	got := make([]byte, 4096)
+	if err := b.d.Read(b.h, 0, got); err != nil || string(got) != string(pattern(4096, 0xc0ffee)) {
+		t.Fatalf("the bystander's BO changed or is gone: %v", err)
+	}
+}
+
+// renderReplies is the reply of each render-node op.
+var renderReplies = map[uapi.Op]func() proto.Message{
+	uapi.OpVersion:         func() proto.Message { return &uapi.VersionReply{} },
+	uapi.OpGemCreate:       func() proto.Message { return &uapi.GemCreateReply{} },
+	uapi.OpGemClose:        func() proto.Message { return &uapi.Empty{} },
+	uapi.OpGemInfo:         func() proto.Message { return &uapi.GemInfoReply{} },
+	uapi.OpGemPwrite:       func() proto.Message { return &uapi.Empty{} },
+	uapi.OpGemPread:        func() proto.Message { return &uapi.GemPreadReply{} },
+	uapi.OpGemWaitIdle:     func() proto.Message { return &uapi.GemWaitIdleReply{} },
+	uapi.OpVmMap:           func() proto.Message { return &uapi.Empty{} },
+	uapi.OpVmUnmap:         func() proto.Message { return &uapi.Empty{} },
+	uapi.OpPrimeHandleToFd: func() proto.Message { return &uapi.Empty{} },
+	uapi.OpPrimeFdToHandle: func() proto.Message { return &uapi.PrimeFdToHandleReply{} },
+	uapi.OpCtxCreate:       func() proto.Message { return &uapi.CtxCreateReply{} },
+	uapi.OpCtxDestroy:      func() proto.Message { return &uapi.Empty{} },
+	uapi.OpCtxQuery:        func() proto.Message { return &uapi.CtxQueryReply{} },
+	uapi.OpSubmit:          func() proto.Message { return &uapi.SubmitReply{} },
+	uapi.OpSyncobjCreate:   func() proto.Message { return &uapi.SyncobjCreateReply{} },
+	uapi.OpSyncobjDestroy:  func() proto.Message { return &uapi.Empty{} },
+	uapi.OpSyncobjWait:     func() proto.Message { return &uapi.SyncobjWaitReply{} },
+	uapi.OpSyncobjReset:    func() proto.Message { return &uapi.Empty{} },
+	uapi.OpSyncobjSignal:   func() proto.Message { return &uapi.Empty{} },
+	uapi.OpSyncobjQuery:    func() proto.Message { return &uapi.SyncobjQueryReply{} },
+	uapi.OpSwSyncCreate:    func() proto.Message { return &uapi.SwSyncCreateReply{} },
+	uapi.OpSwSyncFence:     func() proto.Message { return &uapi.Empty{} },
+	uapi.OpSwSyncInc:       func() proto.Message { return &uapi.Empty{} },
+	uapi.OpClaimFile:       func() proto.Message { return &uapi.Empty{} },
+	uapi.OpClaimDmaBuf:     func() proto.Message { return &uapi.Empty{} },
+}
+
+// controlReplies is the reply of each control op.
+var controlReplies = map[uapi.Op]func() proto.Message{
+	uapi.OpIdentify:         func() proto.Message { return &uapi.IdentifyReply{} },
+	uapi.OpPause:            func() proto.Message { return &uapi.Empty{} },
+	uapi.OpResume:           func() proto.Message { return &uapi.Empty{} },
+	uapi.OpCheckpointFile:   func() proto.Message { return &uapi.FileCheckpoint{} },
+	uapi.OpCheckpointDmaBuf: func() proto.Message { return &uapi.CheckpointDmaBufReply{} },
+	uapi.OpCheckpointBos:    func() proto.Message { return &uapi.CheckpointBosReply{} },
+	uapi.OpSessionOpen:      func() proto.Message { return &uapi.SessionOpenReply{} },
+	uapi.OpSessionLoadPages: func() proto.Message { return &uapi.Empty{} },
+	uapi.OpSessionResume:    func() proto.Message { return &uapi.Empty{} },
+	uapi.OpSessionClose:     func() proto.Message { return &uapi.Empty{} },
+	uapi.OpDebug:            func() proto.Message { return &uapi.DebugReply{} },
+}
+
+// checkReply checks one reply against the request it answers (op and seq
+// as the kernel parsed them; 0 and 0 for a request it could not parse)
+// and decodes a success into the op's reply. It returns the decoded reply,
+// nil for an error.
+func checkReply(t *testing.T, replies map[uapi.Op]func() proto.Message, op uapi.Op, seq uint32, h uapi.Header, payload []byte, fds []int) proto.Message {
+	t.Helper()
+	if h.Op != op || h.Seq != seq {
+		uapi.CloseFDs(fds)
+		t.Fatalf("reply op %v seq %d to a request of op %v seq %d", h.Op, h.Seq, op, seq)
+	}
+	switch {
+	case h.Status > 0:
+		t.Fatalf("%v: positive status %d", op, h.Status)
+	case h.Status < 0:
+		var e uapi.ErrorReply
+		if err := proto.Unmarshal(payload, &e); err != nil || e.Message == "" || -h.Status >= 4096 || len(fds) > 0 {
+			t.Fatalf("%v: error reply %d with message %q (%v) and %d descriptors", op, h.Status, e.Message, err, len(fds))
+		}
+		return nil
+	}
+	mk, known := replies[op]
+	if !known {
+		t.Fatalf("unknown op %v succeeded", op)
+	}
+	m := mk()
+	if err := proto.Unmarshal(payload, m); err != nil {
+		t.Fatalf("%v: reply does not decode: %v", op, err)
+	}
+	return m
+}
+
+// sanitize bounds the waits of a render-node request that decodes; other
+// requests are sent as they are.
+func sanitize(op uapi.Op, payload []byte) []byte {
+	var m interface {
+		proto.Message
+		GetTimeoutNs() int64
+	}
+	switch op {
+	case uapi.OpGemWaitIdle:
+		m = &uapi.GemWaitIdleRequest{}
+	case uapi.OpSyncobjWait:
+		m = &uapi.SyncobjWaitRequest{}
+	default:
+		return payload
+	}
+	if proto.Unmarshal(payload, m) != nil {
+		return payload
+	}
+	ns := m.GetTimeoutNs()
+	if ns < 0 || ns > int64(maxWait) {
+		ns = int64(maxWait)
+	}
+	switch r := m.(type) {
+	case *uapi.GemWaitIdleRequest:
+		r.TimeoutNs = ns
+	case *uapi.SyncobjWaitRequest:
+		r.TimeoutNs = ns
+	}
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return payload
+	}
+	return b
+}
+
+// What a step of a render-node sequence does around its request.
+const (
+	stepFDs      = 3  // descriptors sent: 1 a dma-buf, 2 a pipe, 3 both
+	stepRaw      = 4  // the payload is the whole packet
+	stepBadVer   = 8  // a header of another protocol version
+	stepHangUp   = 16 // hang up right after sending
+	stepFDDmaBuf = 1
+	stepFDPipe   = 2
+)
+
+// renderConn is one drm file driven by a fuzzed sequence of requests.
+type renderConn struct {
+	t       *testing.T
+	fd      int
+	seq     uint32
+	dmabufs []int // received; sent back in later requests
+	spare   int   // a dma-buf fd to send before any was received
+	gone    bool  // hung up
+}
+
+func dialRender(t *testing.T, path string, spare int) *renderConn {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	ok(t, err)
+	ok(t, unix.Connect(fd, &unix.SockaddrUnix{Name: path}))
+	return &renderConn{t: t, fd: fd, spare: spare}
+}
+
+func (c *renderConn) close() {
+	if !c.gone {
+		unix.Close(c.fd)
+		c.gone = true
+	}
+	uapi.CloseFDs(c.dmabufs)
+	c.dmabufs = nil
+}
+
+// step sends one request and checks its reply.
+func (c *renderConn) step(s fuzzing.Step) {
+	t := c.t
+	t.Helper()
+	if c.gone {
+		return
+	}
+	var pkt []byte
+	op, seq := uapi.Op(s.Op), uint32(0)
+	if s.Flags&stepRaw != 0 {
+		pkt = s.Payload
+		op = 0
+		if h, err := uapi.ParseHeader(pkt); err == nil {
+			op, seq = h.Op, h.Seq
+		}
+	} else {
+		c.seq++
+		seq = c.seq
+		h := uapi.Header{Magic: uapi.Magic, Version: uapi.Version, Op: op, Seq: seq}
+		if s.Flags&stepBadVer != 0 {
+			h.Version++
+			op, seq = 0, 0
+		}
+		pkt = make([]byte, uapi.HeaderSize, uapi.HeaderSize+len(s.Payload))
+		h.Put(pkt)
+		pkt = append(pkt, sanitize(h.Op, s.Payload)...)
+	}
+	if len(pkt) == 0 && s.Flags&stepFDs != 0 {
+		op, seq = 0, 0 // the byte unix.Sendmsg adds is no header
+	}
+	var fds []int
+	pipeW := -1
+	if s.Flags&stepFDDmaBuf != 0 {
+		fd := c.spare
+		if n := len(c.dmabufs); n > 0 {
+			fd = c.dmabufs[n-1]
+		}
+		fds = append(fds, fd)
+	}
+	if s.Flags&stepFDPipe != 0 {
+		var p [2]int
+		ok(t, unix.Pipe2(p[:], unix.O_CLOEXEC))
+		fds = append(fds, p[0])
+		defer unix.Close(p[0])
+		defer unix.Close(p[1])
+		pipeW = p[1]
+	}
+	if err := uapi.Send(c.fd, pkt, fds...); err != nil {
+		if errors.Is(err, unix.EMSGSIZE) || errors.Is(err, unix.ENOBUFS) {
+			return // the socket refuses it before the kernel sees it
+		}
+		t.Fatalf("send %v: %v", op, err)
+	}
+	if s.Flags&stepHangUp != 0 {
+		unix.Close(c.fd)
+		c.gone = true
+		return
+	}
+	h, payload, rfds, err := recvTimeout(c.fd, 20*time.Second)
+	if err != nil {
+		t.Fatalf("request %v (seq %d, %d bytes, %d fds): %v", op, seq, len(pkt), len(fds), err)
+	}
+	checkReply(t, renderReplies, op, seq, h, payload, rfds)
+	if h.Status == 0 && (op == uapi.OpPrimeHandleToFd || op == uapi.OpClaimDmaBuf) != (len(rfds) == 1) || len(rfds) > 1 {
+		uapi.CloseFDs(rfds)
+		t.Fatalf("%v succeeded with %d descriptors", op, len(rfds))
+	}
+	c.dmabufs = append(c.dmabufs, rfds...)
+	if pipeW >= 0 {
+		unix.Close(fds[len(fds)-1])
+		if !readEndClosedEverywhere(pipeW) {
+			t.Fatalf("the kernel kept the pipe sent with %v", op)
+		}
+	}
+}
+
+// alive checks the file still answers.
+func (c *renderConn) alive() {
+	c.t.Helper()
+	if !c.gone {
+		c.step(fuzzing.Step{Op: uint16(uapi.OpVersion)})
+	}
+}
+
+// req is a seed step: op and request.
+func req(op uapi.Op, m proto.Message, flags ...uint8) fuzzing.Step {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		panic(err)
+	}
+	s := fuzzing.Step{Op: uint16(op), Payload: b}
+	for _, f := range flags {
+		s.Flags |= f
+	}
+	return s
+}
+
+// renderSeeds are sequences of requests on one drm file that use every
+// op, most of them in the way a real client does.
+func renderSeeds() [][]fuzzing.Step {
+	bo := &uapi.SubmitBo{Handle: 1, Write: true}
+	return [][]fuzzing.Step{
+		{
+			req(uapi.OpGemCreate, &uapi.GemCreateRequest{Size: 8192, Domain: vram, Flags: 1}),
+			req(uapi.OpGemPwrite, &uapi.GemPwriteRequest{Handle: 1, Offset: 100, Data: []byte("hello")}),
+			req(uapi.OpGemPread, &uapi.GemPreadRequest{Handle: 1, Offset: 96, Length: 16}),
+			req(uapi.OpGemInfo, &uapi.GemInfoRequest{Handle: 1}),
+			req(uapi.OpVmMap, &uapi.VmMapRequest{Handle: 1, Va: 0x100000, Size: 8192}),
+			req(uapi.OpVmMap, &uapi.VmMapRequest{Handle: 1, Va: 0x101000, Size: 4096}),
+			req(uapi.OpVmUnmap, &uapi.VmUnmapRequest{Va: 0x100000}),
+			req(uapi.OpGemClose, &uapi.GemCloseRequest{Handle: 1}),
+			req(uapi.OpGemInfo, &uapi.GemInfoRequest{Handle: 1}),
+		},
+		{
+			req(uapi.OpGemCreate, &uapi.GemCreateRequest{Size: 4096, Domain: gtt}),
+			req(uapi.OpCtxCreate, &uapi.CtxCreateRequest{}),
+			req(uapi.OpSyncobjCreate, &uapi.SyncobjCreateRequest{}),
+			req(uapi.OpSubmit, &uapi.SubmitRequest{CtxId: 1, Bos: []*uapi.SubmitBo{bo}, OutSyncobjs: []uint32{1},
+				Commands: []*uapi.Command{fill(0, 0, 4096, 7), {Op: uint32(gpu.OpAddCounter), Dst: 0, Src: -1, DstOff: 8, Value: 3}}}),
+			req(uapi.OpSyncobjWait, &uapi.SyncobjWaitRequest{Handles: []uint32{1}, TimeoutNs: -1, WaitAll: true}),
+			req(uapi.OpSyncobjQuery, &uapi.SyncobjHandleRequest{Handle: 1}),
+			req(uapi.OpGemWaitIdle, &uapi.GemWaitIdleRequest{Handle: 1, Write: true, TimeoutNs: -1}),
+			req(uapi.OpCtxQuery, &uapi.CtxQueryRequest{CtxId: 1}),
+			req(uapi.OpSyncobjReset, &uapi.SyncobjHandleRequest{Handle: 1}),
+			req(uapi.OpSyncobjSignal, &uapi.SyncobjHandleRequest{Handle: 1}),
+			req(uapi.OpSyncobjDestroy, &uapi.SyncobjHandleRequest{Handle: 1}),
+			req(uapi.OpCtxDestroy, &uapi.CtxDestroyRequest{CtxId: 1}),
+		},
+		{
+			req(uapi.OpGemCreate, &uapi.GemCreateRequest{Size: 4096, Domain: vram}),
+			req(uapi.OpPrimeHandleToFd, &uapi.PrimeHandleToFdRequest{Handle: 1}),
+			req(uapi.OpPrimeFdToHandle, &uapi.PrimeFdToHandleRequest{}, stepFDDmaBuf),
+			req(uapi.OpPrimeFdToHandle, &uapi.PrimeFdToHandleRequest{}, stepFDPipe),
+			req(uapi.OpGemClose, &uapi.GemCloseRequest{Handle: 1}),
+			req(uapi.OpPrimeFdToHandle, &uapi.PrimeFdToHandleRequest{}, stepFDDmaBuf),
+		},
+		{
+			req(uapi.OpSwSyncCreate, &uapi.SwSyncCreateRequest{}),
+			req(uapi.OpSyncobjCreate, &uapi.SyncobjCreateRequest{}),
+			req(uapi.OpSwSyncFence, &uapi.SwSyncFenceRequest{Timeline: 1, Point: 2, Syncobj: 1}),
+			req(uapi.OpGemCreate, &uapi.GemCreateRequest{Size: 4096, Domain: gtt}),
+			req(uapi.OpCtxCreate, &uapi.CtxCreateRequest{Priority: 1}),
+			req(uapi.OpSubmit, &uapi.SubmitRequest{CtxId: 1, Bos: []*uapi.SubmitBo{bo}, InSyncobjs: []uint32{1}, Commands: []*uapi.Command{fill(0, 0, 64, 1)}}),
+			req(uapi.OpSyncobjWait, &uapi.SyncobjWaitRequest{Handles: []uint32{1}, TimeoutNs: 1000, WaitForSubmit: true}),
+			req(uapi.OpSwSyncInc, &uapi.SwSyncIncRequest{Timeline: 1, Inc: 2}),
+			req(uapi.OpGemWaitIdle, &uapi.GemWaitIdleRequest{Handle: 1, TimeoutNs: -1}),
+		},
+		{
+			req(uapi.OpGemCreate, &uapi.GemCreateRequest{Size: 4096, Domain: vram}),
+			req(uapi.OpCtxCreate, &uapi.CtxCreateRequest{}),
+			req(uapi.OpSubmit, &uapi.SubmitRequest{CtxId: 1, Bos: []*uapi.SubmitBo{bo}, Commands: []*uapi.Command{hang()}}),
+			req(uapi.OpGemWaitIdle, &uapi.GemWaitIdleRequest{Handle: 1, TimeoutNs: -1}),
+			req(uapi.OpSubmit, &uapi.SubmitRequest{CtxId: 1, Bos: []*uapi.SubmitBo{bo}, Commands: []*uapi.Command{fill(0, 0, 64, 1)}}),
+			req(uapi.OpCtxQuery, &uapi.CtxQueryRequest{CtxId: 1}),
+			req(uapi.OpSubmit, &uapi.SubmitRequest{CtxId: 1, Bos: []*uapi.SubmitBo{bo}, LongRunning: true,
+				Commands: []*uapi.Command{compute(0, 0, 64, 1<<40)}}, stepHangUp),
+		},
+		{
+			req(uapi.OpGemCreate, &uapi.GemCreateRequest{Size: 4096, Domain: vram}),
+			req(uapi.OpCtxCreate, &uapi.CtxCreateRequest{}),
+			req(uapi.OpSubmit, &uapi.SubmitRequest{CtxId: 1, Bos: []*uapi.SubmitBo{bo}, LongRunning: true,
+				Commands: []*uapi.Command{compute(0, 0, 64, 1<<40)}}),
+			req(uapi.OpGemWaitIdle, &uapi.GemWaitIdleRequest{Handle: 1, TimeoutNs: 1}),
+			req(uapi.OpGemClose, &uapi.GemCloseRequest{Handle: 1}),
+		},
+		{
+			req(uapi.OpClaimFile, &uapi.ClaimFileRequest{Token: make([]byte, 16), Inode: 1}),
+			req(uapi.OpClaimDmaBuf, &uapi.ClaimDmaBufRequest{Inode: 1}),
+			req(uapi.OpVersion, &uapi.VersionRequest{}, stepBadVer),
+			{Op: 0, Flags: stepRaw, Payload: []byte("KSIM")},
+			{Op: 0, Flags: stepRaw | stepFDDmaBuf},
+			{Op: uint16(uapi.OpIdentify | uapi.OpOutOfLine), Flags: stepFDPipe},
+			{Op: 0xffff, Payload: []byte("garbage")},
+		},
+	}
+}
+
+// FuzzRequestSequence: any sequence of requests, with or without
+// descriptors, on one drm file of either device.
+func FuzzRequestSequence(f *testing.F) {
+	for i, s := range renderSeeds() {
+		f.Add(byte(i), fuzzing.Encode(s))
+	}
+	env := ksimtest.Start(f, fuzzConfig())
+	by := newBystander(f, env)
+	base := takeFuzzCensus(env.Kernel)
+	f.Fuzz(func(t *testing.T, dev byte, data []byte) {
+		c := dialRender(t, kernelsim.RenderNodePath(env.Dir, 128+uint32(dev&1)), by.dmabuf)
+		for _, s := range fuzzing.Decode(data, 64) {
+			c.step(s)
+		}
+		c.alive()
+		c.close()
+		backToFuzzBaseline(t, env.Kernel, base)
+		by.check(t)
+	})
+}
+
+// ctlConn is a control connection driven by a fuzzed sequence.
+type ctlConn struct {
+	t      *testing.T
+	fd     int
+	seq    uint32
+	gone   bool
+	tokens [][]byte // of the sessions it opened
+}
+
+func dialControl(t *testing.T, env *ksimtest.Env) *ctlConn {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	ok(t, err)
+	ok(t, unix.Connect(fd, &unix.SockaddrUnix{Name: kernelsim.ControlPath(env.Dir)}))
+	return &ctlConn{t: t, fd: fd}
+}
+
+func (c *ctlConn) close() {
+	if !c.gone {
+		unix.Close(c.fd)
+		c.gone = true
+	}
+}
+
+// call sends a control request (the packet's payload inline, or out of
+// line in a sealed memfd) with fds, and checks and returns the reply:
+// nil and the errno for an error.
+func (c *ctlConn) call(op uapi.Op, payload []byte, outOfLine bool, fds ...int) (proto.Message, syscall.Errno) {
+	t := c.t
+	t.Helper()
+	c.seq++
+	h := uapi.Header{Magic: uapi.Magic, Version: uapi.Version, Op: op, Seq: c.seq}
+	if outOfLine {
+		mfd := sealedMemfd(t, payload)
+		defer unix.Close(mfd)
+		fds = append([]int{mfd}, fds...)
+		h.Op |= uapi.OpOutOfLine
+		payload = nil
+	}
+	pkt := make([]byte, uapi.HeaderSize, uapi.HeaderSize+len(payload))
+	h.Put(pkt)
+	return c.send(append(pkt, payload...), op, c.seq, fds...)
+}
+
+// send sends a packet and checks its reply against op and seq.
+func (c *ctlConn) send(pkt []byte, op uapi.Op, seq uint32, fds ...int) (proto.Message, syscall.Errno) {
+	t := c.t
+	t.Helper()
+	if err := uapi.Send(c.fd, pkt, fds...); err != nil {
+		if errors.Is(err, unix.EMSGSIZE) || errors.Is(err, unix.ENOBUFS) {
+			return nil, unix.EMSGSIZE
+		}
+		t.Fatalf("send %v: %v", op, err)
+	}
+	h, payload, rfds, err := recvTimeout(c.fd, 20*time.Second)
+	if err != nil {
+		t.Fatalf("control request %v: %v", op, err)
+	}
+	payload, rfds, err = uapi.InlinePayload(&h, payload, rfds)
+	if err != nil {
+		t.Fatalf("%v: reply: %v", op, err)
+	}
+	if len(rfds) > 0 {
+		uapi.CloseFDs(rfds)
+		t.Fatalf("%v: reply with %d descriptors", op, len(rfds))
+	}
+	m := checkReply(t, controlReplies, op, seq, h, payload, nil)
+	if m == nil {
+		return nil, syscall.Errno(-h.Status)
+	}
+	if r, isOpen := m.(*uapi.SessionOpenReply); isOpen {
+		c.tokens = append(c.tokens, r.Token)
+	}
+	return m, 0
+}
+
+func sealedMemfd(t *testing.T, b []byte) int {
+	fd, err := unix.MemfdCreate("fuzz", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	ok(t, err)
+	if len(b) > 0 {
+		if _, err := unix.Pwrite(fd, b, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE|unix.F_SEAL_SEAL)
+	ok(t, err)
+	return fd
+}
+
+// Pseudo-ops of FuzzControl: a claim on a new render-node connection, so
+// that claims interleave with the control requests.
+const (
+	opClaimFile   = 0xc1a1
+	opClaimDmaBuf = 0xc1a2
+)
+
+// What a step of FuzzControl does around its request.
+const (
+	ctlFDs         = 3  // descriptors sent: 1 a memfd of the tail, 2 a pipe, 3 both
+	ctlOutOfLine   = 4  // the request travels out of line
+	ctlRaw         = 8  // the request is the whole packet
+	ctlAsIs        = 16 // no substitution of ids and tokens
+	ctlHangUp      = 32 // hang up the control connection after the step
+	ctlOtherDevice = 64 // claims go to renderD129
+	ctlFDMemfd     = 1
+	ctlFDPipe      = 2
+)
+
+// splitCtl splits a FuzzControl step's payload: a uvarint length, the
+// request, then the contents of the memfd the step may send.
+func splitCtl(p []byte) (req, tail []byte) {
+	n, k := binary.Uvarint(p)
+	if k <= 0 || n > uint64(len(p)-k) {
+		return p, nil
+	}
+	return p[k : k+int(n)], p[k+int(n):]
+}
+
+// harness is what FuzzControl's requests act on: two drm files (one on
+// each device) sharing a BO through a dma-buf, a context with finished
+// work and a syncobj, made afresh for each input.
+type harness struct {
+	a, b   *libdrm.Device
+	dmabuf int
+	files  []uint64 // drm file ids
+	inodes []uint64 // client inodes of a and b, the dma-buf's
+	bos    []uint64 // BO ids
+}
+
+func newHarness(t *testing.T, env *ksimtest.Env) *harness {
+	a, err := libdrm.Open(kernelsim.RenderNodePath(env.Dir, 128))
+	ok(t, err)
+	b, err := libdrm.Open(kernelsim.RenderNodePath(env.Dir, 129))
+	ok(t, err)
+	h1 := must(a.BOCreate(8192, vram, 0, 0))
+	must(a.BOCreate(4096, gtt, 0, 0))
+	ctx := must(a.CtxCreate(0))
+	so := must(a.SyncobjCreate(false))
+	must(a.Submit(&uapi.SubmitRequest{CtxId: ctx, Bos: []*uapi.SubmitBo{{Handle: h1, Write: true}}, OutSyncobjs: []uint32{so},
+		Commands: []*uapi.Command{fill(0, 0, 8192, 0x5a5a5a5a)}}))
+	dfd := must(a.ExportDmaBuf(h1))
+	must(b.ImportDmaBuf(dfd))
+	must(b.BOCreate(4096, vram, 0, 0))
+	hs := &harness{a: a, b: b, dmabuf: dfd, inodes: []uint64{inode(t, a.FD()), inode(t, b.FD()), inode(t, dfd)}}
+	st := env.Kernel.Debug()
+	for _, f := range st.Files {
+		if f.ClientIno == hs.inodes[0] || f.ClientIno == hs.inodes[1] {
+			hs.files = append(hs.files, f.ID)
+			for _, h := range f.Handles {
+				hs.bos = append(hs.bos, h.BO)
+			}
+		}
+	}
+	if len(hs.files) != 2 {
+		t.Fatalf("harness files: %v", hs.files)
+	}
+	return hs
+}
+
+// usable checks that the harness files answer and are not paused: what a
+// control connection paused or froze is resumed when it goes away.
+func (h *harness) usable(t *testing.T, env *ksimtest.Env) {
+	t.Helper()
+	done := make(chan error, 2)
+	for _, d := range []*libdrm.Device{h.a, h.b} {
+		go func() {
+			_, err := d.Version()
+			done <- err
+		}()
+	}
+	for range 2 {
+		select {
+		case err := <-done:
+			ok(t, err)
+		case <-time.After(20 * time.Second):
+			t.Fatal("a file stayed frozen after its control connection went away")
+		}
+	}
+	for _, f := range env.Kernel.Debug().Files {
+		if (f.ID == h.files[0] || f.ID == h.files[1]) && f.Paused {
+			t.Fatalf("file %d stayed paused after its control connection went away", f.ID)
+		}
+	}
+}
+
+func (h *harness) close() {
+	unix.Close(h.dmabuf)
+	h.a.Close()
+	h.b.Close()
+}
+
+// pick maps a small id to one of the harness's, leaves others alone.
+func pick(v uint64, of []uint64) uint64 {
+	if v < 8 && len(of) > 0 {
+		return of[v%uint64(len(of))]
+	}
+	return v
+}
+
+// substitute points a decoded control request at the harness's objects
+// and this connection's sessions, and bounds its waits. It returns the
+// request to send instead, or nil to send the original.
+func (c *ctlConn) substitute(op uint16, raw []byte, h *harness) []byte {
+	token := func(tok []byte) []byte {
+		if len(tok) > 1 || len(c.tokens) == 0 {
+			return tok
+		}
+		i := len(c.tokens) - 1
+		if len(tok) == 1 {
+			i = int(tok[0]) % len(c.tokens)
+		}
+		return c.tokens[i]
+	}
+	bound := func(ns int64, least time.Duration) int64 {
+		return int64(min(max(time.Duration(ns), least), 200*time.Millisecond))
+	}
+	var m proto.Message
+	switch uapi.Op(op) {
+	case uapi.OpIdentify:
+		r := &uapi.IdentifyRequest{}
+		if proto.Unmarshal(raw, r) != nil {
+			return nil
+		}
+		for i := range r.Inodes {
+			r.Inodes[i] = pick(r.Inodes[i], h.inodes)
+		}
+		m = r
+	case uapi.OpPause:
+		r := &uapi.PauseRequest{}
+		if proto.Unmarshal(raw, r) != nil {
+			return nil
+		}
+		for i := range r.FileIds {
+			r.FileIds[i] = pick(r.FileIds[i], h.files)
+		}
+		r.TimeoutNs = bound(r.TimeoutNs, 0)
+		m = r
+	case uapi.OpResume:
+		r := &uapi.ResumeRequest{}
+		if proto.Unmarshal(raw, r) != nil {
+			return nil
+		}
+		for i := range r.FileIds {
+			r.FileIds[i] = pick(r.FileIds[i], h.files)
+		}
+		m = r
+	case uapi.OpCheckpointFile:
+		r := &uapi.CheckpointFileRequest{}
+		if proto.Unmarshal(raw, r) != nil {
+			return nil
+		}
+		r.FileId = pick(r.FileId, h.files)
+		m = r
+	case uapi.OpCheckpointDmaBuf:
+		r := &uapi.CheckpointDmaBufRequest{}
+		if proto.Unmarshal(raw, r) != nil {
+			return nil
+		}
+		r.Inode = pick(r.Inode, h.inodes[2:])
+		m = r
+	case uapi.OpCheckpointBos:
+		r := &uapi.CheckpointBosRequest{}
+		if proto.Unmarshal(raw, r) != nil {
+			return nil
+		}
+		for i := range r.BoIds {
+			r.BoIds[i] = pick(r.BoIds[i], h.bos)
+		}
+		m = r
+	case uapi.OpSessionLoadPages:
+		r := &uapi.SessionLoadPagesRequest{}
+		if proto.Unmarshal(raw, r) != nil {
+			return nil
+		}
+		r.Token = token(r.Token)
+		m = r
+	case uapi.OpSessionResume:
+		r := &uapi.SessionResumeRequest{}
+		if proto.Unmarshal(raw, r) != nil {
+			return nil
+		}
+		r.Token = token(r.Token)
+		if r.Pid < 8 {
+			r.Pid = int32(os.Getpid())
+		}
+		r.TimeoutNs = bound(r.TimeoutNs, time.Millisecond)
+		m = r
+	case uapi.OpSessionClose:
+		r := &uapi.SessionCloseRequest{}
+		if proto.Unmarshal(raw, r) != nil {
+			return nil
+		}
+		r.Token = token(r.Token)
+		m = r
+	case opClaimFile:
+		r := &uapi.ClaimFileRequest{}
+		if proto.Unmarshal(raw, r) != nil {
+			return nil
+		}
+		r.Token = token(r.Token)
+		m = r
+	case opClaimDmaBuf:
+		r := &uapi.ClaimDmaBufRequest{}
+		if proto.Unmarshal(raw, r) != nil {
+			return nil
+		}
+		r.Token = token(r.Token)
+		m = r
+	default:
+		return nil
+	}
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// claim sends a claim pseudo-step on a new connection to the render node
+// and checks the reply; it returns the connection, whose claimed file
+// stays frozen until the session resumes it (nothing is sent on it), and
+// the dma-buf a dma-buf claim returned.
+func claim(t *testing.T, env *ksimtest.Env, op uapi.Op, payload []byte, minor uint32) (conn int, dmabuf int) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	ok(t, err)
+	ok(t, unix.Connect(fd, &unix.SockaddrUnix{Name: kernelsim.RenderNodePath(env.Dir, minor)}))
+	pkt := header(uapi.Magic, uapi.Version, op, 1)
+	if err := uapi.Send(fd, append(pkt, payload...)); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EMSGSIZE) || errors.Is(err, unix.ENOBUFS) {
+			return -1, -1
+		}
+		t.Fatalf("send %v: %v", op, err)
+	}
+	h, reply, rfds, err := recvTimeout(fd, 20*time.Second)
+	if err != nil {
+		t.Fatalf("%v: %v", op, err)
+	}
+	checkReply(t, renderReplies, op, 1, h, reply, rfds)
+	if h.Status < 0 {
+		unix.Close(fd)
+		return -1, -1
+	}
+	if (op == uapi.OpClaimDmaBuf) != (len(rfds) == 1) || len(rfds) > 1 {
+		t.Fatalf("%v succeeded with %d descriptors", op, len(rfds))
+	}
+	if op == uapi.OpClaimDmaBuf {
+		unix.Close(fd)
+		return -1, rfds[0]
+	}
+	return fd, -1
+}
+
+// controlSeeds are sequences of control requests a real checkpoint makes,
+// in the step encoding of FuzzControl.
+func controlSeeds() [][]fuzzing.Step {
+	c := func(op uapi.Op, m proto.Message, flags uint8, tail ...byte) fuzzing.Step {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			panic(err)
+		}
+		p := binary.AppendUvarint(nil, uint64(len(b)))
+		return fuzzing.Step{Op: uint16(op), Flags: flags, Payload: append(append(p, b...), tail...)}
+	}
+	return [][]fuzzing.Step{
+		{
+			c(uapi.OpIdentify, &uapi.IdentifyRequest{Inodes: []uint64{0, 1, 2, 3}}, 0),
+			c(uapi.OpPause, &uapi.PauseRequest{FileIds: []uint64{0, 1}, TimeoutNs: int64(time.Second)}, 0),
+			c(uapi.OpCheckpointFile, &uapi.CheckpointFileRequest{FileId: 0}, 0),
+			c(uapi.OpCheckpointFile, &uapi.CheckpointFileRequest{FileId: 1}, 0),
+			c(uapi.OpCheckpointDmaBuf, &uapi.CheckpointDmaBufRequest{Inode: 0}, 0),
+			c(uapi.OpCheckpointBos, &uapi.CheckpointBosRequest{BoIds: []uint64{0, 1, 3}}, ctlFDMemfd),
+			c(uapi.OpResume, &uapi.ResumeRequest{FileIds: []uint64{0, 1}}, 0),
+			c(uapi.OpDebug, &uapi.DebugRequest{}, 0),
+			c(uapi.OpDebug, &uapi.DebugRequest{}, ctlFDMemfd),
+		},
+		{
+			c(uapi.OpPause, &uapi.PauseRequest{FileIds: []uint64{1}}, 0),
+			c(uapi.OpCheckpointFile, &uapi.CheckpointFileRequest{FileId: 1}, 0),
+			c(uapi.OpCheckpointBos, &uapi.CheckpointBosRequest{BoIds: []uint64{2}, Offset: 1 << 40}, ctlFDPipe),
+			c(uapi.OpIdentify, &uapi.IdentifyRequest{Inodes: []uint64{0}}, ctlOutOfLine|ctlHangUp),
+		},
+		{
+			c(uapi.OpSessionOpen, &uapi.SessionOpenRequest{}, 0),
+			c(uapi.OpSessionLoadPages, &uapi.SessionLoadPagesRequest{}, ctlFDMemfd),
+			c(uapi.OpSessionResume, &uapi.SessionResumeRequest{}, 0),
+			c(uapi.OpSessionClose, &uapi.SessionCloseRequest{Abort: true}, 0),
+			c(uapi.OpSessionClose, &uapi.SessionCloseRequest{}, 0),
+			{Op: 0x1ff, Payload: []byte{1, 0}},
+			{Op: uint16(uapi.OpIdentify), Flags: ctlRaw, Payload: []byte{1, 0}},
+		},
+	}
+}
+
+// FuzzControl: any sequence of control requests (IDENTIFY, PAUSE, RESUME,
+// CHECKPOINT_*, SESSION_* with any content, DEBUG), inline or out of line,
+// with any descriptors, interleaved with claims of the sessions it opens,
+// on one control connection. Small ids and empty tokens in requests that
+// decode stand for the harness's objects and the connection's sessions,
+// so that the fuzzer reaches real objects. When the connection goes away,
+// what it paused runs again and its sessions are gone, with everything
+// they made.
+func FuzzControl(f *testing.F) {
+	for _, s := range controlSeeds() {
+		f.Add(fuzzing.Encode(s))
+	}
+	env := ksimtest.Start(f, fuzzConfig())
+	by := newBystander(f, env)
+	base := takeFuzzCensus(env.Kernel)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		h := newHarness(t, env)
+		c := dialControl(t, env)
+		var claimed []int
+		for _, s := range fuzzing.Decode(data, 32) {
+			if c.gone {
+				break
+			}
+			reqb, tail := splitCtl(s.Payload)
+			if s.Flags&(ctlAsIs|ctlRaw) == 0 {
+				if b := c.substitute(s.Op, reqb, h); b != nil {
+					reqb = b
+				}
+			}
+			if s.Op == opClaimFile || s.Op == opClaimDmaBuf {
+				minor := uint32(128)
+				if s.Flags&ctlOtherDevice != 0 {
+					minor = 129
+				}
+				op := uapi.OpClaimFile
+				if s.Op == opClaimDmaBuf {
+					op = uapi.OpClaimDmaBuf
+				}
+				conn, db := claim(t, env, op, reqb, minor)
+				for _, fd := range []int{conn, db} {
+					if fd >= 0 {
+						claimed = append(claimed, fd)
+					}
+				}
+				continue
+			}
+			var fds []int
+			pipeW := -1
+			if s.Flags&ctlFDMemfd != 0 {
+				mfd := memfdOf(t, tail)
+				defer unix.Close(mfd)
+				fds = append(fds, mfd)
+			}
+			if s.Flags&ctlFDPipe != 0 {
+				var p [2]int
+				ok(t, unix.Pipe2(p[:], unix.O_CLOEXEC))
+				defer unix.Close(p[1])
+				fds = append(fds, p[0])
+				pipeW = p[1]
+			}
+			if s.Flags&ctlRaw != 0 {
+				op, seq := uapi.Op(0), uint32(0)
+				if hd, err := uapi.ParseHeader(reqb); err == nil {
+					op, seq = hd.Op&^uapi.OpOutOfLine, hd.Seq
+				}
+				c.send(reqb, op, seq, fds...)
+			} else {
+				c.call(uapi.Op(s.Op), reqb, s.Flags&ctlOutOfLine != 0, fds...)
+			}
+			if pipeW >= 0 {
+				unix.Close(fds[len(fds)-1])
+				if !readEndClosedEverywhere(pipeW) {
+					t.Fatalf("the kernel kept the pipe sent with %v", uapi.Op(s.Op))
+				}
+			}
+			if s.Flags&ctlHangUp != 0 {
+				c.close()
+			}
+		}
+		c.close()
+		for _, fd := range claimed {
+			unix.Close(fd)
+		}
+		h.usable(t, env)
+		h.close()
+		backToFuzzBaseline(t, env.Kernel, base)
+		by.check(t)
+	})
+}
+
+// memfdOf is an unsealed memfd holding b: a pages file, or what
+// CHECKPOINT_BOS writes into.
+func memfdOf(t *testing.T, b []byte) int {
+	fd, err := unix.MemfdCreate("fuzz", unix.MFD_CLOEXEC)
+	ok(t, err)
+	if len(b) > 0 {
+		if _, err := unix.Pwrite(fd, b, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fd
+}
+
+// What FuzzClaim's script (its first byte) changes in the restore.
+const (
+	claimLoadLate  = 1 << iota // load the pages after the claims
+	claimAbort                 // close the session as a failed restore
+	claimNoResume              // never SESSION_RESUME
+	claimWrongDev              // claim the first file on the other device
+	claimTwice                 // claim every file and dma-buf twice
+	claimBadToken              // claims carry a token of no session
+	claimHangUp                // the first claimed file's task hangs up before the resume
+	claimSkipPages             // never load pages file 0
+)
+
+// FuzzClaim: a restore session opened from any SESSION_OPEN request
+// (seeded with real checkpoints' requests: BOs, drm files with arbitrary
+// handles, mappings, pending I/O and driver blobs with contexts, jobs,
+// syncobjs and timelines), pages files of any contents, the claims of its
+// files and dma-bufs on new connections in a scripted way, the resume,
+// then a sequence of requests on each restored file, and the close. The
+// kernel refuses bad states with an error and never panics; a file is
+// claimed once; every claim of a dma-buf gets the same file; a resumed
+// file answers; an aborted session hangs up its files; and nothing
+// outlives the session and its clients.
+func FuzzClaim(f *testing.F) {
+	f.Add([]byte{}, []byte{}, []byte{})
+	blob, _ := proto.Marshal(&uapi.DriverPrivate{Version: kernelsim.DriverPrivateVersion, Driver: "amdgpu", Contexts: []*uapi.ContextState{{CtxId: 2}}})
+	one, _ := proto.Marshal(&uapi.SessionOpenRequest{
+		Bos:        []*uapi.BoState{{BoId: 1, Size: 4096, Domain: vram, Minor: 128}},
+		PagesFiles: []*uapi.PagesFile{{Name: "p", Chunks: []*uapi.ContentChunk{{Length: 4096, Checksum: uapi.ContentChecksum(make([]byte, 4096))}}}},
+		Contents:   []*uapi.BoContents{{BoId: 1}},
+		Files:      []*uapi.RestoreFile{{Inode: 5, State: &uapi.FileCheckpoint{Minor: 128, DriverPrivate: blob, Handles: []*uapi.HandleState{{Handle: 3, BoId: 1}}}}},
+	})
+	f.Add(one, make([]byte, 4096), []byte{0, 0})
+	env := ksimtest.Start(f, fuzzConfig())
+	by := newBystander(f, env)
+	base := takeFuzzCensus(env.Kernel)
+	f.Fuzz(func(t *testing.T, open, pages, script []byte) {
+		var mode byte
+		if len(script) > 0 {
+			mode = script[0]
+		}
+		var steps []fuzzing.Step
+		if len(script) > 2 {
+			steps = fuzzing.Decode(script[2:], 16)
+		}
+		c := dialControl(t, env)
+		var r uapi.SessionOpenRequest
+		decoded := proto.Unmarshal(open, &r) == nil
+		if decoded {
+			// Replayed requests are sent by the kernel itself: bound
+			// their waits as the steps' are.
+			for _, rf := range r.Files {
+				if io := rf.GetState().GetIo(); io != nil && len(io.Request) >= uapi.HeaderSize {
+					if h, err := uapi.ParseHeader(io.Request); err == nil {
+						io.Request = append(io.Request[:uapi.HeaderSize:uapi.HeaderSize], sanitize(h.Op, io.Request[uapi.HeaderSize:])...)
+					}
+				}
+			}
+			if b, err := proto.Marshal(&r); err == nil {
+				open = b
+			}
+		}
+		reply, errno := c.call(uapi.OpSessionOpen, open, len(open) > 60<<10)
+		if errno != 0 {
+			c.close()
+			backToFuzzBaseline(t, env.Kernel, base)
+			return
+		}
+		if !decoded {
+			t.Fatal("SESSION_OPEN accepted a request that does not decode")
+		}
+		sr := reply.(*uapi.SessionOpenReply)
+		if len(sr.FileSockets) != len(r.Files) || len(sr.DmabufSockets) != len(r.Dmabufs) || len(sr.Token) == 0 {
+			t.Fatalf("SESSION_OPEN reply %v for %d files and %d dma-bufs", sr, len(r.Files), len(r.Dmabufs))
+		}
+		token := sr.Token
+		ctlReq := func(op uapi.Op, m proto.Message, fds ...int) syscall.Errno {
+			b, err := proto.Marshal(m)
+			ok(t, err)
+			_, errno := c.call(op, b, false, fds...)
+			return errno
+		}
+		load := func() {
+			for i := range min(len(r.PagesFiles), 4) {
+				if i == 0 && mode&claimSkipPages != 0 {
+					continue
+				}
+				fd := memfdOf(t, pages)
+				ctlReq(uapi.OpSessionLoadPages, &uapi.SessionLoadPagesRequest{Token: token, PagesFile: uint32(i)}, fd)
+				unix.Close(fd)
+			}
+		}
+		if mode&claimLoadLate == 0 {
+			load()
+		}
+		claimTok := token
+		if mode&claimBadToken != 0 {
+			claimTok = []byte("not a session token")
+		}
+		type file struct {
+			*renderConn
+			state *uapi.FileCheckpoint
+		}
+		var files []file
+		var dmabufs []int
+		for i, rf := range r.Files[:min(len(r.Files), 8)] {
+			minor := rf.GetState().GetMinor()
+			if i == 0 && mode&claimWrongDev != 0 {
+				minor ^= 1
+			}
+			if kernelsim.RenderNodePath(env.Dir, minor) != sr.FileSockets[i] && mode&claimWrongDev == 0 {
+				t.Fatalf("file inode %d of renderD%d is to be claimed at %s", rf.Inode, rf.GetState().GetMinor(), sr.FileSockets[i])
+			}
+			if env.Kernel.Device(minor) == nil {
+				continue
+			}
+			b, _ := proto.Marshal(&uapi.ClaimFileRequest{Token: claimTok, Inode: rf.Inode})
+			conn, _ := claim(t, env, uapi.OpClaimFile, b, minor)
+			if conn < 0 {
+				continue
+			}
+			// A reply the task had not read at dump follows the claim's.
+			if len(rf.State.GetIo().GetUnreadReply()) > 0 {
+				_, _, rfds, err := recvTimeout(conn, 20*time.Second)
+				if err != nil {
+					t.Fatalf("file inode %d: the unread reply: %v", rf.Inode, err)
+				}
+				uapi.CloseFDs(rfds)
+			}
+			files = append(files, file{&renderConn{t: t, fd: conn, seq: 1 << 20, spare: by.dmabuf}, rf.State})
+			if mode&claimTwice != 0 {
+				again := dialRaw(t, kernelsim.RenderNodePath(env.Dir, minor))
+				again.request(uapi.OpClaimFile, 1, &uapi.ClaimFileRequest{Token: claimTok, Inode: rf.Inode})
+				again.wantErrorReply(unix.EBUSY)
+			}
+		}
+		inodeOf := map[uint64]uint64{} // dump-time inode -> restored dma-buf's
+		for i, rd := range r.Dmabufs[:min(len(r.Dmabufs), 8)] {
+			for range 1 + int(mode&claimTwice>>4) {
+				minor := uint32(128)
+				if sr.DmabufSockets[i] == kernelsim.RenderNodePath(env.Dir, 129) {
+					minor = 129
+				}
+				b, _ := proto.Marshal(&uapi.ClaimDmaBufRequest{Token: claimTok, Inode: rd.Inode})
+				_, db := claim(t, env, uapi.OpClaimDmaBuf, b, minor)
+				if db < 0 {
+					continue
+				}
+				dmabufs = append(dmabufs, db)
+				ino := inode(t, db)
+				if prev, seen := inodeOf[rd.Inode]; seen && prev != ino {
+					t.Fatalf("dma-buf inode %d claimed as two files, %d and %d", rd.Inode, prev, ino)
+				}
+				inodeOf[rd.Inode] = ino
+			}
+		}
+		if mode&claimLoadLate != 0 {
+			load()
+		}
+		if mode&claimHangUp != 0 && len(files) > 0 {
+			files[0].close()
+		}
+		resumed := false
+		if mode&claimNoResume == 0 {
+			resumed = ctlReq(uapi.OpSessionResume, &uapi.SessionResumeRequest{Token: token, Pid: int32(os.Getpid()), TimeoutNs: int64(5 * time.Second)}) == 0
+		}
+		if resumed {
+			if len(files) == 0 {
+				t.Fatal("SESSION_RESUME succeeded for a task that claimed no file")
+			}
+			for _, fl := range files {
+				if fl.gone {
+					continue
+				}
+				if req := fl.state.GetIo().GetRequest(); len(req) > 0 {
+					// The request caught in flight is replayed: its reply
+					// comes first.
+					op, seq := uapi.Op(0), uint32(0)
+					if h, err := uapi.ParseHeader(req); err == nil {
+						op, seq = h.Op, h.Seq
+					}
+					h, payload, rfds, err := recvTimeout(fl.fd, 20*time.Second)
+					if err != nil {
+						t.Fatalf("the replayed request %v: %v", op, err)
+					}
+					if h.Op == op && h.Seq == seq {
+						checkReply(t, renderReplies, op, seq, h, payload, rfds)
+					}
+					uapi.CloseFDs(rfds)
+				}
+				for _, s := range steps {
+					fl.step(s)
+				}
+				fl.alive()
+			}
+		}
+		abort := mode&claimAbort != 0
+		ctlReq(uapi.OpSessionClose, &uapi.SessionCloseRequest{Token: token, Abort: abort})
+		if abort {
+			// The session's files are destroyed and their tasks hung up.
+			for _, fl := range files {
+				if fl.gone {
+					continue
+				}
+				if _, _, rfds, err := recvTimeout(fl.fd, 20*time.Second); err == nil || !isHangUp(err) {
+					uapi.CloseFDs(rfds)
+					t.Fatalf("a file of an aborted session is still connected: %v", err)
+				}
+			}
+		}
+		c.close()
+		for _, fl := range files {
+			fl.close()
+		}
+		uapi.CloseFDs(dmabufs)
+		backToFuzzBaseline(t, env.Kernel, base)
+		by.check(t)
+	})
+}
+
+// isHangUp tells recvTimeout's report of a connection the kernel closed.
+func isHangUp(err error) bool {
+	return err != nil && (err.Error() == "connection closed by the kernel" || errors.Is(err, unix.ECONNRESET))
+}
