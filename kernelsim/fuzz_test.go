@@ -496,7 +496,8 @@ func (c *ctlConn) call(op uapi.Op, payload []byte, outOfLine bool, fds ...int) (
 	}
 	pkt := make([]byte, uapi.HeaderSize, uapi.HeaderSize+len(payload))
 	h.Put(pkt)
-	return c.send(append(pkt, payload...), op, c.seq, fds...)
+	// A reply's op is the request's without the out-of-line flag.
+	return c.send(append(pkt, payload...), op&^uapi.OpOutOfLine, c.seq, fds...)
 }
 
 // send sends a packet and checks its reply against op and seq.
@@ -968,7 +969,8 @@ const (
 // FuzzClaim: a restore session opened from any SESSION_OPEN request
 // (seeded with real checkpoints' requests: BOs, drm files with arbitrary
 // handles, mappings, pending I/O and driver blobs with contexts, jobs,
-// syncobjs and timelines), pages files of any contents, the claims of its
+// syncobjs and timelines; mutated as bytes and by structured edits of
+// the request and its blobs), pages files of any contents, the claims of its
 // files and dma-bufs on new connections in a scripted way, the resume,
 // then a sequence of requests on each restored file, and the close. The
 // kernel refuses bad states with an error and never panics; a file is
@@ -976,7 +978,7 @@ const (
 // file answers; an aborted session hangs up its files; and nothing
 // outlives the session and its clients.
 func FuzzClaim(f *testing.F) {
-	f.Add([]byte{}, []byte{}, []byte{})
+	f.Add([]byte{}, []byte{}, []byte{}, []byte{})
 	blob, _ := proto.Marshal(&uapi.DriverPrivate{Version: kernelsim.DriverPrivateVersion, Driver: "amdgpu", Contexts: []*uapi.ContextState{{CtxId: 2}}})
 	one, _ := proto.Marshal(&uapi.SessionOpenRequest{
 		Bos:        []*uapi.BoState{{BoId: 1, Size: 4096, Domain: vram, Minor: 128}},
@@ -984,11 +986,11 @@ func FuzzClaim(f *testing.F) {
 		Contents:   []*uapi.BoContents{{BoId: 1}},
 		Files:      []*uapi.RestoreFile{{Inode: 5, State: &uapi.FileCheckpoint{Minor: 128, DriverPrivate: blob, Handles: []*uapi.HandleState{{Handle: 3, BoId: 1}}}}},
 	})
-	f.Add(one, make([]byte, 4096), []byte{0, 0})
+	f.Add(one, make([]byte, 4096), []byte{0, 0}, []byte{})
 	env := ksimtest.Start(f, fuzzConfig())
 	by := newBystander(f, env)
 	base := takeFuzzCensus(env.Kernel)
-	f.Fuzz(func(t *testing.T, open, pages, script []byte) {
+	f.Fuzz(func(t *testing.T, open, pages, script, edits []byte) {
 		var mode byte
 		if len(script) > 0 {
 			mode = script[0]
@@ -1001,6 +1003,23 @@ func FuzzClaim(f *testing.F) {
 		var r uapi.SessionOpenRequest
 		decoded := proto.Unmarshal(open, &r) == nil
 		if decoded {
+			// Structured edits of the request and its files' driver
+			// blobs (see fuzzing.Edit).
+			blobs := map[*uapi.FileCheckpoint]*uapi.DriverPrivate{}
+			msgs := []proto.Message{&r}
+			for _, rf := range r.Files {
+				p := &uapi.DriverPrivate{}
+				if st := rf.GetState(); st != nil && proto.Unmarshal(st.DriverPrivate, p) == nil {
+					blobs[st] = p
+					msgs = append(msgs, p)
+				}
+			}
+			fuzzing.Edit(edits, 8, msgs...)
+			for _, rf := range r.Files {
+				if p, ok := blobs[rf.GetState()]; ok {
+					rf.State.DriverPrivate, _ = proto.Marshal(p)
+				}
+			}
 			// Replayed requests are sent by the kernel itself: bound
 			// their waits as the steps' are.
 			for _, rf := range r.Files {
@@ -1083,9 +1102,16 @@ func FuzzClaim(f *testing.F) {
 			}
 			files = append(files, file{&renderConn{t: t, fd: conn, seq: 1 << 20, spare: by.dmabuf}, rf.State})
 			if mode&claimTwice != 0 {
-				again := dialRaw(t, kernelsim.RenderNodePath(env.Dir, minor))
-				again.request(uapi.OpClaimFile, 1, &uapi.ClaimFileRequest{Token: claimTok, Inode: rf.Inode})
-				again.wantErrorReply(unix.EBUSY)
+				again := dialRender(t, kernelsim.RenderNodePath(env.Dir, minor), -1)
+				pkt, err := uapi.Marshal(uapi.Header{Op: uapi.OpClaimFile, Seq: 1}, &uapi.ClaimFileRequest{Token: claimTok, Inode: rf.Inode})
+				ok(t, err)
+				ok(t, uapi.Send(again.fd, pkt))
+				h, _, rfds, err := recvTimeout(again.fd, 20*time.Second)
+				again.close()
+				uapi.CloseFDs(rfds)
+				if err != nil || h.Status != -int32(unix.EBUSY) {
+					t.Fatalf("second claim of file inode %d: status %d, %v", rf.Inode, h.Status, err)
+				}
 			}
 		}
 		inodeOf := map[uint64]uint64{} // dump-time inode -> restored dma-buf's

@@ -274,6 +274,14 @@ func writeSeeds(t *testing.T, name, dir string) {
 	}
 	ckpt := filepath.Join("drmcore", "testdata", "checkpoints", name)
 	must(t, os.RemoveAll(filepath.Join(root, ckpt)))
+	// The seeds this scenario wrote before (their names hold inodes).
+	for _, corpus := range []string{"images/testdata/fuzz/FuzzDecode", "images/testdata/fuzz/FuzzIndex", "amdgpu/testdata/fuzz/FuzzDecode",
+		"kernelsim/testdata/fuzz/FuzzClaim", "kernelsim/testdata/fuzz/FuzzControl"} {
+		old, _ := filepath.Glob(filepath.Join(root, corpus, name+"-*"))
+		for _, o := range append(old, filepath.Join(root, corpus, name)) {
+			os.Remove(o)
+		}
+	}
 	names, _ := filepath.Glob(filepath.Join(dir, "drm-*.img"))
 	for _, n := range names {
 		b, err := os.ReadFile(n)
@@ -309,7 +317,7 @@ func writeSeeds(t *testing.T, name, dir string) {
 	// FuzzClaim's script: load the pages, claim everything, resume, ask
 	// every restored file for its version, close.
 	version := fuzzing.Encode([]fuzzing.Step{{Op: uint16(uapi.OpVersion)}})
-	put("kernelsim/testdata/fuzz/FuzzClaim/"+name, fuzzing.CorpusFile(open, pages, append([]byte{0, 0}, version...)))
+	put("kernelsim/testdata/fuzz/FuzzClaim/"+name, fuzzing.CorpusFile(open, pages, append([]byte{0, 0}, version...), []byte{}))
 
 	// FuzzControl: the same restore as control requests, the pages file
 	// in a memfd (see kernelsim's fuzz_test.go for the step encoding).
