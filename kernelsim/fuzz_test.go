@@ -3,6 +3,7 @@ package kernelsim_test
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"os"
@@ -1093,12 +1094,16 @@ func FuzzClaim(f *testing.F) {
 				continue
 			}
 			// A reply the task had not read at dump follows the claim's.
-			if len(rf.State.GetIo().GetUnreadReply()) > 0 {
-				_, _, rfds, err := recvTimeout(conn, 20*time.Second)
+			if io := rf.State.GetIo(); len(io.GetUnreadReply()) > 0 {
+				pkt, rfds, err := recvPacket(conn, 20*time.Second)
+				uapi.CloseFDs(rfds)
 				if err != nil {
 					t.Fatalf("file inode %d: the unread reply: %v", rf.Inode, err)
 				}
-				uapi.CloseFDs(rfds)
+				if string(pkt) != string(io.UnreadReply) || len(rfds) != min(int(io.UnreadReplyDmabufInode), 1) {
+					t.Fatalf("file inode %d: the unread reply re-sent as %d bytes with %d fds, was %d bytes with dma-buf %d",
+						rf.Inode, len(pkt), len(rfds), len(io.UnreadReply), io.UnreadReplyDmabufInode)
+				}
 			}
 			files = append(files, file{&renderConn{t: t, fd: conn, seq: 1 << 20, spare: by.dmabuf}, rf.State})
 			if mode&claimTwice != 0 {
@@ -1196,6 +1201,30 @@ func FuzzClaim(f *testing.F) {
 		backToFuzzBaseline(t, env.Kernel, base)
 		by.check(t)
 	})
+}
+
+// recvPacket reads one packet as it is, with its descriptors.
+func recvPacket(fd int, timeout time.Duration) ([]byte, []int, error) {
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(pfd, int(timeout.Milliseconds()))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if n == 0 {
+			return nil, nil, fmt.Errorf("no packet within %v", timeout)
+		}
+		break
+	}
+	buf := make([]byte, uapi.MaxMessage)
+	n, fds, err := uapi.Recv(fd, buf, unix.MSG_DONTWAIT)
+	if err != nil {
+		return nil, nil, err
+	}
+	return buf[:n], fds, nil
 }
 
 // isHangUp tells recvTimeout's report of a connection the kernel closed.

@@ -45,9 +45,18 @@ func FuzzDecodeImage(f *testing.F) {
 	})
 }
 
+// Ways FuzzCheckpoint damages an image (how%4).
+const (
+	damageReplace = iota // its bytes are the fuzzed ones
+	damageRemove         // it is gone
+	damageDir            // a directory stands in its place
+	damageSymlink        // a symlink to another image stands in its place
+)
+
 // FuzzCheckpoint: any bytes in place of one of a checkpoint's images (DRM
-// or CRIU) make show, graph, verify, info and x report problems, never
-// panic.
+// or CRIU), or the image removed, or a directory or a symlink to another
+// image in its place, make show, graph, verify, info and x report
+// problems, never panic.
 func FuzzCheckpoint(f *testing.F) {
 	src := filepath.Join("testdata", "gpudump")
 	ents, err := os.ReadDir(src)
@@ -63,15 +72,20 @@ func FuzzCheckpoint(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(uint8(i), b)
+		f.Add(uint8(i), uint8(damageReplace), b)
 		if len(b) > 4 {
-			f.Add(uint8(i), b[:len(b)/2])
+			f.Add(uint8(i), uint8(damageReplace), b[:len(b)/2])
 			flipped := bytes.Clone(b)
 			flipped[len(b)/3] ^= 0x55
-			f.Add(uint8(i), flipped)
+			f.Add(uint8(i), uint8(damageReplace), flipped)
+		}
+		if images.KindOf(n) != images.KindUnknown {
+			f.Add(uint8(i), uint8(damageRemove), []byte{})
+			f.Add(uint8(i), uint8(damageDir), []byte{})
+			f.Add(uint8(i), uint8(damageSymlink), []byte{})
 		}
 	}
-	f.Fuzz(func(t *testing.T, which uint8, data []byte) {
+	f.Fuzz(func(t *testing.T, which, how uint8, data []byte) {
 		dir := t.TempDir()
 		for _, n := range names {
 			b, err := os.ReadFile(filepath.Join(src, n))
@@ -83,7 +97,23 @@ func FuzzCheckpoint(f *testing.F) {
 			}
 		}
 		target := names[int(which)%len(names)]
-		if err := os.WriteFile(filepath.Join(dir, target), data, 0o600); err != nil {
+		path := filepath.Join(dir, target)
+		var err error
+		switch how % 4 {
+		case damageReplace:
+			err = os.WriteFile(path, data, 0o600)
+		case damageRemove:
+			err = os.Remove(path)
+		case damageDir:
+			if err = os.Remove(path); err == nil {
+				err = os.Mkdir(path, 0o700)
+			}
+		case damageSymlink:
+			if err = os.Remove(path); err == nil {
+				err = os.Symlink(names[(int(which)+1)%len(names)], path)
+			}
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 		if c, err := load(dir); err == nil {
@@ -101,6 +131,41 @@ func FuzzCheckpoint(f *testing.F) {
 		verify(dir)
 		if images.KindOf(target) == images.KindUnknown {
 			readCriuTree(dir)
+		}
+	})
+}
+
+// FuzzEncodeImage: any JSON encodes into an image or fails with an error,
+// never panics; what encodes decodes without a warning, and encodes back
+// to the same bytes.
+func FuzzEncodeImage(f *testing.F) {
+	names, _ := filepath.Glob(filepath.Join("testdata", "gpudump", "drm-*.img"))
+	for _, n := range names {
+		b, err := os.ReadFile(n)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for i, name := range imageNames {
+			if js, err := decodeImage(name, b, func(string) {}); err == nil {
+				f.Add(uint8(i), js)
+			}
+		}
+	}
+	f.Add(uint8(0), []byte(`{"version": 2, "files": [1, 2], "bos": ["0x1"]}`))
+	f.Fuzz(func(t *testing.T, kind uint8, js []byte) {
+		name := imageNames[int(kind)%len(imageNames)]
+		data, err := encodeImage(name, js)
+		if err != nil {
+			return
+		}
+		warned := ""
+		back, err := decodeImage(name, data, func(w string) { warned = w })
+		if err != nil || warned != "" {
+			t.Fatalf("%s encoded from JSON does not decode: %v %s", name, err, warned)
+		}
+		again, err := encodeImage(name, back)
+		if err != nil || !bytes.Equal(again, data) {
+			t.Fatalf("%s: encode(decode(encode(JSON))) differs: %v", name, err)
 		}
 	})
 }
