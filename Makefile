@@ -126,14 +126,23 @@ test-containers: criu containers plugin
 # ---------------------------------------------------------------------------
 # Tests, benchmarks, the demo
 # ---------------------------------------------------------------------------
-.PHONY: test check e2e bench demo proto graphviz
+.PHONY: test check e2e bench demo proto graphviz fuzz
 
 # The README's test command: static checks, then every test with the race
 # detector, the end-to-end tests with real criu, runc and podman included
-# (provisioned first; they fail, never skip, if a tool cannot run). The
-# container tests use the plugin directory as built.
+# (provisioned first; they fail, never skip, if a tool cannot run), then a
+# short run of every fuzz target. The container tests use the plugin
+# directory as built.
 test: criu containers plugin check
 	$(GO) test -race -count=1 -timeout 30m ./...
+	@$(MAKE) --no-print-directory fuzz
+
+# Every fuzz target in turn, FUZZTIME each (a duration, or Nx inputs);
+# FUZZ=REGEXP picks targets by "package/FuzzX". See docs/FUZZING.md.
+FUZZTIME ?= 2s
+FUZZ     ?= .
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) FUZZ='$(FUZZ)' scripts/fuzz.sh
 
 check:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed" >&2; exit 1; }
