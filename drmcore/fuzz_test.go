@@ -10,10 +10,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"drmcr/drmcore/drmcoretest"
+	"drmcr/images"
+	"drmcr/internal/fuzzing"
 	"drmcr/kernelsim"
 	"drmcr/kernelsim/ksimtest"
+	"drmcr/kernelsim/uapi"
 )
 
 // seedCheckpoints are real checkpoints (internal/fuzzing writes them):
@@ -37,12 +41,14 @@ func imagesOf(t testing.TB, dir string) []string {
 	return names
 }
 
-// Ways FuzzRestore damages an image (how%4).
+// Ways FuzzRestore damages an image (how%5).
 const (
 	damageReplace = iota // its bytes are the fuzzed ones
 	damageRemove         // it is gone
 	damageDir            // a directory stands in its place
 	damageSymlink        // a symlink to another image stands in its place
+	damageEdit           // the fuzzed bytes are structured edits of its message (and driver blob)
+	damageKinds
 )
 
 // TestSeedCheckpointsRestore: the committed seed checkpoints still
@@ -72,7 +78,8 @@ func restoreFuzzConfig() kernelsim.Config {
 }
 
 // FuzzRestore: the restore hooks over a real checkpoint with one image
-// damaged (any bytes, removed, a directory or a symlink in its place)
+// damaged (any bytes, removed, a directory or a symlink in its place, or
+// structured edits of any field of its message or driver blob)
 // fail or succeed, never panic or hang; the intact checkpoint restores;
 // and whatever the restore made is gone once it is over and its files are
 // closed. The claims come in an order the input picks.
@@ -94,6 +101,7 @@ func FuzzRestore(f *testing.F) {
 		f.Add(byte(i), byte(0), byte(damageRemove), []byte{})
 		f.Add(byte(i), byte(1), byte(damageDir), []byte{})
 		f.Add(byte(i), byte(2), byte(damageSymlink), []byte{})
+		f.Add(byte(i), byte(3), byte(damageEdit), []byte{0, 0, 7, 0, 0, 0, 0, 0, 0, 0})
 	}
 	env := ksimtest.Start(f, restoreFuzzConfig())
 	base := env.Kernel.Counts()
@@ -104,7 +112,7 @@ func FuzzRestore(f *testing.F) {
 		dir := copyDir(t, src)
 		path := filepath.Join(dir, name)
 		intact := false
-		switch how % 4 {
+		switch how % damageKinds {
 		case damageReplace:
 			orig, err := os.ReadFile(path)
 			ok(t, err)
@@ -118,6 +126,28 @@ func FuzzRestore(f *testing.F) {
 		case damageSymlink:
 			ok(t, os.Remove(path))
 			ok(t, os.Symlink(names[(int(which)+1)%len(names)], path))
+		case damageEdit:
+			orig, err := os.ReadFile(path)
+			ok(t, err)
+			m, err := images.NewMessage(images.KindOf(name))
+			if err != nil || proto.Unmarshal(orig, m) != nil {
+				return // the index and pages files are no single message
+			}
+			msgs := []proto.Message{m}
+			blob := &uapi.DriverPrivate{}
+			f, isFile := m.(*images.DrmFile)
+			if isFile && proto.Unmarshal(f.GetState().GetDriverPrivate(), blob) == nil {
+				msgs = append(msgs, blob)
+			}
+			fuzzing.Edit(data, 8, msgs...)
+			if isFile && len(msgs) == 2 && f.State != nil {
+				f.State.DriverPrivate, err = proto.Marshal(blob)
+				ok(t, err)
+			}
+			b, err := proto.Marshal(m)
+			ok(t, err)
+			intact = bytes.Equal(b, orig)
+			ok(t, os.WriteFile(path, b, 0o600))
 		}
 		drmcoretest.Killed = nil
 		fds, err := drmcoretest.Restore(t, env.Dir, dir, drmcoretest.NthOrder(int(which)), false)
