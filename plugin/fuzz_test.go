@@ -11,8 +11,9 @@ import (
 )
 
 // FuzzSettings: any config file is read or refused with a message naming
-// the file and line, never panics; criu's environment wins over the file
-// and every setting read is a known one.
+// the file and line, never panics; criu's environment wins over the file,
+// every setting read is a known one, and the plugin's configuration made
+// of them has positive timeouts or is refused naming the setting.
 func FuzzSettings(f *testing.F) {
 	f.Add([]byte("# settings\n\nKERNELSIM_RUNTIME_DIR = /srv/ksim\nDRMCR_PAUSE_TIMEOUT=9s\n"))
 	f.Add([]byte("DRMCR_PAUSE_TIMOUT=9s\n"))
@@ -42,6 +43,13 @@ func FuzzSettings(f *testing.F) {
 			if !slices.Contains(drmcore.Settings, name) {
 				t.Fatalf("unknown setting %q read", name)
 			}
+		}
+		cfg, err := drmcore.ConfigFromEnv(drmcore.Config{}, get)
+		switch {
+		case err != nil && !strings.Contains(err.Error(), "DRMCR_"):
+			t.Fatalf("error does not name the setting: %v", err)
+		case err == nil && (cfg.PauseTimeout <= 0 || cfg.ResumeTimeout <= 0 || cfg.RuntimeDir == ""):
+			t.Fatalf("configuration %+v", cfg)
 		}
 	})
 }

@@ -42,9 +42,13 @@ while read -r dir name; do
 	# The last progress line: "fuzz: elapsed: 2s, execs: 1234 (617/sec), ...".
 	line=$(grep -E '^fuzz: elapsed: .*execs: [0-9]+' "$log" | tail -n 1 || true)
 	execs=$(sed -E 's/.*execs: ([0-9]+).*/\1/' <<<"$line")
-	secs=$(sed -E 's/^fuzz: elapsed: ([0-9hm.]+)s.*/\1/' <<<"$line")
+	# go prints the elapsed time as 59s, 1m0s or 1h2m3s.
+	secs=0
+	if [[ $line =~ elapsed:\ (([0-9]+)h)?(([0-9]+)m)?([0-9]+)s ]]; then
+		secs=$((${BASH_REMATCH[2]:-0} * 3600 + ${BASH_REMATCH[4]:-0} * 60 + ${BASH_REMATCH[5]}))
+	fi
 	rate=-
-	if [[ -n $execs && $secs =~ ^[0-9]+$ && $secs -gt 0 ]]; then
+	if [[ -n $execs ]] && ((secs > 0)); then
 		rate=$((execs / secs))
 	fi
 	printf '%-40s %7ss %10s %8s %s\n' "$dir/$name" "$((SECONDS - t0))" "${execs:--}" "$rate" "$status"

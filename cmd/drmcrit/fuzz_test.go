@@ -136,8 +136,9 @@ func FuzzCheckpoint(f *testing.F) {
 }
 
 // FuzzEncodeImage: any JSON encodes into an image or fails with an error,
-// never panics; what encodes decodes without a warning, and encodes back
-// to the same bytes.
+// never panics; what encodes decodes (with a warning if, say, its version
+// is not this format's: encode makes such images on purpose) and encodes
+// back to the same bytes.
 func FuzzEncodeImage(f *testing.F) {
 	names, _ := filepath.Glob(filepath.Join("testdata", "gpudump", "drm-*.img"))
 	for _, n := range names {
@@ -158,10 +159,9 @@ func FuzzEncodeImage(f *testing.F) {
 		if err != nil {
 			return
 		}
-		warned := ""
-		back, err := decodeImage(name, data, func(w string) { warned = w })
-		if err != nil || warned != "" {
-			t.Fatalf("%s encoded from JSON does not decode: %v %s", name, err, warned)
+		back, err := decodeImage(name, data, func(string) {})
+		if err != nil {
+			t.Fatalf("%s encoded from JSON does not decode: %v", name, err)
 		}
 		again, err := encodeImage(name, back)
 		if err != nil || !bytes.Equal(again, data) {
