@@ -9,7 +9,8 @@
 # runs with every `go test` from then on. See docs/FUZZING.md.
 #
 # Environment: FUZZTIME (a duration, or Nx for N inputs), FUZZ (a regular
-# expression: only the targets whose "package/FuzzX" matches), GO.
+# expression: only the targets whose "package/FuzzX" matches),
+# FUZZMINIMIZETIME (1s), FUZZTIMEOUT (go test's -timeout, 1h), GO.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,8 @@ FUZZ=${FUZZ:-.}
 # Minimizing a new interesting input can take go test's default of a
 # minute, without any input tried meanwhile: far more than a short run.
 MINIMIZE=${FUZZMINIMIZETIME:-1s}
+# go test's own timeout (10m by default) would end a long run.
+TIMEOUT=${FUZZTIMEOUT:-1h}
 
 targets=$(grep -rHo --include='*_test.go' -E '^func Fuzz[A-Za-z0-9_]+\(' . |
 	sed -E 's#^\./(.*)/[^/]*_test\.go:func (Fuzz[A-Za-z0-9_]+)\($#\1 \2#' | sort -u)
@@ -33,8 +36,12 @@ while read -r dir name; do
 	total=$((total + 1))
 	log=$(mktemp)
 	t0=$SECONDS
-	if "$GO" test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "$MINIMIZE" "./$dir" >"$log" 2>&1; then
+	if "$GO" test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "$MINIMIZE" -timeout "$TIMEOUT" "./$dir" >"$log" 2>&1; then
 		status=ok
+	elif grep -q '^    context deadline exceeded$' "$log" && ! grep -qE 'Failing input written|^panic:|seed corpus entry' "$log"; then
+		# Go's own race at the end of a timed run (go.dev/issue/75804,
+		# fixed in Go 1.27): the target failed on nothing.
+		status="ok (go#75804)"
 	else
 		status=FAILED
 		failed+=("$dir/$name")
