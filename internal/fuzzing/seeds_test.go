@@ -395,13 +395,6 @@ func waitCounts(t *testing.T, env *ksimtest.Env, base kernelsim.Counts) {
 	}
 }
 
-func inode(t *testing.T, fd int) uint64 {
-	t.Helper()
-	var st unix.Stat_t
-	must(t, unix.Fstat(fd, &st))
-	return st.Ino
-}
-
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
