@@ -7,6 +7,7 @@ import (
 	"io"
 	"log"
 	"os"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -71,17 +72,22 @@ func takeFuzzCensus(k *kernelsim.Kernel) fuzzCensus {
 }
 
 // backToFuzzBaseline waits until every object and byte of BO memory the
-// fuzzed clients made is gone.
-func backToFuzzBaseline(t *testing.T, k *kernelsim.Kernel, base fuzzCensus) {
+// fuzzed clients made is gone, and every goroutine the kernel started for
+// them (goroutines is the count before the input ran).
+func backToFuzzBaseline(t *testing.T, k *kernelsim.Kernel, base fuzzCensus, goroutines int) {
 	t.Helper()
 	var now fuzzCensus
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if now = takeFuzzCensus(k); now == base {
+		if now = takeFuzzCensus(k); now == base && runtime.NumGoroutine() <= goroutines {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("leaked: now %+v, baseline %+v", now, base)
+			if now != base {
+				t.Fatalf("leaked: now %+v, baseline %+v", now, base)
+			}
+			buf := make([]byte, 1<<20)
+			t.Fatalf("leaked goroutines: %d, %d before\n%s", runtime.NumGoroutine(), goroutines, buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -446,13 +452,14 @@ func FuzzRequestSequence(f *testing.F) {
 	by := newBystander(f, env)
 	base := takeFuzzCensus(env.Kernel)
 	f.Fuzz(func(t *testing.T, dev byte, data []byte) {
+		goroutines := runtime.NumGoroutine()
 		c := dialRender(t, kernelsim.RenderNodePath(env.Dir, 128+uint32(dev&1)), by.dmabuf)
 		for _, s := range fuzzing.Decode(data, 64) {
 			c.step(s)
 		}
 		c.alive()
 		c.close()
-		backToFuzzBaseline(t, env.Kernel, base)
+		backToFuzzBaseline(t, env.Kernel, base, goroutines)
 		by.check(t)
 	})
 }
@@ -868,6 +875,7 @@ func FuzzControl(f *testing.F) {
 	by := newBystander(f, env)
 	base := takeFuzzCensus(env.Kernel)
 	f.Fuzz(func(t *testing.T, data []byte) {
+		goroutines := runtime.NumGoroutine()
 		h := newHarness(t, env)
 		c := dialControl(t, env)
 		var claimed []int
@@ -937,7 +945,7 @@ func FuzzControl(f *testing.F) {
 		}
 		h.usable(t, env)
 		h.close()
-		backToFuzzBaseline(t, env.Kernel, base)
+		backToFuzzBaseline(t, env.Kernel, base, goroutines)
 		by.check(t)
 	})
 }
@@ -992,6 +1000,7 @@ func FuzzClaim(f *testing.F) {
 	by := newBystander(f, env)
 	base := takeFuzzCensus(env.Kernel)
 	f.Fuzz(func(t *testing.T, open, pages, script, edits []byte) {
+		goroutines := runtime.NumGoroutine()
 		var mode byte
 		if len(script) > 0 {
 			mode = script[0]
@@ -1037,7 +1046,7 @@ func FuzzClaim(f *testing.F) {
 		reply, errno := c.call(uapi.OpSessionOpen, open, len(open) > 60<<10)
 		if errno != 0 {
 			c.close()
-			backToFuzzBaseline(t, env.Kernel, base)
+			backToFuzzBaseline(t, env.Kernel, base, goroutines)
 			return
 		}
 		if !decoded {
@@ -1198,7 +1207,7 @@ func FuzzClaim(f *testing.F) {
 			fl.close()
 		}
 		uapi.CloseFDs(dmabufs)
-		backToFuzzBaseline(t, env.Kernel, base)
+		backToFuzzBaseline(t, env.Kernel, base, goroutines)
 		by.check(t)
 	})
 }
