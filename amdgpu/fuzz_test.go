@@ -12,8 +12,9 @@ import (
 
 // FuzzDecode: any bytes as a driver blob decode or fail, never panic; a
 // blob that decodes is an amdgpu blob of a version this sub-plugin reads,
-// with consistent jobs; dumping and restoring a file with that blob
-// agree with Decode. The seed corpus (testdata/fuzz) holds the blobs of
+// with consistent jobs; the driver's check of the blob (CheckFile) names
+// the image in each problem and refuses what does not decode; dumping
+// and restoring a file with that blob agree with Decode. The seed corpus (testdata/fuzz) holds the blobs of
 // real checkpoints (see internal/fuzzing).
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte{})
@@ -23,7 +24,20 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, blob []byte) {
 		p := amdgpu.New()
 		priv, err := amdgpu.Decode(blob)
-		cp := &uapi.FileCheckpoint{Driver: amdgpu.Driver, DriverPrivate: blob}
+		cp := &uapi.FileCheckpoint{Driver: amdgpu.Driver, DriverPrivate: blob,
+			Handles: []*uapi.HandleState{{Handle: 1, BoId: 1}, {Handle: 2, BoId: 2}}, Bos: []*uapi.BoState{{BoId: 1, Size: 4096}, {BoId: 2, Size: 8192}}}
+		// The driver's check of the blob: problems naming the image, never
+		// a panic; a blob that does not decode is one.
+		bos := map[uint64]*uapi.BoState{1: cp.Bos[0], 2: cp.Bos[1]}
+		probs := p.CheckFile(&images.DrmFile{Version: images.Version, Inode: 7, Driver: amdgpu.Driver, DriverVersion: 1, State: cp}, func(id uint64) *uapi.BoState { return bos[id] })
+		for _, pr := range probs {
+			if pr.Image != images.FileName(7) || pr.Msg == "" {
+				t.Fatalf("problem %+v", pr)
+			}
+		}
+		if err != nil && len(probs) == 0 {
+			t.Fatalf("CheckFile passed a blob Decode refuses: %v", err)
+		}
 		img, derr := p.DumpFile(7, 1, cp)
 		if (err == nil) != (derr == nil) {
 			t.Fatalf("Decode says %v, DumpFile says %v", err, derr)

@@ -41,7 +41,10 @@ func imagesOf(t testing.TB, dir string) []string {
 	return names
 }
 
-// Ways FuzzRestore damages an image (how%5).
+// Ways FuzzRestore damages an image ((how&0x7f)%damageKinds); how&0x80
+// reseals a replaced or edited image, as `drmcrit encode --reseal` does
+// for an image edited on purpose, so that the checks past the seals see
+// the damage.
 const (
 	damageReplace = iota // its bytes are the fuzzed ones
 	damageRemove         // it is gone
@@ -58,7 +61,7 @@ func TestSeedCheckpointsRestore(t *testing.T) {
 	env := ksimtest.Start(t, restoreFuzzConfig())
 	base := env.Kernel.Counts()
 	for _, dir := range seedCheckpoints(t) {
-		fds, err := drmcoretest.Restore(t, env.Dir, copyDir(t, dir), drmcoretest.Concurrently, false)
+		fds, err := drmcoretest.Restore(t, env.Dir, copyImages(t, dir), drmcoretest.Concurrently, false)
 		if err != nil {
 			t.Fatalf("seed checkpoint %s: %v", dir, err)
 		}
@@ -96,12 +99,14 @@ func FuzzRestore(f *testing.F) {
 				flipped := bytes.Clone(b)
 				flipped[len(b)/2] ^= 0x20
 				f.Add(byte(i), byte(j), byte(damageReplace), flipped)
+				f.Add(byte(i), byte(j), byte(damageReplace|0x80), flipped)
 			}
 		}
 		f.Add(byte(i), byte(0), byte(damageRemove), []byte{})
 		f.Add(byte(i), byte(1), byte(damageDir), []byte{})
 		f.Add(byte(i), byte(2), byte(damageSymlink), []byte{})
 		f.Add(byte(i), byte(3), byte(damageEdit), []byte{0, 0, 7, 0, 0, 0, 0, 0, 0, 0})
+		f.Add(byte(i), byte(3), byte(damageEdit|0x80), []byte{0, 0, 7, 0, 0, 0, 0, 0, 0, 0})
 	}
 	env := ksimtest.Start(f, restoreFuzzConfig())
 	base := env.Kernel.Counts()
@@ -109,10 +114,11 @@ func FuzzRestore(f *testing.F) {
 		src := dirs[int(ckpt)%len(dirs)]
 		names := imagesOf(t, src)
 		name := names[int(which)%len(names)]
-		dir := copyDir(t, src)
+		dir := copyImages(t, src)
 		path := filepath.Join(dir, name)
 		intact := false
-		switch how % damageKinds {
+		kind := (how & 0x7f) % damageKinds
+		switch kind {
 		case damageReplace:
 			orig, err := os.ReadFile(path)
 			ok(t, err)
@@ -149,6 +155,12 @@ func FuzzRestore(f *testing.F) {
 			intact = bytes.Equal(b, orig)
 			ok(t, os.WriteFile(path, b, 0o600))
 		}
+		if how&0x80 != 0 && (kind == damageReplace || kind == damageEdit) {
+			d, err := images.OpenDir(dir)
+			ok(t, err)
+			d.Reseal(name) // fails for a pages file, which is not sealed
+			d.Close()
+		}
 		drmcoretest.Killed = nil
 		fds, err := drmcoretest.Restore(t, env.Dir, dir, drmcoretest.NthOrder(int(which)), false)
 		if intact && err != nil {
@@ -168,8 +180,8 @@ func ok(t testing.TB, err error) {
 	}
 }
 
-// copyDir copies a checkpoint into a new directory.
-func copyDir(t testing.TB, src string) string {
+// copyImages copies a checkpoint into a new directory.
+func copyImages(t testing.TB, src string) string {
 	dir := t.TempDir()
 	for _, name := range imagesOf(t, src) {
 		b, err := os.ReadFile(filepath.Join(src, name))

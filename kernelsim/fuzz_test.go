@@ -146,6 +146,8 @@ var renderReplies = map[uapi.Op]func() proto.Message{
 	uapi.OpSwSyncInc:       func() proto.Message { return &uapi.Empty{} },
 	uapi.OpClaimFile:       func() proto.Message { return &uapi.Empty{} },
 	uapi.OpClaimDmaBuf:     func() proto.Message { return &uapi.Empty{} },
+	uapi.OpClaimChannel:    func() proto.Message { return &uapi.Empty{} },
+	uapi.OpAttach:          func() proto.Message { return &uapi.AttachReply{} },
 }
 
 // controlReplies is the reply of each control op.
@@ -161,6 +163,8 @@ var controlReplies = map[uapi.Op]func() proto.Message{
 	uapi.OpSessionResume:    func() proto.Message { return &uapi.Empty{} },
 	uapi.OpSessionClose:     func() proto.Message { return &uapi.Empty{} },
 	uapi.OpDebug:            func() proto.Message { return &uapi.DebugReply{} },
+	uapi.OpDevices:          func() proto.Message { return &uapi.DevicesReply{} },
+	uapi.OpCheckpointIo:     func() proto.Message { return &uapi.PendingIO{} },
 }
 
 // checkReply checks one reply against the request it answers (op and seq
@@ -231,22 +235,27 @@ func sanitize(op uapi.Op, payload []byte) []byte {
 
 // What a step of a render-node sequence does around its request.
 const (
-	stepFDs      = 3  // descriptors sent: 1 a dma-buf, 2 a pipe, 3 both
+	stepFDs      = 3  // the descriptor sent (stepFD*)
 	stepRaw      = 4  // the payload is the whole packet
 	stepBadVer   = 8  // a header of another protocol version
 	stepHangUp   = 16 // hang up right after sending
-	stepFDDmaBuf = 1
-	stepFDPipe   = 2
+	stepPipeToo  = 32 // a pipe besides (two descriptors)
+	stepOnPeer   = 64 // send on the peer connection instead
+	stepFDDmaBuf = 1  // a dma-buf: the last one received, or a bystander's
+	stepFDPipe   = 2  // a pipe's read end
+	stepFDPeer   = 3  // the peer connection's client socket (what ATTACH takes)
 )
 
-// renderConn is one drm file driven by a fuzzed sequence of requests.
+// renderConn is one connection to a render node (a drm file, or a reply
+// channel attached to one) driven by a fuzzed sequence of requests.
 type renderConn struct {
 	t       *testing.T
 	fd      int
 	seq     uint32
 	dmabufs []int // received; sent back in later requests
 	spare   int   // a dma-buf fd to send before any was received
-	gone    bool  // hung up
+	peer    *renderConn
+	gone    bool // hung up
 }
 
 func dialRender(t *testing.T, path string, spare int) *renderConn {
@@ -269,6 +278,11 @@ func (c *renderConn) close() {
 func (c *renderConn) step(s fuzzing.Step) {
 	t := c.t
 	t.Helper()
+	if s.Flags&stepOnPeer != 0 && c.peer != nil {
+		s.Flags &^= stepOnPeer
+		c.peer.step(s)
+		return
+	}
 	if c.gone {
 		return
 	}
@@ -292,25 +306,35 @@ func (c *renderConn) step(s fuzzing.Step) {
 		h.Put(pkt)
 		pkt = append(pkt, sanitize(h.Op, s.Payload)...)
 	}
-	if len(pkt) == 0 && s.Flags&stepFDs != 0 {
-		op, seq = 0, 0 // the byte unix.Sendmsg adds is no header
+	var fds, pipes []int
+	pipe := func() {
+		var p [2]int
+		ok(t, unix.Pipe2(p[:], unix.O_CLOEXEC))
+		fds = append(fds, p[0])
+		pipes = append(pipes, p[0], p[1])
 	}
-	var fds []int
-	pipeW := -1
-	if s.Flags&stepFDDmaBuf != 0 {
+	switch s.Flags & stepFDs {
+	case stepFDDmaBuf:
 		fd := c.spare
 		if n := len(c.dmabufs); n > 0 {
 			fd = c.dmabufs[n-1]
 		}
-		fds = append(fds, fd)
+		if fd >= 0 {
+			fds = append(fds, fd)
+		}
+	case stepFDPipe:
+		pipe()
+	case stepFDPeer:
+		if c.peer != nil && !c.peer.gone {
+			fds = append(fds, c.peer.fd)
+		}
 	}
-	if s.Flags&stepFDPipe != 0 {
-		var p [2]int
-		ok(t, unix.Pipe2(p[:], unix.O_CLOEXEC))
-		fds = append(fds, p[0])
-		defer unix.Close(p[0])
-		defer unix.Close(p[1])
-		pipeW = p[1]
+	if s.Flags&stepPipeToo != 0 {
+		pipe()
+	}
+	defer uapi.CloseFDs(pipes)
+	if len(pkt) == 0 && len(fds) > 0 {
+		op, seq = 0, 0 // the byte unix.Sendmsg adds is no header
 	}
 	if err := uapi.Send(c.fd, pkt, fds...); err != nil {
 		if errors.Is(err, unix.EMSGSIZE) || errors.Is(err, unix.ENOBUFS) {
@@ -333,9 +357,12 @@ func (c *renderConn) step(s fuzzing.Step) {
 		t.Fatalf("%v succeeded with %d descriptors", op, len(rfds))
 	}
 	c.dmabufs = append(c.dmabufs, rfds...)
-	if pipeW >= 0 {
-		unix.Close(fds[len(fds)-1])
-		if !readEndClosedEverywhere(pipeW) {
+	// The kernel keeps no descriptor it was sent: with our read ends
+	// closed, the pipes are broken.
+	for i := 0; i < len(pipes); i += 2 {
+		unix.Close(pipes[i])
+		pipes[i] = -1
+		if !readEndClosedEverywhere(pipes[i+1]) {
 			t.Fatalf("the kernel kept the pipe sent with %v", op)
 		}
 	}
@@ -431,6 +458,23 @@ func renderSeeds() [][]fuzzing.Step {
 			req(uapi.OpGemClose, &uapi.GemCloseRequest{Handle: 1}),
 		},
 		{
+			req(uapi.OpAttach, &uapi.AttachRequest{}, stepFDPeer),
+			req(uapi.OpGemCreate, &uapi.GemCreateRequest{Size: 4096, Domain: vram}),
+			req(uapi.OpGemInfo, &uapi.GemInfoRequest{Handle: 1}, stepOnPeer),
+			req(uapi.OpSyncobjCreate, &uapi.SyncobjCreateRequest{}, stepOnPeer),
+			req(uapi.OpSyncobjWait, &uapi.SyncobjWaitRequest{Handles: []uint32{1}, TimeoutNs: -1, WaitForSubmit: true}),
+			req(uapi.OpSyncobjSignal, &uapi.SyncobjHandleRequest{Handle: 1}, stepOnPeer),
+			req(uapi.OpGemClose, &uapi.GemCloseRequest{Handle: 1}, stepOnPeer),
+			req(uapi.OpGemInfo, &uapi.GemInfoRequest{Handle: 1}),
+			req(uapi.OpAttach, &uapi.AttachRequest{}, stepFDPeer|stepOnPeer),
+		},
+		{
+			req(uapi.OpGemCreate, &uapi.GemCreateRequest{Size: 4096, Domain: vram}),
+			req(uapi.OpAttach, &uapi.AttachRequest{}, stepFDPeer|stepPipeToo),
+			req(uapi.OpAttach, &uapi.AttachRequest{}, stepFDPipe|stepOnPeer),
+			req(uapi.OpClaimChannel, &uapi.ClaimChannelRequest{Token: make([]byte, 16), Inode: 1}, stepOnPeer),
+		},
+		{
 			req(uapi.OpClaimFile, &uapi.ClaimFileRequest{Token: make([]byte, 16), Inode: 1}),
 			req(uapi.OpClaimDmaBuf, &uapi.ClaimDmaBufRequest{Inode: 1}),
 			req(uapi.OpVersion, &uapi.VersionRequest{}, stepBadVer),
@@ -443,7 +487,9 @@ func renderSeeds() [][]fuzzing.Step {
 }
 
 // FuzzRequestSequence: any sequence of requests, with or without
-// descriptors, on one drm file of either device.
+// descriptors, on two connections to a render node of either device: two
+// drm files, or, after an ATTACH of one to the other's socket, a drm
+// file and its reply channel.
 func FuzzRequestSequence(f *testing.F) {
 	for i, s := range renderSeeds() {
 		f.Add(byte(i), fuzzing.Encode(s))
@@ -453,12 +499,19 @@ func FuzzRequestSequence(f *testing.F) {
 	base := takeFuzzCensus(env.Kernel)
 	f.Fuzz(func(t *testing.T, dev byte, data []byte) {
 		goroutines := runtime.NumGoroutine()
-		c := dialRender(t, kernelsim.RenderNodePath(env.Dir, 128+uint32(dev&1)), by.dmabuf)
+		node := kernelsim.RenderNodePath(env.Dir, 128+uint32(dev&1))
+		c := dialRender(t, node, by.dmabuf)
+		// The peer: another drm file of the device, or, once attached,
+		// the fuzzed connection becomes a reply channel of it.
+		peer := dialRender(t, node, by.dmabuf)
+		c.peer, peer.peer = peer, c
 		for _, s := range fuzzing.Decode(data, 64) {
 			c.step(s)
 		}
 		c.alive()
+		peer.alive()
 		c.close()
+		peer.close()
 		backToFuzzBaseline(t, env.Kernel, base, goroutines)
 		by.check(t)
 	})
@@ -556,18 +609,20 @@ func sealedMemfd(t *testing.T, b []byte) int {
 // Pseudo-ops of FuzzControl: a claim on a new render-node connection, so
 // that claims interleave with the control requests.
 const (
-	opClaimFile   = 0xc1a1
-	opClaimDmaBuf = 0xc1a2
+	opClaimFile    = 0xc1a1
+	opClaimDmaBuf  = 0xc1a2
+	opClaimChannel = 0xc1a3
 )
 
 // What a step of FuzzControl does around its request.
 const (
-	ctlFDs         = 3  // descriptors sent: 1 a memfd of the tail, 2 a pipe, 3 both
-	ctlOutOfLine   = 4  // the request travels out of line
-	ctlRaw         = 8  // the request is the whole packet
-	ctlAsIs        = 16 // no substitution of ids and tokens
-	ctlHangUp      = 32 // hang up the control connection after the step
-	ctlOtherDevice = 64 // claims go to renderD129
+	ctlFDs         = 3   // descriptors sent: 1 a memfd of the tail, 2 a pipe, 3 both
+	ctlOutOfLine   = 4   // the request travels out of line
+	ctlRaw         = 8   // the request is the whole packet
+	ctlAsIs        = 16  // no substitution of ids and tokens
+	ctlHangUp      = 32  // hang up the control connection after the step
+	ctlOtherDevice = 64  // claims go to renderD129
+	ctlFDSocket    = 128 // also the harness's first file's client socket (CHECKPOINT_IO's)
 	ctlFDMemfd     = 1
 	ctlFDPipe      = 2
 )
@@ -772,6 +827,21 @@ func (c *ctlConn) substitute(op uint16, raw []byte, h *harness) []byte {
 		}
 		r.Token = token(r.Token)
 		m = r
+	case opClaimChannel:
+		r := &uapi.ClaimChannelRequest{}
+		if proto.Unmarshal(raw, r) != nil {
+			return nil
+		}
+		r.Token = token(r.Token)
+		m = r
+	case uapi.OpCheckpointIo:
+		r := &uapi.CheckpointIoRequest{}
+		if proto.Unmarshal(raw, r) != nil {
+			return nil
+		}
+		r.FileId = pick(r.FileId, h.files)
+		r.Inode = pick(r.Inode, h.inodes[:2])
+		m = r
 	default:
 		return nil
 	}
@@ -835,7 +905,10 @@ func controlSeeds() [][]fuzzing.Step {
 			c(uapi.OpPause, &uapi.PauseRequest{FileIds: []uint64{0, 1}, TimeoutNs: int64(time.Second)}, 0),
 			c(uapi.OpCheckpointFile, &uapi.CheckpointFileRequest{FileId: 0}, 0),
 			c(uapi.OpCheckpointFile, &uapi.CheckpointFileRequest{FileId: 1}, 0),
+			c(uapi.OpCheckpointIo, &uapi.CheckpointIoRequest{FileId: 0, Inode: 0}, ctlFDSocket),
+			c(uapi.OpCheckpointIo, &uapi.CheckpointIoRequest{FileId: 1, Inode: 0}, ctlFDSocket|ctlFDPipe),
 			c(uapi.OpCheckpointDmaBuf, &uapi.CheckpointDmaBufRequest{Inode: 0}, 0),
+			c(uapi.OpDevices, &uapi.DevicesRequest{}, 0),
 			c(uapi.OpCheckpointBos, &uapi.CheckpointBosRequest{BoIds: []uint64{0, 1, 3}}, ctlFDMemfd),
 			c(uapi.OpResume, &uapi.ResumeRequest{FileIds: []uint64{0, 1}}, 0),
 			c(uapi.OpDebug, &uapi.DebugRequest{}, 0),
@@ -889,14 +962,10 @@ func FuzzControl(f *testing.F) {
 					reqb = b
 				}
 			}
-			if s.Op == opClaimFile || s.Op == opClaimDmaBuf {
+			if op, isClaim := map[uint16]uapi.Op{opClaimFile: uapi.OpClaimFile, opClaimDmaBuf: uapi.OpClaimDmaBuf, opClaimChannel: uapi.OpClaimChannel}[s.Op]; isClaim {
 				minor := uint32(128)
 				if s.Flags&ctlOtherDevice != 0 {
 					minor = 129
-				}
-				op := uapi.OpClaimFile
-				if s.Op == opClaimDmaBuf {
-					op = uapi.OpClaimDmaBuf
 				}
 				conn, db := claim(t, env, op, reqb, minor)
 				for _, fd := range []int{conn, db} {
@@ -907,7 +976,7 @@ func FuzzControl(f *testing.F) {
 				continue
 			}
 			var fds []int
-			pipeW := -1
+			pipeR, pipeW := -1, -1
 			if s.Flags&ctlFDMemfd != 0 {
 				mfd := memfdOf(t, tail)
 				defer unix.Close(mfd)
@@ -918,7 +987,10 @@ func FuzzControl(f *testing.F) {
 				ok(t, unix.Pipe2(p[:], unix.O_CLOEXEC))
 				defer unix.Close(p[1])
 				fds = append(fds, p[0])
-				pipeW = p[1]
+				pipeR, pipeW = p[0], p[1]
+			}
+			if s.Flags&ctlFDSocket != 0 {
+				fds = append(fds, h.a.FD())
 			}
 			if s.Flags&ctlRaw != 0 {
 				op, seq := uapi.Op(0), uint32(0)
@@ -930,7 +1002,7 @@ func FuzzControl(f *testing.F) {
 				c.call(uapi.Op(s.Op), reqb, s.Flags&ctlOutOfLine != 0, fds...)
 			}
 			if pipeW >= 0 {
-				unix.Close(fds[len(fds)-1])
+				unix.Close(pipeR)
 				if !readEndClosedEverywhere(pipeW) {
 					t.Fatalf("the kernel kept the pipe sent with %v", uapi.Op(s.Op))
 				}
@@ -1032,11 +1104,20 @@ func FuzzClaim(f *testing.F) {
 			}
 			// Replayed requests are sent by the kernel itself: bound
 			// their waits as the steps' are.
+			ios := []*uapi.PendingIO{}
 			for _, rf := range r.Files {
-				if io := rf.GetState().GetIo(); io != nil && len(io.Request) >= uapi.HeaderSize {
-					if h, err := uapi.ParseHeader(io.Request); err == nil {
-						io.Request = append(io.Request[:uapi.HeaderSize:uapi.HeaderSize], sanitize(h.Op, io.Request[uapi.HeaderSize:])...)
-					}
+				ios = append(ios, rf.GetState().GetIo())
+			}
+			for _, rc := range r.Channels {
+				ios = append(ios, rc.GetIo())
+			}
+			for _, io := range ios {
+				if io == nil {
+					continue
+				}
+				io.Request = sanitizePacket(io.Request)
+				for _, rq := range io.Requests {
+					rq.Packet = sanitizePacket(rq.Packet)
 				}
 			}
 			if b, err := proto.Marshal(&r); err == nil {
@@ -1053,8 +1134,8 @@ func FuzzClaim(f *testing.F) {
 			t.Fatal("SESSION_OPEN accepted a request that does not decode")
 		}
 		sr := reply.(*uapi.SessionOpenReply)
-		if len(sr.FileSockets) != len(r.Files) || len(sr.DmabufSockets) != len(r.Dmabufs) || len(sr.Token) == 0 {
-			t.Fatalf("SESSION_OPEN reply %v for %d files and %d dma-bufs", sr, len(r.Files), len(r.Dmabufs))
+		if len(sr.FileSockets) != len(r.Files) || len(sr.DmabufSockets) != len(r.Dmabufs) || len(sr.ChannelSockets) != len(r.Channels) || len(sr.Token) == 0 {
+			t.Fatalf("SESSION_OPEN reply %v for %d files, %d dma-bufs and %d channels", sr, len(r.Files), len(r.Dmabufs), len(r.Channels))
 		}
 		token := sr.Token
 		ctlReq := func(op uapi.Op, m proto.Message, fds ...int) syscall.Errno {
@@ -1080,54 +1161,72 @@ func FuzzClaim(f *testing.F) {
 		if mode&claimBadToken != 0 {
 			claimTok = []byte("not a session token")
 		}
-		type file struct {
+		// conns are the claimed files and reply channels: what each had in
+		// flight is the kernel's to send and replay.
+		type claimed struct {
 			*renderConn
-			state *uapi.FileCheckpoint
+			io *uapi.PendingIO
 		}
-		var files []file
-		var dmabufs []int
-		for i, rf := range r.Files[:min(len(r.Files), 8)] {
-			minor := rf.GetState().GetMinor()
-			if i == 0 && mode&claimWrongDev != 0 {
-				minor ^= 1
+		var conns []claimed
+		claimConn := func(op uapi.Op, ino uint64, minor uint32, io *uapi.PendingIO) {
+			var b []byte
+			if op == uapi.OpClaimFile {
+				b, _ = proto.Marshal(&uapi.ClaimFileRequest{Token: claimTok, Inode: ino})
+			} else {
+				b, _ = proto.Marshal(&uapi.ClaimChannelRequest{Token: claimTok, Inode: ino})
 			}
-			if kernelsim.RenderNodePath(env.Dir, minor) != sr.FileSockets[i] && mode&claimWrongDev == 0 {
-				t.Fatalf("file inode %d of renderD%d is to be claimed at %s", rf.Inode, rf.GetState().GetMinor(), sr.FileSockets[i])
-			}
-			if env.Kernel.Device(minor) == nil {
-				continue
-			}
-			b, _ := proto.Marshal(&uapi.ClaimFileRequest{Token: claimTok, Inode: rf.Inode})
-			conn, _ := claim(t, env, uapi.OpClaimFile, b, minor)
+			conn, _ := claim(t, env, op, b, minor)
 			if conn < 0 {
-				continue
+				return
 			}
-			// A reply the task had not read at dump follows the claim's.
-			if io := rf.State.GetIo(); len(io.GetUnreadReply()) > 0 {
+			// The replies the task had not read at dump follow the
+			// claim's, as they were, oldest first.
+			_, replies := pendingLists(io)
+			for _, want := range replies {
 				pkt, rfds, err := recvPacket(conn, 20*time.Second)
 				uapi.CloseFDs(rfds)
 				if err != nil {
-					t.Fatalf("file inode %d: the unread reply: %v", rf.Inode, err)
+					t.Fatalf("%v of inode %d: an unread reply: %v", op, ino, err)
 				}
-				if string(pkt) != string(io.UnreadReply) || len(rfds) != min(int(io.UnreadReplyDmabufInode), 1) {
-					t.Fatalf("file inode %d: the unread reply re-sent as %d bytes with %d fds, was %d bytes with dma-buf %d",
-						rf.Inode, len(pkt), len(rfds), len(io.UnreadReply), io.UnreadReplyDmabufInode)
+				if string(pkt) != string(want.Packet) || len(rfds) != min(int(want.DmabufInode), 1) {
+					t.Fatalf("%v of inode %d: an unread reply re-sent as %d bytes with %d fds, was %d bytes with dma-buf %d",
+						op, ino, len(pkt), len(rfds), len(want.Packet), want.DmabufInode)
 				}
 			}
-			files = append(files, file{&renderConn{t: t, fd: conn, seq: 1 << 20, spare: by.dmabuf}, rf.State})
+			conns = append(conns, claimed{&renderConn{t: t, fd: conn, seq: 1 << 20, spare: by.dmabuf}, io})
 			if mode&claimTwice != 0 {
 				again := dialRender(t, kernelsim.RenderNodePath(env.Dir, minor), -1)
-				pkt, err := uapi.Marshal(uapi.Header{Op: uapi.OpClaimFile, Seq: 1}, &uapi.ClaimFileRequest{Token: claimTok, Inode: rf.Inode})
+				pkt, err := uapi.Marshal(uapi.Header{Op: op, Seq: 1}, protoOf(op, claimTok, ino))
 				ok(t, err)
 				ok(t, uapi.Send(again.fd, pkt))
 				h, _, rfds, err := recvTimeout(again.fd, 20*time.Second)
 				again.close()
 				uapi.CloseFDs(rfds)
 				if err != nil || h.Status != -int32(unix.EBUSY) {
-					t.Fatalf("second claim of file inode %d: status %d, %v", rf.Inode, h.Status, err)
+					t.Fatalf("second %v of inode %d: status %d, %v", op, ino, h.Status, err)
 				}
 			}
 		}
+		minorOf := map[uint64]uint32{} // file inode -> device
+		for i, rf := range r.Files[:min(len(r.Files), 8)] {
+			minor := rf.GetState().GetMinor()
+			minorOf[rf.Inode] = minor
+			if i == 0 && mode&claimWrongDev != 0 {
+				minor ^= 1
+			}
+			if kernelsim.RenderNodePath(env.Dir, minor) != sr.FileSockets[i] && mode&claimWrongDev == 0 {
+				t.Fatalf("file inode %d of renderD%d is to be claimed at %s", rf.Inode, rf.GetState().GetMinor(), sr.FileSockets[i])
+			}
+			if env.Kernel.Device(minor) != nil {
+				claimConn(uapi.OpClaimFile, rf.Inode, minor, rf.State.GetIo())
+			}
+		}
+		for _, rc := range r.Channels[:min(len(r.Channels), 8)] {
+			if minor, ok := minorOf[rc.FileInode]; ok {
+				claimConn(uapi.OpClaimChannel, rc.Inode, minor, rc.GetIo())
+			}
+		}
+		var dmabufs []int
 		inodeOf := map[uint64]uint64{} // dump-time inode -> restored dma-buf's
 		for i, rd := range r.Dmabufs[:min(len(r.Dmabufs), 8)] {
 			for range 1 + int(mode&claimTwice>>4) {
@@ -1151,65 +1250,115 @@ func FuzzClaim(f *testing.F) {
 		if mode&claimLoadLate != 0 {
 			load()
 		}
-		if mode&claimHangUp != 0 && len(files) > 0 {
-			files[0].close()
+		if mode&claimHangUp != 0 && len(conns) > 0 {
+			conns[0].close()
 		}
 		resumed := false
 		if mode&claimNoResume == 0 {
 			resumed = ctlReq(uapi.OpSessionResume, &uapi.SessionResumeRequest{Token: token, Pid: int32(os.Getpid()), TimeoutNs: int64(5 * time.Second)}) == 0
 		}
 		if resumed {
-			if len(files) == 0 {
+			if len(conns) == 0 {
 				t.Fatal("SESSION_RESUME succeeded for a task that claimed no file")
 			}
-			for _, fl := range files {
-				if fl.gone {
+			for _, cn := range conns {
+				if cn.gone {
 					continue
 				}
-				if req := fl.state.GetIo().GetRequest(); len(req) > 0 {
-					// The request caught in flight is replayed: its reply
-					// comes first.
-					op, seq := uapi.Op(0), uint32(0)
-					if h, err := uapi.ParseHeader(req); err == nil {
-						op, seq = h.Op, h.Seq
+				// The requests caught in flight are replayed, maybe
+				// concurrently: their replies come first, in any order.
+				reqs, _ := pendingLists(cn.io)
+				want := map[[2]uint32]int{}
+				for _, rq := range reqs {
+					if h, err := uapi.ParseHeader(rq); err == nil {
+						want[[2]uint32{uint32(h.Op), h.Seq}]++
 					}
-					h, payload, rfds, err := recvTimeout(fl.fd, 20*time.Second)
+				}
+				for range reqs {
+					h, payload, rfds, err := recvTimeout(cn.fd, 20*time.Second)
 					if err != nil {
-						t.Fatalf("the replayed request %v: %v", op, err)
+						t.Fatalf("a replayed request: %v", err)
 					}
-					if h.Op == op && h.Seq == seq {
-						checkReply(t, renderReplies, op, seq, h, payload, rfds)
+					key := [2]uint32{uint32(h.Op), h.Seq}
+					if want[key] == 0 {
+						uapi.CloseFDs(rfds)
+						t.Fatalf("a reply of op %v seq %d to no replayed request", h.Op, h.Seq)
 					}
+					want[key]--
+					checkReply(t, renderReplies, h.Op, h.Seq, h, payload, rfds)
 					uapi.CloseFDs(rfds)
 				}
-				for _, s := range steps {
-					fl.step(s)
+			}
+			for i, cn := range conns {
+				if cn.gone {
+					continue
 				}
-				fl.alive()
+				if len(conns) > 1 {
+					cn.peer = conns[(i+1)%len(conns)].renderConn
+				}
+				for _, s := range steps {
+					cn.step(s)
+				}
+				cn.alive()
 			}
 		}
 		abort := mode&claimAbort != 0
 		ctlReq(uapi.OpSessionClose, &uapi.SessionCloseRequest{Token: token, Abort: abort})
 		if abort {
 			// The session's files are destroyed and their tasks hung up.
-			for _, fl := range files {
-				if fl.gone {
+			for _, cn := range conns {
+				if cn.gone {
 					continue
 				}
-				if _, _, rfds, err := recvTimeout(fl.fd, 20*time.Second); err == nil || !isHangUp(err) {
+				if _, _, rfds, err := recvTimeout(cn.fd, 20*time.Second); err == nil || !isHangUp(err) {
 					uapi.CloseFDs(rfds)
-					t.Fatalf("a file of an aborted session is still connected: %v", err)
+					t.Fatalf("a connection of an aborted session is still connected: %v", err)
 				}
 			}
 		}
 		c.close()
-		for _, fl := range files {
-			fl.close()
+		for _, cn := range conns {
+			cn.close()
 		}
 		uapi.CloseFDs(dmabufs)
 		backToFuzzBaseline(t, env.Kernel, base, goroutines)
 		by.check(t)
 	})
+}
+
+// sanitizePacket bounds the waits of a request packet (see sanitize).
+func sanitizePacket(pkt []byte) []byte {
+	h, err := uapi.ParseHeader(pkt)
+	if err != nil {
+		return pkt
+	}
+	return append(pkt[:uapi.HeaderSize:uapi.HeaderSize], sanitize(h.Op, pkt[uapi.HeaderSize:])...)
+}
+
+// pendingLists is what a connection had in flight: the requests to replay
+// and the replies to send again (format 2 images held one of each in
+// fields of their own).
+func pendingLists(io *uapi.PendingIO) ([][]byte, []*uapi.UnreadReply) {
+	var reqs [][]byte
+	if len(io.GetRequest()) > 0 {
+		reqs = append(reqs, io.GetRequest())
+	}
+	for _, r := range io.GetRequests() {
+		reqs = append(reqs, r.GetPacket())
+	}
+	var replies []*uapi.UnreadReply
+	if len(io.GetUnreadReply()) > 0 {
+		replies = append(replies, &uapi.UnreadReply{Packet: io.UnreadReply, DmabufInode: io.UnreadReplyDmabufInode})
+	}
+	return reqs, append(replies, io.GetUnreadReplies()...)
+}
+
+// protoOf is the claim request of op.
+func protoOf(op uapi.Op, token []byte, ino uint64) proto.Message {
+	if op == uapi.OpClaimFile {
+		return &uapi.ClaimFileRequest{Token: token, Inode: ino}
+	}
+	return &uapi.ClaimChannelRequest{Token: token, Inode: ino}
 }
 
 // recvPacket reads one packet as it is, with its descriptors.

@@ -45,7 +45,9 @@ func FuzzDecodeImage(f *testing.F) {
 	})
 }
 
-// Ways FuzzCheckpoint damages an image (how%4).
+// Ways FuzzCheckpoint damages an image ((how&0x7f)%4); how&0x80 reseals
+// a replaced image (encode --reseal), so that verify's checks past the
+// seals see the damage.
 const (
 	damageReplace = iota // its bytes are the fuzzed ones
 	damageRemove         // it is gone
@@ -99,7 +101,7 @@ func FuzzCheckpoint(f *testing.F) {
 		target := names[int(which)%len(names)]
 		path := filepath.Join(dir, target)
 		var err error
-		switch how % 4 {
+		switch (how & 0x7f) % 4 {
 		case damageReplace:
 			err = os.WriteFile(path, data, 0o600)
 		case damageRemove:
@@ -115,6 +117,12 @@ func FuzzCheckpoint(f *testing.F) {
 		}
 		if err != nil {
 			t.Fatal(err)
+		}
+		if how&0x80 != 0 && (how&0x7f)%4 == damageReplace {
+			if d, err := images.OpenDir(dir); err == nil {
+				d.Reseal(target) // fails for images that are not sealed
+				d.Close()
+			}
 		}
 		if c, err := load(dir); err == nil {
 			v := buildView(c)

@@ -82,6 +82,7 @@ var scenarios = []scenario{
 	{"shared", shared},
 	{"preempted", preempted},
 	{"inflight", inflight},
+	{"channel", channel},
 }
 
 // objects: one drm file with BOs of both domains, flags and alignments, a
@@ -197,8 +198,8 @@ func inflight(t *testing.T, env *ksimtest.Env, dir string) func() {
 		Commands: []*uapi.Command{{Op: uint32(gpu.OpFill), Dst: 0, Src: -1, Len: page, Value: 0x75767778}}})
 	time.Sleep(20 * time.Millisecond) // the submit waits for the paused context
 	var err error
-	for _, ino := range allSockets(t) {
-		if err = p.DumpUnixSk(-1, ino); errors.Is(err, drmcore.ErrNotMine) {
+	for fd, ino := range drmcoretest.SocketInodes(t) {
+		if err = p.DumpUnixSk(fd, ino); errors.Is(err, drmcore.ErrNotMine) {
 			err = nil
 		} else if err != nil {
 			break
@@ -224,6 +225,49 @@ func inflight(t *testing.T, env *ksimtest.Env, dir string) func() {
 			d.Close()
 		}
 	}
+}
+
+// channel: a drm file shared through a reply channel (as by a forked
+// child), with a wait in flight on the channel and a reply it has not
+// read.
+func channel(t *testing.T, env *ksimtest.Env, dir string) func() {
+	d := env.Open(t, 128)
+	h := u32(t)(d.BOCreate(page, uapi.Domain_DOMAIN_VRAM, 0, 0))
+	ctx := u32(t)(d.CtxCreate(0))
+	fillBO(t, d, ctx, h, page, 0x5e5e5e5e, 0)
+	so := u32(t)(d.SyncobjCreate(false))
+	ch, err := uapi.DialSocket(kernelsim.RenderNodePath(env.Dir, 128))
+	must(t, err)
+	send(t, ch, uapi.OpAttach, 1, &uapi.AttachRequest{}, d.FD())
+	if pkt, _ := recvPacket(t, ch); len(pkt) < uapi.HeaderSize {
+		t.Fatal("no ATTACH reply")
+	}
+	send(t, ch, uapi.OpSyncobjWait, 7, &uapi.SyncobjWaitRequest{Handles: []uint32{so}, TimeoutNs: -1, WaitAll: true, WaitForSubmit: true})
+	send(t, ch, uapi.OpGemInfo, 8, &uapi.GemInfoRequest{Handle: h})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if n, _ := unix.IoctlGetInt(ch, unix.SIOCINQ); n > 0 {
+			break // the GEM_INFO reply waits unread
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the GEM_INFO reply never came")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	dump(t, env, dir)
+	return func() {
+		unix.Close(ch)
+		d.Close()
+	}
+}
+
+// recvPacket reads one packet, waiting for it.
+func recvPacket(t *testing.T, fd int) ([]byte, []int) {
+	t.Helper()
+	buf := make([]byte, uapi.MaxMessage)
+	n, fds, err := uapi.Recv(fd, buf, 0)
+	must(t, err)
+	return buf[:n], fds
 }
 
 // dump checkpoints every kernelsim file of this process: in-process, the
@@ -256,11 +300,11 @@ func fillBO(t *testing.T, d *libdrm.Device, ctx, h uint32, size uint64, v uint64
 }
 
 // send writes a request packet without reading its reply.
-func send(t *testing.T, fd int, op uapi.Op, seq uint32, m proto.Message) {
+func send(t *testing.T, fd int, op uapi.Op, seq uint32, m proto.Message, fds ...int) {
 	t.Helper()
 	pkt, err := uapi.Marshal(uapi.Header{Op: op, Seq: seq}, m)
 	must(t, err)
-	must(t, uapi.Send(fd, pkt))
+	must(t, uapi.Send(fd, pkt, fds...))
 }
 
 // writeSeeds writes the checkpoint in dir, and the seeds made from it,
@@ -292,26 +336,33 @@ func writeSeeds(t *testing.T, name, dir string) {
 	d, err := images.OpenDir(dir)
 	must(t, err)
 	defer d.Close()
-	imgs, err := drmcore.ReadImages(d)
+	ck, err := drmcore.ReadCheckpoint(d, drmcore.SubPlugins{Drivers: []drmcore.DriverPlugin{amdgpu.New()}, DmaBuf: dmabuf.New()})
 	must(t, err)
+	if err := ck.Err(); err != nil {
+		t.Fatal(err)
+	}
 	read := func(n string) []byte {
 		b, err := os.ReadFile(filepath.Join(dir, n))
 		must(t, err)
 		return b
 	}
-	// images.FuzzDecode's kinds: 0 inventory, 1 drm file, 2 dma-buf.
+	// images.FuzzDecode's kinds: 0 inventory, 1 drm file, 2 dma-buf, 3
+	// reply channel.
 	put("images/testdata/fuzz/FuzzDecode/"+name+"-inventory", fuzzing.CorpusFile(byte(0), read(images.InventoryName)))
-	for _, f := range imgs.Files {
+	for _, f := range ck.FileList {
 		put("images/testdata/fuzz/FuzzDecode/"+name+"-file-"+strconv.FormatUint(f.Inode, 10), fuzzing.CorpusFile(byte(1), read(images.FileName(f.Inode))))
 		put("amdgpu/testdata/fuzz/FuzzDecode/"+name+"-"+strconv.FormatUint(f.Inode, 10), fuzzing.CorpusFile(f.State.DriverPrivate))
 	}
-	for _, db := range imgs.DmaBufs {
+	for _, db := range ck.DmaBufList {
 		put("images/testdata/fuzz/FuzzDecode/"+name+"-dmabuf-"+strconv.FormatUint(db.Inode, 10), fuzzing.CorpusFile(byte(2), read(images.DmaBufName(db.Inode))))
+	}
+	for _, ch := range ck.ChannelList {
+		put("images/testdata/fuzz/FuzzDecode/"+name+"-channel-"+strconv.FormatUint(ch.Inode, 10), fuzzing.CorpusFile(byte(3), read(images.ChannelName(ch.Inode))))
 	}
 	pages := read(images.PagesName(1))
 	put("images/testdata/fuzz/FuzzIndex/"+name, fuzzing.CorpusFile(read(images.IndexName), pages))
 
-	req := sessionRequest(t, imgs)
+	req := ck.Request
 	open, err := proto.Marshal(req)
 	must(t, err)
 	// FuzzClaim's script: load the pages, claim everything, resume, ask
@@ -331,6 +382,9 @@ func writeSeeds(t *testing.T, name, dir string) {
 	}
 	for _, db := range req.Dmabufs {
 		steps = append(steps, fuzzing.Step{Op: 0xc1a2, Payload: ctlPayload(t, &uapi.ClaimDmaBufRequest{Inode: db.Inode}, nil)})
+	}
+	for _, ch := range req.Channels {
+		steps = append(steps, fuzzing.Step{Op: 0xc1a3, Payload: ctlPayload(t, &uapi.ClaimChannelRequest{Inode: ch.Inode}, nil)})
 	}
 	steps = append(steps,
 		fuzzing.Step{Op: uint16(uapi.OpSessionResume), Payload: ctlPayload(t, &uapi.SessionResumeRequest{TimeoutNs: int64(time.Second)}, nil)},
@@ -354,34 +408,6 @@ func uvarint(v uint64) []byte {
 		v >>= 7
 	}
 	return append(b, byte(v))
-}
-
-// sessionRequest is the SESSION_OPEN request drmcore's restore makes of
-// the images.
-func sessionRequest(t *testing.T, imgs *drmcore.Images) *uapi.SessionOpenRequest {
-	req := &uapi.SessionOpenRequest{}
-	for _, b := range imgs.Index.Bos {
-		req.Bos = append(req.Bos, b.State)
-		req.Contents = append(req.Contents, &uapi.BoContents{BoId: b.State.BoId, PagesFile: b.PagesFile, Offset: b.Offset})
-	}
-	for _, name := range imgs.Index.Header.PagesFiles {
-		req.PagesFiles = append(req.PagesFiles, &uapi.PagesFile{Name: name})
-	}
-	for _, c := range imgs.Index.Chunks {
-		pf := req.PagesFiles[c.PagesFile]
-		pf.Chunks = append(pf.Chunks, c.Chunk)
-	}
-	for _, f := range imgs.Files {
-		rf, err := amdgpu.New().RestoreFile(f)
-		must(t, err)
-		req.Files = append(req.Files, rf)
-	}
-	for _, d := range imgs.DmaBufs {
-		rd, err := dmabuf.New().RestoreDmaBuf(d)
-		must(t, err)
-		req.Dmabufs = append(req.Dmabufs, rd)
-	}
-	return req
 }
 
 func waitCounts(t *testing.T, env *ksimtest.Env, base kernelsim.Counts) {
