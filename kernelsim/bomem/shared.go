@@ -82,7 +82,8 @@ func NewShared(name string, size uint64, from []byte) (*Shared, error) {
 // task's, which criu filled), as the memory of a size-byte BO. The file
 // must be a regular file of exactly that size (rounded to the page),
 // open for reading and writing, and carry SealsRequired: it is what
-// NewShared made before the checkpoint. fd is closed on failure.
+// NewShared made before the checkpoint. fd is closed in any case: the
+// memory is kept through a description of its own.
 func AdoptShared(fd int, size uint64) (*Shared, error) {
 	ok := false
 	defer func() {
@@ -115,10 +116,19 @@ func AdoptShared(fd int, size uint64) (*Shared, error) {
 	if seals&SealsRequired != SealsRequired {
 		return nil, fmt.Errorf("bomem: adopt: the memfd has seals %#x, a BO's has at least %#x", seals, SealsRequired)
 	}
-	s, err := mapShared(fd, size)
+	// The kernel's description must be a counted one for InUse (see
+	// Shared): the one handed over may be memfd_create's own, which
+	// would make the lease probe find a writer for good.
+	own, err := reopen(fd)
 	if err != nil {
 		return nil, err
 	}
+	s, err := mapShared(own, size)
+	if err != nil {
+		unix.Close(own)
+		return nil, err
+	}
+	unix.Close(fd)
 	ok = true
 	return s, nil
 }
