@@ -541,6 +541,16 @@ func TestAdoptRefusesDamagedOrForeignMemory(t *testing.T) {
 	}
 	fa, _ = restoredMemfd(t, contents[a])
 	wantErrno(t, adopt(a, fa), syscall.EBUSY)
+	// A holder that is no pid is refused as such, before anything is
+	// adopted (found by FuzzControl: EMFILE, once the memory was the BO's).
+	fc, _ := restoredMemfd(t, contents[c])
+	filC := os.NewFile(uintptr(fc), "c")
+	err = cc.AdoptMemory(s.token, c, filC, []int32{-1})
+	filC.Close()
+	wantErrno(t, err, syscall.EINVAL)
+	if !strings.Contains(err.Error(), "holder pid -1") {
+		t.Fatalf("holder pid -1: %v", err)
+	}
 	err = cc.ResumeTask(s.token, os.Getpid(), 5*time.Second)
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("BO %d", a)) {
 		t.Fatalf("resume on damaged mapped memory: %v", err)

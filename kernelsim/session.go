@@ -939,6 +939,12 @@ func (s *Session) AdoptMemory(id uint64, fd int, holders []int32) error {
 		unix.Close(fd)
 		return errnof(syscall.EINVAL, "BO %d is not a mapped BO of the session", id)
 	}
+	for _, pid := range holders {
+		if pid <= 0 {
+			unix.Close(fd)
+			return errnof(syscall.EINVAL, "BO %d: holder pid %d is no process", id, pid)
+		}
+	}
 	s.loadMu.Lock()
 	busy := sb.adopting || sb.loadErr != nil
 	sb.adopting = true
