@@ -7,7 +7,10 @@ import (
 	"io"
 	"log"
 	"os"
+	"os/exec"
 	"runtime"
+	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +20,7 @@ import (
 
 	"drmcr/internal/fuzzing"
 	"drmcr/kernelsim"
+	"drmcr/kernelsim/bomem"
 	"drmcr/kernelsim/gpu"
 	"drmcr/kernelsim/ksimtest"
 	"drmcr/kernelsim/libdrm"
@@ -55,14 +59,17 @@ func fuzzConfig() kernelsim.Config {
 // nobody signals is the kernel working as asked, not a hang.
 const maxWait = 20 * time.Millisecond
 
-// fuzzCensus is a census plus the BO memory each device has charged.
+// fuzzCensus is a census plus the BO memory each device has charged and
+// the descriptors this process holds: the kernel's (sockets, BO memfds,
+// pidfds) and the harness's.
 type fuzzCensus struct {
 	census
 	used [4]uint64 // VRAM and GTT of renderD128, then of renderD129
+	fds  map[string]bool
 }
 
 func takeFuzzCensus(k *kernelsim.Kernel) fuzzCensus {
-	c := fuzzCensus{census: takeCensus(k)}
+	c := fuzzCensus{census: takeCensus(k), fds: openFDs()}
 	for i, d := range k.Debug().Devices {
 		if i < 2 {
 			c.used[2*i], c.used[2*i+1] = d.VRAMUsed, d.GTTUsed
@@ -71,20 +78,54 @@ func takeFuzzCensus(k *kernelsim.Kernel) fuzzCensus {
 	return c
 }
 
-// backToFuzzBaseline waits until every object and byte of BO memory the
-// fuzzed clients made is gone, and every goroutine the kernel started for
-// them (goroutines is the count before the input ran).
+// openFDs are this process's open descriptors, as "N:what".
+func openFDs() map[string]bool {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	out := map[string]bool{}
+	for _, e := range ents {
+		if what, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil { // not ReadDir's own
+			out[e.Name()+":"+what] = true
+		}
+	}
+	return out
+}
+
+// leaks is what now has and base had not: objects, BO memory and
+// descriptors. Descriptors closed since the baseline (an earlier
+// target's kernel, in the same process, ending) are no leak.
+func (now fuzzCensus) leaks(base fuzzCensus) string {
+	var b strings.Builder
+	if now.census != base.census || now.used != base.used {
+		fmt.Fprintf(&b, "objects and memory %+v %v, baseline %+v %v; ", now.census, now.used, base.census, base.used)
+	}
+	var fds []string
+	for fd := range now.fds {
+		if !base.fds[fd] {
+			fds = append(fds, fd)
+		}
+	}
+	if len(fds) > 0 {
+		slices.Sort(fds)
+		fmt.Fprintf(&b, "descriptors %v", fds)
+	}
+	return b.String()
+}
+
+// backToFuzzBaseline waits until every object, byte of BO memory and
+// descriptor the fuzzed clients made is gone, and every goroutine the
+// kernel started for them (goroutines is the count before the input
+// ran).
 func backToFuzzBaseline(t *testing.T, k *kernelsim.Kernel, base fuzzCensus, goroutines int) {
 	t.Helper()
-	var now fuzzCensus
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if now = takeFuzzCensus(k); now == base && runtime.NumGoroutine() <= goroutines {
+		leaks := takeFuzzCensus(k).leaks(base)
+		if leaks == "" && runtime.NumGoroutine() <= goroutines {
 			return
 		}
 		if time.Now().After(deadline) {
-			if now != base {
-				t.Fatalf("leaked: now %+v, baseline %+v", now, base)
+			if leaks != "" {
+				t.Fatalf("leaked: %s", leaks)
 			}
 			buf := make([]byte, 1<<20)
 			t.Fatalf("leaked goroutines: %d, %d before\n%s", runtime.NumGoroutine(), goroutines, buf[:runtime.Stack(buf, true)])
@@ -107,6 +148,13 @@ func newBystander(f *testing.F, env *ksimtest.Env) *bystander {
 	ok(f, d.Write(h, 0, pattern(4096, 0xc0ffee)))
 	fd := must(d.ExportDmaBuf(must(d.BOCreate(4096, gtt, 0, 0))))
 	f.Cleanup(func() { unix.Close(fd) })
+	// Mapped once, so that what stays for good once any BO was mapped
+	// (the kernel's inotify watch and its goroutine, the memfd of a BO
+	// the fuzzed clients may map through this dma-buf) is in the
+	// baseline.
+	m, err := libdrm.MapDmaBuf(fd, 0, 0, unix.PROT_READ)
+	ok(f, err)
+	ok(f, m.Unmap())
 	return &bystander{d: d, h: h, dmabuf: fd}
 }
 
@@ -124,6 +172,8 @@ var renderReplies = map[uapi.Op]func() proto.Message{
 	uapi.OpGemCreate:       func() proto.Message { return &uapi.GemCreateReply{} },
 	uapi.OpGemClose:        func() proto.Message { return &uapi.Empty{} },
 	uapi.OpGemInfo:         func() proto.Message { return &uapi.GemInfoReply{} },
+	uapi.OpGemMmap:         func() proto.Message { return &uapi.GemMmapReply{} },
+	uapi.OpDmaBufMmap:      func() proto.Message { return &uapi.GemMmapReply{} },
 	uapi.OpGemPwrite:       func() proto.Message { return &uapi.Empty{} },
 	uapi.OpGemPread:        func() proto.Message { return &uapi.GemPreadReply{} },
 	uapi.OpGemWaitIdle:     func() proto.Message { return &uapi.GemWaitIdleReply{} },
@@ -152,19 +202,21 @@ var renderReplies = map[uapi.Op]func() proto.Message{
 
 // controlReplies is the reply of each control op.
 var controlReplies = map[uapi.Op]func() proto.Message{
-	uapi.OpIdentify:         func() proto.Message { return &uapi.IdentifyReply{} },
-	uapi.OpPause:            func() proto.Message { return &uapi.Empty{} },
-	uapi.OpResume:           func() proto.Message { return &uapi.Empty{} },
-	uapi.OpCheckpointFile:   func() proto.Message { return &uapi.FileCheckpoint{} },
-	uapi.OpCheckpointDmaBuf: func() proto.Message { return &uapi.CheckpointDmaBufReply{} },
-	uapi.OpCheckpointBos:    func() proto.Message { return &uapi.CheckpointBosReply{} },
-	uapi.OpSessionOpen:      func() proto.Message { return &uapi.SessionOpenReply{} },
-	uapi.OpSessionLoadPages: func() proto.Message { return &uapi.Empty{} },
-	uapi.OpSessionResume:    func() proto.Message { return &uapi.Empty{} },
-	uapi.OpSessionClose:     func() proto.Message { return &uapi.Empty{} },
-	uapi.OpDebug:            func() proto.Message { return &uapi.DebugReply{} },
-	uapi.OpDevices:          func() proto.Message { return &uapi.DevicesReply{} },
-	uapi.OpCheckpointIo:     func() proto.Message { return &uapi.PendingIO{} },
+	uapi.OpIdentify:           func() proto.Message { return &uapi.IdentifyReply{} },
+	uapi.OpPause:              func() proto.Message { return &uapi.Empty{} },
+	uapi.OpResume:             func() proto.Message { return &uapi.Empty{} },
+	uapi.OpCheckpointFile:     func() proto.Message { return &uapi.FileCheckpoint{} },
+	uapi.OpCheckpointDmaBuf:   func() proto.Message { return &uapi.CheckpointDmaBufReply{} },
+	uapi.OpCheckpointBos:      func() proto.Message { return &uapi.CheckpointBosReply{} },
+	uapi.OpSessionOpen:        func() proto.Message { return &uapi.SessionOpenReply{} },
+	uapi.OpSessionLoadPages:   func() proto.Message { return &uapi.Empty{} },
+	uapi.OpSessionResume:      func() proto.Message { return &uapi.Empty{} },
+	uapi.OpSessionClose:       func() proto.Message { return &uapi.Empty{} },
+	uapi.OpDebug:              func() proto.Message { return &uapi.DebugReply{} },
+	uapi.OpDevices:            func() proto.Message { return &uapi.DevicesReply{} },
+	uapi.OpCheckpointIo:       func() proto.Message { return &uapi.PendingIO{} },
+	uapi.OpIdentifyMemory:     func() proto.Message { return &uapi.IdentifyMemoryReply{} },
+	uapi.OpSessionAdoptMemory: func() proto.Message { return &uapi.Empty{} },
 }
 
 // checkReply checks one reply against the request it answers (op and seq
@@ -252,8 +304,9 @@ type renderConn struct {
 	t       *testing.T
 	fd      int
 	seq     uint32
-	dmabufs []int // received; sent back in later requests
+	dmabufs []int // dma-bufs and BO memfds received; sent back in later requests
 	spare   int   // a dma-buf fd to send before any was received
+	maps    [][]byte
 	peer    *renderConn
 	gone    bool // hung up
 }
@@ -272,6 +325,125 @@ func (c *renderConn) close() {
 	}
 	uapi.CloseFDs(c.dmabufs)
 	c.dmabufs = nil
+	for _, m := range c.maps {
+		unix.Munmap(m)
+	}
+	c.maps = nil
+}
+
+// lastReceived is the descriptor steps send as a dma-buf: the last one
+// received, or the spare.
+func (c *renderConn) lastReceived() int {
+	if n := len(c.dmabufs); n > 0 {
+		return c.dmabufs[n-1]
+	}
+	return c.spare
+}
+
+// mapped checks the file a GEM_MMAP or DMABUF_MMAP reply carried (the
+// BO's memory, as large as the BO), maps it as a client does and keeps
+// it: the mapping keeps the BO alive until close unmaps it.
+func (c *renderConn) mapped(op uapi.Op, r *uapi.GemMmapReply, fd int) {
+	t := c.t
+	t.Helper()
+	c.dmabufs = append(c.dmabufs, fd)
+	var st unix.Stat_t
+	ok(t, unix.Fstat(fd, &st))
+	page := uint64(os.Getpagesize())
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || uint64(st.Size) != (r.Size+page-1)&^(page-1) || r.Size == 0 {
+		t.Fatalf("%v: a file of mode %#o and %d bytes for a BO of %d", op, st.Mode, st.Size, r.Size)
+	}
+	m, err := unix.Mmap(fd, 0, int(st.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatalf("%v: map the BO's file: %v", op, err)
+	}
+	c.maps = append(c.maps, m)
+}
+
+// dmabufMmap sends a DMABUF_MMAP step on the dma-buf steps send (or
+// whatever descriptor was received last), with a socket for the reply
+// as the flags say: a new one (no descriptor flag), the dma-buf itself
+// (stepFDDmaBuf), a pipe (stepFDPipe) or none (stepFDPeer); stepPipeToo
+// adds a pipe. The kernel answers on a new socket only a well-formed
+// request that carries it alone, and closes it in any case.
+func (c *renderConn) dmabufMmap(s fuzzing.Step) {
+	t := c.t
+	t.Helper()
+	target := c.lastReceived()
+	if target < 0 {
+		return
+	}
+	c.seq++
+	h := uapi.Header{Magic: uapi.Magic, Version: uapi.Version, Op: uapi.OpDmaBufMmap, Seq: c.seq}
+	if s.Flags&stepBadVer != 0 {
+		h.Version++
+	}
+	pkt := make([]byte, uapi.HeaderSize, uapi.HeaderSize+len(s.Payload))
+	h.Put(pkt)
+	pkt = append(pkt, s.Payload...)
+	var fds, pipes []int
+	pipe := func() {
+		var p [2]int
+		ok(t, unix.Pipe2(p[:], unix.O_CLOEXEC))
+		fds = append(fds, p[0])
+		pipes = append(pipes, p[0], p[1])
+	}
+	defer func() { uapi.CloseFDs(pipes) }()
+	replyTo := -1
+	switch s.Flags & stepFDs {
+	case 0:
+		pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		ok(t, err)
+		defer unix.Close(pair[0])
+		replyTo = pair[0]
+		fds = append(fds, pair[1])
+	case stepFDDmaBuf:
+		fds = append(fds, target)
+	case stepFDPipe:
+		pipe()
+	}
+	if s.Flags&stepPipeToo != 0 {
+		pipe()
+	}
+	err := uapi.Send(target, pkt, fds...)
+	if replyTo >= 0 {
+		unix.Close(fds[0]) // the kernel holds it now, or nobody
+	}
+	if err != nil {
+		if errors.Is(err, unix.EMSGSIZE) || errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOTSOCK) ||
+			errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET) {
+			return // no dma-buf, or it refuses it before the kernel sees it
+		}
+		t.Fatalf("send DMABUF_MMAP: %v", err)
+	}
+	if replyTo >= 0 {
+		answered := s.Flags&(stepBadVer|stepPipeToo) == 0
+		rh, payload, rfds, err := recvTimeout(replyTo, 20*time.Second)
+		switch {
+		case err == nil && answered:
+			m := checkReply(t, renderReplies, uapi.OpDmaBufMmap, h.Seq, rh, payload, rfds)
+			if m != nil {
+				if len(rfds) != 1 {
+					uapi.CloseFDs(rfds)
+					t.Fatalf("DMABUF_MMAP succeeded with %d descriptors", len(rfds))
+				}
+				c.mapped(uapi.OpDmaBufMmap, m.(*uapi.GemMmapReply), rfds[0])
+			}
+		case err == nil:
+			uapi.CloseFDs(rfds)
+			t.Fatalf("DMABUF_MMAP answered a request it cannot know (op %v status %d)", rh.Op, rh.Status)
+		case !isHangUp(err):
+			t.Fatalf("DMABUF_MMAP: %v", err)
+		case answered:
+			t.Fatalf("DMABUF_MMAP: the reply socket closed without a reply")
+		}
+	}
+	// The kernel keeps no descriptor it was sent (it answers first).
+	for i := 0; i < len(pipes); i += 2 {
+		unix.Close(pipes[i])
+		pipes[i] = -1
+		eventually(t, "the kernel to close the pipe sent with DMABUF_MMAP", func() bool { return readEndClosedEverywhere(pipes[i+1]) })
+	}
 }
 
 // step sends one request and checks its reply.
@@ -281,6 +453,10 @@ func (c *renderConn) step(s fuzzing.Step) {
 	if s.Flags&stepOnPeer != 0 && c.peer != nil {
 		s.Flags &^= stepOnPeer
 		c.peer.step(s)
+		return
+	}
+	if uapi.Op(s.Op) == uapi.OpDmaBufMmap && s.Flags&stepRaw == 0 {
+		c.dmabufMmap(s) // on a dma-buf, not the connection
 		return
 	}
 	if c.gone {
@@ -315,11 +491,7 @@ func (c *renderConn) step(s fuzzing.Step) {
 	}
 	switch s.Flags & stepFDs {
 	case stepFDDmaBuf:
-		fd := c.spare
-		if n := len(c.dmabufs); n > 0 {
-			fd = c.dmabufs[n-1]
-		}
-		if fd >= 0 {
+		if fd := c.lastReceived(); fd >= 0 {
 			fds = append(fds, fd)
 		}
 	case stepFDPipe:
@@ -351,12 +523,16 @@ func (c *renderConn) step(s fuzzing.Step) {
 	if err != nil {
 		t.Fatalf("request %v (seq %d, %d bytes, %d fds): %v", op, seq, len(pkt), len(fds), err)
 	}
-	checkReply(t, renderReplies, op, seq, h, payload, rfds)
-	if h.Status == 0 && (op == uapi.OpPrimeHandleToFd || op == uapi.OpClaimDmaBuf) != (len(rfds) == 1) || len(rfds) > 1 {
+	m := checkReply(t, renderReplies, op, seq, h, payload, rfds)
+	if h.Status == 0 && (op == uapi.OpPrimeHandleToFd || op == uapi.OpClaimDmaBuf || op == uapi.OpGemMmap) != (len(rfds) == 1) || len(rfds) > 1 {
 		uapi.CloseFDs(rfds)
 		t.Fatalf("%v succeeded with %d descriptors", op, len(rfds))
 	}
-	c.dmabufs = append(c.dmabufs, rfds...)
+	if r, isMmap := m.(*uapi.GemMmapReply); isMmap {
+		c.mapped(op, r, rfds[0])
+	} else {
+		c.dmabufs = append(c.dmabufs, rfds...)
+	}
 	// The kernel keeps no descriptor it was sent: with our read ends
 	// closed, the pipes are broken.
 	for i := 0; i < len(pipes); i += 2 {
@@ -473,6 +649,29 @@ func renderSeeds() [][]fuzzing.Step {
 			req(uapi.OpAttach, &uapi.AttachRequest{}, stepFDPeer|stepPipeToo),
 			req(uapi.OpAttach, &uapi.AttachRequest{}, stepFDPipe|stepOnPeer),
 			req(uapi.OpClaimChannel, &uapi.ClaimChannelRequest{Token: make([]byte, 16), Inode: 1}, stepOnPeer),
+		},
+		{
+			// CPU mappings: GEM_MMAP, DMABUF_MMAP with every kind of
+			// reply socket, a mapping outliving its handle, a BO memfd
+			// sent as a dma-buf.
+			req(uapi.OpGemCreate, &uapi.GemCreateRequest{Size: 8192, Domain: vram}),
+			req(uapi.OpGemMmap, &uapi.GemMmapRequest{Handle: 1}),
+			req(uapi.OpPrimeHandleToFd, &uapi.PrimeHandleToFdRequest{Handle: 1}),
+			req(uapi.OpDmaBufMmap, &uapi.DmaBufMmapRequest{}, stepFDPipe),
+			req(uapi.OpDmaBufMmap, &uapi.DmaBufMmapRequest{}, stepFDDmaBuf),
+			req(uapi.OpDmaBufMmap, &uapi.DmaBufMmapRequest{}, stepPipeToo),
+			req(uapi.OpDmaBufMmap, &uapi.DmaBufMmapRequest{}, stepFDPeer),
+			req(uapi.OpDmaBufMmap, &uapi.DmaBufMmapRequest{}, stepBadVer),
+			req(uapi.OpDmaBufMmap, &uapi.DmaBufMmapRequest{}),
+			req(uapi.OpGemClose, &uapi.GemCloseRequest{Handle: 1}),
+			req(uapi.OpGemMmap, &uapi.GemMmapRequest{Handle: 1}),
+			req(uapi.OpPrimeFdToHandle, &uapi.PrimeFdToHandleRequest{}, stepFDDmaBuf),
+			req(uapi.OpGemMmap, &uapi.GemMmapRequest{Handle: 1}, stepFDPipe),
+		},
+		{
+			// The bystander's dma-buf, mapped by a client that holds it.
+			req(uapi.OpDmaBufMmap, &uapi.DmaBufMmapRequest{}),
+			req(uapi.OpPrimeFdToHandle, &uapi.PrimeFdToHandleRequest{}, stepFDDmaBuf),
 		},
 		{
 			req(uapi.OpClaimFile, &uapi.ClaimFileRequest{Token: make([]byte, 16), Inode: 1}),
@@ -638,14 +837,17 @@ func splitCtl(p []byte) (req, tail []byte) {
 }
 
 // harness is what FuzzControl's requests act on: two drm files (one on
-// each device) sharing a BO through a dma-buf, a context with finished
-// work and a syncobj, made afresh for each input.
+// each device) sharing a BO through a dma-buf, which a's task maps, a
+// context with finished work and a syncobj, made afresh for each input.
 type harness struct {
-	a, b   *libdrm.Device
-	dmabuf int
-	files  []uint64 // drm file ids
-	inodes []uint64 // client inodes of a and b, the dma-buf's
-	bos    []uint64 // BO ids
+	a, b    *libdrm.Device
+	dmabuf  int
+	mapping *libdrm.Mapping
+	files   []uint64        // drm file ids
+	inodes  []uint64        // client inodes of a and b, the dma-buf's
+	bos     []uint64        // BO ids
+	mem     *uapi.MemoryRef // the mapped BO's memfd
+	holder  *exec.Cmd       // a restored task's stand-in (see holders)
 }
 
 func newHarness(t *testing.T, env *ksimtest.Env) *harness {
@@ -662,7 +864,9 @@ func newHarness(t *testing.T, env *ksimtest.Env) *harness {
 	dfd := must(a.ExportDmaBuf(h1))
 	must(b.ImportDmaBuf(dfd))
 	must(b.BOCreate(4096, vram, 0, 0))
-	hs := &harness{a: a, b: b, dmabuf: dfd, inodes: []uint64{inode(t, a.FD()), inode(t, b.FD()), inode(t, dfd)}}
+	m, err := a.Map(h1, 0, 0, unix.PROT_READ)
+	ok(t, err)
+	hs := &harness{a: a, b: b, dmabuf: dfd, mapping: m, inodes: []uint64{inode(t, a.FD()), inode(t, b.FD()), inode(t, dfd)}}
 	st := env.Kernel.Debug()
 	for _, f := range st.Files {
 		if f.ClientIno == hs.inodes[0] || f.ClientIno == hs.inodes[1] {
@@ -675,7 +879,43 @@ func newHarness(t *testing.T, env *ksimtest.Env) *harness {
 	if len(hs.files) != 2 {
 		t.Fatalf("harness files: %v", hs.files)
 	}
+	// Every memfd is on the same internal mount: its device is any
+	// memfd's.
+	var mst unix.Stat_t
+	mfd := memfdOf(t, nil)
+	ok(t, unix.Fstat(mfd, &mst))
+	unix.Close(mfd)
+	for _, bo := range st.BOs {
+		if bo.CPU != nil && bo.ID == hs.bos[0] {
+			hs.mem = &uapi.MemoryRef{Dev: mst.Dev, Ino: bo.CPU.MemfdInode}
+		}
+	}
+	if hs.mem == nil {
+		t.Fatalf("the harness's mapped BO %d has no memfd", hs.bos[0])
+	}
 	return hs
+}
+
+// holders points the holders of a SESSION_ADOPT_MEMORY at processes
+// that are gone by the end of the input, or at none: the kernel keeps a
+// BO while a holder lives (it trusts the control client's pids), so a
+// holder that outlives the input would keep its BO for good. A positive
+// even pid becomes a child that lives until the input ends, an odd one
+// a pid that does not exist; others are left as they are.
+func (h *harness) holders(t *testing.T, pids []int32) {
+	for i, p := range pids {
+		switch {
+		case p <= 0:
+		case p%2 == 1:
+			pids[i] = 1<<30 - 1 // above any pid_max
+		default:
+			if h.holder == nil {
+				h.holder = exec.Command("sleep", "3600")
+				ok(t, h.holder.Start())
+			}
+			pids[i] = int32(h.holder.Process.Pid)
+		}
+	}
 }
 
 // usable checks that the harness files answer and are not paused: what a
@@ -705,9 +945,14 @@ func (h *harness) usable(t *testing.T, env *ksimtest.Env) {
 }
 
 func (h *harness) close() {
+	h.mapping.Unmap()
 	unix.Close(h.dmabuf)
 	h.a.Close()
 	h.b.Close()
+	if h.holder != nil {
+		h.holder.Process.Kill()
+		h.holder.Wait()
+	}
 }
 
 // pick maps a small id to one of the harness's, leaves others alone.
@@ -745,6 +990,25 @@ func (c *ctlConn) substitute(op uint16, raw []byte, h *harness) []byte {
 		for i := range r.Inodes {
 			r.Inodes[i] = pick(r.Inodes[i], h.inodes)
 		}
+		m = r
+	case uapi.OpIdentifyMemory:
+		r := &uapi.IdentifyMemoryRequest{}
+		if proto.Unmarshal(raw, r) != nil {
+			return nil
+		}
+		for _, f := range r.Files {
+			if f.Ino < 8 {
+				f.Dev, f.Ino = h.mem.Dev, h.mem.Ino
+			}
+		}
+		m = r
+	case uapi.OpSessionAdoptMemory:
+		r := &uapi.SessionAdoptMemoryRequest{}
+		if proto.Unmarshal(raw, r) != nil {
+			return nil
+		}
+		r.Token = token(r.Token)
+		h.holders(c.t, r.Holders)
 		m = r
 	case uapi.OpPause:
 		r := &uapi.PauseRequest{}
@@ -899,7 +1163,30 @@ func controlSeeds() [][]fuzzing.Step {
 		p := binary.AppendUvarint(nil, uint64(len(b)))
 		return fuzzing.Step{Op: uint16(op), Flags: flags, Payload: append(append(p, b...), tail...)}
 	}
+	mappedOpen, mem := oneBOSession(true)
 	return [][]fuzzing.Step{
+		{
+			// CPU mappings: which memfds are BOs', mapped BOs' checksums,
+			// a restore that adopts a mapped BO's memory.
+			c(uapi.OpIdentifyMemory, &uapi.IdentifyMemoryRequest{Files: []*uapi.MemoryRef{{Ino: 0}, {Dev: 1, Ino: 1 << 40}}}, 0),
+			c(uapi.OpPause, &uapi.PauseRequest{FileIds: []uint64{0}, TimeoutNs: int64(time.Second)}, 0),
+			c(uapi.OpCheckpointBos, &uapi.CheckpointBosRequest{BoIds: []uint64{0, 1}, ChecksumOnly: true}, 0),
+			c(uapi.OpCheckpointBos, &uapi.CheckpointBosRequest{BoIds: []uint64{0}, ChecksumOnly: true}, ctlFDMemfd),
+			c(uapi.OpResume, &uapi.ResumeRequest{FileIds: []uint64{0}}, 0),
+			c(uapi.OpSessionOpen, mappedOpen, 0),
+			c(uapi.OpSessionAdoptMemory, &uapi.SessionAdoptMemoryRequest{BoId: 1, Holders: []int32{2, 3, -1}}, ctlFDMemfd, mem...),
+			c(uapi.OpSessionAdoptMemory, &uapi.SessionAdoptMemoryRequest{BoId: 1}, ctlFDMemfd, mem...),
+			c(opClaimFile, &uapi.ClaimFileRequest{Inode: 5}, 0),
+			c(uapi.OpSessionResume, &uapi.SessionResumeRequest{TimeoutNs: int64(time.Second)}, 0),
+			c(uapi.OpSessionClose, &uapi.SessionCloseRequest{}, 0),
+		},
+		{
+			c(uapi.OpSessionOpen, mappedOpen, 0),
+			c(uapi.OpSessionAdoptMemory, &uapi.SessionAdoptMemoryRequest{BoId: 1}, ctlFDMemfd|ctlAsIs, mem...),
+			c(uapi.OpSessionAdoptMemory, &uapi.SessionAdoptMemoryRequest{BoId: 1}, ctlFDPipe),
+			c(uapi.OpSessionAdoptMemory, &uapi.SessionAdoptMemoryRequest{BoId: 1}, ctlFDMemfd, mem[:100]...),
+			c(uapi.OpSessionClose, &uapi.SessionCloseRequest{Abort: true}, 0),
+		},
 		{
 			c(uapi.OpIdentify, &uapi.IdentifyRequest{Inodes: []uint64{0, 1, 2, 3}}, 0),
 			c(uapi.OpPause, &uapi.PauseRequest{FileIds: []uint64{0, 1}, TimeoutNs: int64(time.Second)}, 0),
@@ -975,17 +1262,22 @@ func FuzzControl(f *testing.F) {
 				}
 				continue
 			}
-			var fds []int
+			var fds, ours []int // ours: closed after the step
 			pipeR, pipeW := -1, -1
 			if s.Flags&ctlFDMemfd != 0 {
-				mfd := memfdOf(t, tail)
-				defer unix.Close(mfd)
+				var mfd int
+				if uapi.Op(s.Op) == uapi.OpSessionAdoptMemory && s.Flags&(ctlAsIs|ctlRaw) == 0 {
+					mfd = boMemfd(t, tail) // what criu restores
+				} else {
+					mfd = memfdOf(t, tail)
+				}
+				ours = append(ours, mfd)
 				fds = append(fds, mfd)
 			}
 			if s.Flags&ctlFDPipe != 0 {
 				var p [2]int
 				ok(t, unix.Pipe2(p[:], unix.O_CLOEXEC))
-				defer unix.Close(p[1])
+				ours = append(ours, p[1])
 				fds = append(fds, p[0])
 				pipeR, pipeW = p[0], p[1]
 			}
@@ -1007,6 +1299,7 @@ func FuzzControl(f *testing.F) {
 					t.Fatalf("the kernel kept the pipe sent with %v", uapi.Op(s.Op))
 				}
 			}
+			uapi.CloseFDs(ours)
 			if s.Flags&ctlHangUp != 0 {
 				c.close()
 			}
@@ -1022,6 +1315,23 @@ func FuzzControl(f *testing.F) {
 	})
 }
 
+// boMemfd is a memfd as criu restores a mapped BO's: b, in whole
+// pages, with the seals of BO memory.
+func boMemfd(t *testing.T, b []byte) int {
+	fd, err := unix.MemfdCreate("kernelsim-bo", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	ok(t, err)
+	page := os.Getpagesize()
+	ok(t, unix.Ftruncate(fd, int64((len(b)+page-1)/page*page)))
+	if len(b) > 0 {
+		if _, err := unix.Pwrite(fd, b, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, bomem.SealsRequired)
+	ok(t, err)
+	return fd
+}
+
 // memfdOf is an unsealed memfd holding b: a pages file, or what
 // CHECKPOINT_BOS writes into.
 func memfdOf(t *testing.T, b []byte) int {
@@ -1034,6 +1344,39 @@ func memfdOf(t *testing.T, b []byte) int {
 	}
 	return fd
 }
+
+// oneBOSession is a restore of one drm file with one BO, its contents in
+// a pages file, or (mapped) the memory of a restored mapping that
+// SESSION_ADOPT_MEMORY hands over; and those contents.
+func oneBOSession(mapped bool) (*uapi.SessionOpenRequest, []byte) {
+	mem := pattern(4096, 0x6d6d6d6d)
+	blob, _ := proto.Marshal(&uapi.DriverPrivate{Version: kernelsim.DriverPrivateVersion, Driver: "amdgpu", Contexts: []*uapi.ContextState{{CtxId: 2}}})
+	bo := &uapi.BoState{BoId: 1, Size: 4096, Domain: vram, Minor: 128}
+	r := &uapi.SessionOpenRequest{
+		Bos: []*uapi.BoState{bo},
+		Files: []*uapi.RestoreFile{{Inode: 5, State: &uapi.FileCheckpoint{Minor: 128, Driver: "amdgpu", GpuId: kernelsim.DefaultDevice().GPUID,
+			DriverPrivate: blob, Handles: []*uapi.HandleState{{Handle: 3, BoId: 1}}, Bos: []*uapi.BoState{bo}}}},
+	}
+	chunk := &uapi.ContentChunk{Length: 4096, Checksum: uapi.ContentChecksum(mem)}
+	if mapped {
+		chunk.BoId = 1
+		r.Contents = []*uapi.BoContents{{BoId: 1, Mapped: true, Chunks: []*uapi.ContentChunk{chunk}}}
+	} else {
+		r.PagesFiles = []*uapi.PagesFile{{Name: "p", Chunks: []*uapi.ContentChunk{chunk}}}
+		r.Contents = []*uapi.BoContents{{BoId: 1}}
+	}
+	return r, mem
+}
+
+// What FuzzClaim's script (its second byte) does with the mapped BOs'
+// memory: by default it hands over each one's before the claims, made
+// of the pages contents, with no holder.
+const (
+	adoptLate   = 1 << iota // after the claims
+	adoptNone               // never
+	adoptHolder             // a child process holds it until the input ends
+	adoptTwice              // twice (the second is refused)
+)
 
 // What FuzzClaim's script (its first byte) changes in the restore.
 const (
@@ -1060,22 +1403,28 @@ const (
 // outlives the session and its clients.
 func FuzzClaim(f *testing.F) {
 	f.Add([]byte{}, []byte{}, []byte{}, []byte{})
-	blob, _ := proto.Marshal(&uapi.DriverPrivate{Version: kernelsim.DriverPrivateVersion, Driver: "amdgpu", Contexts: []*uapi.ContextState{{CtxId: 2}}})
-	one, _ := proto.Marshal(&uapi.SessionOpenRequest{
-		Bos:        []*uapi.BoState{{BoId: 1, Size: 4096, Domain: vram, Minor: 128}},
-		PagesFiles: []*uapi.PagesFile{{Name: "p", Chunks: []*uapi.ContentChunk{{Length: 4096, Checksum: uapi.ContentChecksum(make([]byte, 4096))}}}},
-		Contents:   []*uapi.BoContents{{BoId: 1}},
-		Files:      []*uapi.RestoreFile{{Inode: 5, State: &uapi.FileCheckpoint{Minor: 128, DriverPrivate: blob, Handles: []*uapi.HandleState{{Handle: 3, BoId: 1}}}}},
-	})
-	f.Add(one, make([]byte, 4096), []byte{0, 0}, []byte{})
+	version := fuzzing.Encode([]fuzzing.Step{{Op: uint16(uapi.OpVersion)}})
+	for _, mapped := range []bool{false, true} {
+		open, mem := oneBOSession(mapped)
+		b, _ := proto.Marshal(open)
+		f.Add(b, mem, append([]byte{0, 0}, version...), []byte{})
+	}
+	open, mem := oneBOSession(true)
+	b, _ := proto.Marshal(open)
+	f.Add(b, mem, []byte{0, adoptLate}, []byte{})
+	f.Add(b, mem, []byte{0, adoptHolder}, []byte{})
+	f.Add(b, mem, []byte{0, adoptTwice}, []byte{})
 	env := ksimtest.Start(f, fuzzConfig())
 	by := newBystander(f, env)
 	base := takeFuzzCensus(env.Kernel)
 	f.Fuzz(func(t *testing.T, open, pages, script, edits []byte) {
 		goroutines := runtime.NumGoroutine()
-		var mode byte
+		var mode, adoptMode byte
 		if len(script) > 0 {
 			mode = script[0]
+		}
+		if len(script) > 1 {
+			adoptMode = script[1]
 		}
 		var steps []fuzzing.Step
 		if len(script) > 2 {
@@ -1156,6 +1505,50 @@ func FuzzClaim(f *testing.F) {
 		}
 		if mode&claimLoadLate == 0 {
 			load()
+		}
+		// The memory criu restored for the mapped BOs, as in their pages.
+		var holder *exec.Cmd
+		defer func() {
+			if holder != nil { // on a failure; the input's end waits for it
+				holder.Process.Kill()
+				holder.Wait()
+			}
+		}()
+		adopt := func() {
+			if adoptMode&adoptNone != 0 {
+				return
+			}
+			sizes := map[uint64]uint64{}
+			for _, bo := range r.Bos {
+				sizes[bo.BoId] = bo.Size
+			}
+			for _, bc := range r.Contents[:min(len(r.Contents), 8)] {
+				size, known := sizes[bc.BoId]
+				if !bc.Mapped || !known || size > 64<<20 {
+					continue
+				}
+				mem := make([]byte, size)
+				copy(mem, pages)
+				var holders []int32
+				if adoptMode&adoptHolder != 0 {
+					if holder == nil {
+						holder = exec.Command("sleep", "3600")
+						ok(t, holder.Start())
+					}
+					holders = []int32{int32(holder.Process.Pid)}
+				}
+				for i := range 1 + int(adoptMode&adoptTwice>>3) {
+					fd := boMemfd(t, mem)
+					errno := ctlReq(uapi.OpSessionAdoptMemory, &uapi.SessionAdoptMemoryRequest{Token: token, BoId: bc.BoId, Holders: holders}, fd)
+					unix.Close(fd)
+					if i > 0 && errno == 0 {
+						t.Fatalf("BO %d's memory adopted twice", bc.BoId)
+					}
+				}
+			}
+		}
+		if adoptMode&adoptLate == 0 {
+			adopt()
 		}
 		claimTok := token
 		if mode&claimBadToken != 0 {
@@ -1250,6 +1643,9 @@ func FuzzClaim(f *testing.F) {
 		if mode&claimLoadLate != 0 {
 			load()
 		}
+		if adoptMode&adoptLate != 0 {
+			adopt()
+		}
 		if mode&claimHangUp != 0 && len(conns) > 0 {
 			conns[0].close()
 		}
@@ -1321,6 +1717,11 @@ func FuzzClaim(f *testing.F) {
 			cn.close()
 		}
 		uapi.CloseFDs(dmabufs)
+		if holder != nil {
+			holder.Process.Kill()
+			holder.Wait()
+			holder = nil
+		}
 		backToFuzzBaseline(t, env.Kernel, base, goroutines)
 		by.check(t)
 	})
