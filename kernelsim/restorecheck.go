@@ -485,6 +485,7 @@ func (c *restoreChecker) checkContents(req *uapi.SessionOpenRequest, bos map[uin
 			continue
 		case len(bc.Chunks) > 0:
 			c.add(ObjBO, bc.BoId, "contents.chunks", "set, but the BO's contents are in a pages file (mapped is false)")
+			continue
 		case int(bc.PagesFile) >= len(req.PagesFiles):
 			c.add(ObjBO, bc.BoId, "pages_file", "%d, there are %d pages file(s)", bc.PagesFile, len(req.PagesFiles))
 			continue

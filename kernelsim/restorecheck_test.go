@@ -87,6 +87,12 @@ func TestCheckRestore(t *testing.T) {
 			"BO 1 minor: renderD129 is not one of the devices", syscall.ENODEV},
 		{"file of another driver", func(r *uapi.SessionOpenRequest) { file(r).Driver = "xe" },
 			`drm file inode 100 driver: "xe", but renderD128 is amdgpu`, syscall.EINVAL},
+		// Found by FuzzClaim: the check went on to index the pages file
+		// and panicked the daemon.
+		{"chunks of a BO in no pages file", func(r *uapi.SessionOpenRequest) {
+			r.Contents[0].Chunks = []*uapi.ContentChunk{{Length: 8192, Checksum: make([]byte, uapi.ChecksumSize), BoId: 1}}
+			r.Contents[0].PagesFile = 7
+		}, "BO 1 contents.chunks: set, but the BO's contents are in a pages file (mapped is false)", syscall.EINVAL},
 		{"doubled BO size", func(r *uapi.SessionOpenRequest) { r.Bos[0].Size *= 2; file(r).Bos[0].Size *= 2 },
 			"BO 1 contents: bytes [12288, 16384) of its 16384 are covered by no checksummed chunk of drm-pages-1.img", syscall.EINVAL},
 		{"overlapping VAs", func(r *uapi.SessionOpenRequest) { file(r).Mappings[1].Va = 0x101000 },
