@@ -308,7 +308,20 @@ type renderConn struct {
 	spare   int   // a dma-buf fd to send before any was received
 	maps    [][]byte
 	peer    *renderConn
-	gone    bool // hung up
+	chans   []*renderConn // reply channels attached to this drm file
+	gone    bool          // hung up
+}
+
+// hangUp closes the connection; a drm file whose socket is closed
+// everywhere is released, and the reply channels attached to it with it.
+func (c *renderConn) hangUp() {
+	unix.Close(c.fd)
+	c.gone = true
+	for _, ch := range c.chans {
+		if !ch.gone {
+			ch.hangUp()
+		}
+	}
 }
 
 func dialRender(t *testing.T, path string, spare int) *renderConn {
@@ -320,8 +333,7 @@ func dialRender(t *testing.T, path string, spare int) *renderConn {
 
 func (c *renderConn) close() {
 	if !c.gone {
-		unix.Close(c.fd)
-		c.gone = true
+		c.hangUp()
 	}
 	uapi.CloseFDs(c.dmabufs)
 	c.dmabufs = nil
@@ -515,8 +527,7 @@ func (c *renderConn) step(s fuzzing.Step) {
 		t.Fatalf("send %v: %v", op, err)
 	}
 	if s.Flags&stepHangUp != 0 {
-		unix.Close(c.fd)
-		c.gone = true
+		c.hangUp()
 		return
 	}
 	h, payload, rfds, err := recvTimeout(c.fd, 20*time.Second)
@@ -527,6 +538,9 @@ func (c *renderConn) step(s fuzzing.Step) {
 	if h.Status == 0 && (op == uapi.OpPrimeHandleToFd || op == uapi.OpClaimDmaBuf || op == uapi.OpGemMmap) != (len(rfds) == 1) || len(rfds) > 1 {
 		uapi.CloseFDs(rfds)
 		t.Fatalf("%v succeeded with %d descriptors", op, len(rfds))
+	}
+	if _, attached := m.(*uapi.AttachReply); attached && len(fds) == 1 && c.peer != nil && fds[0] == c.peer.fd {
+		c.peer.chans = append(c.peer.chans, c)
 	}
 	if r, isMmap := m.(*uapi.GemMmapReply); isMmap {
 		c.mapped(op, r, rfds[0])
@@ -821,7 +835,7 @@ const (
 	ctlAsIs        = 16  // no substitution of ids and tokens
 	ctlHangUp      = 32  // hang up the control connection after the step
 	ctlOtherDevice = 64  // claims go to renderD129
-	ctlFDSocket    = 128 // also the harness's first file's client socket (CHECKPOINT_IO's)
+	ctlFDSocket    = 128 // also the harness's first file's client socket (CHECKPOINT_IO's; not with DEBUG)
 	ctlFDMemfd     = 1
 	ctlFDPipe      = 2
 )
@@ -937,11 +951,15 @@ func (h *harness) usable(t *testing.T, env *ksimtest.Env) {
 			t.Fatal("a file stayed frozen after its control connection went away")
 		}
 	}
-	for _, f := range env.Kernel.Debug().Files {
-		if (f.ID == h.files[0] || f.ID == h.files[1]) && f.Paused {
-			t.Fatalf("file %d stayed paused after its control connection went away", f.ID)
+	// The kernel resumes them once it has seen the hang-up.
+	eventually(t, "the files the control connection paused to run again", func() bool {
+		for _, f := range env.Kernel.Debug().Files {
+			if (f.ID == h.files[0] || f.ID == h.files[1]) && f.Paused {
+				return false
+			}
 		}
-	}
+		return true
+	})
 }
 
 func (h *harness) close() {
@@ -1281,7 +1299,13 @@ func FuzzControl(f *testing.F) {
 				fds = append(fds, p[0])
 				pipeR, pipeW = p[0], p[1]
 			}
-			if s.Flags&ctlFDSocket != 0 {
+			op := uapi.Op(s.Op)
+			if hd, err := uapi.ParseHeader(reqb); s.Flags&ctlRaw != 0 && err == nil {
+				op = hd.Op
+			}
+			// DEBUG writes its dump into the file it is sent: a's socket
+			// would then carry it to a's drm file as requests.
+			if s.Flags&ctlFDSocket != 0 && op&^uapi.OpOutOfLine != uapi.OpDebug {
 				fds = append(fds, h.a.FD())
 			}
 			if s.Flags&ctlRaw != 0 {
@@ -1561,7 +1585,7 @@ func FuzzClaim(f *testing.F) {
 			io *uapi.PendingIO
 		}
 		var conns []claimed
-		claimConn := func(op uapi.Op, ino uint64, minor uint32, io *uapi.PendingIO) {
+		claimConn := func(op uapi.Op, ino uint64, minor uint32, io *uapi.PendingIO) *renderConn {
 			var b []byte
 			if op == uapi.OpClaimFile {
 				b, _ = proto.Marshal(&uapi.ClaimFileRequest{Token: claimTok, Inode: ino})
@@ -1570,7 +1594,7 @@ func FuzzClaim(f *testing.F) {
 			}
 			conn, _ := claim(t, env, op, b, minor)
 			if conn < 0 {
-				return
+				return nil
 			}
 			// The replies the task had not read at dump follow the
 			// claim's, as they were, oldest first.
@@ -1586,7 +1610,8 @@ func FuzzClaim(f *testing.F) {
 						op, ino, len(pkt), len(rfds), len(want.Packet), want.DmabufInode)
 				}
 			}
-			conns = append(conns, claimed{&renderConn{t: t, fd: conn, seq: 1 << 20, spare: by.dmabuf}, io})
+			rc := &renderConn{t: t, fd: conn, seq: 1 << 20, spare: by.dmabuf}
+			conns = append(conns, claimed{rc, io})
 			if mode&claimTwice != 0 {
 				again := dialRender(t, kernelsim.RenderNodePath(env.Dir, minor), -1)
 				pkt, err := uapi.Marshal(uapi.Header{Op: op, Seq: 1}, protoOf(op, claimTok, ino))
@@ -1595,12 +1620,16 @@ func FuzzClaim(f *testing.F) {
 				h, _, rfds, err := recvTimeout(again.fd, 20*time.Second)
 				again.close()
 				uapi.CloseFDs(rfds)
-				if err != nil || h.Status != -int32(unix.EBUSY) {
+				// EBUSY, or EIO once the session's contents failed
+				// meanwhile (loading goes on after the first claim).
+				if err != nil || h.Status >= 0 {
 					t.Fatalf("second %v of inode %d: status %d, %v", op, ino, h.Status, err)
 				}
 			}
+			return rc
 		}
-		minorOf := map[uint64]uint32{} // file inode -> device
+		minorOf := map[uint64]uint32{}       // file inode -> device
+		fileConn := map[uint64]*renderConn{} // file inode -> its claimed connection
 		for i, rf := range r.Files[:min(len(r.Files), 8)] {
 			minor := rf.GetState().GetMinor()
 			minorOf[rf.Inode] = minor
@@ -1611,12 +1640,17 @@ func FuzzClaim(f *testing.F) {
 				t.Fatalf("file inode %d of renderD%d is to be claimed at %s", rf.Inode, rf.GetState().GetMinor(), sr.FileSockets[i])
 			}
 			if env.Kernel.Device(minor) != nil {
-				claimConn(uapi.OpClaimFile, rf.Inode, minor, rf.State.GetIo())
+				if fc := claimConn(uapi.OpClaimFile, rf.Inode, minor, rf.State.GetIo()); fc != nil {
+					fileConn[rf.Inode] = fc
+				}
 			}
 		}
 		for _, rc := range r.Channels[:min(len(r.Channels), 8)] {
 			if minor, ok := minorOf[rc.FileInode]; ok {
-				claimConn(uapi.OpClaimChannel, rc.Inode, minor, rc.GetIo())
+				ch := claimConn(uapi.OpClaimChannel, rc.Inode, minor, rc.GetIo())
+				if fc := fileConn[rc.FileInode]; ch != nil && fc != nil {
+					fc.chans = append(fc.chans, ch) // goes with its file
+				}
 			}
 		}
 		var dmabufs []int
