@@ -177,4 +177,4 @@ graphviz:
 proto:
 	@command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
-	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc --proto_path=. --go_out=. --go_opt=module=drmcr kernelsim/uapi/uapi.proto images/images.proto
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc --proto_path=. --go_out=. --go_opt=module=drmcr kernelsim/uapi/uapi.proto kernelsim/uapi/xe_drm.proto images/images.proto

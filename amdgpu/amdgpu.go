@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"drmcr/drmcore"
 	"drmcr/images"
 	"drmcr/kernelsim/uapi"
 )
@@ -78,4 +79,16 @@ func (*Plugin) RestoreFile(img *images.DrmFile) (*uapi.RestoreFile, error) {
 		return nil, fmt.Errorf("driver blob version %d, image says %d", priv.Version, img.DriverVersion)
 	}
 	return &uapi.RestoreFile{Inode: img.Inode, State: img.State}, nil
+}
+
+// State implements drmcore.DriverPlugin.
+func (*Plugin) State(img *images.DrmFile) (*drmcore.DriverState, error) {
+	if img.Driver != Driver || img.State == nil {
+		return nil, fmt.Errorf("image of driver %q", img.Driver)
+	}
+	priv, err := Decode(img.State.DriverPrivate)
+	if err != nil {
+		return nil, err
+	}
+	return &drmcore.DriverState{Contexts: priv.Contexts, Syncobjs: priv.Syncobjs, SwSyncs: priv.SwSyncs}, nil
 }

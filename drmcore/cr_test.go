@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"drmcr/amdgpu"
 	"drmcr/drmcore"
 	"drmcr/drmcore/drmcoretest"
 	"drmcr/images"
@@ -345,15 +346,23 @@ func TestRestoreAbortDestroysAll(t *testing.T) {
 }
 
 // TestUnsupportedDriverFailsDump: a drm file of a driver without a
-// sub-plugin cannot be checkpointed, and says so.
+// sub-plugin (here a plugin built with amdgpu's only) cannot be
+// checkpointed, and says so.
 func TestUnsupportedDriverFailsDump(t *testing.T) {
 	xe := kernelsim.DefaultDevice()
 	xe.Driver, xe.Minor = "xe", 129
 	env := ksimtest.Start(t, kernelsim.Config{Devices: []kernelsim.DeviceConfig{kernelsim.DefaultDevice(), xe}})
 	d := env.Open(t, 129)
 	ck(t).u32(d.BOCreate(page, uapi.Domain_DOMAIN_VRAM, 0, 0))
-	_, err := dump(t, env)
-	if err == nil || !strings.Contains(err.Error(), "xe") {
+	var inodes []uint64
+	for _, ino := range drmcoretest.SocketInodes(t) {
+		inodes = append(inodes, ino)
+	}
+	p := drmcoretest.Plugin(t, env.Dir, t.TempDir(), pauseTimeout, func(c *drmcore.Config) {
+		c.Drivers = []drmcore.DriverPlugin{amdgpu.New()}
+	})
+	err := drmcoretest.Dump(t, p, os.Getpid(), inodes)
+	if err == nil || !strings.Contains(err.Error(), "is on a xe device, which no sub-plugin handles") {
 		t.Fatalf("dump with an xe file: %v", err)
 	}
 }

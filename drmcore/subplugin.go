@@ -26,6 +26,21 @@ type DriverPlugin interface {
 	// RestoreFile turns a checked file image into the kernel's restore
 	// request for the file.
 	RestoreFile(img *images.DrmFile) (*uapi.RestoreFile, error)
+	// State decodes the driver blob of a file image for the tools
+	// (drmcrit show, the demo): what every driver's blob holds and the
+	// driver's own objects.
+	State(img *images.DrmFile) (*DriverState, error)
+}
+
+// DriverState is a driver blob as the tools show it.
+type DriverState struct {
+	// Contexts are the file's contexts (amdgpu) or exec queues (xe),
+	// with their saved work.
+	Contexts []*uapi.ContextState
+	Syncobjs []*uapi.SyncobjState
+	SwSyncs  []*uapi.SwSyncState
+	// Objects are the driver's own objects, one line each ("VM 1 (long-running): 2 bindings").
+	Objects []string
 }
 
 // DmaBufPlugin checkpoints and restores dma-buf files.

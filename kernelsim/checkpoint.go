@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"drmcr/kernelsim/dma"
 	"drmcr/kernelsim/gpu"
 	"drmcr/kernelsim/sched"
@@ -98,7 +96,12 @@ func (k *Kernel) Pause(fileIDs []uint64, timeout time.Duration) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				err := c.pause(ctx)
+				var err error
+				if p, ok := c.data.(Preempter); ok {
+					err = p.Preempt(ctx)
+				} else {
+					err = c.pause(ctx)
+				}
 				mu.Lock()
 				results = append(results, result{c, err})
 				mu.Unlock()
@@ -148,7 +151,11 @@ func (k *Kernel) Resume(fileIDs []uint64) {
 		}
 		k.mu.Unlock()
 		for _, c := range ctxs {
-			c.resume()
+			if p, ok := c.data.(Preempter); ok {
+				p.Resume()
+			} else {
+				c.resume()
+			}
 		}
 		for _, e := range ios {
 			e.io.Thaw()
@@ -218,6 +225,7 @@ func (k *Kernel) CheckpointFile(id uint64) (*uapi.FileCheckpoint, error) {
 
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	var err error
 	cp := &uapi.FileCheckpoint{
 		FileId: f.id, Minor: f.dev.cfg.Minor, Driver: f.dev.drv.name,
 		GpuId: f.dev.cfg.GPUID, OwnerPid: f.owner.PID,
@@ -232,19 +240,11 @@ func (k *Kernel) CheckpointFile(id uint64) (*uapi.FileCheckpoint, error) {
 	for _, m := range f.vm {
 		cp.Mappings = append(cp.Mappings, &uapi.VaMapping{Handle: m.Handle, BoOffset: m.BOOffset, Va: m.VA, Size: m.Size, Flags: m.Flags})
 	}
-	priv, err := f.checkpointDriver(bos)
-	if err != nil {
+	dcp := &DriverCheckpoint{f: f, bos: bos, jobFences: map[*dma.Fence]bool{}}
+	if cp.DriverPrivate, err = f.priv.Checkpoint(dcp); err != nil {
 		return nil, fmt.Errorf("drm file %d: %w", id, err)
 	}
-	for _, c := range priv.Contexts {
-		for _, j := range c.Jobs {
-			cp.JobFences = append(cp.JobFences, j.FenceId)
-			cp.WaitsOnFences = append(cp.WaitsOnFences, j.DepFenceIds...)
-		}
-	}
-	if cp.DriverPrivate, err = proto.Marshal(priv); err != nil {
-		return nil, fmt.Errorf("drm file %d: driver state: %w", id, err)
-	}
+	cp.JobFences, cp.WaitsOnFences = dcp.fences, dcp.waits
 	ids := make([]uint64, 0, len(bos))
 	for id := range bos {
 		ids = append(ids, id)
@@ -295,97 +295,6 @@ func (k *Kernel) CheckpointIO(fileID, ino uint64, sock int) (*uapi.PendingIO, er
 		r.Bo = db.bo.state()
 	}
 	return p, nil
-}
-
-// checkpointDriver builds the driver blob: contexts with their preempted
-// work, syncobjs and sw_sync timelines. BOs that only jobs still refer to
-// are added to bos. Called with k.mu held.
-func (f *File) checkpointDriver(bos map[uint64]*BO) (*uapi.DriverPrivate, error) {
-	k := f.k
-	priv := &uapi.DriverPrivate{Version: DriverPrivateVersion, Driver: f.dev.drv.name}
-	jobFences := map[*dma.Fence]bool{}
-	for _, c := range f.contextList() {
-		cs := &uapi.ContextState{
-			CtxId: c.id, Priority: c.prio, Guilty: c.guilty(),
-			Submitted: c.submitted.Load(), Completed: c.completed.Load(),
-		}
-		c.mu.Lock()
-		jobs := append(c.entity.Queued(), c.restored...)
-		c.mu.Unlock()
-		for _, j := range jobs {
-			info, ok := k.jobs[j]
-			if !ok {
-				return nil, fmt.Errorf("context %d: queued job without kernel state", c.id)
-			}
-			js := &uapi.JobState{
-				FenceId: j.Finished().ID(), Bos: slices.Clone(info.submit), Commands: info.cmds,
-				LongRunning: j.LongRunning,
-			}
-			// A handle the task closed after the submit (or reused for
-			// another BO) is recorded as 0: the job holds its BO by id.
-			for i, sb := range js.Bos {
-				if i < len(info.bos) {
-					if bo, ok := f.handles.get(sb.Handle); !ok || bo != info.bos[i] {
-						js.Bos[i] = &uapi.SubmitBo{Handle: 0, Write: sb.Write}
-					}
-				}
-			}
-			// A drained context keeps preempted long-running work and
-			// what was queued behind it, which may wait on parked work
-			// of any paused context: restore rebuilds those waits.
-			for _, dep := range j.Deps {
-				if dep.Signaled() {
-					continue
-				}
-				if !jobFences[dep] && !sched.Parked(dep) {
-					return nil, fmt.Errorf("context %d: queued job %d waits on fence %d (%s), which is not paused work to restore", c.id, j.ID(), dep.ID(), dep.Timeline())
-				}
-				js.DepFenceIds = append(js.DepFenceIds, dep.ID())
-			}
-			if j.LongRunning {
-				js.ProgressCmd = int32(info.payload.Progress.Cmd)
-				js.ProgressIter = info.payload.Progress.Iter
-				js.ProgressAcc = info.payload.Progress.Acc
-			}
-			for _, bo := range info.bos {
-				js.BoIds = append(js.BoIds, bo.id)
-				bos[bo.id] = bo
-			}
-			jobFences[j.Finished()] = true
-			cs.Jobs = append(cs.Jobs, js)
-		}
-		priv.Contexts = append(priv.Contexts, cs)
-	}
-	timelines := map[uint64]uint32{} // fence context -> timeline id
-	for _, id := range f.swsync.ids() {
-		t, _ := f.swsync.get(id)
-		priv.SwSyncs = append(priv.SwSyncs, &uapi.SwSyncState{Timeline: id, Value: t.Value()})
-		timelines[t.Context()] = id
-	}
-	for _, h := range f.syncobjs.ids() {
-		s, _ := f.syncobjs.get(h)
-		st := &uapi.SyncobjState{Handle: h}
-		if fence := s.Fence(); fence != nil {
-			switch tl, isSw := timelines[fence.Context()]; {
-			case fence.Signaled():
-				st.Kind = uapi.SyncobjState_SIGNALED
-				st.Error = dma.Errno(fence.Err())
-			case jobFences[fence]:
-				st.Kind = uapi.SyncobjState_JOB
-				st.FenceId = fence.ID()
-			case isSw:
-				st.Kind = uapi.SyncobjState_SW_SYNC
-				st.Timeline = tl
-				st.Point = fence.Seqno()
-			default:
-				fence.Put()
-				return nil, fmt.Errorf("syncobj %d holds unsignalled fence %d (%s) that is not this file's to restore", h, fence.ID(), fence.Timeline())
-			}
-			fence.Put()
-		}
-		priv.Syncobjs = append(priv.Syncobjs, st)
-	}
-	return priv, nil
 }
 
 // CheckpointDmaBuf describes the BO behind a dma-buf inode. It fails with
@@ -448,21 +357,6 @@ func (k *Kernel) CheckpointBOs(ids []uint64, fd int, offset uint64) (uint64, []*
 // errNoDriverState is returned for a blob of another driver or version.
 var errNoDriverState = errors.New("driver state")
 
-// decodeDriverPrivate parses and checks a driver blob for device d.
-func (d *Device) decodeDriverPrivate(blob []byte) (*uapi.DriverPrivate, error) {
-	priv := &uapi.DriverPrivate{}
-	if err := proto.Unmarshal(blob, priv); err != nil {
-		return nil, fmt.Errorf("%w: %v", errNoDriverState, err)
-	}
-	if priv.Version != DriverPrivateVersion {
-		return nil, fmt.Errorf("%w: version %d, this kernel reads %d", errNoDriverState, priv.Version, DriverPrivateVersion)
-	}
-	if priv.Driver != d.drv.name {
-		return nil, fmt.Errorf("%w: for driver %q, device renderD%d is %q", errNoDriverState, priv.Driver, d.cfg.Minor, d.drv.name)
-	}
-	return priv, nil
-}
-
 // restoredJob makes a scheduler job of work a checkpoint found queued
 // (preempted long-running jobs and what was queued behind them); bos are
 // the job's BOs, already referenced for it. The context runs its jobs in
@@ -473,12 +367,6 @@ func (c *Context) restoredJob(js *uapi.JobState, bos []*BO, deps []*dma.Fence) (
 	for i, uc := range js.Commands {
 		cmds[i] = commandFromUAPI(uc)
 	}
-	bufs := make([]gpu.Buffer, len(bos))
-	sizes := make([]uint64, len(bos))
-	for i, bo := range bos {
-		bufs[i] = bo.mem
-		sizes[i] = bo.size
-	}
 	putDeps := func() {
 		for _, d := range deps {
 			d.Put()
@@ -488,7 +376,24 @@ func (c *Context) restoredJob(js *uapi.JobState, bos []*BO, deps []*dma.Fence) (
 		putDeps()
 		return nil, fmt.Errorf("job with %d BOs and %d BO ids", len(js.Bos), len(bos))
 	}
-	if err := gpu.Validate(cmds, len(bufs), sizes); err != nil {
+	if len(js.Windows) != 0 && len(js.Windows) != len(bos) {
+		putDeps()
+		return nil, fmt.Errorf("job with %d BOs and %d windows", len(bos), len(js.Windows))
+	}
+	bufs := make([]JobBuffer, len(bos))
+	for i, bo := range bos {
+		bufs[i] = JobBuffer{BO: bo, Size: bo.size, Write: js.Bos[i].Write}
+		if len(js.Windows) != 0 {
+			w := js.Windows[i]
+			if w.Size == 0 || w.Offset > bo.size || w.Size > bo.size-w.Offset {
+				putDeps()
+				return nil, fmt.Errorf("job window [%d, +%d) outside its %d-byte BO %d", w.Offset, w.Size, bo.size, bo.id)
+			}
+			bufs[i].Offset, bufs[i].Size = w.Offset, w.Size
+		}
+	}
+	gbufs, sizes := gpuBuffers(bufs)
+	if err := gpu.Validate(cmds, len(gbufs), sizes); err != nil {
 		putDeps()
 		return nil, fmt.Errorf("restored job commands: %w", err)
 	}
@@ -497,20 +402,19 @@ func (c *Context) restoredJob(js *uapi.JobState, bos []*BO, deps []*dma.Fence) (
 		putDeps()
 		return nil, fmt.Errorf("restored job: %w", err)
 	}
-	payload := &gpu.JobPayload{Cmds: cmds, Bufs: bufs, Progress: progress}
+	payload := &gpu.JobPayload{Cmds: cmds, Bufs: gbufs, Progress: progress}
 	j, err := c.entity.NewJob(deps, payload, js.LongRunning)
 	if err != nil {
 		return nil, err
 	}
 	info := &jobInfo{ctx: c, bos: bos, submit: js.Bos, cmds: js.Commands, payload: payload}
+	if len(js.Windows) != 0 {
+		info.windows = bufs
+	}
 	c.f.k.jobs[j] = info
 	fin := j.Finished()
-	for i, bo := range bos {
-		u := dma.UsageRead
-		if js.Bos[i].Write {
-			u = dma.UsageWrite
-		}
-		bo.resv.Add(fin, u)
+	for _, b := range bufs {
+		b.BO.resv.Add(fin, c.usage(b.Write))
 	}
 	fin.AddCallback(func(*dma.Fence) { c.completed.Add(1) })
 	return j, nil

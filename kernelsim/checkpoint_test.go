@@ -274,7 +274,8 @@ func TestCheckpointRestoreRoundTrip(t *testing.T) {
 	xown := must(x.BOCreate(4096, vram, 0, 0))
 	ok(t, x.Write(xown, 0, pattern(4096, 0xabababab)))
 	xctx := must(x.CtxCreate(0))
-	ok(t, x.VMMap(xs, 0, 0x10000, 8192, 0))
+	xvm := must(x.XeVMCreate(0))
+	ok(t, x.XeBind(xvm, xs, 0, 0x10000, 8192))
 
 	c1 := must(a.CtxCreate(1))
 	c2 := must(a.CtxCreate(-1))

@@ -21,6 +21,8 @@ type Context struct {
 	prio   int32
 	sched  *sched.Scheduler // own scheduler (firmware mode), else nil
 	entity *sched.Entity
+	data   any  // the driver's (an xe exec queue)
+	lr     bool // long-running: no timeout, no implicit sync
 
 	submitted, completed atomic.Uint64
 	// wasGuilty: restored from a checkpoint of a guilty context. The
@@ -47,6 +49,7 @@ type jobInfo struct {
 	submit  []*uapi.SubmitBo
 	cmds    []*uapi.Command
 	payload *gpu.JobPayload
+	windows []JobBuffer // the pieces of bos the job addresses (xe); nil: whole BOs
 }
 
 // backend wraps the GPU engine's scheduler backend to release a job's BO
@@ -137,6 +140,10 @@ func (f *File) CtxDestroy(id uint32) error {
 		k.mu.Unlock()
 		return errnof(syscall.EBADF, "file closed")
 	}
+	if c, ok := f.contexts.get(id); ok && c.data != nil {
+		k.mu.Unlock()
+		return errnof(syscall.ENOENT, "context %d is a driver's queue, destroyed through the driver's own ioctl", id)
+	}
 	c, ok := f.contexts.remove(id)
 	k.mu.Unlock()
 	if !ok {
@@ -217,6 +224,9 @@ func (f *File) Submit(ctx context.Context, req *uapi.SubmitRequest) (*uapi.Submi
 	if err != nil {
 		return nil, err
 	}
+	if c.data != nil {
+		return nil, errnof(syscall.ENOENT, "context %d is a driver's queue, which takes work through the driver's own ioctl", c.id)
+	}
 	if c.guilty() {
 		return nil, errnof(syscall.ECANCELED, "context %d is guilty of a GPU hang", c.id)
 	}
@@ -231,12 +241,82 @@ func (f *File) Submit(ctx context.Context, req *uapi.SubmitRequest) (*uapi.Submi
 
 	k := f.k
 	k.mu.Lock()
-	info, deps, outs, err := f.resolveSubmit(c, req, cmds)
+	info := &jobInfo{ctx: c, submit: req.Bos, cmds: req.Commands}
+	bufs := make([]JobBuffer, 0, len(req.Bos))
+	for _, sb := range req.Bos {
+		bo, err := f.lookup(sb.Handle)
+		if err != nil {
+			info.release()
+			k.mu.Unlock()
+			return nil, err
+		}
+		bo.get()
+		info.bos = append(info.bos, bo)
+		bufs = append(bufs, JobBuffer{BO: bo, Size: bo.size, Write: sb.Write})
+	}
+	deps, outs, err := f.resolveJob(c, info, bufs, cmds, req.InSyncobjs, req.OutSyncobjs)
 	k.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	job, err := c.entity.NewJob(deps, info.payload, req.LongRunning)
+	fin, err := c.queue(ctx, info, bufs, deps, outs, req.LongRunning || c.lr)
+	if err != nil {
+		return nil, err
+	}
+	return &uapi.SubmitReply{FenceId: fin.ID(), Seqno: fin.Seqno()}, nil
+}
+
+// resolveJob checks a job's commands against its buffers (whose BOs
+// info already holds a reference on) and gathers its dependencies and
+// out-syncobjs. On failure the references are dropped. Called with k.mu
+// held.
+func (f *File) resolveJob(c *Context, info *jobInfo, bufs []JobBuffer, cmds []gpu.Command, in, out []uint32) ([]*dma.Fence, []*dma.Syncobj, error) {
+	var deps []*dma.Fence
+	fail := func(err error) ([]*dma.Fence, []*dma.Syncobj, error) {
+		info.release()
+		for _, d := range deps {
+			d.Put()
+		}
+		return nil, nil, err
+	}
+	gbufs, sizes := gpuBuffers(bufs)
+	if err := gpu.Validate(cmds, len(gbufs), sizes); err != nil {
+		return fail(errnof(syscall.EINVAL, "commands: %v", err))
+	}
+	if !c.lr {
+		for _, b := range bufs {
+			deps = append(deps, b.BO.resv.Fences(dma.UsageRW(b.Write))...)
+		}
+	}
+	for _, h := range in {
+		s, ok := f.syncobjs.get(h)
+		if !ok {
+			return fail(errnof(syscall.ENOENT, "no syncobj %d", h))
+		}
+		fence := s.Fence()
+		if fence == nil {
+			return fail(errnof(syscall.EINVAL, "syncobj %d has no fence", h))
+		}
+		deps = append(deps, fence)
+	}
+	var outs []*dma.Syncobj
+	for _, h := range out {
+		s, ok := f.syncobjs.get(h)
+		if !ok {
+			return fail(errnof(syscall.ENOENT, "no syncobj %d", h))
+		}
+		outs = append(outs, s)
+	}
+	info.payload = &gpu.JobPayload{Cmds: cmds, Bufs: gbufs}
+	return deps, outs, nil
+}
+
+// queue makes the job, publishes its finished fence in its BOs'
+// reservation objects and the out-syncobjs, and pushes it. Called with
+// c.mu held (the context takes work), without k.mu.
+func (c *Context) queue(ctx context.Context, info *jobInfo, bufs []JobBuffer, deps []*dma.Fence, outs []*dma.Syncobj, longRunning bool) (*dma.Fence, error) {
+	k := c.f.k
+	job, err := c.entity.NewJob(deps, info.payload, longRunning)
 	if err != nil {
 		k.mu.Lock()
 		info.release()
@@ -244,12 +324,8 @@ func (f *File) Submit(ctx context.Context, req *uapi.SubmitRequest) (*uapi.Submi
 		return nil, errnof(syscall.EINVAL, "job: %v", err)
 	}
 	fin := job.Finished()
-	for i, bo := range info.bos {
-		u := dma.UsageRead
-		if req.Bos[i].Write {
-			u = dma.UsageWrite
-		}
-		bo.resv.Add(fin, u)
+	for _, b := range bufs {
+		b.BO.resv.Add(fin, c.usage(b.Write))
 	}
 	for _, s := range outs {
 		s.Replace(fin)
@@ -262,58 +338,7 @@ func (f *File) Submit(ctx context.Context, req *uapi.SubmitRequest) (*uapi.Submi
 	if err := c.entity.Push(ctx, job); err != nil {
 		return nil, errnof(syscall.ECANCELED, "push: %v", err)
 	}
-	return &uapi.SubmitReply{FenceId: fin.ID(), Seqno: fin.Seqno()}, nil
-}
-
-// resolveSubmit turns a submit request into BO references, dependency
-// fences and out-syncobjs. Called with k.mu held.
-func (f *File) resolveSubmit(c *Context, req *uapi.SubmitRequest, cmds []gpu.Command) (*jobInfo, []*dma.Fence, []*dma.Syncobj, error) {
-	info := &jobInfo{ctx: c, submit: req.Bos, cmds: req.Commands}
-	var deps []*dma.Fence
-	fail := func(err error) (*jobInfo, []*dma.Fence, []*dma.Syncobj, error) {
-		info.release()
-		for _, d := range deps {
-			d.Put()
-		}
-		return nil, nil, nil, err
-	}
-	sizes := make([]uint64, len(req.Bos))
-	bufs := make([]gpu.Buffer, len(req.Bos))
-	for i, sb := range req.Bos {
-		bo, err := f.lookup(sb.Handle)
-		if err != nil {
-			return fail(err)
-		}
-		bo.get()
-		info.bos = append(info.bos, bo)
-		sizes[i] = bo.size
-		bufs[i] = bo.mem
-		deps = append(deps, bo.resv.Fences(dma.UsageRW(sb.Write))...)
-	}
-	if err := gpu.Validate(cmds, len(bufs), sizes); err != nil {
-		return fail(errnof(syscall.EINVAL, "commands: %v", err))
-	}
-	for _, h := range req.InSyncobjs {
-		s, ok := f.syncobjs.get(h)
-		if !ok {
-			return fail(errnof(syscall.ENOENT, "no syncobj %d", h))
-		}
-		fence := s.Fence()
-		if fence == nil {
-			return fail(errnof(syscall.EINVAL, "syncobj %d has no fence", h))
-		}
-		deps = append(deps, fence)
-	}
-	var outs []*dma.Syncobj
-	for _, h := range req.OutSyncobjs {
-		s, ok := f.syncobjs.get(h)
-		if !ok {
-			return fail(errnof(syscall.ENOENT, "no syncobj %d", h))
-		}
-		outs = append(outs, s)
-	}
-	info.payload = &gpu.JobPayload{Cmds: cmds, Bufs: bufs}
-	return info, deps, outs, nil
+	return fin, nil
 }
 
 // release drops the BO references of a job that never reached the

@@ -9,28 +9,6 @@ import (
 	"drmcr/kernelsim/uapi"
 )
 
-// driver is what differs between the simulated drivers: how their GPU
-// schedules work and which BO flags they accept.
-type driver struct {
-	name      string
-	mode      sched.Mode
-	gemFlags  uint64 // every flag bit the driver accepts at GEM create
-	vaMax     uint64 // end of the GPU virtual address space
-	pageShift uint
-	vendor    uint16 // PCI vendor id, the top half of default gpu ids
-}
-
-// drivers is the table of simulated drivers. amdgpu feeds rings shared by
-// all contexts (classic drm_sched); xe has the firmware schedule each
-// context on its own queue (one drm_sched per entity).
-var drivers = map[string]driver{
-	"amdgpu": {name: "amdgpu", mode: sched.Classic, gemFlags: 0xff, vaMax: 1 << 47, pageShift: 12, vendor: 0x1002},
-	"xe":     {name: "xe", mode: sched.Firmware, gemFlags: 0x0f, vaMax: 1 << 48, pageShift: 12, vendor: 0x8086},
-}
-
-// Drivers lists the driver names a DeviceConfig may use.
-func Drivers() []string { return []string{"amdgpu", "xe"} }
-
 // Device is one simulated GPU and its render node.
 type Device struct {
 	k      *Kernel
@@ -44,7 +22,7 @@ type Device struct {
 }
 
 func newDevice(k *Kernel, cfg DeviceConfig) (*Device, error) {
-	drv, ok := drivers[cfg.Driver]
+	drv, ok := lookupDriver(cfg.Driver)
 	if !ok {
 		return nil, fmt.Errorf("unknown driver %q (have %v)", cfg.Driver, Drivers())
 	}

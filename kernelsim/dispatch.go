@@ -84,12 +84,6 @@ var ioctls = map[uapi.Op]ioctl{
 		busy, err := f.GemWaitIdle(ctx, r.Handle, r.Write, nsDuration(r.TimeoutNs))
 		return &uapi.GemWaitIdleReply{Busy: busy}, err
 	}),
-	uapi.OpVmMap: unary(func(_ context.Context, f *File, r *uapi.VmMapRequest) (proto.Message, error) {
-		return empty, f.VMMap(r.Handle, r.BoOffset, r.Va, r.Size, r.Flags)
-	}),
-	uapi.OpVmUnmap: unary(func(_ context.Context, f *File, r *uapi.VmUnmapRequest) (proto.Message, error) {
-		return empty, f.VMUnmap(r.Va)
-	}),
 	uapi.OpPrimeHandleToFd: func(rq *request, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
 		if err := noFDs(fds); err != nil {
 			return nil, -1, nil, err
@@ -231,10 +225,12 @@ func firstRequest(rq *request, payload []byte, fds []int, m proto.Message) error
 
 // dispatch runs one request.
 func (c *conn) dispatch(r *request, h uapi.Header, payload []byte, fds []int) (proto.Message, int, *DmaBuf, error) {
-	fn, ok := ioctls[h.Op]
-	if !ok {
-		closeFDs(fds)
-		return nil, -1, nil, errnof(syscall.ENOTTY, "unknown request %v", h.Op)
+	if fn, ok := ioctls[h.Op]; ok {
+		return fn(r, payload, fds)
 	}
-	return fn(r, payload, fds)
+	if io, ok := driverIoctl(c.f, h.Op); ok {
+		return runDriverIoctl(io, r, payload, fds)
+	}
+	closeFDs(fds)
+	return nil, -1, nil, errnof(syscall.ENOTTY, "unknown request %v", h.Op)
 }

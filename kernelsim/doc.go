@@ -28,8 +28,14 @@
 // CPU reads, writes fenced before the GPU reads them), a GTT BO cached;
 // the simulation is coherent for both.
 //
+// Drivers (driver.go) plug in as a Driver, the hooks the core calls as
+// Linux's drm core calls a struct drm_driver; the core names none of
+// them. amdgpu is amdgpu.go, xe the package kernelsim/xe.
+//
 // Locking: Kernel.mu (like the old struct_mutex) protects the object graph:
-// handles, PRIME tables, reference counts, mappings. BO contents have their
+// handles, PRIME tables, reference counts, mappings, and the drivers'
+// state of each file (xe's VMs, bindings and exec queues; an xe preempt
+// fence's own lock is a leaf). BO contents have their
 // own lock; jobs run without Kernel.mu. Waits hold no lock of the kernel
 // or of the connection.
 //

@@ -39,6 +39,7 @@ type File struct {
 	swsync   *idr[*dma.SwSyncTimeline]
 	paused   bool
 	closed   bool
+	priv     FilePriv // the driver's state (drm_file.driver_priv)
 }
 
 // Open creates a drm file on the device.
@@ -60,6 +61,7 @@ func (d *Device) openLocked(owner Cred) *File {
 		syncobjs: newIDR[*dma.Syncobj](),
 		swsync:   newIDR[*dma.SwSyncTimeline](),
 	}
+	f.priv = d.drv.impl.Open(f)
 	k.files[f.id] = f
 	return f
 }
@@ -99,6 +101,7 @@ func (f *File) Close() {
 
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	f.priv.Postclose()
 	// The mappings go all at once: dropping them handle by handle would
 	// cost a pass over them per handle.
 	f.vm = nil

@@ -23,6 +23,7 @@ import (
 	"drmcr/kernelsim/libdrm"
 	"drmcr/kernelsim/sched"
 	"drmcr/kernelsim/uapi"
+	_ "drmcr/kernelsim/xe" // the xe driver registers itself
 )
 
 // childEnv selects a child role when the test binary is re-executed as a

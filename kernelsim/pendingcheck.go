@@ -10,15 +10,18 @@ import (
 	"drmcr/kernelsim/uapi"
 )
 
+// ioctlMessage is the messages of a render-node request and its reply.
+type ioctlMessage struct {
+	req, reply func() proto.Message
+	fdIn       bool // the request carries a file descriptor
+	fdOut      bool // the reply carries a file of its own (never re-sent)
+}
+
 // ioctlMessages gives, for each render-node request, the messages of its
 // request and reply: what a request or reply caught in flight at a
 // checkpoint must decode as before a restore replays or re-sends it. Every
 // op of the ioctl table but the claims has an entry (tested).
-var ioctlMessages = map[uapi.Op]struct {
-	req, reply func() proto.Message
-	fdIn       bool // the request carries a file descriptor
-	fdOut      bool // the reply carries a file of its own (never re-sent)
-}{
+var ioctlMessages = map[uapi.Op]ioctlMessage{
 	uapi.OpVersion:         {req: func() proto.Message { return &uapi.VersionRequest{} }, reply: func() proto.Message { return &uapi.VersionReply{} }},
 	uapi.OpGemCreate:       {req: func() proto.Message { return &uapi.GemCreateRequest{} }, reply: func() proto.Message { return &uapi.GemCreateReply{} }},
 	uapi.OpGemClose:        {req: func() proto.Message { return &uapi.GemCloseRequest{} }, reply: emptyMsg},
@@ -26,8 +29,6 @@ var ioctlMessages = map[uapi.Op]struct {
 	uapi.OpGemPwrite:       {req: func() proto.Message { return &uapi.GemPwriteRequest{} }, reply: emptyMsg},
 	uapi.OpGemPread:        {req: func() proto.Message { return &uapi.GemPreadRequest{} }, reply: func() proto.Message { return &uapi.GemPreadReply{} }},
 	uapi.OpGemWaitIdle:     {req: func() proto.Message { return &uapi.GemWaitIdleRequest{} }, reply: func() proto.Message { return &uapi.GemWaitIdleReply{} }},
-	uapi.OpVmMap:           {req: func() proto.Message { return &uapi.VmMapRequest{} }, reply: emptyMsg},
-	uapi.OpVmUnmap:         {req: func() proto.Message { return &uapi.VmUnmapRequest{} }, reply: emptyMsg},
 	uapi.OpPrimeHandleToFd: {req: func() proto.Message { return &uapi.PrimeHandleToFdRequest{} }, reply: emptyMsg},
 	uapi.OpPrimeFdToHandle: {req: func() proto.Message { return &uapi.PrimeFdToHandleRequest{} }, reply: func() proto.Message { return &uapi.PrimeFdToHandleReply{} }, fdIn: true},
 	uapi.OpCtxCreate:       {req: func() proto.Message { return &uapi.CtxCreateRequest{} }, reply: func() proto.Message { return &uapi.CtxCreateReply{} }},
@@ -67,7 +68,7 @@ func CheckRequestPacket(pkt []byte) error {
 	if h.Status != 0 {
 		return fmt.Errorf("a request with status %d (requests carry 0)", h.Status)
 	}
-	m, ok := ioctlMessages[h.Op]
+	m, ok := ioctlMessagesOf(h.Op)
 	switch {
 	case !ok:
 		return fmt.Errorf("%v is not a render-node request a task can have in flight", h.Op)
@@ -89,7 +90,7 @@ func CheckReplyPacket(pkt []byte) (uapi.Op, error) {
 	if err != nil {
 		return 0, err
 	}
-	m, ok := ioctlMessages[h.Op]
+	m, ok := ioctlMessagesOf(h.Op)
 	switch {
 	case !ok:
 		return 0, fmt.Errorf("answers %v, which is not a render-node request", h.Op)
@@ -149,4 +150,17 @@ func hasUnknown(m protoreflect.Message) bool {
 		return !found
 	})
 	return found
+}
+
+// ioctlMessagesOf returns the messages of a render-node request, the
+// core's or a registered driver's own.
+func ioctlMessagesOf(op uapi.Op) (ioctlMessage, bool) {
+	if m, ok := ioctlMessages[op]; ok {
+		return m, true
+	}
+	req, reply, ok := driverMessages(op)
+	if !ok {
+		return ioctlMessage{}, false
+	}
+	return ioctlMessage{req: req, reply: reply}, true
 }

@@ -24,6 +24,19 @@ func TestIoctlMessagesCoverTheIoctlTable(t *testing.T) {
 			t.Errorf("%v has messages but no handler", op)
 		}
 	}
+	// A driver's own ioctls bring their messages; they never shadow the
+	// core's.
+	for _, name := range Drivers() {
+		d, _ := lookupDriver(name)
+		for op, io := range d.impl.Ioctls() {
+			if _, core := ioctls[op]; core || io.Request == nil || io.Reply == nil || io.Run == nil {
+				t.Errorf("%s %v: a core op, or messages or handler missing", name, op)
+			}
+			if m, ok := ioctlMessagesOf(op); !ok || m.req == nil {
+				t.Errorf("%s %v: no messages for the in-flight checks", name, op)
+			}
+		}
+	}
 }
 
 // TestSameBOComparesEveryField: sameBO compares BoState field by field;

@@ -122,7 +122,11 @@ func CheckRestore(req *uapi.SessionOpenRequest, devices []*uapi.DeviceInfo) []Re
 			c.addErrno(syscall.ENODEV, obj, id, field, "renderD%d is not one of the devices (%s)", minor, minors())
 			return nil, nil
 		}
-		drv := drivers[d.Driver]
+		drv, ok := lookupDriver(d.Driver)
+		if !ok {
+			c.addErrno(syscall.ENODEV, obj, id, field, "renderD%d has driver %q, which this kernel does not have", minor, d.Driver)
+			return nil, nil
+		}
 		return d, &drv
 	}
 
@@ -294,7 +298,7 @@ func (c *restoreChecker) checkFile(i int, rf *uapi.RestoreFile, files map[uint64
 
 	if drv != nil {
 		c.checkMappings(id, st.Mappings, handles, drv)
-		if _, err := decodeDriverPrivateFor(st.DriverPrivate, d.Driver, d.Minor); err != nil {
+		if err := drv.impl.CheckBlob(st.DriverPrivate, d.Minor); err != nil {
 			add("driver_private", "%v", err)
 		}
 	}

@@ -8,12 +8,14 @@ import (
 	"drmcr/amdgpu"
 	"drmcr/dmabuf"
 	"drmcr/drmcore"
+	_ "drmcr/kernelsim/xe" // the kernel's restore checks (kernelsim.CheckRestore) know the xe blob
+	"drmcr/xe"
 )
 
 // All returns the sub-plugins.
 func All() drmcore.SubPlugins {
 	return drmcore.SubPlugins{
-		Drivers: []drmcore.DriverPlugin{amdgpu.New()},
+		Drivers: []drmcore.DriverPlugin{amdgpu.New(), xe.New()},
 		DmaBuf:  dmabuf.New(),
 	}
 }

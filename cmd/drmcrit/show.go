@@ -283,6 +283,9 @@ func addFile(parent *node, fd FdView, f *FileView) {
 	for _, s := range f.SwSyncs {
 		fn.add("sw_sync timeline %d: value %d", s.Timeline, s.Value)
 	}
+	for _, o := range f.DriverObjects {
+		fn.add("%s: %s", f.Driver, o)
+	}
 	addPending(fn, f.PendingIO)
 	if f.DriverError != "" {
 		fn.add("driver state unreadable: %s", f.DriverError)

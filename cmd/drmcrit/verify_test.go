@@ -276,8 +276,11 @@ func TestVerifyDamage(t *testing.T) {
 			editFile(dir, f.inoB, func(m *images.DrmFile) { m.DriverVersion = 3 })
 		}, []string{fileB + ": driver_version: 3, the blob's is 1"}},
 		{"unknown driver", func(dir string) {
+			editFile(dir, f.inoB, func(m *images.DrmFile) { m.Driver, m.State.Driver = "i915", "i915" })
+		}, []string{fileB + `: driver: no sub-plugin for driver "i915"`, fileB + `: state.driver: "i915", but renderD128 is amdgpu`}},
+		{"an amdgpu file said to be xe", func(dir string) {
 			editFile(dir, f.inoB, func(m *images.DrmFile) { m.Driver, m.State.Driver = "xe", "xe" })
-		}, []string{fileB + `: driver: no sub-plugin for driver "xe"`, fileB + `: state.driver: "xe", but renderD128 is amdgpu`}},
+		}, []string{fileB + `: state.driver_private: driver blob is for "amdgpu", not xe`, fileB + `: state.driver: "xe", but renderD128 is amdgpu`}},
 		{"file state differs from the BO record", func(dir string) {
 			editBo(dir, shared, func(m *images.Bo) { m.State.Flags = 0x80 })
 		}, []string{fmt.Sprintf("%s: state.bos[0]: BO %d (8192 bytes DOMAIN_VRAM flags 0x3 alignment 4096 on renderD128, dma-buf inode %d) differs from its record (8192 bytes DOMAIN_VRAM flags 0x80", fileA, shared, f.inoDmaB)}},

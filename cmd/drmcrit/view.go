@@ -5,10 +5,11 @@ import (
 	"sort"
 	"strings"
 
-	"drmcr/amdgpu"
+	"drmcr/drmcore"
 	"drmcr/images"
 	"drmcr/kernelsim/gpu"
 	"drmcr/kernelsim/uapi"
+	"drmcr/subplugins"
 )
 
 // SchemaVersion is the version of the JSON schema of `drmcrit show
@@ -111,6 +112,9 @@ type FileView struct {
 	SwSyncs       []SwSyncView  `json:"sw_syncs"`
 	PendingIO     *PendingView  `json:"pending_io,omitempty"`
 	DriverError   string        `json:"driver_error,omitempty"`
+	// DriverObjects are the driver's own objects (xe: VMs, bindings,
+	// exec queues), as its sub-plugin describes them.
+	DriverObjects []string      `json:"driver_objects,omitempty"`
 	InFlight      *InFlightView `json:"in_flight,omitempty"`
 }
 
@@ -463,6 +467,9 @@ func buildView(c *checkpoint) *View {
 	}
 	for i := range v.Files {
 		v.Files[i].DriverError = plainText(v.Files[i].DriverError)
+		for j := range v.Files[i].DriverObjects {
+			v.Files[i].DriverObjects[j] = plainText(v.Files[i].DriverObjects[j])
+		}
 	}
 	return v
 }
@@ -561,16 +568,13 @@ func fileView(c *checkpoint, f *images.DrmFile, holders map[uint64][]HolderView,
 		fv.Handles = append(fv.Handles, hv)
 	}
 	fv.PendingIO = pendingView(st.GetIo())
-	if f.Driver != amdgpu.Driver {
-		fv.DriverError = fmt.Sprintf("no decoder for driver %q", f.Driver)
-		return fv
-	}
-	priv, err := amdgpu.Decode(st.GetDriverPrivate())
+	ds, err := driverState(f)
 	if err != nil {
 		fv.DriverError = err.Error()
 		return fv
 	}
-	for _, cx := range priv.Contexts {
+	fv.DriverObjects = ds.Objects
+	for _, cx := range ds.Contexts {
 		cv := ContextView{ID: cx.CtxId, Priority: cx.Priority, Guilty: cx.Guilty, Submitted: cx.Submitted, Completed: cx.Completed, Jobs: []JobView{}}
 		for _, j := range cx.Jobs {
 			jv := JobView{FenceID: j.FenceId, LongRunning: j.LongRunning, Commands: []string{},
@@ -589,11 +593,22 @@ func fileView(c *checkpoint, f *images.DrmFile, holders map[uint64][]HolderView,
 		}
 		fv.Contexts = append(fv.Contexts, cv)
 	}
-	for _, s := range priv.Syncobjs {
+	for _, s := range ds.Syncobjs {
 		fv.Syncobjs = append(fv.Syncobjs, SyncobjView{Handle: s.Handle, Kind: s.Kind.String(), Error: s.Error, FenceID: s.FenceId, Timeline: s.Timeline, Point: s.Point})
 	}
-	for _, s := range priv.SwSyncs {
+	for _, s := range ds.SwSyncs {
 		fv.SwSyncs = append(fv.SwSyncs, SwSyncView{Timeline: s.Timeline, Value: s.Value})
 	}
 	return fv
+}
+
+// driverState decodes a drm file's driver blob through its driver's
+// sub-plugin.
+func driverState(f *images.DrmFile) (*drmcore.DriverState, error) {
+	for _, d := range subplugins.All().Drivers {
+		if d.Driver() == f.Driver {
+			return d.State(f)
+		}
+	}
+	return nil, fmt.Errorf("no decoder for driver %q", f.Driver)
 }

@@ -20,7 +20,6 @@ import (
 	"strings"
 	"time"
 
-	"drmcr/amdgpu"
 	"drmcr/drmcore"
 	"drmcr/images"
 	"drmcr/internal/crrun"
@@ -256,12 +255,17 @@ func indent(s string) string {
 
 // decodeJobs counts the preempted jobs in a drm file's driver blob.
 func decodeJobs(f *images.DrmFile) (int, error) {
-	if f.Driver != amdgpu.Driver {
-		return 0, fmt.Errorf("driver %s", f.Driver)
+	var priv *drmcore.DriverState
+	for _, d := range subplugins.All().Drivers {
+		if d.Driver() == f.Driver {
+			var err error
+			if priv, err = d.State(f); err != nil {
+				return 0, err
+			}
+		}
 	}
-	priv, err := amdgpu.Decode(f.State.GetDriverPrivate())
-	if err != nil {
-		return 0, err
+	if priv == nil {
+		return 0, fmt.Errorf("driver %s", f.Driver)
 	}
 	n := 0
 	for _, c := range priv.Contexts {

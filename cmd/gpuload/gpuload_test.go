@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -119,6 +120,9 @@ func runScenario(t *testing.T, dir, scenario string, steps int, params ...string
 
 var allScenarios = []string{"single", "prodcons", "released", "dmabuf-only", "longrun", "stuck", "pipeline", "handoff", "inflight", "threads", "forked", "crossdev", "mapped", "many"}
 
+// driverScenarios need devices of given drivers (the -list column).
+var driverScenarios = []struct{ name, drivers string }{{"xe-lr", "xe"}, {"xe-ooo", "xe"}, {"xcross", "xe+amdgpu"}}
+
 // twoDevices are the devices the scenarios run on: crossdev uses both.
 func twoDevices() kernelsim.Config {
 	second := kernelsim.DefaultDevice()
@@ -132,12 +136,52 @@ func TestList(t *testing.T) {
 		t.Fatalf("-list: exit %d: %s", r.code, r.stderr)
 	}
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	if len(lines) != len(allScenarios) {
-		t.Fatalf("-list printed %d lines, want %d:\n%s", len(lines), len(allScenarios), r.stdout)
+	if len(lines) != len(allScenarios)+len(driverScenarios) {
+		t.Fatalf("-list printed %d lines, want %d:\n%s", len(lines), len(allScenarios)+len(driverScenarios), r.stdout)
 	}
-	for i, name := range allScenarios {
-		if f := strings.Fields(lines[i]); len(f) < 2 || f[0] != name {
-			t.Errorf("-list line %d = %q, want %s and a description", i, lines[i], name)
+	for i, line := range lines {
+		name, drivers := "", "any"
+		if i < len(allScenarios) {
+			name = allScenarios[i]
+		} else {
+			name, drivers = driverScenarios[i-len(allScenarios)].name, driverScenarios[i-len(allScenarios)].drivers
+		}
+		if f := strings.Fields(line); len(f) < 3 || f[0] != name || f[1] != drivers {
+			t.Errorf("-list line %d = %q, want %s, %s and a description", i, line, name, drivers)
+		}
+	}
+}
+
+// TestDriverScenarios runs the xe scenarios on an xe device and xcross
+// between an xe and an amdgpu device both ways round; an xe scenario on
+// an amdgpu device is a usage error.
+func TestDriverScenarios(t *testing.T) {
+	amd := kernelsim.DefaultDevice()
+	xe := kernelsim.DefaultDevice()
+	xe.Driver, xe.Minor = "xe", 129
+	env := ksimtest.Start(t, kernelsim.Config{Devices: []kernelsim.DeviceConfig{amd, xe}})
+	for _, tc := range []struct {
+		name, scenario string
+		params         []string
+	}{
+		{"xe-lr", "xe-lr", []string{"-minor", "129"}},
+		{"xe-ooo", "xe-ooo", []string{"-minor", "129"}},
+		{"xcross xe to amdgpu", "xcross", []string{"-minor", "129", "-minor2", "128"}},
+		{"xcross amdgpu to xe", "xcross", []string{"-minor", "128", "-minor2", "129"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			params := append(slices.Clone(small), tc.params...)
+			want := expectLine(t, tc.scenario, params...)
+			if got := runScenario(t, env.Dir, tc.scenario, 5, params...); got != want {
+				t.Errorf("run: %s\nexpect: %s", got, want)
+			}
+			waitNoLeaks(t, env)
+		})
+	}
+	for _, args := range [][]string{{"-scenario", "xe-lr", "-minor", "128"}, {"-scenario", "xcross", "-minor", "128", "-minor2", "128"}} {
+		r := runBin(t, 10*time.Second, append(args, "-runtime-dir", env.Dir)...)
+		if r.code != 2 || !strings.Contains(r.stderr, "needs") {
+			t.Errorf("gpuload %q: exit %d, stderr %q; want a usage error", args, r.code, r.stderr)
 		}
 	}
 }

@@ -75,6 +75,9 @@ type scenario struct {
 	name  string
 	desc  string
 	order int
+	// drivers names the drivers the scenario needs ("xe", "xe+amdgpu");
+	// "" runs on any.
+	drivers string
 	// defaults
 	steps      int
 	delay      time.Duration
@@ -214,7 +217,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if list {
 		for _, n := range scenarioNames() {
-			fmt.Fprintf(stdout, "%-12s %s\n", n, scenarios[n].desc)
+			drv := scenarios[n].drivers
+			if drv == "" {
+				drv = "any"
+			}
+			fmt.Fprintf(stdout, "%-12s %-10s %s\n", n, drv, scenarios[n].desc)
 		}
 		return 0
 	}

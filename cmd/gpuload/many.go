@@ -200,7 +200,7 @@ func vramOrGTT(j int) uapi.Domain {
 func (mp *manyProc) adopt(id bufID, h uint32, size uint64) error {
 	g := mp.g
 	g.handles[id], g.sizes[id] = h, size
-	if err := g.dev.VMMap(h, 0, mp.va, size, 0); err != nil {
+	if err := g.mapVA(h, mp.va, size); err != nil {
 		return fmt.Errorf("map BO %d: %w", id, err)
 	}
 	g.vas[id] = mp.va

@@ -104,6 +104,13 @@ type gpuProc struct {
 	sizes   map[bufID]uint64
 	vas     map[bufID]uint64
 	nextVA  uint64 // where the next mapping goes (see vaBase)
+
+	// On xe, buffers are bound into the process's VMs with VM_BIND (xe
+	// has no VA ioctl): vm is the regular VM, made at open; a
+	// long-running VM is made by xeQueue when asked for.
+	driver string
+	vm     uint32
+	lrVM   uint32
 }
 
 // newBuf is a buffer for openGPU to create.
@@ -129,6 +136,18 @@ func (r *runner) openGPUOn(minor uint32, bufs ...newBuf) (*gpuProc, error) {
 		return nil, err
 	}
 	g := &gpuProc{dev: dev, handles: map[bufID]uint32{}, sizes: map[bufID]uint64{}, vas: map[bufID]uint64{}, nextVA: vaBase}
+	v, err := dev.Version()
+	if err != nil {
+		dev.Close()
+		return nil, err
+	}
+	g.driver = v.Driver
+	if g.driver == "xe" {
+		if g.vm, err = dev.XeVMCreate(0); err != nil {
+			dev.Close()
+			return nil, fmt.Errorf("create VM: %w", err)
+		}
+	}
 	for _, b := range bufs {
 		if err := g.create(b.id, b.size, b.domain); err != nil {
 			g.close()
@@ -217,10 +236,93 @@ func (g *gpuProc) create(id bufID, size uint64, domain uapi.Domain) error {
 func (g *gpuProc) adopt(id bufID, h uint32, size uint64) error {
 	g.handles[id], g.sizes[id] = h, size
 	va := g.allocVA(size)
-	if err := g.dev.VMMap(h, 0, va, size, 0); err != nil {
+	if err := g.mapVA(h, va, size); err != nil {
 		return fmt.Errorf("map buffer %d (%d bytes at VA %#x): %w", id, size, va, err)
 	}
 	g.vas[id] = va
+	return nil
+}
+
+// mapVA maps a BO at va in the process's GPU address spaces: the VA
+// ioctl (amdgpu), or VM_BIND into each of its VMs (xe).
+func (g *gpuProc) mapVA(h uint32, va, size uint64) error {
+	if g.driver != "xe" {
+		return g.dev.VMMap(h, 0, va, size, 0)
+	}
+	for _, vm := range []uint32{g.vm, g.lrVM} {
+		if vm == 0 {
+			continue
+		}
+		if err := g.dev.XeBind(vm, h, 0, va, size); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unmapVA undoes mapVA.
+func (g *gpuProc) unmapVA(va, size uint64) error {
+	if g.driver != "xe" {
+		return g.dev.VMUnmap(va)
+	}
+	for _, vm := range []uint32{g.vm, g.lrVM} {
+		if vm == 0 {
+			continue
+		}
+		if err := g.dev.XeUnbind(vm, va, size); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// xeQueue creates an exec queue on the process's regular VM, or on its
+// long-running VM (made on first use, with every buffer bound).
+func (g *gpuProc) xeQueue(priority int32, longRunning bool) (uint32, error) {
+	vm := g.vm
+	if longRunning {
+		if g.lrVM == 0 {
+			lr, err := g.dev.XeVMCreate(uapi.XeVmCreateFlagLRMode)
+			if err != nil {
+				return 0, fmt.Errorf("create long-running VM: %w", err)
+			}
+			g.lrVM = lr
+			for id, va := range g.vas {
+				if err := g.dev.XeBind(lr, g.handles[id], 0, va, g.sizes[id]); err != nil {
+					return 0, fmt.Errorf("bind buffer %d into the long-running VM: %w", id, err)
+				}
+			}
+		}
+		vm = g.lrVM
+	}
+	q, err := g.dev.XeExecQueueCreate(vm, priority)
+	if err != nil {
+		return 0, fmt.Errorf("create exec queue: %w", err)
+	}
+	return q, nil
+}
+
+// xeExec queues a plan job on an exec queue, naming its buffers by GPU
+// address.
+func (g *gpuProc) xeExec(q uint32, j *job, in, out []uint32) error {
+	req := &uapi.XeExecRequest{ExecQueueId: q, InSyncobjs: in, OutSyncobjs: out}
+	for _, b := range j.bufs {
+		va, ok := g.vas[b.id]
+		if !ok {
+			return fmt.Errorf("job %s: buffer %d is not mapped in this process", j.name, b.id)
+		}
+		req.Buffers = append(req.Buffers, &uapi.XeExecBuffer{Va: va, Write: b.write})
+	}
+	for _, c := range j.cmds {
+		req.Commands = append(req.Commands, &uapi.Command{
+			Op: uint32(c.Op), Dst: int32(c.Dst), Src: int32(c.Src),
+			DstOff: c.DstOff, SrcOff: c.SrcOff, Len: c.Len,
+			Value: c.Value, Iterations: c.Iterations,
+		})
+	}
+	if _, err := g.dev.XeExec(req); err != nil {
+		return fmt.Errorf("exec %s: %w", j.name, err)
+	}
 	return nil
 }
 
@@ -248,7 +350,7 @@ func (g *gpuProc) release(id bufID) error {
 		return fmt.Errorf("release buffer %d: no handle", id)
 	}
 	if va, ok := g.vas[id]; ok {
-		if err := g.dev.VMUnmap(va); err != nil {
+		if err := g.unmapVA(va, g.sizes[id]); err != nil {
 			return fmt.Errorf("unmap buffer %d: %w", id, err)
 		}
 		delete(g.vas, id)

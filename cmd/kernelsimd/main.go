@@ -21,6 +21,7 @@ import (
 
 	"drmcr/internal/units"
 	"drmcr/kernelsim"
+	_ "drmcr/kernelsim/xe" // the xe driver registers itself
 )
 
 func main() {

@@ -13,6 +13,7 @@ import (
 
 	"drmcr/kernelsim"
 	"drmcr/kernelsim/libdrm"
+	_ "drmcr/kernelsim/xe" // the xe driver registers itself
 )
 
 // Env is a running kernelsim.

@@ -114,6 +114,22 @@ const (
 	OpGemMmap
 )
 
+// Requests of the xe driver (DRM_IOCTL_XE_*), on xe render nodes only
+// (xe_drm.proto). Another device answers them ENOTTY, as Linux does for a
+// driver ioctl of another driver.
+const (
+	OpXeVmCreate Op = 0x40 + iota
+	OpXeVmDestroy
+	OpXeExecQueueCreate
+	OpXeExecQueueDestroy
+	OpXeVmBind
+	OpXeExec
+)
+
+// XeVmCreateFlagLRMode is XeVmCreateRequest's flag for a long-running VM
+// (DRM_XE_VM_CREATE_FLAG_LR_MODE).
+const XeVmCreateFlagLRMode = 1 << 1
+
 // OpDmaBufMmap is the request a dma-buf's own socket takes.
 const OpDmaBufMmap Op = 0x80
 

@@ -213,4 +213,6 @@ var opNames = map[Op]string{
 	OpSessionResume: "SESSION_RESUME", OpSessionClose: "SESSION_CLOSE", OpDebug: "DEBUG", OpDevices: "DEVICES",
 	OpGemMmap: "GEM_MMAP", OpDmaBufMmap: "DMABUF_MMAP", OpIdentifyMemory: "IDENTIFY_MEMORY",
 	OpSessionAdoptMemory: "SESSION_ADOPT_MEMORY",
+	OpXeVmCreate:         "XE_VM_CREATE", OpXeVmDestroy: "XE_VM_DESTROY", OpXeExecQueueCreate: "XE_EXEC_QUEUE_CREATE",
+	OpXeExecQueueDestroy: "XE_EXEC_QUEUE_DESTROY", OpXeVmBind: "XE_VM_BIND", OpXeExec: "XE_EXEC",
 }

@@ -179,7 +179,7 @@ func (x SyncobjState_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SyncobjState_Kind.Descriptor instead.
 func (SyncobjState_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{62, 0}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{63, 0}
 }
 
 // ErrorReply is the payload of any reply whose status is negative.
@@ -3705,7 +3705,11 @@ type JobState struct {
 	BoIds        []uint64               `protobuf:"varint,8,rep,packed,name=bo_ids,json=boIds,proto3" json:"bo_ids,omitempty"` // the BOs of bos, by dump-time id
 	// Unsignalled fences the job still waits on: finished fences of other
 	// checkpointed jobs (dump-time ids), of this file or another one.
-	DepFenceIds   []uint64 `protobuf:"varint,9,rep,packed,name=dep_fence_ids,json=depFenceIds,proto3" json:"dep_fence_ids,omitempty"`
+	DepFenceIds []uint64 `protobuf:"varint,9,rep,packed,name=dep_fence_ids,json=depFenceIds,proto3" json:"dep_fence_ids,omitempty"`
+	// The part of each BO the job addresses, in the order of bos: an xe job
+	// names GPU addresses, each resolved to a piece of a BO (its VM
+	// binding). Empty: whole BOs (amdgpu).
+	Windows       []*BoWindow `protobuf:"bytes,10,rep,name=windows,proto3" json:"windows,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3803,6 +3807,66 @@ func (x *JobState) GetDepFenceIds() []uint64 {
 	return nil
 }
 
+func (x *JobState) GetWindows() []*BoWindow {
+	if x != nil {
+		return x.Windows
+	}
+	return nil
+}
+
+// BoWindow is a byte range of a BO.
+type BoWindow struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Offset        uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	Size          uint64                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BoWindow) Reset() {
+	*x = BoWindow{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BoWindow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BoWindow) ProtoMessage() {}
+
+func (x *BoWindow) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BoWindow.ProtoReflect.Descriptor instead.
+func (*BoWindow) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *BoWindow) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *BoWindow) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
 type SyncobjState struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Handle        uint32                 `protobuf:"varint,1,opt,name=handle,proto3" json:"handle,omitempty"`
@@ -3817,7 +3881,7 @@ type SyncobjState struct {
 
 func (x *SyncobjState) Reset() {
 	*x = SyncobjState{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[62]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3829,7 +3893,7 @@ func (x *SyncobjState) String() string {
 func (*SyncobjState) ProtoMessage() {}
 
 func (x *SyncobjState) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[62]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3842,7 +3906,7 @@ func (x *SyncobjState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncobjState.ProtoReflect.Descriptor instead.
 func (*SyncobjState) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{62}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *SyncobjState) GetHandle() uint32 {
@@ -3897,7 +3961,7 @@ type SwSyncState struct {
 
 func (x *SwSyncState) Reset() {
 	*x = SwSyncState{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[63]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3909,7 +3973,7 @@ func (x *SwSyncState) String() string {
 func (*SwSyncState) ProtoMessage() {}
 
 func (x *SwSyncState) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[63]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3922,7 +3986,7 @@ func (x *SwSyncState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwSyncState.ProtoReflect.Descriptor instead.
 func (*SwSyncState) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{63}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *SwSyncState) GetTimeline() uint32 {
@@ -3948,7 +4012,7 @@ type CheckpointFileRequest struct {
 
 func (x *CheckpointFileRequest) Reset() {
 	*x = CheckpointFileRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[64]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3960,7 +4024,7 @@ func (x *CheckpointFileRequest) String() string {
 func (*CheckpointFileRequest) ProtoMessage() {}
 
 func (x *CheckpointFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[64]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3973,7 +4037,7 @@ func (x *CheckpointFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointFileRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointFileRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{64}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *CheckpointFileRequest) GetFileId() uint64 {
@@ -3999,7 +4063,7 @@ type CheckpointIoRequest struct {
 
 func (x *CheckpointIoRequest) Reset() {
 	*x = CheckpointIoRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[65]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4011,7 +4075,7 @@ func (x *CheckpointIoRequest) String() string {
 func (*CheckpointIoRequest) ProtoMessage() {}
 
 func (x *CheckpointIoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[65]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4024,7 +4088,7 @@ func (x *CheckpointIoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointIoRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointIoRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{65}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *CheckpointIoRequest) GetFileId() uint64 {
@@ -4052,7 +4116,7 @@ type DebugRequest struct {
 
 func (x *DebugRequest) Reset() {
 	*x = DebugRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[66]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4064,7 +4128,7 @@ func (x *DebugRequest) String() string {
 func (*DebugRequest) ProtoMessage() {}
 
 func (x *DebugRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[66]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4077,7 +4141,7 @@ func (x *DebugRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DebugRequest.ProtoReflect.Descriptor instead.
 func (*DebugRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{66}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{67}
 }
 
 type DebugReply struct {
@@ -4089,7 +4153,7 @@ type DebugReply struct {
 
 func (x *DebugReply) Reset() {
 	*x = DebugReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[67]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4101,7 +4165,7 @@ func (x *DebugReply) String() string {
 func (*DebugReply) ProtoMessage() {}
 
 func (x *DebugReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[67]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4114,7 +4178,7 @@ func (x *DebugReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DebugReply.ProtoReflect.Descriptor instead.
 func (*DebugReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{67}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *DebugReply) GetJson() string {
@@ -4133,7 +4197,7 @@ type CheckpointDmaBufRequest struct {
 
 func (x *CheckpointDmaBufRequest) Reset() {
 	*x = CheckpointDmaBufRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[68]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4145,7 +4209,7 @@ func (x *CheckpointDmaBufRequest) String() string {
 func (*CheckpointDmaBufRequest) ProtoMessage() {}
 
 func (x *CheckpointDmaBufRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[68]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4158,7 +4222,7 @@ func (x *CheckpointDmaBufRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointDmaBufRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointDmaBufRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{68}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *CheckpointDmaBufRequest) GetInode() uint64 {
@@ -4177,7 +4241,7 @@ type CheckpointDmaBufReply struct {
 
 func (x *CheckpointDmaBufReply) Reset() {
 	*x = CheckpointDmaBufReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[69]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4189,7 +4253,7 @@ func (x *CheckpointDmaBufReply) String() string {
 func (*CheckpointDmaBufReply) ProtoMessage() {}
 
 func (x *CheckpointDmaBufReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[69]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4202,7 +4266,7 @@ func (x *CheckpointDmaBufReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointDmaBufReply.ProtoReflect.Descriptor instead.
 func (*CheckpointDmaBufReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{69}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *CheckpointDmaBufReply) GetBo() *BoState {
@@ -4236,7 +4300,7 @@ type CheckpointBosRequest struct {
 
 func (x *CheckpointBosRequest) Reset() {
 	*x = CheckpointBosRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[70]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4248,7 +4312,7 @@ func (x *CheckpointBosRequest) String() string {
 func (*CheckpointBosRequest) ProtoMessage() {}
 
 func (x *CheckpointBosRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[70]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4261,7 +4325,7 @@ func (x *CheckpointBosRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointBosRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointBosRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{70}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *CheckpointBosRequest) GetBoIds() []uint64 {
@@ -4295,7 +4359,7 @@ type CheckpointBosReply struct {
 
 func (x *CheckpointBosReply) Reset() {
 	*x = CheckpointBosReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[71]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4307,7 +4371,7 @@ func (x *CheckpointBosReply) String() string {
 func (*CheckpointBosReply) ProtoMessage() {}
 
 func (x *CheckpointBosReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[71]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4320,7 +4384,7 @@ func (x *CheckpointBosReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointBosReply.ProtoReflect.Descriptor instead.
 func (*CheckpointBosReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{71}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *CheckpointBosReply) GetSize() uint64 {
@@ -4352,7 +4416,7 @@ type ContentChunk struct {
 
 func (x *ContentChunk) Reset() {
 	*x = ContentChunk{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[72]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4364,7 +4428,7 @@ func (x *ContentChunk) String() string {
 func (*ContentChunk) ProtoMessage() {}
 
 func (x *ContentChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[72]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4377,7 +4441,7 @@ func (x *ContentChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContentChunk.ProtoReflect.Descriptor instead.
 func (*ContentChunk) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{72}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ContentChunk) GetOffset() uint64 {
@@ -4418,7 +4482,7 @@ type RestoreFile struct {
 
 func (x *RestoreFile) Reset() {
 	*x = RestoreFile{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[73]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4430,7 +4494,7 @@ func (x *RestoreFile) String() string {
 func (*RestoreFile) ProtoMessage() {}
 
 func (x *RestoreFile) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[73]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4443,7 +4507,7 @@ func (x *RestoreFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreFile.ProtoReflect.Descriptor instead.
 func (*RestoreFile) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{73}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *RestoreFile) GetInode() uint64 {
@@ -4470,7 +4534,7 @@ type RestoreDmaBuf struct {
 
 func (x *RestoreDmaBuf) Reset() {
 	*x = RestoreDmaBuf{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[74]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4482,7 +4546,7 @@ func (x *RestoreDmaBuf) String() string {
 func (*RestoreDmaBuf) ProtoMessage() {}
 
 func (x *RestoreDmaBuf) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[74]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4495,7 +4559,7 @@ func (x *RestoreDmaBuf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreDmaBuf.ProtoReflect.Descriptor instead.
 func (*RestoreDmaBuf) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{74}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *RestoreDmaBuf) GetInode() uint64 {
@@ -4526,7 +4590,7 @@ type RestoreChannel struct {
 
 func (x *RestoreChannel) Reset() {
 	*x = RestoreChannel{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[75]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4538,7 +4602,7 @@ func (x *RestoreChannel) String() string {
 func (*RestoreChannel) ProtoMessage() {}
 
 func (x *RestoreChannel) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[75]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4551,7 +4615,7 @@ func (x *RestoreChannel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreChannel.ProtoReflect.Descriptor instead.
 func (*RestoreChannel) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{75}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *RestoreChannel) GetInode() uint64 {
@@ -4591,7 +4655,7 @@ type SessionOpenRequest struct {
 
 func (x *SessionOpenRequest) Reset() {
 	*x = SessionOpenRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[76]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4603,7 +4667,7 @@ func (x *SessionOpenRequest) String() string {
 func (*SessionOpenRequest) ProtoMessage() {}
 
 func (x *SessionOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[76]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4616,7 +4680,7 @@ func (x *SessionOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpenRequest.ProtoReflect.Descriptor instead.
 func (*SessionOpenRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{76}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *SessionOpenRequest) GetBos() []*BoState {
@@ -4674,7 +4738,7 @@ type SessionOpenReply struct {
 
 func (x *SessionOpenReply) Reset() {
 	*x = SessionOpenReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[77]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4686,7 +4750,7 @@ func (x *SessionOpenReply) String() string {
 func (*SessionOpenReply) ProtoMessage() {}
 
 func (x *SessionOpenReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[77]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4699,7 +4763,7 @@ func (x *SessionOpenReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpenReply.ProtoReflect.Descriptor instead.
 func (*SessionOpenReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{77}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *SessionOpenReply) GetToken() []byte {
@@ -4740,7 +4804,7 @@ type PagesFile struct {
 
 func (x *PagesFile) Reset() {
 	*x = PagesFile{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[78]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4752,7 +4816,7 @@ func (x *PagesFile) String() string {
 func (*PagesFile) ProtoMessage() {}
 
 func (x *PagesFile) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[78]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4765,7 +4829,7 @@ func (x *PagesFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagesFile.ProtoReflect.Descriptor instead.
 func (*PagesFile) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{78}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *PagesFile) GetName() string {
@@ -4799,7 +4863,7 @@ type BoContents struct {
 
 func (x *BoContents) Reset() {
 	*x = BoContents{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[79]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4811,7 +4875,7 @@ func (x *BoContents) String() string {
 func (*BoContents) ProtoMessage() {}
 
 func (x *BoContents) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[79]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4824,7 +4888,7 @@ func (x *BoContents) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BoContents.ProtoReflect.Descriptor instead.
 func (*BoContents) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{79}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *BoContents) GetBoId() uint64 {
@@ -4875,7 +4939,7 @@ type SessionLoadPagesRequest struct {
 
 func (x *SessionLoadPagesRequest) Reset() {
 	*x = SessionLoadPagesRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[80]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4887,7 +4951,7 @@ func (x *SessionLoadPagesRequest) String() string {
 func (*SessionLoadPagesRequest) ProtoMessage() {}
 
 func (x *SessionLoadPagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[80]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4900,7 +4964,7 @@ func (x *SessionLoadPagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionLoadPagesRequest.ProtoReflect.Descriptor instead.
 func (*SessionLoadPagesRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{80}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *SessionLoadPagesRequest) GetToken() []byte {
@@ -4935,7 +4999,7 @@ type SessionAdoptMemoryRequest struct {
 
 func (x *SessionAdoptMemoryRequest) Reset() {
 	*x = SessionAdoptMemoryRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[81]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4947,7 +5011,7 @@ func (x *SessionAdoptMemoryRequest) String() string {
 func (*SessionAdoptMemoryRequest) ProtoMessage() {}
 
 func (x *SessionAdoptMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[81]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4960,7 +5024,7 @@ func (x *SessionAdoptMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionAdoptMemoryRequest.ProtoReflect.Descriptor instead.
 func (*SessionAdoptMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{81}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *SessionAdoptMemoryRequest) GetToken() []byte {
@@ -4995,7 +5059,7 @@ type SessionResumeRequest struct {
 
 func (x *SessionResumeRequest) Reset() {
 	*x = SessionResumeRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[82]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5007,7 +5071,7 @@ func (x *SessionResumeRequest) String() string {
 func (*SessionResumeRequest) ProtoMessage() {}
 
 func (x *SessionResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[82]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5020,7 +5084,7 @@ func (x *SessionResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResumeRequest.ProtoReflect.Descriptor instead.
 func (*SessionResumeRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{82}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *SessionResumeRequest) GetToken() []byte {
@@ -5054,7 +5118,7 @@ type SessionCloseRequest struct {
 
 func (x *SessionCloseRequest) Reset() {
 	*x = SessionCloseRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[83]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5066,7 +5130,7 @@ func (x *SessionCloseRequest) String() string {
 func (*SessionCloseRequest) ProtoMessage() {}
 
 func (x *SessionCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[83]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5079,7 +5143,7 @@ func (x *SessionCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionCloseRequest.ProtoReflect.Descriptor instead.
 func (*SessionCloseRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{83}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *SessionCloseRequest) GetToken() []byte {
@@ -5108,7 +5172,7 @@ type ClaimFileRequest struct {
 
 func (x *ClaimFileRequest) Reset() {
 	*x = ClaimFileRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[84]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5120,7 +5184,7 @@ func (x *ClaimFileRequest) String() string {
 func (*ClaimFileRequest) ProtoMessage() {}
 
 func (x *ClaimFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[84]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5133,7 +5197,7 @@ func (x *ClaimFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimFileRequest.ProtoReflect.Descriptor instead.
 func (*ClaimFileRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{84}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *ClaimFileRequest) GetToken() []byte {
@@ -5160,7 +5224,7 @@ type ClaimDmaBufRequest struct {
 
 func (x *ClaimDmaBufRequest) Reset() {
 	*x = ClaimDmaBufRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[85]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5172,7 +5236,7 @@ func (x *ClaimDmaBufRequest) String() string {
 func (*ClaimDmaBufRequest) ProtoMessage() {}
 
 func (x *ClaimDmaBufRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[85]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5185,7 +5249,7 @@ func (x *ClaimDmaBufRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimDmaBufRequest.ProtoReflect.Descriptor instead.
 func (*ClaimDmaBufRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{85}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *ClaimDmaBufRequest) GetToken() []byte {
@@ -5212,7 +5276,7 @@ type ClaimChannelRequest struct {
 
 func (x *ClaimChannelRequest) Reset() {
 	*x = ClaimChannelRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[86]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5224,7 +5288,7 @@ func (x *ClaimChannelRequest) String() string {
 func (*ClaimChannelRequest) ProtoMessage() {}
 
 func (x *ClaimChannelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[86]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5237,7 +5301,7 @@ func (x *ClaimChannelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimChannelRequest.ProtoReflect.Descriptor instead.
 func (*ClaimChannelRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{86}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *ClaimChannelRequest) GetToken() []byte {
@@ -5264,7 +5328,7 @@ type DevicesRequest struct {
 
 func (x *DevicesRequest) Reset() {
 	*x = DevicesRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[87]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5276,7 +5340,7 @@ func (x *DevicesRequest) String() string {
 func (*DevicesRequest) ProtoMessage() {}
 
 func (x *DevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[87]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5289,7 +5353,7 @@ func (x *DevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DevicesRequest.ProtoReflect.Descriptor instead.
 func (*DevicesRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{87}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{88}
 }
 
 type DeviceInfo struct {
@@ -5305,7 +5369,7 @@ type DeviceInfo struct {
 
 func (x *DeviceInfo) Reset() {
 	*x = DeviceInfo{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[88]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5317,7 +5381,7 @@ func (x *DeviceInfo) String() string {
 func (*DeviceInfo) ProtoMessage() {}
 
 func (x *DeviceInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[88]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5330,7 +5394,7 @@ func (x *DeviceInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceInfo.ProtoReflect.Descriptor instead.
 func (*DeviceInfo) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{88}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *DeviceInfo) GetMinor() uint32 {
@@ -5377,7 +5441,7 @@ type DevicesReply struct {
 
 func (x *DevicesReply) Reset() {
 	*x = DevicesReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[89]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5389,7 +5453,7 @@ func (x *DevicesReply) String() string {
 func (*DevicesReply) ProtoMessage() {}
 
 func (x *DevicesReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[89]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5402,7 +5466,7 @@ func (x *DevicesReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DevicesReply.ProtoReflect.Descriptor instead.
 func (*DevicesReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{89}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *DevicesReply) GetDevices() []*DeviceInfo {
@@ -5645,7 +5709,7 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\x06guilty\x18\x03 \x01(\bR\x06guilty\x12\x1c\n" +
 	"\tsubmitted\x18\x04 \x01(\x04R\tsubmitted\x12\x1c\n" +
 	"\tcompleted\x18\x05 \x01(\x04R\tcompleted\x12,\n" +
-	"\x04jobs\x18\x06 \x03(\v2\x18.kernelsim.uapi.JobStateR\x04jobs\"\xcf\x02\n" +
+	"\x04jobs\x18\x06 \x03(\v2\x18.kernelsim.uapi.JobStateR\x04jobs\"\x83\x03\n" +
 	"\bJobState\x12\x19\n" +
 	"\bfence_id\x18\x01 \x01(\x04R\afenceId\x12*\n" +
 	"\x03bos\x18\x02 \x03(\v2\x18.kernelsim.uapi.SubmitBoR\x03bos\x123\n" +
@@ -5655,7 +5719,12 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\rprogress_iter\x18\x06 \x01(\x04R\fprogressIter\x12!\n" +
 	"\fprogress_acc\x18\a \x01(\x04R\vprogressAcc\x12\x15\n" +
 	"\x06bo_ids\x18\b \x03(\x04R\x05boIds\x12\"\n" +
-	"\rdep_fence_ids\x18\t \x03(\x04R\vdepFenceIds\"\xf7\x01\n" +
+	"\rdep_fence_ids\x18\t \x03(\x04R\vdepFenceIds\x122\n" +
+	"\awindows\x18\n" +
+	" \x03(\v2\x18.kernelsim.uapi.BoWindowR\awindows\"6\n" +
+	"\bBoWindow\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\"\xf7\x01\n" +
 	"\fSyncobjState\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\rR\x06handle\x125\n" +
 	"\x04kind\x18\x02 \x01(\x0e2!.kernelsim.uapi.SyncobjState.KindR\x04kind\x12\x14\n" +
@@ -5791,7 +5860,7 @@ func file_kernelsim_uapi_uapi_proto_rawDescGZIP() []byte {
 }
 
 var file_kernelsim_uapi_uapi_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_kernelsim_uapi_uapi_proto_msgTypes = make([]protoimpl.MessageInfo, 90)
+var file_kernelsim_uapi_uapi_proto_msgTypes = make([]protoimpl.MessageInfo, 91)
 var file_kernelsim_uapi_uapi_proto_goTypes = []any{
 	(Domain)(0),                       // 0: kernelsim.uapi.Domain
 	(ObjectKind)(0),                   // 1: kernelsim.uapi.ObjectKind
@@ -5858,34 +5927,35 @@ var file_kernelsim_uapi_uapi_proto_goTypes = []any{
 	(*DriverPrivate)(nil),             // 62: kernelsim.uapi.DriverPrivate
 	(*ContextState)(nil),              // 63: kernelsim.uapi.ContextState
 	(*JobState)(nil),                  // 64: kernelsim.uapi.JobState
-	(*SyncobjState)(nil),              // 65: kernelsim.uapi.SyncobjState
-	(*SwSyncState)(nil),               // 66: kernelsim.uapi.SwSyncState
-	(*CheckpointFileRequest)(nil),     // 67: kernelsim.uapi.CheckpointFileRequest
-	(*CheckpointIoRequest)(nil),       // 68: kernelsim.uapi.CheckpointIoRequest
-	(*DebugRequest)(nil),              // 69: kernelsim.uapi.DebugRequest
-	(*DebugReply)(nil),                // 70: kernelsim.uapi.DebugReply
-	(*CheckpointDmaBufRequest)(nil),   // 71: kernelsim.uapi.CheckpointDmaBufRequest
-	(*CheckpointDmaBufReply)(nil),     // 72: kernelsim.uapi.CheckpointDmaBufReply
-	(*CheckpointBosRequest)(nil),      // 73: kernelsim.uapi.CheckpointBosRequest
-	(*CheckpointBosReply)(nil),        // 74: kernelsim.uapi.CheckpointBosReply
-	(*ContentChunk)(nil),              // 75: kernelsim.uapi.ContentChunk
-	(*RestoreFile)(nil),               // 76: kernelsim.uapi.RestoreFile
-	(*RestoreDmaBuf)(nil),             // 77: kernelsim.uapi.RestoreDmaBuf
-	(*RestoreChannel)(nil),            // 78: kernelsim.uapi.RestoreChannel
-	(*SessionOpenRequest)(nil),        // 79: kernelsim.uapi.SessionOpenRequest
-	(*SessionOpenReply)(nil),          // 80: kernelsim.uapi.SessionOpenReply
-	(*PagesFile)(nil),                 // 81: kernelsim.uapi.PagesFile
-	(*BoContents)(nil),                // 82: kernelsim.uapi.BoContents
-	(*SessionLoadPagesRequest)(nil),   // 83: kernelsim.uapi.SessionLoadPagesRequest
-	(*SessionAdoptMemoryRequest)(nil), // 84: kernelsim.uapi.SessionAdoptMemoryRequest
-	(*SessionResumeRequest)(nil),      // 85: kernelsim.uapi.SessionResumeRequest
-	(*SessionCloseRequest)(nil),       // 86: kernelsim.uapi.SessionCloseRequest
-	(*ClaimFileRequest)(nil),          // 87: kernelsim.uapi.ClaimFileRequest
-	(*ClaimDmaBufRequest)(nil),        // 88: kernelsim.uapi.ClaimDmaBufRequest
-	(*ClaimChannelRequest)(nil),       // 89: kernelsim.uapi.ClaimChannelRequest
-	(*DevicesRequest)(nil),            // 90: kernelsim.uapi.DevicesRequest
-	(*DeviceInfo)(nil),                // 91: kernelsim.uapi.DeviceInfo
-	(*DevicesReply)(nil),              // 92: kernelsim.uapi.DevicesReply
+	(*BoWindow)(nil),                  // 65: kernelsim.uapi.BoWindow
+	(*SyncobjState)(nil),              // 66: kernelsim.uapi.SyncobjState
+	(*SwSyncState)(nil),               // 67: kernelsim.uapi.SwSyncState
+	(*CheckpointFileRequest)(nil),     // 68: kernelsim.uapi.CheckpointFileRequest
+	(*CheckpointIoRequest)(nil),       // 69: kernelsim.uapi.CheckpointIoRequest
+	(*DebugRequest)(nil),              // 70: kernelsim.uapi.DebugRequest
+	(*DebugReply)(nil),                // 71: kernelsim.uapi.DebugReply
+	(*CheckpointDmaBufRequest)(nil),   // 72: kernelsim.uapi.CheckpointDmaBufRequest
+	(*CheckpointDmaBufReply)(nil),     // 73: kernelsim.uapi.CheckpointDmaBufReply
+	(*CheckpointBosRequest)(nil),      // 74: kernelsim.uapi.CheckpointBosRequest
+	(*CheckpointBosReply)(nil),        // 75: kernelsim.uapi.CheckpointBosReply
+	(*ContentChunk)(nil),              // 76: kernelsim.uapi.ContentChunk
+	(*RestoreFile)(nil),               // 77: kernelsim.uapi.RestoreFile
+	(*RestoreDmaBuf)(nil),             // 78: kernelsim.uapi.RestoreDmaBuf
+	(*RestoreChannel)(nil),            // 79: kernelsim.uapi.RestoreChannel
+	(*SessionOpenRequest)(nil),        // 80: kernelsim.uapi.SessionOpenRequest
+	(*SessionOpenReply)(nil),          // 81: kernelsim.uapi.SessionOpenReply
+	(*PagesFile)(nil),                 // 82: kernelsim.uapi.PagesFile
+	(*BoContents)(nil),                // 83: kernelsim.uapi.BoContents
+	(*SessionLoadPagesRequest)(nil),   // 84: kernelsim.uapi.SessionLoadPagesRequest
+	(*SessionAdoptMemoryRequest)(nil), // 85: kernelsim.uapi.SessionAdoptMemoryRequest
+	(*SessionResumeRequest)(nil),      // 86: kernelsim.uapi.SessionResumeRequest
+	(*SessionCloseRequest)(nil),       // 87: kernelsim.uapi.SessionCloseRequest
+	(*ClaimFileRequest)(nil),          // 88: kernelsim.uapi.ClaimFileRequest
+	(*ClaimDmaBufRequest)(nil),        // 89: kernelsim.uapi.ClaimDmaBufRequest
+	(*ClaimChannelRequest)(nil),       // 90: kernelsim.uapi.ClaimChannelRequest
+	(*DevicesRequest)(nil),            // 91: kernelsim.uapi.DevicesRequest
+	(*DeviceInfo)(nil),                // 92: kernelsim.uapi.DeviceInfo
+	(*DevicesReply)(nil),              // 93: kernelsim.uapi.DevicesReply
 }
 var file_kernelsim_uapi_uapi_proto_depIdxs = []int32{
 	0,  // 0: kernelsim.uapi.GemCreateRequest.domain:type_name -> kernelsim.uapi.Domain
@@ -5908,30 +5978,31 @@ var file_kernelsim_uapi_uapi_proto_depIdxs = []int32{
 	61, // 17: kernelsim.uapi.PendingIO.unread_replies:type_name -> kernelsim.uapi.UnreadReply
 	55, // 18: kernelsim.uapi.UnreadReply.bo:type_name -> kernelsim.uapi.BoState
 	63, // 19: kernelsim.uapi.DriverPrivate.contexts:type_name -> kernelsim.uapi.ContextState
-	65, // 20: kernelsim.uapi.DriverPrivate.syncobjs:type_name -> kernelsim.uapi.SyncobjState
-	66, // 21: kernelsim.uapi.DriverPrivate.sw_syncs:type_name -> kernelsim.uapi.SwSyncState
+	66, // 20: kernelsim.uapi.DriverPrivate.syncobjs:type_name -> kernelsim.uapi.SyncobjState
+	67, // 21: kernelsim.uapi.DriverPrivate.sw_syncs:type_name -> kernelsim.uapi.SwSyncState
 	64, // 22: kernelsim.uapi.ContextState.jobs:type_name -> kernelsim.uapi.JobState
 	31, // 23: kernelsim.uapi.JobState.bos:type_name -> kernelsim.uapi.SubmitBo
 	30, // 24: kernelsim.uapi.JobState.commands:type_name -> kernelsim.uapi.Command
-	2,  // 25: kernelsim.uapi.SyncobjState.kind:type_name -> kernelsim.uapi.SyncobjState.Kind
-	55, // 26: kernelsim.uapi.CheckpointDmaBufReply.bo:type_name -> kernelsim.uapi.BoState
-	75, // 27: kernelsim.uapi.CheckpointBosReply.chunks:type_name -> kernelsim.uapi.ContentChunk
-	58, // 28: kernelsim.uapi.RestoreFile.state:type_name -> kernelsim.uapi.FileCheckpoint
-	59, // 29: kernelsim.uapi.RestoreChannel.io:type_name -> kernelsim.uapi.PendingIO
-	55, // 30: kernelsim.uapi.SessionOpenRequest.bos:type_name -> kernelsim.uapi.BoState
-	76, // 31: kernelsim.uapi.SessionOpenRequest.files:type_name -> kernelsim.uapi.RestoreFile
-	77, // 32: kernelsim.uapi.SessionOpenRequest.dmabufs:type_name -> kernelsim.uapi.RestoreDmaBuf
-	81, // 33: kernelsim.uapi.SessionOpenRequest.pages_files:type_name -> kernelsim.uapi.PagesFile
-	82, // 34: kernelsim.uapi.SessionOpenRequest.contents:type_name -> kernelsim.uapi.BoContents
-	78, // 35: kernelsim.uapi.SessionOpenRequest.channels:type_name -> kernelsim.uapi.RestoreChannel
-	75, // 36: kernelsim.uapi.PagesFile.chunks:type_name -> kernelsim.uapi.ContentChunk
-	75, // 37: kernelsim.uapi.BoContents.chunks:type_name -> kernelsim.uapi.ContentChunk
-	91, // 38: kernelsim.uapi.DevicesReply.devices:type_name -> kernelsim.uapi.DeviceInfo
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	65, // 25: kernelsim.uapi.JobState.windows:type_name -> kernelsim.uapi.BoWindow
+	2,  // 26: kernelsim.uapi.SyncobjState.kind:type_name -> kernelsim.uapi.SyncobjState.Kind
+	55, // 27: kernelsim.uapi.CheckpointDmaBufReply.bo:type_name -> kernelsim.uapi.BoState
+	76, // 28: kernelsim.uapi.CheckpointBosReply.chunks:type_name -> kernelsim.uapi.ContentChunk
+	58, // 29: kernelsim.uapi.RestoreFile.state:type_name -> kernelsim.uapi.FileCheckpoint
+	59, // 30: kernelsim.uapi.RestoreChannel.io:type_name -> kernelsim.uapi.PendingIO
+	55, // 31: kernelsim.uapi.SessionOpenRequest.bos:type_name -> kernelsim.uapi.BoState
+	77, // 32: kernelsim.uapi.SessionOpenRequest.files:type_name -> kernelsim.uapi.RestoreFile
+	78, // 33: kernelsim.uapi.SessionOpenRequest.dmabufs:type_name -> kernelsim.uapi.RestoreDmaBuf
+	82, // 34: kernelsim.uapi.SessionOpenRequest.pages_files:type_name -> kernelsim.uapi.PagesFile
+	83, // 35: kernelsim.uapi.SessionOpenRequest.contents:type_name -> kernelsim.uapi.BoContents
+	79, // 36: kernelsim.uapi.SessionOpenRequest.channels:type_name -> kernelsim.uapi.RestoreChannel
+	76, // 37: kernelsim.uapi.PagesFile.chunks:type_name -> kernelsim.uapi.ContentChunk
+	76, // 38: kernelsim.uapi.BoContents.chunks:type_name -> kernelsim.uapi.ContentChunk
+	92, // 39: kernelsim.uapi.DevicesReply.devices:type_name -> kernelsim.uapi.DeviceInfo
+	40, // [40:40] is the sub-list for method output_type
+	40, // [40:40] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_kernelsim_uapi_uapi_proto_init() }
@@ -5945,7 +6016,7 @@ func file_kernelsim_uapi_uapi_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kernelsim_uapi_uapi_proto_rawDesc), len(file_kernelsim_uapi_uapi_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   90,
+			NumMessages:   91,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

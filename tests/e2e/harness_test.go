@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -230,7 +231,7 @@ func checkImages(t *testing.T, img string, pids []int) string {
 		t.Errorf("drmcrit info: exit %d\n%s", code, info)
 	}
 	fds, code := runDrmcrit(t, "x", img, "fds")
-	if code != 0 || !strings.Contains(fds, fmt.Sprintf("%d (gpuload)\n", pids[0])) || !strings.Contains(fds, ")]  [drm file: renderD128 amdgpu") {
+	if code != 0 || !strings.Contains(fds, fmt.Sprintf("%d (gpuload)\n", pids[0])) || !regexp.MustCompile(`\)\]  \[drm file: renderD12[89] (amdgpu|xe)`).MatchString(fds) {
 		t.Errorf("drmcrit x fds: exit %d\n%s", code, fds)
 	}
 	// Damage a copy: flip one byte of a BO's contents.
