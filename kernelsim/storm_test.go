@@ -130,8 +130,41 @@ func stormClient(d *libdrm.Device, rng *rand.Rand, shared int, keep func(fd int)
 	gate, _ := d.SyncobjCreate(false)
 	out, _ := d.SyncobjCreate(false)
 	d.SwSyncFence(tl, 1+uint64(rng.IntN(3)), gate)
+	// On xe, exec queues of a regular and a long-running VM as well.
+	ops := 9
+	var vm, lrVM, q, lrq uint32
+	if v, err := d.Version(); err == nil && v.Driver == "xe" {
+		ops = 13
+		vm, _ = d.XeVMCreate(0)
+		lrVM, _ = d.XeVMCreate(uapi.XeVmCreateFlagLRMode)
+		for _, m := range []uint32{vm, lrVM} {
+			d.XeBind(m, own, 0, 0x100000, 64<<10)
+			d.XeBind(m, hs, 0, 0x200000, 64<<10)
+		}
+		q, _ = d.XeExecQueueCreate(vm, 0)
+		lrq, _ = d.XeExecQueueCreate(lrVM, 0)
+	}
 	for range 10 + rng.IntN(20) {
 		var req *uapi.SubmitRequest
+		switch rng.IntN(ops) { // an xe request now and then, on xe
+		case 9:
+			d.XeExec(&uapi.XeExecRequest{ExecQueueId: q, Buffers: []*uapi.XeExecBuffer{{Va: 0x100000, Write: true}, {Va: 0x200000}},
+				Commands: []*uapi.Command{copyCmd(0, 1, 4096)}, OutSyncobjs: []uint32{out}})
+		case 10:
+			d.XeExec(&uapi.XeExecRequest{ExecQueueId: lrq, Buffers: []*uapi.XeExecBuffer{{Va: 0x100000, Write: true}, {Va: 0x200000}},
+				Commands: []*uapi.Command{compute(0, 1, 4096, uint64(rng.IntN(20000)))}, OutSyncobjs: []uint32{out}})
+		case 11: // a queue torn down with its jobs in flight
+			if rng.IntN(2) == 0 {
+				d.XeExecQueueDestroy(q)
+				q, _ = d.XeExecQueueCreate(vm, 0)
+			} else {
+				d.XeExecQueueDestroy(lrq)
+				lrq, _ = d.XeExecQueueCreate(lrVM, 0)
+			}
+		case 12: // rebind part of a range jobs may be using
+			d.XeUnbind(vm, 0x101000, 4096)
+			d.XeBind(vm, own, 4096, 0x101000, 4096)
+		}
 		switch rng.IntN(9) {
 		case 0:
 			req = &uapi.SubmitRequest{Bos: []*uapi.SubmitBo{bo(own, true)}, Commands: []*uapi.Command{fill(0, 0, 64<<10, rng.Uint32())}}
