@@ -234,8 +234,9 @@ func (k *Kernel) CheckpointFile(id uint64) (*uapi.FileCheckpoint, error) {
 	for _, h := range f.handles.ids() {
 		bo, _ := f.handles.get(h)
 		_, prime := f.prime[h]
-		cp.Handles = append(cp.Handles, &uapi.HandleState{Handle: h, BoId: bo.id, Prime: prime})
-		bos[bo.id] = bo
+		real := bo.real()
+		cp.Handles = append(cp.Handles, &uapi.HandleState{Handle: h, BoId: real.id, Prime: prime, Attachment: bo != real})
+		bos[real.id] = real
 	}
 	for _, m := range f.vm {
 		cp.Mappings = append(cp.Mappings, &uapi.VaMapping{Handle: m.Handle, BoOffset: m.BOOffset, Va: m.VA, Size: m.Size, Flags: m.Flags})

@@ -354,7 +354,7 @@ func TestCheckpointRestoreRoundTrip(t *testing.T) {
 	}{
 		{ra, h1, 64 << 10, vram, 3, 64 << 10, pattern(64<<10, 0xfeedbeef)},
 		{ra, shared, 8192, gtt, 0x10, 4096, pattern(8192, 0x12345678)},
-		{rx, xs, 8192, gtt, 0x10, 4096, pattern(8192, 0x12345678)},
+		{rx, xs, 8192, gtt, 0, 4096, pattern(8192, 0x12345678)}, // an import attachment
 		{rx, xown, 4096, vram, 0, 4096, pattern(4096, 0xabababab)},
 	} {
 		info := must(h.d.BOInfo(h.h))
@@ -370,9 +370,10 @@ func TestCheckpointRestoreRoundTrip(t *testing.T) {
 			t.Errorf("closed handle %d restored", gone)
 		}
 	}
-	// Sharing is restored: one BO behind a's, x's and the dma-buf.
-	if must(ra.BOInfo(shared)).BoId != must(rx.BOInfo(xs)).BoId {
-		t.Fatal("shared BO restored twice")
+	// Sharing is restored: one BO behind a's handle and the dma-buf, and
+	// x's handle an import attachment of it on x's device.
+	if importOf(t, env, must(rx.BOInfo(xs)).BoId) != must(ra.BOInfo(shared)).BoId {
+		t.Fatal("x's handle is not an import attachment of the shared BO")
 	}
 	if h := must(ra.ImportDmaBuf(rfd)); h != shared {
 		t.Fatalf("restored dma-buf imports as handle %d, want %d", h, shared)
@@ -527,10 +528,39 @@ func TestRestoreSharedBOInEveryClaimOrder(t *testing.T) {
 	})
 }
 
+// importOf is the exporter's BO of an import attachment, 0 for a BO that
+// is none.
+func importOf(t testing.TB, env *ksimtest.Env, id uint64) uint64 {
+	t.Helper()
+	for _, b := range env.Kernel.Debug().BOs {
+		if b.ID == id {
+			return b.ImportOf
+		}
+	}
+	t.Fatalf("no BO %d", id)
+	return 0
+}
+
 func checkShared(t *testing.T, env *ksimtest.Env, base census, a, b *libdrm.Device, dfd int) {
 	t.Helper()
-	if n := env.Kernel.Counts().BOs - base.BOs; n != 2 {
-		t.Fatalf("%d BOs restored, want 2 (b's own and the shared one)", n)
+	// The shared BO on the exporter's device (renderD128), whatever
+	// claimed first, and b's import attachment of it on b's device.
+	if n := env.Kernel.Counts().BOs - base.BOs; n != 3 {
+		t.Fatalf("%d BOs restored, want 3 (b's own, the shared one and b's import attachment of it)", n)
+	}
+	att := must(b.BOInfo(2)).BoId
+	exp := importOf(t, env, att)
+	for _, bo := range env.Kernel.Debug().BOs {
+		switch bo.ID {
+		case exp:
+			if bo.Minor != 128 || bo.ImportOf != 0 {
+				t.Fatalf("the shared BO: %+v, want a BO of renderD128", bo)
+			}
+		case att:
+			if bo.Minor != 129 {
+				t.Fatalf("b's import attachment: %+v, want one of renderD129", bo)
+			}
+		}
 	}
 	if !bytes.Equal(readBO(t, b, 2, 8192), pattern(8192, 0x600df00d)) {
 		t.Fatal("importer's contents")

@@ -73,14 +73,17 @@ type DebugContext struct {
 }
 
 type DebugBO struct {
-	ID     uint64          `json:"id"`
-	Minor  uint32          `json:"minor"`
-	Size   uint64          `json:"size"`
-	Domain string          `json:"domain"`
-	Flags  uint64          `json:"flags"`
-	Refs   int             `json:"refs"`
-	DmaBuf uint64          `json:"dmabuf_inode,omitempty"`
-	Resv   []dma.ResvEntry `json:"resv"`
+	ID     uint64 `json:"id"`
+	Minor  uint32 `json:"minor"`
+	Size   uint64 `json:"size"`
+	Domain string `json:"domain"`
+	Flags  uint64 `json:"flags"`
+	Refs   int    `json:"refs"`
+	DmaBuf uint64 `json:"dmabuf_inode,omitempty"`
+	// ImportOf is set on an import attachment: the exporter's BO, whose
+	// memory and reservation object it shares.
+	ImportOf uint64          `json:"import_of,omitempty"`
+	Resv     []dma.ResvEntry `json:"resv"`
 	// CPU mappings: set once a client mapped the BO.
 	CPU *DebugCPUMaps `json:"cpu_mappings,omitempty"`
 }
@@ -172,6 +175,9 @@ func (k *Kernel) Debug() *DebugState {
 		db := DebugBO{ID: bo.id, Minor: bo.dev.cfg.Minor, Size: bo.size, Domain: bo.domain.String(), Flags: bo.flags, Refs: bo.refs}
 		if bo.dmabuf != nil {
 			db.DmaBuf = bo.dmabuf.ino
+		}
+		if bo.exporter != nil {
+			db.ImportOf = bo.exporter.id
 		}
 		if m := bo.maps; m != nil {
 			db.CPU = &DebugCPUMaps{MemfdInode: m.key.ino, Handed: m.handed, Referenced: m.ref, Holders: []int32{}}

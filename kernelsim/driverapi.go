@@ -257,6 +257,7 @@ func (cp *DriverCheckpoint) Contexts() []*Context { return cp.f.contextList() }
 // AddBO makes a BO part of the checkpoint (one the driver's state holds
 // by itself, such as a VM binding's) and returns its id.
 func (cp *DriverCheckpoint) AddBO(bo *BO) uint64 {
+	bo = bo.real()
 	cp.bos[bo.id] = bo
 	return bo.id
 }
@@ -311,8 +312,7 @@ func (cp *DriverCheckpoint) Context(c *Context) (*uapi.ContextState, error) {
 			js.ProgressAcc = info.payload.Progress.Acc
 		}
 		for _, bo := range info.bos {
-			js.BoIds = append(js.BoIds, bo.id)
-			cp.bos[bo.id] = bo
+			js.BoIds = append(js.BoIds, cp.AddBO(bo))
 		}
 		cp.jobFences[j.Finished()] = true
 		cp.fences = append(cp.fences, js.FenceId)
@@ -374,8 +374,23 @@ type DriverRestore struct {
 func (rs *DriverRestore) File() *File { return rs.f }
 
 // BO returns a BO of the checkpoint by its dump-time id, referenced for
-// the caller, creating it on its own device if no one did yet.
-func (rs *DriverRestore) BO(id uint64) (*BO, error) { return rs.s.boFor(id) }
+// the caller, creating it on its own device if no one did yet. A BO of
+// another device that the file imported comes as the file's import
+// attachment of it (its handles are restored first).
+func (rs *DriverRestore) BO(id uint64) (*BO, error) {
+	bo, err := rs.s.boFor(id)
+	if err != nil || bo.dev == rs.f.dev || bo.dmabuf == nil {
+		return bo, err
+	}
+	if h, ok := rs.f.primeHandle(bo.dmabuf); ok {
+		if att, ok := rs.f.handles.get(h); ok && att.exporter == bo {
+			att.get()
+			bo.put()
+			return att, nil
+		}
+	}
+	return bo, nil
+}
 
 // Context recreates a context, paused, with its saved work; data and
 // longRunning are as for File.NewContextLocked.
@@ -394,7 +409,7 @@ func (rs *DriverRestore) Context(cs *uapi.ContextState, data any, longRunning bo
 	for _, js := range cs.Jobs {
 		bos := make([]*BO, 0, len(js.BoIds))
 		for _, id := range js.BoIds {
-			bo, err := s.boFor(id)
+			bo, err := rs.BO(id)
 			if err != nil {
 				for _, b := range bos {
 					b.put()

@@ -186,6 +186,39 @@ type BO struct {
 
 	charged bool   // the size is charged to uid (see Limits)
 	uid     uint32 // who created it
+
+	// exporter is set on an import attachment (drm_gem_prime_import_dev
+	// of another device's dma-buf): a GEM object of the importing device
+	// with no memory of its own; mem and resv are the exporter's BO's,
+	// dmabuf the dma-buf it imports (which it holds, as get_dma_buf
+	// does), and it holds a reference on the exporter's BO.
+	exporter *BO
+}
+
+// real is the BO that owns the memory: the exporter's for an import
+// attachment, else the BO itself.
+func (bo *BO) real() *BO {
+	if bo.exporter != nil {
+		return bo.exporter
+	}
+	return bo
+}
+
+// importAttach makes an import attachment of db on device d, with one
+// reference. Called with k.mu held.
+func (d *Device) importAttach(db *DmaBuf) *BO {
+	k := d.k
+	exp := db.bo.real()
+	exp.get()
+	db.getFile()
+	k.nextBO++
+	bo := &BO{
+		id: k.nextBO, dev: d, size: exp.size, domain: uapi.Domain_DOMAIN_GTT,
+		alignment: exp.alignment, mem: exp.mem, resv: exp.resv, refs: 1,
+		exporter: exp, dmabuf: db,
+	}
+	k.bos[bo.id] = bo
+	return bo
 }
 
 // chargedTo records that the BO's size is charged to uid's limit, to be
@@ -287,6 +320,12 @@ func (bo *BO) put() {
 	}
 	k := bo.dev.k
 	delete(k.bos, bo.id)
+	if exp := bo.exporter; exp != nil {
+		// An attachment owns nothing but its references.
+		bo.dmabuf.putFile()
+		exp.put()
+		return
+	}
 	bo.dev.uncharge(bo.domain, bo.size)
 	if bo.charged {
 		k.acct.unchargeBO(bo.uid, region{minor: bo.dev.cfg.Minor, domain: bo.domain}, bo.size)

@@ -294,6 +294,7 @@ func (f *File) GemMmap(handle uint32) (int, *uapi.GemMmapReply, error) {
 		k.mu.Unlock()
 		return -1, nil, err
 	}
+	bo = bo.real() // an attachment maps the exporter's memory (dma_buf_mmap)
 	bo.get()
 	k.mu.Unlock()
 	defer func() {

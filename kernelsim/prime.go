@@ -274,6 +274,15 @@ func (f *File) removePrime(handle uint32) {
 		return
 	}
 	delete(f.prime, handle)
+	db.putFile()
+}
+
+// getFile and putFile count a holder of the dma-buf's file other than a
+// PRIME entry (an import attachment): the kernel keeps a client copy
+// open while any holder is left. Called with k.mu held.
+func (db *DmaBuf) getFile() { db.primeRefs++ }
+
+func (db *DmaBuf) putFile() {
 	db.primeRefs--
 	if db.primeRefs == 0 && db.clientFD >= 0 {
 		unix.Close(db.clientFD)
@@ -309,6 +318,9 @@ func (f *File) PrimeHandleToFD(handle uint32, where socketMaker) (fd int, db *Dm
 		return -1, nil, errnof(syscall.ENOENT, "no GEM handle %d", handle)
 	}
 	db = bo.dmabuf
+	if db != nil && db.released {
+		return -1, nil, errnof(syscall.ENODEV, "the dma-buf BO %d was imported from is gone", bo.id)
+	}
 	if db == nil {
 		if err := k.acct.chargeDmaBuf(f.owner); err != nil {
 			return -1, nil, err
@@ -344,8 +356,10 @@ func dupClientFD(db *DmaBuf) (int, *DmaBuf, error) {
 
 // PrimeFDToHandle imports a dma-buf (DRM_IOCTL_PRIME_FD_TO_HANDLE) and takes
 // ownership of fd. A file that already has a handle for the dma-buf gets
-// that handle back; otherwise a new handle refers to the same BO, whichever
-// device it lives on.
+// that handle back; otherwise, as drm_gem_prime_fd_to_handle does, a new
+// handle refers to the exporter's GEM object itself when it is of the
+// file's device, and to a new import attachment of the dma-buf on the
+// file's device when it is another device's.
 func (f *File) PrimeFDToHandle(fd int) (uint32, error) {
 	ino, err := sockIno(fd)
 	if err != nil {
@@ -367,12 +381,18 @@ func (f *File) PrimeFDToHandle(fd int) (uint32, error) {
 		unix.Close(fd)
 		return h, nil
 	}
-	h, err := f.handles.alloc(db.bo)
+	bo := db.bo
+	if bo.dev == f.dev {
+		bo.get()
+	} else {
+		bo = f.dev.importAttach(db)
+	}
+	h, err := f.handles.alloc(bo)
 	if err != nil {
+		bo.put()
 		unix.Close(fd)
 		return 0, errnof(syscall.ENOSPC, "import: %v", err)
 	}
-	db.bo.get()
 	f.addPrime(h, db, fd)
 	return h, nil
 }

@@ -55,10 +55,15 @@ func TestPrimeExportImportAcrossFilesAndDevices(t *testing.T) {
 	if id := must(b.BOInfo(hb)).BoId; id != boID {
 		t.Fatalf("b's handle is BO %d, want %d", id, boID)
 	}
-	// Another device.
+	// Another device: an import attachment, a GEM object of the importing
+	// device standing for the dma-buf, not the exporter's object.
 	hx := must(x.ImportDmaBuf(fd1))
-	if info := must(x.BOInfo(hx)); info.BoId != boID || info.Size != 8192 {
-		t.Fatalf("xe import: %v", info)
+	info := must(x.BOInfo(hx))
+	if info.BoId == boID || info.Size != 8192 || importOf(t, env, info.BoId) != boID {
+		t.Fatalf("xe import: %v, an attachment of BO %d", info, importOf(t, env, info.BoId))
+	}
+	if got := must(x.ImportDmaBuf(fd2)); got != hx {
+		t.Fatalf("re-import into x: handle %d, want %d", got, hx)
 	}
 	// Exporting from an importer gives the same dma-buf.
 	fd3 := must(x.ExportDmaBuf(hx))
@@ -73,11 +78,12 @@ func TestPrimeExportImportAcrossFilesAndDevices(t *testing.T) {
 	if !bytes.Equal(readBO(t, a, h, 8192), want) || !bytes.Equal(readBO(t, b, hb, 8192), want) {
 		t.Fatal("importers do not see the same memory")
 	}
-	if boCount(env) != base.BOs+2 {
-		t.Fatalf("%d BOs, want %d", boCount(env), base.BOs+2)
+	if boCount(env) != base.BOs+3 {
+		t.Fatalf("%d BOs, want %d", boCount(env), base.BOs+3)
 	}
 
-	// The BO lives while any handle or dma-buf fd refers to it.
+	// The BO lives while any handle or dma-buf fd refers to it: the
+	// exporter's handle and every fd gone, the attachment keeps it.
 	unix.Close(fd1)
 	unix.Close(fd2)
 	ok(t, a.BOClose(h))
@@ -87,6 +93,12 @@ func TestPrimeExportImportAcrossFilesAndDevices(t *testing.T) {
 	}
 	if _, err := a.BOInfo(h); err == nil {
 		t.Fatal("closed handle still answers")
+	}
+	// The exporting process is gone altogether.
+	a.Close()
+	ok(t, x.Write(hx, 0, []byte{7}))
+	if got := readBO(t, x, hx, 1); got[0] != 7 {
+		t.Fatal("the attachment lost its memory with the exporter's file")
 	}
 	ok(t, x.BOClose(hx))
 	eventually(t, "the BO and its dma-buf to be freed", func() bool {

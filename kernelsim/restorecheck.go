@@ -293,6 +293,17 @@ func (c *restoreChecker) checkFile(i int, rf *uapi.RestoreFile, files map[uint64
 		if h.Prime && bo.DmabufInode == 0 {
 			add(f()+".prime", "handle %d is in the PRIME table, but BO %d was never exported", h.Handle, h.BoId)
 		}
+		if h.Attachment {
+			// drm_gem_prime_fd_to_handle: an import of the file's own
+			// device's dma-buf is the BO itself, of another's an
+			// attachment, which is in the PRIME table.
+			switch {
+			case !h.Prime:
+				add(f()+".attachment", "handle %d is an import attachment but not in the PRIME table", h.Handle)
+			case bo.Minor == st.Minor:
+				add(f()+".attachment", "handle %d: BO %d is of the file's own device renderD%d, whose import is the BO itself, not an attachment", h.Handle, h.BoId, st.Minor)
+			}
+		}
 		handles[h.Handle] = bo
 	}
 

@@ -105,6 +105,11 @@ func TestCheckRestore(t *testing.T) {
 			"mappings[0].va: 0x100010 is not aligned to the 4096-byte page", syscall.EINVAL},
 		{"mapping outside the address space", func(r *uapi.SessionOpenRequest) { file(r).Mappings[0].Va = 1<<64 - 4096 },
 			"is outside the amdgpu address space", syscall.EINVAL},
+		{"import attachment of the file's own device's BO", func(r *uapi.SessionOpenRequest) { file(r).Handles[1].Attachment = true },
+			"handles[1].attachment: handle 2: BO 2 is of the file's own device renderD128, whose import is the BO itself, not an attachment", syscall.EINVAL},
+		{"import attachment outside the PRIME table", func(r *uapi.SessionOpenRequest) {
+			file(r).Handles[1].Attachment, file(r).Handles[1].Prime = true, false
+		}, "handles[1].attachment: handle 2 is an import attachment but not in the PRIME table", syscall.EINVAL},
 		{"mapping of no handle", func(r *uapi.SessionOpenRequest) { file(r).Mappings[0].Handle = 9 },
 			"mappings[0].handle: 9 is not a handle of the file", syscall.EINVAL},
 		{"garbage in-flight request", func(r *uapi.SessionOpenRequest) { file(r).Io.Request = []byte("garbage that is not a packet") },

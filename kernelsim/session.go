@@ -688,6 +688,18 @@ func (s *Session) restoreFile(f *File, st *uapi.FileCheckpoint, where socketMake
 		if err != nil {
 			return err
 		}
+		if h.Attachment {
+			// A new import attachment of the exporter's dma-buf, the BO
+			// itself made on its own device whatever claim came first.
+			db, err := s.dmabufFor(s.bos[h.BoId].st.DmabufInode, where)
+			if err != nil {
+				bo.put()
+				return fmt.Errorf("handle %d: %w", h.Handle, err)
+			}
+			att := f.dev.importAttach(db)
+			bo.put()
+			bo = att
+		}
 		if err := f.handles.allocAt(h.Handle, bo); err != nil {
 			bo.put()
 			return fmt.Errorf("handle %d: %w", h.Handle, err)

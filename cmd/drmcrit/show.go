@@ -225,6 +225,9 @@ func addFile(parent *node, fd FdView, f *FileView) {
 		if h.Prime {
 			prime = ", prime"
 		}
+		if h.Attachment {
+			prime += ", import attachment"
+		}
 		hn := fn.add("BO handle %d: id %d, %s, %s, flags %s%s, in %s", h.Handle, h.BoID, sizeStr(h.Size), h.Domain, h.Flags, prime, short(h.Contents))
 		for _, m := range h.Mappings {
 			hn.add("VA %s +%s (BO offset 0x%x, flags %s)", m.VA, sizeStr(m.Size), m.BoOffset, m.Flags)

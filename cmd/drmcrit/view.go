@@ -132,9 +132,12 @@ type HolderFd struct {
 }
 
 type HandleView struct {
-	Handle     uint32        `json:"handle"`
-	BoID       uint64        `json:"bo_id"`
-	Prime      bool          `json:"prime"`
+	Handle uint32 `json:"handle"`
+	BoID   uint64 `json:"bo_id"`
+	Prime  bool   `json:"prime"`
+	// Attachment: the handle is an import attachment of BO bo_id, a BO
+	// of another device (its own GEM object on the file's device).
+	Attachment bool          `json:"import_attachment,omitempty"`
 	Size       uint64        `json:"size"`
 	Domain     string        `json:"domain"`
 	Flags      string        `json:"flags"`
@@ -546,7 +549,7 @@ func fileView(c *checkpoint, f *images.DrmFile, holders map[uint64][]HolderView,
 	handles := append([]*uapi.HandleState(nil), st.GetHandles()...)
 	sort.SliceStable(handles, func(i, j int) bool { return handles[i].Handle < handles[j].Handle })
 	for _, h := range handles {
-		hv := HandleView{Handle: h.Handle, BoID: h.BoId, Prime: h.Prime, Contents: digest(h.BoId), Mappings: []MappingView{}, SharedWith: []HolderView{}}
+		hv := HandleView{Handle: h.Handle, BoID: h.BoId, Prime: h.Prime, Attachment: h.Attachment, Contents: digest(h.BoId), Mappings: []MappingView{}, SharedWith: []HolderView{}}
 		b := boState[h.BoId]
 		if rec, ok := c.bos[h.BoId]; ok && b == nil {
 			b = rec.State

@@ -276,8 +276,8 @@ func TestDefaultDaemonMinor(t *testing.T) {
 
 // TestCrossdevUsesTwoDevices: mid-run, crossdev's producer has a file on
 // -minor, its consumer a file on -minor2 holding, beside BOs of its own
-// device, the producer's shared BO of the other device through PRIME;
-// its result is prodcons's plan's.
+// device, an import attachment (through PRIME) of the producer's shared
+// BO of the other device; its result is prodcons's plan's.
 func TestCrossdevUsesTwoDevices(t *testing.T) {
 	cfg := twoDevices()
 	cfg.Devices[0].Minor, cfg.Devices[1].Minor = 130, 135
@@ -290,9 +290,9 @@ func TestCrossdevUsesTwoDevices(t *testing.T) {
 	s := startBin(t, env.Dir, append([]string{"-scenario", "crossdev"}, params...)...)
 	s.waitProgress(t, "step 2/4")
 	st := env.Kernel.Debug()
-	boMinor := map[uint64]uint32{}
+	boMinor, importOf := map[uint64]uint32{}, map[uint64]uint64{}
 	for _, b := range st.BOs {
-		boMinor[b.ID] = b.Minor
+		boMinor[b.ID], importOf[b.ID] = b.Minor, b.ImportOf
 	}
 	files := map[uint32]int{}
 	foreign := 0
@@ -300,8 +300,11 @@ func TestCrossdevUsesTwoDevices(t *testing.T) {
 		files[f.Minor]++
 		for _, h := range f.Handles {
 			if boMinor[h.BO] != f.Minor {
-				if !h.Prime || f.Minor != 135 || boMinor[h.BO] != 130 {
-					t.Errorf("file %d on renderD%d: handle %+v on a BO of renderD%d", f.ID, f.Minor, h, boMinor[h.BO])
+				t.Errorf("file %d on renderD%d: handle %+v on a BO of renderD%d", f.ID, f.Minor, h, boMinor[h.BO])
+			}
+			if exp := importOf[h.BO]; exp != 0 {
+				if !h.Prime || f.Minor != 135 || boMinor[exp] != 130 {
+					t.Errorf("file %d on renderD%d: handle %+v is an attachment of a BO of renderD%d", f.ID, f.Minor, h, boMinor[exp])
 				}
 				foreign++
 			}

@@ -3044,10 +3044,14 @@ func (x *BoState) GetMinor() uint32 {
 }
 
 type HandleState struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Handle        uint32                 `protobuf:"varint,1,opt,name=handle,proto3" json:"handle,omitempty"`
-	BoId          uint64                 `protobuf:"varint,2,opt,name=bo_id,json=boId,proto3" json:"bo_id,omitempty"`
-	Prime         bool                   `protobuf:"varint,3,opt,name=prime,proto3" json:"prime,omitempty"` // in the file's PRIME table (exported or imported)
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Handle uint32                 `protobuf:"varint,1,opt,name=handle,proto3" json:"handle,omitempty"`
+	BoId   uint64                 `protobuf:"varint,2,opt,name=bo_id,json=boId,proto3" json:"bo_id,omitempty"`
+	Prime  bool                   `protobuf:"varint,3,opt,name=prime,proto3" json:"prime,omitempty"` // in the file's PRIME table (exported or imported)
+	// An import attachment: the handle names a GEM object of the file's
+	// device that stands for the dma-buf of BO bo_id, a BO of another
+	// device (drm_gem_prime_import_dev); restore makes a new attachment.
+	Attachment    bool `protobuf:"varint,4,opt,name=attachment,proto3" json:"attachment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3099,6 +3103,13 @@ func (x *HandleState) GetBoId() uint64 {
 func (x *HandleState) GetPrime() bool {
 	if x != nil {
 		return x.Prime
+	}
+	return false
+}
+
+func (x *HandleState) GetAttachment() bool {
+	if x != nil {
+		return x.Attachment
 	}
 	return false
 }
@@ -5658,11 +5669,14 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\x05flags\x18\x04 \x01(\x04R\x05flags\x12\x1c\n" +
 	"\talignment\x18\x05 \x01(\x04R\talignment\x12!\n" +
 	"\fdmabuf_inode\x18\x06 \x01(\x04R\vdmabufInode\x12\x14\n" +
-	"\x05minor\x18\a \x01(\rR\x05minor\"P\n" +
+	"\x05minor\x18\a \x01(\rR\x05minor\"p\n" +
 	"\vHandleState\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\rR\x06handle\x12\x13\n" +
 	"\x05bo_id\x18\x02 \x01(\x04R\x04boId\x12\x14\n" +
-	"\x05prime\x18\x03 \x01(\bR\x05prime\"z\n" +
+	"\x05prime\x18\x03 \x01(\bR\x05prime\x12\x1e\n" +
+	"\n" +
+	"attachment\x18\x04 \x01(\bR\n" +
+	"attachment\"z\n" +
 	"\tVaMapping\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\rR\x06handle\x12\x1b\n" +
 	"\tbo_offset\x18\x02 \x01(\x04R\bboOffset\x12\x0e\n" +

@@ -31,8 +31,11 @@ func TestXeDumpKillRestore(t *testing.T) {
 		// queue's preempt fence at the dump, resumed where it stopped.
 		{"xe-lr", "xe-lr", []string{"-minor", "129"}, 1, []string{"long-running job fence", "xe: VM 1 (regular)", "xe: VM 2 (long-running)", "preempted 1 time(s)"}},
 		{"xe-ooo", "xe-ooo", []string{"-minor", "129"}, 2, []string{"xe: exec queue 1 on VM 1", "xe: exec queue 2 on VM 1"}},
-		{"xe exporter, amdgpu importer", "xcross", []string{"-minor", "129", "-minor2", "128"}, 2, []string{"drm file", "xe: VM 1"}},
-		{"amdgpu exporter, xe importer", "xcross", []string{"-minor", "128", "-minor2", "129"}, 2, []string{"drm file", "xe: VM 1"}},
+		// The importer's handle is an import attachment of the exporter's
+		// BO; restore makes the BO on the exporter's device and a new
+		// attachment on the importer's.
+		{"xe exporter, amdgpu importer", "xcross", []string{"-minor", "129", "-minor2", "128"}, 2, []string{"xe: VM 1", "prime, import attachment"}},
+		{"amdgpu exporter, xe importer", "xcross", []string{"-minor", "128", "-minor2", "129"}, 2, []string{"xe: VM 1", "prime, import attachment"}},
 	} {
 		t.Run(strings.ReplaceAll(sc.name, " ", "_"), func(t *testing.T) {
 			d := startDaemon(t, twoDrivers...)
