@@ -2,6 +2,7 @@ package kernelsim_test
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 	"syscall"
 	"testing"
@@ -360,4 +361,86 @@ func TestXeCheckpointRestore(t *testing.T) {
 	if !bytes.Equal(got, readBO(t, rx, ref, n)) {
 		t.Fatal("the restored job's result differs from an uninterrupted run")
 	}
+}
+
+// FuzzXeOps runs an arbitrary sequence of xe requests on a fresh xe file
+// (each 8 bytes of input: an op and its arguments, over a few VMs, exec
+// queues and BOs), checks that every refusal is an errno with a message,
+// that the kernel stays sound (an uninterrupted bystander's BO keeps its
+// contents) and that everything goes with the file. The seed corpus runs
+// as a normal test.
+func FuzzXeOps(f *testing.F) {
+	f.Add([]byte{})
+	// VM, bind, split, queue, exec, destroy queue with the job in flight.
+	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 1, 0, 0, 4, 0, 3, 0, 0, 1, 1, 0, 1, 0, 4, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 1, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0})
+	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 9, 200, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0})
+	env := ksimtest.Start(f, kernelsim.Config{Devices: []kernelsim.DeviceConfig{instant(amdgpuDev()), instant(xeDev())}})
+	by := env.Open(f, 129)
+	bh := must(by.BOCreate(4096, gtt, 0, 0))
+	ok(f, by.Write(bh, 0, pattern(4096, 0xc0ffee)))
+	base := takeCensus(env.Kernel)
+
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) > 8*64 {
+			in = in[:8*64]
+		}
+		x := must(libdrm.Open(kernelsim.RenderNodePath(env.Dir, 129)))
+		bos := []uint32{must(x.BOCreate(4*page, gtt, 0, 0)), must(x.BOCreate(page, vram, 0, 0))}
+		var vms, queues []uint32
+		pick := func(ids []uint32, b byte) uint32 {
+			if len(ids) == 0 || b >= 200 {
+				return uint32(b) // an id that may not exist
+			}
+			return ids[int(b)%len(ids)]
+		}
+		check := func(err error) {
+			if err == nil {
+				return
+			}
+			var e *uapi.Error
+			if !errors.As(err, &e) || e.Msg == "" || e.Errno == 0 {
+				t.Fatalf("refusal without errno and message: %v", err)
+			}
+		}
+		for len(in) >= 8 {
+			a := in[:8]
+			in = in[8:]
+			va := uint64(a[3])<<20 | uint64(a[4]&7)<<12
+			rng := uint64(a[5]&7) << 12
+			switch a[0] % 8 {
+			case 0, 1:
+				id, err := x.XeVMCreate(uint32(a[0]%2) * uapi.XeVmCreateFlagLRMode)
+				check(err)
+				if err == nil {
+					vms = append(vms, id)
+				}
+			case 2:
+				check(x.XeBind(pick(vms, a[1]), pick(bos, a[2]), uint64(a[6]&3)<<12, va, rng))
+			case 3:
+				check(x.XeUnbind(pick(vms, a[1]), va, rng))
+			case 4:
+				id, err := x.XeExecQueueCreate(pick(vms, a[1]), int32(int8(a[2])))
+				check(err)
+				if err == nil {
+					queues = append(queues, id)
+				}
+			case 5:
+				_, err := x.XeExec(&uapi.XeExecRequest{ExecQueueId: pick(queues, a[1]), Buffers: []*uapi.XeExecBuffer{{Va: va, Write: a[2]&1 != 0}, {Va: uint64(a[6]) << 12}},
+					Commands: []*uapi.Command{{Op: uint32(a[7] % 8), Dst: int32(a[2] % 3), Src: int32(a[6]%3) - 1, Len: uint64(a[5]) << 8, Iterations: uint64(a[4])}}})
+				check(err)
+			case 6:
+				check(x.XeExecQueueDestroy(pick(queues, a[1])))
+			case 7:
+				check(x.XeVMDestroy(pick(vms, a[1])))
+			}
+		}
+		x.Close()
+		eventually(t, "the fuzzed file's objects to go", func() bool {
+			now := takeCensus(env.Kernel)
+			return now.Files == base.Files && now.BOs == base.BOs && now.Jobs == base.Jobs
+		})
+		if got := readBO(t, by, bh, 4096); !bytes.Equal(got, pattern(4096, 0xc0ffee)) {
+			t.Fatalf("bystander's BO changed")
+		}
+	})
 }
