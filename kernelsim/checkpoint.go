@@ -2,7 +2,6 @@ package kernelsim
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -16,8 +15,9 @@ import (
 	"drmcr/kernelsim/uapi"
 )
 
-// DriverPrivateVersion is the version of the DriverPrivate blob this
-// kernel writes and reads.
+// DriverPrivateVersion is the version of the DriverPrivate blob (the
+// blob of contexts, syncobjs and timelines amdgpu writes, kernelsim/amdgpu)
+// this kernel writes and reads.
 const DriverPrivateVersion = 1
 
 // IO is a connection serving a file, as the checkpoint code sees it: the
@@ -354,9 +354,6 @@ func (k *Kernel) CheckpointBOs(ids []uint64, fd int, offset uint64) (uint64, []*
 	}
 	return size, chunks, nil
 }
-
-// errNoDriverState is returned for a blob of another driver or version.
-var errNoDriverState = errors.New("driver state")
 
 // restoredJob makes a scheduler job of work a checkpoint found queued
 // (preempted long-running jobs and what was queued behind them); bos are

@@ -30,7 +30,8 @@
 //
 // Drivers (driver.go) plug in as a Driver, the hooks the core calls as
 // Linux's drm core calls a struct drm_driver; the core names none of
-// them. amdgpu is amdgpu.go, xe the package kernelsim/xe.
+// them; each is a package (kernelsim/amdgpu, kernelsim/xe) that registers
+// itself when imported.
 //
 // Locking: Kernel.mu (like the old struct_mutex) protects the object graph:
 // handles, PRIME tables, reference counts, mappings, and the drivers'

@@ -90,8 +90,6 @@ var (
 	drivers   = map[string]driver{}
 )
 
-func init() { RegisterDriver(amdgpuDriver{}) }
-
 // RegisterDriver makes a driver available to DeviceConfig.Driver, as a
 // driver module registers with the drm core. A driver's package does it
 // when it is imported (import _ "drmcr/kernelsim/xe"). Registering a name

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"drmcr/kernelsim"
+	_ "drmcr/kernelsim/amdgpu" // the drivers register themselves
 	"drmcr/kernelsim/ctl"
 	"drmcr/kernelsim/dma"
 	"drmcr/kernelsim/gpu"
@@ -23,7 +24,7 @@ import (
 	"drmcr/kernelsim/libdrm"
 	"drmcr/kernelsim/sched"
 	"drmcr/kernelsim/uapi"
-	_ "drmcr/kernelsim/xe" // the xe driver registers itself
+	_ "drmcr/kernelsim/xe"
 )
 
 // childEnv selects a child role when the test binary is re-executed as a

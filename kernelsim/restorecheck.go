@@ -7,8 +7,6 @@ import (
 	"strings"
 	"syscall"
 
-	"google.golang.org/protobuf/proto"
-
 	"drmcr/kernelsim/uapi"
 )
 
@@ -569,22 +567,6 @@ func mappedChunksProblem(st *uapi.BoState, chunks []*uapi.ContentChunk) string {
 		return fmt.Sprintf("bytes [%d, %d) of the BO are covered by no checksummed chunk", pos, st.Size)
 	}
 	return ""
-}
-
-// decodeDriverPrivateFor parses a driver blob for a device of driver
-// drvName and checks its version and driver.
-func decodeDriverPrivateFor(blob []byte, drvName string, minor uint32) (*uapi.DriverPrivate, error) {
-	priv := &uapi.DriverPrivate{}
-	if err := proto.Unmarshal(blob, priv); err != nil {
-		return nil, fmt.Errorf("%w: %v", errNoDriverState, err)
-	}
-	if priv.Version != DriverPrivateVersion {
-		return nil, fmt.Errorf("%w: version %d, this kernel reads %d", errNoDriverState, priv.Version, DriverPrivateVersion)
-	}
-	if priv.Driver != drvName {
-		return nil, fmt.Errorf("%w: for driver %q, device renderD%d is %q", errNoDriverState, priv.Driver, minor, drvName)
-	}
-	return priv, nil
 }
 
 // restoreRefusal turns the problems of a request into SESSION_OPEN's

@@ -8,7 +8,10 @@ import (
 	"drmcr/amdgpu"
 	"drmcr/dmabuf"
 	"drmcr/drmcore"
-	_ "drmcr/kernelsim/xe" // the kernel's restore checks (kernelsim.CheckRestore) know the xe blob
+	// The kernel's drivers, whose blobs the kernel's restore checks
+	// (kernelsim.CheckRestore) that drmcore runs offline decode.
+	_ "drmcr/kernelsim/amdgpu"
+	_ "drmcr/kernelsim/xe"
 	"drmcr/xe"
 )
 

@@ -21,7 +21,8 @@ import (
 
 	"drmcr/internal/units"
 	"drmcr/kernelsim"
-	_ "drmcr/kernelsim/xe" // the xe driver registers itself
+	_ "drmcr/kernelsim/amdgpu" // the drivers register themselves
+	_ "drmcr/kernelsim/xe"
 )
 
 func main() {

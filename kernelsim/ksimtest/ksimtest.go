@@ -12,8 +12,9 @@ import (
 	"time"
 
 	"drmcr/kernelsim"
+	_ "drmcr/kernelsim/amdgpu" // the drivers register themselves
 	"drmcr/kernelsim/libdrm"
-	_ "drmcr/kernelsim/xe" // the xe driver registers itself
+	_ "drmcr/kernelsim/xe"
 )
 
 // Env is a running kernelsim.
