@@ -129,6 +129,7 @@ func run(args []string, out io.Writer) error {
 		fn   func(*config, *table) error
 	}{
 		{"write", benchWrite}, {"throughput", benchThroughput}, {"mapped", benchMapped}, {"perbo", benchPerBO}, {"shared", benchShared},
+		{"xe", benchXe},
 	} {
 		if len(c.only) > 0 && !c.only[b.name] {
 			continue
@@ -779,5 +780,91 @@ func benchShared(c *config, t *table) error {
 	}
 	t.add(fmt.Sprintf("%d BOs over %d processes, every %dth shared through a dma-buf: dump + restore (bit-identical)", c.sharedBos, c.procs, c.shareEvery),
 		fmt.Sprintf("%s + %s", secs(r.dump), secs(r.restore)), "", math.NaN(), "", true)
+	return nil
+}
+
+// benchXe: the same many workload (1000 BOs, 2 processes sharing BOs
+// through dma-bufs) dumped and restored on an xe device, whose files map
+// their BOs with VM_BIND and carry the xe blob, against its baseline on
+// an amdgpu device of the same daemon, interleaved; then xe-lr, a
+// long-running xe job preempted through its preempt fence at the dump,
+// and xcross, a BO shared between the two drivers, each once and checked
+// bit for bit.
+func benchXe(c *config, t *table) error {
+	const mem = 2 << 30
+	d, err := crrun.StartDaemon(c.kernelsim, "-q",
+		"-device", fmt.Sprintf("driver=amdgpu,minor=128,vram=%d,gtt=%d,bandwidth=0", mem, mem),
+		"-device", fmt.Sprintf("driver=xe,minor=129,vram=%d,gtt=%d,bandwidth=0", mem, mem))
+	if err != nil {
+		return err
+	}
+	defer d.Stop()
+	args := []string{"-bos", "1000", "-procs", "2", "-share-every", "10"}
+	amd, err := c.start(d, "amdgpu", append([]string{"-minor", "128"}, args...)...)
+	if err != nil {
+		return err
+	}
+	xe, err := c.start(d, "xe", append([]string{"-minor", "129"}, args...)...)
+	if err != nil {
+		return err
+	}
+	for _, p := range []*proc{amd, xe} {
+		if err := p.expect(); err != nil {
+			return err
+		}
+	}
+	var ratios, tx, ta []float64
+	for range c.pairs {
+		ra, err := c.cycle(d, amd)
+		if err != nil {
+			return err
+		}
+		rx, err := c.cycle(d, xe)
+		if err != nil {
+			return err
+		}
+		ta, tx = append(ta, ra.dump+ra.restore), append(tx, rx.dump+rx.restore)
+		ratios = append(ratios, (rx.dump+rx.restore)/(ra.dump+ra.restore))
+	}
+	for _, p := range []*proc{amd, xe} {
+		if err := p.finish(); err != nil {
+			return err
+		}
+	}
+	m := median(ratios)
+	t.add("dump + restore of 1000 BOs over 2 processes on xe (VM_BIND, exec queues, xe blob)", secs(median(tx)), secs(median(ta))+" on amdgpu", m, "≤ 1.20", m <= 1.2)
+	for _, sc := range []struct {
+		name string
+		args []string
+	}{{"xe-lr", []string{"-minor", "129"}}, {"xcross", []string{"-minor", "129", "-minor2", "128"}}} {
+		dir, err := os.MkdirTemp(c.work, "proc-")
+		if err != nil {
+			return err
+		}
+		w, err := crrun.StartWorkload(c.gpuload, d, dir, sc.name, sc.args...)
+		if err != nil {
+			return err
+		}
+		want, err := w.Expected()
+		if err != nil {
+			w.Kill()
+			return err
+		}
+		if err := w.WaitStep(1, time.Minute); err != nil {
+			w.Kill()
+			return err
+		}
+		r, err := c.cycle(d, &proc{w: w, name: sc.name})
+		if err != nil {
+			w.Kill()
+			return err
+		}
+		got, err := w.WaitResult(5 * time.Minute)
+		if err != nil || got != want {
+			return fmt.Errorf("%s: restored run gave %q (%v), an uninterrupted run gives %s", sc.name, got, err, want)
+		}
+		t.note("%s dumped mid-run in %s and restored in %s, bit for bit.", sc.name, secs(r.dump), secs(r.restore))
+	}
+	t.note("xe: the same many workload on each device of one daemon, interleaved; the median of %d ratios.", c.pairs)
 	return nil
 }
