@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"drmcr/drmcore"
+	"drmcr/drvstate"
 	"drmcr/images"
 	"drmcr/kernelsim/uapi"
 )
@@ -53,32 +54,21 @@ func Decode(blob []byte) (*uapi.DriverPrivate, error) {
 
 // DumpFile implements drmcore.DriverPlugin.
 func (*Plugin) DumpFile(ino uint64, pid int32, cp *uapi.FileCheckpoint) (*images.DrmFile, error) {
-	if cp.Driver != Driver {
-		return nil, fmt.Errorf("file of driver %q", cp.Driver)
-	}
-	priv, err := Decode(cp.DriverPrivate)
-	if err != nil {
-		return nil, err
-	}
-	return &images.DrmFile{
-		Version: images.Version, Inode: ino, Pid: pid, State: cp,
-		Driver: Driver, DriverVersion: priv.Version,
-	}, nil
+	return drvstate.DumpFile(Driver, blobVersion, ino, pid, cp)
 }
 
 // RestoreFile implements drmcore.DriverPlugin.
 func (*Plugin) RestoreFile(img *images.DrmFile) (*uapi.RestoreFile, error) {
-	if img.Driver != Driver || img.State == nil || img.State.Driver != Driver {
-		return nil, fmt.Errorf("image of driver %q", img.Driver)
-	}
-	priv, err := Decode(img.State.DriverPrivate)
+	return drvstate.RestoreFile(Driver, blobVersion, img)
+}
+
+// blobVersion is the version of a blob Decode accepts.
+func blobVersion(blob []byte) (uint32, error) {
+	priv, err := Decode(blob)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	if priv.Version != img.DriverVersion {
-		return nil, fmt.Errorf("driver blob version %d, image says %d", priv.Version, img.DriverVersion)
-	}
-	return &uapi.RestoreFile{Inode: img.Inode, State: img.State}, nil
+	return priv.Version, nil
 }
 
 // State implements drmcore.DriverPlugin.
