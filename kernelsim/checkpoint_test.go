@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -644,6 +645,83 @@ func TestPauseDrainsPreemptsAndBlocksSubmits(t *testing.T) {
 	if st := waitSync(t, d, s); st.errno != 0 {
 		t.Fatal(st)
 	}
+}
+
+// TestResumeRunsRequestHeldWhileReaderSleeps: a request that a
+// checkpoint read from the socket itself (Freeze drains what is queued)
+// runs once the connection thaws, although its reader sleeps in the
+// netpoller and the socket never becomes readable again: when the drain
+// beats the netpoller to the socket's readiness, epoll drops that edge.
+// The hook holds the request as the drain would, after the reader has
+// gone to sleep; without a wakeup on thaw its client would wait forever.
+func TestResumeRunsRequestHeldWhileReaderSleeps(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{Devices: []kernelsim.DeviceConfig{instant(amdgpuDev())}})
+	c := ctlClient(t, env)
+	fd := must(uapi.DialSocket(kernelsim.RenderNodePath(env.Dir, 128)))
+	t.Cleanup(func() { unix.Close(fd) })
+	call := func(seq uint32) *uapi.VersionReply {
+		t.Helper()
+		pkt := must(uapi.Marshal(uapi.Header{Op: uapi.OpVersion, Seq: seq}, &uapi.VersionRequest{}))
+		ok(t, uapi.Send(fd, pkt))
+		return readVersionReply(t, fd, seq)
+	}
+	id := call(1).FileId
+	waitReaderAsleep(t)
+	ok(t, c.Pause([]uint64{id}, 10*time.Second))
+	must(c.CheckpointFile(id))
+	pkt := must(uapi.Marshal(uapi.Header{Op: uapi.OpVersion, Seq: 2}, &uapi.VersionRequest{}))
+	ok(t, kernelsim.HoldRequest(env.Kernel, id, pkt))
+	ok(t, c.Resume([]uint64{id}))
+	if got := readVersionReply(t, fd, 2).FileId; got != id {
+		t.Fatalf("held request answered for file %d, want %d", got, id)
+	}
+	// The reader reads the socket again.
+	if got := call(3).FileId; got != id {
+		t.Fatalf("file %d, want %d", got, id)
+	}
+}
+
+// readVersionReply reads the reply to VERSION request seq from fd. A
+// reply that never comes fails the test after 30s (a hang, not a
+// measure of speed).
+func readVersionReply(t *testing.T, fd int, seq uint32) *uapi.VersionReply {
+	t.Helper()
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(pfd, 30_000)
+	for err == unix.EINTR { // the runtime's preemption signals
+		n, err = unix.Poll(pfd, 30_000)
+	}
+	if err != nil || n == 0 {
+		t.Fatalf("no reply to request %d (poll: %d, %v): the request was never run", seq, n, err)
+	}
+	buf := make([]byte, uapi.MaxMessage)
+	n, fds, err := uapi.Recv(fd, buf, 0)
+	ok(t, err)
+	uapi.CloseFDs(fds)
+	h := must(uapi.ParseHeader(buf[:n]))
+	if h.Seq != seq || h.Status != 0 {
+		t.Fatalf("reply %+v, want request %d's, successful", h, seq)
+	}
+	var r uapi.VersionReply
+	ok(t, proto.Unmarshal(buf[uapi.HeaderSize:n], &r))
+	return &r
+}
+
+// waitReaderAsleep waits until a render-node connection's reader sleeps
+// in the netpoller, waiting for its socket to be readable.
+func waitReaderAsleep(t *testing.T) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for range 6000 {
+		n := runtime.Stack(buf, true)
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			if strings.Contains(g, "[IO wait") && strings.Contains(g, "kernelsim.(*conn).next(") {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("no connection's reader went to sleep in the netpoller")
 }
 
 func TestPauseTimeoutNamesCulpritAndLeavesNothingPaused(t *testing.T) {

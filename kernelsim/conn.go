@@ -243,6 +243,12 @@ func (c *conn) next(spare *request) *request {
 		}
 		c.mu.Unlock()
 		if err := c.rc.Read(c.tryRead); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				// wakeReaderLocked: look at the state again.
+				c.sock.SetReadDeadline(time.Time{})
+				c.mu.Lock()
+				continue
+			}
 			c.mu.Lock()
 			c.hangupLocked() // the socket was closed
 			continue
@@ -307,6 +313,21 @@ func (c *conn) read(fd uintptr) bool {
 		c.rx.req = (*buf)[:n] // next copies it and puts buf back
 	}
 	return true
+}
+
+// wakeReaderLocked makes a reader parked in the netpoller look at the
+// connection's state again, once requests wait in c.held that it has not
+// seen. Without it nothing would wake it: Freeze reads the requests
+// queued in the socket itself (drainLocked), and when it does so before
+// the netpoller has collected the socket's readiness, epoll drops that
+// edge (it polls the socket again before reporting it), so the reader
+// sleeps on with a request held, which its client waits for forever. A
+// read deadline in the past is how Go interrupts a read; the reader
+// clears it before it looks at the state. Called with c.mu held.
+func (c *conn) wakeReaderLocked() {
+	if len(c.held) > 0 && !c.frozen && !c.dead {
+		c.sock.SetReadDeadline(time.Unix(1, 0))
+	}
 }
 
 // hangupLocked marks the connection dead: the client hung up or the
@@ -608,6 +629,7 @@ func (c *conn) Freeze() error {
 	undo := func(err error) error {
 		c.frozen, c.holding = wasFrozen, false
 		c.cond.Broadcast()
+		c.wakeReaderLocked()
 		c.startSenderLocked()
 		return err
 	}
@@ -705,6 +727,7 @@ func (c *conn) Thaw() {
 	c.mu.Lock()
 	c.frozen, c.holding, c.capture = false, false, nil
 	c.cond.Broadcast()
+	c.wakeReaderLocked()
 	c.startSenderLocked()
 	c.mu.Unlock()
 }
