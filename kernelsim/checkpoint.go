@@ -339,10 +339,9 @@ func (k *Kernel) CheckpointBOs(ids []uint64, fd int, offset uint64) (uint64, []*
 		return 0, nil, errnof(syscall.EINVAL, "offset %d + %d bytes overflows", offset, size)
 	}
 	chunks := make([]*uapi.ContentChunk, len(plan))
-	var writeMu sync.Mutex
 	err = forEachChunk(context.Background(), len(plan), func(_ context.Context, i int, staging []byte) error {
 		c := &plan[i]
-		sum, err := writeChunk(fd, &writeMu, c, staging)
+		sum, err := writeChunk(fd, c, staging)
 		if err != nil {
 			return fmt.Errorf("BO %d contents: %w", bos[c.segs[0].boIndex].id, err)
 		}

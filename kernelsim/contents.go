@@ -109,27 +109,43 @@ func forEachChunk(ctx context.Context, n int, fn func(ctx context.Context, i int
 	return first
 }
 
+// contentPiece is how much of a chunk the dump copies before it
+// checksums it: small enough that the piece is still in the CPU's cache
+// when the checksum reads it, so each byte comes from memory once. (The
+// restore reads and checksums whole chunks: reading into fresh BO memory
+// in pieces measured slower, see docs/BENCHMARKS.md.)
+const contentPiece = 256 << 10
+
 // writeChunk copies a chunk's bytes to the pages file at its offset and
 // returns their checksum. The bytes are taken under the BOs' locks, so
 // checksum and file agree even if a process outside the dump writes a
-// shared BO meanwhile. Writes to the file take turns (writeMu): writers of
-// one file queue on its inode lock in the kernel, spinning, which cost
-// more CPU than the copy itself; this way one worker writes while the
-// others checksum their next chunk.
-func writeChunk(fd int, writeMu *sync.Mutex, c *chunkPlan, staging []byte) ([]byte, error) {
-	write := func(b []byte, off uint64) error {
-		writeMu.Lock()
-		defer writeMu.Unlock()
-		return pwriteAll(fd, b, off)
+// shared BO meanwhile. Each piece is written, then checksummed while it is
+// still cached (writing first and checksumming the whole chunk after cost
+// a second pass over memory, and on two CPUs the checksum of one worker
+// then slowed the other's copy). The workers write side by side: in
+// pieces this size the file's inode lock is held briefly.
+func writeChunk(fd int, c *chunkPlan, staging []byte) ([]byte, error) {
+	var h uapi.ContentHasher
+	writeAndSum := func(b []byte, off uint64) error {
+		for len(b) > 0 {
+			p := b[:min(len(b), contentPiece)]
+			if err := pwriteAll(fd, p, off); err != nil {
+				return err
+			}
+			h.Write(p)
+			b, off = b[len(p):], off+uint64(len(p))
+		}
+		return nil
 	}
-	var sum []byte
 	if len(c.segs) == 1 && c.segs[0].mem.sharedMem() == nil {
 		s := c.segs[0]
 		err := s.mem.with(s.off, s.n, false, func(b []byte) error {
-			sum = uapi.ContentChecksum(b)
-			return write(b, c.fileOff)
+			return writeAndSum(b, c.fileOff)
 		})
-		return sum, err
+		if err != nil {
+			return nil, err
+		}
+		return h.Sum(), nil
 	}
 	buf := staging[:c.length]
 	pos := uint64(0)
@@ -139,7 +155,10 @@ func writeChunk(fd int, writeMu *sync.Mutex, c *chunkPlan, staging []byte) ([]by
 		}
 		pos += s.n
 	}
-	return uapi.ContentChecksum(buf), write(buf, c.fileOff)
+	if err := writeAndSum(buf, c.fileOff); err != nil {
+		return nil, err
+	}
+	return h.Sum(), nil
 }
 
 // errChecksum is the error of a chunk whose bytes do not match.
