@@ -23,44 +23,9 @@ const ChecksumName = "blake3-256"
 // goroutine per 16 KiB, which costs more in scheduling than it gains
 // where a worker per CPU already hashes chunks side by side.
 func ContentChecksum(b []byte) []byte {
-	const group = guts.MaxSIMD * guts.ChunkSize
-	if len(b) <= guts.ChunkSize {
-		n := guts.CompressChunk(b, &guts.IV, 0, 0)
-		return root(n)
-	}
-	// The last chunk (full or not) is compressed last, as the root's
-	// leftmost descendant chain ends there; everything before it is pushed
-	// as complete subtrees onto the stack of subtree roots, one per height.
-	last := (len(b) - 1) / guts.ChunkSize * guts.ChunkSize
-	var (
-		stack   [64][8]uint32
-		counter uint64 // chunks pushed; bit i set: a subtree of height i on the stack
-	)
-	push := func(cv [8]uint32, height int) {
-		i := height
-		for counter&(1<<i) != 0 {
-			cv = guts.ChainingValue(guts.ParentNode(stack[i], cv, &guts.IV, 0))
-			i++
-		}
-		stack[i] = cv
-		counter += 1 << height
-	}
-	groupHeight := bits.TrailingZeros(guts.MaxSIMD)
-	pos := 0
-	for ; pos+group <= last; pos += group {
-		n := guts.CompressBuffer((*[group]byte)(b[pos:pos+group]), group, &guts.IV, counter, 0)
-		push(guts.ChainingValue(n), groupHeight)
-	}
-	for ; pos < last; pos += guts.ChunkSize {
-		push(guts.ChainingValue(guts.CompressChunk(b[pos:pos+guts.ChunkSize], &guts.IV, counter, 0)), 0)
-	}
-	n := guts.CompressChunk(b[last:], &guts.IV, counter, 0)
-	for i := bits.TrailingZeros64(counter); i < bits.Len64(counter); i++ {
-		if counter&(1<<i) != 0 {
-			n = guts.ParentNode(stack[i], guts.ChainingValue(n), &guts.IV, 0)
-		}
-	}
-	return root(n)
+	var h ContentHasher
+	h.Write(b)
+	return h.Sum()
 }
 
 // ContentHasher computes ContentChecksum over bytes written to it in
