@@ -120,6 +120,9 @@ func FuzzIndex(f *testing.F) {
 		// Nothing wrong: check that independently.
 		for _, c := range x.Chunks {
 			cc := c.Chunk
+			if cc == nil {
+				t.Fatal("a chunk record without its chunk passed Check")
+			}
 			if cc.Length == 0 || cc.Length > uapi.MaxContentChunk || cc.Offset+cc.Length < cc.Offset || len(cc.Checksum) != uapi.ChecksumSize {
 				continue // malformed: VerifyPages leaves it to the kernel's checks, as Check does coverage
 			}

@@ -255,6 +255,10 @@ func (x *Index) Check() []Problem {
 	}
 	nfiles := uint32(len(x.Header.PagesFiles))
 	for _, c := range x.Chunks {
+		if c.Chunk == nil {
+			add(fmt.Sprintf("chunk record of pages file %d", c.PagesFile), "without its chunk (offset, length, checksum)")
+			continue
+		}
 		if c.PagesFile >= nfiles {
 			add(fmt.Sprintf("chunk at offset %d of pages file %d", c.GetChunk().GetOffset(), c.PagesFile), "the index lists %d pages file(s)", nfiles)
 		}

@@ -85,6 +85,9 @@ func TestIndexRoundTripAndVerify(t *testing.T) {
 	}
 }
 
+// noChunk in TestIndexCheck's chunks is a chunk record without its chunk.
+const noChunk = ^uint32(0)
+
 func TestIndexCheck(t *testing.T) {
 	cases := []struct {
 		name   string
@@ -98,11 +101,16 @@ func TestIndexCheck(t *testing.T) {
 		{"BO in an unlisted pages file", []*images.Bo{{Version: images.Version, State: &uapi.BoState{BoId: 3, Size: 4096}, PagesFile: 1}}, nil,
 			[]string{"drm-bo-index.img: BO 3 pages_file: 1, the index lists 1 pages file(s)"}},
 		{"chunk in an unlisted pages file", nil, []uint32{4}, []string{"chunk at offset 0 of pages file 4: the index lists 1 pages file(s)"}},
+		{"chunk record without its chunk", nil, []uint32{noChunk}, []string{"drm-bo-index.img: chunk record of pages file 0: without its chunk"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			x := &images.Index{Header: &images.BoIndex{Version: images.Version, Checksum: uapi.ChecksumName, PagesFiles: []string{images.PagesName(1)}}, Bos: tc.bos}
 			for _, f := range tc.chunks {
+				if f == noChunk {
+					x.Chunks = append(x.Chunks, &images.PagesChunk{Version: images.Version})
+					continue
+				}
 				x.Chunks = append(x.Chunks, &images.PagesChunk{Version: images.Version, PagesFile: f, Chunk: &uapi.ContentChunk{Length: 4096, Checksum: make([]byte, 32)}})
 			}
 			got := problems(x.Check())
