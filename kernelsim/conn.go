@@ -353,6 +353,10 @@ func (c *conn) hangupLocked() {
 func recvRequest(fd int, buf []byte) (int, []int, error) {
 	n, fds, err := uapi.RecvNonblock(fd, buf, 0)
 	switch {
+	case err == nil && n > 0:
+		return n, fds, nil
+	case err == unix.EAGAIN: // the reader's idle path: no errors.Is
+		return 0, nil, err
 	case errors.Is(err, uapi.ErrTruncated):
 		return 0, nil, errnof(syscall.EMSGSIZE, "request exceeds %d bytes", uapi.MaxMessage)
 	case errors.Is(err, syscall.EMSGSIZE):
