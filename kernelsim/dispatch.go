@@ -26,8 +26,12 @@ func unary[R any, PR interface {
 			return nil, -1, nil, err
 		}
 		req := PR(new(R))
-		if err := proto.Unmarshal(payload, req); err != nil {
-			return nil, -1, nil, errnof(syscall.EINVAL, "malformed request: %v", err)
+		// An empty payload is the zero request (VERSION's always is):
+		// decoding it would only reset req.
+		if len(payload) > 0 {
+			if err := proto.Unmarshal(payload, req); err != nil {
+				return nil, -1, nil, errnof(syscall.EINVAL, "malformed request: %v", err)
+			}
 		}
 		reply, err := fn(r, r.c.f, req)
 		return reply, -1, nil, err
