@@ -497,6 +497,7 @@ func (c *checker) fences() {
 func (c *checker) kernel() {
 	req := &uapi.SessionOpenRequest{}
 	if x := c.ck.Index; x != nil {
+		req.Checksum = x.Header.Checksum
 		for _, b := range x.Bos {
 			if b.State == nil || b.State.BoId == 0 || c.ck.Bos[b.State.BoId] != b {
 				continue // reported by Check
@@ -588,7 +589,7 @@ func (c *checker) imageOf(p kernelsim.RestoreProblem, req *uapi.SessionOpenReque
 			return images.Problem{Image: inventory, Field: "dmabufs", Msg: p.Msg}
 		}
 		return images.Problem{Image: images.DmaBufName(p.ID), Field: p.Field, Msg: p.Msg}
-	case kernelsim.ObjPages:
+	case kernelsim.ObjPages, kernelsim.ObjContents:
 		return images.Problem{Image: images.IndexName, Field: p.Field, Msg: p.Msg}
 	case kernelsim.ObjChannel:
 		if p.ID == 0 {

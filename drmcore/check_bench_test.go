@@ -25,12 +25,12 @@ func syntheticCheckpoint(b *testing.B, n int) string {
 	blob, err := proto.Marshal(&uapi.DriverPrivate{Version: kernelsim.DriverPrivateVersion, Driver: "amdgpu"})
 	must(b, err)
 	st := &uapi.FileCheckpoint{Minor: 128, Driver: "amdgpu", GpuId: 0x10020080, DriverPrivate: blob}
-	w, err := d.CreateIndex(&images.BoIndex{Version: images.Version, Checksum: uapi.ChecksumName, PagesFiles: []string{images.PagesName(1)}})
+	w, err := d.CreateIndex(&images.BoIndex{Version: images.Version, Checksum: uapi.DefaultChecksum.String(), PagesFiles: []string{images.PagesName(1)}})
 	must(b, err)
 	inv := &images.Inventory{Version: images.Version, Complete: true, Files: []uint64{1000},
 		Processes: []*images.Process{{Pid: 10, Comm: "bench", Inodes: []uint64{1000}}},
 		Devices:   []*images.Device{{Minor: 128, Driver: "amdgpu", GpuId: 0x10020080}}}
-	sum := make([]byte, uapi.ChecksumSize)
+	sum := make([]byte, uapi.DefaultChecksum.Size())
 	for i := range n {
 		id := uint64(i + 1)
 		bo := &uapi.BoState{BoId: id, Size: 4096, Domain: uapi.Domain_DOMAIN_VRAM, Alignment: 4096, Minor: 128}

@@ -322,7 +322,7 @@ func TestDamagedImagesAreRefused(t *testing.T) {
 		}, []string{images.IndexName + ": BO ", " contents: bytes [4096, 8192) of its 8192 are covered by no checksummed chunk of drm-pages-1.img"}},
 		{"empty checksum", func(t *testing.T, dir string) {
 			editIndex(t, dir, true, func(x *images.Index) { x.Chunks[0].Chunk.Checksum = nil })
-		}, []string{images.IndexName + ": drm-pages-1.img chunk [0, ", "a checksum of 0 bytes, want 32 (blake3-256): its bytes could not be checked"}},
+		}, []string{images.IndexName + ": drm-pages-1.img chunk [0, ", "a checksum of 0 bytes, want 16 (xxh3-128): its bytes could not be checked"}},
 
 		// Image files that are not regular files of the directory.
 		{"FIFO in place of the pages file", func(t *testing.T, dir string) {

@@ -7,13 +7,14 @@ import (
 
 	"drmcr/drmcore"
 	"drmcr/kernelsim"
+	"drmcr/kernelsim/uapi"
 )
 
 func TestConfigFromEnv(t *testing.T) {
 	env := map[string]string{}
 	getenv := func(k string) string { return env[k] }
 	cfg, err := drmcore.ConfigFromEnv(drmcore.Config{}, getenv)
-	if err != nil || cfg.RuntimeDir != kernelsim.DefaultRuntimeDir || cfg.PauseTimeout != 5*time.Second || cfg.ResumeTimeout != time.Minute {
+	if err != nil || cfg.RuntimeDir != kernelsim.DefaultRuntimeDir || cfg.PauseTimeout != 5*time.Second || cfg.ResumeTimeout != time.Minute || cfg.Checksum != 0 {
 		t.Fatalf("defaults: %+v %v", cfg, err)
 	}
 	env["KERNELSIM_RUNTIME_DIR"] = "/tmp/x"
@@ -37,5 +38,16 @@ func TestConfigFromEnv(t *testing.T) {
 		if _, err := drmcore.ConfigFromEnv(drmcore.Config{}, getenv); err == nil || !strings.Contains(err.Error(), "DRMCR_RESUME_TIMEOUT") {
 			t.Errorf("DRMCR_RESUME_TIMEOUT=%q: %v", bad, err)
 		}
+	}
+	delete(env, "DRMCR_RESUME_TIMEOUT")
+	for _, alg := range uapi.Checksums {
+		env["DRMCR_CHECKSUM"] = alg.String()
+		if cfg, err := drmcore.ConfigFromEnv(drmcore.Config{}, getenv); err != nil || cfg.Checksum != alg {
+			t.Errorf("DRMCR_CHECKSUM=%s: %v %v", alg, cfg.Checksum, err)
+		}
+	}
+	env["DRMCR_CHECKSUM"] = "sha256"
+	if _, err := drmcore.ConfigFromEnv(drmcore.Config{}, getenv); err == nil || !strings.Contains(err.Error(), `DRMCR_CHECKSUM: unknown checksum algorithm "sha256" (known: xxh3-128, blake3-256)`) {
+		t.Errorf("DRMCR_CHECKSUM=sha256: %v", err)
 	}
 }

@@ -119,6 +119,43 @@ func TestSingleFileRoundTrip(t *testing.T) {
 	fill(t, r, ctx, h3, page, 7)
 }
 
+// TestDumpWithEachChecksum: DRMCR_CHECKSUM's algorithm checksums the
+// dump's chunks and the index names it; the restore reads the name and
+// restores bit for bit.
+func TestDumpWithEachChecksum(t *testing.T) {
+	env := ksimtest.Start(t, kernelsim.Config{})
+	for _, alg := range uapi.Checksums {
+		t.Run(alg.String(), func(t *testing.T) {
+			d := env.Open(t, 128)
+			h := ck(t).u32(d.BOCreate(6<<20, uapi.Domain_DOMAIN_GTT, 0, 0))
+			ctx := ck(t).u32(d.CtxCreate(0))
+			fill(t, d, ctx, h, 6<<20, 9)
+			want := read(t, d, h, 6<<20)
+			dir, err := drmcoretest.DumpSelf(t, env.Dir, pauseTimeout, func(c *drmcore.Config) { c.Checksum = alg })
+			must(t, err)
+			x, err := openImages(t, dir).ReadIndex()
+			must(t, err)
+			if x.Header.Checksum != alg.String() || len(x.Chunks) < 2 {
+				t.Fatalf("the index names %q and has %d chunks, want %v", x.Header.Checksum, len(x.Chunks), alg)
+			}
+			for _, c := range x.Chunks {
+				if len(c.Chunk.Checksum) != alg.Size() {
+					t.Fatalf("a chunk's checksum of %d bytes, %v has %d", len(c.Chunk.Checksum), alg, alg.Size())
+				}
+			}
+			ino := inode(t, d.FD())
+			d.Close()
+			fds, err := restore(t, env, dir, concurrently, false)
+			must(t, err)
+			r := libdrm.FromFD(fds[ino])
+			defer r.Close()
+			if got := read(t, r, h, 6<<20); !bytes.Equal(got, want) {
+				t.Fatalf("contents differ after a restore checksummed with %v", alg)
+			}
+		})
+	}
+}
+
 // TestSharedCreatorReleased: A creates and exports a BO, B and C import it,
 // A closes its handle and its dma-buf fd before the dump, so no restored
 // task is the original exporter. Restore must give B and C one BO again,

@@ -374,7 +374,7 @@ func (p *Plugin) dumpBOs(states []*uapi.BoState) error {
 		return err
 	}
 	d := p.dump
-	reply, err := p.ctl.CheckpointBOs(ids, d.pages, d.pagesEnd)
+	reply, err := p.ctl.CheckpointBOs(ids, d.pages, d.pagesEnd, p.cfg.Checksum)
 	if err != nil {
 		return fmt.Errorf("save contents of %d BO(s): %w", len(ids), err)
 	}
@@ -411,7 +411,7 @@ func (p *Plugin) openContents() error {
 	if err != nil {
 		return err
 	}
-	x, err := p.cfg.ImageDir.CreateIndex(&images.BoIndex{Version: images.Version, Checksum: uapi.ChecksumName, PagesFiles: []string{images.PagesName(1)}})
+	x, err := p.cfg.ImageDir.CreateIndex(&images.BoIndex{Version: images.Version, Checksum: p.cfg.Checksum.String(), PagesFiles: []string{images.PagesName(1)}})
 	if err != nil {
 		f.Close()
 		return err

@@ -209,7 +209,7 @@ func (p *Plugin) dumpMappedBOs(states []*uapi.BoState) error {
 	for i, st := range states {
 		ids[i] = st.BoId
 	}
-	chunks, err := p.ctl.ChecksumBOs(ids)
+	chunks, err := p.ctl.ChecksumBOs(ids, p.cfg.Checksum)
 	if err != nil {
 		return fmt.Errorf("checksum the memory of %d mapped BO(s): %w", len(ids), err)
 	}

@@ -315,7 +315,7 @@ func TestDamagedMappingsAreRefused(t *testing.T) {
 		}, "cpu_mapped: true, but no process of the inventory maps it"},
 		{"mapped BO's chunk without checksum", func(t *testing.T, dir string) {
 			editIndex(t, dir, true, func(x *images.Index) { firstMapped(x).MappedChunks[0].Checksum = nil })
-		}, "contents.chunks: chunk 0 has a checksum of 0 bytes, want 32 (blake3-256)"},
+		}, "contents.chunks: chunk 0 has a checksum of 0 bytes, want 16 (xxh3-128)"},
 		{"mapped BO's chunks short", func(t *testing.T, dir string) {
 			editIndex(t, dir, true, func(x *images.Index) { firstMapped(x).MappedChunks[0].Length -= page })
 		}, "are covered by no checksummed chunk"},

@@ -1,6 +1,7 @@
 package drmcore
 
 import (
+	"drmcr/kernelsim/uapi"
 	"fmt"
 	"syscall"
 	"time"
@@ -32,6 +33,10 @@ type Config struct {
 	// (DRMCR_DEVICE_MAP); the devices it leaves out are mapped by
 	// default (MapDevices).
 	DeviceMap DeviceMap
+	// Checksum is the algorithm a dump checksums BO contents with
+	// (DRMCR_CHECKSUM; 0: uapi.DefaultChecksum). A restore uses the one
+	// the checkpoint's index names.
+	Checksum uapi.Checksum
 	// KillTask kills a restored task whose GPU state cannot be resumed
 	// (see ResumeDevicesLate); nil means SIGKILL. Tests that stand in for
 	// the restored task record the call instead.
@@ -40,12 +45,13 @@ type Config struct {
 
 // Settings are the names of the plugin's settings, which ConfigFromEnv
 // reads.
-var Settings = []string{"KERNELSIM_RUNTIME_DIR", "DRMCR_PAUSE_TIMEOUT", "DRMCR_RESUME_TIMEOUT", DeviceMapSetting}
+var Settings = []string{"KERNELSIM_RUNTIME_DIR", "DRMCR_PAUSE_TIMEOUT", "DRMCR_RESUME_TIMEOUT", DeviceMapSetting, "DRMCR_CHECKSUM"}
 
 // ConfigFromEnv fills RuntimeDir, the timeouts and the device map from
 // the environment variables getenv returns: KERNELSIM_RUNTIME_DIR,
 // DRMCR_PAUSE_TIMEOUT and DRMCR_RESUME_TIMEOUT (Go durations, e.g. "5s"),
-// DRMCR_DEVICE_MAP (ParseDeviceMap).
+// DRMCR_DEVICE_MAP (ParseDeviceMap), DRMCR_CHECKSUM (uapi.ParseChecksum's
+// names).
 //
 // getenv reads criu's environment, which the plugin's C part forwards to
 // the helper process (criu's own process title may overwrite the initial
@@ -76,6 +82,13 @@ func ConfigFromEnv(cfg Config, getenv func(string) string) (Config, error) {
 		return cfg, err
 	}
 	cfg.DeviceMap = m
+	if s := getenv("DRMCR_CHECKSUM"); s != "" {
+		alg, err := uapi.ParseChecksum(s)
+		if err != nil {
+			return cfg, fmt.Errorf("DRMCR_CHECKSUM: %w", err)
+		}
+		cfg.Checksum = alg
+	}
 	return cfg, nil
 }
 
@@ -95,6 +108,9 @@ type Plugin struct {
 
 // New creates the plugin.
 func New(cfg Config) *Plugin {
+	if cfg.Checksum == 0 {
+		cfg.Checksum = uapi.DefaultChecksum
+	}
 	if cfg.KillTask == nil {
 		cfg.KillTask = func(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
 	}

@@ -123,13 +123,13 @@ func FuzzIndex(f *testing.F) {
 			if cc == nil {
 				t.Fatal("a chunk record without its chunk passed Check")
 			}
-			if cc.Length == 0 || cc.Length > uapi.MaxContentChunk || cc.Offset+cc.Length < cc.Offset || len(cc.Checksum) != uapi.ChecksumSize {
+			if cc.Length == 0 || cc.Length > uapi.MaxContentChunk || cc.Offset+cc.Length < cc.Offset || len(cc.Checksum) != uapi.DefaultChecksum.Size() {
 				continue // malformed: VerifyPages leaves it to the kernel's checks, as Check does coverage
 			}
 			if c.PagesFile != 0 || cc.Offset+cc.Length > uint64(len(pages)) {
 				t.Fatalf("chunk %v of pages file %d passed, pages file 1 has %d bytes", cc, c.PagesFile, len(pages))
 			}
-			if !bytes.Equal(uapi.ContentChecksum(pages[cc.Offset:cc.Offset+cc.Length]), cc.Checksum) {
+			if !bytes.Equal(uapi.DefaultChecksum.Sum(pages[cc.Offset:cc.Offset+cc.Length]), cc.Checksum) {
 				t.Fatalf("chunk %v passed with a wrong checksum", cc)
 			}
 		}

@@ -751,7 +751,7 @@ func (x *DmaBuf) GetInFlight() bool {
 type BoIndex struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	Checksum      string                 `protobuf:"bytes,2,opt,name=checksum,proto3" json:"checksum,omitempty"`                       // algorithm of the chunks: "blake3-256"
+	Checksum      string                 `protobuf:"bytes,2,opt,name=checksum,proto3" json:"checksum,omitempty"`                       // algorithm of the chunks: "xxh3-128" or "blake3-256"
 	PagesFiles    []string               `protobuf:"bytes,3,rep,name=pages_files,json=pagesFiles,proto3" json:"pages_files,omitempty"` // referred to by position
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

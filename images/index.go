@@ -101,6 +101,15 @@ type Index struct {
 	Chunks []*PagesChunk
 }
 
+// Checksum is the algorithm of the index's chunk checksums, which the
+// header must name.
+func (x *Index) Checksum() (uapi.Checksum, error) {
+	if x.Header.Checksum == "" {
+		return 0, errors.New("no checksum algorithm named")
+	}
+	return uapi.ParseChecksum(x.Header.Checksum)
+}
+
 // ReadIndex reads the directory's BO index and checks every record's
 // version, not its seal (for tools that edit it) nor its consistency
 // (Check). A restore reads with ReadIndexSealed.
@@ -245,8 +254,8 @@ func (x *Index) Check() []Problem {
 	add := func(field, format string, args ...any) {
 		out = append(out, Problemf(IndexName, field, format, args...))
 	}
-	if x.Header.Checksum != uapi.ChecksumName {
-		add("checksum", "algorithm %q, this plugin knows %q", x.Header.Checksum, uapi.ChecksumName)
+	if _, err := x.Checksum(); err != nil {
+		add("checksum", "%v", err)
 	}
 	for i, name := range x.Header.PagesFiles {
 		if KindOf(name) != KindPages || name != PagesName(i+1) {
@@ -304,6 +313,10 @@ func (d *Dir) VerifyPages(x *Index) []Problem {
 		out  []Problem
 		jobs []job
 	)
+	alg, err := x.Checksum()
+	if err != nil {
+		return nil // Check reports it
+	}
 	files := make([]*os.File, len(x.Header.PagesFiles))
 	for i, name := range x.Header.PagesFiles {
 		if checkName(name) != nil {
@@ -339,7 +352,7 @@ func (d *Dir) VerifyPages(x *Index) []Problem {
 				j := jobs[i]
 				cc := j.c.Chunk
 				where := fmt.Sprintf("chunk [%d, %d)", cc.Offset, cc.Offset+cc.Length)
-				if cc.Length == 0 || cc.Length > uapi.MaxContentChunk || cc.Offset+cc.Length < cc.Offset || cc.Offset > math.MaxInt64 || len(cc.Checksum) != uapi.ChecksumSize {
+				if cc.Length == 0 || cc.Length > uapi.MaxContentChunk || cc.Offset+cc.Length < cc.Offset || cc.Offset > math.MaxInt64 || len(cc.Checksum) != alg.Size() {
 					continue // the kernel's checks report it
 				}
 				buf = slices.Grow(buf[:0], int(cc.Length))[:cc.Length]
@@ -349,8 +362,8 @@ func (d *Dir) VerifyPages(x *Index) []Problem {
 				case uint64(n) < cc.Length:
 					p := Problemf(j.name, where, "cut short at byte %d (%v)%s", cc.Offset+uint64(n), err, held)
 					results[i] = &p
-				case !bytes.Equal(uapi.ContentChecksum(buf), cc.Checksum):
-					p := Problemf(j.name, where, "does not match its %s checksum%s", uapi.ChecksumName, held)
+				case !bytes.Equal(alg.Sum(buf), cc.Checksum):
+					p := Problemf(j.name, where, "does not match its %v checksum%s", alg, held)
 					results[i] = &p
 				}
 			}

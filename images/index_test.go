@@ -20,7 +20,7 @@ func writeIndex(t *testing.T, d *images.Dir, path string, bos []*images.Bo, cont
 	if err := os.WriteFile(filepath.Join(path, images.PagesName(1)), contents, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	w, err := d.CreateIndex(&images.BoIndex{Version: images.Version, Checksum: uapi.ChecksumName, PagesFiles: []string{images.PagesName(1)}})
+	w, err := d.CreateIndex(&images.BoIndex{Version: images.Version, Checksum: uapi.DefaultChecksum.String(), PagesFiles: []string{images.PagesName(1)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +30,7 @@ func writeIndex(t *testing.T, d *images.Dir, path string, bos []*images.Bo, cont
 		}
 	}
 	for _, c := range chunks {
-		cc := &uapi.ContentChunk{Offset: c[0], Length: c[1], Checksum: uapi.ContentChecksum(contents[c[0] : c[0]+c[1]])}
+		cc := &uapi.ContentChunk{Offset: c[0], Length: c[1], Checksum: uapi.DefaultChecksum.Sum(contents[c[0] : c[0]+c[1]])}
 		if err := w.AddChunk(&images.PagesChunk{Version: images.Version, Chunk: cc}); err != nil {
 			t.Fatal(err)
 		}
@@ -72,7 +72,7 @@ func TestIndexRoundTripAndVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := d.VerifyPages(x)
-	if len(p) != 1 || p[0].String() != "drm-pages-1.img: chunk [8192, 20480): does not match its blake3-256 checksum (BOs 9, 4)" {
+	if len(p) != 1 || p[0].String() != "drm-pages-1.img: chunk [8192, 20480): does not match its xxh3-128 checksum (BOs 9, 4)" {
 		t.Fatalf("flipped byte: %v", p)
 	}
 	// A truncated pages file.
@@ -105,7 +105,7 @@ func TestIndexCheck(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			x := &images.Index{Header: &images.BoIndex{Version: images.Version, Checksum: uapi.ChecksumName, PagesFiles: []string{images.PagesName(1)}}, Bos: tc.bos}
+			x := &images.Index{Header: &images.BoIndex{Version: images.Version, Checksum: uapi.DefaultChecksum.String(), PagesFiles: []string{images.PagesName(1)}}, Bos: tc.bos}
 			for _, f := range tc.chunks {
 				if f == noChunk {
 					x.Chunks = append(x.Chunks, &images.PagesChunk{Version: images.Version})
@@ -121,9 +121,13 @@ func TestIndexCheck(t *testing.T) {
 			}
 		})
 	}
-	x := &images.Index{Header: &images.BoIndex{Version: images.Version, Checksum: "sha1", PagesFiles: []string{"../etc/passwd"}}}
+	x := &images.Index{Header: &images.BoIndex{Version: images.Version, PagesFiles: []string{images.PagesName(1)}}}
+	if got := problems(x.Check()); got != "drm-bo-index.img: checksum: no checksum algorithm named" {
+		t.Errorf("Check of an index naming no checksum: %q", got)
+	}
+	x = &images.Index{Header: &images.BoIndex{Version: images.Version, Checksum: "sha1", PagesFiles: []string{"../etc/passwd"}}}
 	got := problems(x.Check())
-	for _, w := range []string{`drm-bo-index.img: checksum: algorithm "sha1"`, `drm-bo-index.img: pages_files[0]: "../etc/passwd", want drm-pages-1.img`} {
+	for _, w := range []string{`drm-bo-index.img: checksum: unknown checksum algorithm "sha1"`, `drm-bo-index.img: pages_files[0]: "../etc/passwd", want drm-pages-1.img`} {
 		if !strings.Contains(got, w) {
 			t.Errorf("Check: %q lacks %q", got, w)
 		}

@@ -26,18 +26,19 @@ import (
 // is refused. `drmcrit encode --reseal` re-seals an image edited on
 // purpose (Reseal).
 
-// SealAlgorithm names the digest of seals: BLAKE3-256, as the chunks'.
-const SealAlgorithm = uapi.ChecksumName
+// SealAlgorithm names the digest of seals: BLAKE3-256, cryptographic
+// whatever the chunks' checksum.
+var SealAlgorithm = uapi.BLAKE3.String()
 
 // sealField is Inventory.seal's field number: the self-seal is computed
 // over the inventory's encoding with every occurrence of it left out.
 const sealField protowire.Number = 11
 
 // Digest is the seal digest of an image's bytes.
-func Digest(data []byte) []byte { return uapi.ContentChecksum(data) }
+func Digest(data []byte) []byte { return uapi.BLAKE3.Sum(data) }
 
 // newDigest returns a streaming digest equal to Digest.
-func newDigest() hash.Hash { return blake3.New(uapi.ChecksumSize, nil) }
+func newDigest() hash.Hash { return blake3.New(uapi.BLAKE3.Size(), nil) }
 
 // SealOf is the seal of an image with these bytes.
 func SealOf(name string, data []byte) *ImageSeal {

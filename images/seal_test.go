@@ -24,7 +24,7 @@ func sealedDir(t *testing.T) (*images.Dir, string, *images.DrmFile) {
 	}}
 	fs, err := d.WriteImage(images.FileName(12), f)
 	must(t, err)
-	w, err := d.CreateIndex(&images.BoIndex{Version: images.Version, Checksum: uapi.ChecksumName, PagesFiles: []string{images.PagesName(1)}})
+	w, err := d.CreateIndex(&images.BoIndex{Version: images.Version, Checksum: uapi.DefaultChecksum.String(), PagesFiles: []string{images.PagesName(1)}})
 	must(t, err)
 	must(t, w.AddBo(bo(7, 4096, 0)))
 	must(t, w.Close())

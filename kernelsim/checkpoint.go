@@ -319,9 +319,9 @@ func (k *Kernel) CheckpointDmaBuf(ino uint64) (*uapi.BoState, error) {
 
 // CheckpointBOs writes the contents of BOs into the pages file fd, back to
 // back in the given order from offset on, and returns the size written and
-// the checksummed chunks that tile it. Jobs writing the BOs must have been
-// drained by Pause. The caller keeps fd.
-func (k *Kernel) CheckpointBOs(ids []uint64, fd int, offset uint64) (uint64, []*uapi.ContentChunk, error) {
+// the chunks that tile it, checksummed with alg. Jobs writing the BOs must
+// have been drained by Pause. The caller keeps fd.
+func (k *Kernel) CheckpointBOs(ids []uint64, fd int, offset uint64, alg uapi.Checksum) (uint64, []*uapi.ContentChunk, error) {
 	if err := regularFile(fd); err != nil {
 		return 0, nil, err
 	}
@@ -341,7 +341,7 @@ func (k *Kernel) CheckpointBOs(ids []uint64, fd int, offset uint64) (uint64, []*
 	chunks := make([]*uapi.ContentChunk, len(plan))
 	err = forEachChunk(context.Background(), len(plan), func(_ context.Context, i int, staging []byte) error {
 		c := &plan[i]
-		sum, err := writeChunk(fd, c, staging)
+		sum, err := writeChunk(fd, c, staging, alg)
 		if err != nil {
 			return fmt.Errorf("BO %d contents: %w", bos[c.segs[0].boIndex].id, err)
 		}

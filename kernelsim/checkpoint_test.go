@@ -37,6 +37,7 @@ type image struct {
 	offsets  map[uint64]uint64
 	chunks   []*uapi.ContentChunk
 	mapped   map[uint64][]*uapi.ContentChunk // BOs whose memory criu restores
+	checksum uapi.Checksum                   // of the chunks
 }
 
 func (img *image) addBO(st *uapi.BoState) {
@@ -60,7 +61,13 @@ func (img *image) file(ino uint64) *uapi.FileCheckpoint {
 // and frozen: the caller "kills" the process and resumes them.
 func checkpoint(t testing.TB, c *ctl.Client, devs []*libdrm.Device, dmabufs []int) (*image, []uint64) {
 	t.Helper()
-	img := &image{bos: map[uint64]*uapi.BoState{}, offsets: map[uint64]uint64{}, pages: filepath.Join(t.TempDir(), "pages")}
+	return checkpointWith(t, c, devs, dmabufs, uapi.DefaultChecksum)
+}
+
+// checkpointWith is checkpoint with the chunks checksummed with alg.
+func checkpointWith(t testing.TB, c *ctl.Client, devs []*libdrm.Device, dmabufs []int, alg uapi.Checksum) (*image, []uint64) {
+	t.Helper()
+	img := &image{bos: map[uint64]*uapi.BoState{}, offsets: map[uint64]uint64{}, pages: filepath.Join(t.TempDir(), "pages"), checksum: alg}
 	var ids []uint64
 	for _, d := range devs {
 		ids = append(ids, fileID(t, c, d))
@@ -92,7 +99,7 @@ func checkpoint(t testing.TB, c *ctl.Client, devs []*libdrm.Device, dmabufs []in
 		img.offsets[id] = size
 		size += img.bos[id].Size
 	}
-	r := must(c.CheckpointBOs(img.order, f, 0))
+	r := must(c.CheckpointBOs(img.order, f, 0, alg))
 	if r.Size != size {
 		t.Fatalf("pages file: %d bytes written, the BOs have %d", r.Size, size)
 	}
@@ -117,6 +124,9 @@ func kill(t testing.TB, c *ctl.Client, ids []uint64, devs []*libdrm.Device, fds 
 func (img *image) sessionRequest() *uapi.SessionOpenRequest {
 	req := &uapi.SessionOpenRequest{Files: img.files, Channels: img.channels, Dmabufs: img.dmabufs,
 		PagesFiles: []*uapi.PagesFile{{Name: "pages", Chunks: img.chunks}}}
+	if img.checksum != 0 {
+		req.Checksum = img.checksum.String()
+	}
 	for _, id := range img.order {
 		req.Bos = append(req.Bos, img.bos[id])
 		if chunks, ok := img.mapped[id]; ok {

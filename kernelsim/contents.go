@@ -19,12 +19,12 @@ import (
 
 // BO contents travel between BO memory and pages files (see CHECKPOINT_BOS
 // and SESSION_LOAD_PAGES in uapi.proto) in chunks of at most
-// contentChunk bytes, each checksummed (uapi.ContentChecksum). Chunks are
+// contentChunk bytes, each checksummed (uapi.Checksum). Chunks are
 // independent, so a pool of workers, one per CPU, copies and checksums
 // several at once: checking every byte costs CPU time, not a serial pass.
 
 // contentChunk is the largest chunk. Large enough that the checksum runs
-// on long contiguous buffers (BLAKE3's SIMD paths) and a syscall moves
+// on long contiguous buffers (the SIMD paths) and a syscall moves
 // megabytes; small enough that a worker's staging buffer is cheap.
 const contentChunk = uapi.MaxContentChunk
 
@@ -124,8 +124,8 @@ const contentPiece = 256 << 10
 // a second pass over memory, and on two CPUs the checksum of one worker
 // then slowed the other's copy). The workers write side by side: in
 // pieces this size the file's inode lock is held briefly.
-func writeChunk(fd int, c *chunkPlan, staging []byte) ([]byte, error) {
-	var h uapi.ContentHasher
+func writeChunk(fd int, c *chunkPlan, staging []byte, alg uapi.Checksum) ([]byte, error) {
+	h := alg.New()
 	writeAndSum := func(b []byte, off uint64) error {
 		for len(b) > 0 {
 			p := b[:min(len(b), contentPiece)]
@@ -165,10 +165,10 @@ func writeChunk(fd int, c *chunkPlan, staging []byte) ([]byte, error) {
 var errChecksum = errors.New("does not match the checksum recorded at dump")
 
 // loadChunk reads a chunk from the pages file into BO memory and checks
-// it against sum. A chunk that is one BO's memory is read in place; any
-// other goes through the staging buffer, and only what is verified is
-// copied into the BOs.
-func loadChunk(fd int, c *chunkPlan, sum []byte, staging []byte) error {
+// it against sum, of algorithm alg. A chunk that is one BO's memory is
+// read in place; any other goes through the staging buffer, and only what
+// is verified is copied into the BOs.
+func loadChunk(fd int, c *chunkPlan, sum []byte, staging []byte, alg uapi.Checksum) error {
 	// The lock is taken shared (see Backing.with): chunks of one large BO
 	// load side by side.
 	if len(c.segs) == 1 && c.segs[0].at == 0 && c.segs[0].n == c.length {
@@ -177,7 +177,7 @@ func loadChunk(fd int, c *chunkPlan, sum []byte, staging []byte) error {
 			if err := preadFull(fd, b, c.fileOff); err != nil {
 				return err
 			}
-			if !bytes.Equal(uapi.ContentChecksum(b), sum) {
+			if !bytes.Equal(alg.Sum(b), sum) {
 				return errChecksum
 			}
 			return nil
@@ -187,7 +187,7 @@ func loadChunk(fd int, c *chunkPlan, sum []byte, staging []byte) error {
 	if err := preadFull(fd, buf, c.fileOff); err != nil {
 		return err
 	}
-	if !bytes.Equal(uapi.ContentChecksum(buf), sum) {
+	if !bytes.Equal(alg.Sum(buf), sum) {
 		return errChecksum
 	}
 	for _, s := range c.segs {
@@ -250,14 +250,14 @@ func regularFile(fd int) error {
 	return nil
 }
 
-// ChecksumBOs checksums the contents of BOs without writing them
+// ChecksumBOs checksums (with alg) the contents of BOs without writing them
 // anywhere, in chunks of at most contentChunk bytes relative to each BO
 // (ContentChunk.bo_id set), in request order: for BOs whose contents
 // criu saves itself, as the memory of a dumped process's mapping. Holes
 // of a mapped BO's memory are checksummed as zeros without being read,
 // which would allocate them. Jobs writing the BOs must have been drained
 // by Pause.
-func (k *Kernel) ChecksumBOs(ids []uint64) ([]*uapi.ContentChunk, error) {
+func (k *Kernel) ChecksumBOs(ids []uint64, alg uapi.Checksum) ([]*uapi.ContentChunk, error) {
 	bos, release, err := k.getBOs(ids)
 	defer release()
 	if err != nil {
@@ -273,7 +273,7 @@ func (k *Kernel) ChecksumBOs(ids []uint64) ([]*uapi.ContentChunk, error) {
 	}
 	err = forEachChunk(context.Background(), len(chunks), func(_ context.Context, i int, staging []byte) error {
 		c := chunks[i]
-		sum, err := mems[i].checksum(c.Offset, c.Length, staging)
+		sum, err := mems[i].checksum(c.Offset, c.Length, staging, alg)
 		if err != nil {
 			return fmt.Errorf("BO %d contents: %w", c.BoId, err)
 		}
@@ -322,14 +322,14 @@ func (k *Kernel) getBOs(ids []uint64) ([]*BO, func(), error) {
 // checksum returns the checksum of the memory's bytes [off, off+n), at
 // most contentChunk of them. Holes of shared memory count as zeros and
 // are not touched; staging holds a chunk that mixes data and holes.
-func (b *Backing) checksum(off, n uint64, staging []byte) ([]byte, error) {
+func (b *Backing) checksum(off, n uint64, staging []byte, alg uapi.Checksum) ([]byte, error) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	if err := b.check(int(n), off); err != nil {
 		return nil, err
 	}
 	if b.shared == nil {
-		return uapi.ContentChecksum(b.data[off : off+n]), nil
+		return alg.Sum(b.data[off : off+n]), nil
 	}
 	var data, holes bool
 	if err := b.shared.Extents(off, n, func(_, _ uint64, d bool) error {
@@ -340,15 +340,15 @@ func (b *Backing) checksum(off, n uint64, staging []byte) ([]byte, error) {
 	}
 	switch {
 	case !holes:
-		return uapi.ContentChecksum(b.data[off : off+n]), nil
+		return alg.Sum(b.data[off : off+n]), nil
 	case !data:
-		return zeroChecksum(n), nil
+		return zeroChecksum(n, alg), nil
 	}
 	buf := staging[:n]
 	if err := b.copyOutLocked(off, buf); err != nil {
 		return nil, err
 	}
-	return uapi.ContentChecksum(buf), nil
+	return alg.Sum(buf), nil
 }
 
 // copyOut copies the memory's bytes from off into dst. Holes of shared
@@ -383,7 +383,7 @@ func (b *Backing) copyOutLocked(off uint64, dst []byte) error {
 // fileChecksum is the checksum of bytes [off, off+n) of shared memory,
 // at most contentChunk of them, read from its file (pread) rather than
 // through a mapping; holes count as zeros and are not read.
-func fileChecksum(mem *bomem.Shared, off, n uint64, staging []byte) ([]byte, error) {
+func fileChecksum(mem *bomem.Shared, off, n uint64, staging []byte, alg uapi.Checksum) ([]byte, error) {
 	buf := staging[:n]
 	data := false
 	err := mem.Extents(off, n, func(o, l uint64, isData bool) error {
@@ -399,25 +399,31 @@ func fileChecksum(mem *bomem.Shared, off, n uint64, staging []byte) ([]byte, err
 		return nil, err
 	}
 	if !data {
-		return zeroChecksum(n), nil
+		return zeroChecksum(n, alg), nil
 	}
-	return uapi.ContentChecksum(buf), nil
+	return alg.Sum(buf), nil
+}
+
+type zeroSumKey struct {
+	n   uint64
+	alg uapi.Checksum
 }
 
 var (
 	zeroSumsMu sync.Mutex
-	zeroSums   = map[uint64][]byte{}
+	zeroSums   = map[zeroSumKey][]byte{}
 	zeroChunk  = make([]byte, contentChunk)
 )
 
 // zeroChecksum is the checksum of n zero bytes (n <= contentChunk).
-func zeroChecksum(n uint64) []byte {
+func zeroChecksum(n uint64, alg uapi.Checksum) []byte {
 	zeroSumsMu.Lock()
 	defer zeroSumsMu.Unlock()
-	if s, ok := zeroSums[n]; ok {
+	k := zeroSumKey{n, alg}
+	if s, ok := zeroSums[k]; ok {
 		return s
 	}
-	s := uapi.ContentChecksum(zeroChunk[:n])
-	zeroSums[n] = s
+	s := alg.Sum(zeroChunk[:n])
+	zeroSums[k] = s
 	return s
 }

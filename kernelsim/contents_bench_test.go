@@ -40,7 +40,7 @@ func BenchmarkContents(b *testing.B) {
 	total := int64(count * boSize)
 	checkpoint := func() []*uapi.ContentChunk {
 		out := must(os.Create(pages))
-		_, cs, err := k.CheckpointBOs(ids, int(out.Fd()), 0)
+		_, cs, err := k.CheckpointBOs(ids, int(out.Fd()), 0, uapi.DefaultChecksum)
 		ok(b, err)
 		ok(b, out.Close())
 		return cs

@@ -106,7 +106,7 @@ func TestResumeVerifiesContents(t *testing.T) {
 			want: []string{"BO " + itoa(big), "short contents"}},
 		{name: "empty checksum", img: img, edit: func(req *uapi.SessionOpenRequest) {
 			req.PagesFiles[0].Chunks[len(req.PagesFiles[0].Chunks)-1].Checksum = nil
-		}, openFails: true, want: []string{"pages chunk [", "a checksum of 0 bytes, want 32 (blake3-256): its bytes could not be checked"}},
+		}, openFails: true, want: []string{"pages chunk [", "a checksum of 0 bytes, want 16 (xxh3-128): its bytes could not be checked"}},
 		{name: "gap", img: img, edit: func(req *uapi.SessionOpenRequest) {
 			cs := req.PagesFiles[0].Chunks
 			req.PagesFiles[0].Chunks = append(cs[:1], cs[2:]...)
@@ -188,6 +188,80 @@ func TestResumeVerifiesContents(t *testing.T) {
 			t.Fatalf("BO handle %d differs after restore", h)
 		}
 	}
+}
+
+// TestEveryChecksumRoundTrips: contents checksummed with each algorithm
+// restore bit for bit when the restore names it; named as another
+// algorithm, or an unknown one, the session is refused before anything
+// is created; CHECKPOINT_BOS refuses an unknown algorithm.
+func TestEveryChecksumRoundTrips(t *testing.T) {
+	env := ksimtest.Start(t, twoDevices())
+	c := ctlClient(t, env)
+	base := takeCensus(env.Kernel)
+	for _, alg := range uapi.Checksums {
+		t.Run(alg.String(), func(t *testing.T) {
+			d := must(libdrm.Open(kernelsim.RenderNodePath(env.Dir, 128)))
+			want := map[uint32][]byte{}
+			for i, size := range []int{4096, 6 << 20} {
+				h := must(d.BOCreate(uint64(size), gtt, 0, 0))
+				want[h] = randomBytes(size, uint64(i)+100)
+				ok(t, d.Write(h, 0, want[h]))
+			}
+			ino := inode(t, d.FD())
+			img, ids := checkpointWith(t, c, []*libdrm.Device{d}, nil, alg)
+			for _, ch := range img.chunks {
+				if len(ch.Checksum) != alg.Size() {
+					t.Fatalf("a chunk's checksum has %d bytes, %v has %d", len(ch.Checksum), alg, alg.Size())
+				}
+			}
+			kill(t, c, ids, []*libdrm.Device{d}, nil)
+
+			for _, other := range uapi.Checksums {
+				if other == alg {
+					continue
+				}
+				req := img.sessionRequest()
+				req.Checksum = other.String()
+				if _, err := c.OpenSession(req); !errors.Is(err, syscall.EINVAL) || !strings.Contains(err.Error(), "want "+strconv.Itoa(other.Size())+" ("+other.String()+")") {
+					t.Errorf("a %v checkpoint opened as %v: %v", alg, other, err)
+				}
+			}
+			req := img.sessionRequest()
+			req.Checksum = "md5"
+			if _, err := c.OpenSession(req); !errors.Is(err, syscall.EINVAL) || !strings.Contains(err.Error(), `contents checksum: unknown checksum algorithm "md5"`) {
+				t.Errorf("a session with checksum md5: %v", err)
+			}
+
+			s := openSession(t, env, c, img)
+			rd := s.claim(ino)
+			s.resume()
+			s.close(false)
+			for h, w := range want {
+				if got := readBO(t, rd, h, len(w)); !bytes.Equal(got, w) {
+					t.Fatalf("BO handle %d differs after a restore checksummed with %v", h, alg)
+				}
+			}
+			rd.Close()
+		})
+	}
+	d := must(libdrm.Open(kernelsim.RenderNodePath(env.Dir, 128)))
+	must(d.BOCreate(4096, gtt, 0, 0))
+	id := fileID(t, c, d)
+	ok(t, c.Pause([]uint64{id}, 10*time.Second))
+	var bos []uint64
+	for _, b := range must(c.CheckpointFile(id)).Bos {
+		bos = append(bos, b.BoId)
+	}
+	f := must(os.Create(filepath.Join(t.TempDir(), "pages")))
+	defer f.Close()
+	if _, err := c.CheckpointBOs(bos, f, 0, uapi.Checksum(99)); !errors.Is(err, syscall.EINVAL) || !strings.Contains(err.Error(), `unknown checksum algorithm "checksum(99)"`) {
+		t.Errorf("CHECKPOINT_BOS with an unknown checksum: %v", err)
+	}
+	if _, err := c.ChecksumBOs(bos, uapi.Checksum(99)); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("CHECKPOINT_BOS (checksum only) with an unknown checksum: %v", err)
+	}
+	kill(t, c, []uint64{id}, []*libdrm.Device{d}, nil)
+	backToBaseline(t, env.Kernel, base)
 }
 
 func itoa(v uint64) string { return strconv.FormatUint(v, 10) }

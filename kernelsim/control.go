@@ -218,11 +218,16 @@ func (c *controlConn) dispatch(h uapi.Header, payload []byte, fds []int) (proto.
 			uapi.CloseFDs(fds)
 			return nil, err
 		}
+		alg, err := uapi.ParseChecksum(r.Checksum)
+		if err != nil {
+			uapi.CloseFDs(fds)
+			return nil, errnof(syscall.EINVAL, "%v", err)
+		}
 		if r.ChecksumOnly {
 			if err := noFDs(fds); err != nil {
 				return nil, err
 			}
-			chunks, err := k.ChecksumBOs(r.BoIds)
+			chunks, err := k.ChecksumBOs(r.BoIds, alg)
 			return &uapi.CheckpointBosReply{Chunks: chunks}, err
 		}
 		fd, err := takeFD()
@@ -230,7 +235,7 @@ func (c *controlConn) dispatch(h uapi.Header, payload []byte, fds []int) (proto.
 			return nil, err
 		}
 		defer unix.Close(fd)
-		n, chunks, err := k.CheckpointBOs(r.BoIds, fd, r.Offset)
+		n, chunks, err := k.CheckpointBOs(r.BoIds, fd, r.Offset, alg)
 		return &uapi.CheckpointBosReply{Size: n, Chunks: chunks}, err
 	case uapi.OpSessionOpen:
 		var r uapi.SessionOpenRequest

@@ -1381,7 +1381,7 @@ func oneBOSession(mapped bool) (*uapi.SessionOpenRequest, []byte) {
 		Files: []*uapi.RestoreFile{{Inode: 5, State: &uapi.FileCheckpoint{Minor: 128, Driver: "amdgpu", GpuId: kernelsim.DefaultDevice().GPUID,
 			DriverPrivate: blob, Handles: []*uapi.HandleState{{Handle: 3, BoId: 1}}, Bos: []*uapi.BoState{bo}}}},
 	}
-	chunk := &uapi.ContentChunk{Length: 4096, Checksum: uapi.ContentChecksum(mem)}
+	chunk := &uapi.ContentChunk{Length: 4096, Checksum: uapi.DefaultChecksum.Sum(mem)}
 	if mapped {
 		chunk.BoId = 1
 		r.Contents = []*uapi.BoContents{{BoId: 1, Mapped: true, Chunks: []*uapi.ContentChunk{chunk}}}

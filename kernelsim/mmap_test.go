@@ -213,14 +213,14 @@ func TestMapKeepsUntouchedPagesHoles(t *testing.T) {
 	if got := dataExtents(t, fd, size); got != want {
 		t.Fatalf("memfd data extents %q, want %q", got, want)
 	}
-	chunks := must(c.ChecksumBOs([]uint64{id}))
+	chunks := must(c.ChecksumBOs([]uint64{id}, uapi.DefaultChecksum))
 	contents := make([]byte, size)
 	contents[5<<20], contents[9<<20+4096] = 1, 2
 	if len(chunks) != size/(4<<20) {
 		t.Fatalf("%d chunks for %d bytes", len(chunks), size)
 	}
 	for i, ch := range chunks {
-		if ch.BoId != id || ch.Offset != uint64(i)*(4<<20) || !bytes.Equal(ch.Checksum, uapi.ContentChecksum(contents[ch.Offset:ch.Offset+ch.Length])) {
+		if ch.BoId != id || ch.Offset != uint64(i)*(4<<20) || !bytes.Equal(ch.Checksum, uapi.DefaultChecksum.Sum(contents[ch.Offset:ch.Offset+ch.Length])) {
 			t.Fatalf("chunk %d: %+v", i, ch)
 		}
 	}
@@ -436,12 +436,12 @@ func mappedImage(t *testing.T, env *ksimtest.Env) (img *image, ino uint64, a, c 
 	for _, b := range cp.Bos {
 		img.addBO(b)
 	}
-	for _, ch := range must(cc.ChecksumBOs([]uint64{a, c})) {
+	for _, ch := range must(cc.ChecksumBOs([]uint64{a, c}, uapi.DefaultChecksum)) {
 		img.mapped[ch.BoId] = append(img.mapped[ch.BoId], ch)
 	}
 	f := must(os.Create(img.pages))
 	defer f.Close()
-	r := must(cc.CheckpointBOs([]uint64{b}, f, 0))
+	r := must(cc.CheckpointBOs([]uint64{b}, f, 0, uapi.DefaultChecksum))
 	img.chunks = r.Chunks
 	ok(t, ma.Unmap())
 	ok(t, mc.Unmap())

@@ -27,12 +27,13 @@ import (
 type RestoreObject int
 
 const (
-	ObjDevice  RestoreObject = iota // ID: the minor
-	ObjBO                           // ID: the dump-time BO id
-	ObjFile                         // ID: the drm file's dump-time inode
-	ObjDmaBuf                       // ID: the dma-buf's dump-time inode
-	ObjPages                        // ID: the pages file's index
-	ObjChannel                      // ID: the reply channel's dump-time inode
+	ObjDevice   RestoreObject = iota // ID: the minor
+	ObjBO                            // ID: the dump-time BO id
+	ObjFile                          // ID: the drm file's dump-time inode
+	ObjDmaBuf                        // ID: the dma-buf's dump-time inode
+	ObjPages                         // ID: the pages file's index
+	ObjChannel                       // ID: the reply channel's dump-time inode
+	ObjContents                      // ID: 0; the request's fields about all contents
 )
 
 // RestoreProblem is one reason the kernel refuses a restore request.
@@ -65,6 +66,8 @@ func (p RestoreProblem) Error() string {
 		what = fmt.Sprintf("pages file %d", p.ID)
 	case ObjChannel:
 		what = fmt.Sprintf("reply channel inode %d", p.ID)
+	case ObjContents:
+		what = "contents"
 	}
 	if p.Field != "" {
 		what += " " + p.Field
@@ -451,9 +454,14 @@ func (c *restoreChecker) checkReply(add func(field, format string, args ...any),
 // checkContents checks where the BOs' contents are: every BO once, in a
 // pages file of the request, its every byte covered by a chunk with a
 // checksum; chunks in file order, non-empty, at most a chunk's size and
-// not overlapping. A mapped BO's contents (criu restores them) have
-// chunks of their own, relative to the BO, that tile it.
+// not overlapping; checksums of the request's algorithm. A mapped BO's
+// contents (criu restores them) have chunks of their own, relative to the
+// BO, that tile it.
 func (c *restoreChecker) checkContents(req *uapi.SessionOpenRequest, bos map[uint64]*uapi.BoState) {
+	alg, err := uapi.ParseChecksum(req.Checksum)
+	if err != nil {
+		c.add(ObjContents, 0, "checksum", "%v", err)
+	}
 	type extent struct{ off, end uint64 }
 	files := make([][]extent, len(req.PagesFiles))
 	for i, pf := range req.PagesFiles {
@@ -470,8 +478,8 @@ func (c *restoreChecker) checkContents(req *uapi.SessionOpenRequest, bos map[uin
 			case j > 0 && ch.Offset < end:
 				c.add(ObjPages, uint64(i), where, "overlaps or precedes the chunk before it, which ends at %d", end)
 				continue
-			case len(ch.Checksum) != uapi.ChecksumSize:
-				c.add(ObjPages, uint64(i), where, "a checksum of %d bytes, want %d (%s): its bytes could not be checked", len(ch.Checksum), uapi.ChecksumSize, uapi.ChecksumName)
+			case alg != 0 && len(ch.Checksum) != alg.Size():
+				c.add(ObjPages, uint64(i), where, "a checksum of %d bytes, want %d (%v): its bytes could not be checked", len(ch.Checksum), alg.Size(), alg)
 			}
 			end = ch.Offset + ch.Length
 			files[i] = append(files[i], extent{ch.Offset, end})
@@ -492,7 +500,7 @@ func (c *restoreChecker) checkContents(req *uapi.SessionOpenRequest, bos map[uin
 		case bc.Mapped:
 			// criu restores the memory; its chunks must tile the BO.
 			placed[bc.BoId] = true
-			if msg := mappedChunksProblem(st, bc.Chunks); msg != "" {
+			if msg := mappedChunksProblem(st, bc.Chunks, alg); msg != "" {
 				c.add(ObjBO, bc.BoId, "contents.chunks", "%s", msg)
 			}
 			continue
@@ -549,8 +557,9 @@ func (c *restoreChecker) checkContents(req *uapi.SessionOpenRequest, bos map[uin
 
 // mappedChunksProblem says what is wrong with the chunks of a mapped BO
 // (relative to the BO: of that BO, tiling it in order, each of 1 to
-// MaxContentChunk bytes with a checksum), "" if nothing.
-func mappedChunksProblem(st *uapi.BoState, chunks []*uapi.ContentChunk) string {
+// MaxContentChunk bytes with a checksum of alg, unless alg is 0: unknown,
+// and said so), "" if nothing.
+func mappedChunksProblem(st *uapi.BoState, chunks []*uapi.ContentChunk, alg uapi.Checksum) string {
 	var pos uint64
 	for i, ch := range chunks {
 		switch {
@@ -558,8 +567,8 @@ func mappedChunksProblem(st *uapi.BoState, chunks []*uapi.ContentChunk) string {
 			return fmt.Sprintf("chunk %d is of BO %d", i, ch.BoId)
 		case ch.Offset != pos || ch.Length == 0 || ch.Length > uapi.MaxContentChunk || ch.Length > st.Size-pos:
 			return fmt.Sprintf("chunk %d [%d, +%d) does not follow the one before (ending at %d) within the BO's %d bytes, in chunks of 1 to %d", i, ch.Offset, ch.Length, pos, st.Size, uapi.MaxContentChunk)
-		case len(ch.Checksum) != uapi.ChecksumSize:
-			return fmt.Sprintf("chunk %d has a checksum of %d bytes, want %d (%s): its bytes could not be checked", i, len(ch.Checksum), uapi.ChecksumSize, uapi.ChecksumName)
+		case alg != 0 && len(ch.Checksum) != alg.Size():
+			return fmt.Sprintf("chunk %d has a checksum of %d bytes, want %d (%v): its bytes could not be checked", i, len(ch.Checksum), alg.Size(), alg)
 		}
 		pos += ch.Length
 	}

@@ -29,7 +29,7 @@ func goodRequest(t *testing.T) *uapi.SessionOpenRequest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := make([]byte, uapi.ChecksumSize)
+	sum := make([]byte, uapi.DefaultChecksum.Size())
 	return &uapi.SessionOpenRequest{
 		Bos: []*uapi.BoState{bo1, bo2},
 		Files: []*uapi.RestoreFile{{Inode: 100, State: &uapi.FileCheckpoint{
@@ -90,7 +90,7 @@ func TestCheckRestore(t *testing.T) {
 		// Found by FuzzClaim: the check went on to index the pages file
 		// and panicked the daemon.
 		{"chunks of a BO in no pages file", func(r *uapi.SessionOpenRequest) {
-			r.Contents[0].Chunks = []*uapi.ContentChunk{{Length: 8192, Checksum: make([]byte, uapi.ChecksumSize), BoId: 1}}
+			r.Contents[0].Chunks = []*uapi.ContentChunk{{Length: 8192, Checksum: make([]byte, uapi.DefaultChecksum.Size()), BoId: 1}}
 			r.Contents[0].PagesFile = 7
 		}, "BO 1 contents.chunks: set, but the BO's contents are in a pages file (mapped is false)", syscall.EINVAL},
 		{"doubled BO size", func(r *uapi.SessionOpenRequest) { r.Bos[0].Size *= 2; file(r).Bos[0].Size *= 2 },
@@ -203,7 +203,7 @@ func TestCheckRestore(t *testing.T) {
 		{"BO of unknown flags", func(r *uapi.SessionOpenRequest) { r.Bos[0].Flags = 1 << 40; file(r).Bos[0].Flags = 1 << 40 },
 			"BO 1: amdgpu cannot create it: flags 0x10000000000 not supported", syscall.EINVAL},
 		{"empty checksum", func(r *uapi.SessionOpenRequest) { r.PagesFiles[0].Chunks[0].Checksum = nil },
-			"pages file 0 drm-pages-1.img chunk [0, 12288): a checksum of 0 bytes, want 32 (blake3-256): its bytes could not be checked", syscall.EINVAL},
+			"pages file 0 drm-pages-1.img chunk [0, 12288): a checksum of 0 bytes, want 16 (xxh3-128): its bytes could not be checked", syscall.EINVAL},
 		{"chunk larger than the kernel writes", func(r *uapi.SessionOpenRequest) { r.PagesFiles[0].Chunks[0].Length = 8 << 20 },
 			"chunk [0, 8388608): 8388608 bytes: a chunk has 1 to 4194304", syscall.EINVAL},
 		{"overlapping chunks", func(r *uapi.SessionOpenRequest) {

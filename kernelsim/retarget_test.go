@@ -26,7 +26,7 @@ func TestRetargetRestore(t *testing.T) {
 	other := &uapi.BoState{BoId: 3, Size: 4096, Domain: vram, Minor: 129}
 	req.Bos = append(req.Bos, other)
 	req.Contents = append(req.Contents, &uapi.BoContents{BoId: 3, Offset: 12288})
-	req.PagesFiles[0].Chunks = append(req.PagesFiles[0].Chunks, &uapi.ContentChunk{Offset: 12288, Length: 4096, Checksum: make([]byte, uapi.ChecksumSize)})
+	req.PagesFiles[0].Chunks = append(req.PagesFiles[0].Chunks, &uapi.ContentChunk{Offset: 12288, Length: 4096, Checksum: make([]byte, uapi.DefaultChecksum.Size())})
 	blob, _ := proto.Marshal(&uapi.DriverPrivate{Version: kernelsim.DriverPrivateVersion, Driver: "amdgpu"})
 	req.Files = append(req.Files, &uapi.RestoreFile{Inode: 101, State: &uapi.FileCheckpoint{
 		Minor: 129, Driver: "amdgpu", GpuId: 0x10020081, DriverPrivate: blob,

@@ -40,6 +40,7 @@ type Session struct {
 	// loadMu guards. ctx ends when the session closes, which stops the
 	// loaders.
 	pages    []*sessionPages
+	checksum uapi.Checksum // of every chunk
 	ctx      context.Context
 	cancel   context.CancelFunc
 	loadMu   sync.Mutex
@@ -164,6 +165,7 @@ func (k *Kernel) OpenSession(req *uapi.SessionOpenRequest) (*Session, error) {
 	if probs := CheckRestore(req, k.DeviceInfos()); len(probs) > 0 {
 		return nil, restoreRefusal(probs)
 	}
+	s.checksum, _ = uapi.ParseChecksum(req.Checksum) // CheckRestore checked it
 	for _, st := range req.Bos {
 		s.bos[st.BoId] = &sessionBO{st: st, loaded: make(chan struct{})}
 		if st.DmabufInode != 0 {
@@ -285,7 +287,7 @@ func (s *Session) planLoads() {
 			c.segs = append(c.segs, segment{mem: sb.mem, off: pos - start, n: cend - pos, at: pos - c.fileOff})
 			sp.bos[i] = append(sp.bos[i], sb)
 			sb.pending++
-			if len(sp.sums[i]) != uapi.ChecksumSize {
+			if len(sp.sums[i]) != s.checksum.Size() {
 				s.fail(sb, fmt.Errorf("chunk [%d, %d) has no valid checksum (%d bytes recorded)", c.fileOff, c.fileOff+c.length, len(sp.sums[i])))
 			}
 			pos = cend
@@ -374,7 +376,7 @@ func (s *Session) LoadPages(i uint32, fd int) error {
 			if len(sp.bos[j]) == 0 {
 				return nil // holds no BO's bytes
 			}
-			err := loadChunk(fd, &sp.chunks[j], sp.sums[j], staging)
+			err := loadChunk(fd, &sp.chunks[j], sp.sums[j], staging, s.checksum)
 			s.chunkDone(sp, j, err)
 			return nil
 		})
@@ -938,7 +940,7 @@ func (s *Session) failAdopt(sb *sessionBO, err error) error {
 func (s *Session) verifyMapped(sb *sessionBO, mem *bomem.Shared) error {
 	return forEachChunk(s.ctx, len(sb.chunks), func(_ context.Context, i int, staging []byte) error {
 		c := sb.chunks[i]
-		sum, err := fileChecksum(mem, c.Offset, c.Length, staging)
+		sum, err := fileChecksum(mem, c.Offset, c.Length, staging, s.checksum)
 		if err != nil {
 			return fmt.Errorf("chunk [%d, %d): %w", c.Offset, c.Offset+c.Length, err)
 		}

@@ -42,7 +42,7 @@ func TestRestoreRefusesUnhonourableInFlight(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := c.OpenSession(&uapi.SessionOpenRequest{
 				Bos:        []*uapi.BoState{bo},
-				PagesFiles: []*uapi.PagesFile{{Name: "p", Chunks: []*uapi.ContentChunk{{Length: 4096, Checksum: uapi.ContentChecksum(make([]byte, 4096))}}}},
+				PagesFiles: []*uapi.PagesFile{{Name: "p", Chunks: []*uapi.ContentChunk{{Length: 4096, Checksum: uapi.DefaultChecksum.Sum(make([]byte, 4096))}}}},
 				Contents:   []*uapi.BoContents{{BoId: 1}},
 				Files: []*uapi.RestoreFile{{Inode: 5, State: &uapi.FileCheckpoint{Minor: 128, Driver: "amdgpu", DriverPrivate: blob, Io: tc.io,
 					Handles: []*uapi.HandleState{{Handle: 1, BoId: 1}}, Bos: []*uapi.BoState{bo}}}},

@@ -39,7 +39,7 @@ func TestInfo(t *testing.T) {
 		"drm files: 2 on renderD128 (amdgpu, gpu id 0x10020080, driver blob v1)",
 		"dma-bufs:  1\n",
 		// 8K shared (VRAM) + 4K GTT + two 4K VRAM BOs of the compute job.
-		"BOs:       4 BOs, 20 KiB (VRAM 16 KiB, GTT 4 KiB); 1 shared through dma-bufs; contents saved once each in pages files",
+		"BOs:       4 BOs, 20 KiB (VRAM 16 KiB, GTT 4 KiB); 1 shared through dma-bufs; contents saved once each in pages files, checksummed with xxh3-128",
 		"contexts:  2 contexts; saved jobs: 1 preempted, 0 queued",
 		"in flight: 0 requests, 0 unread replies",
 		" in 5 DRM images, 20 KiB in 1 pages file, 0 B in other files",

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"drmcr/kernelsim/uapi"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -100,8 +101,8 @@ func TestJSONConvention(t *testing.T) {
 		t.Errorf("decode offset %#v, show says %d", bo["offset"], showBo.Offset)
 	}
 	for _, c := range checksums {
-		if len(c) != 64 || strings.ToLower(c) != c {
-			t.Errorf("chunk checksum %q, want 64 lowercase hex digits", c)
+		if len(c) != 2*uapi.DefaultChecksum.Size() || strings.ToLower(c) != c {
+			t.Errorf("chunk checksum %q, want %d lowercase hex digits", c, 2*uapi.DefaultChecksum.Size())
 		}
 	}
 	if len(checksums) == 0 {

@@ -87,6 +87,10 @@ func verifyMapped(c *checkpoint) []string {
 	if c.index == nil || !c.hasCriu {
 		return nil
 	}
+	alg, err := c.index.Checksum()
+	if err != nil {
+		return nil // the index's Check reports it
+	}
 	memfd := map[uint64]uint64{} // BO -> memfd inode at dump
 	for _, p := range c.inv.GetProcesses() {
 		for _, m := range p.Mappings {
@@ -102,14 +106,14 @@ func verifyMapped(c *checkpoint) []string {
 		if !ok {
 			continue // CheckMappings reports it
 		}
-		if err := verifyMappedBO(c.dir, b, ino); err != nil {
+		if err := verifyMappedBO(c.dir, b, ino, alg); err != nil {
 			probs = append(probs, fmt.Sprintf("mapped BO %d (memfd inode %d): %v", b.State.BoId, ino, err))
 		}
 	}
 	return probs
 }
 
-func verifyMappedBO(dir string, b *images.Bo, ino uint64) error {
+func verifyMappedBO(dir string, b *images.Bo, ino uint64, alg uapi.Checksum) error {
 	pagesName, exts, err := readShmemPages(dir, ino)
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("criu's images hold no memory of it (pagemap-shmem-%d.img missing)", ino)
@@ -142,8 +146,8 @@ func verifyMappedBO(dir string, b *images.Bo, ino uint64) error {
 				return fmt.Errorf("%s: %w", pagesName, err)
 			}
 		}
-		if !bytes.Equal(uapi.ContentChecksum(buf), cc.Checksum) {
-			return fmt.Errorf("bytes [%d, %d) in %s do not match their %s checksum", cc.Offset, end, pagesName, uapi.ChecksumName)
+		if !bytes.Equal(alg.Sum(buf), cc.Checksum) {
+			return fmt.Errorf("bytes [%d, %d) in %s do not match their %v checksum", cc.Offset, end, pagesName, alg)
 		}
 	}
 	return nil

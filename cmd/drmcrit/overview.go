@@ -136,8 +136,12 @@ func writeInfo(w io.Writer, c *checkpoint) {
 	for _, d := range sortedStrings(others) {
 		doms = append(doms, fmt.Sprintf("%s %s", d, humanSize(byDomain[d])))
 	}
-	line("BOs", "%s, %s (%s); %d shared through dma-bufs; contents saved once each in pages files",
-		plural(len(v.Bos), "BO", "BOs"), humanSize(total), strings.Join(doms, ", "), shared)
+	sums := "no index"
+	if c.index != nil {
+		sums = "checksummed with " + c.index.Header.Checksum
+	}
+	line("BOs", "%s, %s (%s); %d shared through dma-bufs; contents saved once each in pages files, %s",
+		plural(len(v.Bos), "BO", "BOs"), humanSize(total), strings.Join(doms, ", "), shared, sums)
 
 	ctxs, guilty, preempted, queued, requests, replies := 0, 0, 0, 0, 0, 0
 	for _, f := range v.Files {

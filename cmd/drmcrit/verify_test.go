@@ -119,7 +119,7 @@ func TestVerifyDamage(t *testing.T) {
 			must(t, err)
 			b[offsetOf(shared)+100] ^= 0x40
 			must(t, os.WriteFile(pages(dir), b, 0o600))
-		}, []string{"drm-pages-1.img: chunk [", "): does not match its blake3-256 checksum (BO", fmt.Sprint(shared)}},
+		}, []string{"drm-pages-1.img: chunk [", "): does not match its xxh3-128 checksum (BO", fmt.Sprint(shared)}},
 		{"pages swapped in from another checkpoint", func(dir string) {
 			b, err := os.ReadFile(pages(dir))
 			must(t, err)
@@ -127,7 +127,7 @@ func TestVerifyDamage(t *testing.T) {
 				b[i] = byte(i)
 			}
 			must(t, os.WriteFile(pages(dir), b, 0o600))
-		}, []string{"drm-pages-1.img: chunk [0, ", "): does not match its blake3-256 checksum"}},
+		}, []string{"drm-pages-1.img: chunk [0, ", "): does not match its xxh3-128 checksum"}},
 		{"FIFO in place of the pages file", func(dir string) {
 			must(t, os.Remove(pages(dir)))
 			must(t, unix.Mkfifo(pages(dir), 0o600))
@@ -139,10 +139,10 @@ func TestVerifyDamage(t *testing.T) {
 		}, []string{fileA + ": open image " + fileA + ": not a regular file (a FIFO)"}},
 		{"checksum emptied", func(dir string) {
 			editIndex(dir, func(x *images.Index) { x.Chunks[0].Chunk.Checksum = nil })
-		}, []string{"drm-bo-index.img: drm-pages-1.img chunk [0, ", "): a checksum of 0 bytes, want 32 (blake3-256): its bytes could not be checked"}},
+		}, []string{"drm-bo-index.img: drm-pages-1.img chunk [0, ", "): a checksum of 0 bytes, want 16 (xxh3-128): its bytes could not be checked"}},
 		{"wrong checksum", func(dir string) {
 			editIndex(dir, func(x *images.Index) { x.Chunks[0].Chunk.Checksum[3] ^= 1 })
-		}, []string{"drm-pages-1.img: chunk [0, ", "): does not match its blake3-256 checksum"}},
+		}, []string{"drm-pages-1.img: chunk [0, ", "): does not match its xxh3-128 checksum"}},
 		{"chunk dropped", func(dir string) {
 			editIndex(dir, func(x *images.Index) { x.Chunks = x.Chunks[1:] })
 		}, []string{"are covered by no checksummed chunk of drm-pages-1.img"}},

@@ -155,15 +155,16 @@ func taskSockets(pid int) (map[uint64]int, error) {
 	return out, nil
 }
 
-// DumpSelf checkpoints this test process into a new directory.
-func DumpSelf(t testing.TB, runtimeDir string, pauseTimeout time.Duration) (string, error) {
+// DumpSelf checkpoints this test process into a new directory; opts
+// adjust the plugin's configuration.
+func DumpSelf(t testing.TB, runtimeDir string, pauseTimeout time.Duration, opts ...func(*drmcore.Config)) (string, error) {
 	t.Helper()
 	dir := t.TempDir()
 	var inodes []uint64
 	for _, ino := range SocketInodes(t) {
 		inodes = append(inodes, ino)
 	}
-	return dir, Dump(t, Plugin(t, runtimeDir, dir, pauseTimeout), os.Getpid(), inodes)
+	return dir, Dump(t, Plugin(t, runtimeDir, dir, pauseTimeout, opts...), os.Getpid(), inodes)
 }
 
 // Claim does in Go what the plugin's C part does in a restored task.

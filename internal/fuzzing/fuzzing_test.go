@@ -51,21 +51,22 @@ func TestEdit(t *testing.T) {
 		return binary.LittleEndian.AppendUint64(b, v)
 	}
 	m := &uapi.SessionOpenRequest{Bos: []*uapi.BoState{{BoId: 1, Size: 4096}}}
-	// The walk: bos' BoState fields (7 scalars), then the 5 lists.
+	// The walk: bos' BoState fields (7 scalars), the request's own
+	// scalar (checksum), then the lists.
 	fuzzing.Edit(edit(0, 0x25), 1, m) // 4-bit range: 5
 	fuzzing.Edit(edit(1, 1<<62|0x12345), 1, m)
 	if m.Bos[0].BoId != 5 || m.Bos[0].Size != 0x2345 {
 		t.Fatalf("after two sets: %v", m)
 	}
-	fuzzing.Edit(append(edit(7, 1), edit(7+1, 3)...), 2, m) // bos grows; then the second BoState's size is set
+	fuzzing.Edit(append(edit(8, 1), edit(7+1, 3)...), 2, m) // bos grows; then the second BoState's size is set
 	if len(m.Bos) != 2 || m.Bos[1].BoId != 5 || m.Bos[1].Size != 3 || m.Bos[0].Size != 0x2345 {
 		t.Fatalf("after a copy: %v", m)
 	}
-	fuzzing.Edit(edit(7+7, 0), 1, m) // remove the first
+	fuzzing.Edit(edit(7+7+1, 0), 1, m) // remove the first
 	if len(m.Bos) != 1 || m.Bos[0].Size != 3 {
 		t.Fatalf("after a removal: %v", m)
 	}
-	fuzzing.Edit(edit(7+1, 0), 1, m) // files gets an element
+	fuzzing.Edit(edit(7+1+1, 0), 1, m) // files gets an element
 	if len(m.Files) != 1 {
 		t.Fatalf("files: %v", m.Files)
 	}

@@ -69,9 +69,9 @@ func (c *Client) CheckpointDmaBuf(ino uint64) (*uapi.BoState, error) {
 
 // CheckpointBOs has the kernel write the contents of BOs into the pages
 // file f, back to back from offset on, checksummed in chunks.
-func (c *Client) CheckpointBOs(ids []uint64, f *os.File, offset uint64) (*uapi.CheckpointBosReply, error) {
+func (c *Client) CheckpointBOs(ids []uint64, f *os.File, offset uint64, alg uapi.Checksum) (*uapi.CheckpointBosReply, error) {
 	r := &uapi.CheckpointBosReply{}
-	_, err := c.c.Call(uapi.OpCheckpointBos, &uapi.CheckpointBosRequest{BoIds: ids, Offset: offset}, r, int(f.Fd()))
+	_, err := c.c.Call(uapi.OpCheckpointBos, &uapi.CheckpointBosRequest{BoIds: ids, Offset: offset, Checksum: alg.String()}, r, int(f.Fd()))
 	return r, err
 }
 
@@ -94,10 +94,11 @@ func (c *Client) IdentifyMemory(files []*uapi.MemoryRef) ([]*uapi.IdentifiedMemo
 }
 
 // ChecksumBOs has the kernel checksum the contents of BOs, each on its
-// own in chunks, writing nothing (criu saves them as mapped memory).
-func (c *Client) ChecksumBOs(ids []uint64) ([]*uapi.ContentChunk, error) {
+// own in chunks with alg, writing nothing (criu saves them as mapped
+// memory).
+func (c *Client) ChecksumBOs(ids []uint64, alg uapi.Checksum) ([]*uapi.ContentChunk, error) {
 	r := &uapi.CheckpointBosReply{}
-	_, err := c.c.Call(uapi.OpCheckpointBos, &uapi.CheckpointBosRequest{BoIds: ids, ChecksumOnly: true}, r)
+	_, err := c.c.Call(uapi.OpCheckpointBos, &uapi.CheckpointBosRequest{BoIds: ids, ChecksumOnly: true, Checksum: alg.String()}, r)
 	return r.Chunks, err
 }
 

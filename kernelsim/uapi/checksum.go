@@ -1,46 +1,138 @@
 package uapi
 
 import (
+	"fmt"
 	"math/bits"
+	"strings"
 
+	"github.com/zeebo/xxh3"
 	"lukechampine.com/blake3/guts"
 )
 
-// ChecksumSize is the size of a ContentChunk checksum.
-const ChecksumSize = 32
+// Checksum is an algorithm of ContentChunk checksums. The BO index of a
+// checkpoint names the one its chunks use, and requests carry that name
+// (CheckpointBosRequest, SessionOpenRequest), so a checkpoint made with
+// either restores.
+type Checksum uint8
 
-// ChecksumName names the algorithm of ContentChunk checksums in images.
-const ChecksumName = "blake3-256"
+const (
+	// XXH3 is XXH3-128, the default: it finds any accidental damage (a
+	// flipped bit, a pages file of another checkpoint, a truncation) with
+	// a collision chance of 2^-128, at 20-30 GB/s per core, so that
+	// checking every byte costs a dump or a restore a few percent of its
+	// copy (see docs/BENCHMARKS.md). It is not cryptographic: contents
+	// can be crafted to match a given checksum.
+	XXH3 Checksum = iota + 1
+	// BLAKE3 is BLAKE3-256, cryptographic (no other contents can be made
+	// to match a recorded checksum), at about 5 GB/s per core: for
+	// checkpoints whose index is protected on its own (a signed
+	// inventory), so that the index's checksums vouch for the contents.
+	BLAKE3
+)
 
-// ContentChecksum is the checksum of a ContentChunk's bytes: BLAKE3-256.
-// BLAKE3 is a cryptographic hash (no other contents can be made to match
-// a recorded checksum), and with SIMD it hashes a contiguous chunk at
-// several GB/s per core, about twice SHA-256 with the SHA extensions, so
-// that checking every byte does not set the speed of a dump or a restore
-// (see docs/BENCHMARKS.md).
-//
-// It runs on the calling goroutine: the library's Sum256 starts a
-// goroutine per 16 KiB, which costs more in scheduling than it gains
-// where a worker per CPU already hashes chunks side by side.
-func ContentChecksum(b []byte) []byte {
-	var h ContentHasher
+// DefaultChecksum is what a dump uses unless told otherwise, and what an
+// empty name in a request means.
+const DefaultChecksum = XXH3
+
+// Checksums lists every algorithm this code reads and writes.
+var Checksums = []Checksum{XXH3, BLAKE3}
+
+// ParseChecksum returns the algorithm of a name ("xxh3-128",
+// "blake3-256"); the empty name is DefaultChecksum, as in requests.
+func ParseChecksum(name string) (Checksum, error) {
+	if name == "" {
+		return DefaultChecksum, nil
+	}
+	for _, c := range Checksums {
+		if c.String() == name {
+			return c, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown checksum algorithm %q (known: %s)", name, checksumNames())
+}
+
+func checksumNames() string {
+	var names []string
+	for _, c := range Checksums {
+		names = append(names, c.String())
+	}
+	return strings.Join(names, ", ")
+}
+
+// String returns the algorithm's name, as images record it.
+func (c Checksum) String() string {
+	switch c {
+	case XXH3:
+		return "xxh3-128"
+	case BLAKE3:
+		return "blake3-256"
+	}
+	return fmt.Sprintf("checksum(%d)", uint8(c))
+}
+
+// Size is the size of a checksum in bytes.
+func (c Checksum) Size() int {
+	switch c {
+	case XXH3:
+		return 16
+	case BLAKE3:
+		return 32
+	}
+	return 0
+}
+
+// New returns a ContentHash of the algorithm.
+func (c Checksum) New() ContentHash {
+	switch c {
+	case XXH3:
+		return xxh3Hash{xxh3.New()}
+	case BLAKE3:
+		return &blake3Hash{}
+	}
+	panic(fmt.Sprintf("uapi: %v has no hash", c))
+}
+
+// Sum is the checksum of b.
+func (c Checksum) Sum(b []byte) []byte {
+	if c == XXH3 {
+		s := xxh3.Hash128(b).Bytes()
+		return s[:]
+	}
+	h := c.New()
 	h.Write(b)
 	return h.Sum()
 }
 
-// ContentHasher computes ContentChecksum over bytes written to it in
-// pieces of any size, so that a chunk can be checksummed piece by piece
-// right after each piece is copied, while the piece is still in the CPU's
-// cache, instead of in a second pass over the whole chunk. The zero value
-// is ready; Sum equals ContentChecksum of everything written.
-type ContentHasher struct {
+// ContentHash computes a checksum over bytes written to it in pieces of
+// any size, so that a chunk can be checksummed piece by piece right after
+// each piece is copied, while the piece is still in the CPU's cache,
+// instead of in a second pass over the whole chunk. Sum equals the
+// algorithm's Sum of everything written.
+type ContentHash interface {
+	Write(p []byte)
+	Sum() []byte
+}
+
+type xxh3Hash struct{ h *xxh3.Hasher }
+
+func (x xxh3Hash) Write(p []byte) { _, _ = x.h.Write(p) } // never fails
+func (x xxh3Hash) Sum() []byte {
+	s := x.h.Sum128().Bytes() // canonical XXH128: big-endian, high half first
+	return s[:]
+}
+
+// blake3Hash is BLAKE3-256 as a sequential tree walk on the calling
+// goroutine: the library's Sum256 starts a goroutine per 16 KiB, which
+// costs more in scheduling than it gains where a worker per CPU already
+// hashes chunks side by side.
+type blake3Hash struct {
 	stack   [64][8]uint32
 	counter uint64 // chunks pushed; bit i set: a subtree of height i on the stack
 	tail    [guts.ChunkSize]byte
 	ntail   int // bytes in tail: the last chunk so far, compressed by Sum
 }
 
-func (h *ContentHasher) push(cv [8]uint32, height int) {
+func (h *blake3Hash) push(cv [8]uint32, height int) {
 	i := height
 	for h.counter&(1<<i) != 0 {
 		cv = guts.ChainingValue(guts.ParentNode(h.stack[i], cv, &guts.IV, 0))
@@ -52,7 +144,7 @@ func (h *ContentHasher) push(cv [8]uint32, height int) {
 
 // Write adds p. A chunk is compressed only once bytes follow it: the last
 // chunk is compressed last, by Sum.
-func (h *ContentHasher) Write(p []byte) {
+func (h *blake3Hash) Write(p []byte) {
 	const group = guts.MaxSIMD * guts.ChunkSize
 	if h.ntail > 0 && len(p) > 0 {
 		n := copy(h.tail[h.ntail:], p)
@@ -79,7 +171,7 @@ func (h *ContentHasher) Write(p []byte) {
 }
 
 // Sum returns the checksum of everything written.
-func (h *ContentHasher) Sum() []byte {
+func (h *blake3Hash) Sum() []byte {
 	n := guts.CompressChunk(h.tail[:h.ntail], &guts.IV, h.counter, 0)
 	for i := bits.TrailingZeros64(h.counter); i < bits.Len64(h.counter); i++ {
 		if h.counter&(1<<i) != 0 {
@@ -92,7 +184,7 @@ func (h *ContentHasher) Sum() []byte {
 func root(n guts.Node) []byte {
 	n.Flags |= guts.FlagRoot
 	out := guts.WordsToBytes(guts.CompressNode(n))
-	return append([]byte(nil), out[:ChecksumSize]...)
+	return append([]byte(nil), out[:32]...)
 }
 
 // MaxContentChunk is the largest ContentChunk: the kernel writes chunks of

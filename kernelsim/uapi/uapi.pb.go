@@ -4301,10 +4301,13 @@ func (x *CheckpointDmaBufReply) GetBo() *BoState {
 // (pages nobody ever wrote) are checksummed as zeros without being
 // touched.
 type CheckpointBosRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	BoIds         []uint64               `protobuf:"varint,1,rep,packed,name=bo_ids,json=boIds,proto3" json:"bo_ids,omitempty"`
-	Offset        uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
-	ChecksumOnly  bool                   `protobuf:"varint,3,opt,name=checksum_only,json=checksumOnly,proto3" json:"checksum_only,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	BoIds        []uint64               `protobuf:"varint,1,rep,packed,name=bo_ids,json=boIds,proto3" json:"bo_ids,omitempty"`
+	Offset       uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	ChecksumOnly bool                   `protobuf:"varint,3,opt,name=checksum_only,json=checksumOnly,proto3" json:"checksum_only,omitempty"`
+	// The algorithm of the chunks' checksums (uapi.Checksum's names:
+	// "xxh3-128", "blake3-256"); empty: xxh3-128.
+	Checksum      string `protobuf:"bytes,4,opt,name=checksum,proto3" json:"checksum,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4358,6 +4361,13 @@ func (x *CheckpointBosRequest) GetChecksumOnly() bool {
 		return x.ChecksumOnly
 	}
 	return false
+}
+
+func (x *CheckpointBosRequest) GetChecksum() string {
+	if x != nil {
+		return x.Checksum
+	}
+	return ""
 }
 
 type CheckpointBosReply struct {
@@ -4417,7 +4427,7 @@ type ContentChunk struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Offset   uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
 	Length   uint64                 `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
-	Checksum []byte                 `protobuf:"bytes,3,opt,name=checksum,proto3" json:"checksum,omitempty"` // BLAKE3-256 (32 bytes) of the extent's bytes
+	Checksum []byte                 `protobuf:"bytes,3,opt,name=checksum,proto3" json:"checksum,omitempty"` // of the extent's bytes, in the request's algorithm
 	// Set when the extent is of this BO's memory (offset from its start)
 	// rather than of a pages file.
 	BoId          uint64 `protobuf:"varint,4,opt,name=bo_id,json=boId,proto3" json:"bo_id,omitempty"`
@@ -4657,9 +4667,12 @@ type SessionOpenRequest struct {
 	Dmabufs []*RestoreDmaBuf       `protobuf:"bytes,3,rep,name=dmabufs,proto3" json:"dmabufs,omitempty"`
 	// Where each BO's contents are: in one of the pages files, whose
 	// checksummed chunks must cover every byte of every BO.
-	PagesFiles    []*PagesFile      `protobuf:"bytes,4,rep,name=pages_files,json=pagesFiles,proto3" json:"pages_files,omitempty"`
-	Contents      []*BoContents     `protobuf:"bytes,5,rep,name=contents,proto3" json:"contents,omitempty"` // one per BO of bos
-	Channels      []*RestoreChannel `protobuf:"bytes,6,rep,name=channels,proto3" json:"channels,omitempty"`
+	PagesFiles []*PagesFile      `protobuf:"bytes,4,rep,name=pages_files,json=pagesFiles,proto3" json:"pages_files,omitempty"`
+	Contents   []*BoContents     `protobuf:"bytes,5,rep,name=contents,proto3" json:"contents,omitempty"` // one per BO of bos
+	Channels   []*RestoreChannel `protobuf:"bytes,6,rep,name=channels,proto3" json:"channels,omitempty"`
+	// The algorithm of every chunk's checksum, pages files' and mapped
+	// BOs' alike, as the BO index names it; empty: xxh3-128.
+	Checksum      string `protobuf:"bytes,7,opt,name=checksum,proto3" json:"checksum,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4734,6 +4747,13 @@ func (x *SessionOpenRequest) GetChannels() []*RestoreChannel {
 		return x.Channels
 	}
 	return nil
+}
+
+func (x *SessionOpenRequest) GetChecksum() string {
+	if x != nil {
+		return x.Checksum
+	}
+	return ""
 }
 
 type SessionOpenReply struct {
@@ -5766,11 +5786,12 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\x17CheckpointDmaBufRequest\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\"@\n" +
 	"\x15CheckpointDmaBufReply\x12'\n" +
-	"\x02bo\x18\x01 \x01(\v2\x17.kernelsim.uapi.BoStateR\x02bo\"j\n" +
+	"\x02bo\x18\x01 \x01(\v2\x17.kernelsim.uapi.BoStateR\x02bo\"\x86\x01\n" +
 	"\x14CheckpointBosRequest\x12\x15\n" +
 	"\x06bo_ids\x18\x01 \x03(\x04R\x05boIds\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12#\n" +
-	"\rchecksum_only\x18\x03 \x01(\bR\fchecksumOnly\"^\n" +
+	"\rchecksum_only\x18\x03 \x01(\bR\fchecksumOnly\x12\x1a\n" +
+	"\bchecksum\x18\x04 \x01(\tR\bchecksum\"^\n" +
 	"\x12CheckpointBosReply\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x04R\x04size\x124\n" +
 	"\x06chunks\x18\x02 \x03(\v2\x1c.kernelsim.uapi.ContentChunkR\x06chunks\"o\n" +
@@ -5789,7 +5810,7 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x1d\n" +
 	"\n" +
 	"file_inode\x18\x02 \x01(\x04R\tfileInode\x12)\n" +
-	"\x02io\x18\x03 \x01(\v2\x19.kernelsim.uapi.PendingIOR\x02io\"\xdb\x02\n" +
+	"\x02io\x18\x03 \x01(\v2\x19.kernelsim.uapi.PendingIOR\x02io\"\xf7\x02\n" +
 	"\x12SessionOpenRequest\x12)\n" +
 	"\x03bos\x18\x01 \x03(\v2\x17.kernelsim.uapi.BoStateR\x03bos\x121\n" +
 	"\x05files\x18\x02 \x03(\v2\x1b.kernelsim.uapi.RestoreFileR\x05files\x127\n" +
@@ -5797,7 +5818,8 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\vpages_files\x18\x04 \x03(\v2\x19.kernelsim.uapi.PagesFileR\n" +
 	"pagesFiles\x126\n" +
 	"\bcontents\x18\x05 \x03(\v2\x1a.kernelsim.uapi.BoContentsR\bcontents\x12:\n" +
-	"\bchannels\x18\x06 \x03(\v2\x1e.kernelsim.uapi.RestoreChannelR\bchannels\"\x9b\x01\n" +
+	"\bchannels\x18\x06 \x03(\v2\x1e.kernelsim.uapi.RestoreChannelR\bchannels\x12\x1a\n" +
+	"\bchecksum\x18\a \x01(\tR\bchecksum\"\x9b\x01\n" +
 	"\x10SessionOpenReply\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\fR\x05token\x12!\n" +
 	"\ffile_sockets\x18\x02 \x03(\tR\vfileSockets\x12%\n" +

@@ -253,7 +253,7 @@ func checkImages(t *testing.T, img string, pids []int) string {
 	f.WriteAt(b, 0)
 	f.Close()
 	out, code := runDrmcrit(t, "verify", bad)
-	if code != 1 || !strings.Contains(out, "does not match its blake3-256 checksum") {
+	if code != 1 || !strings.Contains(out, "does not match its xxh3-128 checksum") {
 		t.Errorf("drmcrit verify of damaged contents: exit %d\n%s", code, out)
 	}
 	return show

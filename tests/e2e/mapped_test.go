@@ -152,7 +152,7 @@ func TestDamagedMappedMemoryFailsTheRestore(t *testing.T) {
 		f.Close()
 		break
 	}
-	if out, code := runDrmcrit(t, "verify", bad); code != 1 || !strings.Contains(out, "do not match their blake3-256 checksum") {
+	if out, code := runDrmcrit(t, "verify", bad); code != 1 || !strings.Contains(out, "do not match their xxh3-128 checksum") {
 		t.Errorf("drmcrit verify of damaged mapped memory: exit %d\n%s", code, out)
 	}
 	log, err = restore(t, d, bad)
@@ -169,6 +169,82 @@ func TestDamagedMappedMemoryFailsTheRestore(t *testing.T) {
 	waitGone(t, pids)
 	waitIdle(t, d)
 
+	if log, err := restore(t, d, img); err != nil {
+		t.Fatalf("%v\nrestore log:\n%s", err, lastLines(log, 40))
+	}
+	if got := result(t, w); got != want {
+		t.Fatalf("restored run gave\n  %s\nuninterrupted run gives\n  %s", got, want)
+	}
+	waitIdle(t, d)
+}
+
+// TestCryptographicChecksum: with DRMCR_CHECKSUM=blake3-256 in criu's
+// environment the dump checksums every chunk, of the pages file and of
+// mapped BOs' memory, with BLAKE3-256 and the index names it; drmcrit
+// verify checks it, finds damage with it, and the checkpoint restores bit
+// for bit.
+func TestCryptographicChecksum(t *testing.T) {
+	d := startDaemon(t)
+	w := startWorkload(t, d, "mapped")
+	want := expected(t, w)
+	waitStep(t, w, 1)
+	pids := w.Tree()
+	img := imagesDir(t)
+	c := criu
+	c.Env = []string{"KERNELSIM_RUNTIME_DIR=" + d.Dir, "DRMCR_CHECKSUM=blake3-256"}
+	if log, err := c.Run(img, "dump", "-t", fmt.Sprint(w.PID)); err != nil {
+		t.Fatalf("%v\nplugin log:\n%s", err, pluginLines(log))
+	}
+	waitGone(t, pids)
+	id, err := images.OpenDir(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := id.ReadIndex()
+	id.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.Header.Checksum != "blake3-256" {
+		t.Fatalf("the index names checksum %q", x.Header.Checksum)
+	}
+	nmapped := 0
+	for _, b := range x.Bos {
+		for _, ch := range b.MappedChunks {
+			nmapped++
+			if len(ch.Checksum) != 32 {
+				t.Fatalf("BO %d: a mapped chunk's checksum of %d bytes", b.State.BoId, len(ch.Checksum))
+			}
+		}
+	}
+	if nmapped == 0 || len(x.Chunks) == 0 {
+		t.Fatalf("%d pages-file chunks and %d mapped chunks: the scenario should have both", len(x.Chunks), nmapped)
+	}
+	if out, code := runDrmcrit(t, "verify", img); code != 0 {
+		t.Fatalf("drmcrit verify: exit %d\n%s", code, out)
+	}
+	bad := t.TempDir()
+	if out, err := exec.Command("cp", "-a", img+"/.", bad).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v: %s", err, out)
+	}
+	for ino, size := range mappedBOs(t, bad) {
+		if size > 64<<10 {
+			pages, _ := shmemPages(t, bad, ino)
+			f, err := os.OpenFile(filepath.Join(bad, pages), os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := []byte{0}
+			f.ReadAt(b, 5)
+			b[0] ^= 1
+			f.WriteAt(b, 5)
+			f.Close()
+			break
+		}
+	}
+	if out, code := runDrmcrit(t, "verify", bad); code != 1 || !strings.Contains(out, "do not match their blake3-256 checksum") {
+		t.Errorf("drmcrit verify of damaged mapped memory: exit %d\n%s", code, out)
+	}
 	if log, err := restore(t, d, img); err != nil {
 		t.Fatalf("%v\nrestore log:\n%s", err, lastLines(log, 40))
 	}
