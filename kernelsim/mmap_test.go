@@ -511,6 +511,47 @@ func TestRestoreAdoptsMappedMemory(t *testing.T) {
 	backToBaseline(t, env.Kernel, base)
 }
 
+// TestResumeTimesOut: a task's resume waits for every BO of the
+// checkpoint, at most its timeout (the plugin's DRMCR_RESUME_TIMEOUT):
+// with the memory of a mapped BO never handed over it fails with
+// ETIMEDOUT naming that BO, and the claimed file stays paused. Handed
+// over later, the same resume succeeds.
+func TestResumeTimesOut(t *testing.T) {
+	env := ksimtest.Start(t, twoDevices())
+	base := takeCensus(env.Kernel)
+	img, ino, a, c, contents := mappedImage(t, env)
+	cc := ctlClient(t, env)
+	s := openSession(t, env, cc, img)
+	d := s.claim(ino)
+	adopt := func(id uint64, data []byte) {
+		fd, _ := restoredMemfd(t, data)
+		f := os.NewFile(uintptr(fd), "memfd")
+		defer f.Close()
+		ok(t, cc.AdoptMemory(s.token, id, f, nil))
+	}
+	adopt(a, contents[a])
+	start := time.Now()
+	err := cc.ResumeTask(s.token, os.Getpid(), 200*time.Millisecond)
+	wantErrno(t, err, syscall.ETIMEDOUT)
+	if !strings.Contains(err.Error(), fmt.Sprintf("BO %d", c)) || !strings.Contains(err.Error(), "still loading") {
+		t.Fatalf("resume with BO %d's memory never handed over: %v", c, err)
+	}
+	if waited := time.Since(start); waited < 200*time.Millisecond {
+		t.Fatalf("the resume gave up after %v, before its timeout", waited)
+	}
+	if f := debugFile(t, env, cc, d); !f.Paused {
+		t.Error("the file runs although the resume timed out")
+	}
+	adopt(c, contents[c])
+	ok(t, cc.ResumeTask(s.token, os.Getpid(), 10*time.Second))
+	if f := debugFile(t, env, cc, d); f.Paused {
+		t.Error("the file is paused after a resume that succeeded")
+	}
+	s.close(false)
+	d.Close()
+	backToBaseline(t, env.Kernel, base)
+}
+
 // TestAdoptRefusesDamagedOrForeignMemory: memory whose bytes differ from
 // the dump's checksums fails the BO (and so the task's resume, naming
 // it); memory handed over twice, for a BO that is not mapped, or that is
