@@ -198,6 +198,13 @@ var renderReplies = map[uapi.Op]func() proto.Message{
 	uapi.OpClaimDmaBuf:     func() proto.Message { return &uapi.Empty{} },
 	uapi.OpClaimChannel:    func() proto.Message { return &uapi.Empty{} },
 	uapi.OpAttach:          func() proto.Message { return &uapi.AttachReply{} },
+	// The xe driver's own ioctls, on its render nodes (kernelsim/xe).
+	uapi.OpXeVmCreate:         func() proto.Message { return &uapi.XeVmCreateReply{} },
+	uapi.OpXeVmDestroy:        func() proto.Message { return &uapi.Empty{} },
+	uapi.OpXeExecQueueCreate:  func() proto.Message { return &uapi.XeExecQueueCreateReply{} },
+	uapi.OpXeExecQueueDestroy: func() proto.Message { return &uapi.Empty{} },
+	uapi.OpXeVmBind:           func() proto.Message { return &uapi.Empty{} },
+	uapi.OpXeExec:             func() proto.Message { return &uapi.XeExecReply{} },
 }
 
 // controlReplies is the reply of each control op.
