@@ -52,6 +52,22 @@ type config struct {
 	measureLive bool
 	// logs, if set, is given criu's log of every dump and restore.
 	logs func(log string)
+	// started lists every workload started, so that none outlives its
+	// benchmark, whether it ends well or not (a run that failed left
+	// gigabytes of workloads behind, and the next one ran out of memory).
+	started []*crrun.Workload
+}
+
+// killStarted kills what is left of the workloads started so far: each
+// process still running the workload's own command line (its pid could
+// have gone to another process since).
+func (c *config) killStarted() {
+	for _, w := range c.started {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", w.PID)); err == nil && strings.Contains(string(b), w.Dir) {
+			w.Kill()
+		}
+	}
+	c.started = nil
 }
 
 func main() {
@@ -134,7 +150,9 @@ func run(args []string, out io.Writer) error {
 		if len(c.only) > 0 && !c.only[b.name] {
 			continue
 		}
-		if err := b.fn(&c, t); err != nil {
+		err := b.fn(&c, t)
+		c.killStarted()
+		if err != nil {
 			t.print()
 			return fmt.Errorf("%s: %w", b.name, err)
 		}
@@ -261,6 +279,7 @@ func (c *config) start(d *crrun.Daemon, name string, args ...string) (*proc, err
 	if p.w, err = crrun.StartWorkload(c.gpuload, d, dir, "many", append(args, "-wait-for", p.goFile)...); err != nil {
 		return nil, err
 	}
+	c.started = append(c.started, p.w)
 	if !crrun.Poll(30*time.Minute, func() bool { return p.w.Step() >= 0 || !p.w.Alive() }) || p.w.Step() < 0 {
 		p.w.Kill()
 		return nil, fmt.Errorf("%s: gpuload did not set up:\n%s", name, tail(p.w.Log(), 20))

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"drmcr/kernelsim/gpu"
 	"errors"
 	"fmt"
 	"os"
@@ -722,4 +723,51 @@ func TestManyMapped(t *testing.T) {
 		}
 	}
 	waitNoLeaks(t, env)
+}
+
+// TestManyFillJobsStayShort: the many scenario's fill jobs hold at most
+// manyJobBuffers BOs and manyJobBytes (a job that ran past the device's
+// job timeout failed `drmbench -gib 4`); their commands tile each BO's
+// filled bytes exactly, in order; a BO of at most one piece is filled by
+// one command with its own seed, as before pieces existed.
+func TestManyFillJobsStayShort(t *testing.T) {
+	for _, tc := range []struct {
+		sizes []uint64
+		bos   int
+		fill  uint64
+	}{
+		{[]uint64{64 << 20}, 64, 0},         // 4 GiB of 64 MiB BOs
+		{[]uint64{256 << 20}, 4, 0},         // BOs of four pieces
+		{[]uint64{4096, 100 << 20}, 300, 0}, // many small, some of two pieces
+		{[]uint64{256 << 20}, 3, 70 << 20},  // -fill: part of each BO
+	} {
+		p := &params{bos: tc.bos, procs: 1, boSizes: tc.sizes, fill: tc.fill, seed: 5}
+		m := manyPlan{p, 0}
+		next := make([]uint64, tc.bos) // each BO's next byte to be filled
+		for _, jb := range m.fillJobs(0, tc.bos) {
+			var bytes uint64
+			if len(jb.bufs) > manyJobBuffers {
+				t.Fatalf("%v: job %s holds %d BOs", tc.sizes, jb.name, len(jb.bufs))
+			}
+			for _, c := range jb.cmds {
+				j := int(jb.bufs[c.Dst].id)
+				if c.Op != gpu.OpRandFill || c.DstOff != next[j] || c.Len == 0 || c.Len > manyFillPiece {
+					t.Fatalf("%v: job %s: %+v does not continue BO %d at %d", tc.sizes, jb.name, c, j, next[j])
+				}
+				if c.DstOff == 0 && c.Value != m.seed(j) {
+					t.Fatalf("%v: BO %d's first piece is not seeded with the BO's seed", tc.sizes, j)
+				}
+				next[j] += c.Len
+				bytes += c.Len
+			}
+			if bytes > manyJobBytes && len(jb.cmds) > 1 {
+				t.Fatalf("%v: job %s fills %d bytes", tc.sizes, jb.name, bytes)
+			}
+		}
+		for j, n := range next {
+			if n != m.filled(j) {
+				t.Fatalf("%v: BO %d filled to %d of %d", tc.sizes, j, n, m.filled(j))
+			}
+		}
+	}
 }

@@ -38,7 +38,15 @@ import (
 
 const (
 	manyVABase     = 0x4000_0000_0000 // clear of the other scenarios' buffers
-	manyJobBuffers = 64               // BOs filled per GPU job
+	manyJobBuffers = 64               // BOs filled per GPU job, at most
+	// A fill job writes at most manyJobBytes (or one piece), and one
+	// command at most manyFillPiece of a BO, so that no job runs for
+	// longer than the device's job timeout (5 s by default) however
+	// large the BOs and however many (the random fill runs at about
+	// 1 GB/s here). A larger BO is filled piece by piece, each piece
+	// seeded on its own.
+	manyJobBytes  = 256 << 20
+	manyFillPiece = 64 << 20
 )
 
 // manyPlan is what the parameters say about one process of a many run.
@@ -76,17 +84,54 @@ func (m manyPlan) shared(j int) bool {
 // prev is the process whose shared BOs this one imports.
 func (m manyPlan) prev() manyPlan { return manyPlan{m.p, (m.proc + m.p.procs - 1) % m.p.procs} }
 
-// fillJob fills BOs ids [from, to) of the process (bufID j is BO j).
-func (m manyPlan) fillJob(from, to int) *job {
-	ids := make([]bufID, 0, to-from)
-	for j := from; j < to; j++ {
-		ids = append(ids, bufID(j))
+// fillJobs fills BOs ids [from, to) of the process (bufID j is BO j), in
+// jobs of at most manyJobBuffers BOs and manyJobBytes (see there).
+func (m manyPlan) fillJobs(from, to int) []*job {
+	type piece struct {
+		id     bufID
+		off, n uint64
+		seed   uint64
 	}
-	jb := newJob(fmt.Sprintf("fill-%d-%d", from, to), ids...)
-	for j := from; j < to; j++ {
-		jb.randfill(bufID(j), 0, m.filled(j), m.seed(j))
+	var jobs []*job
+	var cur []piece
+	var curBytes uint64
+	flush := func() {
+		if len(cur) == 0 {
+			return
+		}
+		var ids []bufID
+		for _, p := range cur {
+			if len(ids) == 0 || ids[len(ids)-1] != p.id {
+				ids = append(ids, p.id)
+			}
+		}
+		jb := newJob(fmt.Sprintf("fill-%d-%d+%d", from, to, len(jobs)), ids...)
+		for _, p := range cur {
+			jb.randfill(p.id, p.off, p.n, p.seed)
+		}
+		jobs = append(jobs, jb)
+		cur, curBytes = nil, 0
 	}
-	return jb
+	nbos := 0
+	for j := from; j < to; j++ {
+		filled := m.filled(j)
+		for k, off := uint64(0), uint64(0); off < filled; k, off = k+1, off+manyFillPiece {
+			n := min(manyFillPiece, filled-off)
+			if len(cur) > 0 && (curBytes+n > manyJobBytes || (off == 0 && nbos == manyJobBuffers)) {
+				flush()
+				nbos = 0
+			}
+			if off == 0 || len(cur) == 0 {
+				nbos++
+			}
+			// Piece 0 keeps the BO's own seed: a BO of at most one piece
+			// is filled as it always was.
+			cur = append(cur, piece{bufID(j), off, n, m.seed(j) + k*0x9e3779b97f4a7c15})
+			curBytes += n
+		}
+	}
+	flush()
+	return jobs
 }
 
 // manyExpect computes each process's digest on the CPU, one BO at a time.
@@ -94,8 +139,10 @@ func manyExpect(p *params, ex executor) ([]byte, error) {
 	var out []byte
 	contents := func(m manyPlan, j int) ([]byte, error) {
 		ex.alloc(bufID(j), m.size(j))
-		if err := ex.run(m.fillJob(j, j+1)); err != nil {
-			return nil, err
+		for _, jb := range m.fillJobs(j, j+1) {
+			if err := ex.run(jb); err != nil {
+				return nil, err
+			}
 		}
 		b := ex.bytes(bufID(j))
 		ex.alloc(bufID(j), 0)
@@ -174,9 +221,8 @@ func (mp *manyProc) create() error {
 		}
 	}
 	mp.own, mp.next = n, n
-	for from := 0; from < n; from += manyJobBuffers {
-		to := min(n, from+manyJobBuffers)
-		if err := g.submitSync(ctx, m.fillJob(from, to), nil, []uint32{done}); err != nil {
+	for _, jb := range m.fillJobs(0, n) {
+		if err := g.submitSync(ctx, jb, nil, []uint32{done}); err != nil {
 			return err
 		}
 	}
