@@ -276,7 +276,6 @@ func (c *conn) next(spare *request) *request {
 		}
 		rx := c.rx
 		c.rx = received{}
-		var bad *Error
 		switch {
 		case rx.err == nil:
 			c.requests++
@@ -289,10 +288,10 @@ func (c *conn) next(spare *request) *request {
 			c.active++
 			c.mu.Unlock()
 			return r
-		case errors.As(rx.err, &bad):
+		case asError(rx.err) != nil:
 			bufs.Put(rx.buf)
 			c.mu.Unlock()
-			c.replyError(nil, bad)
+			c.replyError(nil, asError(rx.err))
 			c.mu.Lock()
 		default:
 			bufs.Put(rx.buf)
@@ -919,4 +918,15 @@ func (c *conn) socketpair() ([2]int, error) {
 		return fds, cerr
 	}
 	return fds, err
+}
+
+// asError is the *Error in err's chain, or nil. (A helper so that the
+// target errors.As fills lives on the heap only when called: declared in
+// the reader's loop, it cost an allocation per request.)
+func asError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return nil
 }

@@ -111,9 +111,13 @@ func (d *Device) Close() error { return d.c.Close() }
 // Version describes the device.
 func (d *Device) Version() (*uapi.VersionReply, error) {
 	r := &uapi.VersionReply{}
-	_, err := d.c.Call(uapi.OpVersion, &uapi.VersionRequest{}, r)
+	_, err := d.c.Call(uapi.OpVersion, versionRequest, r)
 	return r, err
 }
+
+// versionRequest is every VERSION's request (it has no fields); only
+// ever read, by any number of calls at once.
+var versionRequest = &uapi.VersionRequest{}
 
 // BOCreate allocates a buffer object and returns its GEM handle.
 func (d *Device) BOCreate(size uint64, domain uapi.Domain, flags, alignment uint64) (uint32, error) {

@@ -360,6 +360,8 @@ func (c *Conn) readOne(me *call, ch int) {
 		h    Header
 		fail func(Op) error
 	)
+	// The failures' closures capture copies (rerr), not err itself, which
+	// would then live on the heap for every reply.
 	switch {
 	case err == unix.ECONNRESET:
 		// A kernel that hangs up with a request unread resets the
@@ -367,10 +369,12 @@ func (c *Conn) readOne(me *call, ch int) {
 		if refusal := c.refusal(ch); refusal != nil {
 			fail = refusal
 		} else {
-			fail = func(op Op) error { return fmt.Errorf("%v: receive: %w", op, err) }
+			rerr := err
+			fail = func(op Op) error { return fmt.Errorf("%v: receive: %w", op, rerr) }
 		}
 	case err != nil:
-		fail = func(op Op) error { return fmt.Errorf("%v: receive: %w", op, err) }
+		rerr := err
+		fail = func(op Op) error { return fmt.Errorf("%v: receive: %w", op, rerr) }
 	case n == 0:
 		fail = func(op Op) error {
 			return fmt.Errorf("%v: connection closed by kernelsim: %w", op, syscall.ECONNRESET)
