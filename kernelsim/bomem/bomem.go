@@ -122,9 +122,13 @@ func Free(b []byte) error {
 }
 
 // allocLarge maps memory of its own. From hugeSize up it is aligned to
-// and advised for transparent huge pages: filling a large BO then takes a
-// fault per 2 MiB instead of per 4 KiB, which is most of what loading
-// contents costs besides the copy.
+// 2 MiB, so that where transparent huge pages are always on, each 2 MiB
+// can be one. It is not advised for them (MADV_HUGEPAGE): with the usual
+// defrag setting ("madvise") advised memory is compacted for in the
+// faulting thread, and filling fresh BO memory measured dearer so than
+// in 4 KiB pages (reading 1 GiB into it: 0.40-1.0 s of CPU against
+// 0.36-0.40; a restore of memory and BOs together 1.25-1.64 against
+// 0.96-1.19 times the slower alone, see docs/BENCHMARKS.md).
 func allocLarge(size uint64) ([]byte, error) {
 	n := (size + pageSize - 1) &^ (pageSize - 1)
 	if n < size || n > 1<<46 {
@@ -151,8 +155,6 @@ func allocLarge(size uint64) ([]byte, error) {
 		unmap(raw[head+uintptr(n) : head+uintptr(n)+tail])
 	}
 	mem := raw[head : head+uintptr(n) : head+uintptr(n)]
-	// Advice only: without transparent huge pages the memory still works.
-	unix.Madvise(mem, unix.MADV_HUGEPAGE)
 	return mem[:size:n], nil
 }
 
