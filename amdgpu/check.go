@@ -17,29 +17,9 @@ import (
 // and that the file's summary of its jobs' fences is the blob's. bo gives
 // a BO of the checkpoint by id (nil for none).
 func (*Plugin) CheckFile(img *images.DrmFile, bo func(id uint64) *uapi.BoState) []images.Problem {
-	name := images.FileName(img.Inode)
-	var out []images.Problem
-	add := func(field, format string, args ...any) {
-		out = append(out, images.Problemf(name, field, format, args...))
-	}
-	st := img.State
-	switch {
-	case img.Driver != Driver:
-		add("driver", "%q, not %s", img.Driver, Driver)
+	priv, ok, out := drvstate.CheckImage(img, Driver, Decode)
+	if !ok {
 		return out
-	case st == nil:
-		return out // the core reports it
-	case st.Driver != Driver:
-		add("state.driver", "%q, the image says %s", st.Driver, Driver)
-		return out
-	}
-	priv, err := Decode(st.DriverPrivate)
-	if err != nil {
-		add("state.driver_private", "%v", err)
-		return out
-	}
-	if priv.Version != img.DriverVersion {
-		add("driver_version", "%d, the blob's is %d", img.DriverVersion, priv.Version)
 	}
 	const blob = "state.driver_private"
 

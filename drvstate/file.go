@@ -45,3 +45,36 @@ func RestoreFile(driver string, version BlobVersion, img *images.DrmFile) (*uapi
 	}
 	return &uapi.RestoreFile{Inode: img.Inode, State: img.State}, nil
 }
+
+// CheckImage checks what precedes the blob in every driver's drm file
+// image: the image's and the file state's driver are driver, the blob
+// decodes (decode), and its version is the one the image records. It
+// returns the decoded blob, and whether the caller should go on checking
+// it (false when there is nothing to check: no state, which the core
+// reports, or a blob of another driver or that does not decode).
+func CheckImage[B interface{ GetVersion() uint32 }](img *images.DrmFile, driver string, decode func([]byte) (B, error)) (priv B, ok bool, out []images.Problem) {
+	name := images.FileName(img.Inode)
+	add := func(field, format string, args ...any) {
+		out = append(out, images.Problemf(name, field, format, args...))
+	}
+	st := img.State
+	switch {
+	case img.Driver != driver:
+		add("driver", "%q, not %s", img.Driver, driver)
+		return priv, false, out
+	case st == nil:
+		return priv, false, out // the core reports it
+	case st.Driver != driver:
+		add("state.driver", "%q, the image says %s", st.Driver, driver)
+		return priv, false, out
+	}
+	priv, err := decode(st.DriverPrivate)
+	if err != nil {
+		add("state.driver_private", "%v", err)
+		return priv, false, out
+	}
+	if priv.GetVersion() != img.DriverVersion {
+		add("driver_version", "%d, the blob's is %d", img.DriverVersion, priv.GetVersion())
+	}
+	return priv, true, out
+}

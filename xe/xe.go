@@ -114,30 +114,15 @@ func (*Plugin) State(img *images.DrmFile) (*drmcore.DriverState, error) {
 // the checkpoint listed in the file), exec queues (a VM of the blob, the
 // VM's mode), and the records every driver blob shares (drvstate).
 func (*Plugin) CheckFile(img *images.DrmFile, bo func(id uint64) *uapi.BoState) []images.Problem {
+	priv, ok, out := drvstate.CheckImage(img, Driver, Decode)
+	if !ok {
+		return out
+	}
 	name := images.FileName(img.Inode)
-	var out []images.Problem
 	add := func(field, format string, args ...any) {
 		out = append(out, images.Problemf(name, field, format, args...))
 	}
 	st := img.State
-	switch {
-	case img.Driver != Driver:
-		add("driver", "%q, not %s", img.Driver, Driver)
-		return out
-	case st == nil:
-		return out // the core reports it
-	case st.Driver != Driver:
-		add("state.driver", "%q, the image says %s", st.Driver, Driver)
-		return out
-	}
-	priv, err := Decode(st.DriverPrivate)
-	if err != nil {
-		add("state.driver_private", "%v", err)
-		return out
-	}
-	if priv.Version != img.DriverVersion {
-		add("driver_version", "%d, the blob's is %d", img.DriverVersion, priv.Version)
-	}
 	const blob = "state.driver_private"
 	const page, vaMax = 4096, uint64(1) << 48
 	fileBOs := make(map[uint64]bool, len(st.Bos))
