@@ -288,14 +288,15 @@ func (c *conn) next(spare *request) *request {
 			c.active++
 			c.mu.Unlock()
 			return r
-		case asError(rx.err) != nil:
-			bufs.Put(rx.buf)
-			c.mu.Unlock()
-			c.replyError(nil, asError(rx.err))
-			c.mu.Lock()
 		default:
 			bufs.Put(rx.buf)
-			c.hangupLocked() // the client hung up
+			if bad := asError(rx.err); bad != nil {
+				c.mu.Unlock()
+				c.replyError(nil, bad)
+				c.mu.Lock()
+			} else {
+				c.hangupLocked() // the client hung up
+			}
 		}
 	}
 }
@@ -309,12 +310,19 @@ type received struct {
 	buf *[]byte // the pooled buffer req is in
 }
 
+// readerHeldLocked says the reader must not read the socket now (the
+// connection is frozen or dead, requests it holds come first, or replies
+// wait to be sent), but look at the state again. Called with c.mu held.
+func (c *conn) readerHeldLocked() bool {
+	return c.frozen || c.dead || len(c.held) > 0 || len(c.outq) > 0
+}
+
 // read is next's attempt at reading a request, which it leaves in c.rx
 // with c.mu held; with c.mu held and c.rx empty, it gives up waiting
 // because the connection's state changed.
 func (c *conn) read(fd uintptr) bool {
 	c.mu.Lock()
-	if c.frozen || c.dead || len(c.held) > 0 || len(c.outq) > 0 {
+	if c.readerHeldLocked() {
 		return true
 	}
 	buf := bufs.Get().(*[]byte)
@@ -324,7 +332,7 @@ func (c *conn) read(fd uintptr) bool {
 		c.mu.Unlock()
 		yieldToClient()
 		c.mu.Lock()
-		if c.frozen || c.dead || len(c.held) > 0 || len(c.outq) > 0 {
+		if c.readerHeldLocked() {
 			bufs.Put(buf)
 			return true
 		}

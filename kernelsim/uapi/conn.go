@@ -363,18 +363,16 @@ func (c *Conn) readOne(me *call, ch int) {
 	// The failures' closures capture copies (rerr), not err itself, which
 	// would then live on the heap for every reply.
 	switch {
-	case err == unix.ECONNRESET:
+	case err != nil:
 		// A kernel that hangs up with a request unread resets the
 		// connection; its refusal may still be queued behind that.
-		if refusal := c.refusal(ch); refusal != nil {
-			fail = refusal
-		} else {
+		if err == unix.ECONNRESET {
+			fail = c.refusal(ch)
+		}
+		if fail == nil {
 			rerr := err
 			fail = func(op Op) error { return fmt.Errorf("%v: receive: %w", op, rerr) }
 		}
-	case err != nil:
-		rerr := err
-		fail = func(op Op) error { return fmt.Errorf("%v: receive: %w", op, rerr) }
 	case n == 0:
 		fail = func(op Op) error {
 			return fmt.Errorf("%v: connection closed by kernelsim: %w", op, syscall.ECONNRESET)
