@@ -4,10 +4,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"slices"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -43,38 +41,7 @@ func BenchmarkNoopRoundTrip(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	for range 1000 { // warm both paths up
-		bare()
-		node()
-	}
-	// Batches of each alternate, so that both see the same load; the
-	// ratio is the median of the batches' ratios, which a burst of load
-	// on this shared machine moves less than a ratio of totals.
-	const batch = 200
-	var tNode, tBare time.Duration
-	var ratios []float64
-	b.ResetTimer()
-	for done := 0; done < b.N; {
-		n := min(batch, b.N-done)
-		t0 := time.Now()
-		for range n {
-			node()
-		}
-		t1 := time.Now()
-		for range n {
-			bare()
-		}
-		t2 := time.Now()
-		tNode += t1.Sub(t0)
-		tBare += t2.Sub(t1)
-		ratios = append(ratios, float64(t1.Sub(t0))/float64(t2.Sub(t1)))
-		done += n
-	}
-	b.StopTimer()
-	slices.Sort(ratios)
-	b.ReportMetric(float64(tNode.Nanoseconds())/float64(b.N), "node-ns/op")
-	b.ReportMetric(float64(tBare.Nanoseconds())/float64(b.N), "bare-ns/op")
-	b.ReportMetric(ratios[len(ratios)/2], "ratio")
+	interleave(b, 1000, 200, "node", node, "bare", bare)
 }
 
 // startEcho starts a child process that answers every packet on a

@@ -11,37 +11,39 @@ import (
 	"drmcr/kernelsim/uapi"
 )
 
-// interleave measures xe and its baseline in alternating batches and
-// reports both per op and the median of the batches' ratios xe/baseline.
-func interleave(b *testing.B, xe, baseline func()) {
-	for range 20 { // warm both paths up
-		xe()
+// interleave measures a path and its baseline in alternating batches of
+// batch ops (after warm of each), so that both see the same load, and
+// reports both per op, as "<name>-ns/op" and "<baseName>-ns/op", and the
+// median of the batches' ratios path/baseline, which a burst of load on
+// this shared machine moves less than a ratio of totals.
+func interleave(b *testing.B, warm, batch int, name string, path func(), baseName string, baseline func()) {
+	for range warm {
+		path()
 		baseline()
 	}
-	const batch = 50
-	var tXe, tBase time.Duration
+	var tPath, tBase time.Duration
 	var ratios []float64
 	b.ResetTimer()
 	for done := 0; done < b.N; {
 		n := min(batch, b.N-done)
 		t0 := time.Now()
 		for range n {
-			xe()
+			path()
 		}
 		t1 := time.Now()
 		for range n {
 			baseline()
 		}
 		t2 := time.Now()
-		tXe += t1.Sub(t0)
+		tPath += t1.Sub(t0)
 		tBase += t2.Sub(t1)
 		ratios = append(ratios, float64(t1.Sub(t0))/float64(t2.Sub(t1)))
 		done += n
 	}
 	b.StopTimer()
 	slices.Sort(ratios)
-	b.ReportMetric(float64(tXe.Nanoseconds())/float64(b.N), "xe-ns/op")
-	b.ReportMetric(float64(tBase.Nanoseconds())/float64(b.N), "amdgpu-ns/op")
+	b.ReportMetric(float64(tPath.Nanoseconds())/float64(b.N), name+"-ns/op")
+	b.ReportMetric(float64(tBase.Nanoseconds())/float64(b.N), baseName+"-ns/op")
 	b.ReportMetric(ratios[len(ratios)/2], "ratio")
 }
 
@@ -62,11 +64,11 @@ func BenchmarkXeExecRoundTrip(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	interleave(b, func() {
+	interleave(b, 20, 50, "xe", func() {
 		must(x.XeExec(&uapi.XeExecRequest{ExecQueueId: q, Buffers: []*uapi.XeExecBuffer{{Va: 0x100000, Write: true}},
 			Commands: []*uapi.Command{fill(0, 0, 4096, 1)}, OutSyncobjs: []uint32{sx}}))
 		wait(x, sx)
-	}, func() {
+	}, "amdgpu", func() {
 		must(a.Submit(&uapi.SubmitRequest{CtxId: ctx, Bos: []*uapi.SubmitBo{bo(ha, true)},
 			Commands: []*uapi.Command{fill(0, 0, 4096, 1)}, OutSyncobjs: []uint32{sa}}))
 		wait(a, sa)
@@ -104,7 +106,7 @@ func BenchmarkXePreemptResume(b *testing.B) {
 			ok(b, c.Resume([]uint64{id}))
 		}
 	}
-	interleave(b, cycle(idx), cycle(ida))
+	interleave(b, 20, 50, "xe", cycle(idx), "amdgpu", cycle(ida))
 	x.Close()
 	a.Close()
 }
