@@ -14,22 +14,35 @@ func TestClassicRoundRobinAndCredits(t *testing.T) {
 	b := newFake()
 	s := sched.New(sched.Config{Name: "gfx", Credits: 2}, b)
 	defer s.Fini()
-	ea, eb := s.NewEntity("a"), s.NewEntity("b")
-	// Every job waits on one gate fence, so all become ready at once.
-	gate := dma.NewSwSyncTimeline("gate")
-	defer gate.Release()
+	hog, ea, eb := s.NewEntity("hog"), s.NewEntity("a"), s.NewEntity("b")
+	// A job as large as the ring holds it while a's and b's jobs are
+	// queued, so both entities are ready before the scheduler may pick
+	// either. A fence signalled to ready them would race with a pick already
+	// scanning (it can pass a before the signal and find b ready after it),
+	// a race drm_sched does not order either.
+	blocker, err := hog.NewJob(nil, "hog", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocker.Credits = 2
+	if err := hog.Push(context.Background(), blocker); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.next(t); got != blocker {
+		t.Fatalf("dispatched %v, want the blocker %v", got, blocker)
+	}
 	var jobs []*sched.Job
 	var fins []*dma.Fence
 	for range 3 {
-		j, f := push(t, ea, []*dma.Fence{gate.CreateFence(1)}, "a", false)
+		j, f := push(t, ea, nil, "a", false)
 		jobs, fins = append(jobs, j), append(fins, f)
 	}
 	for range 3 {
-		j, f := push(t, eb, []*dma.Fence{gate.CreateFence(1)}, "b", false)
+		j, f := push(t, eb, nil, "b", false)
 		jobs, fins = append(jobs, j), append(fins, f)
 	}
-	b.noneStarted(t)
-	gate.Inc(1)
+	b.noneStarted(t) // credit limit: the blocker fills the ring
+	b.complete(blocker, nil)
 	// Round robin between ready entities, FIFO within one: a1 b1 a2 b2 a3 b3.
 	want := []int{0, 3, 1, 4, 2, 5}
 	got := []*sched.Job{b.next(t), b.next(t)}

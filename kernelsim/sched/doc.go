@@ -7,7 +7,9 @@
 //
 //   - Classic: one Scheduler per hardware ring shared by many entities;
 //     ready entities are served round-robin, an entity's jobs run in order,
-//     and at most Config.Credits credits of jobs are on the ring.
+//     and at most Config.Credits credits of jobs are on the ring. As in
+//     drm_sched, a pick under way while dependencies signal may pass an
+//     entity that turns ready behind it and serve a later one first.
 //   - Firmware: one Scheduler per entity (Xe, panthor); each entity's jobs
 //     run on their own firmware queue, in parallel with other entities', so
 //     completion is out of order across entities. Destroying the entity
