@@ -125,17 +125,21 @@ func (b *Backend) finish(hj *hwJob, err error) {
 	if errors.Is(err, context.Canceled) {
 		err = fmt.Errorf("gpu %s: %v killed: %w", b.name, hj.job, dma.ErrCanceled)
 	}
-	b.mu.Lock()
-	delete(b.jobs, hj.job)
-	b.retired++
-	b.mu.Unlock()
 	hj.cancel()
-	// Drop our reference before signalling and close done last: whoever
-	// waits on either sees the backend holding nothing of the job.
+	// Drop our reference before signalling and close done: whoever waits
+	// on either sees the backend holding nothing of the job.
 	f := hj.fence
 	f.Put()
 	f.Signal(err)
 	close(hj.done)
+	// Forget the job last, so TimedOutJob either finds it and waits for
+	// done or finds nothing held. A preempted job may be back already.
+	b.mu.Lock()
+	if b.jobs[hj.job] == hj {
+		delete(b.jobs, hj.job)
+	}
+	b.retired++
+	b.mu.Unlock()
 }
 
 // TimedOutJob kills the job: dropped from the queue if not started, or
