@@ -50,4 +50,18 @@ func TestConfigFromEnv(t *testing.T) {
 	if _, err := drmcore.ConfigFromEnv(drmcore.Config{}, getenv); err == nil || !strings.Contains(err.Error(), `DRMCR_CHECKSUM: unknown checksum algorithm "sha256" (known: xxh3-128, blake3-256)`) {
 		t.Errorf("DRMCR_CHECKSUM=sha256: %v", err)
 	}
+	delete(env, "DRMCR_CHECKSUM")
+	if cfg, err := drmcore.ConfigFromEnv(drmcore.Config{}, getenv); err != nil || cfg.PagesFiles != 0 {
+		t.Errorf("DRMCR_PAGES_FILES unset: %d %v (0: one per CPU)", cfg.PagesFiles, err)
+	}
+	env["DRMCR_PAGES_FILES"] = "3"
+	if cfg, err := drmcore.ConfigFromEnv(drmcore.Config{}, getenv); err != nil || cfg.PagesFiles != 3 {
+		t.Errorf("DRMCR_PAGES_FILES=3: %d %v", cfg.PagesFiles, err)
+	}
+	for _, bad := range []string{"0", "9", "-1", "two"} {
+		env["DRMCR_PAGES_FILES"] = bad
+		if _, err := drmcore.ConfigFromEnv(drmcore.Config{}, getenv); err == nil || !strings.Contains(err.Error(), `DRMCR_PAGES_FILES="`+bad+`": want a count from 1 to 8`) {
+			t.Errorf("DRMCR_PAGES_FILES=%q: %v", bad, err)
+		}
+	}
 }

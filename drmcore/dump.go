@@ -10,6 +10,7 @@ import (
 
 	"drmcr/images"
 	"drmcr/internal/units"
+	"drmcr/kernelsim/ctl"
 	"drmcr/kernelsim/uapi"
 )
 
@@ -35,10 +36,11 @@ type dumpState struct {
 	mapsScanned bool
 	mapped      map[uint64]*uapi.BoState
 	mappedBytes uint64
-	// BO contents go into one pages file, indexed in drm-bo-index.img
-	// (both created with the first BO).
-	pages    *os.File
-	pagesEnd uint64
+	// BO contents go into a few pages files, indexed in drm-bo-index.img
+	// (all created with the first BO), each BO whole into the file with
+	// the fewest bytes so far.
+	pages    []*os.File
+	pagesEnd []uint64
 	index    *images.IndexWriter
 }
 
@@ -350,22 +352,18 @@ func (p *Plugin) dumpDmaBuf(obj *uapi.IdentifiedObject) error {
 
 // dumpBOs saves BOs, each once however many files and processes share
 // it: the kernel streams the contents of all that are new in one request
-// straight into the pages file, back to back, and returns checksums of
-// the chunks it wrote; the index records where each BO is and the
-// chunks.
+// straight into the pages files, back to back in each, and returns
+// checksums of the chunks it wrote; the index records where each BO is
+// and the chunks.
 func (p *Plugin) dumpBOs(states []*uapi.BoState) error {
-	var todo []*uapi.BoState
-	ids := make([]uint64, 0, len(states))
 	seen := map[uint64]bool{}
-	var size uint64
+	var todo []*uapi.BoState
 	for _, st := range states {
 		if _, done := p.dump.bos[st.BoId]; done || seen[st.BoId] {
 			continue
 		}
 		seen[st.BoId] = true
 		todo = append(todo, st)
-		ids = append(ids, st.BoId)
-		size += st.Size
 	}
 	if len(todo) == 0 {
 		return nil
@@ -374,53 +372,108 @@ func (p *Plugin) dumpBOs(states []*uapi.BoState) error {
 		return err
 	}
 	d := p.dump
-	reply, err := p.ctl.CheckpointBOs(ids, d.pages, d.pagesEnd, p.cfg.Checksum)
+	// Each BO goes whole into the file that ends first: the files fill
+	// evenly, and the kernel writes them side by side.
+	targets := make([]ctl.PagesTarget, len(d.pages))
+	ends := slices.Clone(d.pagesEnd)
+	place := make([]*images.Bo, len(todo))
+	for i, st := range todo {
+		f := 0
+		for j := range ends {
+			if ends[j] < ends[f] {
+				f = j
+			}
+		}
+		targets[f].IDs = append(targets[f].IDs, st.BoId)
+		place[i] = &images.Bo{Version: images.Version, State: st, PagesFile: uint32(f), Offset: ends[f]}
+		ends[f] += st.Size
+	}
+	var used []ctl.PagesTarget
+	var files []int
+	for f := range targets {
+		if len(targets[f].IDs) > 0 {
+			targets[f].File, targets[f].Offset = d.pages[f], d.pagesEnd[f]
+			used, files = append(used, targets[f]), append(files, f)
+		}
+	}
+	extents, err := p.ctl.CheckpointBOs(used, p.cfg.Checksum)
 	if err != nil {
-		return fmt.Errorf("save contents of %d BO(s): %w", len(ids), err)
+		return fmt.Errorf("save contents of %d BO(s): %w", len(todo), err)
 	}
-	if reply.Size != size {
-		return fmt.Errorf("save contents of %d BO(s): the kernel wrote %d bytes, they hold %d", len(ids), reply.Size, size)
+	var chunks int
+	for i, x := range extents {
+		f := files[i]
+		if want := ends[f] - d.pagesEnd[f]; x.Size != want {
+			return fmt.Errorf("save contents of %d BO(s): the kernel wrote %d bytes into %s, its BOs hold %d", len(used[i].IDs), x.Size, images.PagesName(f+1), want)
+		}
+		for _, c := range x.Chunks {
+			if err := d.index.AddChunk(&images.PagesChunk{Version: images.Version, PagesFile: uint32(f), Chunk: c}); err != nil {
+				return err
+			}
+		}
+		chunks += len(x.Chunks)
 	}
-	off := d.pagesEnd
-	for _, st := range todo {
-		b := &images.Bo{Version: images.Version, State: st, PagesFile: 0, Offset: off}
+	for i, b := range place {
 		if err := d.index.AddBo(b); err != nil {
 			return err
 		}
-		d.bos[st.BoId] = b
-		d.minors[st.Minor] = true
-		off += st.Size
+		d.bos[todo[i].BoId] = b
+		d.minors[todo[i].Minor] = true
 	}
-	for _, c := range reply.Chunks {
-		if err := d.index.AddChunk(&images.PagesChunk{Version: images.Version, PagesFile: 0, Chunk: c}); err != nil {
-			return err
-		}
-	}
-	d.pagesEnd = off
-	p.log.Debugf("saved %d BO(s): %d bytes in %d chunk(s)", len(ids), size, len(reply.Chunks))
+	written := sumOf(ends) - sumOf(d.pagesEnd)
+	copy(d.pagesEnd, ends)
+	p.log.Debugf("saved %d BO(s): %d bytes in %d chunk(s) over %d pages file(s)", len(todo), written, chunks, len(used))
 	return nil
 }
 
-// openContents creates the pages file and the index, once per dump.
+// MaxPagesFiles bounds the pages files of a dump. One file takes no more
+// than one CPU's copy (writes into it take turns on its inode lock), so a
+// dump writes one per CPU; past a few the copies run at memory speed.
+const MaxPagesFiles = 8
+
+// openContents creates the pages files and the index, once per dump.
 func (p *Plugin) openContents() error {
 	d := p.dump
 	if d.index != nil {
 		return nil
 	}
-	f, err := p.cfg.ImageDir.Create(images.PagesName(1))
+	n := p.cfg.PagesFiles
+	names := make([]string, n)
+	for i := range names {
+		names[i] = images.PagesName(i + 1)
+		f, err := p.cfg.ImageDir.Create(names[i])
+		if err != nil {
+			closeAll(d.pages)
+			d.pages = nil
+			return err
+		}
+		d.pages = append(d.pages, f)
+	}
+	x, err := p.cfg.ImageDir.CreateIndex(&images.BoIndex{Version: images.Version, Checksum: p.cfg.Checksum.String(), PagesFiles: names})
 	if err != nil {
+		closeAll(d.pages)
+		d.pages = nil
 		return err
 	}
-	x, err := p.cfg.ImageDir.CreateIndex(&images.BoIndex{Version: images.Version, Checksum: p.cfg.Checksum.String(), PagesFiles: []string{images.PagesName(1)}})
-	if err != nil {
-		f.Close()
-		return err
-	}
-	d.pages, d.index = f, x
+	d.pagesEnd, d.index = make([]uint64, n), x
 	return nil
 }
 
-// closeContents finishes the pages file and the index.
+func sumOf(xs []uint64) uint64 {
+	var n uint64
+	for _, x := range xs {
+		n += x
+	}
+	return n
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
+
+// closeContents finishes the pages files and the index.
 func (p *Plugin) closeContents() error {
 	d := p.dump
 	if d.index == nil {
@@ -432,8 +485,10 @@ func (p *Plugin) closeContents() error {
 	if err == nil {
 		d.seals = append(d.seals, d.index.Seal())
 	}
-	if cerr := d.pages.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("write %s: %w", images.PagesName(1), cerr)
+	for i, f := range d.pages {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("write %s: %w", images.PagesName(i+1), cerr)
+		}
 	}
 	d.index, d.pages = nil, nil
 	return err
@@ -600,6 +655,6 @@ func (p *Plugin) finiDump(ret int) {
 		mapped = fmt.Sprintf(" (%d mapped: %s of memory in criu's images)", n, units.Format(p.dump.mappedBytes))
 	}
 	p.log.Summaryf("GPU state dumped: %d process(es), %d drm file(s)%s, %d dma-buf(s), %d BO(s)%s, %s of contents, in %v; %s",
-		len(inv.Processes), len(inv.Files), channelCount(len(inv.Channels)), len(inv.Dmabufs), len(inv.Bos), mapped, units.Format(p.dump.pagesEnd),
+		len(inv.Processes), len(inv.Files), channelCount(len(inv.Channels)), len(inv.Dmabufs), len(inv.Bos), mapped, units.Format(sumOf(p.dump.pagesEnd)),
 		time.Since(p.started).Round(time.Millisecond), state)
 }

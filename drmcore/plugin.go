@@ -1,14 +1,16 @@
 package drmcore
 
 import (
-	"drmcr/kernelsim/uapi"
 	"fmt"
+	"runtime"
+	"strconv"
 	"syscall"
 	"time"
 
 	"drmcr/images"
 	"drmcr/kernelsim"
 	"drmcr/kernelsim/ctl"
+	"drmcr/kernelsim/uapi"
 )
 
 // Version is the plugin's version, recorded in the inventory.
@@ -37,6 +39,10 @@ type Config struct {
 	// (DRMCR_CHECKSUM; 0: uapi.DefaultChecksum). A restore uses the one
 	// the checkpoint's index names.
 	Checksum uapi.Checksum
+	// PagesFiles is how many pages files a dump writes BO contents into,
+	// side by side (DRMCR_PAGES_FILES; 0: one per CPU, at most
+	// MaxPagesFiles).
+	PagesFiles int
 	// KillTask kills a restored task whose GPU state cannot be resumed
 	// (see ResumeDevicesLate); nil means SIGKILL. Tests that stand in for
 	// the restored task record the call instead.
@@ -45,13 +51,13 @@ type Config struct {
 
 // Settings are the names of the plugin's settings, which ConfigFromEnv
 // reads.
-var Settings = []string{"KERNELSIM_RUNTIME_DIR", "DRMCR_PAUSE_TIMEOUT", "DRMCR_RESUME_TIMEOUT", DeviceMapSetting, "DRMCR_CHECKSUM"}
+var Settings = []string{"KERNELSIM_RUNTIME_DIR", "DRMCR_PAUSE_TIMEOUT", "DRMCR_RESUME_TIMEOUT", DeviceMapSetting, "DRMCR_CHECKSUM", "DRMCR_PAGES_FILES"}
 
 // ConfigFromEnv fills RuntimeDir, the timeouts and the device map from
 // the environment variables getenv returns: KERNELSIM_RUNTIME_DIR,
 // DRMCR_PAUSE_TIMEOUT and DRMCR_RESUME_TIMEOUT (Go durations, e.g. "5s"),
 // DRMCR_DEVICE_MAP (ParseDeviceMap), DRMCR_CHECKSUM (uapi.ParseChecksum's
-// names).
+// names), DRMCR_PAGES_FILES (1 to MaxPagesFiles).
 //
 // getenv reads criu's environment, which the plugin's C part forwards to
 // the helper process (criu's own process title may overwrite the initial
@@ -89,6 +95,13 @@ func ConfigFromEnv(cfg Config, getenv func(string) string) (Config, error) {
 		}
 		cfg.Checksum = alg
 	}
+	if s := getenv("DRMCR_PAGES_FILES"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxPagesFiles {
+			return cfg, fmt.Errorf("DRMCR_PAGES_FILES=%q: want a count from 1 to %d", s, MaxPagesFiles)
+		}
+		cfg.PagesFiles = n
+	}
 	return cfg, nil
 }
 
@@ -110,6 +123,9 @@ type Plugin struct {
 func New(cfg Config) *Plugin {
 	if cfg.Checksum == 0 {
 		cfg.Checksum = uapi.DefaultChecksum
+	}
+	if cfg.PagesFiles <= 0 {
+		cfg.PagesFiles = min(runtime.NumCPU(), MaxPagesFiles)
 	}
 	if cfg.KillTask == nil {
 		cfg.KillTask = func(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }

@@ -317,41 +317,78 @@ func (k *Kernel) CheckpointDmaBuf(ino uint64) (*uapi.BoState, error) {
 	return db.bo.state(), nil
 }
 
-// CheckpointBOs writes the contents of BOs into the pages file fd, back to
-// back in the given order from offset on, and returns the size written and
-// the chunks that tile it, checksummed with alg. Jobs writing the BOs must
-// have been drained by Pause. The caller keeps fd.
-func (k *Kernel) CheckpointBOs(ids []uint64, fd int, offset uint64, alg uapi.Checksum) (uint64, []*uapi.ContentChunk, error) {
-	if err := regularFile(fd); err != nil {
-		return 0, nil, err
+// PagesTarget is one pages file of CheckpointBOs: the BOs to write into
+// it, back to back in order from Offset on.
+type PagesTarget struct {
+	IDs    []uint64
+	FD     int
+	Offset uint64
+}
+
+// CheckpointBOs writes the contents of BOs into pages files, each
+// target's BOs back to back from its offset on, and returns for each
+// target the size written and the chunks that tile it, checksummed with
+// alg. The targets are written side by side: a worker per CPU takes their
+// chunks in turn, so each worker mostly writes a file no other worker is
+// writing (writes into one file take turns on its inode lock). Jobs
+// writing the BOs must have been drained by Pause. The caller keeps the
+// fds.
+func (k *Kernel) CheckpointBOs(targets []PagesTarget, alg uapi.Checksum) ([]*uapi.PagesExtent, error) {
+	var ids []uint64
+	for _, t := range targets {
+		if err := regularFile(t.FD); err != nil {
+			return nil, err
+		}
+		ids = append(ids, t.IDs...)
 	}
 	bos, release, err := k.getBOs(ids)
 	defer release()
 	if err != nil {
-		return 0, nil, err
+		return nil, err
 	}
-	mems := make([]*Backing, len(bos))
-	for i, bo := range bos {
-		mems[i] = bo.mem
-	}
-	plan, size := planChunks(mems, offset)
-	if offset+size < offset {
-		return 0, nil, errnof(syscall.EINVAL, "offset %d + %d bytes overflows", offset, size)
-	}
-	chunks := make([]*uapi.ContentChunk, len(plan))
-	err = forEachChunk(context.Background(), len(plan), func(_ context.Context, i int, staging []byte) error {
-		c := &plan[i]
-		sum, err := writeChunk(fd, c, staging, alg)
-		if err != nil {
-			return fmt.Errorf("BO %d contents: %w", bos[c.segs[0].boIndex].id, err)
+	extents := make([]*uapi.PagesExtent, len(targets))
+	plans := make([][]chunkPlan, len(targets))
+	for i, t := range targets {
+		mems := make([]*Backing, len(t.IDs))
+		for j := range t.IDs {
+			mems[j] = bos[j].mem
 		}
-		chunks[i] = &uapi.ContentChunk{Offset: c.fileOff, Length: c.length, Checksum: sum}
+		var size uint64
+		plans[i], size = planChunks(mems, t.Offset)
+		if t.Offset+size < t.Offset {
+			return nil, errnof(syscall.EINVAL, "pages file %d: offset %d + %d bytes overflows", i, t.Offset, size)
+		}
+		extents[i] = &uapi.PagesExtent{Size: size, Chunks: make([]*uapi.ContentChunk, len(plans[i]))}
+		bos = bos[len(t.IDs):]
+	}
+	// The targets' chunks in turn: chunk 0 of each, then chunk 1 of each...
+	type work struct{ target, chunk int }
+	var order []work
+	for c := 0; ; c++ {
+		n := len(order)
+		for t := range plans {
+			if c < len(plans[t]) {
+				order = append(order, work{t, c})
+			}
+		}
+		if len(order) == n {
+			break
+		}
+	}
+	err = forEachChunk(context.Background(), len(order), 0, func(_ context.Context, i int, staging []byte) error {
+		w := order[i]
+		c := &plans[w.target][w.chunk]
+		sum, err := writeChunk(targets[w.target].FD, c, staging, alg)
+		if err != nil {
+			return fmt.Errorf("BO %d contents: %w", targets[w.target].IDs[c.segs[0].boIndex], err)
+		}
+		extents[w.target].Chunks[w.chunk] = &uapi.ContentChunk{Offset: c.fileOff, Length: c.length, Checksum: sum}
 		return nil
 	})
 	if err != nil {
-		return 0, nil, err
+		return nil, err
 	}
-	return size, chunks, nil
+	return extents, nil
 }
 
 // restoredJob makes a scheduler job of work a checkpoint found queued

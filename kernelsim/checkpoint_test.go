@@ -99,7 +99,7 @@ func checkpointWith(t testing.TB, c *ctl.Client, devs []*libdrm.Device, dmabufs 
 		img.offsets[id] = size
 		size += img.bos[id].Size
 	}
-	r := must(c.CheckpointBOs(img.order, f, 0, alg))
+	r := must(checkpointInto(c, img.order, f, alg))
 	if r.Size != size {
 		t.Fatalf("pages file: %d bytes written, the BOs have %d", r.Size, size)
 	}

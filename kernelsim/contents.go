@@ -75,9 +75,10 @@ func planChunks(mems []*Backing, start uint64) ([]chunkPlan, uint64) {
 // stagingPool holds the workers' chunk buffers.
 var stagingPool = sync.Pool{New: func() any { b := make([]byte, contentChunk); return &b }}
 
-// forEachChunk runs fn on every chunk with a worker per CPU, each with a
-// staging buffer, and returns the first error (the others stop early).
-func forEachChunk(ctx context.Context, n int, fn func(ctx context.Context, i int, staging []byte) error) error {
+// forEachChunk runs fn on every chunk with up to workers workers (0: one
+// per CPU), each with a staging buffer, and returns the first error (the
+// others stop early).
+func forEachChunk(ctx context.Context, n, workers int, fn func(ctx context.Context, i int, staging []byte) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -86,8 +87,10 @@ func forEachChunk(ctx context.Context, n int, fn func(ctx context.Context, i int
 		first   error
 		wg      sync.WaitGroup
 	)
-	workers := min(runtime.GOMAXPROCS(0), n)
-	for range workers {
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	for range min(workers, n) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -271,7 +274,7 @@ func (k *Kernel) ChecksumBOs(ids []uint64, alg uapi.Checksum) ([]*uapi.ContentCh
 			mems = append(mems, bo.mem)
 		}
 	}
-	err = forEachChunk(context.Background(), len(chunks), func(_ context.Context, i int, staging []byte) error {
+	err = forEachChunk(context.Background(), len(chunks), 0, func(_ context.Context, i int, staging []byte) error {
 		c := chunks[i]
 		sum, err := mems[i].checksum(c.Offset, c.Length, staging, alg)
 		if err != nil {

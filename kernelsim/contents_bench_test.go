@@ -40,10 +40,10 @@ func BenchmarkContents(b *testing.B) {
 	total := int64(count * boSize)
 	checkpoint := func() []*uapi.ContentChunk {
 		out := must(os.Create(pages))
-		_, cs, err := k.CheckpointBOs(ids, int(out.Fd()), 0, uapi.DefaultChecksum)
+		xs, err := k.CheckpointBOs([]kernelsim.PagesTarget{{IDs: ids, FD: int(out.Fd())}}, uapi.DefaultChecksum)
 		ok(b, err)
 		ok(b, out.Close())
-		return cs
+		return xs[0].Chunks
 	}
 	chunks := checkpoint()
 	b.Run("checkpoint", func(b *testing.B) {

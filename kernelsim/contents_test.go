@@ -254,7 +254,7 @@ func TestEveryChecksumRoundTrips(t *testing.T) {
 	}
 	f := must(os.Create(filepath.Join(t.TempDir(), "pages")))
 	defer f.Close()
-	if _, err := c.CheckpointBOs(bos, f, 0, uapi.Checksum(99)); !errors.Is(err, syscall.EINVAL) || !strings.Contains(err.Error(), `unknown checksum algorithm "checksum(99)"`) {
+	if _, err := checkpointInto(c, bos, f, uapi.Checksum(99)); !errors.Is(err, syscall.EINVAL) || !strings.Contains(err.Error(), `unknown checksum algorithm "checksum(99)"`) {
 		t.Errorf("CHECKPOINT_BOS with an unknown checksum: %v", err)
 	}
 	if _, err := c.ChecksumBOs(bos, uapi.Checksum(99)); !errors.Is(err, syscall.EINVAL) {
@@ -381,4 +381,76 @@ func TestCloseNeverRunsDamagedContents(t *testing.T) {
 		ok(t, c.CloseSession(rep.Token, true))
 	}
 	backToBaseline(t, env.Kernel, base)
+}
+
+// TestCheckpointIntoSeveralFiles: CHECKPOINT_BOS writes each target's BOs
+// back to back from the target's offset into its own file, the files side
+// by side, and the chunks of each extent tile it and checksum its bytes;
+// a BO in two targets, and targets without their files, are refused.
+func TestCheckpointIntoSeveralFiles(t *testing.T) {
+	env := ksimtest.Start(t, twoDevices())
+	c := ctlClient(t, env)
+	d := must(libdrm.Open(kernelsim.RenderNodePath(env.Dir, 128)))
+	defer d.Close()
+	sizes := []int{16 << 10, 6 << 20, 4096, 9 << 20, 8192}
+	contents := map[uint64][]byte{}
+	var ids []uint64
+	for i, size := range sizes {
+		h := must(d.BOCreate(uint64(size), gtt, 0, 0))
+		b := randomBytes(size, uint64(i+40))
+		ok(t, d.Write(h, 0, b))
+		id := must(d.BOInfo(h)).BoId
+		ids, contents[id] = append(ids, id), b
+	}
+	id := fileID(t, c, d)
+	ok(t, c.Pause([]uint64{id}, 10*time.Second))
+	defer c.Resume([]uint64{id})
+	dir := t.TempDir()
+	targets := []ctl.PagesTarget{
+		{IDs: []uint64{ids[0], ids[2], ids[4]}, Offset: 0},
+		{IDs: []uint64{ids[1]}, Offset: 12 << 20}, // after what an earlier request wrote
+		{IDs: []uint64{ids[3]}, Offset: 4096},
+	}
+	for i := range targets {
+		targets[i].File = must(os.Create(filepath.Join(dir, "pages-"+strconv.Itoa(i))))
+		defer targets[i].File.Close()
+	}
+	alg := uapi.DefaultChecksum
+	extents := must(c.CheckpointBOs(targets, alg))
+	for i, x := range extents {
+		tg := targets[i]
+		file := must(os.ReadFile(tg.File.Name()))
+		var want uint64
+		for _, id := range tg.IDs {
+			want += uint64(len(contents[id]))
+		}
+		if x.Size != want || uint64(len(file)) != tg.Offset+want {
+			t.Fatalf("target %d: %d bytes written, file of %d bytes; want %d from offset %d", i, x.Size, len(file), want, tg.Offset)
+		}
+		at := tg.Offset
+		for _, id := range tg.IDs {
+			if !bytes.Equal(file[at:at+uint64(len(contents[id]))], contents[id]) {
+				t.Errorf("target %d: BO %d not at offset %d", i, id, at)
+			}
+			at += uint64(len(contents[id]))
+		}
+		at = tg.Offset
+		for j, ch := range x.Chunks {
+			if ch.Offset != at || ch.Length == 0 || ch.Length > uapi.MaxContentChunk {
+				t.Fatalf("target %d chunk %d: [%d, +%d), want it to start at %d", i, j, ch.Offset, ch.Length, at)
+			}
+			if !bytes.Equal(ch.Checksum, alg.Sum(file[ch.Offset:ch.Offset+ch.Length])) {
+				t.Errorf("target %d chunk %d: checksum does not match the file's bytes", i, j)
+			}
+			at += ch.Length
+		}
+		if at != tg.Offset+want {
+			t.Errorf("target %d: chunks end at %d, the extent at %d", i, at, tg.Offset+want)
+		}
+	}
+
+	twice := []ctl.PagesTarget{{IDs: []uint64{ids[0]}, File: targets[0].File}, {IDs: []uint64{ids[0]}, File: targets[1].File}}
+	if _, err := c.CheckpointBOs(twice, alg); !errors.Is(err, syscall.EINVAL) || !strings.Contains(err.Error(), "listed twice") {
+		t.Errorf("a BO in two targets: %v", err)
+	}
 }

@@ -230,13 +230,19 @@ func (c *controlConn) dispatch(h uapi.Header, payload []byte, fds []int) (proto.
 			chunks, err := k.ChecksumBOs(r.BoIds, alg)
 			return &uapi.CheckpointBosReply{Chunks: chunks}, err
 		}
-		fd, err := takeFD()
-		if err != nil {
-			return nil, err
+		defer uapi.CloseFDs(fds)
+		if len(r.BoIds) > 0 {
+			return nil, errnof(syscall.EINVAL, "%v: BOs to write are named by their targets, bo_ids is for checksum_only", h.Op)
 		}
-		defer unix.Close(fd)
-		n, chunks, err := k.CheckpointBOs(r.BoIds, fd, r.Offset, alg)
-		return &uapi.CheckpointBosReply{Size: n, Chunks: chunks}, err
+		if len(fds) != len(r.Targets) || len(fds) == 0 {
+			return nil, errnof(syscall.EINVAL, "%v: %d pages file(s) passed for %d target(s)", h.Op, len(fds), len(r.Targets))
+		}
+		targets := make([]PagesTarget, len(r.Targets))
+		for i, t := range r.Targets {
+			targets[i] = PagesTarget{IDs: t.BoIds, FD: fds[i], Offset: t.Offset}
+		}
+		extents, err := k.CheckpointBOs(targets, alg)
+		return &uapi.CheckpointBosReply{Targets: extents}, err
 	case uapi.OpSessionOpen:
 		var r uapi.SessionOpenRequest
 		if err := decode(payload, &r); err != nil {

@@ -1076,6 +1076,11 @@ func (c *ctlConn) substitute(op uint16, raw []byte, h *harness) []byte {
 		for i := range r.BoIds {
 			r.BoIds[i] = pick(r.BoIds[i], h.bos)
 		}
+		for _, t := range r.Targets {
+			for i := range t.BoIds {
+				t.BoIds[i] = pick(t.BoIds[i], h.bos)
+			}
+		}
 		m = r
 	case uapi.OpSessionLoadPages:
 		r := &uapi.SessionLoadPagesRequest{}
@@ -1221,7 +1226,9 @@ func controlSeeds() [][]fuzzing.Step {
 			c(uapi.OpCheckpointIo, &uapi.CheckpointIoRequest{FileId: 1, Inode: 0}, ctlFDSocket|ctlFDPipe),
 			c(uapi.OpCheckpointDmaBuf, &uapi.CheckpointDmaBufRequest{Inode: 0}, 0),
 			c(uapi.OpDevices, &uapi.DevicesRequest{}, 0),
-			c(uapi.OpCheckpointBos, &uapi.CheckpointBosRequest{BoIds: []uint64{0, 1, 3}}, ctlFDMemfd),
+			c(uapi.OpCheckpointBos, &uapi.CheckpointBosRequest{Targets: []*uapi.PagesTarget{{BoIds: []uint64{0, 1, 3}}}}, ctlFDMemfd),
+			c(uapi.OpCheckpointBos, &uapi.CheckpointBosRequest{Targets: []*uapi.PagesTarget{{BoIds: []uint64{0}}, {BoIds: []uint64{1}, Offset: 4096}}}, ctlFDMemfd),
+			c(uapi.OpCheckpointBos, &uapi.CheckpointBosRequest{BoIds: []uint64{0}}, ctlFDMemfd),
 			c(uapi.OpResume, &uapi.ResumeRequest{FileIds: []uint64{0, 1}}, 0),
 			c(uapi.OpDebug, &uapi.DebugRequest{}, 0),
 			c(uapi.OpDebug, &uapi.DebugRequest{}, ctlFDMemfd),
@@ -1229,7 +1236,7 @@ func controlSeeds() [][]fuzzing.Step {
 		{
 			c(uapi.OpPause, &uapi.PauseRequest{FileIds: []uint64{1}}, 0),
 			c(uapi.OpCheckpointFile, &uapi.CheckpointFileRequest{FileId: 1}, 0),
-			c(uapi.OpCheckpointBos, &uapi.CheckpointBosRequest{BoIds: []uint64{2}, Offset: 1 << 40}, ctlFDPipe),
+			c(uapi.OpCheckpointBos, &uapi.CheckpointBosRequest{Targets: []*uapi.PagesTarget{{BoIds: []uint64{2}, Offset: 1 << 40}}}, ctlFDPipe),
 			c(uapi.OpIdentify, &uapi.IdentifyRequest{Inodes: []uint64{0}}, ctlOutOfLine|ctlHangUp),
 		},
 		{

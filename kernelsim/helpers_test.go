@@ -351,3 +351,13 @@ func (r *raw) alive() {
 		r.t.Fatalf("VERSION reply %v", &v)
 	}
 }
+
+// checkpointInto writes the contents of the BOs ids, back to back, into
+// the one pages file f from offset 0.
+func checkpointInto(c *ctl.Client, ids []uint64, f *os.File, alg uapi.Checksum) (*uapi.PagesExtent, error) {
+	xs, err := c.CheckpointBOs([]ctl.PagesTarget{{IDs: ids, File: f}}, alg)
+	if err != nil {
+		return nil, err
+	}
+	return xs[0], nil
+}

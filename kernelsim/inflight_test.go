@@ -178,7 +178,7 @@ func TestCheckpointManyInFlight(t *testing.T) {
 					img.addBO(b)
 				}
 				f := must(os.Create(img.pages))
-				r := must(c.CheckpointBOs(img.order, f, 0, uapi.DefaultChecksum))
+				r := must(checkpointInto(c, img.order, f, uapi.DefaultChecksum))
 				f.Close()
 				img.chunks = r.Chunks
 				var off uint64
@@ -267,7 +267,7 @@ func TestCheckpointClientNotReading(t *testing.T) {
 		img.addBO(b)
 	}
 	f := must(os.Create(img.pages))
-	img.chunks = must(c.CheckpointBOs(img.order, f, 0, uapi.DefaultChecksum)).Chunks
+	img.chunks = must(checkpointInto(c, img.order, f, uapi.DefaultChecksum)).Chunks
 	f.Close()
 	d.Close()
 	ok(t, c.Resume([]uint64{id}))

@@ -441,7 +441,7 @@ func mappedImage(t *testing.T, env *ksimtest.Env) (img *image, ino uint64, a, c 
 	}
 	f := must(os.Create(img.pages))
 	defer f.Close()
-	r := must(cc.CheckpointBOs([]uint64{b}, f, 0, uapi.DefaultChecksum))
+	r := must(checkpointInto(cc, []uint64{b}, f, uapi.DefaultChecksum))
 	img.chunks = r.Chunks
 	ok(t, ma.Unmap())
 	ok(t, mc.Unmap())

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -372,7 +373,10 @@ func (s *Session) LoadPages(i uint32, fd int) error {
 	s.loadMu.Unlock()
 	go func() {
 		defer unix.Close(fd)
-		forEachChunk(s.ctx, len(sp.chunks), func(ctx context.Context, j int, staging []byte) error {
+		// The pages files load side by side, their workers sharing the
+		// CPUs.
+		workers := max(1, runtime.GOMAXPROCS(0)/len(s.pages))
+		forEachChunk(s.ctx, len(sp.chunks), workers, func(ctx context.Context, j int, staging []byte) error {
 			if len(sp.bos[j]) == 0 {
 				return nil // holds no BO's bytes
 			}
@@ -938,7 +942,7 @@ func (s *Session) failAdopt(sb *sessionBO, err error) error {
 // the kernel's mapping of the memfd is new, and reading through it would
 // fault in every page one by one.
 func (s *Session) verifyMapped(sb *sessionBO, mem *bomem.Shared) error {
-	return forEachChunk(s.ctx, len(sb.chunks), func(_ context.Context, i int, staging []byte) error {
+	return forEachChunk(s.ctx, len(sb.chunks), 0, func(_ context.Context, i int, staging []byte) error {
 		c := sb.chunks[i]
 		sum, err := fileChecksum(mem, c.Offset, c.Length, staging, s.checksum)
 		if err != nil {

@@ -42,7 +42,7 @@ func TestInfo(t *testing.T) {
 		"BOs:       4 BOs, 20 KiB (VRAM 16 KiB, GTT 4 KiB); 1 shared through dma-bufs; contents saved once each in pages files, checksummed with xxh3-128",
 		"contexts:  2 contexts; saved jobs: 1 preempted, 0 queued",
 		"in flight: 0 requests, 0 unread replies",
-		" in 5 DRM images, 20 KiB in 1 pages file, 0 B in other files",
+		" in 5 DRM images, 20 KiB in 2 pages files, 0 B in other files",
 		"verdict:   OK: drmcrit verify finds no problem",
 	)
 	if n := strings.Count(out, "\n"); n > 24 {

@@ -146,8 +146,8 @@ func TestVerifyDamage(t *testing.T) {
 		{"chunk dropped", func(dir string) {
 			editIndex(dir, func(x *images.Index) { x.Chunks = x.Chunks[1:] })
 		}, []string{"are covered by no checksummed chunk of drm-pages-1.img"}},
-		{"stray pages file", func(dir string) { must(t, os.WriteFile(filepath.Join(dir, images.PagesName(2)), nil, 0o600)) },
-			[]string{"drm-pages-2.img: a pages file the index does not list"}},
+		{"stray pages file", func(dir string) { must(t, os.WriteFile(filepath.Join(dir, images.PagesName(3)), nil, 0o600)) },
+			[]string{"drm-pages-3.img: a pages file the index does not list"}},
 		{"pages file ../other", func(dir string) {
 			editIndex(dir, func(x *images.Index) { x.Header.PagesFiles[0] = "../other/drm-pages-1.img" })
 		}, []string{`drm-bo-index.img: pages_files[0]: "../other/drm-pages-1.img", want drm-pages-1.img`}},

@@ -47,6 +47,9 @@ func Plugin(t testing.TB, runtimeDir, dir string, pauseTimeout time.Duration, op
 		Log: Log{t}, ImageDir: d, RuntimeDir: runtimeDir,
 		PauseTimeout: pauseTimeout, ResumeTimeout: 30 * time.Second,
 		Drivers: subs.Drivers, DmaBuf: subs.DmaBuf,
+		// Two pages files on any machine: tests see BOs spread over more
+		// than one, and the same files everywhere.
+		PagesFiles: 2,
 		// This process stands in for the restored tasks: record, do not
 		// kill.
 		KillTask: func(pid int) error { t.Logf("the plugin kills pid %d", pid); Killed = append(Killed, pid); return nil },

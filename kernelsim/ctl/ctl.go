@@ -67,12 +67,32 @@ func (c *Client) CheckpointDmaBuf(ino uint64) (*uapi.BoState, error) {
 	return r.Bo, err
 }
 
-// CheckpointBOs has the kernel write the contents of BOs into the pages
-// file f, back to back from offset on, checksummed in chunks.
-func (c *Client) CheckpointBOs(ids []uint64, f *os.File, offset uint64, alg uapi.Checksum) (*uapi.CheckpointBosReply, error) {
+// PagesTarget is a pages file CheckpointBOs writes: the BOs, back to back
+// in order from Offset on.
+type PagesTarget struct {
+	IDs    []uint64
+	File   *os.File
+	Offset uint64
+}
+
+// CheckpointBOs has the kernel write the contents of BOs into pages
+// files, checksummed in chunks, the files side by side; the reply has
+// what was written into each target, in order.
+func (c *Client) CheckpointBOs(targets []PagesTarget, alg uapi.Checksum) ([]*uapi.PagesExtent, error) {
+	req := &uapi.CheckpointBosRequest{Checksum: alg.String()}
+	fds := make([]int, len(targets))
+	for i, t := range targets {
+		req.Targets = append(req.Targets, &uapi.PagesTarget{BoIds: t.IDs, Offset: t.Offset})
+		fds[i] = int(t.File.Fd())
+	}
 	r := &uapi.CheckpointBosReply{}
-	_, err := c.c.Call(uapi.OpCheckpointBos, &uapi.CheckpointBosRequest{BoIds: ids, Offset: offset, Checksum: alg.String()}, r, int(f.Fd()))
-	return r, err
+	if _, err := c.c.Call(uapi.OpCheckpointBos, req, r, fds...); err != nil {
+		return nil, err
+	}
+	if len(r.Targets) != len(targets) {
+		return nil, fmt.Errorf("CHECKPOINT_BOS: %d extent(s) for %d target(s)", len(r.Targets), len(targets))
+	}
+	return r.Targets, nil
 }
 
 // CheckpointIO returns the traffic in flight on one connection of a drm

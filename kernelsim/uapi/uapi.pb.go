@@ -4287,27 +4287,31 @@ func (x *CheckpointDmaBufReply) GetBo() *BoState {
 	return nil
 }
 
-// CheckpointBos streams the contents of BOs into the pages file passed
-// with it: back to back in request order, from offset on (pwrite: the
-// file's own offset is not used), each BO once. The bytes written are
-// checksummed in chunks as they are written; the chunks tile
+// CheckpointBos streams the contents of BOs into pages files, one passed
+// with the request for each target, in target order: each target's BOs
+// back to back in request order, from its offset on (pwrite: the file's
+// own offset is not used), each BO once. The bytes written are
+// checksummed in chunks as they are written; a target's chunks tile
 // [offset, offset + size) in order. Each chunk holds either whole BOs or
-// a piece of one BO larger than a chunk.
+// a piece of one BO larger than a chunk. The targets are written side by
+// side, a worker per CPU taking their chunks in turn: writes into one
+// file take turns on its inode lock, so one file takes no more than one
+// CPU's copy.
 //
-// With checksum_only no file is passed and nothing is written: the reply
-// has the checksums of each BO's bytes on their own, in chunks relative
-// to the BO (ContentChunk.bo_id set), for BOs whose contents criu saves
-// itself as the memory of a process's mapping. Holes of a BO's memory
-// (pages nobody ever wrote) are checksummed as zeros without being
-// touched.
+// With checksum_only no file is passed, bo_ids names the BOs and nothing
+// is written: the reply's chunks are the checksums of each BO's bytes on
+// their own, relative to the BO (ContentChunk.bo_id set), for BOs whose
+// contents criu saves itself as the memory of a process's mapping. Holes
+// of a BO's memory (pages nobody ever wrote) are checksummed as zeros
+// without being touched.
 type CheckpointBosRequest struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
-	BoIds        []uint64               `protobuf:"varint,1,rep,packed,name=bo_ids,json=boIds,proto3" json:"bo_ids,omitempty"`
-	Offset       uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	BoIds        []uint64               `protobuf:"varint,1,rep,packed,name=bo_ids,json=boIds,proto3" json:"bo_ids,omitempty"` // checksum_only
 	ChecksumOnly bool                   `protobuf:"varint,3,opt,name=checksum_only,json=checksumOnly,proto3" json:"checksum_only,omitempty"`
 	// The algorithm of the chunks' checksums (uapi.Checksum's names:
 	// "xxh3-128", "blake3-256"); empty: xxh3-128.
-	Checksum      string `protobuf:"bytes,4,opt,name=checksum,proto3" json:"checksum,omitempty"`
+	Checksum      string         `protobuf:"bytes,4,opt,name=checksum,proto3" json:"checksum,omitempty"`
+	Targets       []*PagesTarget `protobuf:"bytes,5,rep,name=targets,proto3" json:"targets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4349,13 +4353,6 @@ func (x *CheckpointBosRequest) GetBoIds() []uint64 {
 	return nil
 }
 
-func (x *CheckpointBosRequest) GetOffset() uint64 {
-	if x != nil {
-		return x.Offset
-	}
-	return 0
-}
-
 func (x *CheckpointBosRequest) GetChecksumOnly() bool {
 	if x != nil {
 		return x.ChecksumOnly
@@ -4370,17 +4367,76 @@ func (x *CheckpointBosRequest) GetChecksum() string {
 	return ""
 }
 
+func (x *CheckpointBosRequest) GetTargets() []*PagesTarget {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+type PagesTarget struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BoIds         []uint64               `protobuf:"varint,1,rep,packed,name=bo_ids,json=boIds,proto3" json:"bo_ids,omitempty"`
+	Offset        uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PagesTarget) Reset() {
+	*x = PagesTarget{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PagesTarget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PagesTarget) ProtoMessage() {}
+
+func (x *PagesTarget) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PagesTarget.ProtoReflect.Descriptor instead.
+func (*PagesTarget) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *PagesTarget) GetBoIds() []uint64 {
+	if x != nil {
+		return x.BoIds
+	}
+	return nil
+}
+
+func (x *PagesTarget) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
 type CheckpointBosReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Size          uint64                 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"` // bytes written
-	Chunks        []*ContentChunk        `protobuf:"bytes,2,rep,name=chunks,proto3" json:"chunks,omitempty"`
+	Chunks        []*ContentChunk        `protobuf:"bytes,2,rep,name=chunks,proto3" json:"chunks,omitempty"`   // checksum_only
+	Targets       []*PagesExtent         `protobuf:"bytes,3,rep,name=targets,proto3" json:"targets,omitempty"` // one per target
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckpointBosReply) Reset() {
 	*x = CheckpointBosReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[72]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4392,7 +4448,7 @@ func (x *CheckpointBosReply) String() string {
 func (*CheckpointBosReply) ProtoMessage() {}
 
 func (x *CheckpointBosReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[72]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4405,17 +4461,70 @@ func (x *CheckpointBosReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointBosReply.ProtoReflect.Descriptor instead.
 func (*CheckpointBosReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{72}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{73}
 }
 
-func (x *CheckpointBosReply) GetSize() uint64 {
+func (x *CheckpointBosReply) GetChunks() []*ContentChunk {
+	if x != nil {
+		return x.Chunks
+	}
+	return nil
+}
+
+func (x *CheckpointBosReply) GetTargets() []*PagesExtent {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+// PagesExtent is what CheckpointBos wrote into one target's file.
+type PagesExtent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Size          uint64                 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"` // bytes written
+	Chunks        []*ContentChunk        `protobuf:"bytes,2,rep,name=chunks,proto3" json:"chunks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PagesExtent) Reset() {
+	*x = PagesExtent{}
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PagesExtent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PagesExtent) ProtoMessage() {}
+
+func (x *PagesExtent) ProtoReflect() protoreflect.Message {
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PagesExtent.ProtoReflect.Descriptor instead.
+func (*PagesExtent) Descriptor() ([]byte, []int) {
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *PagesExtent) GetSize() uint64 {
 	if x != nil {
 		return x.Size
 	}
 	return 0
 }
 
-func (x *CheckpointBosReply) GetChunks() []*ContentChunk {
+func (x *PagesExtent) GetChunks() []*ContentChunk {
 	if x != nil {
 		return x.Chunks
 	}
@@ -4437,7 +4546,7 @@ type ContentChunk struct {
 
 func (x *ContentChunk) Reset() {
 	*x = ContentChunk{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[73]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4449,7 +4558,7 @@ func (x *ContentChunk) String() string {
 func (*ContentChunk) ProtoMessage() {}
 
 func (x *ContentChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[73]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4462,7 +4571,7 @@ func (x *ContentChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContentChunk.ProtoReflect.Descriptor instead.
 func (*ContentChunk) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{73}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ContentChunk) GetOffset() uint64 {
@@ -4503,7 +4612,7 @@ type RestoreFile struct {
 
 func (x *RestoreFile) Reset() {
 	*x = RestoreFile{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[74]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4515,7 +4624,7 @@ func (x *RestoreFile) String() string {
 func (*RestoreFile) ProtoMessage() {}
 
 func (x *RestoreFile) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[74]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4528,7 +4637,7 @@ func (x *RestoreFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreFile.ProtoReflect.Descriptor instead.
 func (*RestoreFile) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{74}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *RestoreFile) GetInode() uint64 {
@@ -4555,7 +4664,7 @@ type RestoreDmaBuf struct {
 
 func (x *RestoreDmaBuf) Reset() {
 	*x = RestoreDmaBuf{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[75]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4567,7 +4676,7 @@ func (x *RestoreDmaBuf) String() string {
 func (*RestoreDmaBuf) ProtoMessage() {}
 
 func (x *RestoreDmaBuf) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[75]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4580,7 +4689,7 @@ func (x *RestoreDmaBuf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreDmaBuf.ProtoReflect.Descriptor instead.
 func (*RestoreDmaBuf) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{75}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *RestoreDmaBuf) GetInode() uint64 {
@@ -4611,7 +4720,7 @@ type RestoreChannel struct {
 
 func (x *RestoreChannel) Reset() {
 	*x = RestoreChannel{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[76]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4623,7 +4732,7 @@ func (x *RestoreChannel) String() string {
 func (*RestoreChannel) ProtoMessage() {}
 
 func (x *RestoreChannel) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[76]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4636,7 +4745,7 @@ func (x *RestoreChannel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreChannel.ProtoReflect.Descriptor instead.
 func (*RestoreChannel) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{76}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *RestoreChannel) GetInode() uint64 {
@@ -4679,7 +4788,7 @@ type SessionOpenRequest struct {
 
 func (x *SessionOpenRequest) Reset() {
 	*x = SessionOpenRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[77]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4691,7 +4800,7 @@ func (x *SessionOpenRequest) String() string {
 func (*SessionOpenRequest) ProtoMessage() {}
 
 func (x *SessionOpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[77]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4704,7 +4813,7 @@ func (x *SessionOpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpenRequest.ProtoReflect.Descriptor instead.
 func (*SessionOpenRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{77}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *SessionOpenRequest) GetBos() []*BoState {
@@ -4769,7 +4878,7 @@ type SessionOpenReply struct {
 
 func (x *SessionOpenReply) Reset() {
 	*x = SessionOpenReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[78]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4781,7 +4890,7 @@ func (x *SessionOpenReply) String() string {
 func (*SessionOpenReply) ProtoMessage() {}
 
 func (x *SessionOpenReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[78]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4794,7 +4903,7 @@ func (x *SessionOpenReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpenReply.ProtoReflect.Descriptor instead.
 func (*SessionOpenReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{78}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *SessionOpenReply) GetToken() []byte {
@@ -4835,7 +4944,7 @@ type PagesFile struct {
 
 func (x *PagesFile) Reset() {
 	*x = PagesFile{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[79]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4847,7 +4956,7 @@ func (x *PagesFile) String() string {
 func (*PagesFile) ProtoMessage() {}
 
 func (x *PagesFile) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[79]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4860,7 +4969,7 @@ func (x *PagesFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PagesFile.ProtoReflect.Descriptor instead.
 func (*PagesFile) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{79}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *PagesFile) GetName() string {
@@ -4894,7 +5003,7 @@ type BoContents struct {
 
 func (x *BoContents) Reset() {
 	*x = BoContents{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[80]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4906,7 +5015,7 @@ func (x *BoContents) String() string {
 func (*BoContents) ProtoMessage() {}
 
 func (x *BoContents) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[80]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4919,7 +5028,7 @@ func (x *BoContents) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BoContents.ProtoReflect.Descriptor instead.
 func (*BoContents) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{80}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *BoContents) GetBoId() uint64 {
@@ -4970,7 +5079,7 @@ type SessionLoadPagesRequest struct {
 
 func (x *SessionLoadPagesRequest) Reset() {
 	*x = SessionLoadPagesRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[81]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4982,7 +5091,7 @@ func (x *SessionLoadPagesRequest) String() string {
 func (*SessionLoadPagesRequest) ProtoMessage() {}
 
 func (x *SessionLoadPagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[81]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4995,7 +5104,7 @@ func (x *SessionLoadPagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionLoadPagesRequest.ProtoReflect.Descriptor instead.
 func (*SessionLoadPagesRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{81}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *SessionLoadPagesRequest) GetToken() []byte {
@@ -5030,7 +5139,7 @@ type SessionAdoptMemoryRequest struct {
 
 func (x *SessionAdoptMemoryRequest) Reset() {
 	*x = SessionAdoptMemoryRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[82]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5042,7 +5151,7 @@ func (x *SessionAdoptMemoryRequest) String() string {
 func (*SessionAdoptMemoryRequest) ProtoMessage() {}
 
 func (x *SessionAdoptMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[82]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5055,7 +5164,7 @@ func (x *SessionAdoptMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionAdoptMemoryRequest.ProtoReflect.Descriptor instead.
 func (*SessionAdoptMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{82}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *SessionAdoptMemoryRequest) GetToken() []byte {
@@ -5090,7 +5199,7 @@ type SessionResumeRequest struct {
 
 func (x *SessionResumeRequest) Reset() {
 	*x = SessionResumeRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[83]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5102,7 +5211,7 @@ func (x *SessionResumeRequest) String() string {
 func (*SessionResumeRequest) ProtoMessage() {}
 
 func (x *SessionResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[83]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5115,7 +5224,7 @@ func (x *SessionResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResumeRequest.ProtoReflect.Descriptor instead.
 func (*SessionResumeRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{83}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *SessionResumeRequest) GetToken() []byte {
@@ -5149,7 +5258,7 @@ type SessionCloseRequest struct {
 
 func (x *SessionCloseRequest) Reset() {
 	*x = SessionCloseRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[84]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5161,7 +5270,7 @@ func (x *SessionCloseRequest) String() string {
 func (*SessionCloseRequest) ProtoMessage() {}
 
 func (x *SessionCloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[84]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5174,7 +5283,7 @@ func (x *SessionCloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionCloseRequest.ProtoReflect.Descriptor instead.
 func (*SessionCloseRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{84}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *SessionCloseRequest) GetToken() []byte {
@@ -5203,7 +5312,7 @@ type ClaimFileRequest struct {
 
 func (x *ClaimFileRequest) Reset() {
 	*x = ClaimFileRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[85]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5215,7 +5324,7 @@ func (x *ClaimFileRequest) String() string {
 func (*ClaimFileRequest) ProtoMessage() {}
 
 func (x *ClaimFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[85]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5228,7 +5337,7 @@ func (x *ClaimFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimFileRequest.ProtoReflect.Descriptor instead.
 func (*ClaimFileRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{85}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *ClaimFileRequest) GetToken() []byte {
@@ -5255,7 +5364,7 @@ type ClaimDmaBufRequest struct {
 
 func (x *ClaimDmaBufRequest) Reset() {
 	*x = ClaimDmaBufRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[86]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5267,7 +5376,7 @@ func (x *ClaimDmaBufRequest) String() string {
 func (*ClaimDmaBufRequest) ProtoMessage() {}
 
 func (x *ClaimDmaBufRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[86]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5280,7 +5389,7 @@ func (x *ClaimDmaBufRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimDmaBufRequest.ProtoReflect.Descriptor instead.
 func (*ClaimDmaBufRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{86}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *ClaimDmaBufRequest) GetToken() []byte {
@@ -5307,7 +5416,7 @@ type ClaimChannelRequest struct {
 
 func (x *ClaimChannelRequest) Reset() {
 	*x = ClaimChannelRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[87]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5319,7 +5428,7 @@ func (x *ClaimChannelRequest) String() string {
 func (*ClaimChannelRequest) ProtoMessage() {}
 
 func (x *ClaimChannelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[87]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5332,7 +5441,7 @@ func (x *ClaimChannelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimChannelRequest.ProtoReflect.Descriptor instead.
 func (*ClaimChannelRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{87}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *ClaimChannelRequest) GetToken() []byte {
@@ -5359,7 +5468,7 @@ type DevicesRequest struct {
 
 func (x *DevicesRequest) Reset() {
 	*x = DevicesRequest{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[88]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5371,7 +5480,7 @@ func (x *DevicesRequest) String() string {
 func (*DevicesRequest) ProtoMessage() {}
 
 func (x *DevicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[88]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5384,7 +5493,7 @@ func (x *DevicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DevicesRequest.ProtoReflect.Descriptor instead.
 func (*DevicesRequest) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{88}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{90}
 }
 
 type DeviceInfo struct {
@@ -5400,7 +5509,7 @@ type DeviceInfo struct {
 
 func (x *DeviceInfo) Reset() {
 	*x = DeviceInfo{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[89]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5412,7 +5521,7 @@ func (x *DeviceInfo) String() string {
 func (*DeviceInfo) ProtoMessage() {}
 
 func (x *DeviceInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[89]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5425,7 +5534,7 @@ func (x *DeviceInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceInfo.ProtoReflect.Descriptor instead.
 func (*DeviceInfo) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{89}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *DeviceInfo) GetMinor() uint32 {
@@ -5472,7 +5581,7 @@ type DevicesReply struct {
 
 func (x *DevicesReply) Reset() {
 	*x = DevicesReply{}
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[90]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5484,7 +5593,7 @@ func (x *DevicesReply) String() string {
 func (*DevicesReply) ProtoMessage() {}
 
 func (x *DevicesReply) ProtoReflect() protoreflect.Message {
-	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[90]
+	mi := &file_kernelsim_uapi_uapi_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5497,7 +5606,7 @@ func (x *DevicesReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DevicesReply.ProtoReflect.Descriptor instead.
 func (*DevicesReply) Descriptor() ([]byte, []int) {
-	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{90}
+	return file_kernelsim_uapi_uapi_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *DevicesReply) GetDevices() []*DeviceInfo {
@@ -5786,13 +5895,19 @@ const file_kernelsim_uapi_uapi_proto_rawDesc = "" +
 	"\x17CheckpointDmaBufRequest\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\"@\n" +
 	"\x15CheckpointDmaBufReply\x12'\n" +
-	"\x02bo\x18\x01 \x01(\v2\x17.kernelsim.uapi.BoStateR\x02bo\"\x86\x01\n" +
+	"\x02bo\x18\x01 \x01(\v2\x17.kernelsim.uapi.BoStateR\x02bo\"\xab\x01\n" +
 	"\x14CheckpointBosRequest\x12\x15\n" +
-	"\x06bo_ids\x18\x01 \x03(\x04R\x05boIds\x12\x16\n" +
-	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12#\n" +
+	"\x06bo_ids\x18\x01 \x03(\x04R\x05boIds\x12#\n" +
 	"\rchecksum_only\x18\x03 \x01(\bR\fchecksumOnly\x12\x1a\n" +
-	"\bchecksum\x18\x04 \x01(\tR\bchecksum\"^\n" +
-	"\x12CheckpointBosReply\x12\x12\n" +
+	"\bchecksum\x18\x04 \x01(\tR\bchecksum\x125\n" +
+	"\atargets\x18\x05 \x03(\v2\x1b.kernelsim.uapi.PagesTargetR\atargetsJ\x04\b\x02\x10\x03\"<\n" +
+	"\vPagesTarget\x12\x15\n" +
+	"\x06bo_ids\x18\x01 \x03(\x04R\x05boIds\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\"\x87\x01\n" +
+	"\x12CheckpointBosReply\x124\n" +
+	"\x06chunks\x18\x02 \x03(\v2\x1c.kernelsim.uapi.ContentChunkR\x06chunks\x125\n" +
+	"\atargets\x18\x03 \x03(\v2\x1b.kernelsim.uapi.PagesExtentR\atargetsJ\x04\b\x01\x10\x02\"W\n" +
+	"\vPagesExtent\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x04R\x04size\x124\n" +
 	"\x06chunks\x18\x02 \x03(\v2\x1c.kernelsim.uapi.ContentChunkR\x06chunks\"o\n" +
 	"\fContentChunk\x12\x16\n" +
@@ -5896,7 +6011,7 @@ func file_kernelsim_uapi_uapi_proto_rawDescGZIP() []byte {
 }
 
 var file_kernelsim_uapi_uapi_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_kernelsim_uapi_uapi_proto_msgTypes = make([]protoimpl.MessageInfo, 91)
+var file_kernelsim_uapi_uapi_proto_msgTypes = make([]protoimpl.MessageInfo, 93)
 var file_kernelsim_uapi_uapi_proto_goTypes = []any{
 	(Domain)(0),                       // 0: kernelsim.uapi.Domain
 	(ObjectKind)(0),                   // 1: kernelsim.uapi.ObjectKind
@@ -5973,25 +6088,27 @@ var file_kernelsim_uapi_uapi_proto_goTypes = []any{
 	(*CheckpointDmaBufRequest)(nil),   // 72: kernelsim.uapi.CheckpointDmaBufRequest
 	(*CheckpointDmaBufReply)(nil),     // 73: kernelsim.uapi.CheckpointDmaBufReply
 	(*CheckpointBosRequest)(nil),      // 74: kernelsim.uapi.CheckpointBosRequest
-	(*CheckpointBosReply)(nil),        // 75: kernelsim.uapi.CheckpointBosReply
-	(*ContentChunk)(nil),              // 76: kernelsim.uapi.ContentChunk
-	(*RestoreFile)(nil),               // 77: kernelsim.uapi.RestoreFile
-	(*RestoreDmaBuf)(nil),             // 78: kernelsim.uapi.RestoreDmaBuf
-	(*RestoreChannel)(nil),            // 79: kernelsim.uapi.RestoreChannel
-	(*SessionOpenRequest)(nil),        // 80: kernelsim.uapi.SessionOpenRequest
-	(*SessionOpenReply)(nil),          // 81: kernelsim.uapi.SessionOpenReply
-	(*PagesFile)(nil),                 // 82: kernelsim.uapi.PagesFile
-	(*BoContents)(nil),                // 83: kernelsim.uapi.BoContents
-	(*SessionLoadPagesRequest)(nil),   // 84: kernelsim.uapi.SessionLoadPagesRequest
-	(*SessionAdoptMemoryRequest)(nil), // 85: kernelsim.uapi.SessionAdoptMemoryRequest
-	(*SessionResumeRequest)(nil),      // 86: kernelsim.uapi.SessionResumeRequest
-	(*SessionCloseRequest)(nil),       // 87: kernelsim.uapi.SessionCloseRequest
-	(*ClaimFileRequest)(nil),          // 88: kernelsim.uapi.ClaimFileRequest
-	(*ClaimDmaBufRequest)(nil),        // 89: kernelsim.uapi.ClaimDmaBufRequest
-	(*ClaimChannelRequest)(nil),       // 90: kernelsim.uapi.ClaimChannelRequest
-	(*DevicesRequest)(nil),            // 91: kernelsim.uapi.DevicesRequest
-	(*DeviceInfo)(nil),                // 92: kernelsim.uapi.DeviceInfo
-	(*DevicesReply)(nil),              // 93: kernelsim.uapi.DevicesReply
+	(*PagesTarget)(nil),               // 75: kernelsim.uapi.PagesTarget
+	(*CheckpointBosReply)(nil),        // 76: kernelsim.uapi.CheckpointBosReply
+	(*PagesExtent)(nil),               // 77: kernelsim.uapi.PagesExtent
+	(*ContentChunk)(nil),              // 78: kernelsim.uapi.ContentChunk
+	(*RestoreFile)(nil),               // 79: kernelsim.uapi.RestoreFile
+	(*RestoreDmaBuf)(nil),             // 80: kernelsim.uapi.RestoreDmaBuf
+	(*RestoreChannel)(nil),            // 81: kernelsim.uapi.RestoreChannel
+	(*SessionOpenRequest)(nil),        // 82: kernelsim.uapi.SessionOpenRequest
+	(*SessionOpenReply)(nil),          // 83: kernelsim.uapi.SessionOpenReply
+	(*PagesFile)(nil),                 // 84: kernelsim.uapi.PagesFile
+	(*BoContents)(nil),                // 85: kernelsim.uapi.BoContents
+	(*SessionLoadPagesRequest)(nil),   // 86: kernelsim.uapi.SessionLoadPagesRequest
+	(*SessionAdoptMemoryRequest)(nil), // 87: kernelsim.uapi.SessionAdoptMemoryRequest
+	(*SessionResumeRequest)(nil),      // 88: kernelsim.uapi.SessionResumeRequest
+	(*SessionCloseRequest)(nil),       // 89: kernelsim.uapi.SessionCloseRequest
+	(*ClaimFileRequest)(nil),          // 90: kernelsim.uapi.ClaimFileRequest
+	(*ClaimDmaBufRequest)(nil),        // 91: kernelsim.uapi.ClaimDmaBufRequest
+	(*ClaimChannelRequest)(nil),       // 92: kernelsim.uapi.ClaimChannelRequest
+	(*DevicesRequest)(nil),            // 93: kernelsim.uapi.DevicesRequest
+	(*DeviceInfo)(nil),                // 94: kernelsim.uapi.DeviceInfo
+	(*DevicesReply)(nil),              // 95: kernelsim.uapi.DevicesReply
 }
 var file_kernelsim_uapi_uapi_proto_depIdxs = []int32{
 	0,  // 0: kernelsim.uapi.GemCreateRequest.domain:type_name -> kernelsim.uapi.Domain
@@ -6022,23 +6139,26 @@ var file_kernelsim_uapi_uapi_proto_depIdxs = []int32{
 	65, // 25: kernelsim.uapi.JobState.windows:type_name -> kernelsim.uapi.BoWindow
 	2,  // 26: kernelsim.uapi.SyncobjState.kind:type_name -> kernelsim.uapi.SyncobjState.Kind
 	55, // 27: kernelsim.uapi.CheckpointDmaBufReply.bo:type_name -> kernelsim.uapi.BoState
-	76, // 28: kernelsim.uapi.CheckpointBosReply.chunks:type_name -> kernelsim.uapi.ContentChunk
-	58, // 29: kernelsim.uapi.RestoreFile.state:type_name -> kernelsim.uapi.FileCheckpoint
-	59, // 30: kernelsim.uapi.RestoreChannel.io:type_name -> kernelsim.uapi.PendingIO
-	55, // 31: kernelsim.uapi.SessionOpenRequest.bos:type_name -> kernelsim.uapi.BoState
-	77, // 32: kernelsim.uapi.SessionOpenRequest.files:type_name -> kernelsim.uapi.RestoreFile
-	78, // 33: kernelsim.uapi.SessionOpenRequest.dmabufs:type_name -> kernelsim.uapi.RestoreDmaBuf
-	82, // 34: kernelsim.uapi.SessionOpenRequest.pages_files:type_name -> kernelsim.uapi.PagesFile
-	83, // 35: kernelsim.uapi.SessionOpenRequest.contents:type_name -> kernelsim.uapi.BoContents
-	79, // 36: kernelsim.uapi.SessionOpenRequest.channels:type_name -> kernelsim.uapi.RestoreChannel
-	76, // 37: kernelsim.uapi.PagesFile.chunks:type_name -> kernelsim.uapi.ContentChunk
-	76, // 38: kernelsim.uapi.BoContents.chunks:type_name -> kernelsim.uapi.ContentChunk
-	92, // 39: kernelsim.uapi.DevicesReply.devices:type_name -> kernelsim.uapi.DeviceInfo
-	40, // [40:40] is the sub-list for method output_type
-	40, // [40:40] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	75, // 28: kernelsim.uapi.CheckpointBosRequest.targets:type_name -> kernelsim.uapi.PagesTarget
+	78, // 29: kernelsim.uapi.CheckpointBosReply.chunks:type_name -> kernelsim.uapi.ContentChunk
+	77, // 30: kernelsim.uapi.CheckpointBosReply.targets:type_name -> kernelsim.uapi.PagesExtent
+	78, // 31: kernelsim.uapi.PagesExtent.chunks:type_name -> kernelsim.uapi.ContentChunk
+	58, // 32: kernelsim.uapi.RestoreFile.state:type_name -> kernelsim.uapi.FileCheckpoint
+	59, // 33: kernelsim.uapi.RestoreChannel.io:type_name -> kernelsim.uapi.PendingIO
+	55, // 34: kernelsim.uapi.SessionOpenRequest.bos:type_name -> kernelsim.uapi.BoState
+	79, // 35: kernelsim.uapi.SessionOpenRequest.files:type_name -> kernelsim.uapi.RestoreFile
+	80, // 36: kernelsim.uapi.SessionOpenRequest.dmabufs:type_name -> kernelsim.uapi.RestoreDmaBuf
+	84, // 37: kernelsim.uapi.SessionOpenRequest.pages_files:type_name -> kernelsim.uapi.PagesFile
+	85, // 38: kernelsim.uapi.SessionOpenRequest.contents:type_name -> kernelsim.uapi.BoContents
+	81, // 39: kernelsim.uapi.SessionOpenRequest.channels:type_name -> kernelsim.uapi.RestoreChannel
+	78, // 40: kernelsim.uapi.PagesFile.chunks:type_name -> kernelsim.uapi.ContentChunk
+	78, // 41: kernelsim.uapi.BoContents.chunks:type_name -> kernelsim.uapi.ContentChunk
+	94, // 42: kernelsim.uapi.DevicesReply.devices:type_name -> kernelsim.uapi.DeviceInfo
+	43, // [43:43] is the sub-list for method output_type
+	43, // [43:43] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_kernelsim_uapi_uapi_proto_init() }
@@ -6052,7 +6172,7 @@ func file_kernelsim_uapi_uapi_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kernelsim_uapi_uapi_proto_rawDesc), len(file_kernelsim_uapi_uapi_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   91,
+			NumMessages:   93,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
