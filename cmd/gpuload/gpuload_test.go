@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"drmcr/kernelsim"
 	"drmcr/kernelsim/ksimtest"
@@ -769,5 +770,36 @@ func TestManyFillJobsStayShort(t *testing.T) {
 				t.Fatalf("%v: BO %d filled to %d of %d", tc.sizes, j, n, m.filled(j))
 			}
 		}
+	}
+}
+
+// TestAnonShared: -anon-shared makes the many scenario's memory a shared
+// mapping (what criu saves as shmem, as it saves a mapped BO's memfd),
+// with the same contents as the private one.
+func TestAnonShared(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		p := &params{anon: 1 << 20, anonShared: shared, seed: 3}
+		b := anonPattern(p)
+		maps, err := os.ReadFile("/proc/self/maps")
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := fmt.Sprintf("%x-", uintptr(unsafe.Pointer(&b[0])))
+		var line string
+		for _, l := range strings.Split(string(maps), "\n") {
+			if strings.HasPrefix(l, start) {
+				line = l
+			}
+		}
+		// Shared anonymous memory is a shmem file, shown as /dev/zero.
+		if perms := strings.Fields(line + " ----")[1]; (perms == "rw-s") != shared || strings.Contains(line, "/dev/zero") != shared {
+			t.Errorf("-anon-shared %v: mapping %q", shared, line)
+		}
+		want := make([]byte, len(b))
+		fillAnon(p, want)
+		if !bytes.Equal(b, want) {
+			t.Errorf("-anon-shared %v: contents differ from the pattern", shared)
+		}
+		syscall.Munmap(b)
 	}
 }

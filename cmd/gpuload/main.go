@@ -64,6 +64,7 @@ type params struct {
 	mapBOs     bool
 	fill       uint64
 	anon       uint64
+	anonShared bool
 	waitFor    string
 
 	// threads
@@ -178,6 +179,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&p.mapBOs, "map", false, "many: each process maps its own BOs into its address space (GEM_MMAP) before filling them, and reads them back through the mappings")
 	fs.Var(sizeFlag{&p.fill}, "fill", "many: the GPU fills only the first `bytes` of each BO, the rest never written (0: all of it)")
 	fs.Var(sizeFlag{&p.anon}, "anon", "many: bytes of anonymous memory the first process holds")
+	fs.BoolVar(&p.anonShared, "anon-shared", false, "many: -anon's memory is MAP_SHARED (shmem, which criu saves as it saves a mapped BO's memfd)")
 	fs.IntVar(&p.threads, "threads", 4, "threads: worker threads sharing the drm file (1..64)")
 	fs.StringVar(&p.waitFor, "wait-for", "", "many: once set up, wait until this file exists (instead of the step delay) before reading everything back")
 	fs.StringVar(&role, "role", "", "internal: child process role")

@@ -24,7 +24,8 @@ import (
 // the parent) to process i+1 (mod -procs), imported and mapped there, and
 // every fd is closed again: the sharing lives on in the kernel's PRIME
 // tables only, as a runtime that imports and closes does. The parent also
-// holds -anon bytes of anonymous memory filled with a pattern. -fill N
+// holds -anon bytes of anonymous memory filled with a pattern (shared with
+// -anon-shared). -fill N
 // fills only the first N bytes of each BO. With -map
 // each process maps its own BOs into its address space before the GPU
 // fills them, and reads them back through the mappings.
@@ -482,7 +483,11 @@ func anonPattern(p *params) []byte {
 	if p.anon == 0 {
 		return nil
 	}
-	b, err := unix.Mmap(-1, 0, int(p.anon), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	flags := unix.MAP_PRIVATE | unix.MAP_ANONYMOUS
+	if p.anonShared {
+		flags = unix.MAP_SHARED | unix.MAP_ANONYMOUS
+	}
+	b, err := unix.Mmap(-1, 0, int(p.anon), unix.PROT_READ|unix.PROT_WRITE, flags)
 	if err != nil {
 		panic(fmt.Sprintf("anonymous memory of %d bytes: %v", p.anon, err))
 	}
