@@ -346,6 +346,7 @@ func (k *Kernel) CheckpointBOs(targets []PagesTarget, alg uapi.Checksum) ([]*uap
 	if err != nil {
 		return nil, err
 	}
+	allBOs := bos
 	extents := make([]*uapi.PagesExtent, len(targets))
 	plans := make([][]chunkPlan, len(targets))
 	for i, t := range targets {
@@ -360,6 +361,14 @@ func (k *Kernel) CheckpointBOs(targets []PagesTarget, alg uapi.Checksum) ([]*uap
 		}
 		extents[i] = &uapi.PagesExtent{Size: size, Chunks: make([]*uapi.ContentChunk, len(plans[i]))}
 		bos = bos[len(t.IDs):]
+	}
+	var mems []*Backing
+	for _, bo := range allBOs {
+		mems = append(mems, bo.mem)
+	}
+	maps, err := dataMapsOf(mems)
+	if err != nil {
+		return nil, err
 	}
 	// The targets' chunks in turn: chunk 0 of each, then chunk 1 of each...
 	type work struct{ target, chunk int }
@@ -378,7 +387,7 @@ func (k *Kernel) CheckpointBOs(targets []PagesTarget, alg uapi.Checksum) ([]*uap
 	err = forEachChunk(context.Background(), len(order), 0, func(_ context.Context, i int, staging []byte) error {
 		w := order[i]
 		c := &plans[w.target][w.chunk]
-		sum, err := writeChunk(targets[w.target].FD, c, staging, alg)
+		sum, err := writeChunk(targets[w.target].FD, c, staging, alg, maps)
 		if err != nil {
 			return fmt.Errorf("BO %d contents: %w", targets[w.target].IDs[c.segs[0].boIndex], err)
 		}

@@ -467,12 +467,19 @@ func TestRestoreAdoptsMappedMemory(t *testing.T) {
 	fa, ma := restoredMemfd(t, contents[a])
 	fc, _ := restoredMemfd(t, contents[c])
 	holder, stop := startHolder(t, fa)
+	probe := must(unix.Dup(fa)) // closed below: a description held keeps the BO
+	holes := dataExtents(t, probe, 32<<10)
 	// Each fd is closed through its *os.File only (see adopt below).
 	filA, filC := os.NewFile(uintptr(fa), "a"), os.NewFile(uintptr(fc), "c")
 	ok(t, cc.AdoptMemory(s.token, a, filA, []int32{int32(holder)}))
 	ok(t, cc.AdoptMemory(s.token, c, filC, []int32{int32(holder)}))
 	filA.Close()
 	filC.Close()
+	// The check read the data in place and left the holes untouched.
+	if got := dataExtents(t, probe, 32<<10); got != holes {
+		t.Fatalf("restored memory's data %s after the check, %s before", got, holes)
+	}
+	unix.Close(probe)
 	s.resume()
 	s.close(false)
 

@@ -937,14 +937,16 @@ func (s *Session) failAdopt(sb *sessionBO, err error) error {
 }
 
 // verifyMapped checks restored memory against a mapped BO's chunks, a
-// worker per CPU. Holes (pages criu did not restore: never written) are
-// checked as zeros without being touched, and data is read with pread:
-// the kernel's mapping of the memfd is new, and reading through it would
-// fault in every page one by one.
+// worker per CPU (sharedChecksum). Holes (pages criu did not restore:
+// never written) are checked as zeros without being touched.
 func (s *Session) verifyMapped(sb *sessionBO, mem *bomem.Shared) error {
+	dm, err := mem.DataMap()
+	if err != nil {
+		return err
+	}
 	return forEachChunk(s.ctx, len(sb.chunks), 0, func(_ context.Context, i int, staging []byte) error {
 		c := sb.chunks[i]
-		sum, err := fileChecksum(mem, c.Offset, c.Length, staging, s.checksum)
+		sum, err := sharedChecksum(mem, dm, c.Offset, c.Length, s.checksum)
 		if err != nil {
 			return fmt.Errorf("chunk [%d, %d): %w", c.Offset, c.Offset+c.Length, err)
 		}

@@ -305,5 +305,14 @@ func Restore(t testing.TB, runtimeDir, dir string, order Order, failAfterClaims 
 		ret = -1
 	}
 	p.Fini(drmcore.StageRestore, ret)
+	if err != nil {
+		// criu kills the tasks of a failed restore, and what they were
+		// given goes with them: a claim that won the race against the
+		// loader finding damage must not keep its objects alive.
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		fds = nil
+	}
 	return fds, err
 }

@@ -18,20 +18,88 @@ func mapFD(t *testing.T, fd int, n int) []byte {
 	return m
 }
 
-// extents lists the data extents of [0, n) as "off+len" strings.
+// dataExtents lists the data extents of [0, n) as "off+len" strings.
 func dataExtents(t *testing.T, s *Shared, n uint64) []string {
 	t.Helper()
+	m, err := s.DataMap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return extentsOf(t, m, 0, n)
+}
+
+// extentsOf lists the extents of [off, off+n) as "d:off+len" (data) and
+// "h:off+len" (hole) strings, checking that they tile the range.
+func extentsOf(t *testing.T, m *DataMap, off, n uint64) []string {
+	t.Helper()
 	var out []string
-	err := s.Extents(0, n, func(off, l uint64, data bool) error {
+	at := off
+	err := m.Extents(off, n, func(o, l uint64, data bool) error {
+		if o != at || l == 0 {
+			t.Fatalf("extent %d+%d after %d", o, l, at)
+		}
+		at += l
 		if data {
-			out = append(out, "d:"+itoa(off)+"+"+itoa(l))
+			out = append(out, "d:"+itoa(o)+"+"+itoa(l))
+		} else {
+			out = append(out, "h:"+itoa(o)+"+"+itoa(l))
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if at != off+n {
+		t.Fatalf("extents of %d+%d end at %d", off, n, at)
+	}
 	return out
+}
+
+// TestDataMapRanges: a range's extents, wherever it starts and ends
+// against the runs of data.
+func TestDataMapRanges(t *testing.T) {
+	const size = 1 << 20
+	src, err := Alloc(size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Free(src)
+	for _, page := range []int{1, 2, 5, 255} {
+		src[page*4096+1] = 9
+	}
+	s, err := NewShared("test-bo", size, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Free()
+	m, err := s.DataMap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		off, n uint64
+		want   string
+	}{
+		{0, size, "h:0+4096 d:4096+8192 h:12288+8192 d:20480+4096 h:24576+1019904 d:1044480+4096"},
+		{4096, 8192, "d:4096+8192"},
+		{6000, 100, "d:6000+100"},
+		{8192, 12288, "d:8192+4096 h:12288+8192"},
+		{12288, 4096, "h:12288+4096"},
+		{30000, 4096, "h:30000+4096"},
+		{1040000, 8576, "h:1040000+4480 d:1044480+4096"},
+	} {
+		if got := strings.Join(extentsOf(t, m, tc.off, tc.n), " "); got != tc.want {
+			t.Errorf("extents of %d+%d: %s, want %s", tc.off, tc.n, got, tc.want)
+		}
+	}
+	empty, err := NewShared("test-empty", size, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer empty.Free()
+	if m, err := empty.DataMap(); err != nil || len(m.data) != 0 {
+		t.Errorf("never written memory: %v %v", m, err)
+	}
 }
 
 func itoa(n uint64) string {
@@ -70,7 +138,12 @@ func TestNewSharedCopiesOnlyWrittenPages(t *testing.T) {
 	if n, err := unix.Pread(s.fd, back, 0); err != nil || n != size || !bytes.Equal(back, src) {
 		t.Fatalf("shared memory differs from the source (%d bytes read, %v)", n, err)
 	}
-	got := dataExtents(t, s, size)
+	var got []string
+	for _, e := range dataExtents(t, s, size) {
+		if strings.HasPrefix(e, "d:") {
+			got = append(got, e)
+		}
+	}
 	want := []string{"d:20480+8192", "d:41943040+4096"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("data extents %v, want %v", got, want)
