@@ -4,9 +4,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
+	"drmcr/drmcore"
 	"drmcr/images"
 	"drmcr/internal/crrun"
 )
@@ -89,7 +91,17 @@ func countImages(t *testing.T, img string, bos int) {
 	if len(inv.Bos) != bos {
 		t.Errorf("inventory lists %d BOs, the workload has %d", len(inv.Bos), bos)
 	}
-	if want := 3 + len(inv.Files) + len(inv.Dmabufs); len(names) != want {
+	x, err := d.ReadIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One pages file per CPU, at most drmcore.MaxPagesFiles, whatever the
+	// number of BOs.
+	pages := len(x.Header.PagesFiles)
+	if want := min(runtime.NumCPU(), drmcore.MaxPagesFiles); pages != want {
+		t.Errorf("%d pages files, want %d (one per CPU, at most %d)", pages, want, drmcore.MaxPagesFiles)
+	}
+	if want := 2 + pages + len(inv.Files) + len(inv.Dmabufs); len(names) != want {
 		t.Errorf("%d DRM image files for %d BOs, want %d: %v", len(names), bos, want, names)
 	}
 }
