@@ -784,16 +784,25 @@ func TestAnonShared(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		start := fmt.Sprintf("%x-", uintptr(unsafe.Pointer(&b[0])))
-		var line string
+		// The mapping holding the memory (a private one may have merged
+		// with a neighbour).
+		addr := uint64(uintptr(unsafe.Pointer(&b[0])))
+		var fields []string
 		for _, l := range strings.Split(string(maps), "\n") {
-			if strings.HasPrefix(l, start) {
-				line = l
+			f := strings.Fields(l)
+			var lo, hi uint64
+			if len(f) >= 2 {
+				if _, err := fmt.Sscanf(f[0], "%x-%x", &lo, &hi); err == nil && lo <= addr && addr < hi {
+					fields = f
+				}
 			}
 		}
+		if fields == nil {
+			t.Fatalf("-anon-shared %v: no mapping holds %#x in\n%s", shared, addr, maps)
+		}
 		// Shared anonymous memory is a shmem file, shown as /dev/zero.
-		if perms := strings.Fields(line + " ----")[1]; (perms == "rw-s") != shared || strings.Contains(line, "/dev/zero") != shared {
-			t.Errorf("-anon-shared %v: mapping %q", shared, line)
+		if (fields[1] == "rw-s") != shared || strings.Contains(strings.Join(fields, " "), "/dev/zero") != shared {
+			t.Errorf("-anon-shared %v: mapping %q", shared, fields)
 		}
 		want := make([]byte, len(b))
 		fillAnon(p, want)
