@@ -5,8 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
+	"drmcr/drmcore/drmcoretest"
 	"drmcr/kernelsim"
 	"drmcr/kernelsim/ksimtest"
 	"drmcr/kernelsim/uapi"
@@ -41,9 +40,7 @@ func BenchmarkDumpRestore(b *testing.B) {
 			if _, ok := fds[ino]; !ok {
 				b.Fatal("file not restored")
 			}
-			for _, fd := range fds {
-				unix.Close(fd)
-			}
+			drmcoretest.CloseAll(fds)
 			os.RemoveAll(dir)
 		}
 	})

@@ -217,9 +217,7 @@ func TestSharedCreatorReleased(t *testing.T) {
 			fds, err := restore(t, env, dir, order, false)
 			must(t, err)
 			check(t, fds)
-			for _, fd := range fds {
-				unix.Close(fd)
-			}
+			drmcoretest.CloseAll(fds)
 			waitCounts(t, env, base)
 		})
 	}
@@ -376,9 +374,7 @@ func TestRestoreAbortDestroysAll(t *testing.T) {
 	waitCounts(t, env, base)
 
 	fds, _ := restore(t, env, dir, concurrently, true)
-	for _, fd := range fds {
-		unix.Close(fd)
-	}
+	drmcoretest.CloseAll(fds)
 	waitCounts(t, env, base)
 }
 
@@ -590,9 +586,7 @@ func TestWaitOnAnotherFilesPreemptedJob(t *testing.T) {
 			if got := read(t, r, out, 8); !bytes.Equal(got, want) {
 				t.Fatalf("B's checksum %x after restore, uninterrupted run gives %x", got, want)
 			}
-			for _, fd := range fds {
-				unix.Close(fd)
-			}
+			drmcoretest.CloseAll(fds)
 		})
 	}
 }

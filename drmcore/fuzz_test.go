@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"drmcr/drmcore/drmcoretest"
@@ -65,9 +64,7 @@ func TestSeedCheckpointsRestore(t *testing.T) {
 		if err != nil {
 			t.Fatalf("seed checkpoint %s: %v", dir, err)
 		}
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
+		drmcoretest.CloseAll(fds)
 		waitCounts(t, env, base)
 	}
 }
@@ -166,9 +163,7 @@ func FuzzRestore(f *testing.F) {
 		if intact && err != nil {
 			t.Fatalf("the intact checkpoint %s does not restore: %v", src, err)
 		}
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
+		drmcoretest.CloseAll(fds)
 		waitCounts(t, env, base)
 	})
 }

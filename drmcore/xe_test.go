@@ -88,9 +88,7 @@ func TestSharedAcrossDrivers(t *testing.T) {
 			fds, err := restore(t, env, dir, order, false)
 			must(t, err)
 			check(t, fds)
-			for _, fd := range fds {
-				unix.Close(fd)
-			}
+			drmcoretest.CloseAll(fds)
 			waitCounts(t, env, base)
 		})
 	}

@@ -279,7 +279,8 @@ func Concurrently(entries []drmcore.RestoreEntry) (map[uint64]int, error) {
 }
 
 // Restore runs the restore hooks over dir for this process and returns the
-// restored fds by dump-time inode; they are closed when the test ends.
+// restored fds by dump-time inode; they are closed when the test ends
+// (CloseAll closes them before). A failed restore closes them at once.
 // failAfterClaims makes criu fail after the claims, so that the exit hook
 // must destroy everything the restore created.
 func Restore(t testing.TB, runtimeDir, dir string, order Order, failAfterClaims bool, opts ...func(*drmcore.Config)) (map[uint64]int, error) {
@@ -309,10 +310,18 @@ func Restore(t testing.TB, runtimeDir, dir string, order Order, failAfterClaims 
 		// criu kills the tasks of a failed restore, and what they were
 		// given goes with them: a claim that won the race against the
 		// loader finding damage must not keep its objects alive.
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
+		CloseAll(fds)
 		fds = nil
 	}
 	return fds, err
+}
+
+// CloseAll closes the descriptors Restore handed out, as the restored
+// tasks' exit does, and forgets them: Restore's cleanup would otherwise
+// close the same numbers again, by then maybe someone else's.
+func CloseAll(fds map[uint64]int) {
+	for ino, fd := range fds {
+		unix.Close(fd)
+		delete(fds, ino)
+	}
 }
