@@ -346,14 +346,15 @@ func (k *Kernel) CheckpointBOs(targets []PagesTarget, alg uapi.Checksum) ([]*uap
 	if err != nil {
 		return nil, err
 	}
-	allBOs := bos
 	extents := make([]*uapi.PagesExtent, len(targets))
 	plans := make([][]chunkPlan, len(targets))
+	var all []*Backing
 	for i, t := range targets {
 		mems := make([]*Backing, len(t.IDs))
 		for j := range t.IDs {
 			mems[j] = bos[j].mem
 		}
+		all = append(all, mems...)
 		var size uint64
 		plans[i], size = planChunks(mems, t.Offset)
 		if t.Offset+size < t.Offset {
@@ -362,11 +363,7 @@ func (k *Kernel) CheckpointBOs(targets []PagesTarget, alg uapi.Checksum) ([]*uap
 		extents[i] = &uapi.PagesExtent{Size: size, Chunks: make([]*uapi.ContentChunk, len(plans[i]))}
 		bos = bos[len(t.IDs):]
 	}
-	var mems []*Backing
-	for _, bo := range allBOs {
-		mems = append(mems, bo.mem)
-	}
-	maps, err := dataMapsOf(mems)
+	maps, err := dataMapsOf(all)
 	if err != nil {
 		return nil, err
 	}
