@@ -278,9 +278,9 @@ func (k *Kernel) ChecksumBOs(ids []uint64, alg uapi.Checksum) ([]*uapi.ContentCh
 	if err != nil {
 		return nil, err
 	}
-	err = forEachChunk(context.Background(), len(chunks), 0, func(_ context.Context, i int, staging []byte) error {
+	err = forEachChunk(context.Background(), len(chunks), 0, func(_ context.Context, i int, _ []byte) error {
 		c := chunks[i]
-		sum, err := mems[i].checksum(c.Offset, c.Length, staging, alg, maps[mems[i]])
+		sum, err := mems[i].checksum(c.Offset, c.Length, alg, maps[mems[i]])
 		if err != nil {
 			return fmt.Errorf("BO %d contents: %w", c.BoId, err)
 		}
@@ -327,9 +327,10 @@ func (k *Kernel) getBOs(ids []uint64) ([]*BO, func(), error) {
 }
 
 // checksum returns the checksum of the memory's bytes [off, off+n), at
-// most contentChunk of them. Holes of shared memory count as zeros and
-// are not touched; staging holds a chunk that mixes data and holes.
-func (b *Backing) checksum(off, n uint64, staging []byte, alg uapi.Checksum, dm *bomem.DataMap) ([]byte, error) {
+// most contentChunk of them. Holes of shared memory (dm: its data map,
+// taken for the operation; nil: taken now) count as zeros and are not
+// touched (sharedChecksum).
+func (b *Backing) checksum(off, n uint64, alg uapi.Checksum, dm *bomem.DataMap) ([]byte, error) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	if err := b.check(int(n), off); err != nil {
@@ -342,24 +343,7 @@ func (b *Backing) checksum(off, n uint64, staging []byte, alg uapi.Checksum, dm 
 	if err != nil {
 		return nil, err
 	}
-	var data, holes bool
-	if err := dm.Extents(off, n, func(_, _ uint64, d bool) error {
-		data, holes = data || d, holes || !d
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	switch {
-	case !holes:
-		return alg.Sum(b.data[off : off+n]), nil
-	case !data:
-		return zeroChecksum(n, alg), nil
-	}
-	buf := staging[:n]
-	if err := b.copyOutLocked(off, buf, dm); err != nil {
-		return nil, err
-	}
-	return alg.Sum(buf), nil
+	return sharedChecksum(b.shared, dm, off, n, alg)
 }
 
 // copyOut copies the memory's bytes from off into dst. Holes of shared
