@@ -287,6 +287,20 @@ func (c *config) start(d *crrun.Daemon, name string, args ...string) (*proc, err
 	return p, nil
 }
 
+// withWorkload starts a workload, runs f on it, and lets it finish
+// (read everything back and check its result): a workload that lives only
+// for its own measurement.
+func (c *config) withWorkload(d *crrun.Daemon, name string, args []string, f func(p *proc) error) error {
+	p, err := c.start(d, name, args...)
+	if err != nil {
+		return err
+	}
+	if err := f(p); err != nil {
+		return err
+	}
+	return p.finish()
+}
+
 // expect computes the result an uninterrupted run gives (slow for large
 // runs: do it while nothing is measured).
 func (p *proc) expect() error {
@@ -601,14 +615,7 @@ func benchThroughput(c *config, t *table) error {
 	}
 	const anon, bos, both = 0, 1, 2
 	with := func(w int, f func(p *proc) error) error {
-		p, err := c.start(d, workloads[w].name, workloads[w].args...)
-		if err != nil {
-			return err
-		}
-		if err := f(p); err != nil {
-			return err
-		}
-		return p.finish()
+		return c.withWorkload(d, workloads[w].name, workloads[w].args, f)
 	}
 	var (
 		dumpA, dumpB, restA, restB, restC, ratioDump, ratioRest, ratioBoth []float64
@@ -709,15 +716,12 @@ func benchMapped(c *config, t *table) error {
 	for range c.pairs {
 		// One workload at a time, as in benchThroughput.
 		for i, w := range workloads {
-			p, err := c.start(d, fmt.Sprint("mapped bench ", w), w...)
-			if err != nil {
+			var r cycleResult
+			err := c.withWorkload(d, fmt.Sprint("mapped bench ", w), w, func(p *proc) (err error) {
+				r, err = c.cycle(d, p)
 				return err
-			}
-			r, err := c.cycle(d, p)
+			})
 			if err != nil {
-				return err
-			}
-			if err := p.finish(); err != nil {
 				return err
 			}
 			sides[i].dump = append(sides[i].dump, r.dump)
